@@ -1,0 +1,399 @@
+//! Group commit: concurrent appends queue to one writer thread, which commits everything
+//! queued in one transaction and one sync, then answers each caller.
+//!
+//! No caller is answered before the sync that covers its record: the writer answers only
+//! after [`BatchWriter::commit_group`] has returned, and that call is where the engine
+//! commits and syncs. Batching never weakens durability: a group is committed at the
+//! strongest level any of its callers asked for.
+//!
+//! The writer is an OS thread, so blocking engine calls never run on an async executor.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::record::{LogRecord, NewLog};
+use crate::store::Durability;
+
+/// An engine's blocking writer, owned by the group-commit thread.
+pub trait BatchWriter: Send + 'static {
+    /// Commits all `batches` in one transaction with one sync at `durability`, all or none,
+    /// and returns each batch's records in order. The logs are already validated.
+    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>>;
+
+    /// Called once when the group committer shuts down: flush and release.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Tuning of a [`GroupCommit`].
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// The name of the writer thread.
+    pub thread_name: String,
+    /// The most logs committed in one group (callers beyond wait for the next group).
+    pub max_group_logs: usize,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            thread_name: "synclog-writer".into(),
+            max_group_logs: 8192,
+        }
+    }
+}
+
+/// Counters of a [`GroupCommit`], for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupStats {
+    /// Groups committed (transactions, and syncs).
+    pub groups: u64,
+    /// Caller batches committed.
+    pub batches: u64,
+    /// Logs committed.
+    pub logs: u64,
+    /// Groups that failed.
+    pub failed_groups: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    batches: AtomicU64,
+    logs: AtomicU64,
+    failed: AtomicU64,
+}
+
+type Exclusive<W> = Box<dyn FnOnce(&mut W) + Send>;
+
+enum Job<W> {
+    Commit {
+        logs: Vec<NewLog>,
+        durability: Durability,
+        reply: oneshot::Sender<Result<Vec<LogRecord>>>,
+    },
+    Exclusive(Exclusive<W>),
+}
+
+/// A group committer around one [`BatchWriter`]. See the module docs.
+pub struct GroupCommit<W: BatchWriter> {
+    tx: Mutex<Option<mpsc::Sender<Job<W>>>>,
+    thread: Mutex<Option<JoinHandle<Result<()>>>>,
+    counters: Arc<Counters>,
+    name: String,
+}
+
+impl<W: BatchWriter> std::fmt::Debug for GroupCommit<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("name", &self.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<W: BatchWriter> GroupCommit<W> {
+    /// Starts the writer thread around `writer`.
+    pub fn spawn(writer: W, options: GroupOptions) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job<W>>();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let max = options.max_group_logs.max(1);
+        let thread = std::thread::Builder::new()
+            .name(options.thread_name.clone())
+            .spawn(move || run(writer, rx, c, max))
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+        Ok(GroupCommit {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            counters,
+            name: options.thread_name,
+        })
+    }
+
+    fn send(&self, job: Job<W>) -> Result<()> {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = || Error::Closed {
+            store: self.name.clone(),
+        };
+        guard.as_ref().ok_or_else(closed)?.send(job).map_err(|_| closed())
+    }
+
+    /// Queues `logs` (already validated) and waits until the group holding them is
+    /// committed and synced at least at `durability`.
+    pub async fn commit(&self, logs: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        if logs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Commit {
+            logs,
+            durability,
+            reply,
+        })?;
+        rx.await.map_err(|_| Error::Closed {
+            store: self.name.clone(),
+        })?
+    }
+
+    /// Runs `f` on the writer thread with exclusive use of the writer, between groups.
+    pub async fn with_writer<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut W) -> R + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Exclusive(Box::new(move |w: &mut W| {
+            let _ = reply.send(f(w));
+        })))?;
+        rx.await.map_err(|_| Error::Closed {
+            store: self.name.clone(),
+        })
+    }
+
+    /// Blocking form of [`with_writer`](Self::with_writer), for callers outside an async runtime.
+    pub fn with_writer_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut W) -> R + Send + 'static,
+    {
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Exclusive(Box::new(move |w: &mut W| {
+            let _ = reply.send(f(w));
+        })))?;
+        rx.recv().map_err(|_| Error::Closed {
+            store: self.name.clone(),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> GroupStats {
+        GroupStats {
+            groups: self.counters.groups.load(Ordering::Relaxed),
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            logs: self.counters.logs.load(Ordering::Relaxed),
+            failed_groups: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting work, lets the writer finish what is queued, closes it and joins
+    /// the thread. Blocking; call it from `spawn_blocking` inside a runtime.
+    pub fn shutdown(&self) -> Result<()> {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle {
+            None => Ok(()),
+            Some(h) => h.join().map_err(|_| Error::Backend {
+                engine: "group-commit",
+                context: format!("writer thread {} panicked", self.name),
+                source: "panic".into(),
+            })?,
+        }
+    }
+}
+
+impl<W: BatchWriter> Drop for GroupCommit<W> {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once the queue is drained; we do not join
+        // here so that dropping inside an async context never blocks it.
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+fn run<W: BatchWriter>(
+    mut writer: W,
+    rx: mpsc::Receiver<Job<W>>,
+    counters: Arc<Counters>,
+    max: usize,
+) -> Result<()> {
+    let mut deferred: VecDeque<Job<W>> = VecDeque::new();
+    loop {
+        let job = match deferred.pop_front() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break,
+            },
+        };
+        let (first_logs, first_durability, first_reply) = match job {
+            Job::Exclusive(f) => {
+                f(&mut writer);
+                continue;
+            }
+            Job::Commit {
+                logs,
+                durability,
+                reply,
+            } => (logs, durability, reply),
+        };
+        let mut total = first_logs.len();
+        let mut durability = first_durability;
+        let mut group = vec![(first_logs, first_reply)];
+        // Take whatever else is already queued, up to the group limit. An exclusive job
+        // waits until after this group, keeping its place before later commits.
+        while total < max && deferred.is_empty() {
+            match rx.try_recv() {
+                Ok(Job::Commit {
+                    logs,
+                    durability: d,
+                    reply,
+                }) => {
+                    total += logs.len();
+                    durability = durability.max(d);
+                    group.push((logs, reply));
+                }
+                Ok(exclusive) => deferred.push_back(exclusive),
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
+        let result = writer.commit_group(&batches, durability);
+        match result {
+            Ok(records) if records.len() == group.len() => {
+                counters.groups.fetch_add(1, Ordering::Relaxed);
+                counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                counters.logs.fetch_add(total as u64, Ordering::Relaxed);
+                for ((_, reply), recs) in group.into_iter().zip(records) {
+                    let _ = reply.send(Ok(recs));
+                }
+            }
+            Ok(records) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                let err = Error::Backend {
+                    engine: "group-commit",
+                    context: format!("writer returned {} batches for {}", records.len(), group.len()),
+                    source: "batch count mismatch".into(),
+                };
+                for (_, reply) in group {
+                    let _ = reply.send(Err(err.replicate()));
+                }
+            }
+            Err(err) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                for (_, reply) in group {
+                    let _ = reply.send(Err(err.replicate()));
+                }
+            }
+        }
+    }
+    writer.close()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LogId, Status};
+
+    /// A writer that counts groups and fails when told to.
+    struct Counting {
+        next: u64,
+        fail_next: bool,
+    }
+
+    impl BatchWriter for Counting {
+        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+            if std::mem::take(&mut self.fail_next) {
+                return Err(Error::io("syncing", std::io::Error::other("injected")));
+            }
+            // Make concurrent callers pile up behind this group.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let now = chrono::Utc::now();
+            Ok(batches
+                .iter()
+                .map(|b| {
+                    b.iter()
+                        .map(|l| {
+                            self.next += 1;
+                            LogRecord::seal(LogId::new(self.next).unwrap(), now, l.clone()).unwrap()
+                        })
+                        .collect()
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_groups_and_get_distinct_ids() {
+        let gc = Arc::new(
+            GroupCommit::spawn(
+                Counting {
+                    next: 0,
+                    fail_next: false,
+                },
+                GroupOptions::default(),
+            )
+            .unwrap(),
+        );
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let gc = gc.clone();
+                tokio::spawn(async move {
+                    gc.commit(
+                        vec![NewLog::new(format!("j{i}"), Status::Succeeded)],
+                        Durability::PowerLoss,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().unwrap()[0].id.get());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 64);
+        let stats = gc.stats();
+        assert_eq!(stats.logs, 64);
+        assert!(stats.groups < 64, "expected batching, got {stats:?}");
+        gc.shutdown().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_answers_every_caller_with_the_error() {
+        let gc = GroupCommit::spawn(
+            Counting {
+                next: 0,
+                fail_next: true,
+            },
+            GroupOptions::default(),
+        )
+        .unwrap();
+        let err = gc
+            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Io);
+        let ok = gc
+            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .await
+            .unwrap();
+        assert_eq!(ok[0].id.get(), 1);
+        assert_eq!(gc.stats().failed_groups, 1);
+    }
+
+    #[tokio::test]
+    async fn commit_after_shutdown_is_closed() {
+        let gc = GroupCommit::spawn(
+            Counting {
+                next: 0,
+                fail_next: false,
+            },
+            GroupOptions::default(),
+        )
+        .unwrap();
+        gc.shutdown().unwrap();
+        let err = gc
+            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Closed);
+    }
+}

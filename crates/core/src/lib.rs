@@ -1,0 +1,33 @@
+//! # synclog-core
+//!
+//! The record model, validation, canonical encoding and checksums, the [`LogStore`]
+//! contract, durability levels, the error type and the group-commit helper shared by
+//! synclog's storage engines.
+//!
+//! ```
+//! use synclog_core::{LogId, LogRecord, NewLog, Status};
+//! let log = NewLog::new("orders-import", Status::Partial).counts(10, 9, 1);
+//! log.validate()?;
+//! let rec = LogRecord::seal(LogId::MIN, chrono::Utc::now(), log)?;
+//! assert!(rec.is_intact());
+//! # Ok::<(), synclog_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod canonical;
+pub mod error;
+pub mod group;
+pub mod record;
+pub mod store;
+pub mod url;
+pub mod validate;
+pub mod verify;
+
+pub use canonical::{Attrs, Checksum};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use record::{LogId, LogRecord, NewLog, Status, Timestamp};
+pub use store::{
+    Capabilities, CheckpointMode, CheckpointReport, CorruptRecord, Durability, ImportConflict, ImportReport,
+    LogStore, LogStoreExt, Scan, SharedStore, VerifyOptions, VerifyReport,
+};
+pub use url::redact_url;

@@ -1,0 +1,370 @@
+//! The storage contract every engine implements: [`LogStore`], and the conveniences
+//! every store gets for free: [`LogStoreExt`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::Checksum;
+use crate::error::{Error, Result};
+use crate::record::{LogId, LogRecord, NewLog, Status};
+
+/// What an acknowledged commit survives. Ordered from weakest to strongest.
+///
+/// An engine that cannot give a level returns [`Error::Unsupported`]; it never silently
+/// gives a weaker one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// In the engine's own buffers: lost if the process dies.
+    Buffered,
+    /// Handed to the operating system: survives the process being killed, not power loss.
+    Process,
+    /// Synced to stable storage (fsync/fdatasync) before the acknowledgement: survives
+    /// power loss and an OS crash. The default.
+    #[default]
+    PowerLoss,
+}
+
+impl Durability {
+    /// Every level, weakest first.
+    pub const ALL: [Durability; 3] = [Durability::Buffered, Durability::Process, Durability::PowerLoss];
+}
+
+/// What an engine supports, so callers and the conformance suite can choose honestly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The engine's short name (`sqlite`, `json`, `sled`, `postgres`, `memory`).
+    pub engine: &'static str,
+    /// Several OS processes may use the same storage at once.
+    pub multi_process: bool,
+    /// Data outlives the process (a reopen sees it).
+    pub persistent: bool,
+    /// [`LogStore::checkpoint`] is implemented.
+    pub checkpoint: bool,
+    /// [`VerifyOptions::deep`] runs an engine-level check.
+    pub deep_verify: bool,
+    /// The durability levels [`LogStore::commit`] accepts.
+    pub durability: Vec<Durability>,
+}
+
+/// A range query over ids, with filters and paging. Results come in id order.
+///
+/// Page by passing the last id of one page as `after` of the next (or as `before` when
+/// `descending`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Scan {
+    /// Only ids greater than this.
+    pub after: Option<LogId>,
+    /// Only ids smaller than this.
+    pub before: Option<LogId>,
+    /// Only this job.
+    pub job: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// At most this many records; 0 means [`Scan::DEFAULT_LIMIT`].
+    pub limit: usize,
+    /// Newest first.
+    pub descending: bool,
+}
+
+impl Scan {
+    /// The limit used when `limit` is 0.
+    pub const DEFAULT_LIMIT: usize = 1000;
+    /// The largest page a store returns; a larger limit is an invalid-input error.
+    pub const MAX_LIMIT: usize = 100_000;
+
+    /// Every record, in pages of `limit`.
+    pub fn all(limit: usize) -> Scan {
+        Scan {
+            limit,
+            ..Scan::default()
+        }
+    }
+
+    /// The limit to apply, after checking it. Engines call this.
+    pub fn effective_limit(&self) -> Result<usize> {
+        match self.limit {
+            0 => Ok(Self::DEFAULT_LIMIT),
+            n if n > Self::MAX_LIMIT => Err(Error::invalid(
+                "limit",
+                format!("{n} is more than {}; page through with `after`", Self::MAX_LIMIT),
+            )),
+            n => Ok(n),
+        }
+    }
+
+    /// Whether `rec` passes the filters (not the limit). Engines without an index use this.
+    pub fn matches(&self, rec: &LogRecord) -> bool {
+        self.after.is_none_or(|a| rec.id > a)
+            && self.before.is_none_or(|b| rec.id < b)
+            && self.job.as_deref().is_none_or(|j| rec.job == j)
+            && self.status.is_none_or(|s| rec.status == s)
+    }
+}
+
+/// The modes of a SQLite-style WAL checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointMode {
+    /// Copy what can be copied without waiting.
+    #[default]
+    Passive,
+    /// Wait for writers, then copy everything and sync the database.
+    Full,
+    /// Like `Full`, and also wait for readers so the log restarts from the beginning.
+    Restart,
+    /// Like `Restart`, and truncate the log file to zero bytes.
+    Truncate,
+}
+
+impl std::str::FromStr for CheckpointMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "passive" => Ok(CheckpointMode::Passive),
+            "full" => Ok(CheckpointMode::Full),
+            "restart" => Ok(CheckpointMode::Restart),
+            "truncate" => Ok(CheckpointMode::Truncate),
+            _ => Err(Error::invalid(
+                "mode",
+                format!("{s:?} is not one of passive, full, restart, truncate"),
+            )),
+        }
+    }
+}
+
+/// The result of a checkpoint: SQLite's `(busy, log, checkpointed)` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckpointReport {
+    /// The mode that ran.
+    pub mode: CheckpointMode,
+    /// The checkpoint could not finish (a reader or writer was in the way). Never success.
+    pub busy: bool,
+    /// Frames in the write-ahead log.
+    pub log_frames: i64,
+    /// Frames copied into the database.
+    pub checkpointed: i64,
+}
+
+/// Options of [`LogStore::verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyOptions {
+    /// Also run the engine's own consistency check (SQLite `quick_check`).
+    pub deep: bool,
+}
+
+/// A record that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorruptRecord {
+    /// Its id, when it could be read.
+    pub id: Option<LogId>,
+    /// Where it is (a line number, a key) and what is wrong.
+    pub detail: String,
+}
+
+/// What [`LogStore::verify`] found, reading through a path independent of the writer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct VerifyReport {
+    /// Records read and checked.
+    pub checked: u64,
+    /// The smallest and largest id seen.
+    pub first_id: Option<LogId>,
+    /// See `first_id`.
+    pub last_id: Option<LogId>,
+    /// Ids absent inside `first_id..=last_id`. Stores assign ids densely, so a gap is a
+    /// lost record (or a partial import).
+    pub missing: Vec<LogId>,
+    /// Records whose checksum did not match or that could not be decoded.
+    pub corrupt: Vec<CorruptRecord>,
+    /// Ids not strictly greater than the one stored before them (duplicates included).
+    pub out_of_order: Vec<LogId>,
+    /// Problems the engine's own check reported (empty when it found none or did not run).
+    pub engine_problems: Vec<String>,
+    /// Whether the engine's own check ran.
+    pub deep_checked: bool,
+}
+
+impl VerifyReport {
+    /// No missing, corrupt or out-of-order record, and no engine problem.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.out_of_order.is_empty()
+            && self.engine_problems.is_empty()
+    }
+}
+
+/// A conflict found by an import: the same id with a different record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportConflict {
+    /// The contested id.
+    pub id: LogId,
+    /// The checksum of the record already stored (which was kept).
+    pub stored: Checksum,
+    /// The checksum of the record offered (which was not written).
+    pub offered: Checksum,
+}
+
+/// What [`LogStore::import`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ImportReport {
+    /// Records written.
+    pub inserted: u64,
+    /// Records skipped because an identical one was already stored.
+    pub already_present: u64,
+    /// Records refused because a different one is stored under the same id.
+    pub conflicts: Vec<ImportConflict>,
+}
+
+impl ImportReport {
+    /// Adds another report's counts to this one.
+    pub fn merge(&mut self, other: ImportReport) {
+        self.inserted += other.inserted;
+        self.already_present += other.already_present;
+        self.conflicts.extend(other.conflicts);
+    }
+}
+
+/// The storage contract. Object safe: apps hold `Arc<dyn LogStore>`.
+///
+/// Only what touches storage is here; conveniences are in [`LogStoreExt`]. Every
+/// method states what is true when it returns `Ok`.
+#[async_trait]
+pub trait LogStore: Send + Sync + fmt::Debug {
+    /// A description of the store for messages, e.g. `sqlite:///var/lib/app/logs.db`.
+    /// Never contains a password.
+    fn describe(&self) -> String;
+
+    /// What this engine supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Appends `batch` atomically: all of it or none of it.
+    ///
+    /// When this returns `Ok`, every record is readable by [`get`](Self::get) and
+    /// [`scan`](Self::scan), and survives what `durability` names. The records come back
+    /// in batch order with their ids (strictly increasing, greater than every id committed
+    /// before), `recorded_at` and checksums.
+    ///
+    /// Errors: [`Error::InvalidInput`] (nothing written) when a log breaks a rule of
+    /// [`crate::validate`]; [`Error::Unsupported`] for a durability level the engine
+    /// cannot give; [`Error::Busy`]/[`Error::Locked`] (retryable) when the storage stayed
+    /// busy; I/O and engine errors otherwise, after which nothing of the batch is visible.
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>>;
+
+    /// The record with `id`, or `None`. Reflects every commit acknowledged before the call.
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>>;
+
+    /// Records matching `scan`, in id order (descending if asked), at most its limit.
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>>;
+
+    /// The largest id stored, or `None` when the store is empty.
+    async fn last_id(&self) -> Result<Option<LogId>>;
+
+    /// The durability hook: when this returns `Ok`, everything acknowledged so far survives
+    /// what `level` names, whatever level it was committed at.
+    async fn sync(&self, level: Durability) -> Result<()>;
+
+    /// A write-ahead-log checkpoint. A checkpoint that could not finish is reported with
+    /// `busy = true`, never as success. Engines without one return [`Error::Unsupported`].
+    async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        let _ = mode;
+        Err(Error::Unsupported {
+            engine: self.capabilities().engine,
+            what: "checkpoints".into(),
+        })
+    }
+
+    /// The verification hook: reads every record through a path independent of the writer
+    /// (a separate connection or file handle), recomputes each checksum, and reports
+    /// missing, corrupt and out-of-order ids. With `deep`, also the engine's own check.
+    async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport>;
+
+    /// The restore hook: imports records keeping their ids and checksums, atomically, at
+    /// `durability`.
+    ///
+    /// Idempotent: a record already stored and identical is counted as already present.
+    /// A different record under the same id is reported as a conflict and the stored one
+    /// is kept. After an import, ids assigned by [`commit`](Self::commit) are greater than
+    /// every imported id.
+    ///
+    /// Errors: [`Error::Corrupt`] for an offered record whose checksum does not match,
+    /// [`Error::InvalidInput`] for one that breaks a field rule; nothing is written then.
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport>;
+
+    /// Flushes and releases the storage. Later calls fail with [`Error::Closed`].
+    async fn close(&self) -> Result<()>;
+}
+
+/// Conveniences for every [`LogStore`]; implemented for all of them, not overridable.
+#[async_trait]
+pub trait LogStoreExt: LogStore {
+    /// Appends one log at power-loss durability.
+    async fn append(&self, log: NewLog) -> Result<LogRecord> {
+        self.append_with(log, Durability::PowerLoss).await
+    }
+
+    /// Appends one log at `durability`.
+    async fn append_with(&self, log: NewLog, durability: Durability) -> Result<LogRecord> {
+        let mut recs = self.commit(vec![log], durability).await?;
+        recs.pop().ok_or_else(|| Error::Backend {
+            engine: self.capabilities().engine,
+            context: "commit of one log returned no record".into(),
+            source: "empty result".into(),
+        })
+    }
+
+    /// The record with `id`, or [`Error::NotFound`].
+    async fn get_required(&self, id: LogId) -> Result<LogRecord> {
+        self.get(id).await?.ok_or(Error::NotFound { id })
+    }
+
+    /// Every record, in id order, read page by page and handed to `each` one page at a time.
+    async fn for_each_page(
+        &self,
+        page_size: usize,
+        each: &mut (dyn FnMut(Vec<LogRecord>) -> Result<()> + Send),
+    ) -> Result<()> {
+        let mut scan = Scan::all(page_size);
+        loop {
+            let page = self.scan(&scan).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            scan.after = Some(last.id);
+            let full = page.len() == scan.effective_limit()?;
+            each(page)?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Copies every record into `target`, keeping ids, in pages of `page_size`.
+    /// Idempotent; conflicts are reported, never overwritten.
+    async fn copy_to(
+        &self,
+        target: &dyn LogStore,
+        page_size: usize,
+        durability: Durability,
+    ) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut scan = Scan::all(page_size);
+        loop {
+            let page = self.scan(&scan).await?;
+            let Some(last) = page.last() else { break };
+            scan.after = Some(last.id);
+            let full = page.len() == scan.effective_limit()?;
+            report.merge(target.import(page, durability).await?);
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl<T: LogStore + ?Sized> LogStoreExt for T {}
+
+/// A shared store handle, as apps hold it.
+pub type SharedStore = Arc<dyn LogStore>;

@@ -1,0 +1,289 @@
+//! Validation: every rule a log must pass before anything is written, with its limit.
+//!
+//! Validation runs once, in core, before an engine sees the batch. A batch with one bad
+//! log is rejected whole with [`Error::InvalidInput`] naming the field and the log's
+//! position; nothing of it is written.
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::record::{LogRecord, NewLog, Timestamp};
+
+/// Longest `job`, in bytes.
+pub const MAX_JOB_BYTES: usize = 256;
+/// Longest `message`, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest `attrs`, as canonical JSON text, in bytes.
+pub const MAX_ATTRS_BYTES: usize = 64 * 1024;
+/// Deepest nesting of arrays and objects inside `attrs` (the object itself is depth 1).
+pub const MAX_ATTRS_DEPTH: usize = 32;
+/// Largest counter value: engines store counters as signed 64-bit integers.
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
+/// Most logs in one committed batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Earliest accepted timestamp: 1970-01-01T00:00:00Z.
+pub fn min_timestamp() -> Timestamp {
+    Utc.timestamp_opt(0, 0).single().unwrap_or_default()
+}
+
+/// Latest accepted timestamp: 9999-12-31T23:59:59.999999Z.
+pub fn max_timestamp() -> Timestamp {
+    Utc.timestamp_opt(253_402_300_799, 999_999_000)
+        .single()
+        .unwrap_or_default()
+}
+
+/// Checks one log against every rule.
+///
+/// - `job`: not empty, at most [`MAX_JOB_BYTES`], no control characters (NUL included);
+/// - `message`: at most [`MAX_MESSAGE_BYTES`], no NUL (PostgreSQL `text` cannot hold one);
+/// - `attrs`: a JSON object, at most [`MAX_ATTRS_BYTES`] as canonical text, nested at most
+///   [`MAX_ATTRS_DEPTH`] deep;
+/// - counters: at most [`MAX_COUNTER`];
+/// - timestamps: between [`min_timestamp`] and [`max_timestamp`], `finished_at` not before
+///   `started_at`.
+pub fn validate_new(log: &NewLog) -> Result<()> {
+    validate_job(&log.job)?;
+    validate_message(&log.message)?;
+    validate_counters(log.items_seen, log.items_written, log.items_failed)?;
+    validate_times(log.started_at, log.finished_at)?;
+    validate_attrs(&log.attrs)
+}
+
+/// Checks a batch: its size and every log, naming the position of the first bad one.
+pub fn validate_batch(batch: &[NewLog]) -> Result<()> {
+    if batch.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "batch",
+            format!(
+                "{} logs is more than the limit of {MAX_BATCH}; split it",
+                batch.len()
+            ),
+        ));
+    }
+    for (i, log) in batch.iter().enumerate() {
+        validate_new(log).map_err(|e| e.at_index(i))?;
+    }
+    Ok(())
+}
+
+/// Checks a record offered for import: the same field rules, and its checksum must match.
+/// A record whose checksum does not match is refused as [`Error::Corrupt`].
+pub fn validate_record(rec: &LogRecord) -> Result<()> {
+    validate_job(&rec.job)?;
+    validate_message(&rec.message)?;
+    validate_counters(rec.items_seen, rec.items_written, rec.items_failed)?;
+    validate_times(rec.started_at, rec.finished_at)?;
+    if rec.attrs.as_str().len() > MAX_ATTRS_BYTES {
+        return Err(Error::invalid(
+            "attrs",
+            format!("larger than {MAX_ATTRS_BYTES} bytes"),
+        ));
+    }
+    if !rec.attrs.as_str().starts_with('{') {
+        return Err(Error::invalid("attrs", "must be a JSON object"));
+    }
+    if !rec.is_intact() {
+        return Err(Error::corrupt(
+            format!("log {}", rec.id),
+            format!(
+                "checksum {} does not match its fields (computed {})",
+                rec.checksum,
+                rec.compute_checksum()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_job(job: &str) -> Result<()> {
+    if job.is_empty() {
+        return Err(Error::invalid("job", "must not be empty"));
+    }
+    if job.len() > MAX_JOB_BYTES {
+        return Err(Error::invalid(
+            "job",
+            format!("{} bytes is longer than {MAX_JOB_BYTES}", job.len()),
+        ));
+    }
+    if job.contains('\0') {
+        return Err(Error::invalid("job", "must not contain NUL"));
+    }
+    if job.chars().any(char::is_control) {
+        return Err(Error::invalid("job", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn validate_message(message: &str) -> Result<()> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(Error::invalid(
+            "message",
+            format!("{} bytes is longer than {MAX_MESSAGE_BYTES}", message.len()),
+        ));
+    }
+    if message.contains('\0') {
+        return Err(Error::invalid("message", "must not contain NUL"));
+    }
+    Ok(())
+}
+
+fn validate_counters(seen: u64, written: u64, failed: u64) -> Result<()> {
+    for (field, v) in [
+        ("items_seen", seen),
+        ("items_written", written),
+        ("items_failed", failed),
+    ] {
+        if v > MAX_COUNTER {
+            return Err(Error::invalid(field, format!("{v} is larger than {MAX_COUNTER}")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_times(started: Timestamp, finished: Option<Timestamp>) -> Result<()> {
+    let in_range = |t: Timestamp| t >= min_timestamp() && t <= max_timestamp();
+    if !in_range(started) {
+        return Err(Error::invalid(
+            "started_at",
+            format!("{started} is outside 1970..=9999"),
+        ));
+    }
+    if let Some(f) = finished {
+        if !in_range(f) {
+            return Err(Error::invalid(
+                "finished_at",
+                format!("{f} is outside 1970..=9999"),
+            ));
+        }
+        if f < started {
+            return Err(Error::invalid(
+                "finished_at",
+                format!("{f} is before started_at {started}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_attrs(attrs: &Value) -> Result<()> {
+    if !attrs.is_object() {
+        return Err(Error::invalid("attrs", "must be a JSON object"));
+    }
+    let depth = depth(attrs);
+    if depth > MAX_ATTRS_DEPTH {
+        return Err(Error::invalid(
+            "attrs",
+            format!("nested {depth} deep; the limit is {MAX_ATTRS_DEPTH}"),
+        ));
+    }
+    let size = crate::canonical::Attrs::from_value(attrs)?.as_str().len();
+    if size > MAX_ATTRS_BYTES {
+        return Err(Error::invalid(
+            "attrs",
+            format!("{size} bytes is larger than {MAX_ATTRS_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorKind, Status};
+    use chrono::Duration;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn ok() -> NewLog {
+        NewLog::new("job", Status::Succeeded)
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    }
+
+    #[rstest]
+    #[case::empty_job(NewLog { job: String::new(), ..ok() }, "job")]
+    #[case::long_job(NewLog { job: "j".repeat(MAX_JOB_BYTES + 1), ..ok() }, "job")]
+    #[case::nul_in_job(NewLog { job: "a\0b".into(), ..ok() }, "job")]
+    #[case::control_in_job(NewLog { job: "a\nb".into(), ..ok() }, "job")]
+    #[case::long_message(NewLog { message: "m".repeat(MAX_MESSAGE_BYTES + 1), ..ok() }, "message")]
+    #[case::nul_in_message(NewLog { message: "a\0".into(), ..ok() }, "message")]
+    #[case::attrs_not_object(NewLog { attrs: json!([1, 2]), ..ok() }, "attrs")]
+    #[case::attrs_too_deep(NewLog { attrs: nested(MAX_ATTRS_DEPTH + 1), ..ok() }, "attrs")]
+    #[case::attrs_too_large(NewLog { attrs: json!({"x": "a".repeat(MAX_ATTRS_BYTES)}), ..ok() }, "attrs")]
+    #[case::counter_too_large(NewLog { items_seen: MAX_COUNTER + 1, ..ok() }, "items_seen")]
+    #[case::finished_before_started(ok().finished(ok().started_at - Duration::seconds(1)), "finished_at")]
+    #[case::started_before_1970(NewLog { started_at: min_timestamp() - Duration::seconds(1), ..ok() }, "started_at")]
+    fn rule_rejects_with_invalid_input_naming_the_field(#[case] log: NewLog, #[case] field: &str) {
+        let err = validate_new(&log).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        match err {
+            Error::InvalidInput { field: f, .. } => assert_eq!(f, field),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_themselves_are_accepted() {
+        let log = NewLog {
+            job: "j".repeat(MAX_JOB_BYTES),
+            message: "m".repeat(MAX_MESSAGE_BYTES),
+            attrs: nested(MAX_ATTRS_DEPTH),
+            items_seen: MAX_COUNTER,
+            ..ok()
+        };
+        validate_new(&log).unwrap();
+    }
+
+    #[test]
+    fn batch_error_names_the_bad_logs_position() {
+        let batch = vec![
+            ok(),
+            ok(),
+            NewLog {
+                job: String::new(),
+                ..ok()
+            },
+        ];
+        match validate_batch(&batch).unwrap_err() {
+            Error::InvalidInput { index, field, .. } => {
+                assert_eq!(index, Some(2));
+                assert_eq!(field, "job");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_batch_is_rejected() {
+        let batch = vec![ok(); MAX_BATCH + 1];
+        assert_eq!(
+            validate_batch(&batch).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn import_refuses_a_record_whose_checksum_does_not_match() {
+        let mut rec = LogRecord::seal(crate::LogId::MIN, Utc::now(), ok()).unwrap();
+        validate_record(&rec).unwrap();
+        rec.message.push('x');
+        assert_eq!(validate_record(&rec).unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+}
