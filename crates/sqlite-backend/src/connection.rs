@@ -1,0 +1,257 @@
+//! Opening connections: PRAGMAs set explicitly and read back, the schema, error mapping.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use synclog_core::{Durability, Error, Result};
+
+/// The schema version this build writes, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE logs (
+    id            INTEGER PRIMARY KEY,   -- LogId, assigned densely by the writer
+    recorded_at   INTEGER NOT NULL,      -- microseconds since the Unix epoch, UTC
+    job           TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    items_seen    INTEGER NOT NULL,
+    items_written INTEGER NOT NULL,
+    items_failed  INTEGER NOT NULL,
+    message       TEXT    NOT NULL,
+    attrs         TEXT    NOT NULL,      -- canonical JSON text
+    checksum      INTEGER NOT NULL       -- CRC-32C of the canonical encoding
+);
+CREATE INDEX logs_by_job ON logs(job, id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta(key, value) VALUES ('high_water', 0), ('syncs', 0);
+";
+
+/// The PRAGMA values a writer connection runs with, as read back from SQLite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PragmaReport {
+    /// `journal_mode`: always `wal`, or opening fails.
+    pub journal_mode: String,
+    /// `synchronous`: 1 (NORMAL) or 2 (FULL).
+    pub synchronous: i64,
+    /// `busy_timeout` in milliseconds.
+    pub busy_timeout_ms: i64,
+    /// `wal_autocheckpoint` in pages.
+    pub wal_autocheckpoint: i64,
+    /// `journal_size_limit` in bytes.
+    pub journal_size_limit: i64,
+    /// `user_version`: the schema version.
+    pub user_version: i64,
+}
+
+/// `synchronous` for a durability level. In WAL mode NORMAL survives a process crash but
+/// not power loss; FULL syncs the WAL at every commit. OFF is never used: it can corrupt
+/// the database on power loss, taking older, durable records with it.
+pub fn synchronous_for(d: Durability) -> i64 {
+    match d {
+        Durability::Buffered | Durability::Process => 1,
+        Durability::PowerLoss => 2,
+    }
+}
+
+pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> Error {
+    let resource = format!("sqlite://{}", path.display());
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => Error::Busy {
+            resource,
+            detail: format!("{context}: another connection holds the lock"),
+            source: Some(Box::new(e)),
+        },
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => Error::Corrupt {
+            location: resource,
+            detail: format!("{context}: SQLite reports the file as damaged"),
+            source: Some(Box::new(e)),
+        },
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
+            Error::io(
+                format!("{context} {resource}"),
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
+            )
+        }
+        Some(ErrorCode::SystemIoFailure) | Some(ErrorCode::DiskFull) => Error::io(
+            format!("{context} {resource}"),
+            std::io::Error::other(e.to_string()),
+        ),
+        _ => Error::Backend {
+            engine: "sqlite",
+            context: format!("{context} {resource}"),
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Opens the writer connection: every PRAGMA set and read back, the schema created on
+/// first open, a newer schema refused.
+pub(crate) fn open_writer(
+    path: &Path,
+    busy_timeout: Duration,
+    wal_autocheckpoint: u32,
+    durability: Durability,
+) -> Result<(Connection, PragmaReport)> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(e("opening"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(e("setting busy_timeout on"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(e("setting journal_mode on"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Unsupported {
+            engine: "sqlite",
+            what: format!(
+                "WAL mode on {} (journal_mode came back {mode:?}; is it on a network file system?)",
+                path.display()
+            ),
+        });
+    }
+    conn.pragma_update(None, "wal_autocheckpoint", wal_autocheckpoint)
+        .map_err(e("setting wal_autocheckpoint on"))?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024i64)
+        .map_err(e("setting journal_size_limit on"))?;
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(e("setting foreign_keys on"))?;
+    set_synchronous(&conn, path, durability)?;
+    ensure_schema(&mut conn, path)?;
+    let report = read_pragmas(&conn, path)?;
+    let expect = |name: &str, got: i64, want: i64| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(Error::Backend {
+                engine: "sqlite",
+                context: format!(
+                    "PRAGMA {name} on {} came back {got}, expected {want}",
+                    path.display()
+                ),
+                source: "pragma not applied".into(),
+            })
+        }
+    };
+    expect(
+        "busy_timeout",
+        report.busy_timeout_ms,
+        busy_timeout.as_millis() as i64,
+    )?;
+    expect(
+        "wal_autocheckpoint",
+        report.wal_autocheckpoint,
+        wal_autocheckpoint as i64,
+    )?;
+    expect("journal_size_limit", report.journal_size_limit, 64 * 1024 * 1024)?;
+    Ok((conn, report))
+}
+
+/// Sets `synchronous` for `d` and reads it back.
+pub(crate) fn set_synchronous(conn: &Connection, path: &Path, d: Durability) -> Result<()> {
+    let want = synchronous_for(d);
+    conn.pragma_update(None, "synchronous", want)
+        .map_err(|err| map_err(path, "setting synchronous on", err))?;
+    let got: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .map_err(|err| map_err(path, "reading synchronous of", err))?;
+    if got != want {
+        return Err(Error::Backend {
+            engine: "sqlite",
+            context: format!(
+                "PRAGMA synchronous on {} came back {got}, expected {want}",
+                path.display()
+            ),
+            source: "pragma not applied".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads back the PRAGMAs synclog sets.
+pub fn read_pragmas(conn: &Connection, path: &Path) -> Result<PragmaReport> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let int = |name: &'static str| -> Result<i64> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .map_err(e("reading a PRAGMA of"))
+    };
+    Ok(PragmaReport {
+        journal_mode: conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(e("reading journal_mode of"))?,
+        synchronous: int("synchronous")?,
+        busy_timeout_ms: int("busy_timeout")?,
+        wal_autocheckpoint: int("wal_autocheckpoint")?,
+        journal_size_limit: int("journal_size_limit")?,
+        user_version: int("user_version")?,
+    })
+}
+
+fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let version = |c: &Connection| -> Result<i64> {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e("reading user_version of"))
+    };
+    let check = |v: i64| -> Result<bool> {
+        match v {
+            0 => Ok(false),
+            SCHEMA_VERSION => Ok(true),
+            v if v > SCHEMA_VERSION => Err(Error::Unsupported {
+                engine: "sqlite",
+                what: format!(
+                    "schema version {v} of {} (this synclog knows {SCHEMA_VERSION}); upgrade synclog",
+                    path.display()
+                ),
+            }),
+            v => Err(Error::corrupt(
+                format!("sqlite://{}", path.display()),
+                format!("unknown schema version {v}"),
+            )),
+        }
+    };
+    if check(version(conn)?)? {
+        return Ok(());
+    }
+    // Another process may create the schema at the same time: decide under the write lock.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(e("locking for schema creation"))?;
+    if !check(version(&tx)?)? {
+        let tables: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e("inspecting"))?;
+        if tables > 0 {
+            return Err(Error::corrupt(
+                format!("sqlite://{}", path.display()),
+                "the file has tables but no synclog schema version; is it another application's database?",
+            ));
+        }
+        tx.execute_batch(SCHEMA).map_err(e("creating the schema in"))?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(e("setting user_version of"))?;
+    }
+    tx.commit().map_err(e("committing the schema of"))
+}
+
+/// Opens a read-only connection, independent of the writer.
+pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(e("opening a reader on"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(e("setting busy_timeout on"))?;
+    Ok(conn)
+}
+
+/// Closes a connection and reports what `Drop` would have swallowed.
+pub(crate) fn close(conn: Connection, path: &Path) -> Result<()> {
+    conn.close().map_err(|(_, err)| map_err(path, "closing", err))
+}

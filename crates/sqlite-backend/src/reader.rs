@@ -1,0 +1,228 @@
+//! Reads: a small pool of read-only connections, row decoding, and the verification pass
+//! on a connection of its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::DateTime;
+use rusqlite::{Connection, Row};
+use synclog_core::canonical::RecordView;
+use synclog_core::verify::Verifier;
+use synclog_core::{
+    Attrs, Checksum, Error, LogId, LogRecord, Result, Scan, Status, Timestamp, VerifyOptions, VerifyReport,
+};
+
+use crate::connection::{self, map_err};
+
+pub(crate) const COLUMNS: &str = "id, recorded_at, job, status, started_at, finished_at, \
+    items_seen, items_written, items_failed, message, attrs, checksum";
+
+/// Read-only connections, reused between calls. A connection that saw an error is dropped.
+pub(crate) struct ReaderPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl ReaderPool {
+    pub(crate) fn new(path: PathBuf, busy_timeout: Duration, max_idle: usize) -> Self {
+        ReaderPool {
+            path,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    /// Runs `f` on a pooled reader connection.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Connection, &Path) -> Result<R>) -> Result<R> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connection::open_reader(&self.path, self.busy_timeout)?,
+        };
+        let result = f(&conn, &self.path);
+        if result.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.max_idle {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    pub(crate) fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+fn ts(path: &Path, id: i64, field: &str, micros: i64) -> Result<Timestamp> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        Error::corrupt(
+            format!("sqlite://{} log {id}", path.display()),
+            format!("{field} {micros} is not a valid time"),
+        )
+    })
+}
+
+/// Decodes one row of [`COLUMNS`]. Bad values are [`Error::Corrupt`]; the checksum is not
+/// checked here (reads return what is stored; [`synclog_core::LogRecord::is_intact`] and
+/// verify check it).
+pub(crate) fn decode(row: &Row<'_>, path: &Path) -> Result<LogRecord> {
+    let e = |err| map_err(path, "decoding a row of", err);
+    let id: i64 = row.get(0).map_err(e)?;
+    let corrupt = |detail: String| Error::corrupt(format!("sqlite://{} log {id}", path.display()), detail);
+    let status: String = row.get(3).map_err(e)?;
+    let unsigned = |i: usize| -> Result<u64> {
+        let v: i64 = row.get(i).map_err(e)?;
+        u64::try_from(v).map_err(|_| corrupt(format!("counter {v} is negative")))
+    };
+    Ok(LogRecord {
+        id: LogId::new(id as u64).ok_or_else(|| corrupt("invalid id".into()))?,
+        recorded_at: ts(path, id, "recorded_at", row.get(1).map_err(e)?)?,
+        job: row.get(2).map_err(e)?,
+        status: status
+            .parse::<Status>()
+            .map_err(|_| corrupt(format!("unknown status {status:?}")))?,
+        started_at: ts(path, id, "started_at", row.get(4).map_err(e)?)?,
+        finished_at: match row.get::<_, Option<i64>>(5).map_err(e)? {
+            None => None,
+            Some(m) => Some(ts(path, id, "finished_at", m)?),
+        },
+        items_seen: unsigned(6)?,
+        items_written: unsigned(7)?,
+        items_failed: unsigned(8)?,
+        message: row.get(9).map_err(e)?,
+        attrs: Attrs::from_stored(row.get(10).map_err(e)?),
+        checksum: Checksum(row.get::<_, i64>(11).map_err(e)? as u32),
+    })
+}
+
+pub(crate) fn get(conn: &Connection, path: &Path, id: LogId) -> Result<Option<LogRecord>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM logs WHERE id = ?1"))
+        .map_err(|e| map_err(path, "preparing a read of", e))?;
+    let mut rows = stmt
+        .query([id.get() as i64])
+        .map_err(|e| map_err(path, "reading", e))?;
+    match rows.next().map_err(|e| map_err(path, "reading", e))? {
+        Some(row) => decode(row, path).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
+    let limit = scan.effective_limit()?;
+    let mut sql = format!("SELECT {COLUMNS} FROM logs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(a) = scan.after {
+        sql.push_str(" AND id > ?");
+        args.push((a.get() as i64).into());
+    }
+    if let Some(b) = scan.before {
+        sql.push_str(" AND id < ?");
+        args.push((b.get() as i64).into());
+    }
+    if let Some(j) = &scan.job {
+        sql.push_str(" AND job = ?");
+        args.push(j.clone().into());
+    }
+    if let Some(s) = scan.status {
+        sql.push_str(" AND status = ?");
+        args.push(s.as_str().to_string().into());
+    }
+    sql.push_str(if scan.descending {
+        " ORDER BY id DESC LIMIT ?"
+    } else {
+        " ORDER BY id LIMIT ?"
+    });
+    args.push((limit as i64).into());
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(|e| map_err(path, "preparing a scan of", e))?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(args))
+        .map_err(|e| map_err(path, "scanning", e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| map_err(path, "scanning", e))? {
+        out.push(decode(row, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn last_id(conn: &Connection, path: &Path) -> Result<Option<LogId>> {
+    let max: Option<i64> = conn
+        .query_row("SELECT max(id) FROM logs", [], |r| r.get(0))
+        .map_err(|e| map_err(path, "reading the last id of", e))?;
+    Ok(max.and_then(|m| LogId::new(m as u64)))
+}
+
+/// The verification pass, on a connection opened for it alone: every row's checksum is
+/// recomputed from the stored bytes (no JSON parsing), and with `deep`, `PRAGMA quick_check`.
+pub(crate) fn verify(path: &Path, busy_timeout: Duration, options: VerifyOptions) -> Result<VerifyReport> {
+    let conn = connection::open_reader(path, busy_timeout)?;
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let mut v = Verifier::new();
+    {
+        let mut stmt = conn
+            .prepare(&format!("SELECT {COLUMNS} FROM logs ORDER BY id"))
+            .map_err(e("preparing verification of"))?;
+        let mut rows = stmt.query([]).map_err(e("verifying"))?;
+        while let Some(row) = rows.next().map_err(e("verifying"))? {
+            check_row(row, &mut v);
+        }
+    }
+    if options.deep {
+        let mut stmt = conn
+            .prepare("PRAGMA quick_check")
+            .map_err(e("running quick_check on"))?;
+        let mut rows = stmt.query([]).map_err(e("running quick_check on"))?;
+        while let Some(row) = rows.next().map_err(e("running quick_check on"))? {
+            let line: String = row.get(0).map_err(e("running quick_check on"))?;
+            if line != "ok" {
+                v.engine_problem(format!("quick_check: {line}"));
+            }
+        }
+        v.deep_checked();
+    }
+    connection::close(conn, path)?;
+    Ok(v.finish())
+}
+
+fn check_row(row: &Row<'_>, v: &mut Verifier) {
+    use rusqlite::types::ValueRef;
+    let id = row.get::<_, i64>(0).ok();
+    let text = |i: usize| match row.get_ref(i) {
+        Ok(ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+        _ => None,
+    };
+    let int = |i: usize| row.get::<_, i64>(i).ok();
+    let status = text(3).and_then(|s| s.parse::<Status>().ok());
+    let parts = (|| {
+        Some((
+            RecordView {
+                id: id? as u64,
+                recorded_at: int(1)?,
+                job: text(2)?,
+                status: status?.code(),
+                started_at: int(4)?,
+                finished_at: row.get::<_, Option<i64>>(5).ok()?,
+                items_seen: u64::try_from(int(6)?).ok()?,
+                items_written: u64::try_from(int(7)?).ok()?,
+                items_failed: u64::try_from(int(8)?).ok()?,
+                message: text(9)?,
+                attrs: text(10)?,
+            },
+            Checksum(int(11)? as u32),
+        ))
+    })();
+    match parts {
+        Some((view, stored)) => v.check(&view, stored, || format!("row id {}", view.id)),
+        None => v.corrupt(
+            id.and_then(|i| LogId::new(i as u64)),
+            format!("row id {id:?}: a column has the wrong type or an unknown value"),
+        ),
+    }
+}

@@ -1,0 +1,313 @@
+//! The writer: one connection, owned by the group-commit thread, recycled after an error
+//! and after a configurable number of commits.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::{params, Connection, ErrorCode, Transaction, TransactionBehavior};
+use synclog_core::group::BatchWriter;
+use synclog_core::{
+    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportConflict, ImportReport, LogId,
+    LogRecord, NewLog, Result,
+};
+
+use crate::connection::{self, map_err};
+use crate::SqliteOptions;
+
+const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
+    items_seen, items_written, items_failed, message, attrs, checksum) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+const INSERT_IF_ABSENT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
+    items_seen, items_written, items_failed, message, attrs, checksum) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(id) DO NOTHING";
+
+/// Counters of the writer's connection life, for tests and operators.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    pub opens: AtomicU64,
+    pub busy_retries: AtomicU64,
+}
+
+pub(crate) struct Writer {
+    path: PathBuf,
+    options: SqliteOptions,
+    conn: Option<Connection>,
+    commits_on_conn: u64,
+    synchronous: Option<Durability>,
+    counters: Arc<WriterCounters>,
+}
+
+impl Writer {
+    pub(crate) fn new(path: PathBuf, options: SqliteOptions, counters: Arc<WriterCounters>) -> Self {
+        Writer {
+            path,
+            options,
+            conn: None,
+            commits_on_conn: 0,
+            synchronous: None,
+            counters,
+        }
+    }
+
+    /// The open connection, opening (and checking) a fresh one if needed.
+    pub(crate) fn connection(&mut self) -> Result<&mut Connection> {
+        if self.conn.is_none() {
+            let (conn, _pragmas) = connection::open_writer(
+                &self.path,
+                self.options.busy_timeout,
+                self.options.wal_autocheckpoint,
+                Durability::PowerLoss,
+            )?;
+            self.counters.opens.fetch_add(1, Ordering::Relaxed);
+            self.synchronous = Some(Durability::PowerLoss);
+            self.commits_on_conn = 0;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| Error::Closed {
+            store: format!("sqlite://{}", self.path.display()),
+        })
+    }
+
+    /// Drops the connection. After an error this is what keeps a failed fsync from ever
+    /// being retried on the same handle.
+    fn discard(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // The error that brought us here is the one reported; a close error adds nothing.
+            let _ = connection::close(conn, &self.path);
+        }
+    }
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction at `durability`, committing at the end.
+    ///
+    /// SQLITE_BUSY (after the connection's busy_timeout) is retried with bounded backoff,
+    /// then reported as retryable [`Error::Busy`]. Any other error discards the connection.
+    fn transact<R>(
+        &mut self,
+        durability: Durability,
+        mut body: impl FnMut(&Transaction<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_transact(durability, &mut body) {
+                Ok(r) => {
+                    self.commits_on_conn += 1;
+                    let recycle = self.options.recycle_after_commits;
+                    if recycle > 0 && self.commits_on_conn >= recycle {
+                        let conn = self.conn.take();
+                        if let Some(conn) = conn {
+                            connection::close(conn, &self.path)?;
+                        }
+                    }
+                    return Ok(r);
+                }
+                Err(e)
+                    if e.kind() == synclog_core::ErrorKind::Busy && attempt < self.options.busy_retries =>
+                {
+                    attempt += 1;
+                    self.counters.busy_retries.fetch_add(1, Ordering::Relaxed);
+                    // Bounded exponential backoff between whole-transaction retries; the
+                    // busy handler already waited busy_timeout inside SQLite.
+                    std::thread::sleep(Duration::from_millis(5u64 << attempt.min(6)));
+                }
+                Err(e) => {
+                    if e.kind() != synclog_core::ErrorKind::Busy {
+                        self.discard();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn try_transact<R>(
+        &mut self,
+        durability: Durability,
+        body: &mut impl FnMut(&Transaction<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let path = self.path.clone();
+        if self.synchronous != Some(durability) {
+            let conn = self.connection()?;
+            connection::set_synchronous(conn, &path, durability)?;
+            self.synchronous = Some(durability);
+        }
+        let conn = self.connection()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| map_err(&path, "beginning a write transaction on", e))?;
+        let r = body(&tx)?;
+        tx.commit().map_err(|e| map_err(&path, "committing to", e))?;
+        Ok(r)
+    }
+
+    /// The next id: above every stored id and every id ever assigned (the high-water mark).
+    fn next_id(tx: &Transaction<'_>, path: &std::path::Path) -> Result<u64> {
+        let max: Option<i64> = tx
+            .query_row("SELECT max(id) FROM logs", [], |r| r.get(0))
+            .map_err(|e| map_err(path, "reading the last id of", e))?;
+        let hw: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| map_err(path, "reading the high-water mark of", e))?;
+        Ok(max.unwrap_or(0).max(hw) as u64 + 1)
+    }
+
+    fn raise_high_water(tx: &Transaction<'_>, path: &std::path::Path, last: u64) -> Result<()> {
+        tx.execute(
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'high_water'",
+            [last as i64],
+        )
+        .map_err(|e| map_err(path, "updating the high-water mark of", e))?;
+        Ok(())
+    }
+
+    /// Imports records keeping their ids. See [`synclog_core::LogStore::import`].
+    pub(crate) fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
+        let path = self.path.clone();
+        self.transact(durability, |tx| {
+            let mut report = ImportReport::default();
+            let mut insert = tx
+                .prepare_cached(INSERT_IF_ABSENT)
+                .map_err(|e| map_err(&path, "preparing an import into", e))?;
+            let mut existing = tx
+                .prepare_cached("SELECT checksum FROM logs WHERE id = ?1")
+                .map_err(|e| map_err(&path, "preparing an import into", e))?;
+            let mut max = 0u64;
+            for rec in records {
+                let n = insert_row(&mut insert, rec)
+                    .map_err(|e| map_err(&path, &format!("importing log {} into", rec.id), e))?;
+                if n == 1 {
+                    report.inserted += 1;
+                    max = max.max(rec.id.get());
+                    continue;
+                }
+                let stored: i64 = existing
+                    .query_row([rec.id.get() as i64], |r| r.get(0))
+                    .map_err(|e| map_err(&path, "reading a stored checksum of", e))?;
+                let stored = Checksum(stored as u32);
+                if stored == rec.checksum {
+                    report.already_present += 1;
+                } else {
+                    report.conflicts.push(ImportConflict {
+                        id: rec.id,
+                        stored,
+                        offered: rec.checksum,
+                    });
+                }
+            }
+            if max > 0 {
+                Self::raise_high_water(tx, &path, max)?;
+            }
+            Ok(report)
+        })
+    }
+
+    /// The durability hook: a write at `level` whose WAL sync covers every earlier frame.
+    pub(crate) fn sync(&mut self, level: Durability) -> Result<()> {
+        let path = self.path.clone();
+        self.transact(level, |tx| {
+            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'syncs'", [])
+                .map_err(|e| map_err(&path, "syncing", e))?;
+            Ok(())
+        })
+    }
+
+    /// `PRAGMA wal_checkpoint(MODE)`, reporting SQLite's `(busy, log, checkpointed)` row.
+    pub(crate) fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        let path = self.path.clone();
+        let sql = match mode {
+            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            CheckpointMode::Full => "PRAGMA wal_checkpoint(FULL)",
+            CheckpointMode::Restart => "PRAGMA wal_checkpoint(RESTART)",
+            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let conn = self.connection()?;
+        let row = conn.query_row(sql, [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match row {
+            Ok((busy, log_frames, checkpointed)) => Ok(CheckpointReport {
+                mode,
+                busy: busy != 0,
+                log_frames,
+                checkpointed,
+            }),
+            // A concurrent checkpointer makes SQLite answer BUSY at once: that is "blocked".
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => Ok(CheckpointReport {
+                mode,
+                busy: true,
+                log_frames: -1,
+                checkpointed: -1,
+            }),
+            Err(e) => {
+                let err = map_err(&path, "checkpointing", e);
+                self.discard();
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Executes an insert statement of the 12 columns for `rec`.
+fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, rec: &LogRecord) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        rec.id.get() as i64,
+        rec.recorded_at.timestamp_micros(),
+        rec.job,
+        rec.status.as_str(),
+        rec.started_at.timestamp_micros(),
+        rec.finished_at.map(|t| t.timestamp_micros()),
+        rec.items_seen as i64,
+        rec.items_written as i64,
+        rec.items_failed as i64,
+        rec.message,
+        rec.attrs.as_str(),
+        rec.checksum.0 as i64,
+    ])
+}
+
+impl BatchWriter for Writer {
+    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        let path = self.path.clone();
+        self.transact(durability, |tx| {
+            let mut next = Self::next_id(tx, &path)?;
+            let now = Utc::now();
+            let mut insert = tx
+                .prepare_cached(INSERT)
+                .map_err(|e| map_err(&path, "preparing an insert into", e))?;
+            let mut out = Vec::with_capacity(batches.len());
+            for batch in batches {
+                let mut recs = Vec::with_capacity(batch.len());
+                for log in batch.iter() {
+                    let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                        engine: "sqlite",
+                        what: "more than i64::MAX ids".into(),
+                    })?;
+                    next += 1;
+                    let rec = LogRecord::seal(id, now, log.clone())?;
+                    insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
+                    recs.push(rec);
+                }
+                out.push(recs);
+            }
+            Self::raise_high_water(tx, &path, next - 1)?;
+            Ok(out)
+        })
+    }
+
+    fn close(&mut self) -> Result<()> {
+        match self.conn.take() {
+            Some(conn) => connection::close(conn, &self.path),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
