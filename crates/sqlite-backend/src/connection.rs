@@ -101,9 +101,12 @@ pub(crate) fn open_writer(
     let mut conn = Connection::open_with_flags(path, flags).map_err(e("opening"))?;
     conn.busy_timeout(busy_timeout)
         .map_err(e("setting busy_timeout on"))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(e("setting journal_mode on"))?;
+    // Switching to WAL needs an exclusive lock, and SQLite answers BUSY at once, without
+    // its busy handler, when another process is opening the same new file.
+    let mode: String = retry_busy(busy_timeout, || {
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+    })
+    .map_err(e("setting journal_mode on"))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Unsupported {
             engine: "sqlite",
@@ -148,6 +151,24 @@ pub(crate) fn open_writer(
     )?;
     expect("journal_size_limit", report.journal_size_limit, 64 * 1024 * 1024)?;
     Ok((conn, report))
+}
+
+/// Runs `f` again while it fails with SQLITE_BUSY, with bounded backoff, for at most `limit`.
+fn retry_busy<T>(limit: Duration, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(err)
+                if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sets `synchronous` for `d` and reads it back.
