@@ -1,0 +1,175 @@
+//! The cases, one file per area. Each case is a plain async function taking a [`Ctx`];
+//! its first doc line says the behaviour it proves. [`all`] lists them with what they need.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use synclog_core::{Capabilities, Durability, LogRecord, LogStore, NewLog, Scan, Status};
+
+use crate::harness::{Harness, Location};
+
+pub mod bad_input;
+pub mod commit;
+pub mod concurrency;
+pub mod crash;
+pub mod durability;
+pub mod model;
+pub mod object_safety;
+pub mod read;
+pub mod restore;
+pub mod verify;
+
+/// What a case needs beyond the basic contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A child process can open the same storage, and data survives it being killed.
+    CrossProcess,
+    /// The `corrupt_record` fault hook.
+    CorruptHook,
+    /// The `remove_record` fault hook.
+    RemoveHook,
+    /// [`LogStore::checkpoint`].
+    Checkpoint,
+}
+
+/// The context a case runs in: the harness, and what the engine said it supports.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The engine's harness.
+    pub harness: Arc<dyn Harness>,
+    /// The engine's capabilities, read from a probe store.
+    pub caps: Capabilities,
+}
+
+impl Ctx {
+    /// A fresh location and a store opened on it.
+    pub async fn fresh(&self) -> (Location, Arc<dyn LogStore>) {
+        let at = self.harness.create().await.expect("harness.create");
+        let store = self.harness.open(&at).await.expect("harness.open");
+        (at, store)
+    }
+
+    /// Reopens `at` (the previous handle must be closed).
+    pub async fn reopen(&self, at: &Location) -> Arc<dyn LogStore> {
+        self.harness.open(at).await.expect("harness.open (reopen)")
+    }
+
+    /// The strongest durability the engine offers: what the cases commit at.
+    pub fn durability(&self) -> Durability {
+        self.caps
+            .durability
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Durability::Buffered)
+    }
+
+    /// Commits `logs` at [`Ctx::durability`], expecting success.
+    pub async fn commit(&self, store: &dyn LogStore, logs: Vec<NewLog>) -> Vec<LogRecord> {
+        store.commit(logs, self.durability()).await.expect("commit")
+    }
+
+    /// Releases `at` after the case.
+    pub async fn done(&self, at: Location, store: Arc<dyn LogStore>) {
+        store.close().await.expect("close");
+        drop(store);
+        self.harness.cleanup(&at).await.expect("harness.cleanup");
+    }
+}
+
+/// A realistic log: job `job`, counters from `n`, a message and attributes.
+pub fn sample(job: &str, n: u64) -> NewLog {
+    let status = Status::ALL[(n % 5) as usize];
+    NewLog::new(job, status)
+        .counts(n * 3, n * 2, n % 3)
+        .message(format!("run {n} of {job}: ünïcode ok"))
+        .attr("n", n)
+        .attr("tags", serde_json::json!(["a", {"z": 1, "b": [true, null]}]))
+}
+
+/// Every record of `store` in id order.
+pub async fn everything(store: &dyn LogStore) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    let mut scan = Scan::all(500);
+    loop {
+        let page = store.scan(&scan).await.expect("scan");
+        let Some(last) = page.last() else { break };
+        scan.after = Some(last.id);
+        out.extend(page);
+    }
+    out
+}
+
+type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One case of the suite.
+pub struct Case {
+    /// Its area (the file it is in).
+    pub area: &'static str,
+    /// Its name (the function).
+    pub name: &'static str,
+    /// What it needs.
+    pub needs: &'static [Need],
+    /// Runs it.
+    pub run: fn(Ctx) -> CaseFuture,
+}
+
+macro_rules! cases {
+    ($( $area:ident :: $name:ident $([$($need:ident),*])? ),* $(,)?) => {
+        /// Every case of the suite, in order.
+        pub fn all() -> Vec<Case> {
+            vec![$(Case {
+                area: stringify!($area),
+                name: stringify!($name),
+                needs: &[$($(Need::$need),*)?],
+                run: |ctx| Box::pin($area::$name(ctx)),
+            }),*]
+        }
+    };
+}
+
+cases! {
+    commit::returns_records_in_batch_order_with_increasing_ids,
+    commit::records_carry_intact_checksums_and_recorded_at,
+    commit::empty_batch_writes_nothing,
+    commit::ids_exceed_every_earlier_id,
+    commit::commit_after_close_is_closed,
+    read::get_of_an_absent_id_is_none,
+    read::scan_pages_through_everything_once,
+    read::scan_filters_by_job_and_status,
+    read::scan_honours_bounds_and_descending_order,
+    read::scan_limit_zero_means_default_and_too_large_is_rejected,
+    durability::records_survive_a_reopen,
+    durability::ids_continue_after_a_reopen,
+    durability::every_supported_level_commits_and_others_are_refused,
+    durability::sync_hook_succeeds_at_supported_levels,
+    durability::checkpoint_is_reported_or_refused_as_unsupported,
+    durability::idle_passive_checkpoint_is_not_busy [Checkpoint],
+    verify::clean_store_verifies_clean,
+    verify::corrupted_record_is_found_by_id [CorruptHook],
+    verify::missing_record_is_found [RemoveHook],
+    restore::import_keeps_ids_and_checksums,
+    restore::importing_twice_changes_nothing,
+    restore::conflict_is_reported_and_the_stored_record_kept,
+    restore::import_into_an_empty_store_verifies_clean,
+    restore::appends_after_import_get_larger_ids,
+    restore::import_refuses_a_corrupt_record_and_writes_nothing,
+    bad_input::empty_job_is_rejected,
+    bad_input::overlong_job_is_rejected,
+    bad_input::nul_in_job_is_rejected,
+    bad_input::control_character_in_job_is_rejected,
+    bad_input::overlong_message_is_rejected,
+    bad_input::nul_in_message_is_rejected,
+    bad_input::non_object_attrs_are_rejected,
+    bad_input::too_deep_attrs_are_rejected,
+    bad_input::too_large_attrs_are_rejected,
+    bad_input::counter_above_i64_max_is_rejected,
+    bad_input::finished_before_started_is_rejected,
+    bad_input::timestamp_out_of_range_is_rejected,
+    bad_input::oversized_batch_is_rejected,
+    concurrency::concurrent_appenders_lose_and_duplicate_nothing,
+    object_safety::shared_dyn_store_works_across_tasks,
+    model::random_operations_match_a_btreemap_model,
+    crash::acknowledged_appends_survive_sigkill [CrossProcess],
+}

@@ -1,0 +1,178 @@
+//! Model: random operation sequences against a `BTreeMap` model (proptest, with shrinking).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use synclog_core::{Durability, LogId, LogRecord, LogStore, Scan, Status};
+
+use super::{sample, Ctx};
+
+const JOBS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<(usize, u64)>),
+    ImportNew {
+        gap: u64,
+        count: u64,
+    },
+    ImportExisting(usize),
+    ImportConflicting(usize),
+    Scan {
+        job: Option<usize>,
+        status: Option<usize>,
+        after: Option<u64>,
+        limit: usize,
+        descending: bool,
+    },
+    Get(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0..JOBS.len(), 0u64..50), 1..4).prop_map(Op::Append),
+        1 => (0u64..3, 1u64..4).prop_map(|(gap, count)| Op::ImportNew { gap, count }),
+        1 => any::<prop::sample::Index>().prop_map(|i| Op::ImportExisting(i.index(1 << 16))),
+        1 => any::<prop::sample::Index>().prop_map(|i| Op::ImportConflicting(i.index(1 << 16))),
+        2 => (
+            prop::option::of(0..JOBS.len()),
+            prop::option::of(0..Status::ALL.len()),
+            prop::option::of(0u64..30),
+            1usize..8,
+            any::<bool>()
+        )
+            .prop_map(|(job, status, after, limit, descending)| Op::Scan { job, status, after, limit, descending }),
+        1 => (1u64..30).prop_map(Op::Get),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    records: BTreeMap<LogId, LogRecord>,
+    high_water: u64,
+}
+
+impl Model {
+    fn next_id(&self) -> u64 {
+        self.high_water + 1
+    }
+    fn pick(&self, i: usize) -> Option<LogRecord> {
+        (!self.records.is_empty()).then(|| self.records.values().nth(i % self.records.len()).cloned())?
+    }
+}
+
+async fn check(ctx: &Ctx, ops: &[Op]) -> Result<(), TestCaseError> {
+    let (at, store) = ctx.fresh().await;
+    let result = run_ops(ctx.durability(), &store, ops).await;
+    ctx.done(at, store).await;
+    result
+}
+
+async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = Model::default();
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Append(logs) => {
+                let batch = logs.iter().map(|(j, n)| sample(JOBS[*j], *n)).collect();
+                let recs = store.commit(batch, level).await.map_err(fail)?;
+                for (i, rec) in recs.iter().enumerate() {
+                    prop_assert_eq!(rec.id.get(), model.next_id() + i as u64, "step {}: id", step);
+                }
+                for rec in recs {
+                    model.high_water = rec.id.get();
+                    model.records.insert(rec.id, rec);
+                }
+            }
+            Op::ImportNew { gap, count } => {
+                let first = model.next_id() + gap;
+                let recs: Vec<_> = (first..first + count)
+                    .map(|i| {
+                        LogRecord::seal(LogId::new(i).unwrap(), Utc::now(), sample("imported", i)).unwrap()
+                    })
+                    .collect();
+                let report = store.import(recs.clone(), level).await.map_err(fail)?;
+                prop_assert_eq!(report.inserted, *count, "step {}", step);
+                for rec in recs {
+                    model.high_water = model.high_water.max(rec.id.get());
+                    model.records.insert(rec.id, rec);
+                }
+            }
+            Op::ImportExisting(i) => {
+                if let Some(rec) = model.pick(*i) {
+                    let report = store.import(vec![rec], level).await.map_err(fail)?;
+                    prop_assert_eq!((report.inserted, report.already_present), (0, 1), "step {}", step);
+                }
+            }
+            Op::ImportConflicting(i) => {
+                if let Some(rec) = model.pick(*i) {
+                    let rival = LogRecord::seal(rec.id, Utc::now(), sample("rival", 7)).unwrap();
+                    let report = store.import(vec![rival], level).await.map_err(fail)?;
+                    prop_assert_eq!(report.conflicts.len(), 1, "step {}", step);
+                    prop_assert_eq!(report.inserted, 0);
+                }
+            }
+            Op::Scan {
+                job,
+                status,
+                after,
+                limit,
+                descending,
+            } => {
+                let scan = Scan {
+                    job: job.map(|j| JOBS[j].to_string()),
+                    status: status.map(|s| Status::ALL[s]),
+                    after: after.and_then(LogId::new),
+                    limit: *limit,
+                    descending: *descending,
+                    ..Scan::default()
+                };
+                let got = store.scan(&scan).await.map_err(fail)?;
+                let matching = model.records.values().filter(|r| scan.matches(r)).cloned();
+                let want: Vec<_> = if *descending {
+                    matching.rev().take(*limit).collect()
+                } else {
+                    matching.take(*limit).collect()
+                };
+                prop_assert_eq!(got, want, "step {}: {:?}", step, scan);
+            }
+            Op::Get(id) => {
+                let id = LogId::new(*id).unwrap();
+                let got = store.get(id).await.map_err(fail)?;
+                prop_assert_eq!(got.as_ref(), model.records.get(&id), "step {}", step);
+            }
+        }
+    }
+    let last = store.last_id().await.map_err(fail)?;
+    prop_assert_eq!(last, model.records.keys().next_back().copied());
+    Ok(())
+}
+
+fn fail(e: synclog_core::Error) -> TestCaseError {
+    TestCaseError::fail(format!("store error: {e}"))
+}
+
+/// Random sequences of append, import (new, identical, conflicting), scan and get give
+/// the same results as a `BTreeMap` model. `SYNCLOG_MODEL_CASES` sets the number of sequences.
+pub async fn random_operations_match_a_btreemap_model(ctx: Ctx) {
+    let cases = std::env::var("SYNCLOG_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::block_in_place(|| {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner.run(&prop::collection::vec(op(), 1..24), |ops| {
+            handle.block_on(check(&ctx, &ops))
+        })
+    });
+    if let Err(e) = result {
+        panic!("{} disagrees with the model: {e}", ctx.caps.engine);
+    }
+}

@@ -1,0 +1,89 @@
+//! Fault injection in the open: a wrapper whose commits fail on demand.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use synclog_core::{
+    Capabilities, CheckpointMode, CheckpointReport, Durability, Error, ImportReport, LogId, LogRecord,
+    LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
+};
+
+/// Wraps a store and fails every `every`-th commit (and import) with an I/O error, before
+/// the inner store sees it, so nothing of a failed commit is written.
+#[derive(Debug)]
+pub struct FailEveryNth {
+    inner: Arc<dyn LogStore>,
+    every: u64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl FailEveryNth {
+    /// Fails calls number `every`, `2 * every`, ... (`every` = 0 never fails).
+    pub fn new(inner: Arc<dyn LogStore>, every: u64) -> Self {
+        FailEveryNth {
+            inner,
+            every,
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// How many calls were failed.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn maybe_fail(&self, what: &str) -> Result<()> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.every > 0 && n.is_multiple_of(self.every) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::io(
+                format!("{what} on {} (injected fault, call {n})", self.inner.describe()),
+                std::io::Error::other("injected fault"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LogStore for FailEveryNth {
+    fn describe(&self) -> String {
+        format!("fail-every-{}+{}", self.every, self.inner.describe())
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        synclog_core::validate::validate_batch(&batch)?;
+        self.maybe_fail("committing")?;
+        self.inner.commit(batch, durability).await
+    }
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.inner.get(id).await
+    }
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        self.inner.scan(scan).await
+    }
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.inner.last_id().await
+    }
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.inner.sync(level).await
+    }
+    async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        self.inner.checkpoint(mode).await
+    }
+    async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+        self.inner.verify(options).await
+    }
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.maybe_fail("importing")?;
+        self.inner.import(records, durability).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
