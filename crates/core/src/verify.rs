@@ -10,12 +10,24 @@ pub struct Verifier {
     report: VerifyReport,
     prev: Option<LogId>,
     seen: Vec<u64>,
+    unordered: bool,
 }
 
 impl Verifier {
-    /// An empty verifier.
+    /// A verifier for storage kept in id order: an id not greater than the one before it
+    /// is reported out of order.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A verifier for storage where records may legitimately appear in any id order (an
+    /// append-only file that also receives imports of older ids): only an id stored twice
+    /// is reported, under `out_of_order`.
+    pub fn unordered() -> Self {
+        Verifier {
+            unordered: true,
+            ..Self::default()
+        }
     }
 
     /// A record read back as raw fields: its checksum is recomputed from `view`.
@@ -49,7 +61,7 @@ impl Verifier {
     }
 
     fn note(&mut self, id: LogId) {
-        if let Some(prev) = self.prev {
+        if let Some(prev) = self.prev.filter(|_| !self.unordered) {
             if id <= prev {
                 self.report.out_of_order.push(id);
             }
@@ -73,8 +85,13 @@ impl Verifier {
     /// The report, with the gaps inside the id range listed as missing.
     pub fn finish(mut self) -> VerifyReport {
         let mut ids = self.seen;
-        if !self.report.out_of_order.is_empty() {
+        if self.unordered || !self.report.out_of_order.is_empty() {
             ids.sort_unstable();
+        }
+        if self.unordered {
+            for pair in ids.windows(2).filter(|p| p[0] == p[1]) {
+                self.report.out_of_order.extend(LogId::new(pair[1]));
+            }
         }
         ids.dedup();
         for pair in ids.windows(2) {
@@ -122,5 +139,16 @@ mod tests {
         assert_eq!(r.corrupt.len(), 1);
         assert_eq!(r.corrupt[0].id, LogId::new(6));
         assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn unordered_storage_reports_only_duplicates() {
+        let mut v = Verifier::unordered();
+        for id in [3, 1, 2, 2, 5] {
+            v.check(&view(id), view(id).checksum(), || format!("line {id}"));
+        }
+        let r = v.finish();
+        assert_eq!(r.out_of_order, vec![LogId::new(2).unwrap()]);
+        assert_eq!(r.missing, vec![LogId::new(4).unwrap()]);
     }
 }

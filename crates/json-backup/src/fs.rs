@@ -1,0 +1,182 @@
+//! The file operations the JSON engine uses, behind a trait, so that tests can run it
+//! over [`crate::sim::SimFs`], which keeps unsynced bytes apart and drops or tears them
+//! at a simulated crash.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A file opened for appending.
+pub trait AppendFile: Send + Debug {
+    /// Appends all of `buf`.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the appended data durable (fdatasync).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// A file opened for reading at offsets, shared between threads.
+pub trait ReadAt: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another holder kept it for the whole wait; its pid if it wrote one.
+    Held {
+        /// The pid written in the lock file by the holder.
+        holder: Option<u32>,
+    },
+    /// An I/O error.
+    Io(io::Error),
+}
+
+/// A held lock; released when dropped.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// The file system, as the JSON engine sees it.
+pub trait FileSystem: Send + Sync + Debug + 'static {
+    /// Size of the file, or `None` if it does not exist.
+    fn len(&self, path: &Path) -> io::Result<Option<u64>>;
+    /// Opens the file for appending, creating it if needed.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Opens the file for reading at offsets.
+    fn open_read_at(&self, path: &Path) -> io::Result<Box<dyn ReadAt>>;
+    /// Opens the file for streaming from the start (a new handle each time).
+    fn open_stream(&self, path: &Path) -> io::Result<Box<dyn BufRead + Send>>;
+    /// Cuts the file to `len` bytes and syncs it.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Creates a new file (failing if it exists) for appending. Its name is durable only
+    /// after [`FileSystem::sync_dir`].
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Writes a new file with `data`, syncs it, and fsyncs its directory.
+    fn write_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut file = self.create_new(path)?;
+        file.append(data)?;
+        file.sync_data()?;
+        self.sync_dir(path)
+    }
+    /// Renames `from` over `to` and fsyncs the directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Fsyncs the directory holding `path` (after creating a file in it).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (creating it), waiting at most `wait`, and
+    /// writes this process's pid into it.
+    fn lock(&self, path: &Path, wait: Duration) -> Result<Box<dyn LockGuard>, LockError>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealAppend(File);
+
+impl AppendFile for RealAppend {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+#[derive(Debug)]
+struct RealRead(File);
+
+impl ReadAt for RealRead {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+}
+
+#[derive(Debug)]
+struct RealLock(#[allow(dead_code)] File);
+
+impl LockGuard for RealLock {}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl FileSystem for RealFs {
+    fn len(&self, path: &Path) -> io::Result<Option<u64>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        Ok(Box::new(RealAppend(file)))
+    }
+
+    fn open_read_at(&self, path: &Path) -> io::Result<Box<dyn ReadAt>> {
+        Ok(Box::new(RealRead(File::open(path)?)))
+    }
+
+    fn open_stream(&self, path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+        Ok(Box::new(BufReader::with_capacity(1 << 20, File::open(path)?)))
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let file = OpenOptions::new().append(true).create_new(true).open(path)?;
+        Ok(Box::new(RealAppend(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)?;
+        self.sync_dir(to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(parent(path))?.sync_all()
+    }
+
+    fn lock(&self, path: &Path, wait: Duration) -> Result<Box<dyn LockGuard>, LockError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LockError::Io)?;
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(LockError::Held {
+                        holder: text.trim().parse().ok(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+            }
+        }
+        file.set_len(0).map_err(LockError::Io)?;
+        file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
+        write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+        Ok(Box::new(RealLock(file)))
+    }
+}

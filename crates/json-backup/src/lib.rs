@@ -1,0 +1,421 @@
+//! # synclog-json
+//!
+//! A [`LogStore`] over one JSON-lines file: synclog's backup, and a store of its own.
+//!
+//! - **Format** ([`format`]): a header line with the format version, then one record per
+//!   line with its checksum. Any JSON tool reads every line.
+//! - **Durable appends**: concurrent appends share one group commit: one `write`, then
+//!   `fdatasync`, then the acknowledgement. The directory is fsynced whenever a file is
+//!   created or renamed.
+//! - **One writer per file across processes**: an advisory lock on `<file>.lock` holding
+//!   the owner's pid. A second opener waits up to [`JsonOptions::lock_wait`], then gets
+//!   [`Error::Locked`] naming the file and the holder. Short-lived processes take turns.
+//! - **Opening after a crash** ([`OpenReport`]): a torn last line is moved aside to
+//!   `<file>.torn-…` (never deleted) and reported; a corrupt line in the middle is reported
+//!   with its line number and skipped.
+//! - **Compaction** ([`JsonStore::compact`]) writes a new file, syncs it and renames it over
+//!   the old one; lines skipped at open are saved to `<file>.rejected-…` first.
+//! - **Memory**: only an index (id → offset, length, checksum) is kept, about 50 bytes per
+//!   record; records are read from the file when asked for.
+//! - **Reads are by id order**; `job`/`status` filters read every record in the id range
+//!   (this engine is a backup, not a query engine).
+//!
+//! All file I/O goes through [`fs::FileSystem`]; [`sim::SimFs`] simulates crashes.
+#![deny(missing_docs)]
+
+pub mod format;
+pub mod fs;
+mod load;
+pub mod sim;
+mod writer;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
+use synclog_core::validate::{validate_batch, validate_record};
+use synclog_core::verify::Verifier;
+use synclog_core::{
+    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    VerifyOptions, VerifyReport,
+};
+
+pub use load::{CorruptLine, OpenReport, TornTail};
+pub use writer::CompactReport;
+
+use fs::{FileSystem, LockError, LockGuard, RealFs};
+use writer::{read_shared, sibling, JsonWriter, Shared, SharedRef};
+
+/// Tuning of a [`JsonStore`].
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// How long to wait for another process's lock before failing with [`Error::Locked`].
+    pub lock_wait: Duration,
+    /// Most logs in one group commit.
+    pub max_group_logs: usize,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            lock_wait: Duration::from_secs(10),
+            max_group_logs: 8192,
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    group: GroupCommit<JsonWriter>,
+    shared: SharedRef,
+    lock: Mutex<Option<Box<dyn LockGuard>>>,
+    report: OpenReport,
+    closed: AtomicBool,
+}
+
+/// A [`LogStore`] over one JSON-lines file. Cheap to clone; clones share the writer.
+#[derive(Clone)]
+pub struct JsonStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JsonStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl JsonStore {
+    /// Opens (creating if needed) the file at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<JsonStore> {
+        Self::open_with(path, JsonOptions::default(), Arc::new(RealFs))
+    }
+
+    /// Opens the file at `path` over `fs`: takes the lock, loads the index (moving a torn
+    /// tail aside), and starts the writer.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: JsonOptions,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<JsonStore> {
+        let path = path.as_ref().to_path_buf();
+        let name = path.display().to_string();
+        let lock_path = sibling(&path, ".lock");
+        let lock = fs.lock(&lock_path, options.lock_wait).map_err(|e| match e {
+            LockError::Held { holder } => Error::Locked {
+                resource: name.clone(),
+                detail: format!(
+                    "held by another process{} for more than {:?}; stop it, or give this one another file",
+                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    options.lock_wait
+                ),
+                source: None,
+            },
+            LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
+        })?;
+        let loaded = load::load(&*fs, &path)?;
+        let reader = fs
+            .open_read_at(&path)
+            .map_err(|e| Error::io(format!("opening {name} for reading"), e))?;
+        let shared = Arc::new(RwLock::new(Shared {
+            index: loaded.index,
+            reader: Arc::from(reader),
+            end: loaded.end,
+        }));
+        let writer = JsonWriter::new(fs.clone(), path.clone(), shared.clone());
+        let group = GroupCommit::spawn(
+            writer,
+            GroupOptions {
+                thread_name: "synclog-json-writer".into(),
+                max_group_logs: options.max_group_logs,
+            },
+        )?;
+        Ok(JsonStore {
+            inner: Arc::new(Inner {
+                path,
+                fs,
+                group,
+                shared,
+                lock: Mutex::new(Some(lock)),
+                report: loaded.report,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// What opening the file found: records, skipped lines, a torn tail moved aside.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Group-commit counters.
+    pub fn group_stats(&self) -> GroupStats {
+        self.inner.group.stats()
+    }
+
+    /// Rewrites the file in id order without skipped lines; see the crate docs.
+    pub async fn compact(&self) -> Result<CompactReport> {
+        self.check_open()?;
+        self.inner.group.with_writer(|w| w.compact()).await?
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                store: self.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.check_open()?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "json",
+                context: "a read task failed".into(),
+                source: Box::new(e),
+            })?
+    }
+}
+
+impl Inner {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Reads and decodes the records at `entries` (contiguous lines in one read).
+    fn read_entries(
+        &self,
+        reader: &dyn fs::ReadAt,
+        entries: &[(u64, load::Entry)],
+    ) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < entries.len() {
+            // A run of lines that follow each other in the file.
+            let mut j = i + 1;
+            while j < entries.len()
+                && entries[j].1.offset == entries[j - 1].1.offset + entries[j - 1].1.len as u64 + 1
+            {
+                j += 1;
+            }
+            let start = entries[i].1.offset;
+            let last = entries[j - 1].1;
+            let len = (last.offset + last.len as u64 - start) as usize;
+            buf.resize(len, 0);
+            reader
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+            for (id, e) in &entries[i..j] {
+                let from = (e.offset - start) as usize;
+                let line = &buf[from..from + e.len as usize];
+                let rec = format::decode(line).map_err(|err| Error::Corrupt {
+                    location: format!("{} at byte {}", self.name(), e.offset),
+                    detail: format!("log {id} no longer decodes; the file changed behind the store"),
+                    source: Some(Box::new(err)),
+                })?;
+                out.push(rec);
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        let limit = scan.effective_limit()?;
+        let lo = scan.after.map_or(0, |a| a.get() + 1);
+        let hi = scan.before.map_or(u64::MAX, |b| b.get());
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let filtered = scan.job.is_some() || scan.status.is_some();
+        let mut out = Vec::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            let (entries, reader) = {
+                let shared = read_shared(&self.shared);
+                let range = match (cursor, scan.descending) {
+                    (None, _) => lo..hi,
+                    (Some(c), false) => c + 1..hi,
+                    (Some(c), true) => lo..c,
+                };
+                if range.is_empty() {
+                    break;
+                }
+                let want = if filtered { 512 } else { limit - out.len() };
+                let it = shared.index.range(range).map(|(k, v)| (*k, *v));
+                let entries: Vec<_> = if scan.descending {
+                    it.rev().take(want).collect()
+                } else {
+                    it.take(want).collect()
+                };
+                (entries, shared.reader.clone())
+            };
+            let Some(last) = entries.last() else { break };
+            cursor = Some(last.0);
+            let mut sorted = entries.clone();
+            sorted.sort_by_key(|(_, e)| e.offset);
+            let mut recs = self.read_entries(&*reader, &sorted)?;
+            recs.sort_by_key(|r| r.id);
+            if scan.descending {
+                recs.reverse();
+            }
+            for rec in recs.into_iter().filter(|r| scan.matches(r)) {
+                out.push(rec);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the file from the start on a handle of its own, up to the acknowledged end,
+    /// checking every line.
+    fn verify(&self) -> Result<VerifyReport> {
+        let end = read_shared(&self.shared).end;
+        let name = self.name();
+        let mut stream = self
+            .fs
+            .open_stream(&self.path)
+            .map_err(|e| Error::io(format!("opening {name} for verification"), e))?;
+        let mut v = Verifier::unordered();
+        let mut line = Vec::with_capacity(512);
+        let (mut at, mut line_no) = (0u64, 0u64);
+        while at < end {
+            line.clear();
+            let n = stream
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io(format!("verifying {name}"), e))?;
+            if n == 0 {
+                v.corrupt(
+                    None,
+                    format!("{name}: ends at byte {at}, before the acknowledged {end}"),
+                );
+                break;
+            }
+            line_no += 1;
+            at += n as u64;
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            if line_no == 1 {
+                if let Err(e) = format::check_header(body, &name) {
+                    v.corrupt(None, e.to_string());
+                }
+                continue;
+            }
+            match format::decode(body) {
+                Ok(rec) => v.check(&rec.view(), rec.checksum, || format!("{name} line {line_no}")),
+                Err(e) => v.corrupt(None, format!("{name} line {line_no}: {e}")),
+            }
+        }
+        Ok(v.finish())
+    }
+}
+
+#[async_trait]
+impl LogStore for JsonStore {
+    fn describe(&self) -> String {
+        format!("json://{}", self.inner.path.display())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            engine: "json",
+            multi_process: false,
+            persistent: true,
+            checkpoint: false,
+            deep_verify: false,
+            durability: Durability::ALL.to_vec(),
+        }
+    }
+
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        self.check_open()?;
+        validate_batch(&batch)?;
+        self.inner.group.commit(batch, durability).await
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.blocking(move |inner| {
+            let (entry, reader) = {
+                let shared = read_shared(&inner.shared);
+                match shared.index.get(&id.get()) {
+                    None => return Ok(None),
+                    Some(e) => (*e, shared.reader.clone()),
+                }
+            };
+            Ok(inner.read_entries(&*reader, &[(id.get(), entry)])?.pop())
+        })
+        .await
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        scan.effective_limit()?;
+        let scan = scan.clone();
+        self.blocking(move |inner| inner.scan(&scan)).await
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.check_open()?;
+        let shared = read_shared(&self.inner.shared);
+        Ok(shared.index.keys().next_back().and_then(|&k| LogId::new(k)))
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.check_open()?;
+        self.inner.group.with_writer(move |w| w.sync(level)).await?
+    }
+
+    async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        self.blocking(|inner| inner.verify()).await
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_open()?;
+        for (i, rec) in records.iter().enumerate() {
+            validate_record(rec).map_err(|e| e.at_index(i))?;
+        }
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.inner
+            .group
+            .with_writer(move |w| w.import(records, durability))
+            .await?
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let result = tokio::task::spawn_blocking(move || inner.group.shutdown())
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "json",
+                context: "closing".into(),
+                source: Box::new(e),
+            })?;
+        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        result
+    }
+}

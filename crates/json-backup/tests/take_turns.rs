@@ -1,0 +1,70 @@
+//! Cron-style callers: several processes appending to one file take turns on its lock.
+
+use std::process::{Command, Stdio};
+
+use synclog_core::{Durability, LogStore, NewLog, Status, VerifyOptions};
+use synclog_json::JsonStore;
+
+const PER_CHILD: u64 = 40;
+
+#[test]
+#[ignore = "child process entry point of processes_appending_to_one_file_take_turns"]
+fn child_appends_then_exits() {
+    let Ok(path) = std::env::var("SYNCLOG_CHILD_JSONL") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = JsonStore::open(&path).unwrap();
+        for i in 0..PER_CHILD {
+            let log = NewLog::new(format!("cron-{}", std::process::id()), Status::Succeeded).counts(i, i, 0);
+            store.commit(vec![log], Durability::PowerLoss).await.unwrap();
+        }
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn processes_appending_to_one_file_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cron.jsonl");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "child_appends_then_exits",
+                    "--exact",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .env("SYNCLOG_CHILD_JSONL", &path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = JsonStore::open(&path).unwrap();
+        assert_eq!(store.open_report().records, 3 * PER_CHILD);
+        let report = store.verify(VerifyOptions::default()).await.unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.checked, 3 * PER_CHILD);
+        assert_eq!(
+            store.last_id().await.unwrap().map(|i| i.get()),
+            Some(3 * PER_CHILD)
+        );
+    });
+}
