@@ -17,6 +17,8 @@
 pub mod canonical;
 pub mod error;
 pub mod group;
+pub mod guarded;
+pub mod memory;
 pub mod record;
 pub mod store;
 pub mod url;

@@ -263,6 +263,23 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// The largest id stored, or `None` when the store is empty.
     async fn last_id(&self) -> Result<Option<LogId>>;
 
+    /// Ids and stored checksums of up to `limit` records after `after`, in id order: the
+    /// cheap listing reconciliation compares. The default reads whole records through
+    /// [`scan`](Self::scan); engines that can list without decoding should override it.
+    async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
+        let scan = Scan {
+            after,
+            limit,
+            ..Scan::default()
+        };
+        Ok(self
+            .scan(&scan)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.checksum))
+            .collect())
+    }
+
     /// The durability hook: when this returns `Ok`, everything acknowledged so far survives
     /// what `level` names, whatever level it was committed at.
     async fn sync(&self, level: Durability) -> Result<()>;

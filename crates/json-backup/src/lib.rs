@@ -40,8 +40,8 @@ use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::validate::{validate_batch, validate_record};
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
-    VerifyOptions, VerifyReport,
+    Capabilities, Checksum, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result,
+    Scan, VerifyOptions, VerifyReport,
 };
 
 pub use load::{CorruptLine, OpenReport, TornTail};
@@ -378,6 +378,18 @@ impl LogStore for JsonStore {
         self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         Ok(shared.index.keys().next_back().and_then(|&k| LogId::new(k)))
+    }
+
+    async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
+        self.check_open()?;
+        let shared = read_shared(&self.inner.shared);
+        let from = after.map_or(0, |a| a.get() + 1);
+        Ok(shared
+            .index
+            .range(from..)
+            .take(limit)
+            .filter_map(|(k, e)| LogId::new(*k).map(|id| (id, e.checksum)))
+            .collect())
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {

@@ -43,8 +43,8 @@ use async_trait::async_trait;
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::validate::{validate_batch, validate_record};
 use synclog_core::{
-    Capabilities, CheckpointMode, CheckpointReport, Durability, Error, ImportReport, LogId, LogRecord,
-    LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId,
+    LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
 };
 
 pub use connection::{synchronous_for, PragmaReport, SCHEMA_VERSION};
@@ -232,6 +232,11 @@ impl LogStore for SqliteStore {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.read(reader::last_id).await
+    }
+
+    async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
+        self.read(move |c, p| reader::id_checksums(c, p, after, limit))
+            .await
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {

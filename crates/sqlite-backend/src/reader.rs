@@ -226,3 +226,27 @@ fn check_row(row: &Row<'_>, v: &mut Verifier) {
         ),
     }
 }
+
+pub(crate) fn id_checksums(
+    conn: &Connection,
+    path: &Path,
+    after: Option<LogId>,
+    limit: usize,
+) -> Result<Vec<(LogId, Checksum)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, checksum FROM logs WHERE id > ?1 ORDER BY id LIMIT ?2")
+        .map_err(|e| map_err(path, "preparing a listing of", e))?;
+    let mut rows = stmt
+        .query([after.map_or(0, |a| a.get() as i64), limit as i64])
+        .map_err(|e| map_err(path, "listing", e))?;
+    let mut out = Vec::with_capacity(limit.min(100_000));
+    while let Some(row) = rows.next().map_err(|e| map_err(path, "listing", e))? {
+        let id: i64 = row.get(0).map_err(|e| map_err(path, "listing", e))?;
+        let sum: i64 = row.get(1).map_err(|e| map_err(path, "listing", e))?;
+        let id = LogId::new(id as u64).ok_or_else(|| {
+            Error::corrupt(format!("sqlite://{}", path.display()), format!("invalid id {id}"))
+        })?;
+        out.push((id, Checksum(sum as u32)));
+    }
+    Ok(out)
+}

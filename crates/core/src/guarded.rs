@@ -1,0 +1,888 @@
+//! The guarded store: a primary and a backup, verified, restoring each other.
+//!
+//! [`Guarded`] assigns ids itself (above every id in either copy), seals each group of
+//! concurrent appends once, and imports the sealed records into the primary and the backup
+//! at the same time, so both copies hold the same record under the same id. An append is
+//! acknowledged only when it is durable in at least one copy **and** has been read back,
+//! with matching checksums, through that copy's independent read path; the [`Receipt`]
+//! says which copies hold it.
+//!
+//! When the primary fails, the records stay in the backup and are restored into the
+//! primary at once (engines reopen their connection after an error), again before every
+//! later group, and at every [`Guarded::reconcile`]. The same holds the other way round.
+//! Reconcile runs at open and on demand, in both directions; a conflict (one id, two
+//! different records) is reported and never overwritten.
+//!
+//! One guard per pair at a time: appending to the primary outside the guard while it is
+//! open makes ids collide; such a group fails with [`Error::Conflict`] and the guard moves
+//! its ids past the intruder's.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::canonical::Checksum;
+use crate::error::{Error, Result};
+use crate::record::{LogId, LogRecord, NewLog};
+use crate::store::{
+    Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
+    VerifyReport,
+};
+use crate::validate::{validate_batch, validate_record};
+
+/// Tuning of a [`Guarded`] store.
+#[derive(Debug, Clone)]
+pub struct GuardedOptions {
+    /// Read every acknowledged group back through an independent path (on by default).
+    pub verify: bool,
+    /// Most logs sealed in one group.
+    pub max_group_logs: usize,
+    /// Page size of reconciliation listings and copies.
+    pub reconcile_page: usize,
+}
+
+impl Default for GuardedOptions {
+    fn default() -> Self {
+        GuardedOptions {
+            verify: true,
+            max_group_logs: 8192,
+            reconcile_page: 10_000,
+        }
+    }
+}
+
+/// Which copies hold a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Copies {
+    /// The primary holds it.
+    pub primary: bool,
+    /// The backup holds it.
+    pub backup: bool,
+}
+
+/// What [`Guarded::append_batch`] acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The records, with their ids.
+    pub records: Vec<LogRecord>,
+    /// Where they are durable at the requested level (at least one copy).
+    pub durable_in: Copies,
+    /// Whether they were read back through an independent path before the acknowledgement.
+    pub verified: bool,
+}
+
+/// One id holding different records in the two copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyConflict {
+    /// The id.
+    pub id: LogId,
+    /// The primary's checksum.
+    pub primary: Checksum,
+    /// The backup's checksum.
+    pub backup: Checksum,
+}
+
+/// What a reconciliation found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ReconcileReport {
+    /// Ids present in both copies with the same checksum.
+    pub in_both: u64,
+    /// Ids the primary lacked (restored from the backup unless this was a dry run).
+    pub missing_in_primary: Vec<LogId>,
+    /// Ids the backup lacked (copied to it unless this was a dry run).
+    pub missing_in_backup: Vec<LogId>,
+    /// Records written into the primary.
+    pub restored_to_primary: u64,
+    /// Records written into the backup.
+    pub copied_to_backup: u64,
+    /// Ids holding different records in the two copies; neither was overwritten.
+    pub conflicts: Vec<CopyConflict>,
+}
+
+impl ReconcileReport {
+    /// Both copies hold the same records.
+    pub fn in_sync(&self) -> bool {
+        self.missing_in_primary.len() as u64 == self.restored_to_primary
+            && self.missing_in_backup.len() as u64 == self.copied_to_backup
+            && self.conflicts.is_empty()
+    }
+}
+
+/// Counters of a guarded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct GuardStats {
+    /// Groups acknowledged.
+    pub groups: u64,
+    /// Logs acknowledged.
+    pub logs: u64,
+    /// Groups the primary failed to take.
+    pub primary_failures: u64,
+    /// Groups the backup failed to take.
+    pub backup_failures: u64,
+    /// Records restored into the primary after it failed.
+    pub restored_to_primary: u64,
+    /// Records copied into the backup after it failed.
+    pub copied_to_backup: u64,
+    /// Records waiting for the primary now.
+    pub pending_primary: u64,
+    /// Records waiting for the backup now.
+    pub pending_backup: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    logs: AtomicU64,
+    primary_failures: AtomicU64,
+    backup_failures: AtomicU64,
+    restored: AtomicU64,
+    copied: AtomicU64,
+    pending_primary: AtomicU64,
+    pending_backup: AtomicU64,
+    closed: AtomicBool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Request {
+    Commit {
+        logs: Vec<NewLog>,
+        durability: Durability,
+        reply: Reply<Receipt>,
+    },
+    Import {
+        records: Vec<LogRecord>,
+        durability: Durability,
+        reply: Reply<ImportReport>,
+    },
+    Reconcile {
+        repair: bool,
+        reply: Reply<ReconcileReport>,
+    },
+}
+
+/// The guarded store. See the module docs.
+pub struct Guarded {
+    primary: Arc<dyn LogStore>,
+    backup: Arc<dyn LogStore>,
+    tx: mpsc::UnboundedSender<Request>,
+    counters: Arc<Counters>,
+    opened: ReconcileReport,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("primary", &self.primary.describe())
+            .field("backup", &self.backup.describe())
+            .finish()
+    }
+}
+
+impl Guarded {
+    /// Guards `primary` with `backup`: reconciles them (restoring what either lacks) and
+    /// starts the writer task. Must be called inside a tokio runtime.
+    pub async fn open(
+        primary: Arc<dyn LogStore>,
+        backup: Arc<dyn LogStore>,
+        options: GuardedOptions,
+    ) -> Result<Guarded> {
+        let counters = Arc::new(Counters::default());
+        let mut leader = Leader {
+            primary: primary.clone(),
+            backup: backup.clone(),
+            next_id: 1,
+            pending_primary: Vec::new(),
+            pending_backup: Vec::new(),
+            options,
+            counters: counters.clone(),
+        };
+        let opened = leader.reconcile(true).await?;
+        leader.next_id = leader.stores_next_id().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(leader.run(rx));
+        Ok(Guarded {
+            primary,
+            backup,
+            tx,
+            counters,
+            opened,
+        })
+    }
+
+    /// What the reconciliation at open found and restored.
+    pub fn open_report(&self) -> &ReconcileReport {
+        &self.opened
+    }
+
+    /// The primary store.
+    pub fn primary(&self) -> &Arc<dyn LogStore> {
+        &self.primary
+    }
+
+    /// The backup store.
+    pub fn backup(&self) -> &Arc<dyn LogStore> {
+        &self.backup
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> GuardStats {
+        let c = &self.counters;
+        GuardStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            logs: c.logs.load(Ordering::Relaxed),
+            primary_failures: c.primary_failures.load(Ordering::Relaxed),
+            backup_failures: c.backup_failures.load(Ordering::Relaxed),
+            restored_to_primary: c.restored.load(Ordering::Relaxed),
+            copied_to_backup: c.copied.load(Ordering::Relaxed),
+            pending_primary: c.pending_primary.load(Ordering::Relaxed),
+            pending_backup: c.pending_backup.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        if self.counters.closed.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> Error {
+        Error::Closed {
+            store: self.describe(),
+        }
+    }
+
+    /// Appends `batch` atomically; the receipt says where it is durable and whether it was
+    /// read back. Fails only if neither copy took it (then nothing was acknowledged).
+    pub async fn append_batch(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Receipt> {
+        validate_batch(&batch)?;
+        if batch.is_empty() {
+            return Ok(Receipt {
+                records: Vec::new(),
+                durable_in: Copies {
+                    primary: true,
+                    backup: true,
+                },
+                verified: true,
+            });
+        }
+        self.ask(|reply| Request::Commit {
+            logs: batch,
+            durability,
+            reply,
+        })
+        .await
+    }
+
+    /// Compares the copies in both directions; with `repair`, restores what the primary
+    /// lacks from the backup and copies what the backup lacks to it. Conflicts are reported.
+    pub async fn reconcile(&self, repair: bool) -> Result<ReconcileReport> {
+        self.ask(|reply| Request::Reconcile { repair, reply }).await
+    }
+
+    fn pending(&self) -> bool {
+        self.counters.pending_primary.load(Ordering::Relaxed) > 0
+            || self.counters.pending_backup.load(Ordering::Relaxed) > 0
+    }
+}
+
+struct Leader {
+    primary: Arc<dyn LogStore>,
+    backup: Arc<dyn LogStore>,
+    next_id: u64,
+    pending_primary: Vec<LogRecord>,
+    pending_backup: Vec<LogRecord>,
+    options: GuardedOptions,
+    counters: Arc<Counters>,
+}
+
+/// Reads the `(id, checksum)` listing of a store page by page.
+struct Listing<'a> {
+    store: &'a dyn LogStore,
+    buf: VecDeque<(LogId, Checksum)>,
+    after: Option<LogId>,
+    done: bool,
+    page: usize,
+}
+
+impl<'a> Listing<'a> {
+    fn new(store: &'a dyn LogStore, page: usize) -> Self {
+        Listing {
+            store,
+            buf: VecDeque::new(),
+            after: None,
+            done: false,
+            page,
+        }
+    }
+
+    async fn peek(&mut self) -> Result<Option<(LogId, Checksum)>> {
+        if self.buf.is_empty() && !self.done {
+            let page = self.store.id_checksums(self.after, self.page).await?;
+            self.done = page.len() < self.page;
+            self.after = page.last().map(|p| p.0).or(self.after);
+            self.buf.extend(page);
+        }
+        Ok(self.buf.front().copied())
+    }
+
+    fn pop(&mut self) {
+        self.buf.pop_front();
+    }
+}
+
+impl Leader {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let mut deferred: Option<Request> = None;
+        loop {
+            let req = match deferred.take() {
+                Some(r) => r,
+                None => match rx.recv().await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            match req {
+                Request::Commit {
+                    logs,
+                    durability,
+                    reply,
+                } => {
+                    let mut group = vec![(logs, durability, reply)];
+                    let mut total = group[0].0.len();
+                    while total < self.options.max_group_logs {
+                        match rx.try_recv() {
+                            Ok(Request::Commit {
+                                logs,
+                                durability,
+                                reply,
+                            }) => {
+                                total += logs.len();
+                                group.push((logs, durability, reply));
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group).await;
+                }
+                Request::Import {
+                    records,
+                    durability,
+                    reply,
+                } => {
+                    let _ = reply.send(self.import(records, durability).await);
+                }
+                Request::Reconcile { repair, reply } => {
+                    let _ = reply.send(self.reconcile(repair).await);
+                }
+            }
+        }
+    }
+
+    async fn stores_next_id(&self) -> Result<u64> {
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        let p = p.ok().flatten().map_or(0, LogId::get);
+        let b = b.ok().flatten().map_or(0, LogId::get);
+        Ok(p.max(b).max(self.next_id.saturating_sub(1)) + 1)
+    }
+
+    fn set_pending_counters(&self) {
+        self.counters
+            .pending_primary
+            .store(self.pending_primary.len() as u64, Ordering::Relaxed);
+        self.counters
+            .pending_backup
+            .store(self.pending_backup.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Retries what a copy is missing. Records the other copy already holds differently
+    /// are conflicts: reported by reconcile, dropped from the queue, never overwritten.
+    async fn flush_pending(&mut self, durability: Durability) {
+        if !self.pending_primary.is_empty() {
+            let records = self.pending_primary.clone();
+            if let Ok(report) = self.primary.import(records, durability).await {
+                self.counters
+                    .restored
+                    .fetch_add(report.inserted, Ordering::Relaxed);
+                self.pending_primary.clear();
+            }
+        }
+        if !self.pending_backup.is_empty() {
+            let records = self.pending_backup.clone();
+            if let Ok(report) = self.backup.import(records, durability).await {
+                self.counters.copied.fetch_add(report.inserted, Ordering::Relaxed);
+                self.pending_backup.clear();
+            }
+        }
+        self.set_pending_counters();
+    }
+
+    /// Reads `records` back from `store` and compares ids and checksums.
+    async fn read_back(store: &dyn LogStore, records: &[LogRecord]) -> bool {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return true;
+        };
+        let scan = Scan {
+            after: LogId::new(first.id.get() - 1),
+            before: last.id.next(),
+            limit: records.len(),
+            ..Scan::default()
+        };
+        match store.scan(&scan).await {
+            Ok(got) => {
+                got.len() == records.len()
+                    && got
+                        .iter()
+                        .zip(records)
+                        .all(|(g, r)| g.id == r.id && g.checksum == r.checksum && g.is_intact())
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>) {
+        let durability = group.iter().map(|g| g.1).max().unwrap_or_default();
+        self.flush_pending(durability).await;
+        let now = Utc::now();
+        let mut sealed = Vec::new();
+        let mut next = self.next_id;
+        let mut sizes = Vec::with_capacity(group.len());
+        for (logs, _, _) in &group {
+            sizes.push(logs.len());
+            for log in logs {
+                let Some(id) = LogId::new(next) else {
+                    return fail_all(
+                        group,
+                        &Error::Unsupported {
+                            engine: "guarded",
+                            what: "more than i64::MAX ids".into(),
+                        },
+                    );
+                };
+                match LogRecord::seal(id, now, log.clone()) {
+                    Ok(r) => sealed.push(r),
+                    Err(e) => return fail_all(group, &e),
+                }
+                next += 1;
+            }
+        }
+        match self.store_both(&sealed, durability).await {
+            Ok((durable_in, verified)) => {
+                self.next_id = next;
+                self.counters.groups.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .logs
+                    .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                let mut rest = sealed.into_iter();
+                for ((_, _, reply), n) in group.into_iter().zip(sizes) {
+                    let records: Vec<_> = rest.by_ref().take(n).collect();
+                    let _ = reply.send(Ok(Receipt {
+                        records,
+                        durable_in,
+                        verified,
+                    }));
+                }
+            }
+            Err(e) => {
+                // Move past any id either copy holds now, so the next group cannot collide.
+                if let Ok(n) = self.stores_next_id().await {
+                    self.next_id = n;
+                }
+                fail_all(group, &e)
+            }
+        }
+    }
+
+    /// Writes `sealed` to both copies at once, reads back, queues what a copy missed.
+    async fn store_both(&mut self, sealed: &[LogRecord], durability: Durability) -> Result<(Copies, bool)> {
+        let (p, b) = tokio::join!(
+            self.primary.import(sealed.to_vec(), durability),
+            self.backup.import(sealed.to_vec(), durability)
+        );
+        let conflict = |r: &Result<ImportReport>| match r {
+            Ok(rep) => rep.conflicts.first().map(|c| c.id),
+            Err(_) => None,
+        };
+        if let Some(id) = conflict(&p).or(conflict(&b)) {
+            return Err(Error::Conflict {
+                id,
+                detail: "a copy already holds a different record under an id the guard assigned; \
+                         was the store written outside the guard? the guard moved past it, retry"
+                    .into(),
+            });
+        }
+        let mut in_primary = p.is_ok();
+        let mut in_backup = b.is_ok();
+        if !in_primary && !in_backup {
+            let (Err(pe), Err(be)) = (p, b) else {
+                unreachable!("both failed")
+            };
+            return Err(Error::Backend {
+                engine: "guarded",
+                context: format!("neither copy took the logs (backup: {be})"),
+                source: Box::new(pe),
+            });
+        }
+        if !in_primary {
+            self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
+            // Restore at once: the primary's writer reopens its connection after an error.
+            match self.primary.import(sealed.to_vec(), durability).await {
+                Ok(rep) if rep.conflicts.is_empty() => {
+                    self.counters.restored.fetch_add(rep.inserted, Ordering::Relaxed);
+                    in_primary = true;
+                }
+                _ => self.pending_primary.extend_from_slice(sealed),
+            }
+        }
+        if !in_backup {
+            self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
+            match self.backup.import(sealed.to_vec(), durability).await {
+                Ok(rep) if rep.conflicts.is_empty() => {
+                    self.counters.copied.fetch_add(rep.inserted, Ordering::Relaxed);
+                    in_backup = true;
+                }
+                _ => self.pending_backup.extend_from_slice(sealed),
+            }
+        }
+        self.set_pending_counters();
+        let mut verified = false;
+        if self.options.verify {
+            // One independent read is enough; the backup is read only if the primary's fails.
+            verified = (in_primary && Self::read_back(&*self.primary, sealed).await)
+                || (in_backup && Self::read_back(&*self.backup, sealed).await);
+            if !verified {
+                return Err(Error::corrupt(
+                    format!("{} and {}", self.primary.describe(), self.backup.describe()),
+                    "the logs were written but did not read back intact from either copy; nothing acknowledged",
+                ));
+            }
+        }
+        Ok((
+            Copies {
+                primary: in_primary,
+                backup: in_backup,
+            },
+            verified,
+        ))
+    }
+
+    async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.flush_pending(durability).await;
+        let (p, b) = tokio::join!(
+            self.primary.import(records.clone(), durability),
+            self.backup.import(records.clone(), durability)
+        );
+        let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
+        self.next_id = self.next_id.max(max + 1);
+        let report = match (p, b) {
+            (Ok(p), Ok(b)) => {
+                let mut report = p;
+                let known: HashSet<LogId> = report.conflicts.iter().map(|c| c.id).collect();
+                report
+                    .conflicts
+                    .extend(b.conflicts.into_iter().filter(|c| !known.contains(&c.id)));
+                report
+            }
+            (Ok(p), Err(_)) => {
+                self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
+                let conflicted: HashSet<LogId> = p.conflicts.iter().map(|c| c.id).collect();
+                self.pending_backup
+                    .extend(records.into_iter().filter(|r| !conflicted.contains(&r.id)));
+                p
+            }
+            (Err(_), Ok(b)) => {
+                self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
+                let conflicted: HashSet<LogId> = b.conflicts.iter().map(|c| c.id).collect();
+                self.pending_primary
+                    .extend(records.into_iter().filter(|r| !conflicted.contains(&r.id)));
+                b
+            }
+            (Err(e), Err(_)) => return Err(e),
+        };
+        self.set_pending_counters();
+        Ok(report)
+    }
+
+    /// Merge-joins the two `(id, checksum)` listings; with `repair`, copies what each lacks.
+    async fn reconcile(&mut self, repair: bool) -> Result<ReconcileReport> {
+        if repair {
+            self.flush_pending(Durability::PowerLoss).await;
+        }
+        let page = self.options.reconcile_page.max(1);
+        let mut report = ReconcileReport::default();
+        let mut to_primary = Vec::new();
+        let mut to_backup = Vec::new();
+        {
+            let mut a = Listing::new(&*self.primary, page);
+            let mut b = Listing::new(&*self.backup, page);
+            loop {
+                match (a.peek().await?, b.peek().await?) {
+                    (None, None) => break,
+                    (Some((id, _)), None) => {
+                        to_backup.push(id);
+                        a.pop();
+                    }
+                    (None, Some((id, _))) => {
+                        to_primary.push(id);
+                        b.pop();
+                    }
+                    (Some((ia, sa)), Some((ib, sb))) => {
+                        if ia < ib {
+                            to_backup.push(ia);
+                            a.pop();
+                        } else if ib < ia {
+                            to_primary.push(ib);
+                            b.pop();
+                        } else {
+                            if sa == sb {
+                                report.in_both += 1;
+                            } else {
+                                report.conflicts.push(CopyConflict {
+                                    id: ia,
+                                    primary: sa,
+                                    backup: sb,
+                                });
+                            }
+                            a.pop();
+                            b.pop();
+                        }
+                    }
+                }
+            }
+        }
+        if repair {
+            report.restored_to_primary = copy_ids(&*self.backup, &*self.primary, &to_primary, page).await?;
+            report.copied_to_backup = copy_ids(&*self.primary, &*self.backup, &to_backup, page).await?;
+            self.counters
+                .restored
+                .fetch_add(report.restored_to_primary, Ordering::Relaxed);
+            self.counters
+                .copied
+                .fetch_add(report.copied_to_backup, Ordering::Relaxed);
+            self.pending_primary.clear();
+            self.pending_backup.clear();
+            self.set_pending_counters();
+        }
+        report.missing_in_primary = to_primary;
+        report.missing_in_backup = to_backup;
+        Ok(report)
+    }
+}
+
+fn fail_all(group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>, err: &Error) {
+    for (_, _, reply) in group {
+        let _ = reply.send(Err(err.replicate()));
+    }
+}
+
+/// Copies the records with `ids` (sorted) from `src` to `dst`, a run of consecutive ids at
+/// a time, and returns how many `dst` inserted.
+async fn copy_ids(src: &dyn LogStore, dst: &dyn LogStore, ids: &[LogId], page: usize) -> Result<u64> {
+    let mut inserted = 0;
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i + 1;
+        while j < ids.len() && j - i < page && ids[j].get() == ids[j - 1].get() + 1 {
+            j += 1;
+        }
+        let scan = Scan {
+            after: LogId::new(ids[i].get() - 1),
+            before: ids[j - 1].next(),
+            limit: j - i,
+            ..Scan::default()
+        };
+        let records = src.scan(&scan).await?;
+        let level = dst
+            .capabilities()
+            .durability
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or_default();
+        inserted += dst.import(records, level).await?.inserted;
+        i = j;
+    }
+    Ok(inserted)
+}
+
+/// Merges two id-ordered record lists, preferring `a`'s copy of an id.
+fn merge(a: Vec<LogRecord>, b: Vec<LogRecord>, scan: &Scan, limit: usize) -> Vec<LogRecord> {
+    let mut all: BTreeMap<LogId, LogRecord> = b.into_iter().map(|r| (r.id, r)).collect();
+    all.extend(a.into_iter().map(|r| (r.id, r)));
+    let it = all.into_values();
+    if scan.descending {
+        it.rev().take(limit).collect()
+    } else {
+        it.take(limit).collect()
+    }
+}
+
+#[async_trait]
+impl LogStore for Guarded {
+    fn describe(&self) -> String {
+        format!(
+            "guarded({} + {})",
+            self.primary.describe(),
+            self.backup.describe()
+        )
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let p = self.primary.capabilities();
+        let b = self.backup.capabilities();
+        Capabilities {
+            engine: "guarded",
+            multi_process: false,
+            persistent: p.persistent || b.persistent,
+            checkpoint: p.checkpoint,
+            deep_verify: p.deep_verify || b.deep_verify,
+            durability: p
+                .durability
+                .into_iter()
+                .filter(|d| b.durability.contains(d))
+                .collect(),
+        }
+    }
+
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        if !self.capabilities().durability.contains(&durability) {
+            return Err(Error::Unsupported {
+                engine: "guarded",
+                what: format!("{durability:?} durability with these two copies"),
+            });
+        }
+        Ok(self.append_batch(batch, durability).await?.records)
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        match self.primary.get(id).await {
+            Ok(Some(r)) => Ok(Some(r)),
+            Ok(None) => self.backup.get(id).await,
+            Err(e) => self.backup.get(id).await.map_err(|_| e),
+        }
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        let limit = scan.effective_limit()?;
+        if !self.pending() {
+            match self.primary.scan(scan).await {
+                Ok(r) => return Ok(r),
+                Err(e) => return self.backup.scan(scan).await.map_err(|_| e),
+            }
+        }
+        let (a, b) = tokio::join!(self.primary.scan(scan), self.backup.scan(scan));
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok(merge(a, b, scan, limit)),
+            (Ok(a), Err(_)) => Ok(a),
+            (Err(_), Ok(b)) => Ok(b),
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        let (a, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok(a.max(b)),
+            (Ok(a), Err(_)) => Ok(a),
+            (Err(_), Ok(b)) => Ok(b),
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        let (a, b) = tokio::join!(self.primary.sync(level), self.backup.sync(level));
+        a.and(b)
+    }
+
+    async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        self.primary.checkpoint(mode).await
+    }
+
+    /// Verifies both copies through their own independent paths, and compares them: a
+    /// record missing from one copy, or different in the two, is an `engine_problems` line.
+    /// `missing` lists ids absent from both copies.
+    async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+        let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
+        let (p, b) = (p?, b?);
+        let mut report = p.clone();
+        let in_backup_missing: HashSet<LogId> = b.missing.iter().copied().collect();
+        report.missing = p
+            .missing
+            .into_iter()
+            .filter(|id| in_backup_missing.contains(id))
+            .collect();
+        for c in &mut report.corrupt {
+            c.detail = format!("primary: {}", c.detail);
+        }
+        report.corrupt.extend(b.corrupt.into_iter().map(|mut c| {
+            c.detail = format!("backup: {}", c.detail);
+            c
+        }));
+        report.out_of_order.extend(b.out_of_order);
+        report.engine_problems.extend(b.engine_problems);
+        report.deep_checked |= b.deep_checked;
+        let diff = self.reconcile(false).await?;
+        if !diff.missing_in_primary.is_empty() {
+            report.engine_problems.push(format!(
+                "the primary lacks {} logs the backup holds (first {}); reconcile restores them",
+                diff.missing_in_primary.len(),
+                diff.missing_in_primary[0]
+            ));
+        }
+        if !diff.missing_in_backup.is_empty() {
+            report.engine_problems.push(format!(
+                "the backup lacks {} logs the primary holds (first {}); reconcile copies them",
+                diff.missing_in_backup.len(),
+                diff.missing_in_backup[0]
+            ));
+        }
+        for c in diff.conflicts {
+            report.engine_problems.push(format!(
+                "log {} differs between the copies (primary {}, backup {})",
+                c.id, c.primary, c.backup
+            ));
+        }
+        Ok(report)
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        for (i, rec) in records.iter().enumerate() {
+            validate_record(rec).map_err(|e| e.at_index(i))?;
+        }
+        if !self.capabilities().durability.contains(&durability) {
+            return Err(Error::Unsupported {
+                engine: "guarded",
+                what: format!("{durability:?} durability with these two copies"),
+            });
+        }
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.ask(|reply| Request::Import {
+            records,
+            durability,
+            reply,
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.counters.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (a, b) = tokio::join!(self.primary.close(), self.backup.close());
+        a.and(b)
+    }
+}

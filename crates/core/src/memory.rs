@@ -1,0 +1,213 @@
+//! The in-memory reference engine: the simplest store that keeps the whole contract.
+//!
+//! Its data lives in the process, shared by name, so a "reopen" in the same process sees
+//! it. It accepts only [`Durability::Buffered`] and says so for the stronger levels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::validate::{validate_batch, validate_record};
+use crate::verify::Verifier;
+use crate::{
+    Capabilities, Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog,
+    Result, Scan, VerifyOptions, VerifyReport,
+};
+use async_trait::async_trait;
+use chrono::Utc;
+
+/// What a named memory store holds.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    /// The records by id.
+    pub records: BTreeMap<LogId, LogRecord>,
+    /// The largest id ever assigned or imported.
+    pub high_water: u64,
+}
+
+type Shared = Arc<Mutex<MemoryState>>;
+
+fn registry() -> &'static Mutex<HashMap<String, Shared>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Shared>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// A [`LogStore`] in memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    name: String,
+    state: Shared,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryStore {
+    /// A private, empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            name: "memory".into(),
+            state: Shared::default(),
+            closed: Default::default(),
+        }
+    }
+
+    /// The store registered under `name` in this process, created empty on first use.
+    pub fn open_named(name: &str) -> MemoryStore {
+        let state = registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        MemoryStore {
+            name: name.to_string(),
+            state,
+            closed: Default::default(),
+        }
+    }
+
+    /// Runs `f` on the state registered under `name` (for fault hooks), if it exists.
+    pub fn with_named<R>(name: &str, f: impl FnOnce(&mut MemoryState) -> R) -> Option<R> {
+        let shared = registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()?;
+        let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&mut state))
+    }
+
+    /// Forgets the store registered under `name`.
+    pub fn drop_named(name: &str) {
+        registry().lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed {
+                store: self.describe(),
+            });
+        }
+        Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn check_durability(d: Durability) -> Result<()> {
+        if d > Durability::Buffered {
+            return Err(Error::Unsupported {
+                engine: "memory",
+                what: format!("{d:?} durability (it keeps nothing outside the process)"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl LogStore for MemoryStore {
+    fn describe(&self) -> String {
+        format!("memory://{}", self.name)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            engine: "memory",
+            multi_process: false,
+            persistent: false,
+            checkpoint: false,
+            deep_verify: false,
+            durability: vec![Durability::Buffered],
+        }
+    }
+
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        validate_batch(&batch)?;
+        Self::check_durability(durability)?;
+        let mut st = self.state()?;
+        let now = Utc::now();
+        let mut next = st
+            .high_water
+            .max(st.records.keys().next_back().map_or(0, |k| k.get()))
+            + 1;
+        let mut out = Vec::with_capacity(batch.len());
+        for log in batch {
+            let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                engine: "memory",
+                what: "more than i64::MAX ids".into(),
+            })?;
+            out.push(LogRecord::seal(id, now, log)?);
+            next += 1;
+        }
+        for rec in &out {
+            st.records.insert(rec.id, rec.clone());
+        }
+        st.high_water = next - 1;
+        Ok(out)
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        Ok(self.state()?.records.get(&id).cloned())
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        let limit = scan.effective_limit()?;
+        let st = self.state()?;
+        let matching = st.records.values().filter(|r| scan.matches(r));
+        Ok(if scan.descending {
+            matching.rev().take(limit).cloned().collect()
+        } else {
+            matching.take(limit).cloned().collect()
+        })
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        Ok(self.state()?.records.keys().next_back().copied())
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        Self::check_durability(level)?;
+        self.state().map(|_| ())
+    }
+
+    async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        let st = self.state()?;
+        let mut v = Verifier::new();
+        for rec in st.records.values() {
+            v.check(&rec.view(), rec.checksum, || format!("log {}", rec.id));
+        }
+        Ok(v.finish())
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        for (i, rec) in records.iter().enumerate() {
+            validate_record(rec).map_err(|e| e.at_index(i))?;
+        }
+        Self::check_durability(durability)?;
+        let mut st = self.state()?;
+        let mut report = ImportReport::default();
+        for rec in records {
+            match st.records.get(&rec.id) {
+                Some(stored) if stored.checksum == rec.checksum => report.already_present += 1,
+                Some(stored) => report.conflicts.push(ImportConflict {
+                    id: rec.id,
+                    stored: stored.checksum,
+                    offered: rec.checksum,
+                }),
+                None => {
+                    st.high_water = st.high_water.max(rec.id.get());
+                    st.records.insert(rec.id, rec);
+                    report.inserted += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Opening a store from a URL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use synclog_core::guarded::{Guarded, GuardedOptions};
+use synclog_core::{redact_url, Error, LogStore, Result};
+
+/// A parsed store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreUrl {
+    /// `sqlite://PATH`: a SQLite database file.
+    Sqlite(PathBuf),
+    /// `json://PATH`: a JSON-lines file.
+    Json(PathBuf),
+    /// `memory://NAME`: the in-process reference engine (for tests and demos).
+    Memory(String),
+}
+
+impl StoreUrl {
+    /// Parses `sqlite://PATH`, `json://PATH` or `memory://NAME`. `PATH` is taken as
+    /// written: `sqlite://data/a.db` is relative, `sqlite:///var/a.db` absolute.
+    pub fn parse(url: &str) -> Result<StoreUrl> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            Error::invalid(
+                "url",
+                format!(
+                    "{:?} has no scheme; use sqlite://PATH or json://PATH",
+                    redact_url(url)
+                ),
+            )
+        })?;
+        if rest.is_empty() {
+            return Err(Error::invalid(
+                "url",
+                format!("{:?} names no path", redact_url(url)),
+            ));
+        }
+        match scheme {
+            "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(rest))),
+            "json" | "jsonl" => Ok(StoreUrl::Json(PathBuf::from(rest))),
+            "memory" => Ok(StoreUrl::Memory(rest.to_string())),
+            other => Err(Error::invalid(
+                "url",
+                format!(
+                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://",
+                    redact_url(url)
+                ),
+            )),
+        }
+    }
+}
+
+fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e)),
+        _ => Ok(()),
+    }
+}
+
+#[allow(dead_code)] // used only when an engine feature is off
+fn disabled(feature: &str) -> Error {
+    Error::Unsupported {
+        engine: "synclog",
+        what: format!("this URL: the `{feature}` feature was not compiled in"),
+    }
+}
+
+/// Opens the store `url` names (creating the file and its directory if needed).
+pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite(path) => {
+            #[cfg(feature = "sqlite")]
+            {
+                ensure_parent(&path)?;
+                let store = tokio::task::spawn_blocking(move || synclog_sqlite::SqliteStore::open(path))
+                    .await
+                    .map_err(|e| Error::Backend {
+                        engine: "sqlite",
+                        context: "opening".into(),
+                        source: Box::new(e),
+                    })??;
+                Ok(Arc::new(store))
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = path;
+                Err(disabled("sqlite"))
+            }
+        }
+        StoreUrl::Json(path) => {
+            #[cfg(feature = "json")]
+            {
+                ensure_parent(&path)?;
+                let store = tokio::task::spawn_blocking(move || synclog_json::JsonStore::open(path))
+                    .await
+                    .map_err(|e| Error::Backend {
+                        engine: "json",
+                        context: "opening".into(),
+                        source: Box::new(e),
+                    })??;
+                Ok(Arc::new(store))
+            }
+            #[cfg(not(feature = "json"))]
+            {
+                let _ = path;
+                Err(disabled("json"))
+            }
+        }
+        StoreUrl::Memory(name) => Ok(Arc::new(synclog_core::memory::MemoryStore::open_named(&name))),
+    }
+}
+
+/// Opens `primary` guarded by `backup` (see [`Guarded`]): both are opened, reconciled,
+/// and every append then goes to both.
+pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) -> Result<Guarded> {
+    let p = open_url(primary).await?;
+    let b = open_url(backup).await?;
+    Guarded::open(p, b, options).await
+}

@@ -1,0 +1,293 @@
+//! The guarded store's promises: nothing acknowledged is lost when a copy is deleted,
+//! rolled back or failing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use synclog::{
+    Durability, Guarded, GuardedOptions, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
+};
+use synclog_conformance::cases::everything;
+use synclog_conformance::fault::FailEveryNth;
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    primary: PathBuf,
+    backup: PathBuf,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        Pair {
+            primary: dir.path().join("primary.db"),
+            backup: dir.path().join("backup.jsonl"),
+            _dir: dir,
+        }
+    }
+
+    async fn open(&self) -> Guarded {
+        synclog::open_guarded(
+            &format!("sqlite://{}", self.primary.display()),
+            &format!("json://{}", self.backup.display()),
+            GuardedOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn primary_files(&self) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|s| PathBuf::from(format!("{}{s}", self.primary.display())))
+            .collect()
+    }
+}
+
+fn log(n: u64) -> NewLog {
+    NewLog::new(format!("job-{}", n % 4), Status::Succeeded)
+        .counts(n, n, 0)
+        .attr("run", n)
+}
+
+async fn append_n(store: &Guarded, range: std::ops::RangeInclusive<u64>) -> Vec<synclog::LogRecord> {
+    let mut out = Vec::new();
+    for n in range {
+        out.push(store.append(log(n)).await.unwrap());
+    }
+    out
+}
+
+fn remove(paths: &[PathBuf]) {
+    for p in paths {
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn receipt_says_both_copies_hold_a_verified_append() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let receipt = store
+        .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert!(receipt.durable_in.primary && receipt.durable_in.backup && receipt.verified);
+    let ids: Vec<u64> = receipt.records.iter().map(|r| r.id.get()).collect();
+    assert_eq!(ids, vec![1, 2]);
+    for rec in &receipt.records {
+        assert_eq!(store.primary().get(rec.id).await.unwrap().as_ref(), Some(rec));
+        assert_eq!(store.backup().get(rec.id).await.unwrap().as_ref(), Some(rec));
+    }
+}
+
+#[tokio::test]
+async fn deleted_primary_comes_back_from_the_backup() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let written = append_n(&store, 1..=50).await;
+    store.close().await.unwrap();
+    drop(store);
+    remove(&pair.primary_files());
+
+    let store = pair.open().await;
+    assert_eq!(store.open_report().restored_to_primary, 50);
+    assert_eq!(everything(&**store.primary()).await, written);
+    assert!(store.verify(VerifyOptions::default()).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn deleted_backup_is_rebuilt_from_the_primary() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let written = append_n(&store, 1..=30).await;
+    store.close().await.unwrap();
+    drop(store);
+    remove(std::slice::from_ref(&pair.backup));
+
+    let store = pair.open().await;
+    assert_eq!(store.open_report().copied_to_backup, 30);
+    assert_eq!(everything(&**store.backup()).await, written);
+}
+
+/// The example from DESIGN.md: the primary lost logs 198–201 because its file was replaced
+/// by an older copy; at the next open exactly those come back and the max id is 201.
+#[tokio::test]
+async fn primary_rolled_back_to_an_older_copy_gets_exactly_198_to_201_back() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    append_n(&store, 1..=197).await;
+    store.checkpoint(synclog::CheckpointMode::Truncate).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let older = pair.primary.with_extension("older");
+    std::fs::copy(&pair.primary, &older).unwrap();
+
+    let store = pair.open().await;
+    let lost = append_n(&store, 198..=201).await;
+    assert_eq!(lost.first().unwrap().id.get(), 198);
+    store.close().await.unwrap();
+    drop(store);
+    remove(&pair.primary_files());
+    std::fs::copy(&older, &pair.primary).unwrap();
+
+    let store = pair.open().await;
+    let report = store.open_report();
+    let restored: Vec<u64> = report.missing_in_primary.iter().map(|i| i.get()).collect();
+    assert_eq!(restored, vec![198, 199, 200, 201]);
+    assert_eq!(report.restored_to_primary, 4);
+    assert!(report.conflicts.is_empty());
+    assert_eq!(store.primary().last_id().await.unwrap(), LogId::new(201));
+    let all = everything(&**store.primary()).await;
+    assert_eq!(all.len(), 201, "nothing duplicated");
+    assert_eq!(all[197..], lost[..]);
+    let next = store.append(log(202)).await.unwrap();
+    assert_eq!(next.id.get(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_failing_every_third_commit_loses_no_acknowledged_log() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 3));
+    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
+        .await
+        .unwrap();
+    let store = Arc::new(
+        Guarded::open(faulty.clone(), backup, GuardedOptions::default())
+            .await
+            .unwrap(),
+    );
+
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..25 {
+                    acked.push(s.append(log(t * 100 + n)).await.unwrap());
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(faulty.failures() > 0, "the fault was injected");
+    let stats = store.stats();
+    assert!(stats.primary_failures > 0, "{stats:?}");
+    let report = store.reconcile(true).await.unwrap();
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    for rec in &acked {
+        assert_eq!(
+            sqlite.get(rec.id).await.unwrap().as_ref(),
+            Some(rec),
+            "primary has {}",
+            rec.id
+        );
+        assert_eq!(
+            store.backup().get(rec.id).await.unwrap().as_ref(),
+            Some(rec),
+            "backup has {}",
+            rec.id
+        );
+    }
+    let verify = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.checked, 400);
+}
+
+#[tokio::test]
+async fn a_failed_primary_commit_is_restored_at_once_with_a_fresh_attempt() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    // Call 1 succeeds, call 2 (the second append) fails, call 3 (the immediate restore) succeeds.
+    let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 2));
+    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
+        .await
+        .unwrap();
+    let store = Guarded::open(faulty.clone(), backup, GuardedOptions::default())
+        .await
+        .unwrap();
+    store.append(log(1)).await.unwrap();
+    let receipt = store
+        .append_batch(vec![log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(faulty.failures(), 1);
+    assert!(
+        receipt.durable_in.primary && receipt.durable_in.backup,
+        "{receipt:?}"
+    );
+    assert_eq!(store.stats().restored_to_primary, 1);
+    assert_eq!(
+        sqlite.get(receipt.records[0].id).await.unwrap().as_ref(),
+        Some(&receipt.records[0])
+    );
+}
+
+#[tokio::test]
+async fn a_primary_that_keeps_failing_leaves_logs_in_the_backup_until_reconcile() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    let broken = Arc::new(FailEveryNth::new(sqlite.clone(), 1));
+    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
+        .await
+        .unwrap();
+    let store = Guarded::open(broken, backup.clone(), GuardedOptions::default())
+        .await
+        .unwrap();
+    let receipt = store
+        .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert!(!receipt.durable_in.primary && receipt.durable_in.backup && receipt.verified);
+    assert_eq!(store.stats().pending_primary, 2);
+    // Reads still see the records, through the backup.
+    assert_eq!(
+        store.get_required(receipt.records[0].id).await.unwrap(),
+        receipt.records[0]
+    );
+    assert_eq!(everything(&store).await, receipt.records);
+    store.close().await.unwrap();
+    drop(store);
+    backup.close().await.unwrap();
+    drop(backup);
+    drop(sqlite);
+
+    // With a healthy primary, the next open restores them.
+    let store = pair.open().await;
+    assert_eq!(store.open_report().restored_to_primary, 2);
+    assert_eq!(everything(&**store.primary()).await, receipt.records);
+}
+
+#[tokio::test]
+async fn verify_reports_a_record_missing_from_one_copy() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    append_n(&store, 1..=5).await;
+    let conn = rusqlite::Connection::open(&pair.primary).unwrap();
+    conn.execute("DELETE FROM logs WHERE id = 5", []).unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report
+            .engine_problems
+            .iter()
+            .any(|p| p.contains("primary lacks 1")),
+        "{report:?}"
+    );
+    let fixed = store.reconcile(true).await.unwrap();
+    assert_eq!(fixed.restored_to_primary, 1);
+    assert!(store.verify(VerifyOptions::default()).await.unwrap().is_clean());
+}
