@@ -21,7 +21,7 @@
 
 mod open;
 
-pub use open::{open_guarded, open_url, StoreUrl};
+pub use open::{open_guarded, open_guarded_with, open_url, open_url_with, OpenOptions, StoreUrl};
 pub use synclog_core::guarded::{Copies, Guarded, GuardedOptions, Receipt, ReconcileReport};
 pub use synclog_core::*;
 

@@ -1,1 +1,34 @@
-fn main() {}
+//! The `synclog` command. See `synclog --help`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("synclog: error: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::exit::STORAGE);
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("synclog: error: {e}");
+            if let Some(hint) = cli::exit::hint(&e) {
+                eprintln!("synclog: hint: {hint}");
+            }
+            ExitCode::from(cli::exit::code_for(&e))
+        }
+    }
+}

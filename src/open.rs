@@ -68,20 +68,47 @@ fn disabled(feature: &str) -> Error {
     }
 }
 
+/// How stores are opened by URL.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// How long to wait for another process holding the store (the JSON lock, SQLite's
+    /// write lock) before failing with a retryable `Locked`/`Busy` error.
+    pub lock_wait: std::time::Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            lock_wait: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Opens the store `url` names (creating the file and its directory if needed).
 pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
+    open_url_with(url, &OpenOptions::default()).await
+}
+
+/// [`open_url`] with options.
+pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
+    let wait = options.lock_wait;
     match StoreUrl::parse(url)? {
         StoreUrl::Sqlite(path) => {
             #[cfg(feature = "sqlite")]
             {
                 ensure_parent(&path)?;
-                let store = tokio::task::spawn_blocking(move || synclog_sqlite::SqliteStore::open(path))
-                    .await
-                    .map_err(|e| Error::Backend {
-                        engine: "sqlite",
-                        context: "opening".into(),
-                        source: Box::new(e),
-                    })??;
+                let opts = synclog_sqlite::SqliteOptions {
+                    busy_timeout: wait,
+                    ..Default::default()
+                };
+                let store =
+                    tokio::task::spawn_blocking(move || synclog_sqlite::SqliteStore::open_with(path, opts))
+                        .await
+                        .map_err(|e| Error::Backend {
+                            engine: "sqlite",
+                            context: "opening".into(),
+                            source: Box::new(e),
+                        })??;
                 Ok(Arc::new(store))
             }
             #[cfg(not(feature = "sqlite"))]
@@ -94,13 +121,19 @@ pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
             #[cfg(feature = "json")]
             {
                 ensure_parent(&path)?;
-                let store = tokio::task::spawn_blocking(move || synclog_json::JsonStore::open(path))
-                    .await
-                    .map_err(|e| Error::Backend {
-                        engine: "json",
-                        context: "opening".into(),
-                        source: Box::new(e),
-                    })??;
+                let opts = synclog_json::JsonOptions {
+                    lock_wait: wait,
+                    ..Default::default()
+                };
+                let fs = Arc::new(synclog_json::fs::RealFs);
+                let store =
+                    tokio::task::spawn_blocking(move || synclog_json::JsonStore::open_with(path, opts, fs))
+                        .await
+                        .map_err(|e| Error::Backend {
+                            engine: "json",
+                            context: "opening".into(),
+                            source: Box::new(e),
+                        })??;
                 Ok(Arc::new(store))
             }
             #[cfg(not(feature = "json"))]
@@ -116,7 +149,17 @@ pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
 /// Opens `primary` guarded by `backup` (see [`Guarded`]): both are opened, reconciled,
 /// and every append then goes to both.
 pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) -> Result<Guarded> {
-    let p = open_url(primary).await?;
-    let b = open_url(backup).await?;
+    open_guarded_with(primary, backup, options, &OpenOptions::default()).await
+}
+
+/// [`open_guarded`] with open options.
+pub async fn open_guarded_with(
+    primary: &str,
+    backup: &str,
+    options: GuardedOptions,
+    open: &OpenOptions,
+) -> Result<Guarded> {
+    let b = open_url_with(backup, open).await?;
+    let p = open_url_with(primary, open).await?;
     Guarded::open(p, b, options).await
 }

@@ -44,6 +44,8 @@ pub struct GuardedOptions {
     pub max_group_logs: usize,
     /// Page size of reconciliation listings and copies.
     pub reconcile_page: usize,
+    /// Reconcile (repairing) when opening. Off only to inspect the copies as they are.
+    pub reconcile_at_open: bool,
 }
 
 impl Default for GuardedOptions {
@@ -52,6 +54,7 @@ impl Default for GuardedOptions {
             verify: true,
             max_group_logs: 8192,
             reconcile_page: 10_000,
+            reconcile_at_open: true,
         }
     }
 }
@@ -202,7 +205,11 @@ impl Guarded {
             options,
             counters: counters.clone(),
         };
-        let opened = leader.reconcile(true).await?;
+        let opened = if leader.options.reconcile_at_open {
+            leader.reconcile(true).await?
+        } else {
+            ReconcileReport::default()
+        };
         leader.next_id = leader.stores_next_id().await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(leader.run(rx));

@@ -365,17 +365,35 @@ pub trait LogStoreExt: LogStore {
         page_size: usize,
         durability: Durability,
     ) -> Result<ImportReport> {
+        self.copy_to_with(target, page_size, durability, &mut |_| {})
+            .await
+    }
+
+    /// [`copy_to`](Self::copy_to), calling `progress` with each page's report. Reading the
+    /// next page overlaps with importing the current one.
+    async fn copy_to_with(
+        &self,
+        target: &dyn LogStore,
+        page_size: usize,
+        durability: Durability,
+        progress: &mut (dyn for<'r> FnMut(&'r ImportReport) + Send),
+    ) -> Result<ImportReport> {
         let mut report = ImportReport::default();
         let mut scan = Scan::all(page_size);
-        loop {
-            let page = self.scan(&scan).await?;
-            let Some(last) = page.last() else { break };
+        let limit = scan.effective_limit()?;
+        let mut page = self.scan(&scan).await?;
+        while let Some(last) = page.last() {
             scan.after = Some(last.id);
-            let full = page.len() == scan.effective_limit()?;
-            report.merge(target.import(page, durability).await?);
-            if !full {
-                break;
-            }
+            let full = page.len() == limit;
+            let (imported, next) = if full {
+                let (i, n) = tokio::join!(target.import(page, durability), self.scan(&scan));
+                (i?, n?)
+            } else {
+                (target.import(page, durability).await?, Vec::new())
+            };
+            progress(&imported);
+            report.merge(imported);
+            page = next;
         }
         Ok(report)
     }

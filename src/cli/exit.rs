@@ -1,0 +1,50 @@
+//! Exit codes, documented in `synclog --help` and README.
+
+use synclog::{Error, ErrorKind};
+
+/// Success.
+pub const OK: u8 = 0;
+/// `verify` or `check` found problems (listed on stdout).
+pub const PROBLEMS: u8 = 1;
+/// Bad usage or input: an unknown flag or URL scheme, an invalid status, bad JSON.
+pub const USAGE: u8 = 2;
+/// The requested log does not exist.
+pub const NOT_FOUND: u8 = 3;
+/// The store is locked or busy (another process); retry later or wait longer (--lock-wait).
+pub const BUSY: u8 = 4;
+/// An I/O or storage error.
+pub const STORAGE: u8 = 5;
+/// Stored data is corrupt, or two copies conflict.
+pub const CORRUPT: u8 = 6;
+
+/// The exit code for an error.
+pub fn code_for(e: &Error) -> u8 {
+    match e.kind() {
+        ErrorKind::InvalidInput | ErrorKind::Unsupported => USAGE,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::Locked | ErrorKind::Busy => BUSY,
+        ErrorKind::Corrupt | ErrorKind::Conflict => CORRUPT,
+        _ => STORAGE,
+    }
+}
+
+/// What to do about an error, when there is something to say.
+pub fn hint(e: &Error) -> Option<&'static str> {
+    match e.kind() {
+        ErrorKind::Locked | ErrorKind::Busy => {
+            Some("another synclog process is using the store; wait for it, raise --lock-wait, or use --backup/--store to pick other files")
+        }
+        ErrorKind::Corrupt => Some("run `synclog verify --deep` to list the damage and `synclog check --repair` to restore from the backup"),
+        _ => None,
+    }
+}
+
+/// The help text's section on exit codes.
+pub const HELP: &str = "Exit codes:
+  0  ok
+  1  problems found (verify, check)
+  2  bad usage or input (unknown URL scheme, invalid status, --attrs not a JSON object)
+  3  the log asked for does not exist
+  4  the store is locked or busy: another process holds it; retry or raise --lock-wait
+  5  I/O or storage error
+  6  corrupt data, or the copies conflict";

@@ -1,0 +1,244 @@
+//! verify, check, export, restore, checkpoint.
+
+use std::io::IsTerminal;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use synclog::{
+    CheckpointMode, Durability, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, Result,
+    VerifyOptions,
+};
+
+use super::open::{open, options, Opened};
+use super::{exit, StoreArgs};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also run the engine's own consistency check (SQLite quick_check).
+    #[arg(long)]
+    deep: bool,
+}
+
+pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
+    let opened = open(stores).await?;
+    let report = opened.store().verify(VerifyOptions { deep: args.deep }).await;
+    let describe = opened.store().describe();
+    opened.close().await?;
+    let report = report?;
+    println!("verified {describe}: {} logs checked", report.checked);
+    if let (Some(a), Some(b)) = (report.first_id, report.last_id) {
+        println!("ids {a}..={b}");
+    }
+    if report.deep_checked {
+        println!(
+            "engine check: {}",
+            if report.engine_problems.is_empty() {
+                "ok"
+            } else {
+                "problems"
+            }
+        );
+    }
+    for id in &report.missing {
+        println!("missing: log {id}");
+    }
+    for c in &report.corrupt {
+        let id = c.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
+        println!("corrupt: log {id}: {}", c.detail);
+    }
+    for id in &report.out_of_order {
+        println!("out of order or repeated: log {id}");
+    }
+    for p in &report.engine_problems {
+        println!("problem: {p}");
+    }
+    if report.is_clean() {
+        println!("clean");
+        Ok(exit::OK)
+    } else {
+        println!("NOT CLEAN");
+        Ok(exit::PROBLEMS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Restore what the store lacks from the backup, and copy what the backup lacks to it.
+    #[arg(long)]
+    repair: bool,
+}
+
+fn ids(list: &[synclog::LogId]) -> String {
+    const SHOWN: usize = 20;
+    let mut s: Vec<String> = list.iter().take(SHOWN).map(|i| i.to_string()).collect();
+    if list.len() > SHOWN {
+        s.push(format!("… ({} more)", list.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
+pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
+    if stores.no_backup {
+        return Err(Error::invalid(
+            "--no-backup",
+            "check compares the store with its backup; drop --no-backup",
+        ));
+    }
+    let guarded = synclog::open_guarded_with(
+        &stores.store,
+        &stores.backup,
+        GuardedOptions {
+            reconcile_at_open: false,
+            ..GuardedOptions::default()
+        },
+        &options(stores),
+    )
+    .await?;
+    let report = guarded.reconcile(args.repair).await;
+    guarded.close().await?;
+    let report = report?;
+    println!("in both copies: {}", report.in_both);
+    println!(
+        "missing from the store ({}): {}",
+        report.missing_in_primary.len(),
+        ids(&report.missing_in_primary)
+    );
+    println!(
+        "missing from the backup ({}): {}",
+        report.missing_in_backup.len(),
+        ids(&report.missing_in_backup)
+    );
+    for c in &report.conflicts {
+        println!(
+            "conflict: log {} differs (store {}, backup {}); neither was changed",
+            c.id, c.primary, c.backup
+        );
+    }
+    if args.repair {
+        println!(
+            "repaired: {} restored to the store, {} copied to the backup",
+            report.restored_to_primary, report.copied_to_backup
+        );
+    }
+    let clean = report.conflicts.is_empty()
+        && (args.repair && report.in_sync()
+            || report.missing_in_primary.is_empty() && report.missing_in_backup.is_empty());
+    Ok(if clean { exit::OK } else { exit::PROBLEMS })
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to copy the logs: sqlite://PATH, json://PATH, ...
+    #[arg(long)]
+    to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where to copy the logs from.
+    #[arg(long)]
+    from: String,
+    /// Where to copy them into (default: the store, guarded by its backup).
+    #[arg(long)]
+    into: Option<String>,
+}
+
+/// Copies `src` into `dst` with a progress bar on a terminal, and prints a summary.
+async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
+    let total = src.last_id().await?.map_or(0, |i| i.get());
+    let bar = ProgressBar::new(total);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} logs ({per_sec}, {eta} left)")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let level = dst
+        .capabilities()
+        .durability
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(Durability::PowerLoss);
+    let started = std::time::Instant::now();
+    let report: ImportReport = src
+        .copy_to_with(dst, 10_000, level, &mut |page| {
+            bar.inc(page.inserted + page.already_present + page.conflicts.len() as u64)
+        })
+        .await?;
+    bar.finish_and_clear();
+    dst.sync(level).await?;
+    let n = report.inserted + report.already_present + report.conflicts.len() as u64;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} -> {}: {n} logs, {} inserted, {} already present, {} conflicts ({:.0} logs/s)",
+        src.describe(),
+        dst.describe(),
+        report.inserted,
+        report.already_present,
+        report.conflicts.len(),
+        n as f64 / secs.max(1e-9)
+    );
+    for c in &report.conflicts {
+        println!(
+            "conflict: log {} (kept {}, offered {})",
+            c.id, c.stored, c.offered
+        );
+    }
+    Ok(if report.conflicts.is_empty() {
+        exit::OK
+    } else {
+        exit::PROBLEMS
+    })
+}
+
+pub async fn export(stores: &StoreArgs, args: ExportArgs) -> Result<u8> {
+    let opened = open(stores).await?;
+    let target = synclog::open_url_with(&args.to, &options(stores)).await?;
+    let result = copy(opened.store(), &*target).await;
+    target.close().await?;
+    opened.close().await?;
+    result
+}
+
+pub async fn restore(stores: &StoreArgs, args: RestoreArgs) -> Result<u8> {
+    let source = synclog::open_url_with(&args.from, &options(stores)).await?;
+    let target = match &args.into {
+        Some(url) => Opened::Single(synclog::open_url_with(url, &options(stores)).await?),
+        None => open(stores).await?,
+    };
+    let result = copy(&*source, target.store()).await;
+    target.close().await?;
+    source.close().await?;
+    result
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// passive, full, restart or truncate.
+    #[arg(long, default_value = "passive", value_parser = |s: &str| s.parse::<CheckpointMode>().map_err(|e| e.to_string()))]
+    mode: CheckpointMode,
+}
+
+pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs) -> Result<u8> {
+    let opened = open(stores).await?;
+    let report = opened.store().checkpoint(args.mode).await;
+    opened.close().await?;
+    let r = report?;
+    let mode = format!("{:?}", r.mode).to_lowercase();
+    if r.busy {
+        println!(
+            "checkpoint ({mode}): BLOCKED by another connection; {} of {} WAL frames copied",
+            r.checkpointed, r.log_frames
+        );
+        Ok(exit::BUSY)
+    } else {
+        println!(
+            "checkpoint ({mode}): complete; {} of {} WAL frames copied",
+            r.checkpointed, r.log_frames
+        );
+        Ok(exit::OK)
+    }
+}

@@ -1,0 +1,114 @@
+//! The command line: arguments, and dispatch to the subcommands.
+
+mod demo;
+pub mod exit;
+mod maintain;
+mod open;
+mod records;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use synclog::Result;
+
+/// Durable, verified logs for data-synchronisation runs.
+#[derive(Debug, Parser)]
+#[command(name = "synclog", version, about, after_help = exit::HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which stores to use.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The store: sqlite://PATH, json://PATH or memory://NAME.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNCLOG_STORE",
+        default_value = "sqlite://synclog-data/synclog.db"
+    )]
+    pub store: String,
+    /// The backup, kept in step by the guarded store.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNCLOG_BACKUP",
+        default_value = "json://synclog-data/synclog.jsonl"
+    )]
+    pub backup: String,
+    /// Use the store alone, without a backup.
+    #[arg(long, global = true)]
+    pub no_backup: bool,
+    /// Seconds to wait for another synclog process holding the store before giving up.
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub lock_wait: f64,
+}
+
+impl StoreArgs {
+    fn lock_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.lock_wait)
+    }
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a realistic sync workload into a fresh store, lose the newest logs, watch them come back.
+    #[command(after_help = "Examples:\n  synclog demo\n  synclog demo --jobs 16 --runs 2000")]
+    Demo(demo::DemoArgs),
+    /// Append one log; prints its id (or the record with --json).
+    #[command(
+        after_help = "Examples:\n  synclog append --job crm-contacts --status succeeded --seen 120 --written 118 --failed 2\n  synclog append --job orders --status failed --message 'API returned 503' --attr source=shopify --json"
+    )]
+    Append(records::AppendArgs),
+    /// List logs as a table, or JSON lines with --json.
+    #[command(
+        after_help = "Examples:\n  synclog list --job crm-contacts --limit 20\n  synclog list --status failed --since 1000 --json"
+    )]
+    List(records::ListArgs),
+    /// Show one log.
+    #[command(after_help = "Examples:\n  synclog show 42\n  synclog show 42 --json")]
+    Show(records::ShowArgs),
+    /// Verify every record's checksum through an independent read path; exit 1 on problems.
+    #[command(after_help = "Examples:\n  synclog verify\n  synclog verify --deep --no-backup")]
+    Verify(maintain::VerifyArgs),
+    /// Compare the store with its backup; with --repair, restore what either lacks.
+    #[command(after_help = "Examples:\n  synclog check\n  synclog check --repair")]
+    Check(maintain::CheckArgs),
+    /// Copy every log into another store, keeping ids (idempotent).
+    #[command(after_help = "Examples:\n  synclog export --to json://backups/2026-11-24.jsonl")]
+    Export(maintain::ExportArgs),
+    /// Copy every log from another store into this one (or --into another), keeping ids.
+    #[command(
+        after_help = "Examples:\n  synclog restore --from json://synclog-data/synclog.jsonl\n  synclog restore --from json://old.jsonl --into sqlite://new.db"
+    )]
+    Restore(maintain::RestoreArgs),
+    /// Run a WAL checkpoint on the store (SQLite); a blocked checkpoint is reported as blocked.
+    #[command(after_help = "Examples:\n  synclog checkpoint\n  synclog checkpoint --mode truncate")]
+    Checkpoint(maintain::CheckpointArgs),
+}
+
+/// Runs the command; returns the exit code, or an error to report.
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Append(args) => records::append(&cli.stores, args).await,
+        Command::List(args) => records::list(&cli.stores, args).await,
+        Command::Show(args) => records::show(&cli.stores, args).await,
+        Command::Verify(args) => maintain::verify(&cli.stores, args).await,
+        Command::Check(args) => maintain::check(&cli.stores, args).await,
+        Command::Export(args) => maintain::export(&cli.stores, args).await,
+        Command::Restore(args) => maintain::restore(&cli.stores, args).await,
+        Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args).await,
+    }
+}

@@ -1,0 +1,336 @@
+//! The `synclog` command end to end, bad input included.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
+        c.current_dir(self.dir.path())
+            .env_remove("SYNCLOG_STORE")
+            .env_remove("SYNCLOG_BACKUP")
+            .env_remove("RUST_BACKTRACE")
+            .args(["--store", &format!("sqlite://{}", self.path("s.db"))])
+            .args(["--backup", &format!("json://{}", self.path("b.jsonl"))]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn no_panic(o: &Output) {
+    let e = stderr(o);
+    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{e}");
+}
+
+#[test]
+fn append_prints_the_new_id_and_show_reads_it_back() {
+    let env = Env::new();
+    let out = env.run(&[
+        "append",
+        "--job",
+        "crm",
+        "--status",
+        "partial",
+        "--seen",
+        "10",
+        "--written",
+        "8",
+        "--failed",
+        "2",
+        "--attr",
+        "source=hubspot",
+        "--attr",
+        "page=3",
+        "--message",
+        "2 rejected",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "1");
+    let shown = env.run(&["show", "1", "--json"]);
+    assert_eq!(code(&shown), 0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&shown).trim()).unwrap();
+    assert_eq!(v["job"], "crm");
+    assert_eq!(v["status"], "partial");
+    assert_eq!(v["items_failed"], 2);
+    assert_eq!(v["attrs"], serde_json::json!({"page": 3, "source": "hubspot"}));
+    let text = env.run(&["show", "1"]);
+    assert!(stdout(&text).contains("(intact)"), "{}", stdout(&text));
+}
+
+#[test]
+fn list_filters_and_prints_json_lines() {
+    let env = Env::new();
+    for (job, status) in [
+        ("a", "succeeded"),
+        ("b", "failed"),
+        ("a", "failed"),
+        ("a", "succeeded"),
+    ] {
+        assert_eq!(code(&env.run(&["append", "--job", job, "--status", status])), 0);
+    }
+    let out = env.run(&["list", "--job", "a", "--status", "succeeded", "--json"]);
+    assert_eq!(code(&out), 0);
+    let ids: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 4]);
+    let since = env.run(&["list", "--since", "2", "--json"]);
+    assert_eq!(stdout(&since).lines().count(), 2);
+    let table = env.run(&["list", "--desc", "--limit", "2"]);
+    let text = stdout(&table);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3, "header and two rows");
+    assert!(rows[1].trim_start().starts_with('4'));
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_with_exit_code_2_and_writes_nothing() {
+    let env = Env::new();
+    let cases: &[&[&str]] = &[
+        &["append", "--job", "x", "--status", "exploded"],
+        &["append", "--job", "x", "--status", "failed", "--attrs", "[1,2]"],
+        &[
+            "append",
+            "--job",
+            "x",
+            "--status",
+            "failed",
+            "--attrs",
+            "{not json",
+        ],
+        &["append", "--job", "", "--status", "failed"],
+        &[
+            "append",
+            "--job",
+            "x",
+            "--status",
+            "failed",
+            "--started",
+            "yesterday",
+        ],
+        &["append", "--job", "x", "--status", "failed", "--attr", "novalue"],
+        &["--store", "mysql://h/db", "list"],
+        &["--store", "nothing-here", "list"],
+        &["show", "0"],
+        &["show", "abc"],
+        &["list", "--limit", "1000000"],
+        &["checkpoint", "--mode", "sideways"],
+    ];
+    for args in cases {
+        let out = env.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        no_panic(&out);
+        assert!(stderr(&out).contains("error"), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        !Path::new(&env.path("s.db")).exists() || {
+            let out = env.run(&["list", "--json"]);
+            stdout(&out).is_empty()
+        }
+    );
+}
+
+#[test]
+fn show_of_a_missing_id_exits_3() {
+    let env = Env::new();
+    env.run(&["append", "--job", "x", "--status", "failed"]);
+    let out = env.run(&["show", "99"]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("log 99 not found"), "{}", stderr(&out));
+    no_panic(&out);
+}
+
+#[test]
+fn verify_exits_0_when_clean_and_1_listing_a_corrupt_record() {
+    let env = Env::new();
+    for _ in 0..3 {
+        env.run(&["append", "--job", "x", "--status", "succeeded"]);
+    }
+    let clean = env.run(&["verify", "--deep"]);
+    assert_eq!(code(&clean), 0, "{}", stdout(&clean));
+    assert!(stdout(&clean).contains("clean"));
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute("UPDATE logs SET job = 'y' WHERE id = 2", [])
+        .unwrap();
+    drop(conn);
+    let dirty = env.run(&["verify", "--no-backup"]);
+    assert_eq!(code(&dirty), 1);
+    assert!(stdout(&dirty).contains("corrupt: log 2"), "{}", stdout(&dirty));
+}
+
+#[test]
+fn check_lists_what_the_store_lost_and_repair_restores_it() {
+    let env = Env::new();
+    for _ in 0..4 {
+        env.run(&["append", "--job", "x", "--status", "succeeded"]);
+    }
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute("DELETE FROM logs WHERE id IN (3, 4)", []).unwrap();
+    drop(conn);
+    let check = env.run(&["check"]);
+    assert_eq!(code(&check), 1, "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("missing from the store (2): 3, 4"),
+        "{}",
+        stdout(&check)
+    );
+    let repair = env.run(&["check", "--repair"]);
+    assert_eq!(code(&repair), 0, "{}", stdout(&repair));
+    let again = env.run(&["check"]);
+    assert_eq!(code(&again), 0, "{}", stdout(&again));
+    let out = env.run(&["--no-backup", "list", "--json"]);
+    assert_eq!(stdout(&out).lines().count(), 4);
+}
+
+#[test]
+fn export_and_restore_copy_between_engines_idempotently() {
+    let env = Env::new();
+    for _ in 0..5 {
+        env.run(&["append", "--job", "x", "--status", "succeeded"]);
+    }
+    let to = format!("json://{}", env.path("export.jsonl"));
+    let out = env.run(&["export", "--to", &to]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("5 inserted"), "{}", stdout(&out));
+    let again = env.run(&["export", "--to", &to]);
+    assert!(
+        stdout(&again).contains("0 inserted, 5 already present"),
+        "{}",
+        stdout(&again)
+    );
+    let into = format!("sqlite://{}", env.path("restored.db"));
+    let restored = env.run(&["restore", "--from", &to, "--into", &into]);
+    assert_eq!(code(&restored), 0, "{}", stderr(&restored));
+    assert!(stdout(&restored).contains("5 inserted"));
+    let listed = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .args(["--store", &into, "--no-backup", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&listed), 0, "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("5 logs checked"));
+}
+
+#[test]
+fn checkpoint_reports_the_wal_frames() {
+    let env = Env::new();
+    env.run(&["append", "--job", "x", "--status", "succeeded"]);
+    let out = env.run(&["checkpoint", "--mode", "truncate"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("checkpoint (truncate): complete"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_locked_backup_makes_a_second_process_wait_then_exit_4() {
+    let env = Env::new();
+    env.run(&["append", "--job", "x", "--status", "succeeded"]);
+    let holder = synclog::json::JsonStore::open(env.path("b.jsonl")).unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&["--lock-wait", "0.3", "list"]);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("b.jsonl is locked") && e.contains("hint"), "{e}");
+    no_panic(&out);
+    drop(holder);
+    assert_eq!(code(&env.run(&["list"])), 0);
+}
+
+#[test]
+fn concurrent_processes_take_turns() {
+    let env = Env::new();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            env.cmd()
+                .args(["append", "--job", &format!("p{i}"), "--status", "succeeded"])
+                .output()
+        })
+        .collect();
+    for c in children {
+        assert_eq!(code(&c.unwrap()), 0);
+    }
+    let spawned: Vec<_> = (0..4)
+        .map(|i| {
+            env.cmd()
+                .args(["append", "--job", &format!("q{i}"), "--status", "succeeded"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in spawned {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let out = env.run(&["verify"]);
+    assert!(stdout(&out).contains("8 logs checked"), "{}", stdout(&out));
+}
+
+#[test]
+fn demo_finishes_clean_on_a_small_workload() {
+    let env = Env::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .current_dir(env.dir.path())
+        .args(["demo", "--jobs", "4", "--runs", "30", "--dir", "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("restored 24 logs into the primary"), "{text}");
+    assert!(
+        text.contains("CLEAN") && text.contains("no acknowledged log was lost"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("Exit codes"));
+    let out = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .args(["append", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("Examples"));
+}
