@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 mod open;
 
 pub use open::{open_guarded, open_guarded_with, open_url, open_url_with, OpenOptions, StoreUrl};

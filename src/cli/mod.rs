@@ -1,5 +1,6 @@
 //! The command line: arguments, and dispatch to the subcommands.
 
+mod bench;
 mod demo;
 pub mod exit;
 mod maintain;
@@ -93,6 +94,9 @@ pub enum Command {
         after_help = "Examples:\n  synclog restore --from json://synclog-data/synclog.jsonl\n  synclog restore --from json://old.jsonl --into sqlite://new.db"
     )]
     Restore(maintain::RestoreArgs),
+    /// Measure every engine next to its raw baseline on this disk; print a table or JSON.
+    #[command(after_help = "Examples:\n  synclog bench\n  synclog bench --records 1000000 --json")]
+    Bench(bench::BenchArgs),
     /// Run a WAL checkpoint on the store (SQLite); a blocked checkpoint is reported as blocked.
     #[command(after_help = "Examples:\n  synclog checkpoint\n  synclog checkpoint --mode truncate")]
     Checkpoint(maintain::CheckpointArgs),
@@ -102,6 +106,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Append(args) => records::append(&cli.stores, args).await,
         Command::List(args) => records::list(&cli.stores, args).await,
         Command::Show(args) => records::show(&cli.stores, args).await,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -39,6 +40,11 @@ pub struct GroupOptions {
     pub thread_name: String,
     /// The most logs committed in one group (callers beyond wait for the next group).
     pub max_group_logs: usize,
+    /// The longest the writer waits, before starting a group, for callers it answered in
+    /// the previous group to come back with their next commit. It waits only while some
+    /// of them are still missing, so a lone caller never waits; no caller is ever answered
+    /// early. Zero disables it.
+    pub gather_wait: Duration,
 }
 
 impl Default for GroupOptions {
@@ -46,6 +52,7 @@ impl Default for GroupOptions {
         GroupOptions {
             thread_name: "synclog-writer".into(),
             max_group_logs: 8192,
+            gather_wait: Duration::from_micros(200),
         }
     }
 }
@@ -77,6 +84,8 @@ enum Job<W> {
     Commit {
         logs: Vec<NewLog>,
         durability: Durability,
+        /// Order of submission, to tell callers coming back from earlier ones.
+        seq: u64,
         reply: oneshot::Sender<Result<Vec<LogRecord>>>,
     },
     Exclusive(Exclusive<W>),
@@ -87,6 +96,7 @@ pub struct GroupCommit<W: BatchWriter> {
     tx: Mutex<Option<mpsc::Sender<Job<W>>>>,
     thread: Mutex<Option<JoinHandle<Result<()>>>>,
     counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
     name: String,
 }
 
@@ -104,16 +114,18 @@ impl<W: BatchWriter> GroupCommit<W> {
     pub fn spawn(writer: W, options: GroupOptions) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job<W>>();
         let counters = Arc::new(Counters::default());
-        let c = counters.clone();
-        let max = options.max_group_logs.max(1);
+        let seq = Arc::new(AtomicU64::new(0));
+        let (c, sq) = (counters.clone(), seq.clone());
+        let (max, gather) = (options.max_group_logs.max(1), options.gather_wait);
         let thread = std::thread::Builder::new()
             .name(options.thread_name.clone())
-            .spawn(move || run(writer, rx, c, max))
+            .spawn(move || run(writer, rx, c, sq, max, gather))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         Ok(GroupCommit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             counters,
+            seq,
             name: options.thread_name,
         })
     }
@@ -136,6 +148,7 @@ impl<W: BatchWriter> GroupCommit<W> {
         self.send(Job::Commit {
             logs,
             durability,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             reply,
         })?;
         rx.await.map_err(|_| Error::Closed {
@@ -211,9 +224,13 @@ fn run<W: BatchWriter>(
     mut writer: W,
     rx: mpsc::Receiver<Job<W>>,
     counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
     max: usize,
+    gather_wait: Duration,
 ) -> Result<()> {
     let mut deferred: VecDeque<Job<W>> = VecDeque::new();
+    // Callers answered by the previous group, and the submission count when they were.
+    let (mut answered, mut answered_at) = (0usize, 0u64);
     loop {
         let job = match deferred.pop_front() {
             Some(j) => j,
@@ -222,7 +239,7 @@ fn run<W: BatchWriter>(
                 Err(_) => break,
             },
         };
-        let (first_logs, first_durability, first_reply) = match job {
+        let (first_logs, first_durability, first_seq, first_reply) = match job {
             Job::Exclusive(f) => {
                 f(&mut writer);
                 continue;
@@ -230,36 +247,56 @@ fn run<W: BatchWriter>(
             Job::Commit {
                 logs,
                 durability,
+                seq,
                 reply,
-            } => (logs, durability, reply),
+            } => (logs, durability, seq, reply),
         };
         let mut total = first_logs.len();
         let mut durability = first_durability;
+        let mut returned = usize::from(first_seq >= answered_at);
         let mut group = vec![(first_logs, first_reply)];
-        // Take whatever else is already queued, up to the group limit. An exclusive job
-        // waits until after this group, keeping its place before later commits.
+        // Take whatever else is queued, up to the group limit. While callers answered last
+        // time are still missing, wait for them a bounded time. An exclusive job waits until
+        // after this group, keeping its place before later commits.
+        let deadline = Instant::now() + gather_wait;
         while total < max && deferred.is_empty() {
-            match rx.try_recv() {
-                Ok(Job::Commit {
+            let next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if returned >= answered || now >= deadline {
+                        None
+                    } else {
+                        rx.recv_timeout(deadline - now).ok()
+                    }
+                }
+            };
+            match next {
+                Some(Job::Commit {
                     logs,
                     durability: d,
+                    seq,
                     reply,
                 }) => {
                     total += logs.len();
                     durability = durability.max(d);
+                    returned += usize::from(seq >= answered_at);
                     group.push((logs, reply));
                 }
-                Ok(exclusive) => deferred.push_back(exclusive),
-                Err(_) => break,
+                Some(exclusive) => deferred.push_back(exclusive),
+                None => break,
             }
         }
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
         let result = writer.commit_group(&batches, durability);
+        answered = group.len();
         match result {
             Ok(records) if records.len() == group.len() => {
                 counters.groups.fetch_add(1, Ordering::Relaxed);
                 counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.logs.fetch_add(total as u64, Ordering::Relaxed);
+                answered_at = seq.load(Ordering::Relaxed);
                 for ((_, reply), recs) in group.into_iter().zip(records) {
                     let _ = reply.send(Ok(recs));
                 }
@@ -271,12 +308,14 @@ fn run<W: BatchWriter>(
                     context: format!("writer returned {} batches for {}", records.len(), group.len()),
                     source: "batch count mismatch".into(),
                 };
+                answered_at = seq.load(Ordering::Relaxed);
                 for (_, reply) in group {
                     let _ = reply.send(Err(err.replicate()));
                 }
             }
             Err(err) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
+                answered_at = seq.load(Ordering::Relaxed);
                 for (_, reply) in group {
                     let _ = reply.send(Err(err.replicate()));
                 }

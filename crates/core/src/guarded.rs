@@ -148,6 +148,8 @@ struct Counters {
     pending_primary: AtomicU64,
     pending_backup: AtomicU64,
     closed: AtomicBool,
+    /// Commit requests submitted so far (each request's `seq` is its number).
+    submitted: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -156,6 +158,7 @@ enum Request {
     Commit {
         logs: Vec<NewLog>,
         durability: Durability,
+        seq: u64,
         reply: Reply<Receipt>,
     },
     Import {
@@ -204,6 +207,8 @@ impl Guarded {
             pending_backup: Vec::new(),
             options,
             counters: counters.clone(),
+            answered: 0,
+            answered_at: 0,
         };
         let opened = if leader.options.reconcile_at_open {
             leader.reconcile(true).await?
@@ -281,9 +286,11 @@ impl Guarded {
                 verified: true,
             });
         }
+        let seq = self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         self.ask(|reply| Request::Commit {
             logs: batch,
             durability,
+            seq,
             reply,
         })
         .await
@@ -301,6 +308,9 @@ impl Guarded {
     }
 }
 
+/// The most times the leader yields to let answered callers come back before a group.
+const MAX_GATHER_YIELDS: u32 = 64;
+
 struct Leader {
     primary: Arc<dyn LogStore>,
     backup: Arc<dyn LogStore>,
@@ -309,6 +319,9 @@ struct Leader {
     pending_backup: Vec<LogRecord>,
     options: GuardedOptions,
     counters: Arc<Counters>,
+    /// Callers answered by the previous group, and the submission count when they were.
+    answered: usize,
+    answered_at: u64,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -361,23 +374,34 @@ impl Leader {
                 Request::Commit {
                     logs,
                     durability,
+                    seq,
                     reply,
                 } => {
+                    // Gather as `synclog_core::group` does, yielding instead of a timed wait:
+                    // while callers answered by the last group are still missing, let them run.
+                    let mut returned = usize::from(seq >= self.answered_at);
                     let mut group = vec![(logs, durability, reply)];
                     let mut total = group[0].0.len();
+                    let mut yields = 0;
                     while total < self.options.max_group_logs {
                         match rx.try_recv() {
                             Ok(Request::Commit {
                                 logs,
                                 durability,
+                                seq,
                                 reply,
                             }) => {
+                                returned += usize::from(seq >= self.answered_at);
                                 total += logs.len();
                                 group.push((logs, durability, reply));
                             }
                             Ok(other) => {
                                 deferred = Some(other);
                                 break;
+                            }
+                            Err(_) if returned < self.answered && yields < MAX_GATHER_YIELDS => {
+                                yields += 1;
+                                tokio::task::yield_now().await;
                             }
                             Err(_) => break,
                         }
@@ -478,7 +502,7 @@ impl Leader {
                         },
                     );
                 };
-                match LogRecord::seal(id, now, log.clone()) {
+                match LogRecord::seal_ref(id, now, log) {
                     Ok(r) => sealed.push(r),
                     Err(e) => return fail_all(group, &e),
                 }
@@ -492,6 +516,8 @@ impl Leader {
                 self.counters
                     .logs
                     .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                self.answered = group.len();
+                self.answered_at = self.counters.submitted.load(Ordering::Relaxed);
                 let mut rest = sealed.into_iter();
                 for ((_, _, reply), n) in group.into_iter().zip(sizes) {
                     let records: Vec<_> = rest.by_ref().take(n).collect();

@@ -286,22 +286,53 @@ impl LogRecord {
     /// Call [`NewLog::validate`] first: this only fails if `attrs` is not an object.
     pub fn seal(id: LogId, recorded_at: Timestamp, log: NewLog) -> Result<LogRecord> {
         let attrs = Attrs::from_value(&log.attrs)?;
+        Ok(Self::assemble(
+            id,
+            recorded_at,
+            &log,
+            log.job.clone(),
+            log.message.clone(),
+            attrs,
+        ))
+    }
+
+    /// [`LogRecord::seal`] from a borrowed log (copies only the strings it keeps).
+    pub fn seal_ref(id: LogId, recorded_at: Timestamp, log: &NewLog) -> Result<LogRecord> {
+        let attrs = Attrs::from_value(&log.attrs)?;
+        Ok(Self::assemble(
+            id,
+            recorded_at,
+            log,
+            log.job.clone(),
+            log.message.clone(),
+            attrs,
+        ))
+    }
+
+    fn assemble(
+        id: LogId,
+        recorded_at: Timestamp,
+        log: &NewLog,
+        job: String,
+        message: String,
+        attrs: Attrs,
+    ) -> Self {
         let mut rec = LogRecord {
             id,
             recorded_at: to_stored_precision(recorded_at),
-            job: log.job,
+            job,
             status: log.status,
             started_at: to_stored_precision(log.started_at),
             finished_at: log.finished_at.map(to_stored_precision),
             items_seen: log.items_seen,
             items_written: log.items_written,
             items_failed: log.items_failed,
-            message: log.message,
+            message,
             attrs,
             checksum: Checksum(0),
         };
         rec.checksum = rec.compute_checksum();
-        Ok(rec)
+        rec
     }
 
     /// The borrowed view the canonical encoding is computed from.

@@ -135,6 +135,7 @@ impl JsonStore {
             GroupOptions {
                 thread_name: "synclog-json-writer".into(),
                 max_group_logs: options.max_group_logs,
+                ..GroupOptions::default()
             },
         )?;
         Ok(JsonStore {

@@ -344,7 +344,7 @@ impl BatchWriter for JsonWriter {
                     what: "more than i64::MAX ids".into(),
                 })?;
                 next += 1;
-                let rec = LogRecord::seal(id, now, log.clone())?;
+                let rec = LogRecord::seal_ref(id, now, log)?;
                 format::encode(&rec, &mut buf)?;
                 recs.push(rec);
             }

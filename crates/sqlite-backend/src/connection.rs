@@ -9,7 +9,9 @@ use synclog_core::{Durability, Error, Result};
 /// The schema version this build writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
+/// The schema synclog creates (version [`SCHEMA_VERSION`]); public so benchmarks can
+/// give raw rusqlite the same table.
+pub const SCHEMA: &str = "
 CREATE TABLE logs (
     id            INTEGER PRIMARY KEY,   -- LogId, assigned densely by the writer
     recorded_at   INTEGER NOT NULL,      -- microseconds since the Unix epoch, UTC

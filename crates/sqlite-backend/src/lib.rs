@@ -47,7 +47,7 @@ use synclog_core::{
     LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
 };
 
-pub use connection::{synchronous_for, PragmaReport, SCHEMA_VERSION};
+pub use connection::{synchronous_for, PragmaReport, SCHEMA, SCHEMA_VERSION};
 use reader::ReaderPool;
 use writer::{Writer, WriterCounters};
 
@@ -133,6 +133,7 @@ impl SqliteStore {
             GroupOptions {
                 thread_name: "synclog-sqlite-writer".into(),
                 max_group_logs: options.max_group_logs,
+                ..GroupOptions::default()
             },
         )?;
         Ok(SqliteStore {

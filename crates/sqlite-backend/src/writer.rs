@@ -287,7 +287,7 @@ impl BatchWriter for Writer {
                         what: "more than i64::MAX ids".into(),
                     })?;
                     next += 1;
-                    let rec = LogRecord::seal(id, now, log.clone())?;
+                    let rec = LogRecord::seal_ref(id, now, log)?;
                     insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
                     recs.push(rec);
                 }

@@ -1,0 +1,239 @@
+//! Measurements behind `synclog bench` and the criterion benches: each synclog figure is
+//! measured in the same run, on the same disk, next to its raw baseline.
+//!
+//! Every function takes a directory (the disk under test) and a size, does its setup
+//! outside the timed part, and returns what it measured.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{
+    Durability, Error, GuardedOptions, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Result, Status,
+};
+
+/// How long `n` operations took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Operations (records) done.
+    pub ops: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Timing {
+    /// Operations per second.
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-12)
+    }
+
+    /// Microseconds per operation.
+    pub fn micros_per_op(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e6 / self.ops.max(1) as f64
+    }
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(what.to_string(), e)
+}
+
+/// A realistic log for benchmarks (about 250 bytes as JSON).
+pub fn sample_log(n: u64) -> NewLog {
+    NewLog::new(format!("sync-job-{:02}", n % 16), Status::Succeeded)
+        .counts(1000 + n % 100, 990, n % 10)
+        .message("synced 990 contacts, 10 rejected by the target")
+        .attr("source", "hubspot")
+        .attr("page", n % 40)
+}
+
+/// The physical limit of one writer: append a 250-byte record and `fdatasync`, `n` times.
+pub fn raw_fdatasync_loop(dir: &Path, n: u64) -> Result<Timing> {
+    let path = dir.join("raw-fdatasync.log");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io("opening the raw file"))?;
+    let record = [b'x'; 249].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+    let start = Instant::now();
+    for _ in 0..n {
+        file.write_all(&record).map_err(io("writing the raw file"))?;
+        file.sync_data().map_err(io("syncing the raw file"))?;
+    }
+    let elapsed = start.elapsed();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(Timing { ops: n, elapsed })
+}
+
+/// Raw rusqlite with synclog's PRAGMAs and schema: one row per `BEGIN IMMEDIATE` transaction.
+#[cfg(feature = "sqlite")]
+pub fn raw_rusqlite_one_row(dir: &Path, n: u64) -> Result<Timing> {
+    let path = dir.join("raw-rusqlite.db");
+    let e = |what: &'static str| {
+        move |err: rusqlite::Error| Error::Backend {
+            engine: "sqlite",
+            context: what.into(),
+            source: Box::new(err),
+        }
+    };
+    let mut conn = rusqlite::Connection::open(&path).map_err(e("opening"))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+        .map_err(e("journal_mode"))?;
+    conn.pragma_update(None, "synchronous", 2)
+        .map_err(e("synchronous"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 1000)
+        .map_err(e("wal_autocheckpoint"))?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024i64)
+        .map_err(e("journal_size_limit"))?;
+    conn.execute_batch(synclog_sqlite::SCHEMA).map_err(e("schema"))?;
+    let now = chrono::Utc::now();
+    let records: Vec<LogRecord> = (1..=n)
+        .map(|i| LogRecord::seal(LogId::new(i).unwrap_or(LogId::MIN), now, sample_log(i)))
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    for r in &records {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, items_seen, \
+                     items_written, items_failed, message, attrs, checksum) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(e("prepare"))?;
+            stmt.execute(rusqlite::params![
+                r.id.get() as i64,
+                r.recorded_at.timestamp_micros(),
+                r.job,
+                r.status.as_str(),
+                r.started_at.timestamp_micros(),
+                r.finished_at.map(|t| t.timestamp_micros()),
+                r.items_seen as i64,
+                r.items_written as i64,
+                r.items_failed as i64,
+                r.message,
+                r.attrs.as_str(),
+                r.checksum.0 as i64
+            ])
+            .map_err(e("insert"))?;
+        }
+        tx.commit().map_err(e("commit"))?;
+    }
+    let elapsed = start.elapsed();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok(Timing { ops: n, elapsed })
+}
+
+/// `n` appends, one after the other, at power-loss durability.
+pub async fn one_appender(store: &dyn LogStore, n: u64) -> Result<Timing> {
+    let start = Instant::now();
+    for i in 0..n {
+        store.append(sample_log(i)).await?;
+    }
+    Ok(Timing {
+        ops: n,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// `tasks` concurrent appenders, `each` appends apiece, at power-loss durability.
+pub async fn concurrent_appenders(store: Arc<dyn LogStore>, tasks: u64, each: u64) -> Result<Timing> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    store.append(sample_log(t * each + i)).await?;
+                }
+                Ok::<(), Error>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "an appender task failed".into(),
+            source: Box::new(e),
+        })??;
+    }
+    Ok(Timing {
+        ops: tasks * each,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Fills `store` with `n` records by import, in batches, then syncs (setup, untimed by callers).
+pub async fn fill(store: &dyn LogStore, n: u64) -> Result<()> {
+    let now = chrono::Utc::now();
+    let mut next = 1;
+    while next <= n {
+        let end = (next + 10_000).min(n + 1);
+        let batch: Vec<LogRecord> = (next..end)
+            .map(|i| LogRecord::seal(LogId::new(i).unwrap_or(LogId::MIN), now, sample_log(i)))
+            .collect::<Result<_>>()?;
+        store.import(batch, Durability::Process).await?;
+        next = end;
+    }
+    store.sync(Durability::PowerLoss).await
+}
+
+/// Verifies `store` (which holds `n` records) and checks the report is clean.
+pub async fn verify_all(store: &dyn LogStore, n: u64) -> Result<Timing> {
+    let start = Instant::now();
+    let report = store.verify(crate::VerifyOptions::default()).await?;
+    let elapsed = start.elapsed();
+    if !report.is_clean() || report.checked != n {
+        return Err(Error::corrupt(
+            store.describe(),
+            format!("benchmark data did not verify: {report:?}"),
+        ));
+    }
+    Ok(Timing { ops: n, elapsed })
+}
+
+/// Copies every record of `src` (holding `n`) into `dst`, as `synclog restore` does.
+pub async fn restore_all(src: &dyn LogStore, dst: &dyn LogStore, n: u64) -> Result<Timing> {
+    let start = Instant::now();
+    let report = src.copy_to(dst, 10_000, Durability::PowerLoss).await?;
+    dst.sync(Durability::PowerLoss).await?;
+    let elapsed = start.elapsed();
+    if report.inserted != n {
+        return Err(Error::corrupt(
+            dst.describe(),
+            format!("restored {} of {n}", report.inserted),
+        ));
+    }
+    Ok(Timing { ops: n, elapsed })
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak-RSS mark (Linux `clear_refs` 5), so the next phase measures its own peak.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Opens a guarded SQLite + JSON pair in `dir`.
+pub async fn guarded_pair(dir: &Path, name: &str) -> Result<crate::Guarded> {
+    crate::open_guarded(
+        &format!("sqlite://{}/{name}.db", dir.display()),
+        &format!("json://{}/{name}.jsonl", dir.display()),
+        GuardedOptions::default(),
+    )
+    .await
+}

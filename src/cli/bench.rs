@@ -1,0 +1,270 @@
+//! `synclog bench`: every figure next to its baseline, measured in the same run on the
+//! same disk, as a table or JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+use synclog::bench::{self, Timing};
+use synclog::{Error, LogStore, Result};
+
+use super::exit;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory on the disk to measure (its bench files are replaced).
+    #[arg(long, default_value = "synclog-data/bench")]
+    dir: PathBuf,
+    /// Appends for the one-writer figures.
+    #[arg(long, default_value_t = 2_000)]
+    n: u64,
+    /// Appends per task for the 64-appender figures.
+    #[arg(long, default_value_t = 200)]
+    each: u64,
+    /// Records for the verify and restore figures (the targets are stated for 1000000).
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Print JSON (schema in README) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One figure of the report (this is the `--json` schema).
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    name: String,
+    /// The measurement.
+    value: f64,
+    /// Its unit.
+    unit: &'static str,
+    /// The baseline it is compared with, if any.
+    baseline: Option<String>,
+    /// value ÷ baseline value (for `ms per commit`, time ÷ time).
+    ratio: Option<f64>,
+    /// The target, as text (e.g. ">= 0.85 x baseline").
+    target: Option<String>,
+    /// Whether the target is met.
+    met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    figures: Vec<Figure>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    dir: String,
+    records: u64,
+}
+
+fn rate(name: &str, t: Timing) -> Figure {
+    Figure {
+        name: name.into(),
+        value: t.rate(),
+        unit: "records/s",
+        baseline: None,
+        ratio: None,
+        target: None,
+        met: None,
+    }
+}
+
+fn against(mut f: Figure, base: &Figure, min_ratio: Option<f64>) -> Figure {
+    let ratio = f.value / base.value.max(1e-12);
+    f.baseline = Some(base.name.clone());
+    f.ratio = Some(ratio);
+    if let Some(min) = min_ratio {
+        f.target = Some(format!(">= {min} x {}", base.name));
+        f.met = Some(ratio >= min);
+    }
+    f
+}
+
+fn at_least(mut f: Figure, min: f64) -> Figure {
+    f.target = Some(format!(">= {min:.0} {}", f.unit));
+    f.met = Some(f.value >= min);
+    f
+}
+
+pub async fn run(args: BenchArgs) -> Result<u8> {
+    let dir = args.dir.clone();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("clearing {}", dir.display()), e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let say = |s: &str| {
+        if !args.json {
+            eprintln!("--- {s}");
+        }
+    };
+    let mut figures = Vec::new();
+
+    say("raw append + fdatasync loop");
+    let raw = rate(
+        "raw fdatasync loop, 1 writer",
+        bench::raw_fdatasync_loop(&dir, args.n)?,
+    );
+    say("raw rusqlite, one row per transaction");
+    let d = dir.clone();
+    let n = args.n;
+    let raw_sqlite = tokio::task::spawn_blocking(move || bench::raw_rusqlite_one_row(&d, n))
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "raw rusqlite".into(),
+            source: Box::new(e),
+        })??;
+    let raw_sqlite = rate("raw rusqlite 1 row/tx, same PRAGMAs", raw_sqlite);
+
+    say("synclog sqlite, 1 appender");
+    let store = synclog::open_url(&format!("sqlite://{}/one.db", dir.display())).await?;
+    let one = bench::one_appender(&*store, args.n).await?;
+    store.close().await?;
+    let one_fig = rate("sqlite, 1 appender", one);
+    let mut commit_time = Figure {
+        name: "sqlite one-row commit time".into(),
+        value: one.micros_per_op(),
+        unit: "µs/commit",
+        baseline: Some(raw_sqlite.name.clone()),
+        ratio: Some(raw_sqlite.value / one_fig.value),
+        target: Some("<= 1.15 x raw rusqlite".into()),
+        met: None,
+    };
+    commit_time.met = commit_time.ratio.map(|r| r <= 1.15);
+
+    say("synclog sqlite, 64 appenders");
+    let store = synclog::open_url(&format!("sqlite://{}/many.db", dir.display())).await?;
+    let many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
+    store.close().await?;
+    let many_fig = at_least(rate("sqlite, 64 appenders", many), 200_000.0);
+    let many_vs_raw = against(rate("sqlite, 64 appenders vs raw", many), &raw, Some(25.0));
+
+    say("synclog json, 1 and 64 appenders");
+    let store = synclog::open_url(&format!("json://{}/one.jsonl", dir.display())).await?;
+    let json_one = bench::one_appender(&*store, args.n).await?;
+    store.close().await?;
+    let store = synclog::open_url(&format!("json://{}/many.jsonl", dir.display())).await?;
+    let json_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
+    store.close().await?;
+
+    say("guarded sqlite + json, 64 appenders, verification on");
+    let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(&dir, "guarded").await?);
+    let g = bench::concurrent_appenders(guarded.clone(), 64, args.each).await?;
+    guarded.close().await?;
+
+    say(&format!("verify {} records", args.records));
+    let store = synclog::open_url(&format!("sqlite://{}/verify.db", dir.display())).await?;
+    bench::fill(&*store, args.records).await?;
+    let v = bench::verify_all(&*store, args.records).await?;
+    store.close().await?;
+
+    say(&format!(
+        "restore {} records from JSON into an empty SQLite store",
+        args.records
+    ));
+    let src = synclog::open_url(&format!("json://{}/restore-src.jsonl", dir.display())).await?;
+    bench::fill(&*src, args.records).await?;
+    src.close().await?;
+    drop(src);
+    let peak_reset = bench::reset_peak_rss();
+    let src = synclog::open_url(&format!("json://{}/restore-src.jsonl", dir.display())).await?;
+    let dst = synclog::open_url(&format!("sqlite://{}/restored.db", dir.display())).await?;
+    let r = bench::restore_all(&*src, &*dst, args.records).await?;
+    let peak = bench::peak_rss();
+    src.close().await?;
+    dst.close().await?;
+
+    figures.push(raw.clone_fig());
+    figures.push(raw_sqlite.clone_fig());
+    figures.push(against(one_fig, &raw, Some(0.85)));
+    figures.push(commit_time);
+    figures.push(many_fig);
+    figures.push(many_vs_raw);
+    figures.push(against(rate("json, 1 appender", json_one), &raw, None));
+    figures.push(against(rate("json, 64 appenders", json_many), &raw, None));
+    figures.push(at_least(
+        rate("guarded sqlite+json, 64 appenders, verified", g),
+        100_000.0,
+    ));
+    figures.push(at_least(
+        rate(&format!("verify {} records (sqlite)", args.records), v),
+        1_000_000.0,
+    ));
+    figures.push(at_least(
+        rate(&format!("restore {} records json -> sqlite", args.records), r),
+        500_000.0,
+    ));
+    if let (Some(peak), true) = (peak, peak_reset) {
+        let mib = peak as f64 / (1024.0 * 1024.0);
+        figures.push(Figure {
+            name: "restore peak RSS".into(),
+            value: mib,
+            unit: "MiB",
+            baseline: None,
+            ratio: None,
+            target: Some("<= 100 MiB".into()),
+            met: Some(mib <= 100.0),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = Report {
+        machine: Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dir: args.dir.display().to_string(),
+            records: args.records,
+        },
+        figures,
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "encoding JSON".into(),
+            source: Box::new(e),
+        })?;
+        println!("{text}");
+    } else {
+        print_table(&report.figures);
+    }
+    Ok(exit::OK)
+}
+
+impl Figure {
+    fn clone_fig(&self) -> Figure {
+        Figure {
+            name: self.name.clone(),
+            value: self.value,
+            unit: self.unit,
+            baseline: self.baseline.clone(),
+            ratio: self.ratio,
+            target: self.target.clone(),
+            met: self.met,
+        }
+    }
+}
+
+fn print_table(figures: &[Figure]) {
+    println!("| figure | value | baseline | ratio | target | met |");
+    println!("|---|---:|---|---:|---|---|");
+    for f in figures {
+        println!(
+            "| {} | {:.0} {} | {} | {} | {} | {} |",
+            f.name,
+            f.value,
+            f.unit,
+            f.baseline.as_deref().unwrap_or("—"),
+            f.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "—".into()),
+            f.target.as_deref().unwrap_or("—"),
+            match f.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            }
+        );
+    }
+}
