@@ -132,6 +132,31 @@ pub fn raw_rusqlite_one_row(dir: &Path, n: u64) -> Result<Timing> {
     Ok(Timing { ops: n, elapsed })
 }
 
+/// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, `n` times.
+#[cfg(feature = "sled")]
+pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
+    let path = dir.join("raw-sled");
+    let e = |what: &'static str| {
+        move |err: sled_crate::Error| Error::Backend {
+            engine: "sled",
+            context: what.into(),
+            source: Box::new(err),
+        }
+    };
+    let db = sled_crate::open(&path).map_err(e("opening"))?;
+    let value = vec![b'x'; 250];
+    let start = Instant::now();
+    for i in 0..n {
+        db.insert(i.to_be_bytes(), value.as_slice())
+            .map_err(e("insert"))?;
+        db.flush().map_err(e("flush"))?;
+    }
+    let elapsed = start.elapsed();
+    drop(db);
+    let _ = std::fs::remove_dir_all(&path);
+    Ok(Timing { ops: n, elapsed })
+}
+
 /// `n` appends, one after the other, at power-loss durability.
 pub async fn one_appender(store: &dyn LogStore, n: u64) -> Result<Timing> {
     let start = Instant::now();

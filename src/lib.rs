@@ -33,3 +33,7 @@ pub use synclog_sqlite as sqlite;
 /// The JSON-lines engine.
 #[cfg(feature = "json")]
 pub use synclog_json as json;
+
+/// The sled engine.
+#[cfg(feature = "sled")]
+pub use synclog_sled as sled;

@@ -14,12 +14,14 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     /// `json://PATH`: a JSON-lines file.
     Json(PathBuf),
+    /// `sled://PATH`: a sled database directory.
+    Sled(PathBuf),
     /// `memory://NAME`: the in-process reference engine (for tests and demos).
     Memory(String),
 }
 
 impl StoreUrl {
-    /// Parses `sqlite://PATH`, `json://PATH` or `memory://NAME`. `PATH` is taken as
+    /// Parses `sqlite://PATH`, `json://PATH`, `sled://PATH` or `memory://NAME`. `PATH` is taken as
     /// written: `sqlite://data/a.db` is relative, `sqlite:///var/a.db` absolute.
     pub fn parse(url: &str) -> Result<StoreUrl> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -40,11 +42,12 @@ impl StoreUrl {
         match scheme {
             "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(rest))),
             "json" | "jsonl" => Ok(StoreUrl::Json(PathBuf::from(rest))),
+            "sled" => Ok(StoreUrl::Sled(PathBuf::from(rest))),
             "memory" => Ok(StoreUrl::Memory(rest.to_string())),
             other => Err(Error::invalid(
                 "url",
                 format!(
-                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://",
+                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://, sled://, memory://",
                     redact_url(url)
                 ),
             )),
@@ -140,6 +143,30 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
             {
                 let _ = path;
                 Err(disabled("json"))
+            }
+        }
+        StoreUrl::Sled(path) => {
+            #[cfg(feature = "sled")]
+            {
+                ensure_parent(&path)?;
+                let opts = synclog_sled::SledOptions {
+                    lock_wait: wait,
+                    ..Default::default()
+                };
+                let store =
+                    tokio::task::spawn_blocking(move || synclog_sled::SledStore::open_with(path, opts))
+                        .await
+                        .map_err(|e| Error::Backend {
+                            engine: "sled",
+                            context: "opening".into(),
+                            source: Box::new(e),
+                        })??;
+                Ok(Arc::new(store))
+            }
+            #[cfg(not(feature = "sled"))]
+            {
+                let _ = path;
+                Err(disabled("sled"))
             }
         }
         StoreUrl::Memory(name) => Ok(Arc::new(synclog_core::memory::MemoryStore::open_named(&name))),

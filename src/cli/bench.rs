@@ -152,6 +152,25 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     let json_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
     store.close().await?;
 
+    say("raw sled insert + flush, and the sled engine with 1 and 64 appenders");
+    let d = dir.clone();
+    let raw_sled = tokio::task::spawn_blocking(move || bench::raw_sled_insert_flush(&d, n))
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "raw sled".into(),
+            source: Box::new(e),
+        })??;
+    let raw_sled = rate("raw sled insert + flush, 1 writer", raw_sled);
+    let store = synclog::open_url(&format!("sled://{}/one.sled", dir.display())).await?;
+    let sled_one = bench::one_appender(&*store, args.n).await?;
+    store.close().await?;
+    drop(store);
+    let store = synclog::open_url(&format!("sled://{}/many.sled", dir.display())).await?;
+    let sled_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
+    store.close().await?;
+    drop(store);
+
     say("guarded sqlite + json, 64 appenders, verification on");
     let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(&dir, "guarded").await?);
     let g = bench::concurrent_appenders(guarded.clone(), 64, args.each).await?;
@@ -185,6 +204,9 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     figures.push(commit_time);
     figures.push(many_fig);
     figures.push(many_vs_raw);
+    figures.push(raw_sled.clone_fig());
+    figures.push(against(rate("sled, 1 appender", sled_one), &raw_sled, Some(0.85)));
+    figures.push(against(rate("sled, 64 appenders", sled_many), &raw_sled, None));
     figures.push(against(rate("json, 1 appender", json_one), &raw, None));
     figures.push(against(rate("json, 64 appenders", json_many), &raw, None));
     figures.push(at_least(

@@ -25,7 +25,7 @@ pub struct Cli {
 /// Which stores to use.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// The store: sqlite://PATH, json://PATH or memory://NAME.
+    /// The store: sqlite://PATH, json://PATH, sled://PATH or memory://NAME.
     #[arg(
         long,
         global = true,

@@ -130,6 +130,65 @@ impl RecordView<'_> {
     }
 }
 
+/// Reads canonical bytes (format 1) back into a view of the fields. Fails with
+/// [`Error::Corrupt`] when the bytes are not a whole, well-formed encoding.
+pub fn decode(bytes: &[u8]) -> Result<RecordView<'_>> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+            if self.0.len() < n {
+                return Err(Error::corrupt("canonical record", "truncated"));
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u8(&mut self) -> Result<u8> {
+            Ok(self.take(1)?[0])
+        }
+        fn u64(&mut self) -> Result<u64> {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(self.take(8)?);
+            Ok(u64::from_be_bytes(b))
+        }
+        fn i64(&mut self) -> Result<i64> {
+            Ok(self.u64()? as i64)
+        }
+        fn text(&mut self) -> Result<&'a str> {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(self.take(4)?);
+            let n = u32::from_be_bytes(b) as usize;
+            std::str::from_utf8(self.take(n)?)
+                .map_err(|_| Error::corrupt("canonical record", "text is not UTF-8"))
+        }
+    }
+    let mut r = Reader(bytes);
+    if r.take(4)? != MAGIC {
+        return Err(Error::corrupt("canonical record", "does not start with SLR1"));
+    }
+    let view = RecordView {
+        id: r.u64()?,
+        recorded_at: r.i64()?,
+        job: r.text()?,
+        status: r.u8()?,
+        started_at: r.i64()?,
+        finished_at: match r.u8()? {
+            0 => None,
+            1 => Some(r.i64()?),
+            _ => return Err(Error::corrupt("canonical record", "bad finished_at flag")),
+        },
+        items_seen: r.u64()?,
+        items_written: r.u64()?,
+        items_failed: r.u64()?,
+        message: r.text()?,
+        attrs: r.text()?,
+    };
+    if !r.0.is_empty() {
+        return Err(Error::corrupt("canonical record", "trailing bytes"));
+    }
+    Ok(view)
+}
+
 /// Attributes as canonical JSON text: an object, keys sorted by their UTF-8 bytes at every
 /// level, no insignificant white space, strings and numbers written as `serde_json` writes them.
 ///
@@ -282,6 +341,31 @@ mod tests {
             ..v
         };
         assert_ne!(v.checksum(), absent.checksum());
+    }
+
+    #[test]
+    fn decode_reads_back_what_encode_wrote_and_refuses_damage() {
+        let v = RecordView {
+            id: 9,
+            recorded_at: -5,
+            job: "jöb",
+            status: 4,
+            started_at: 1,
+            finished_at: None,
+            items_seen: 1,
+            items_written: 2,
+            items_failed: 3,
+            message: "m",
+            attrs: "{\"a\":1}",
+        };
+        let bytes = v.encode();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(back.checksum(), v.checksum());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err());
     }
 
     #[test]

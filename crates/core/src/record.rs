@@ -108,6 +108,11 @@ impl Status {
         }
     }
 
+    /// The status with this canonical code.
+    pub fn from_code(code: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
     /// The one-byte code used in the canonical encoding.
     pub fn code(self) -> u8 {
         match self {
@@ -350,6 +355,27 @@ impl LogRecord {
             message: &self.message,
             attrs: self.attrs.as_str(),
         }
+    }
+
+    /// Builds a record from a decoded canonical view and its stored checksum (not checked
+    /// here: see [`LogRecord::is_intact`]).
+    pub fn from_view(view: &canonical::RecordView<'_>, checksum: Checksum) -> Result<LogRecord> {
+        let bad = |what: &str| Error::corrupt(format!("log {}", view.id), format!("invalid {what}"));
+        let ts = |micros: i64, what: &str| DateTime::from_timestamp_micros(micros).ok_or_else(|| bad(what));
+        Ok(LogRecord {
+            id: LogId::new(view.id).ok_or_else(|| bad("id"))?,
+            recorded_at: ts(view.recorded_at, "recorded_at")?,
+            job: view.job.to_string(),
+            status: Status::from_code(view.status).ok_or_else(|| bad("status"))?,
+            started_at: ts(view.started_at, "started_at")?,
+            finished_at: view.finished_at.map(|f| ts(f, "finished_at")).transpose()?,
+            items_seen: view.items_seen,
+            items_written: view.items_written,
+            items_failed: view.items_failed,
+            message: view.message.to_string(),
+            attrs: Attrs::from_stored(view.attrs.to_string()),
+            checksum,
+        })
     }
 
     /// Recomputes the checksum from the fields.

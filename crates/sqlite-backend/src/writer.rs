@@ -38,7 +38,16 @@ pub(crate) struct Writer {
     commits_on_conn: u64,
     synchronous: Option<Durability>,
     counters: Arc<WriterCounters>,
+    /// The largest id this writer assigned or imported; keeps ids from being reused if the
+    /// newest rows are deleted behind the store's back while it is open.
+    assigned: u64,
+    /// Commits since the high-water mark was last stored.
+    unsaved_commits: u64,
 }
+
+/// How often (in commits) the high-water mark is stored. It is also stored at every
+/// import and at a clean close; storing it at every commit would dirty a page per commit.
+const SAVE_HIGH_WATER_EVERY: u64 = 1000;
 
 impl Writer {
     pub(crate) fn new(path: PathBuf, options: SqliteOptions, counters: Arc<WriterCounters>) -> Self {
@@ -49,6 +58,8 @@ impl Writer {
             commits_on_conn: 0,
             synchronous: None,
             counters,
+            assigned: 0,
+            unsaved_commits: 0,
         }
     }
 
@@ -142,8 +153,10 @@ impl Writer {
         Ok(r)
     }
 
-    /// The next id: above every stored id and every id ever assigned (the high-water mark).
-    fn next_id(tx: &Transaction<'_>, path: &std::path::Path) -> Result<u64> {
+    /// The next id: above every stored id, the stored high-water mark, and every id this
+    /// writer assigned (another process may have written since: this runs inside the
+    /// `BEGIN IMMEDIATE` transaction).
+    fn next_id(tx: &Transaction<'_>, path: &std::path::Path, assigned: u64) -> Result<u64> {
         let max: Option<i64> = tx
             .query_row("SELECT max(id) FROM logs", [], |r| r.get(0))
             .map_err(|e| map_err(path, "reading the last id of", e))?;
@@ -152,21 +165,20 @@ impl Writer {
                 r.get(0)
             })
             .map_err(|e| map_err(path, "reading the high-water mark of", e))?;
-        Ok(max.unwrap_or(0).max(hw) as u64 + 1)
+        Ok((max.unwrap_or(0).max(hw) as u64).max(assigned) + 1)
     }
 
     fn raise_high_water(tx: &Transaction<'_>, path: &std::path::Path, last: u64) -> Result<()> {
-        tx.execute(
-            "UPDATE meta SET value = max(value, ?1) WHERE key = 'high_water'",
-            [last as i64],
-        )
-        .map_err(|e| map_err(path, "updating the high-water mark of", e))?;
+        tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'high_water'")
+            .and_then(|mut s| s.execute([last as i64]))
+            .map_err(|e| map_err(path, "updating the high-water mark of", e))?;
         Ok(())
     }
 
     /// Imports records keeping their ids. See [`synclog_core::LogStore::import`].
     pub(crate) fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
         let path = self.path.clone();
+        let assigned = self.assigned;
         self.transact(durability, |tx| {
             let mut report = ImportReport::default();
             let mut insert = tx
@@ -199,10 +211,28 @@ impl Writer {
                 }
             }
             if max > 0 {
-                Self::raise_high_water(tx, &path, max)?;
+                Self::raise_high_water(tx, &path, max.max(assigned))?;
             }
             Ok(report)
         })
+        .inspect(|report| {
+            if report.inserted > 0 {
+                self.unsaved_commits = 0;
+            }
+        })
+    }
+
+    /// Stores the high-water mark if commits since the last save left it behind.
+    fn save_high_water(&mut self) -> Result<()> {
+        if self.unsaved_commits == 0 || self.assigned == 0 {
+            return Ok(());
+        }
+        let (path, assigned) = (self.path.clone(), self.assigned);
+        self.transact(Durability::PowerLoss, |tx| {
+            Self::raise_high_water(tx, &path, assigned)
+        })?;
+        self.unsaved_commits = 0;
+        Ok(())
     }
 
     /// The durability hook: a write at `level` whose WAL sync covers every earlier frame.
@@ -272,8 +302,10 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, rec: &LogRecord) -> rusq
 impl BatchWriter for Writer {
     fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
         let path = self.path.clone();
-        self.transact(durability, |tx| {
-            let mut next = Self::next_id(tx, &path)?;
+        let assigned = self.assigned;
+        let save = self.unsaved_commits + 1 >= SAVE_HIGH_WATER_EVERY;
+        let out = self.transact(durability, |tx| {
+            let mut next = Self::next_id(tx, &path, assigned)?;
             let now = Utc::now();
             let mut insert = tx
                 .prepare_cached(INSERT)
@@ -293,12 +325,20 @@ impl BatchWriter for Writer {
                 }
                 out.push(recs);
             }
-            Self::raise_high_water(tx, &path, next - 1)?;
+            if save {
+                Self::raise_high_water(tx, &path, next - 1)?;
+            }
             Ok(out)
-        })
+        })?;
+        if let Some(last) = out.iter().flatten().map(|r| r.id.get()).max() {
+            self.assigned = self.assigned.max(last);
+        }
+        self.unsaved_commits = if save { 0 } else { self.unsaved_commits + 1 };
+        Ok(out)
     }
 
     fn close(&mut self) -> Result<()> {
+        self.save_high_water()?;
         match self.conn.take() {
             Some(conn) => connection::close(conn, &self.path),
             None => Ok(()),

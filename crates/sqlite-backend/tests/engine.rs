@@ -80,6 +80,28 @@ async fn ids_are_not_reused_after_the_newest_record_is_removed_behind_the_stores
 }
 
 #[tokio::test]
+async fn ids_are_not_reused_after_the_newest_record_is_removed_while_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .commit(vec![log("a"), log("b"), log("c")], Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM logs WHERE id >= 2", [])
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.append(log("d")).await.unwrap().id.get(),
+        4,
+        "the mark was stored at close"
+    );
+}
+
+#[tokio::test]
 async fn pragmas_read_back_as_set() {
     let (_dir, store) = fresh();
     let p = store.pragmas().await.unwrap();

@@ -1,0 +1,477 @@
+//! # synclog-sled
+//!
+//! A [`LogStore`] over sled 0.34.7. See the crate README for what sled itself says about
+//! its stability, and how synclog lays records out in it.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use synclog_core::canonical::{self, Checksum};
+use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
+use synclog_core::validate::{validate_batch, validate_record};
+use synclog_core::verify::Verifier;
+use synclog_core::{
+    Capabilities, Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog,
+    Result, Scan, VerifyOptions, VerifyReport,
+};
+
+const RECORD: u8 = 0x01;
+const HIGH_WATER: &[u8] = b"\x00high_water";
+
+fn key(id: u64) -> [u8; 9] {
+    let mut k = [RECORD; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn id_of(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    (key.len() == 9 && key[0] == RECORD).then(|| u64::from_be_bytes(bytes))
+}
+
+/// The stored value: canonical bytes, then the checksum (big-endian u32).
+fn value(rec: &LogRecord) -> Vec<u8> {
+    let mut v = rec.view().encode();
+    v.extend_from_slice(&rec.checksum.0.to_be_bytes());
+    v
+}
+
+/// Splits a stored value into the canonical view and the stored checksum.
+fn parts(v: &[u8]) -> Result<(canonical::RecordView<'_>, Checksum)> {
+    if v.len() < 4 {
+        return Err(Error::corrupt("sled value", "shorter than a checksum"));
+    }
+    let (body, sum) = v.split_at(v.len() - 4);
+    let sum = Checksum(u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]));
+    Ok((canonical::decode(body)?, sum))
+}
+
+fn decode(v: &[u8]) -> Result<LogRecord> {
+    let (view, sum) = parts(v)?;
+    LogRecord::from_view(&view, sum)
+}
+
+fn map_err(path: &Path, context: &str, e: sled::Error) -> Error {
+    let resource = format!("sled://{}", path.display());
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            resource,
+            detail: "another process (or handle) has it open; sled allows one at a time".into(),
+            source: Some(Box::new(io)),
+        },
+        sled::Error::Io(io) => Error::io(format!("{context} {resource}"), io),
+        sled::Error::Unsupported(what) if what.contains("failed to open database") => Error::Corrupt {
+            location: resource,
+            detail: format!("sled cannot read these files (damaged, or not a sled 0.34 database): {what}"),
+            source: None,
+        },
+        sled::Error::Corruption { at, .. } => Error::Corrupt {
+            location: resource,
+            detail: format!(
+                "sled reports corruption{}",
+                at.map(|a| format!(" at {a:?}")).unwrap_or_default()
+            ),
+            source: None,
+        },
+        other => Error::Backend {
+            engine: "sled",
+            context: format!("{context} {resource}"),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Tuning of a [`SledStore`].
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// How long to keep retrying while another process holds the database.
+    pub lock_wait: Duration,
+    /// Most logs in one group commit.
+    pub max_group_logs: usize,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            lock_wait: Duration::from_secs(10),
+            max_group_logs: 8192,
+        }
+    }
+}
+
+struct Writer {
+    db: sled::Db,
+    path: PathBuf,
+    /// The largest id ever assigned or imported. sled admits one process, so after open
+    /// this writer is the only one that changes it.
+    high_water: u64,
+}
+
+impl Writer {
+    /// Reads the high-water mark from the database (at open).
+    fn load_high_water(&self) -> Result<u64> {
+        let hw = self
+            .db
+            .get(HIGH_WATER)
+            .map_err(|e| map_err(&self.path, "reading", e))?
+            .map(|v| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(v.get(..8).unwrap_or(&[0; 8]));
+                u64::from_be_bytes(b)
+            })
+            .unwrap_or(0);
+        let last = self
+            .db
+            .range(key(0)..=key(u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(|e| map_err(&self.path, "reading", e))?
+            .and_then(|(k, _)| id_of(&k))
+            .unwrap_or(0);
+        Ok(hw.max(last))
+    }
+
+    fn apply(&self, batch: sled::Batch, durability: Durability) -> Result<()> {
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| map_err(&self.path, "writing to", e))?;
+        if durability >= Durability::Process {
+            self.db.flush().map_err(|e| map_err(&self.path, "flushing", e))?;
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut batch = sled::Batch::default();
+        let mut fresh = std::collections::HashMap::new();
+        let mut max = self.high_water;
+        for rec in records {
+            let stored = match fresh.get(&rec.id) {
+                Some(c) => Some(*c),
+                None => self
+                    .db
+                    .get(key(rec.id.get()))
+                    .map_err(|e| map_err(&self.path, "reading", e))?
+                    .map(|v| parts(&v).map(|p| p.1))
+                    .transpose()?,
+            };
+            match stored {
+                Some(c) if c == rec.checksum => report.already_present += 1,
+                Some(c) => report.conflicts.push(ImportConflict {
+                    id: rec.id,
+                    stored: c,
+                    offered: rec.checksum,
+                }),
+                None => {
+                    batch.insert(&key(rec.id.get())[..], value(rec));
+                    fresh.insert(rec.id, rec.checksum);
+                    max = max.max(rec.id.get());
+                    report.inserted += 1;
+                }
+            }
+        }
+        if report.inserted > 0 {
+            batch.insert(HIGH_WATER, &max.to_be_bytes()[..]);
+            self.apply(batch, durability)?;
+            self.high_water = max;
+        }
+        Ok(report)
+    }
+}
+
+impl BatchWriter for Writer {
+    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        let mut next = self.high_water + 1;
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(batches.len());
+        for logs in batches {
+            let mut recs = Vec::with_capacity(logs.len());
+            for log in logs.iter() {
+                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                    engine: "sled",
+                    what: "more than i64::MAX ids".into(),
+                })?;
+                recs.push(LogRecord::seal_ref(id, now, log)?);
+                next += 1;
+            }
+            out.push(recs);
+        }
+        let last = next - 1;
+        if let [only] = out.as_slice() {
+            if let [one] = only.as_slice() {
+                // One record needs no batch to be atomic, and sled's batches cost a third of
+                // the throughput. The high-water key may lag after a crash; opening takes the
+                // larger of it and the last id.
+                let e = |err| map_err(&self.path, "writing to", err);
+                self.db.insert(key(last), value(one)).map_err(e)?;
+                self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
+                if durability >= Durability::Process {
+                    self.db
+                        .flush()
+                        .map_err(|err| map_err(&self.path, "flushing", err))?;
+                }
+                self.high_water = last;
+                return Ok(out);
+            }
+        }
+        {
+            let mut batch = sled::Batch::default();
+            for rec in out.iter().flatten() {
+                batch.insert(&key(rec.id.get())[..], value(rec));
+            }
+            batch.insert(HIGH_WATER, &last.to_be_bytes()[..]);
+            self.apply(batch, durability)?;
+        }
+        self.high_water = last;
+        Ok(out)
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.db
+            .flush()
+            .map_err(|e| map_err(&self.path, "flushing", e))
+            .map(|_| ())
+    }
+}
+
+/// A [`LogStore`] over one sled database directory.
+pub struct SledStore {
+    path: PathBuf,
+    db: Mutex<Option<sled::Db>>,
+    group: Arc<GroupCommit<Writer>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("path", &self.path).finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (creating) the database directory at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SledStore> {
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// Opens with options. A database held by another process is retried for
+    /// `lock_wait`, then refused as [`Error::Locked`]; sled-reported corruption is
+    /// [`Error::Corrupt`].
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
+        let path = path.as_ref().to_path_buf();
+        let deadline = Instant::now() + options.lock_wait;
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                Err(e) => {
+                    let err = map_err(&path, "opening", e);
+                    if err.kind() == synclog_core::ErrorKind::Locked && Instant::now() + pause < deadline {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        };
+        let mut writer = Writer {
+            db: db.clone(),
+            path: path.clone(),
+            high_water: 0,
+        };
+        writer.high_water = writer.load_high_water()?;
+        let group = Arc::new(GroupCommit::spawn(
+            writer,
+            GroupOptions {
+                thread_name: "synclog-sled-writer".into(),
+                max_group_logs: options.max_group_logs,
+                ..GroupOptions::default()
+            },
+        )?);
+        Ok(SledStore {
+            path,
+            db: Mutex::new(Some(db)),
+            group,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Group-commit counters.
+    pub fn group_stats(&self) -> GroupStats {
+        self.group.stats()
+    }
+
+    fn db(&self) -> Result<sled::Db> {
+        let guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or_else(|| Error::Closed {
+            store: self.describe(),
+        })
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&sled::Db, &Path) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let db = self.db()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || f(&db, &path))
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "sled",
+                context: "a read task failed".into(),
+                source: Box::new(e),
+            })?
+    }
+}
+
+fn scan_db(db: &sled::Db, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
+    let limit = scan.effective_limit()?;
+    let lo = scan.after.map_or(1, |a| a.get() + 1);
+    let hi = scan.before.map_or(u64::MAX, |b| b.get());
+    if lo >= hi {
+        return Ok(Vec::new());
+    }
+    let range = db.range(key(lo)..key(hi));
+    let mut out = Vec::new();
+    let mut take = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
+        let (_, v) = item.map_err(|e| map_err(path, "scanning", e))?;
+        let rec = decode(&v)?;
+        if scan.matches(&rec) {
+            out.push(rec);
+        }
+        Ok(out.len() < limit)
+    };
+    if scan.descending {
+        for item in range.rev() {
+            if !take(item)? {
+                break;
+            }
+        }
+    } else {
+        for item in range {
+            if !take(item)? {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl LogStore for SledStore {
+    fn describe(&self) -> String {
+        format!("sled://{}", self.path.display())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            engine: "sled",
+            multi_process: false,
+            persistent: true,
+            checkpoint: false,
+            deep_verify: false,
+            durability: Durability::ALL.to_vec(),
+        }
+    }
+
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                store: self.describe(),
+            });
+        }
+        validate_batch(&batch)?;
+        self.group.commit(batch, durability).await
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.blocking(move |db, path| {
+            db.get(key(id.get()))
+                .map_err(|e| map_err(path, "reading", e))?
+                .map(|v| decode(&v))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        scan.effective_limit()?;
+        let scan = scan.clone();
+        self.blocking(move |db, path| scan_db(db, path, &scan)).await
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.blocking(|db, path| {
+            Ok(db
+                .range(key(0)..=key(u64::MAX))
+                .next_back()
+                .transpose()
+                .map_err(|e| map_err(path, "reading", e))?
+                .and_then(|(k, _)| id_of(&k))
+                .and_then(LogId::new))
+        })
+        .await
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        if level == Durability::Buffered {
+            return self.db().map(|_| ());
+        }
+        self.blocking(|db, path| db.flush().map(|_| ()).map_err(|e| map_err(path, "flushing", e)))
+            .await
+    }
+
+    async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        self.blocking(|db, path| {
+            let mut v = Verifier::new();
+            for item in db.range(key(0)..=key(u64::MAX)) {
+                let (k, val) = item.map_err(|e| map_err(path, "verifying", e))?;
+                let id = id_of(&k).and_then(LogId::new);
+                match parts(&val) {
+                    Ok((view, sum)) if Some(view.id) == id.map(LogId::get) => {
+                        v.check(&view, sum, || format!("key {}", view.id))
+                    }
+                    Ok((view, _)) => v.corrupt(id, format!("key {id:?} holds log {}", view.id)),
+                    Err(e) => v.corrupt(id, format!("key {id:?}: {e}")),
+                }
+            }
+            Ok(v.finish())
+        })
+        .await
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        for (i, rec) in records.iter().enumerate() {
+            validate_record(rec).map_err(|e| e.at_index(i))?;
+        }
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.group
+            .with_writer(move |w| w.import(&records, durability))
+            .await?
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(db);
+        let group = self.group.clone();
+        tokio::task::spawn_blocking(move || group.shutdown())
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "sled",
+                context: "closing".into(),
+                source: Box::new(e),
+            })?
+    }
+}
