@@ -157,6 +157,88 @@ pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
     Ok(Timing { ops: n, elapsed })
 }
 
+/// Raw tokio-postgres: `n` single-row INSERTs on one connection in autocommit (each its
+/// own transaction, `synchronous_commit = on`), into a scratch schema dropped afterwards.
+#[cfg(feature = "postgres")]
+pub async fn raw_postgres_loop(url: &str, n: u64) -> Result<Timing> {
+    let e = |what: &'static str| {
+        move |err: tokio_postgres::Error| Error::Backend {
+            engine: "postgres",
+            context: what.into(),
+            source: Box::new(err),
+        }
+    };
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(e("connecting"))?;
+    tokio::spawn(conn);
+    let schema = format!("synclog_bench_raw_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.logs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 recorded_at timestamptz NOT NULL, job text NOT NULL, status text NOT NULL,
+                 items_seen bigint NOT NULL, message text NOT NULL, attrs text NOT NULL, checksum bigint NOT NULL);
+             SET synchronous_commit = on;"
+        ))
+        .await
+        .map_err(e("creating the raw table"))?;
+    let stmt = client
+        .prepare(&format!(
+            "INSERT INTO {schema}.logs (recorded_at, job, status, items_seen, message, attrs, checksum) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .await
+        .map_err(e("preparing"))?;
+    let now = chrono::Utc::now();
+    let start = Instant::now();
+    for i in 0..n {
+        let log = sample_log(i);
+        client
+            .execute(
+                &stmt,
+                &[
+                    &now,
+                    &log.job,
+                    &"succeeded",
+                    &(i as i64),
+                    &log.message,
+                    &"{}",
+                    &(i as i64),
+                ],
+            )
+            .await
+            .map_err(e("inserting"))?;
+    }
+    let elapsed = start.elapsed();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .map_err(e("dropping the raw table"))?;
+    Ok(Timing { ops: n, elapsed })
+}
+
+/// Drops a PostgreSQL schema (benchmark clean-up).
+#[cfg(feature = "postgres")]
+pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| Error::Backend {
+            engine: "postgres",
+            context: "connecting".into(),
+            source: Box::new(err),
+        })?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .map_err(|err| Error::Backend {
+            engine: "postgres",
+            context: "dropping a schema".into(),
+            source: Box::new(err),
+        })
+}
+
 /// `n` appends, one after the other, at power-loss durability.
 pub async fn one_appender(store: &dyn LogStore, n: u64) -> Result<Timing> {
     let start = Instant::now();

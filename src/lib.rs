@@ -37,3 +37,7 @@ pub use synclog_json as json;
 /// The sled engine.
 #[cfg(feature = "sled")]
 pub use synclog_sled as sled;
+
+/// The PostgreSQL engine.
+#[cfg(feature = "postgres")]
+pub use synclog_postgres as postgres;

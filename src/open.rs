@@ -16,12 +16,15 @@ pub enum StoreUrl {
     Json(PathBuf),
     /// `sled://PATH`: a sled database directory.
     Sled(PathBuf),
+    /// `postgres://…` or `postgresql://…`: a PostgreSQL database (libpq URL; add
+    /// `synclog_schema=NAME` to pick the schema, default `synclog`).
+    Postgres(String),
     /// `memory://NAME`: the in-process reference engine (for tests and demos).
     Memory(String),
 }
 
 impl StoreUrl {
-    /// Parses `sqlite://PATH`, `json://PATH`, `sled://PATH` or `memory://NAME`. `PATH` is taken as
+    /// Parses `sqlite://PATH`, `json://PATH`, `sled://PATH`, `postgres://…` or `memory://NAME`. `PATH` is taken as
     /// written: `sqlite://data/a.db` is relative, `sqlite:///var/a.db` absolute.
     pub fn parse(url: &str) -> Result<StoreUrl> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -43,11 +46,12 @@ impl StoreUrl {
             "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(rest))),
             "json" | "jsonl" => Ok(StoreUrl::Json(PathBuf::from(rest))),
             "sled" => Ok(StoreUrl::Sled(PathBuf::from(rest))),
+            "postgres" | "postgresql" => Ok(StoreUrl::Postgres(url.to_string())),
             "memory" => Ok(StoreUrl::Memory(rest.to_string())),
             other => Err(Error::invalid(
                 "url",
                 format!(
-                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://, sled://, memory://",
+                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://, sled://, postgres://, memory://",
                     redact_url(url)
                 ),
             )),
@@ -167,6 +171,27 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
             {
                 let _ = path;
                 Err(disabled("sled"))
+            }
+        }
+        StoreUrl::Postgres(url) => {
+            #[cfg(feature = "postgres")]
+            {
+                let store = tokio::time::timeout(
+                    wait.max(std::time::Duration::from_secs(1)),
+                    synclog_postgres::PgStore::connect(&url, synclog_postgres::PgOptions::default()),
+                )
+                .await
+                .map_err(|_| Error::Busy {
+                    resource: redact_url(&url),
+                    detail: format!("no connection within {wait:?}"),
+                    source: None,
+                })??;
+                Ok(Arc::new(store))
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = url;
+                Err(disabled("postgres"))
             }
         }
         StoreUrl::Memory(name) => Ok(Arc::new(synclog_core::memory::MemoryStore::open_named(&name))),

@@ -334,3 +334,23 @@ fn help_shows_examples_and_exit_codes() {
         .unwrap();
     assert!(stdout(&out).contains("Examples"));
 }
+
+#[test]
+fn a_password_in_a_store_url_is_never_printed() {
+    let url = "postgres://alice:hunter2secret@127.0.0.1:1/nodb";
+    let help = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .env("SYNCLOG_STORE", url)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(!stdout(&help).contains("hunter2secret"), "{}", stdout(&help));
+    let out = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .args(["--store", url, "--no-backup", "--lock-wait", "1", "list"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("hunter2secret"), "{all}");
+    assert!(all.contains("alice:***@"), "{all}");
+    no_panic(&out);
+}

@@ -25,11 +25,12 @@ pub struct Cli {
 /// Which stores to use.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// The store: sqlite://PATH, json://PATH, sled://PATH or memory://NAME.
+    /// The store: sqlite://PATH, json://PATH, sled://PATH, postgres://USER@HOST/DB or memory://NAME.
     #[arg(
         long,
         global = true,
         env = "SYNCLOG_STORE",
+        hide_env_values = true,
         default_value = "sqlite://synclog-data/synclog.db"
     )]
     pub store: String,
@@ -38,6 +39,7 @@ pub struct StoreArgs {
         long,
         global = true,
         env = "SYNCLOG_BACKUP",
+        hide_env_values = true,
         default_value = "json://synclog-data/synclog.jsonl"
     )]
     pub backup: String,

@@ -26,4 +26,4 @@ pub mod memory;
 mod runner;
 
 pub use harness::{Faults, Harness, Location};
-pub use runner::run;
+pub use runner::{run, run_skipped};

@@ -92,6 +92,24 @@ pub fn run<H: Harness>(harness: H) -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
+/// Lists every case as ignored with `reason` (an engine whose server is not configured):
+/// shown as skipped, never as passed.
+pub fn run_skipped(reason: &str) -> ExitCode {
+    let args = Arguments::from_args();
+    let trials = cases::all()
+        .into_iter()
+        .map(|case| {
+            let why = reason.to_string();
+            Trial::test(format!("{}::{}", case.area, case.name), move || {
+                Err(Failed::from(format!("skipped: {why}")))
+            })
+            .with_kind(format!("skipped: {reason}"))
+            .with_ignored_flag(true)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
 /// Turns a harness into the suite's test binary: one named test per case.
 ///
 /// In `tests/conformance.rs` of an engine (with `harness = false` for that target):

@@ -1,0 +1,920 @@
+//! # synclog-postgres
+//!
+//! A [`LogStore`] over PostgreSQL, for logs written by many app instances on many machines.
+//!
+//! - **Schema**: created on first use, in a schema whose name is configurable
+//!   ([`PgOptions::schema`], or `?synclog_schema=NAME` in the URL), versioned in its
+//!   `meta` table. A newer version is refused.
+//! - **Ids**: `id` is an identity column. synclog assigns each group's ids inside its
+//!   transaction, after taking a transaction-scoped advisory lock, as one more than the
+//!   larger of the stored maximum and a high-water mark kept in `meta` (raised in the same
+//!   transaction). So ids are dense, commit order is id order across processes and
+//!   machines, and a rolled-back or killed transaction leaves no gap. (Drawing ids with
+//!   `nextval` would leave one: sequences are not transactional, and verify would report
+//!   never-acknowledged ids as missing; the crash test found exactly that.) The identity
+//!   sequence is kept ahead of every id for rows inserted outside synclog.
+//! - **Durability** (`SET LOCAL synchronous_commit`): [`Durability::PowerLoss`] → `on`
+//!   (the commit record is flushed, and synchronous standbys confirm, before COMMIT
+//!   returns); [`Durability::Process`] → `local` (flushed on the primary only);
+//!   [`Durability::Buffered`] → `off` (COMMIT may return before the flush; a server crash
+//!   can lose the last transactions, never corrupt).
+//! - **Group commit**: concurrent appends from one process share a transaction and one
+//!   `INSERT … SELECT FROM UNNEST(…)`; each caller is answered after COMMIT.
+//! - **Connections**: the writer has a connection of its own, dropped and reopened after
+//!   any error. Reads and verification use a pool, so verification never reads through the
+//!   writer's connection.
+//! - **Import** keeps ids with `OVERRIDING SYSTEM VALUE`, then moves the sequence past the
+//!   largest id.
+//! - **Passwords** never appear in messages: stores describe themselves with
+//!   [`synclog_core::redact_url`].
+//!
+//! TLS is not configured (`NoTls`): use it on a trusted network or through a local proxy.
+#![deny(missing_docs)]
+
+mod sql;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls, Row};
+
+use synclog_core::verify::Verifier;
+use synclog_core::{
+    redact_url, validate::validate_batch, validate::validate_record, Attrs, Capabilities, Checksum,
+    Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    Status, VerifyOptions, VerifyReport,
+};
+
+use sql::Sql;
+
+/// The schema version this build creates, kept in `meta`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Tuning of a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The schema holding synclog's tables: letters, digits and `_`, starting with a
+    /// letter or `_`, at most 63 bytes.
+    pub schema: String,
+    /// Connections in the read pool.
+    pub pool_size: usize,
+    /// Most logs in one transaction.
+    pub max_group_logs: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            schema: "synclog".into(),
+            pool_size: 8,
+            max_group_logs: 8192,
+        }
+    }
+}
+
+fn check_schema_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "schema",
+            format!("{name:?} is not a plain identifier (letters, digits, _; at most 63 bytes)"),
+        ))
+    }
+}
+
+/// Splits `?synclog_schema=NAME` off a URL (libpq does not know the parameter).
+pub fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut schema = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("synclog_schema=") {
+            Some(v) => {
+                schema = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, schema)
+}
+
+fn pg_err(store: &str, context: &str, e: tokio_postgres::Error) -> Error {
+    let code = e.code().map(|c| c.code().to_string());
+    // tokio-postgres displays a server error as just "db error"; say what the server said.
+    let context = match e.as_db_error() {
+        Some(db) => format!("{context} ({}: {})", db.code().code(), db.message()),
+        None => context.to_string(),
+    };
+    let context = context.as_str();
+    match code.as_deref() {
+        Some(c) if c.starts_with("40") || c == "55P03" || c == "53300" => Error::Busy {
+            resource: store.to_string(),
+            detail: format!("{context}: the server asked to retry ({c})"),
+            source: Some(Box::new(e)),
+        },
+        None if e.is_closed() || e.to_string().contains("connect") => Error::io(
+            format!("{context} {store}"),
+            std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()),
+        ),
+        _ => Error::Backend {
+            engine: "postgres",
+            context: format!("{context} {store}"),
+            source: Box::new(e),
+        },
+    }
+}
+
+fn pool_err(store: &str, e: deadpool_postgres::PoolError) -> Error {
+    Error::io(
+        format!("getting a pooled connection to {store}"),
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()),
+    )
+}
+
+fn decode(row: &Row, store: &str) -> Result<LogRecord> {
+    let e = |err| pg_err(store, "decoding a row of", err);
+    let id: i64 = row.try_get(0).map_err(e)?;
+    let bad = |what: String| Error::corrupt(format!("{store} log {id}"), what);
+    let unsigned = |i: usize| -> Result<u64> {
+        let v: i64 = row.try_get(i).map_err(e)?;
+        u64::try_from(v).map_err(|_| bad(format!("negative counter {v}")))
+    };
+    let status: String = row.try_get(3).map_err(e)?;
+    Ok(LogRecord {
+        id: LogId::new(id as u64).ok_or_else(|| bad("invalid id".into()))?,
+        recorded_at: row.try_get(1).map_err(e)?,
+        job: row.try_get(2).map_err(e)?,
+        status: status
+            .parse::<Status>()
+            .map_err(|_| bad(format!("unknown status {status:?}")))?,
+        started_at: row.try_get(4).map_err(e)?,
+        finished_at: row.try_get(5).map_err(e)?,
+        items_seen: unsigned(6)?,
+        items_written: unsigned(7)?,
+        items_failed: unsigned(8)?,
+        message: row.try_get(9).map_err(e)?,
+        attrs: Attrs::from_stored(row.try_get(10).map_err(e)?),
+        checksum: Checksum(row.try_get::<_, i64>(11).map_err(e)? as u32),
+    })
+}
+
+/// The arrays of one `UNNEST` insert.
+#[derive(Default)]
+struct Columns {
+    id: Vec<i64>,
+    recorded_at: Vec<DateTime<Utc>>,
+    job: Vec<String>,
+    status: Vec<&'static str>,
+    started_at: Vec<DateTime<Utc>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    seen: Vec<i64>,
+    written: Vec<i64>,
+    failed: Vec<i64>,
+    message: Vec<String>,
+    attrs: Vec<String>,
+    checksum: Vec<i64>,
+}
+
+impl Columns {
+    fn of(records: &[LogRecord]) -> Columns {
+        let mut c = Columns::default();
+        for r in records {
+            c.id.push(r.id.get() as i64);
+            c.recorded_at.push(r.recorded_at);
+            c.job.push(r.job.clone());
+            c.status.push(r.status.as_str());
+            c.started_at.push(r.started_at);
+            c.finished_at.push(r.finished_at);
+            c.seen.push(r.items_seen as i64);
+            c.written.push(r.items_written as i64);
+            c.failed.push(r.items_failed as i64);
+            c.message.push(r.message.clone());
+            c.attrs.push(r.attrs.as_str().to_string());
+            c.checksum.push(r.checksum.0 as i64);
+        }
+        c
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.id,
+            &self.recorded_at,
+            &self.job,
+            &self.status,
+            &self.started_at,
+            &self.finished_at,
+            &self.seen,
+            &self.written,
+            &self.failed,
+            &self.message,
+            &self.attrs,
+            &self.checksum,
+        ]
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Job {
+    Commit {
+        logs: Vec<NewLog>,
+        durability: Durability,
+        seq: u64,
+        reply: Reply<Vec<LogRecord>>,
+    },
+    Import {
+        records: Vec<LogRecord>,
+        durability: Durability,
+        reply: Reply<ImportReport>,
+    },
+    Sync {
+        level: Durability,
+        reply: Reply<()>,
+    },
+}
+
+/// The writer task: one connection, one transaction per group.
+struct Writer {
+    config: tokio_postgres::Config,
+    client: Option<Client>,
+    sql: Arc<Sql>,
+    store: String,
+    lock_key: i64,
+    /// The id this writer expects to assign next (None: read it from the database).
+    expected_next: Option<i64>,
+    /// The group insert, prepared on the current connection.
+    insert: Option<tokio_postgres::Statement>,
+    submitted: Arc<AtomicU64>,
+    answered: usize,
+    answered_at: u64,
+    stats: Arc<Stats>,
+}
+
+/// Counters of a [`PgStore`].
+#[derive(Debug, Default)]
+struct Stats {
+    groups: AtomicU64,
+    logs: AtomicU64,
+    connects: AtomicU64,
+}
+
+/// The most times the writer yields for answered callers to come back before a group.
+const MAX_GATHER_YIELDS: u32 = 64;
+
+fn sync_level(d: Durability) -> &'static str {
+    match d {
+        Durability::PowerLoss => "on",
+        Durability::Process => "local",
+        Durability::Buffered => "off",
+    }
+}
+
+impl Writer {
+    async fn client(&mut self) -> Result<&mut Client> {
+        if self.client.is_none() {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| pg_err(&self.store, "connecting the writer to", e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing_free_log(&e);
+                }
+            });
+            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+            self.client = Some(client);
+        }
+        let store = self.store.clone();
+        self.client.as_mut().ok_or(Error::Closed { store })
+    }
+
+    /// Runs `op` and drops the connection if it failed (the next call opens a fresh one).
+    fn settle<R>(&mut self, result: Result<R>) -> Result<R> {
+        if result.is_err() {
+            self.client = None;
+            self.insert = None;
+            self.expected_next = None;
+        }
+        result
+    }
+
+    async fn commit_group(
+        &mut self,
+        batches: &[Vec<NewLog>],
+        durability: Durability,
+    ) -> Result<Vec<Vec<LogRecord>>> {
+        let r = self.try_commit_group(batches, durability).await;
+        self.settle(r)
+    }
+
+    async fn try_commit_group(
+        &mut self,
+        batches: &[Vec<NewLog>],
+        durability: Durability,
+    ) -> Result<Vec<Vec<LogRecord>>> {
+        // First with the next id this writer expects, pipelined into one round trip; if
+        // another process wrote since, the guard inserts nothing and we read the next id.
+        if let Some(first) = self.expected_next {
+            if let Some(out) = self.insert_group(batches, durability, first).await? {
+                return Ok(out);
+            }
+        }
+        let first = self.read_next_id().await?;
+        self.insert_group(batches, durability, first)
+            .await?
+            .ok_or_else(|| Error::Busy {
+                resource: self.store.clone(),
+                detail: "another process took the ids this writer had just read; retry".into(),
+                source: None,
+            })
+    }
+
+    /// Reads the next id (outside any transaction; the insert's guard re-checks it).
+    async fn read_next_id(&mut self) -> Result<i64> {
+        let (store, sql) = (self.store.clone(), self.sql.clone());
+        let client = self.client().await?;
+        Ok(client
+            .query_one(&sql.next_id, &[])
+            .await
+            .map_err(|e| pg_err(&store, "reading the next id of", e))?
+            .get(0))
+    }
+
+    /// One transaction: lock, guarded insert of the group with ids from `first`, commit;
+    /// sent as a pipeline. `None` when the guard found the ids taken (nothing written).
+    async fn insert_group(
+        &mut self,
+        batches: &[Vec<NewLog>],
+        durability: Durability,
+        first: i64,
+    ) -> Result<Option<Vec<Vec<LogRecord>>>> {
+        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let now = Utc::now();
+        let mut next = first;
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut recs = Vec::with_capacity(batch.len());
+            for log in batch {
+                let id = LogId::new(next as u64)
+                    .ok_or_else(|| Error::corrupt(store.clone(), "invalid next id"))?;
+                recs.push(LogRecord::seal_ref(id, now, log)?);
+                next += 1;
+            }
+            out.push(recs);
+        }
+        let all: Vec<LogRecord> = out.iter().flatten().cloned().collect();
+        let cols = Columns::of(&all);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
+        params.push(&first);
+        let begin = format!(
+            "BEGIN; SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
+            sync_level(durability)
+        );
+        if self.insert.is_none() {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare(&sql.insert)
+                .await
+                .map_err(|e| pg_err(&store, "preparing the insert on", e))?;
+            self.insert = Some(stmt);
+        }
+        let stmt = self
+            .insert
+            .clone()
+            .ok_or_else(|| Error::Closed { store: store.clone() })?;
+        let client = self.client().await?;
+        let (began, inserted, committed) = tokio::join!(
+            client.batch_execute(&begin),
+            client.query_one(&stmt, &params),
+            client.batch_execute("COMMIT")
+        );
+        began.map_err(|e| pg_err(&store, "beginning a transaction on", e))?;
+        // If the insert failed, the pipelined COMMIT only ended an aborted transaction.
+        let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
+        committed.map_err(|e| pg_err(&store, "committing to", e))?;
+        let n: i64 = row.get(0);
+        if n == 0 {
+            self.expected_next = None;
+            return Ok(None);
+        }
+        if n as usize != all.len() {
+            return Err(Error::corrupt(
+                store,
+                format!("inserted {n} of {} rows", all.len()),
+            ));
+        }
+        self.expected_next = Some(next);
+        Ok(Some(out))
+    }
+
+    async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let r = self.try_import(records, durability).await;
+        self.settle(r)
+    }
+
+    async fn try_import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.expected_next = None;
+        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let client = self.client().await?;
+        let tx = begin(client, durability, lock, &store).await?;
+        let cols = Columns::of(&records);
+        let inserted: HashSet<i64> = tx
+            .query(&sql.import, &cols.params())
+            .await
+            .map_err(|e| pg_err(&store, "importing into", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut report = ImportReport {
+            inserted: inserted.len() as u64,
+            ..ImportReport::default()
+        };
+        let others: Vec<i64> = records
+            .iter()
+            .map(|r| r.id.get() as i64)
+            .filter(|i| !inserted.contains(i))
+            .collect();
+        if !others.is_empty() {
+            let stored: HashMap<i64, i64> = tx
+                .query(&sql.checksums_of, &[&others])
+                .await
+                .map_err(|e| pg_err(&store, "reading checksums of", e))?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for rec in records
+                .iter()
+                .filter(|r| !inserted.contains(&(r.id.get() as i64)))
+            {
+                let stored = Checksum(stored.get(&(rec.id.get() as i64)).copied().unwrap_or(-1) as u32);
+                if stored == rec.checksum {
+                    report.already_present += 1;
+                } else {
+                    report.conflicts.push(ImportConflict {
+                        id: rec.id,
+                        stored,
+                        offered: rec.checksum,
+                    });
+                }
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| pg_err(&store, "committing to", e))?;
+        Ok(report)
+    }
+
+    async fn sync(&mut self, level: Durability) -> Result<()> {
+        let r = self.try_sync(level).await;
+        self.settle(r)
+    }
+
+    /// A write transaction at `level`: its commit record's flush covers all earlier WAL.
+    async fn try_sync(&mut self, level: Durability) -> Result<()> {
+        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let client = self.client().await?;
+        let tx = begin(client, level, lock, &store).await?;
+        tx.execute(&sql.sync, &[])
+            .await
+            .map_err(|e| pg_err(&store, "syncing", e))?;
+        tx.commit().await.map_err(|e| pg_err(&store, "committing to", e))
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut deferred: Option<Job> = None;
+        loop {
+            let job = match deferred.take() {
+                Some(j) => j,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            match job {
+                Job::Commit {
+                    logs,
+                    durability,
+                    seq,
+                    reply,
+                } => {
+                    let mut returned = usize::from(seq >= self.answered_at);
+                    let mut durability = durability;
+                    let mut total = logs.len();
+                    let mut group = vec![(logs, reply)];
+                    let mut yields = 0;
+                    while total < 8192 {
+                        match rx.try_recv() {
+                            Ok(Job::Commit {
+                                logs,
+                                durability: d,
+                                seq,
+                                reply,
+                            }) => {
+                                returned += usize::from(seq >= self.answered_at);
+                                durability = durability.max(d);
+                                total += logs.len();
+                                group.push((logs, reply));
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) if returned < self.answered && yields < MAX_GATHER_YIELDS => {
+                                yields += 1;
+                                tokio::task::yield_now().await;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let result = self.commit_group(&batches, durability).await;
+                    self.answered = replies.len();
+                    self.answered_at = self.submitted.load(Ordering::Relaxed);
+                    match result {
+                        Ok(records) => {
+                            self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                            self.stats.logs.fetch_add(total as u64, Ordering::Relaxed);
+                            for (reply, recs) in replies.into_iter().zip(records) {
+                                let _ = reply.send(Ok(recs));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.replicate()));
+                            }
+                        }
+                    }
+                }
+                Job::Import {
+                    records,
+                    durability,
+                    reply,
+                } => {
+                    let _ = reply.send(self.import(records, durability).await);
+                }
+                Job::Sync { level, reply } => {
+                    let _ = reply.send(self.sync(level).await);
+                }
+            }
+        }
+    }
+}
+
+/// Begins a transaction at `durability` holding the store's advisory lock.
+async fn begin<'a>(
+    client: &'a mut Client,
+    durability: Durability,
+    lock: i64,
+    store: &str,
+) -> Result<tokio_postgres::Transaction<'a>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_err(store, "beginning a transaction on", e))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
+        sync_level(durability)
+    ))
+    .await
+    .map_err(|e| pg_err(store, "locking", e))?;
+    Ok(tx)
+}
+
+/// The connection task's error has nowhere to go but stderr-free logging: the next call
+/// on the client fails and reports it.
+fn tracing_free_log(_e: &tokio_postgres::Error) {}
+
+/// A [`LogStore`] over a PostgreSQL schema.
+pub struct PgStore {
+    store: String,
+    sql: Arc<Sql>,
+    pool: Pool,
+    tx: mpsc::UnboundedSender<Job>,
+    submitted: Arc<AtomicU64>,
+    stats: Arc<Stats>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("store", &self.store).finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq URL; `?synclog_schema=NAME` picks the schema, overriding
+    /// `options.schema`), creates the schema on first use, and starts the writer.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore> {
+        let (url, from_url) = split_schema(url);
+        let schema = from_url.unwrap_or(options.schema.clone());
+        check_schema_name(&schema)?;
+        let store = format!("{}#{schema}", redact_url(&url));
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            Error::invalid(
+                "url",
+                format!("{} is not a PostgreSQL URL: {e}", redact_url(&url)),
+            )
+        })?;
+        let sql = Arc::new(Sql::new(&schema));
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .build()
+            .map_err(|e| Error::Backend {
+                engine: "postgres",
+                context: format!("building the pool for {store}"),
+                source: Box::new(e),
+            })?;
+        let lock_key = (crc32c::crc32c(format!("synclog:{schema}").as_bytes()) as i64) | (0x5359_4e43 << 32);
+        // Create the schema once, under the store's lock, so concurrent first users agree.
+        {
+            let mut client = pool.get().await.map_err(|e| pool_err(&store, e))?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| pg_err(&store, "beginning schema creation on", e))?;
+            tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({lock_key})"))
+                .await
+                .map_err(|e| pg_err(&store, "locking", e))?;
+            tx.batch_execute(&sql.create)
+                .await
+                .map_err(|e| pg_err(&store, "creating the schema of", e))?;
+            let version: Option<i64> = tx
+                .query_opt(&sql.version, &[])
+                .await
+                .map_err(|e| pg_err(&store, "reading the schema version of", e))?
+                .map(|r| r.get(0));
+            match version {
+                None => {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {}.meta (key, value) VALUES ('schema_version', $1)",
+                            sql::quote(&schema)
+                        ),
+                        &[&SCHEMA_VERSION],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&store, "versioning the schema of", e))?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(Error::Unsupported {
+                        engine: "postgres",
+                        what: format!("schema version {v} of {store} (this synclog knows {SCHEMA_VERSION}); upgrade synclog"),
+                    })
+                }
+                Some(v) => return Err(Error::corrupt(store, format!("unknown schema version {v}"))),
+            }
+            tx.commit()
+                .await
+                .map_err(|e| pg_err(&store, "committing the schema of", e))?;
+        }
+        let submitted = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(Stats::default());
+        let writer = Writer {
+            config,
+            client: None,
+            sql: sql.clone(),
+            store: store.clone(),
+            lock_key,
+            expected_next: None,
+            insert: None,
+            submitted: submitted.clone(),
+            answered: 0,
+            answered_at: 0,
+            stats: stats.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer.run(rx));
+        Ok(PgStore {
+            store,
+            sql,
+            pool,
+            tx,
+            submitted,
+            stats,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Transactions committed, logs committed, writer connections opened.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        (
+            self.stats.groups.load(Ordering::Relaxed),
+            self.stats.logs.load(Ordering::Relaxed),
+            self.stats.connects.load(Ordering::Relaxed),
+        )
+    }
+
+    fn closed(&self) -> Error {
+        Error::Closed {
+            store: self.store.clone(),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    async fn reader(&self) -> Result<deadpool_postgres::Object> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        self.pool.get().await.map_err(|e| pool_err(&self.store, e))
+    }
+}
+
+#[async_trait]
+impl LogStore for PgStore {
+    fn describe(&self) -> String {
+        self.store.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            engine: "postgres",
+            multi_process: true,
+            persistent: true,
+            checkpoint: false,
+            deep_verify: false,
+            durability: Durability::ALL.to_vec(),
+        }
+    }
+
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        validate_batch(&batch)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seq = self.submitted.fetch_add(1, Ordering::Relaxed);
+        self.ask(|reply| Job::Commit {
+            logs: batch,
+            durability,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        let client = self.reader().await?;
+        let row = client
+            .query_opt(&self.sql.get, &[&(id.get() as i64)])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading", e))?;
+        row.map(|r| decode(&r, &self.store)).transpose()
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        let limit = scan.effective_limit()? as i64;
+        let mut sql = format!("SELECT {} FROM {} WHERE true", sql::COLUMNS, self.sql.table);
+        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        let mut arg =
+            |sql: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+                params.push(v);
+                sql.push_str(&format!(" AND {clause} ${}", params.len()));
+            };
+        if let Some(a) = scan.after {
+            arg(&mut sql, "id >", Box::new(a.get() as i64));
+        }
+        if let Some(b) = scan.before {
+            arg(&mut sql, "id <", Box::new(b.get() as i64));
+        }
+        if let Some(j) = &scan.job {
+            arg(&mut sql, "job =", Box::new(j.clone()));
+        }
+        if let Some(s) = scan.status {
+            arg(&mut sql, "status =", Box::new(s.as_str().to_string()));
+        }
+        params.push(Box::new(limit));
+        sql.push_str(&format!(
+            " ORDER BY id {} LIMIT ${}",
+            if scan.descending { "DESC" } else { "ASC" },
+            params.len()
+        ));
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let client = self.reader().await?;
+        let rows = client
+            .query(&sql, &refs)
+            .await
+            .map_err(|e| pg_err(&self.store, "scanning", e))?;
+        rows.iter().map(|r| decode(r, &self.store)).collect()
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        let client = self.reader().await?;
+        let max: Option<i64> = client
+            .query_one(&self.sql.last_id, &[])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading the last id of", e))?
+            .get(0);
+        Ok(max.and_then(|m| LogId::new(m as u64)))
+    }
+
+    async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
+        let client = self.reader().await?;
+        let rows = client
+            .query(
+                &self.sql.id_checksums,
+                &[&after.map_or(0, |a| a.get() as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(|e| pg_err(&self.store, "listing", e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                LogId::new(r.get::<_, i64>(0) as u64).map(|id| (id, Checksum(r.get::<_, i64>(1) as u32)))
+            })
+            .collect())
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.ask(|reply| Job::Sync { level, reply }).await
+    }
+
+    /// Pages through every row on a pooled connection (never the writer's), recomputing
+    /// each checksum from the stored values.
+    async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        let client = self.reader().await?;
+        let mut v = Verifier::new();
+        let mut after = 0i64;
+        loop {
+            let rows = client
+                .query(&self.sql.page, &[&after, &10_000i64])
+                .await
+                .map_err(|e| pg_err(&self.store, "verifying", e))?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for row in &rows {
+                match decode(row, &self.store) {
+                    Ok(rec) => v.check(&rec.view(), rec.checksum, || format!("row {}", rec.id)),
+                    Err(e) => {
+                        let id = row.try_get::<_, i64>(0).ok().and_then(|i| LogId::new(i as u64));
+                        v.corrupt(id, e.to_string())
+                    }
+                }
+            }
+            if rows.len() < 10_000 {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        for (i, rec) in records.iter().enumerate() {
+            validate_record(rec).map_err(|e| e.at_index(i))?;
+        }
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.ask(|reply| Job::Import {
+            records,
+            durability,
+            reply,
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        self.pool.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The PostgreSQL engine's own promises (a server is needed: `SYNCLOG_TEST_POSTGRES_URL`;
+//! without it each test prints a notice and returns).
+
+use synclog_core::{ErrorKind, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
+use synclog_postgres::{PgOptions, PgStore};
+
+fn server() -> Option<String> {
+    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
+            None
+        }
+    }
+}
+
+fn schema() -> String {
+    format!("synclog_engine_{}_{}", std::process::id(), fastrand::u32(..))
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+fn opts(schema: &str) -> PgOptions {
+    PgOptions {
+        schema: schema.to_string(),
+        ..PgOptions::default()
+    }
+}
+
+/// Two writers (as two app instances would be) append in turn: each one's remembered
+/// next id is stale every time, the insert's guard refuses it, and the retry takes the
+/// right one. Ids stay unique and dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_schema_get_unique_dense_ids() {
+    let Some(url) = server() else { return };
+    let s = schema();
+    let a = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let b = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let store = if n % 2 == 0 { &a } else { &b };
+        ids.push(
+            store
+                .append(NewLog::new("two", Status::Succeeded).counts(n, n, 0))
+                .await
+                .unwrap()
+                .id
+                .get(),
+        );
+    }
+    assert_eq!(ids, (1..=20).collect::<Vec<u64>>());
+    let report = a.verify(VerifyOptions::default()).await.unwrap();
+    assert!(report.is_clean() && report.checked == 20, "{report:?}");
+    drop_schema(&url, &s).await;
+}
+
+#[tokio::test]
+async fn a_newer_schema_version_is_refused() {
+    let Some(url) = server() else { return };
+    let s = schema();
+    PgStore::connect(&url, opts(&s))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "UPDATE {s}.meta SET value = 99 WHERE key = 'schema_version'"
+        ))
+        .await
+        .unwrap();
+    let err = PgStore::connect(&url, opts(&s)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    drop_schema(&url, &s).await;
+}
+
+#[tokio::test]
+async fn a_schema_name_that_is_not_a_plain_identifier_is_invalid_input() {
+    for bad in [
+        "",
+        "has space",
+        "x;DROP TABLE y",
+        "1starts_with_digit",
+        &"x".repeat(64),
+    ] {
+        let err = PgStore::connect("postgres://u@127.0.0.1:1/db", opts(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_never_appears_in_an_error_or_description() {
+    let err = PgStore::connect("postgres://alice:s3cr3tpw@127.0.0.1:1/db", PgOptions::default())
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cr3tpw"), "{text}");
+    let Some(url) = server() else { return };
+    let s = schema();
+    let store = PgStore::connect(&url, opts(&s)).await.unwrap();
+    assert!(!store.describe().contains("password"));
+    store.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}
