@@ -51,20 +51,40 @@ fn one_writer(c: &mut Criterion) {
     let mut g = c.benchmark_group("one_writer_power_loss");
     g.sample_size(10).throughput(Throughput::Elements(1));
     g.bench_function("raw_fdatasync_loop", |b| {
-        b.iter_custom(|iters| per_op(iters, || bench::raw_fdatasync_loop(&path, APPENDS).expect("raw loop")))
+        b.iter_custom(|iters| {
+            per_op(iters, || {
+                bench::raw_fdatasync_loop(&path, APPENDS).expect("raw loop")
+            })
+        })
     });
     g.bench_function("raw_rusqlite_one_row_per_tx", |b| {
-        b.iter_custom(|iters| per_op(iters, || bench::raw_rusqlite_one_row(&path, APPENDS).expect("raw rusqlite")))
+        b.iter_custom(|iters| {
+            per_op(iters, || {
+                bench::raw_rusqlite_one_row(&path, APPENDS).expect("raw rusqlite")
+            })
+        })
     });
     g.bench_function("raw_sled_insert_flush", |b| {
-        b.iter_custom(|iters| per_op(iters, || bench::raw_sled_insert_flush(&path, APPENDS).expect("raw sled")))
+        b.iter_custom(|iters| {
+            per_op(iters, || {
+                bench::raw_sled_insert_flush(&path, APPENDS).expect("raw sled")
+            })
+        })
     });
     for engine in ["sqlite", "json", "sled"] {
         let store = rt
-            .block_on(synclog::open_url(&format!("{engine}://{}/one.{engine}", path.display())))
+            .block_on(synclog::open_url(&format!(
+                "{engine}://{}/one.{engine}",
+                path.display()
+            )))
             .expect("open");
         g.bench_with_input(BenchmarkId::new("synclog", engine), &store, |b, store| {
-            b.iter_custom(|iters| per_op(iters, || rt.block_on(bench::one_appender(&**store, APPENDS)).expect("append")))
+            b.iter_custom(|iters| {
+                per_op(iters, || {
+                    rt.block_on(bench::one_appender(&**store, APPENDS))
+                        .expect("append")
+                })
+            })
         });
         rt.block_on(store.close()).expect("close");
     }
@@ -78,25 +98,42 @@ fn concurrent(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Elements(1));
     for engine in ["sqlite", "json", "sled"] {
         let store = rt
-            .block_on(synclog::open_url(&format!("{engine}://{}/many.{engine}", path.display())))
+            .block_on(synclog::open_url(&format!(
+                "{engine}://{}/many.{engine}",
+                path.display()
+            )))
             .expect("open");
         g.bench_with_input(BenchmarkId::new("synclog", engine), &store, |b, store| {
             b.iter_custom(|iters| {
-                per_op(iters, || rt.block_on(bench::concurrent_appenders(store.clone(), 64, EACH)).expect("append"))
+                per_op(iters, || {
+                    rt.block_on(bench::concurrent_appenders(store.clone(), 64, EACH))
+                        .expect("append")
+                })
             })
         });
         rt.block_on(store.close()).expect("close");
     }
-    let guarded: Arc<dyn LogStore> = Arc::new(rt.block_on(bench::guarded_pair(&path, "guarded")).expect("guarded"));
+    let guarded: Arc<dyn LogStore> = Arc::new(
+        rt.block_on(bench::guarded_pair(&path, "guarded"))
+            .expect("guarded"),
+    );
     g.bench_function("guarded_sqlite_json_verified", |b| {
         b.iter_custom(|iters| {
-            per_op(iters, || rt.block_on(bench::concurrent_appenders(guarded.clone(), 64, EACH)).expect("append"))
+            per_op(iters, || {
+                rt.block_on(bench::concurrent_appenders(guarded.clone(), 64, EACH))
+                    .expect("append")
+            })
         })
     });
     rt.block_on(guarded.close()).expect("close");
     if let Ok(url) = std::env::var("SYNCLOG_BENCH_POSTGRES_URL") {
         g.bench_function("raw_tokio_postgres_autocommit", |b| {
-            b.iter_custom(|iters| per_op(iters, || rt.block_on(bench::raw_postgres_loop(&url, APPENDS)).expect("raw pg")))
+            b.iter_custom(|iters| {
+                per_op(iters, || {
+                    rt.block_on(bench::raw_postgres_loop(&url, APPENDS))
+                        .expect("raw pg")
+                })
+            })
         });
         let schema = format!("synclog_criterion_{}", std::process::id());
         let store = rt
@@ -104,11 +141,15 @@ fn concurrent(c: &mut Criterion) {
             .expect("open postgres");
         g.bench_function("synclog_postgres", |b| {
             b.iter_custom(|iters| {
-                per_op(iters, || rt.block_on(bench::concurrent_appenders(store.clone(), 64, EACH)).expect("append"))
+                per_op(iters, || {
+                    rt.block_on(bench::concurrent_appenders(store.clone(), 64, EACH))
+                        .expect("append")
+                })
             })
         });
         rt.block_on(store.close()).expect("close");
-        rt.block_on(bench::drop_postgres_schema(&url, &schema)).expect("drop schema");
+        rt.block_on(bench::drop_postgres_schema(&url, &schema))
+            .expect("drop schema");
     }
     g.finish();
 }
@@ -126,7 +167,10 @@ fn verify_and_restore(c: &mut Criterion) {
         b.iter(|| rt.block_on(bench::verify_all(&*sqlite, RECORDS)).expect("verify"))
     });
     let json = rt
-        .block_on(synclog::open_url(&format!("json://{}/bulk.jsonl", path.display())))
+        .block_on(synclog::open_url(&format!(
+            "json://{}/bulk.jsonl",
+            path.display()
+        )))
         .expect("open");
     rt.block_on(bench::fill(&*json, RECORDS)).expect("fill");
     let mut round = 0;
@@ -134,9 +178,13 @@ fn verify_and_restore(c: &mut Criterion) {
         b.iter(|| {
             round += 1;
             let dst = rt
-                .block_on(synclog::open_url(&format!("sqlite://{}/restored-{round}.db", path.display())))
+                .block_on(synclog::open_url(&format!(
+                    "sqlite://{}/restored-{round}.db",
+                    path.display()
+                )))
                 .expect("open");
-            rt.block_on(bench::restore_all(&*json, &*dst, RECORDS)).expect("restore");
+            rt.block_on(bench::restore_all(&*json, &*dst, RECORDS))
+                .expect("restore");
             rt.block_on(dst.close()).expect("close");
         })
     });

@@ -322,17 +322,13 @@ pub async fn restore_all(src: &dyn LogStore, dst: &dyn LogStore, n: u64) -> Resu
     Ok(Timing { ops: n, elapsed })
 }
 
-/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Resets the peak-RSS mark (Linux `clear_refs` 5), so the next phase measures its own peak.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+/// The largest peak resident memory, in bytes, of any child process this process has
+/// waited for (`getrusage(RUSAGE_CHILDREN)`), if the platform reports it.
+pub fn children_peak_rss() -> Option<u64> {
+    // SAFETY: getrusage only writes into the zeroed struct we pass it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    (rc == 0 && usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024)
 }
 
 /// Opens a guarded SQLite + JSON pair in `dir`.

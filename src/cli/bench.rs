@@ -193,33 +193,30 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     bench::fill(&*src, args.records).await?;
     src.close().await?;
     drop(src);
-    let peak_reset = bench::reset_peak_rss();
     let src = synclog::open_url(&format!("json://{}/restore-src.jsonl", dir.display())).await?;
     let dst = synclog::open_url(&format!("sqlite://{}/restored.db", dir.display())).await?;
     let r = bench::restore_all(&*src, &*dst, args.records).await?;
-    let peak = bench::peak_rss();
     src.close().await?;
     dst.close().await?;
-
-    if let Some(url) = &args.postgres {
-        say("raw tokio-postgres single-row autocommit loop, and synclog postgres with 64 appenders");
-        let raw_pg = rate(
-            "raw tokio-postgres 1 row/tx, 1 connection",
-            bench::raw_postgres_loop(url, args.n).await?,
-        );
-        let schema = format!("synclog_bench_{}", std::process::id());
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let store = synclog::open_url(&format!("{url}{sep}synclog_schema={schema}")).await?;
-        let pg_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
-        store.close().await?;
-        bench::drop_postgres_schema(url, &schema).await?;
-        figures.push(raw_pg.clone_fig());
-        figures.push(against(
-            rate("postgres, 64 appenders", pg_many),
-            &raw_pg,
-            Some(10.0),
-        ));
+    // Peak memory is measured on a real `synclog restore` process: this one still holds
+    // what earlier phases allocated.
+    say("peak memory of `synclog restore` of the same file, in a process of its own");
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
+    let child = std::process::Command::new(exe)
+        .args(["--no-backup", "--store"])
+        .arg(format!("sqlite://{}/restored-child.db", dir.display()))
+        .args(["restore", "--from"])
+        .arg(format!("json://{}/restore-src.jsonl", dir.display()))
+        .output()
+        .map_err(|e| Error::io("running synclog restore", e))?;
+    if !child.status.success() {
+        return Err(Error::Backend {
+            engine: "bench",
+            context: "synclog restore in a child process".into(),
+            source: String::from_utf8_lossy(&child.stderr).into_owned().into(),
+        });
     }
+    let peak = bench::children_peak_rss();
 
     figures.push(raw.clone_fig());
     figures.push(raw_sqlite.clone_fig());
@@ -244,10 +241,10 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         rate(&format!("restore {} records json -> sqlite", args.records), r),
         500_000.0,
     ));
-    if let (Some(peak), true) = (peak, peak_reset) {
+    if let Some(peak) = peak {
         let mib = peak as f64 / (1024.0 * 1024.0);
         figures.push(Figure {
-            name: "restore peak RSS".into(),
+            name: format!("`synclog restore` of {} records, peak RSS", args.records),
             value: mib,
             unit: "MiB",
             baseline: None,

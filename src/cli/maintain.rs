@@ -5,8 +5,7 @@ use std::io::IsTerminal;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synclog::{
-    CheckpointMode, Durability, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, Result,
-    VerifyOptions,
+    CheckpointMode, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, Result, VerifyOptions,
 };
 
 use super::open::{open, options, Opened};
@@ -155,13 +154,7 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let level = dst
-        .capabilities()
-        .durability
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(Durability::PowerLoss);
+    let level = dst.capabilities().strongest_durability();
     let started = std::time::Instant::now();
     let report: ImportReport = src
         .copy_to_with(dst, 10_000, level, &mut |page| {

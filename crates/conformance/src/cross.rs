@@ -42,11 +42,5 @@ pub async fn check_cross_restore(stores: &[Arc<dyn LogStore>]) {
 }
 
 fn strongest(store: &dyn LogStore) -> Durability {
-    store
-        .capabilities()
-        .durability
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or_default()
+    store.capabilities().strongest_durability()
 }

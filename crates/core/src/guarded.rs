@@ -33,7 +33,7 @@ use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
     VerifyReport,
 };
-use crate::validate::{validate_batch, validate_record};
+use crate::validate::{validate_batch, validate_records};
 
 /// Tuning of a [`Guarded`] store.
 #[derive(Debug, Clone)]
@@ -737,13 +737,7 @@ async fn copy_ids(src: &dyn LogStore, dst: &dyn LogStore, ids: &[LogId], page: u
             ..Scan::default()
         };
         let records = src.scan(&scan).await?;
-        let level = dst
-            .capabilities()
-            .durability
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or_default();
+        let level = dst.capabilities().strongest_durability();
         inserted += dst.import(records, level).await?.inserted;
         i = j;
     }
@@ -891,9 +885,7 @@ impl LogStore for Guarded {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        for (i, rec) in records.iter().enumerate() {
-            validate_record(rec).map_err(|e| e.at_index(i))?;
-        }
+        validate_records(&records)?;
         if !self.capabilities().durability.contains(&durability) {
             return Err(Error::Unsupported {
                 engine: "guarded",

@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::validate::{validate_batch, validate_record};
+use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
 use crate::{
-    Capabilities, Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog,
-    Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    VerifyOptions, VerifyReport,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -182,20 +182,13 @@ impl LogStore for MemoryStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        for (i, rec) in records.iter().enumerate() {
-            validate_record(rec).map_err(|e| e.at_index(i))?;
-        }
+        validate_records(&records)?;
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let mut report = ImportReport::default();
         for rec in records {
             match st.records.get(&rec.id) {
-                Some(stored) if stored.checksum == rec.checksum => report.already_present += 1,
-                Some(stored) => report.conflicts.push(ImportConflict {
-                    id: rec.id,
-                    stored: stored.checksum,
-                    offered: rec.checksum,
-                }),
+                Some(stored) => report.note_existing(rec.id, stored.checksum, rec.checksum),
                 None => {
                     st.high_water = st.high_water.max(rec.id.get());
                     st.records.insert(rec.id, rec);

@@ -50,6 +50,18 @@ pub struct Capabilities {
     pub durability: Vec<Durability>,
 }
 
+impl Capabilities {
+    /// The strongest durability level the engine accepts (what a caller who wants the most
+    /// should ask for).
+    pub fn strongest_durability(&self) -> Durability {
+        self.durability
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Durability::Buffered)
+    }
+}
+
 /// A range query over ids, with filters and paging. Results come in id order.
 ///
 /// Page by passing the last id of one page as `after` of the next (or as `before` when
@@ -220,6 +232,16 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
+    /// Counts an offered record whose id is already stored: identical checksums mean it is
+    /// already present, different ones a conflict (the stored record is kept).
+    pub fn note_existing(&mut self, id: LogId, stored: Checksum, offered: Checksum) {
+        if stored == offered {
+            self.already_present += 1;
+        } else {
+            self.conflicts.push(ImportConflict { id, stored, offered });
+        }
+    }
+
     /// Adds another report's counts to this one.
     pub fn merge(&mut self, other: ImportReport) {
         self.inserted += other.inserted;

@@ -98,6 +98,15 @@ pub fn validate_record(rec: &LogRecord) -> Result<()> {
     Ok(())
 }
 
+/// Checks every record offered for import with [`validate_record`], naming the position
+/// of the first bad one.
+pub fn validate_records(records: &[LogRecord]) -> Result<()> {
+    for (i, rec) in records.iter().enumerate() {
+        validate_record(rec).map_err(|e| e.at_index(i))?;
+    }
+    Ok(())
+}
+
 fn validate_job(job: &str) -> Result<()> {
     if job.is_empty() {
         return Err(Error::invalid("job", "must not be empty"));

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
-use synclog_core::validate::{validate_batch, validate_record};
+use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
     Capabilities, Checksum, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result,
@@ -404,9 +404,7 @@ impl LogStore for JsonStore {
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.check_open()?;
-        for (i, rec) in records.iter().enumerate() {
-            validate_record(rec).map_err(|e| e.at_index(i))?;
-        }
+        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use synclog_core::group::BatchWriter;
-use synclog_core::{Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, NewLog, Result};
+use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
 
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, ReadAt};
@@ -163,12 +163,7 @@ impl JsonWriter {
                     .map(|e| e.checksum)
                     .or_else(|| fresh.get(&rec.id.get()).map(|&i| to_write[i].checksum));
                 match stored {
-                    Some(c) if c == rec.checksum => report.already_present += 1,
-                    Some(stored) => report.conflicts.push(ImportConflict {
-                        id: rec.id,
-                        stored,
-                        offered: rec.checksum,
-                    }),
+                    Some(stored) => report.note_existing(rec.id, stored, rec.checksum),
                     None => {
                         fresh.insert(rec.id.get(), to_write.len());
                         to_write.push(rec);

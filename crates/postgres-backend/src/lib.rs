@@ -45,9 +45,9 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    redact_url, validate::validate_batch, validate::validate_record, Attrs, Capabilities, Checksum,
-    Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
-    Status, VerifyOptions, VerifyReport,
+    redact_url, validate::validate_batch, validate::validate_records, Attrs, Capabilities, Checksum,
+    Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan, Status, VerifyOptions,
+    VerifyReport,
 };
 
 use sql::Sql;
@@ -469,15 +469,7 @@ impl Writer {
                 .filter(|r| !inserted.contains(&(r.id.get() as i64)))
             {
                 let stored = Checksum(stored.get(&(rec.id.get() as i64)).copied().unwrap_or(-1) as u32);
-                if stored == rec.checksum {
-                    report.already_present += 1;
-                } else {
-                    report.conflicts.push(ImportConflict {
-                        id: rec.id,
-                        stored,
-                        offered: rec.checksum,
-                    });
-                }
+                report.note_existing(rec.id, stored, rec.checksum);
             }
         }
         tx.commit()
@@ -898,9 +890,7 @@ impl LogStore for PgStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        for (i, rec) in records.iter().enumerate() {
-            validate_record(rec).map_err(|e| e.at_index(i))?;
-        }
+        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }

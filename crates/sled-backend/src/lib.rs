@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use synclog_core::canonical::{self, Checksum};
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
-use synclog_core::validate::{validate_batch, validate_record};
+use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Capabilities, Durability, Error, ImportConflict, ImportReport, LogId, LogRecord, LogStore, NewLog,
-    Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    VerifyOptions, VerifyReport,
 };
 
 const RECORD: u8 = 0x01;
@@ -162,12 +162,7 @@ impl Writer {
                     .transpose()?,
             };
             match stored {
-                Some(c) if c == rec.checksum => report.already_present += 1,
-                Some(c) => report.conflicts.push(ImportConflict {
-                    id: rec.id,
-                    stored: c,
-                    offered: rec.checksum,
-                }),
+                Some(stored) => report.note_existing(rec.id, stored, rec.checksum),
                 None => {
                     batch.insert(&key(rec.id.get())[..], value(rec));
                     fresh.insert(rec.id, rec.checksum);
@@ -448,9 +443,7 @@ impl LogStore for SledStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        for (i, rec) in records.iter().enumerate() {
-            validate_record(rec).map_err(|e| e.at_index(i))?;
-        }
+        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }

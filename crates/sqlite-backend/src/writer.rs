@@ -10,8 +10,8 @@ use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode, Transaction, TransactionBehavior};
 use synclog_core::group::BatchWriter;
 use synclog_core::{
-    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportConflict, ImportReport, LogId,
-    LogRecord, NewLog, Result,
+    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
+    Result,
 };
 
 use crate::connection::{self, map_err};
@@ -199,16 +199,7 @@ impl Writer {
                 let stored: i64 = existing
                     .query_row([rec.id.get() as i64], |r| r.get(0))
                     .map_err(|e| map_err(&path, "reading a stored checksum of", e))?;
-                let stored = Checksum(stored as u32);
-                if stored == rec.checksum {
-                    report.already_present += 1;
-                } else {
-                    report.conflicts.push(ImportConflict {
-                        id: rec.id,
-                        stored,
-                        offered: rec.checksum,
-                    });
-                }
+                report.note_existing(rec.id, Checksum(stored as u32), rec.checksum);
             }
             if max > 0 {
                 Self::raise_high_water(tx, &path, max.max(assigned))?;

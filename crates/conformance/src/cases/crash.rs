@@ -34,13 +34,7 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
             std::process::exit(3)
         }
     };
-    let level = store
-        .capabilities()
-        .durability
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or_default();
+    let level = store.capabilities().strongest_durability();
     let mut out = std::io::stdout().lock();
     let mut n = 0u64;
     loop {

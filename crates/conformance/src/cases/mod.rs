@@ -57,12 +57,7 @@ impl Ctx {
 
     /// The strongest durability the engine offers: what the cases commit at.
     pub fn durability(&self) -> Durability {
-        self.caps
-            .durability
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(Durability::Buffered)
+        self.caps.strongest_durability()
     }
 
     /// Commits `logs` at [`Ctx::durability`], expecting success.
