@@ -35,6 +35,7 @@ fn unsupported(need: Need, ctx: &Ctx) -> Option<String> {
         Need::CrossProcess => (ctx.harness.cross_process(), "opening from another process"),
         Need::CorruptHook => (faults.corrupt_record, "the corrupt_record fault hook"),
         Need::RemoveHook => (faults.remove_record, "the remove_record fault hook"),
+        Need::DestroyHook => (faults.destroy, "the destroy fault hook"),
         Need::Checkpoint => (ctx.caps.checkpoint, "checkpoints"),
     };
     (!ok).then(|| format!("{name} does not support {why}"))

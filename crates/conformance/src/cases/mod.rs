@@ -29,6 +29,8 @@ pub enum Need {
     CorruptHook,
     /// The `remove_record` fault hook.
     RemoveHook,
+    /// The `destroy` fault hook.
+    DestroyHook,
     /// [`LogStore::checkpoint`].
     Checkpoint,
 }
@@ -144,6 +146,7 @@ cases! {
     verify::clean_store_verifies_clean,
     verify::corrupted_record_is_found_by_id [CorruptHook],
     verify::missing_record_is_found [RemoveHook],
+    verify::destroyed_storage_reopens_empty_and_clean [DestroyHook],
     restore::import_keeps_ids_and_checksums,
     restore::importing_twice_changes_nothing,
     restore::conflict_is_reported_and_the_stored_record_kept,

@@ -57,3 +57,20 @@ pub async fn missing_record_is_found(ctx: Ctx) {
     assert_eq!(report.checked, 9);
     ctx.done(at, store).await;
 }
+
+/// After its storage is deleted behind its back, a store reopens empty and verifies clean:
+/// it never invents records, and ids start again at 1.
+pub async fn destroyed_storage_reopens_empty_and_clean(ctx: Ctx) {
+    let (at, store) = ctx.fresh().await;
+    ctx.commit(&*store, (0..5).map(|n| sample("gone", n)).collect()).await;
+    store.close().await.unwrap();
+    drop(store);
+    ctx.harness.destroy(&at).await.unwrap();
+    let store = ctx.reopen(&at).await;
+    assert_eq!(store.last_id().await.unwrap(), None);
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(report.is_clean() && report.checked == 0, "{report:?}");
+    let first = ctx.commit(&*store, vec![sample("again", 1)]).await;
+    assert_eq!(first[0].id.get(), 1);
+    ctx.done(at, store).await;
+}
