@@ -556,18 +556,16 @@ impl Leader {
                     .into(),
             });
         }
-        let mut in_primary = p.is_ok();
-        let mut in_backup = b.is_ok();
-        if !in_primary && !in_backup {
-            let (Err(pe), Err(be)) = (p, b) else {
-                unreachable!("both failed")
-            };
-            return Err(Error::Backend {
-                engine: "guarded",
-                context: format!("neither copy took the logs (backup: {be})"),
-                source: Box::new(pe),
-            });
-        }
+        let (mut in_primary, mut in_backup) = match (p, b) {
+            (Err(pe), Err(be)) => {
+                return Err(Error::Backend {
+                    engine: "guarded",
+                    context: format!("neither copy took the logs (backup: {be})"),
+                    source: Box::new(pe),
+                })
+            }
+            (p, b) => (p.is_ok(), b.is_ok()),
+        };
         if !in_primary {
             self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
             // Restore at once: the primary's writer reopens its connection after an error.

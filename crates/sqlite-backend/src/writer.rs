@@ -45,8 +45,8 @@ pub(crate) struct Writer {
     unsaved_commits: u64,
 }
 
-/// How often (in commits) the high-water mark is stored. It is also stored at every
-/// import and at a clean close; storing it at every commit would dirty a page per commit.
+/// How often (in commits and imports) the high-water mark is stored. It is also stored at
+/// a clean close; storing it at every write would dirty one more page per transaction.
 const SAVE_HIGH_WATER_EVERY: u64 = 1000;
 
 impl Writer {
@@ -178,8 +178,9 @@ impl Writer {
     /// Imports records keeping their ids. See [`synclog_core::LogStore::import`].
     pub(crate) fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
         let path = self.path.clone();
+        let save = self.unsaved_commits + 1 >= SAVE_HIGH_WATER_EVERY;
         let assigned = self.assigned;
-        self.transact(durability, |tx| {
+        let (report, max) = self.transact(durability, |tx| {
             let mut report = ImportReport::default();
             let mut insert = tx
                 .prepare_cached(INSERT_IF_ABSENT)
@@ -201,16 +202,18 @@ impl Writer {
                     .map_err(|e| map_err(&path, "reading a stored checksum of", e))?;
                 report.note_existing(rec.id, Checksum(stored as u32), rec.checksum);
             }
-            if max > 0 {
+            if save && max > 0 {
                 Self::raise_high_water(tx, &path, max.max(assigned))?;
             }
-            Ok(report)
-        })
-        .inspect(|report| {
-            if report.inserted > 0 {
-                self.unsaved_commits = 0;
-            }
-        })
+            Ok((report, max))
+        })?;
+        // Like commits, imports keep the mark in memory and store it every
+        // SAVE_HIGH_WATER_EVERY writes and at close (a guarded store imports every group).
+        self.assigned = self.assigned.max(max);
+        if report.inserted > 0 {
+            self.unsaved_commits = if save { 0 } else { self.unsaved_commits + 1 };
+        }
+        Ok(report)
     }
 
     /// Stores the high-water mark if commits since the last save left it behind.

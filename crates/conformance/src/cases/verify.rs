@@ -62,7 +62,8 @@ pub async fn missing_record_is_found(ctx: Ctx) {
 /// it never invents records, and ids start again at 1.
 pub async fn destroyed_storage_reopens_empty_and_clean(ctx: Ctx) {
     let (at, store) = ctx.fresh().await;
-    ctx.commit(&*store, (0..5).map(|n| sample("gone", n)).collect()).await;
+    ctx.commit(&*store, (0..5).map(|n| sample("gone", n)).collect())
+        .await;
     store.close().await.unwrap();
     drop(store);
     ctx.harness.destroy(&at).await.unwrap();
