@@ -3,11 +3,18 @@
 //! ```text
 //! {"synclog":"jsonl","version":1}
 //! {"id":1,"recorded_at":"2026-11-24T23:08:50.123456Z","job":"crm","status":"succeeded",...,"attrs":{...},"checksum":"0a1b2c3d"}
+//! {"id":2,...}
+//! {"synclog_commit":2}
 //! ```
 //!
-//! The first line is the header; every other line is one [`LogRecord`] as a JSON object
-//! with its checksum (CRC-32C of the canonical encoding, see `synclog_core::canonical`),
-//! so `jq` or Python's `json` read every line, and each line can be checked on its own.
+//! The first line is the header. Every record is one [`LogRecord`] as a JSON object with
+//! its checksum (CRC-32C of the canonical encoding, see `synclog_core::canonical`), so `jq`
+//! or Python's `json` read every line and each line can be checked on its own.
+//!
+//! Records are written in groups (one group commit, one import), each ended by a commit
+//! line `{"synclog_commit":N}` naming how many lines the group has. A group counts only
+//! once its commit line is in the file: on open, a trailing group without one (a write cut
+//! short by a crash) is moved aside whole, so a batch is never half there.
 
 use serde::{Deserialize, Serialize};
 use synclog_core::{Error, LogRecord, Result};
@@ -50,6 +57,20 @@ pub fn check_header(line: &[u8], file: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The prefix of a commit line.
+const COMMIT_PREFIX: &[u8] = b"{\"synclog_commit\":";
+
+/// Appends the commit line of a group of `lines` lines to `out`.
+pub fn encode_commit(lines: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{{\"synclog_commit\":{lines}}}\n").as_bytes());
+}
+
+/// The line count of a commit line (without its newline), or `None` if `line` is not one.
+pub fn commit_count(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(COMMIT_PREFIX)?.strip_suffix(b"}")?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
 }
 
 /// Appends `rec` as one line (newline included) to `out`.

@@ -10,9 +10,11 @@
 //! - **One writer per file across processes**: an advisory lock on `<file>.lock` holding
 //!   the owner's pid. A second opener waits up to [`JsonOptions::lock_wait`], then gets
 //!   [`Error::Locked`] naming the file and the holder. Short-lived processes take turns.
-//! - **Opening after a crash** ([`OpenReport`]): a torn last line is moved aside to
-//!   `<file>.torn-…` (never deleted) and reported; a corrupt line in the middle is reported
-//!   with its line number and skipped.
+//! - **Atomic groups**: each group (a group commit, an import) ends with a commit line.
+//! - **Opening after a crash** ([`OpenReport`]): an uncommitted end (a torn last line, or
+//!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
+//!   deleted) and reported, so a batch is never half there; a corrupt line in the middle
+//!   is reported with its line number and skipped.
 //! - **Compaction** ([`JsonStore::compact`]) writes a new file, syncs it and renames it over
 //!   the old one; lines skipped at open are saved to `<file>.rejected-…` first.
 //! - **Memory**: only an index (id → offset, length, checksum) is kept, about 50 bytes per
@@ -321,6 +323,9 @@ impl Inner {
                 if let Err(e) = format::check_header(body, &name) {
                     v.corrupt(None, e.to_string());
                 }
+                continue;
+            }
+            if format::commit_count(body).is_some() {
                 continue;
             }
             match format::decode(body) {

@@ -30,7 +30,8 @@ pub struct CorruptLine {
     pub detail: String,
 }
 
-/// A torn last line, moved aside at open.
+/// The end of a file that was never committed (a torn last line, or a last group without
+/// its commit line), moved aside at open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TornTail {
     /// Where its bytes were saved.
@@ -46,7 +47,8 @@ pub struct OpenReport {
     pub records: u64,
     /// Lines skipped (bad JSON, a checksum that does not match, a repeated id).
     pub corrupt_lines: Vec<CorruptLine>,
-    /// A torn last line (no newline: its write never completed), moved aside.
+    /// An uncommitted end (a torn last line, or a last group without its commit line:
+    /// its write never completed, so it was never acknowledged), moved aside.
     pub torn_tail: Option<TornTail>,
     /// The file did not exist and was created.
     pub created: bool,
@@ -75,6 +77,13 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
         let mut line = Vec::with_capacity(512);
         let mut line_no = 0u64;
+        // The group being read: where it starts, its lines, its records, its bad lines.
+        // It joins the index only when its commit line is read.
+        let mut group_start = 0u64;
+        let mut group_lines = 0u64;
+        let mut group: Vec<(u64, Entry, u64)> = Vec::new();
+        let mut group_bad: Vec<CorruptLine> = Vec::new();
+        let mut torn: Option<Vec<u8>> = None;
         loop {
             line.clear();
             let n = stream
@@ -85,7 +94,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
             }
             line_no += 1;
             if line.last() != Some(&b'\n') {
-                report.torn_tail = Some(move_aside(fs, path, end, &line)?);
+                torn = Some(line.clone());
                 break;
             }
             let body = &line[..line.len() - 1];
@@ -93,10 +102,39 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
             end += n as u64;
             if offset == 0 {
                 format::check_header(body, &name)?;
+                group_start = end;
                 continue;
             }
+            if let Some(count) = format::commit_count(body) {
+                if count != group_lines {
+                    group_bad.push(CorruptLine {
+                        line: line_no,
+                        offset,
+                        detail: format!("commit line counts {count} lines, the group has {group_lines}"),
+                    });
+                }
+                for (id, entry, line) in group.drain(..) {
+                    match index.entry(id) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            report.corrupt_lines.push(CorruptLine {
+                                line,
+                                offset: entry.offset,
+                                detail: format!("log {id} appears again; the first copy is kept"),
+                            })
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
+                        }
+                    }
+                }
+                report.corrupt_lines.append(&mut group_bad);
+                group_start = end;
+                group_lines = 0;
+                continue;
+            }
+            group_lines += 1;
             let mut skip = |detail: String| {
-                report.corrupt_lines.push(CorruptLine {
+                group_bad.push(CorruptLine {
                     line: line_no,
                     offset,
                     detail,
@@ -110,19 +148,31 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
                     rec.checksum,
                     rec.compute_checksum()
                 )),
-                Ok(rec) => match index.entry(rec.id.get()) {
-                    std::collections::btree_map::Entry::Occupied(_) => {
-                        skip(format!("log {} appears again; the first copy is kept", rec.id))
-                    }
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(Entry {
-                            offset,
-                            len: body.len() as u32,
-                            checksum: rec.checksum,
-                        });
-                    }
-                },
+                Ok(rec) => group.push((
+                    rec.id.get(),
+                    Entry {
+                        offset,
+                        len: body.len() as u32,
+                        checksum: rec.checksum,
+                    },
+                    line_no,
+                )),
             }
+        }
+        // A trailing group without its commit line, and any torn last line, never counted:
+        // move their bytes aside whole.
+        if group_lines > 0 || torn.is_some() {
+            let mut bytes = Vec::new();
+            if end > group_start {
+                let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
+                bytes.resize((end - group_start) as usize, 0);
+                reader
+                    .read_exact_at(&mut bytes, group_start)
+                    .map_err(io(format!("reading {name}")))?;
+            }
+            bytes.extend(torn.unwrap_or_default());
+            report.torn_tail = Some(move_aside(fs, path, group_start, &bytes)?);
+            end = group_start;
         }
     }
     if end == 0 {

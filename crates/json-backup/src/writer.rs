@@ -98,11 +98,12 @@ impl JsonWriter {
         self.file.as_mut().ok_or_else(|| Error::Closed { store: name })
     }
 
-    /// Appends `self.buf` (whole lines for `records`) at `durability`, then indexes them.
+    /// Appends `self.buf` (whole lines for `records`) and the group's commit line at
+    /// `durability`, then indexes the records.
     fn write_buffered(&mut self, records: &[LogRecord], durability: Durability) -> Result<()> {
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.buf);
+        format::encode_commit(records.len(), &mut buf);
         let result = self.append_and_sync(&buf, durability);
-        let mut buf = buf;
         if let Err(e) = result {
             // Drop the handle: the bytes may be half written, and a failed fsync must not
             // be retried on it. The next write cuts the file back to `end` first.
@@ -128,7 +129,7 @@ impl JsonWriter {
             offset += len as u64 + 1;
             rest = rest.get(len + 1..).unwrap_or_default();
         }
-        shared.end = offset;
+        shared.end += buf.len() as u64;
         drop(shared);
         buf.clear();
         self.buf = buf;
@@ -236,6 +237,7 @@ impl JsonWriter {
             move |e| Error::io(what, e)
         };
         let mut chunk = format::header_line();
+        let mut in_chunk = 0;
         for e in &entries {
             let start = chunk.len();
             chunk.resize(start + e.len as usize, 0);
@@ -243,10 +245,16 @@ impl JsonWriter {
                 .read_exact_at(&mut chunk[start..], e.offset)
                 .map_err(|err| Error::io(format!("reading {name}"), err))?;
             chunk.push(b'\n');
+            in_chunk += 1;
             if chunk.len() > 1 << 20 {
+                format::encode_commit(in_chunk, &mut chunk);
                 out.append(&chunk).map_err(io("writing"))?;
                 chunk.clear();
+                in_chunk = 0;
             }
+        }
+        if in_chunk > 0 {
+            format::encode_commit(in_chunk, &mut chunk);
         }
         out.append(&chunk).map_err(io("writing"))?;
         out.sync_data().map_err(io("syncing"))?;
@@ -276,8 +284,9 @@ impl JsonWriter {
 }
 
 impl JsonWriter {
-    /// Saves every byte of the file that is neither the header nor an indexed record (the
-    /// lines skipped at open) to a `.rejected-…` file, so compaction deletes nothing unseen.
+    /// Saves every line of the file that is neither the header, an indexed record nor a
+    /// commit line (the lines skipped at open) to a `.rejected-…` file, so compaction
+    /// deletes nothing unseen.
     fn save_rejected(
         &self,
         entries: &[Entry],
@@ -301,12 +310,21 @@ impl JsonWriter {
             return Ok((0, None));
         }
         let mut bytes = Vec::new();
+        let mut gap = Vec::new();
         for (start, stop) in gaps {
-            let from = bytes.len();
-            bytes.resize(from + (stop - start) as usize, 0);
+            gap.resize((stop - start) as usize, 0);
             reader
-                .read_exact_at(&mut bytes[from..], start)
+                .read_exact_at(&mut gap, start)
                 .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+            // Commit lines are framing, not rejected data.
+            for line in gap.split_inclusive(|&b| b == b'\n') {
+                if format::commit_count(line.strip_suffix(b"\n").unwrap_or(line)).is_none() {
+                    bytes.extend_from_slice(line);
+                }
+            }
+        }
+        if bytes.is_empty() {
+            return Ok((0, None));
         }
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         let to = sibling(&self.path, &format!(".rejected-{stamp}"));

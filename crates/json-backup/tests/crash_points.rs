@@ -77,6 +77,13 @@ async fn check_after_crash(fs: &SimFs, acked: &[(LogId, Checksum)], what: &str) 
             .unwrap_or_else(|| panic!("{what}: acknowledged log {id} lost"));
         assert_eq!(rec.checksum, *sum, "{what}: log {id} changed");
     }
+    // The five-log batch (runs 10..15) is all there or not there at all.
+    let all = synclog_conformance::cases::everything(&store).await;
+    let of_batch = all.iter().filter(|r| (10..15).contains(&r.items_seen)).count();
+    assert!(
+        of_batch == 0 || of_batch == 5,
+        "{what}: {of_batch} of the batch's 5 logs survived"
+    );
     let report = store.verify(VerifyOptions::default()).await.unwrap();
     assert!(
         report.corrupt.is_empty() && report.out_of_order.is_empty(),
@@ -106,10 +113,14 @@ async fn every_acknowledged_record_survives_a_power_cut_at_every_operation() {
     let mut points = 0;
     for n in 0.. {
         let mut finished = false;
+        // Tears inside a line, and after one, two or four whole lines of a group.
         for tear in [
             Tear::DropUnsynced,
             Tear::KeepPrefix(1),
             Tear::KeepPrefix(57),
+            Tear::KeepPrefix(500),
+            Tear::KeepPrefix(700),
+            Tear::KeepPrefix(1100),
             Tear::KeepPrefix(usize::MAX),
         ] {
             let fs = SimFs::new();

@@ -33,10 +33,47 @@ async fn every_line_is_json_and_the_first_is_a_versioned_header() {
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0], serde_json::json!({"synclog": "jsonl", "version": 1}));
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
     assert_eq!(lines[1]["id"], 1);
     assert_eq!(lines[1]["checksum"], recs[0].checksum.to_string());
     assert_eq!(lines[3]["attrs"]["n"], 3);
+    assert_eq!(
+        lines[4],
+        serde_json::json!({"synclog_commit": 3}),
+        "the group's commit line"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_cut_short_by_a_crash_is_moved_aside_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let first = filled(&path, 2).await;
+    let store = JsonStore::open(&path).unwrap();
+    store
+        .commit((10..15).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    // The crash came after three of the batch's five lines: no commit line, no newline.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines[..7].join("\n") + "\n" + &lines[7][..10];
+    std::fs::write(&path, &cut).unwrap();
+
+    let store = JsonStore::open(&path).unwrap();
+    let report = store.open_report().clone();
+    assert_eq!(report.records, 2, "none of the half-written batch counts");
+    let tail = report.torn_tail.expect("the uncommitted group is reported");
+    let aside = std::fs::read_to_string(&tail.moved_to).unwrap();
+    assert_eq!(
+        aside.lines().count(),
+        4,
+        "three whole lines and the torn one, kept aside"
+    );
+    assert_eq!(synclog_conformance::cases::everything(&store).await, first);
+    let next = store.append(log(99)).await.unwrap();
+    assert_eq!(next.id.get(), 3);
 }
 
 #[tokio::test]
@@ -128,7 +165,15 @@ async fn compaction_orders_by_id_and_saves_skipped_lines_aside() {
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let shuffled = [
-        lines[0], lines[1], lines[3], lines[4], "garbage", lines[5], lines[6], lines[2],
+        lines[0],
+        lines[1],
+        lines[3],
+        lines[4],
+        "garbage",
+        lines[5],
+        lines[6],
+        lines[2],
+        "{\"synclog_commit\":7}",
     ];
     std::fs::write(&path, shuffled.join("\n") + "\n").unwrap();
 
@@ -142,13 +187,14 @@ async fn compaction_orders_by_id_and_saves_skipped_lines_aside() {
     let ids: Vec<u64> = text
         .lines()
         .skip(1)
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64())
         .collect();
-    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        ids,
+        vec![1, 2, 3, 4, 5, 6],
+        "records in id order; commit lines carry no id"
+    );
+    assert!(text.ends_with("{\"synclog_commit\":6}\n"), "{text}");
     assert_eq!(store.get_required(recs[1].id).await.unwrap(), recs[1]);
     let next = store.append(log(7)).await.unwrap();
     assert_eq!(next.id.get(), 7);
