@@ -27,6 +27,7 @@
 
 pub mod format;
 pub mod fs;
+mod index;
 mod load;
 pub mod sim;
 mod writer;
@@ -265,7 +266,7 @@ impl Inner {
                     break;
                 }
                 let want = if filtered { 512 } else { limit - out.len() };
-                let it = shared.index.range(range).map(|(k, v)| (*k, *v));
+                let it = shared.index.range(range).iter().copied();
                 let entries: Vec<_> = if scan.descending {
                     it.rev().take(want).collect()
                 } else {
@@ -364,7 +365,7 @@ impl LogStore for JsonStore {
         self.blocking(move |inner| {
             let (entry, reader) = {
                 let shared = read_shared(&inner.shared);
-                match shared.index.get(&id.get()) {
+                match shared.index.get(id.get()) {
                     None => return Ok(None),
                     Some(e) => (*e, shared.reader.clone()),
                 }
@@ -383,7 +384,7 @@ impl LogStore for JsonStore {
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.check_open()?;
         let shared = read_shared(&self.inner.shared);
-        Ok(shared.index.keys().next_back().and_then(|&k| LogId::new(k)))
+        Ok(shared.index.last_id().and_then(LogId::new))
     }
 
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
@@ -392,7 +393,8 @@ impl LogStore for JsonStore {
         let from = after.map_or(0, |a| a.get() + 1);
         Ok(shared
             .index
-            .range(from..)
+            .range(from..u64::MAX)
+            .iter()
             .take(limit)
             .filter_map(|(k, e)| LogId::new(*k).map(|id| (id, e.checksum)))
             .collect())

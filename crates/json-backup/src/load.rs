@@ -1,23 +1,15 @@
 //! Opening a file: the header, the index, a torn tail moved aside, corrupt lines reported.
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use synclog_core::{Checksum, Error, Result};
+use synclog_core::{Error, Result};
 
 use crate::format;
 use crate::fs::FileSystem;
 
-/// Where a record's line is in the file, and its checksum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub offset: u64,
-    /// Length without the newline.
-    pub len: u32,
-    pub checksum: Checksum,
-}
+pub(crate) use crate::index::{Entry, Index};
 
 /// A line that was skipped at open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,7 +47,7 @@ pub struct OpenReport {
 }
 
 pub(crate) struct Loaded {
-    pub index: BTreeMap<u64, Entry>,
+    pub index: Index,
     /// Length of the file up to the last complete line.
     pub end: u64,
     pub report: OpenReport,
@@ -70,7 +62,8 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
-    let mut index = BTreeMap::new();
+    // Committed entries in file order; sorted (stably, so the first copy of an id wins) at the end.
+    let mut committed: Vec<(u64, Entry, u64)> = Vec::new();
     let exists = fs.len(path).map_err(io(format!("reading {name}")))?;
     let mut end = 0u64;
     if exists.is_some() {
@@ -113,20 +106,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
                         detail: format!("commit line counts {count} lines, the group has {group_lines}"),
                     });
                 }
-                for (id, entry, line) in group.drain(..) {
-                    match index.entry(id) {
-                        std::collections::btree_map::Entry::Occupied(_) => {
-                            report.corrupt_lines.push(CorruptLine {
-                                line,
-                                offset: entry.offset,
-                                detail: format!("log {id} appears again; the first copy is kept"),
-                            })
-                        }
-                        std::collections::btree_map::Entry::Vacant(slot) => {
-                            slot.insert(entry);
-                        }
-                    }
-                }
+                committed.append(&mut group);
                 report.corrupt_lines.append(&mut group_bad);
                 group_start = end;
                 group_lines = 0;
@@ -187,6 +167,21 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         end = header.len() as u64;
         report.created = exists.is_none();
     }
+    committed.sort_by_key(|(id, _, _)| *id);
+    let mut items: Vec<(u64, Entry)> = Vec::with_capacity(committed.len());
+    for (id, entry, line) in committed {
+        if items.last().is_some_and(|(last, _)| *last == id) {
+            report.corrupt_lines.push(CorruptLine {
+                line,
+                offset: entry.offset,
+                detail: format!("log {id} appears again; the first copy is kept"),
+            });
+        } else {
+            items.push((id, entry));
+        }
+    }
+    report.corrupt_lines.sort_by_key(|c| c.offset);
+    let index = Index::from_sorted(items);
     report.records = index.len() as u64;
     Ok(Loaded { index, end, report })
 }

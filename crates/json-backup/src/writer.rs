@@ -2,7 +2,7 @@
 //! and after a failed write or sync drops its handle and cuts the file back to the last
 //! acknowledged byte before writing again (a failed fsync is never retried on a handle).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -12,12 +12,12 @@ use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Re
 
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, ReadAt};
-use crate::load::{self, Entry};
+use crate::load::{self, Entry, Index};
 
 /// What readers share with the writer. Only acknowledged records are in `index`.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub index: BTreeMap<u64, Entry>,
+    pub index: Index,
     pub reader: Arc<dyn ReadAt>,
     /// Bytes acknowledged so far (verification reads no further).
     pub end: u64,
@@ -62,7 +62,7 @@ pub(crate) struct JsonWriter {
 
 impl JsonWriter {
     pub(crate) fn new(fs: Arc<dyn FileSystem>, path: PathBuf, shared: SharedRef) -> Self {
-        let next_id = read_shared(&shared).index.keys().next_back().map_or(1, |k| k + 1);
+        let next_id = read_shared(&shared).index.last_id().map_or(1, |k| k + 1);
         JsonWriter {
             fs,
             path,
@@ -116,19 +116,19 @@ impl JsonWriter {
         let mut shared = write_shared(&self.shared);
         let mut offset = shared.end;
         let mut rest = &buf[..];
+        let mut entries = Vec::with_capacity(records.len());
         for rec in records {
             let len = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-            shared.index.insert(
-                rec.id.get(),
-                Entry {
-                    offset,
-                    len: len as u32,
-                    checksum: rec.checksum,
-                },
-            );
+            let entry = Entry {
+                offset,
+                len: len as u32,
+                checksum: rec.checksum,
+            };
+            entries.push((rec.id.get(), entry));
             offset += len as u64 + 1;
             rest = rest.get(len + 1..).unwrap_or_default();
         }
+        shared.index.insert_many(entries);
         shared.end += buf.len() as u64;
         drop(shared);
         buf.clear();
@@ -160,7 +160,7 @@ impl JsonWriter {
             for rec in records {
                 let stored = shared
                     .index
-                    .get(&rec.id.get())
+                    .get(rec.id.get())
                     .map(|e| e.checksum)
                     .or_else(|| fresh.get(&rec.id.get()).map(|&i| to_write[i].checksum));
                 match stored {
@@ -222,7 +222,7 @@ impl JsonWriter {
         let (entries, reader, bytes_before) = {
             let s = read_shared(&self.shared);
             (
-                s.index.values().copied().collect::<Vec<_>>(),
+                s.index.entries().copied().collect::<Vec<_>>(),
                 s.reader.clone(),
                 s.end,
             )
