@@ -310,7 +310,8 @@ pub async fn verify_all(store: &dyn LogStore, n: u64) -> Result<Timing> {
 /// Copies every record of `src` (holding `n`) into `dst`, as `synclog restore` does.
 pub async fn restore_all(src: &dyn LogStore, dst: &dyn LogStore, n: u64) -> Result<Timing> {
     let start = Instant::now();
-    let report = src.copy_to(dst, 10_000, Durability::PowerLoss).await?;
+    // The page size `synclog restore` uses.
+    let report = src.copy_to(dst, 5_000, Durability::PowerLoss).await?;
     dst.sync(Durability::PowerLoss).await?;
     let elapsed = start.elapsed();
     if report.inserted != n {

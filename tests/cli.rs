@@ -354,3 +354,58 @@ fn a_password_in_a_store_url_is_never_printed() {
     assert!(all.contains("alice:***@"), "{all}");
     no_panic(&out);
 }
+
+/// A quick `synclog bench --json` reports every figure, PostgreSQL's when a server is set.
+#[test]
+fn bench_json_reports_each_figure_with_its_baseline() {
+    let env = Env::new();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synclog"));
+    cmd.current_dir(env.dir.path()).args([
+        "bench",
+        "--json",
+        "--n",
+        "20",
+        "--each",
+        "2",
+        "--records",
+        "500",
+        "--dir",
+        "b",
+    ]);
+    let pg = std::env::var("SYNCLOG_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    match &pg {
+        Some(url) => {
+            cmd.args(["--postgres", url]);
+        }
+        None => eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; bench runs without PostgreSQL"),
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = v["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "raw fdatasync loop, 1 writer",
+        "sqlite, 1 appender",
+        "guarded sqlite+json, 64 appenders, verified",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    let one = v["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "sqlite, 1 appender")
+        .unwrap();
+    assert_eq!(one["baseline"], "raw fdatasync loop, 1 writer");
+    assert!(one["ratio"].as_f64().unwrap() > 0.0 && one["value"].as_f64().unwrap() > 0.0);
+    if pg.is_some() {
+        assert!(names.contains(&"postgres, 64 appenders"), "{names:?}");
+    }
+}

@@ -218,6 +218,26 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     }
     let peak = bench::children_peak_rss();
 
+    if let Some(url) = &args.postgres {
+        say("raw tokio-postgres single-row autocommit loop, and synclog postgres with 64 appenders");
+        let raw_pg = rate(
+            "raw tokio-postgres 1 row/tx, 1 connection",
+            bench::raw_postgres_loop(url, args.n).await?,
+        );
+        let schema = format!("synclog_bench_{}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = synclog::open_url(&format!("{url}{sep}synclog_schema={schema}")).await?;
+        let pg_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
+        store.close().await?;
+        bench::drop_postgres_schema(url, &schema).await?;
+        figures.push(raw_pg.clone_fig());
+        figures.push(against(
+            rate("postgres, 64 appenders", pg_many),
+            &raw_pg,
+            Some(10.0),
+        ));
+    }
+
     figures.push(raw.clone_fig());
     figures.push(raw_sqlite.clone_fig());
     figures.push(against(one_fig, &raw, Some(0.85)));

@@ -142,6 +142,10 @@ pub struct RestoreArgs {
     into: Option<String>,
 }
 
+/// Records per page when copying: two pages are in flight (one read while the other is
+/// imported), so this bounds the copy's memory.
+pub const COPY_PAGE: usize = 5_000;
+
 /// Copies `src` into `dst` with a progress bar on a terminal, and prints a summary.
 async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     let total = src.last_id().await?.map_or(0, |i| i.get());
@@ -157,7 +161,7 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     let level = dst.capabilities().strongest_durability();
     let started = std::time::Instant::now();
     let report: ImportReport = src
-        .copy_to_with(dst, 10_000, level, &mut |page| {
+        .copy_to_with(dst, COPY_PAGE, level, &mut |page| {
             bar.inc(page.inserted + page.already_present + page.conflicts.len() as u64)
         })
         .await?;
