@@ -24,6 +24,20 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// Nothing measured yet.
+    pub const ZERO: Timing = Timing {
+        ops: 0,
+        elapsed: Duration::ZERO,
+    };
+
+    /// The sum of two measurements (rounds of one interleaved figure).
+    pub fn plus(self, other: Timing) -> Timing {
+        Timing {
+            ops: self.ops + other.ops,
+            elapsed: self.elapsed + other.elapsed,
+        }
+    }
+
     /// Operations per second.
     pub fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-12)
@@ -48,7 +62,8 @@ pub fn sample_log(n: u64) -> NewLog {
         .attr("page", n % 40)
 }
 
-/// The physical limit of one writer: append a 250-byte record and `fdatasync`, `n` times.
+/// The physical limit of one writer: append a 250-byte record and `fdatasync`, `n` times,
+/// to `dir/raw-fdatasync.log` (kept, so rounds continue the same file).
 pub fn raw_fdatasync_loop(dir: &Path, n: u64) -> Result<Timing> {
     let path = dir.join("raw-fdatasync.log");
     let mut file = OpenOptions::new()
@@ -62,77 +77,119 @@ pub fn raw_fdatasync_loop(dir: &Path, n: u64) -> Result<Timing> {
         file.write_all(&record).map_err(io("writing the raw file"))?;
         file.sync_data().map_err(io("syncing the raw file"))?;
     }
-    let elapsed = start.elapsed();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok(Timing { ops: n, elapsed })
+    Ok(Timing {
+        ops: n,
+        elapsed: start.elapsed(),
+    })
 }
 
-/// Raw rusqlite with synclog's PRAGMAs and schema: one row per `BEGIN IMMEDIATE` transaction.
+/// Raw rusqlite with synclog's PRAGMAs and schema, one row per `BEGIN IMMEDIATE`
+/// transaction, on one connection kept open across runs (as synclog's writer is: closing
+/// the last connection would checkpoint and delete the WAL, and a fresh, growing WAL
+/// syncs slower).
+#[cfg(feature = "sqlite")]
+pub struct RawSqlite {
+    conn: rusqlite::Connection,
+    next: u64,
+}
+
+#[cfg(feature = "sqlite")]
+fn raw_sqlite_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |err| Error::Backend {
+        engine: "sqlite",
+        context: what.into(),
+        source: Box::new(err),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl RawSqlite {
+    /// Opens (creating) `dir/raw-rusqlite.db` with synclog's PRAGMAs and schema.
+    pub fn open(dir: &Path) -> Result<RawSqlite> {
+        let e = raw_sqlite_err;
+        let conn = rusqlite::Connection::open(dir.join("raw-rusqlite.db")).map_err(e("opening"))?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .map_err(e("journal_mode"))?;
+        conn.pragma_update(None, "synchronous", 2)
+            .map_err(e("synchronous"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 1000)
+            .map_err(e("wal_autocheckpoint"))?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024i64)
+            .map_err(e("journal_size_limit"))?;
+        let exists: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'logs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e("inspecting"))?;
+        if exists == 0 {
+            conn.execute_batch(synclog_sqlite::SCHEMA).map_err(e("schema"))?;
+        }
+        let next: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM logs", [], |r| r.get(0))
+            .map_err(e("reading the last id"))?;
+        Ok(RawSqlite {
+            conn,
+            next: next as u64,
+        })
+    }
+
+    /// Commits `n` rows, one transaction each.
+    pub fn run(&mut self, n: u64) -> Result<Timing> {
+        let e = raw_sqlite_err;
+        let now = chrono::Utc::now();
+        let records: Vec<LogRecord> = (self.next..self.next + n)
+            .map(|i| LogRecord::seal(LogId::new(i).unwrap_or(LogId::MIN), now, sample_log(i)))
+            .collect::<Result<_>>()?;
+        self.next += n;
+        let start = Instant::now();
+        for r in &records {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(e("begin"))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, items_seen, \
+                         items_written, items_failed, message, attrs, checksum) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .map_err(e("prepare"))?;
+                stmt.execute(rusqlite::params![
+                    r.id.get() as i64,
+                    r.recorded_at.timestamp_micros(),
+                    r.job,
+                    r.status.as_str(),
+                    r.started_at.timestamp_micros(),
+                    r.finished_at.map(|t| t.timestamp_micros()),
+                    r.items_seen as i64,
+                    r.items_written as i64,
+                    r.items_failed as i64,
+                    r.message,
+                    r.attrs.as_str(),
+                    r.checksum.0 as i64
+                ])
+                .map_err(e("insert"))?;
+            }
+            tx.commit().map_err(e("commit"))?;
+        }
+        Ok(Timing {
+            ops: n,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+/// [`RawSqlite`] opened, run once for `n` rows, and closed.
 #[cfg(feature = "sqlite")]
 pub fn raw_rusqlite_one_row(dir: &Path, n: u64) -> Result<Timing> {
-    let path = dir.join("raw-rusqlite.db");
-    let e = |what: &'static str| {
-        move |err: rusqlite::Error| Error::Backend {
-            engine: "sqlite",
-            context: what.into(),
-            source: Box::new(err),
-        }
-    };
-    let mut conn = rusqlite::Connection::open(&path).map_err(e("opening"))?;
-    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-        .map_err(e("journal_mode"))?;
-    conn.pragma_update(None, "synchronous", 2)
-        .map_err(e("synchronous"))?;
-    conn.pragma_update(None, "wal_autocheckpoint", 1000)
-        .map_err(e("wal_autocheckpoint"))?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024i64)
-        .map_err(e("journal_size_limit"))?;
-    conn.execute_batch(synclog_sqlite::SCHEMA).map_err(e("schema"))?;
-    let now = chrono::Utc::now();
-    let records: Vec<LogRecord> = (1..=n)
-        .map(|i| LogRecord::seal(LogId::new(i).unwrap_or(LogId::MIN), now, sample_log(i)))
-        .collect::<Result<_>>()?;
-    let start = Instant::now();
-    for r in &records {
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e("begin"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, items_seen, \
-                     items_written, items_failed, message, attrs, checksum) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
-                .map_err(e("prepare"))?;
-            stmt.execute(rusqlite::params![
-                r.id.get() as i64,
-                r.recorded_at.timestamp_micros(),
-                r.job,
-                r.status.as_str(),
-                r.started_at.timestamp_micros(),
-                r.finished_at.map(|t| t.timestamp_micros()),
-                r.items_seen as i64,
-                r.items_written as i64,
-                r.items_failed as i64,
-                r.message,
-                r.attrs.as_str(),
-                r.checksum.0 as i64
-            ])
-            .map_err(e("insert"))?;
-        }
-        tx.commit().map_err(e("commit"))?;
-    }
-    let elapsed = start.elapsed();
-    drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    Ok(Timing { ops: n, elapsed })
+    RawSqlite::open(dir)?.run(n)
 }
 
-/// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, `n` times.
+/// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, `n` times,
+/// into `dir/raw-sled` (kept, so rounds continue the same database).
 #[cfg(feature = "sled")]
 pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
     let path = dir.join("raw-sled");
@@ -145,15 +202,15 @@ pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
     };
     let db = sled_crate::open(&path).map_err(e("opening"))?;
     let value = vec![b'x'; 250];
+    let first = db.len() as u64;
     let start = Instant::now();
-    for i in 0..n {
+    for i in first..first + n {
         db.insert(i.to_be_bytes(), value.as_slice())
             .map_err(e("insert"))?;
         db.flush().map_err(e("flush"))?;
     }
     let elapsed = start.elapsed();
     drop(db);
-    let _ = std::fs::remove_dir_all(&path);
     Ok(Timing { ops: n, elapsed })
 }
 

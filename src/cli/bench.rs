@@ -65,6 +65,22 @@ struct Machine {
     records: u64,
 }
 
+/// Runs a blocking raw baseline off the async executor.
+async fn blocking(
+    dir: &std::path::Path,
+    n: u64,
+    f: fn(&std::path::Path, u64) -> Result<Timing>,
+) -> Result<Timing> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || f(&dir, n))
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "a raw baseline".into(),
+            source: Box::new(e),
+        })?
+}
+
 fn rate(name: &str, t: Timing) -> Figure {
     Figure {
         name: name.into(),
@@ -107,27 +123,46 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     };
     let mut figures = Vec::new();
 
-    say("raw append + fdatasync loop");
-    let raw = rate(
-        "raw fdatasync loop, 1 writer",
-        bench::raw_fdatasync_loop(&dir, args.n)?,
-    );
-    say("raw rusqlite, one row per transaction");
-    let d = dir.clone();
-    let n = args.n;
-    let raw_sqlite = tokio::task::spawn_blocking(move || bench::raw_rusqlite_one_row(&d, n))
+    // One writer: the raw loops and the engines take turns in short rounds, so a drift in
+    // the disk's sync latency during the run weighs on both sides of every ratio.
+    say("one writer: raw loops and synclog engines, interleaved in rounds");
+    const ROUNDS: u64 = 5;
+    let per = (args.n / ROUNDS).max(1);
+    let sqlite_one = synclog::open_url(&format!("sqlite://{}/one.db", dir.display())).await?;
+    let json_one_store = synclog::open_url(&format!("json://{}/one.jsonl", dir.display())).await?;
+    let sled_one_store = synclog::open_url(&format!("sled://{}/one.sled", dir.display())).await?;
+    let (mut t_raw, mut t_raw_sqlite, mut t_raw_sled) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
+    let (mut one, mut json_one, mut sled_one) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
+    let mut raw_sqlite_conn = Some(bench::RawSqlite::open(&dir)?);
+    for _ in 0..ROUNDS {
+        t_raw = t_raw.plus(bench::raw_fdatasync_loop(&dir, per)?);
+        let mut conn = raw_sqlite_conn
+            .take()
+            .ok_or_else(|| Error::corrupt("bench", "lost the raw connection"))?;
+        let (conn, t) = tokio::task::spawn_blocking(move || {
+            let t = conn.run(per);
+            (conn, t)
+        })
         .await
         .map_err(|e| Error::Backend {
             engine: "bench",
             context: "raw rusqlite".into(),
             source: Box::new(e),
-        })??;
-    let raw_sqlite = rate("raw rusqlite 1 row/tx, same PRAGMAs", raw_sqlite);
-
-    say("synclog sqlite, 1 appender");
-    let store = synclog::open_url(&format!("sqlite://{}/one.db", dir.display())).await?;
-    let one = bench::one_appender(&*store, args.n).await?;
-    store.close().await?;
+        })?;
+        raw_sqlite_conn = Some(conn);
+        t_raw_sqlite = t_raw_sqlite.plus(t?);
+        one = one.plus(bench::one_appender(&*sqlite_one, per).await?);
+        json_one = json_one.plus(bench::one_appender(&*json_one_store, per).await?);
+        t_raw_sled = t_raw_sled.plus(blocking(&dir, per, bench::raw_sled_insert_flush).await?);
+        sled_one = sled_one.plus(bench::one_appender(&*sled_one_store, per).await?);
+    }
+    for store in [&sqlite_one, &json_one_store, &sled_one_store] {
+        store.close().await?;
+    }
+    drop((sqlite_one, json_one_store, sled_one_store));
+    let raw = rate("raw fdatasync loop, 1 writer", t_raw);
+    let raw_sqlite = rate("raw rusqlite 1 row/tx, same PRAGMAs", t_raw_sqlite);
+    let raw_sled = rate("raw sled insert + flush, 1 writer", t_raw_sled);
     let one_fig = rate("sqlite, 1 appender", one);
     let mut commit_time = Figure {
         name: "sqlite one-row commit time".into(),
@@ -147,28 +182,12 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     let many_fig = at_least(rate("sqlite, 64 appenders", many), 200_000.0);
     let many_vs_raw = against(rate("sqlite, 64 appenders vs raw", many), &raw, Some(25.0));
 
-    say("synclog json, 1 and 64 appenders");
-    let store = synclog::open_url(&format!("json://{}/one.jsonl", dir.display())).await?;
-    let json_one = bench::one_appender(&*store, args.n).await?;
-    store.close().await?;
+    say("synclog json, 64 appenders");
     let store = synclog::open_url(&format!("json://{}/many.jsonl", dir.display())).await?;
     let json_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
     store.close().await?;
 
-    say("raw sled insert + flush, and the sled engine with 1 and 64 appenders");
-    let d = dir.clone();
-    let raw_sled = tokio::task::spawn_blocking(move || bench::raw_sled_insert_flush(&d, n))
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "raw sled".into(),
-            source: Box::new(e),
-        })??;
-    let raw_sled = rate("raw sled insert + flush, 1 writer", raw_sled);
-    let store = synclog::open_url(&format!("sled://{}/one.sled", dir.display())).await?;
-    let sled_one = bench::one_appender(&*store, args.n).await?;
-    store.close().await?;
-    drop(store);
+    say("synclog sled, 64 appenders");
     let store = synclog::open_url(&format!("sled://{}/many.sled", dir.display())).await?;
     let sled_many = bench::concurrent_appenders(store.clone(), 64, args.each).await?;
     store.close().await?;
