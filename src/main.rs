@@ -14,7 +14,14 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Few blocking threads: each one that allocates gets its own malloc arena, which keeps
+    // its freed memory; with tokio's default (512) a 1M-record restore peaked anywhere from
+    // 77 to 99 MiB.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("synclog: error: cannot start the async runtime: {e}");
