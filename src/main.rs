@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCLOG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -36,6 +37,20 @@ fn main() -> ExitCode {
                 eprintln!("synclog: hint: {hint}");
             }
             ExitCode::from(cli::exit::code_for(&e))
+        }
+    }
+}
+
+/// glibc gives threads their own malloc arenas, each keeping the memory freed in it; with
+/// records decoded on several threads, a 1M-record restore's peak varied by 20 MiB from run
+/// to run. Two arenas bound that (glibc only; `MALLOC_ARENA_MAX` in the environment wins).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes an allocator tuning parameter; called before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
