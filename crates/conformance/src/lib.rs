@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod child;
 pub mod cross;
 pub mod fault;
 pub mod harness;

@@ -1,7 +1,5 @@
 //! Cron-style callers: several processes appending to one file take turns on its lock.
 
-use std::process::{Command, Stdio};
-
 use synclog_core::{Durability, LogStore, NewLog, Status, VerifyOptions};
 use synclog_json::JsonStore;
 
@@ -31,27 +29,7 @@ fn child_appends_then_exits() {
 fn processes_appending_to_one_file_take_turns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cron.jsonl");
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "child_appends_then_exits",
-                    "--exact",
-                    "--ignored",
-                    "--test-threads=1",
-                ])
-                .env("SYNCLOG_CHILD_JSONL", &path)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
+    synclog_conformance::child::run_children("child_appends_then_exits", 3, "SYNCLOG_CHILD_JSONL", &path);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

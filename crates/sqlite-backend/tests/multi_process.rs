@@ -4,7 +4,6 @@
 //! normal runs) with the database path in `SYNCLOG_CHILD_DB`.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 
 use synclog_core::{Durability, LogStore, NewLog, Scan, Status, VerifyOptions};
 use synclog_sqlite::SqliteStore;
@@ -36,33 +35,7 @@ fn child_appends() {
 fn two_processes_append_to_one_file_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "child_appends",
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("SYNCLOG_CHILD_DB", &path)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a child process failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    synclog_conformance::child::run_children("child_appends", 2, "SYNCLOG_CHILD_DB", &path);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
