@@ -78,6 +78,46 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// What a group commit waits for before it starts a group: the callers it answered last
+/// time, which in a closed loop come straight back with their next request. Requests carry
+/// their submission number (`seq`); one numbered at or after the last answer comes from a
+/// returning (or new) caller. A lone caller is back as soon as it submits, so it never waits.
+///
+/// Shared by [`GroupCommit`]'s writer thread (which waits with a timeout) and the async
+/// writers of the guarded store and the PostgreSQL engine (which yield a bounded number of
+/// times).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gathering {
+    answered: usize,
+    answered_at: u64,
+    returned: usize,
+}
+
+impl Gathering {
+    /// A group begins with the request numbered `seq`.
+    pub fn start(&mut self, seq: u64) {
+        self.returned = 0;
+        self.join(seq);
+    }
+
+    /// The request numbered `seq` joins the group.
+    pub fn join(&mut self, seq: u64) {
+        self.returned += usize::from(seq >= self.answered_at);
+    }
+
+    /// Whether callers answered last time are still missing (worth waiting for).
+    pub fn waiting_for_more(&self) -> bool {
+        self.returned < self.answered
+    }
+
+    /// The group of `callers` is about to be answered; `submitted` requests were numbered
+    /// so far. Call it before sending the replies.
+    pub fn answering(&mut self, callers: usize, submitted: u64) {
+        self.answered = callers;
+        self.answered_at = submitted;
+    }
+}
+
 type Exclusive<W> = Box<dyn FnOnce(&mut W) + Send>;
 
 enum Job<W> {
@@ -229,8 +269,7 @@ fn run<W: BatchWriter>(
     gather_wait: Duration,
 ) -> Result<()> {
     let mut deferred: VecDeque<Job<W>> = VecDeque::new();
-    // Callers answered by the previous group, and the submission count when they were.
-    let (mut answered, mut answered_at) = (0usize, 0u64);
+    let mut gathering = Gathering::default();
     loop {
         let job = match deferred.pop_front() {
             Some(j) => j,
@@ -253,7 +292,7 @@ fn run<W: BatchWriter>(
         };
         let mut total = first_logs.len();
         let mut durability = first_durability;
-        let mut returned = usize::from(first_seq >= answered_at);
+        gathering.start(first_seq);
         let mut group = vec![(first_logs, first_reply)];
         // Take whatever else is queued, up to the group limit. While callers answered last
         // time are still missing, wait for them a bounded time. An exclusive job waits until
@@ -265,7 +304,7 @@ fn run<W: BatchWriter>(
                 Err(mpsc::TryRecvError::Disconnected) => None,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if returned >= answered || now >= deadline {
+                    if !gathering.waiting_for_more() || now >= deadline {
                         None
                     } else {
                         rx.recv_timeout(deadline - now).ok()
@@ -281,7 +320,7 @@ fn run<W: BatchWriter>(
                 }) => {
                     total += logs.len();
                     durability = durability.max(d);
-                    returned += usize::from(seq >= answered_at);
+                    gathering.join(seq);
                     group.push((logs, reply));
                 }
                 Some(exclusive) => deferred.push_back(exclusive),
@@ -290,13 +329,12 @@ fn run<W: BatchWriter>(
         }
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
         let result = writer.commit_group(&batches, durability);
-        answered = group.len();
+        gathering.answering(group.len(), seq.load(Ordering::Relaxed));
         match result {
             Ok(records) if records.len() == group.len() => {
                 counters.groups.fetch_add(1, Ordering::Relaxed);
                 counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.logs.fetch_add(total as u64, Ordering::Relaxed);
-                answered_at = seq.load(Ordering::Relaxed);
                 for ((_, reply), recs) in group.into_iter().zip(records) {
                     let _ = reply.send(Ok(recs));
                 }
@@ -308,14 +346,12 @@ fn run<W: BatchWriter>(
                     context: format!("writer returned {} batches for {}", records.len(), group.len()),
                     source: "batch count mismatch".into(),
                 };
-                answered_at = seq.load(Ordering::Relaxed);
                 for (_, reply) in group {
                     let _ = reply.send(Err(err.replicate()));
                 }
             }
             Err(err) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                answered_at = seq.load(Ordering::Relaxed);
                 for (_, reply) in group {
                     let _ = reply.send(Err(err.replicate()));
                 }
@@ -416,6 +452,25 @@ mod tests {
             .unwrap();
         assert_eq!(ok[0].id.get(), 1);
         assert_eq!(gc.stats().failed_groups, 1);
+    }
+
+    #[test]
+    fn gathering_waits_only_for_callers_it_answered() {
+        let mut g = Gathering::default();
+        g.start(0);
+        assert!(!g.waiting_for_more(), "nobody was answered yet");
+        g.answering(1, 1);
+        g.start(1);
+        assert!(!g.waiting_for_more(), "a lone caller is back as soon as it submits");
+        // 3 answered; the next group opens with a request queued before that answer.
+        g.answering(3, 10);
+        g.start(8);
+        assert!(g.waiting_for_more());
+        g.join(10);
+        g.join(11);
+        assert!(g.waiting_for_more(), "one of the three is still missing");
+        g.join(12);
+        assert!(!g.waiting_for_more());
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
+use crate::group::Gathering;
 use crate::record::{LogId, LogRecord, NewLog};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
@@ -207,8 +208,7 @@ impl Guarded {
             pending_backup: Vec::new(),
             options,
             counters: counters.clone(),
-            answered: 0,
-            answered_at: 0,
+            gathering: Gathering::default(),
         };
         let opened = if leader.options.reconcile_at_open {
             leader.reconcile(true).await?
@@ -319,9 +319,7 @@ struct Leader {
     pending_backup: Vec<LogRecord>,
     options: GuardedOptions,
     counters: Arc<Counters>,
-    /// Callers answered by the previous group, and the submission count when they were.
-    answered: usize,
-    answered_at: u64,
+    gathering: Gathering,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -379,7 +377,7 @@ impl Leader {
                 } => {
                     // Gather as `synclog_core::group` does, yielding instead of a timed wait:
                     // while callers answered by the last group are still missing, let them run.
-                    let mut returned = usize::from(seq >= self.answered_at);
+                    self.gathering.start(seq);
                     let mut group = vec![(logs, durability, reply)];
                     let mut total = group[0].0.len();
                     let mut yields = 0;
@@ -391,7 +389,7 @@ impl Leader {
                                 seq,
                                 reply,
                             }) => {
-                                returned += usize::from(seq >= self.answered_at);
+                                self.gathering.join(seq);
                                 total += logs.len();
                                 group.push((logs, durability, reply));
                             }
@@ -399,7 +397,7 @@ impl Leader {
                                 deferred = Some(other);
                                 break;
                             }
-                            Err(_) if returned < self.answered && yields < MAX_GATHER_YIELDS => {
+                            Err(_) if self.gathering.waiting_for_more() && yields < MAX_GATHER_YIELDS => {
                                 yields += 1;
                                 tokio::task::yield_now().await;
                             }
@@ -509,15 +507,16 @@ impl Leader {
                 next += 1;
             }
         }
-        match self.store_both(&sealed, durability).await {
+        let stored = self.store_both(&sealed, durability).await;
+        self.gathering
+            .answering(group.len(), self.counters.submitted.load(Ordering::Relaxed));
+        match stored {
             Ok((durable_in, verified)) => {
                 self.next_id = next;
                 self.counters.groups.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .logs
                     .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-                self.answered = group.len();
-                self.answered_at = self.counters.submitted.load(Ordering::Relaxed);
                 let mut rest = sealed.into_iter();
                 for ((_, _, reply), n) in group.into_iter().zip(sizes) {
                     let records: Vec<_> = rest.by_ref().take(n).collect();

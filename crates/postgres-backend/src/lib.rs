@@ -43,6 +43,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
+use synclog_core::group::Gathering;
 use synclog_core::verify::Verifier;
 use synclog_core::{
     redact_url, validate::validate_batch, validate::validate_records, Attrs, Capabilities, Checksum,
@@ -266,8 +267,8 @@ struct Writer {
     /// The group insert, prepared on the current connection.
     insert: Option<tokio_postgres::Statement>,
     submitted: Arc<AtomicU64>,
-    answered: usize,
-    answered_at: u64,
+    gathering: Gathering,
+    max_group_logs: usize,
     stats: Arc<Stats>,
 }
 
@@ -298,11 +299,9 @@ impl Writer {
                 .connect(NoTls)
                 .await
                 .map_err(|e| pg_err(&self.store, "connecting the writer to", e))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing_free_log(&e);
-                }
-            });
+            // The connection task ends with the connection; its error, if any, reaches us as
+            // the next call's error, which drops the client and reconnects.
+            tokio::spawn(connection);
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
             self.client = Some(client);
         }
@@ -511,12 +510,12 @@ impl Writer {
                     seq,
                     reply,
                 } => {
-                    let mut returned = usize::from(seq >= self.answered_at);
+                    self.gathering.start(seq);
                     let mut durability = durability;
                     let mut total = logs.len();
                     let mut group = vec![(logs, reply)];
                     let mut yields = 0;
-                    while total < 8192 {
+                    while total < self.max_group_logs {
                         match rx.try_recv() {
                             Ok(Job::Commit {
                                 logs,
@@ -524,7 +523,7 @@ impl Writer {
                                 seq,
                                 reply,
                             }) => {
-                                returned += usize::from(seq >= self.answered_at);
+                                self.gathering.join(seq);
                                 durability = durability.max(d);
                                 total += logs.len();
                                 group.push((logs, reply));
@@ -533,7 +532,7 @@ impl Writer {
                                 deferred = Some(other);
                                 break;
                             }
-                            Err(_) if returned < self.answered && yields < MAX_GATHER_YIELDS => {
+                            Err(_) if self.gathering.waiting_for_more() && yields < MAX_GATHER_YIELDS => {
                                 yields += 1;
                                 tokio::task::yield_now().await;
                             }
@@ -542,8 +541,8 @@ impl Writer {
                     }
                     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
                     let result = self.commit_group(&batches, durability).await;
-                    self.answered = replies.len();
-                    self.answered_at = self.submitted.load(Ordering::Relaxed);
+                    self.gathering
+                        .answering(replies.len(), self.submitted.load(Ordering::Relaxed));
                     match result {
                         Ok(records) => {
                             self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -593,10 +592,6 @@ async fn begin<'a>(
     .map_err(|e| pg_err(store, "locking", e))?;
     Ok(tx)
 }
-
-/// The connection task's error has nowhere to go but stderr-free logging: the next call
-/// on the client fails and reports it.
-fn tracing_free_log(_e: &tokio_postgres::Error) {}
 
 /// A [`LogStore`] over a PostgreSQL schema.
 pub struct PgStore {
@@ -700,8 +695,8 @@ impl PgStore {
             expected_next: None,
             insert: None,
             submitted: submitted.clone(),
-            answered: 0,
-            answered_at: 0,
+            gathering: Gathering::default(),
+            max_group_logs: options.max_group_logs.max(1),
             stats: stats.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
