@@ -330,3 +330,26 @@ async fn a_sled_primary_that_silently_lost_its_data_is_restored_from_the_backup(
     );
     assert_eq!(everything(&**store.primary()).await, written);
 }
+
+/// A guarded pair gives only the durability both copies give, and refuses the rest
+/// instead of silently writing less.
+#[tokio::test]
+async fn a_level_one_copy_cannot_give_is_refused_and_nothing_is_written() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    let memory = synclog::open_url("memory://guarded-refusal").await.unwrap();
+    let store = Guarded::open(sqlite.clone(), memory, GuardedOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.capabilities().durability, vec![Durability::Buffered]);
+    let err = store
+        .commit(vec![log(1)], Durability::PowerLoss)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), synclog::ErrorKind::Unsupported);
+    assert_eq!(sqlite.last_id().await.unwrap(), None);
+    let rec = store.append_with(log(2), Durability::Buffered).await.unwrap();
+    assert_eq!(rec.id.get(), 1);
+}

@@ -461,7 +461,10 @@ mod tests {
         assert!(!g.waiting_for_more(), "nobody was answered yet");
         g.answering(1, 1);
         g.start(1);
-        assert!(!g.waiting_for_more(), "a lone caller is back as soon as it submits");
+        assert!(
+            !g.waiting_for_more(),
+            "a lone caller is back as soon as it submits"
+        );
         // 3 answered; the next group opens with a request queued before that answer.
         g.answering(3, 10);
         g.start(8);

@@ -180,6 +180,8 @@ pub struct Guarded {
     tx: mpsc::UnboundedSender<Request>,
     counters: Arc<Counters>,
     opened: ReconcileReport,
+    /// What both copies offer, computed once: it does not change while they are open.
+    caps: Capabilities,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -218,12 +220,14 @@ impl Guarded {
         leader.next_id = leader.stores_next_id().await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(leader.run(rx));
+        let caps = joint_capabilities(&*primary, &*backup);
         Ok(Guarded {
             primary,
             backup,
             tx,
             counters,
             opened,
+            caps,
         })
     }
 
@@ -300,6 +304,17 @@ impl Guarded {
     /// lacks from the backup and copies what the backup lacks to it. Conflicts are reported.
     pub async fn reconcile(&self, repair: bool) -> Result<ReconcileReport> {
         self.ask(|reply| Request::Reconcile { repair, reply }).await
+    }
+
+    /// Refuses a level one of the copies cannot give.
+    fn check_durability(&self, durability: Durability) -> Result<()> {
+        if self.caps.durability.contains(&durability) {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            engine: "guarded",
+            what: format!("{durability:?} durability with these two copies"),
+        })
     }
 
     fn pending(&self) -> bool {
@@ -741,6 +756,23 @@ async fn copy_ids(src: &dyn LogStore, dst: &dyn LogStore, ids: &[LogId], page: u
     Ok(inserted)
 }
 
+/// What a pair offers: the durability levels both give, the checkpoint of the primary.
+fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore) -> Capabilities {
+    let (p, b) = (primary.capabilities(), backup.capabilities());
+    Capabilities {
+        engine: "guarded",
+        multi_process: false,
+        persistent: p.persistent || b.persistent,
+        checkpoint: p.checkpoint,
+        deep_verify: p.deep_verify || b.deep_verify,
+        durability: p
+            .durability
+            .into_iter()
+            .filter(|d| b.durability.contains(d))
+            .collect(),
+    }
+}
+
 /// Merges two id-ordered record lists, preferring `a`'s copy of an id.
 fn merge(a: Vec<LogRecord>, b: Vec<LogRecord>, scan: &Scan, limit: usize) -> Vec<LogRecord> {
     let mut all: BTreeMap<LogId, LogRecord> = b.into_iter().map(|r| (r.id, r)).collect();
@@ -764,29 +796,11 @@ impl LogStore for Guarded {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let p = self.primary.capabilities();
-        let b = self.backup.capabilities();
-        Capabilities {
-            engine: "guarded",
-            multi_process: false,
-            persistent: p.persistent || b.persistent,
-            checkpoint: p.checkpoint,
-            deep_verify: p.deep_verify || b.deep_verify,
-            durability: p
-                .durability
-                .into_iter()
-                .filter(|d| b.durability.contains(d))
-                .collect(),
-        }
+        self.caps.clone()
     }
 
     async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
-        if !self.capabilities().durability.contains(&durability) {
-            return Err(Error::Unsupported {
-                engine: "guarded",
-                what: format!("{durability:?} durability with these two copies"),
-            });
-        }
+        self.check_durability(durability)?;
         Ok(self.append_batch(batch, durability).await?.records)
     }
 
@@ -883,12 +897,7 @@ impl LogStore for Guarded {
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         validate_records(&records)?;
-        if !self.capabilities().durability.contains(&durability) {
-            return Err(Error::Unsupported {
-                engine: "guarded",
-                what: format!("{durability:?} durability with these two copies"),
-            });
-        }
+        self.check_durability(durability)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
