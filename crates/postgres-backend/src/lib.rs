@@ -283,7 +283,8 @@ struct Stats {
 /// The most times the writer yields for answered callers to come back before a group.
 const MAX_GATHER_YIELDS: u32 = 64;
 
-fn sync_level(d: Durability) -> &'static str {
+/// The `synchronous_commit` setting a transaction at `d` runs with (see the crate docs).
+pub fn synchronous_commit_for(d: Durability) -> &'static str {
     match d {
         Durability::PowerLoss => "on",
         Durability::Process => "local",
@@ -389,7 +390,7 @@ impl Writer {
         params.push(&first);
         let begin = format!(
             "BEGIN; SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
-            sync_level(durability)
+            synchronous_commit_for(durability)
         );
         if self.insert.is_none() {
             let client = self.client().await?;
@@ -586,7 +587,7 @@ async fn begin<'a>(
         .map_err(|e| pg_err(store, "beginning a transaction on", e))?;
     tx.batch_execute(&format!(
         "SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
-        sync_level(durability)
+        synchronous_commit_for(durability)
     ))
     .await
     .map_err(|e| pg_err(store, "locking", e))?;
@@ -686,6 +687,9 @@ impl PgStore {
         }
         let submitted = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(Stats::default());
+        // The writer's connection names its schema, so operators see it in pg_stat_activity.
+        let mut config = config;
+        config.application_name(&format!("synclog-writer:{schema}"));
         let writer = Writer {
             config,
             client: None,
@@ -712,7 +716,8 @@ impl PgStore {
         })
     }
 
-    /// Transactions committed, logs committed, writer connections opened.
+    /// Transactions committed, logs committed, writer connections opened (1 plus one per
+    /// reconnection after an error).
     pub fn stats(&self) -> (u64, u64, u64) {
         (
             self.stats.groups.load(Ordering::Relaxed),

@@ -1,8 +1,8 @@
 //! The PostgreSQL engine's own promises (a server is needed: `SYNCLOG_TEST_POSTGRES_URL`;
 //! without it each test prints a notice and returns).
 
-use synclog_core::{ErrorKind, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
-use synclog_postgres::{PgOptions, PgStore};
+use synclog_core::{Durability, ErrorKind, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
+use synclog_postgres::{synchronous_commit_for, PgOptions, PgStore};
 
 fn server() -> Option<String> {
     match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
@@ -114,5 +114,66 @@ async fn a_password_never_appears_in_an_error_or_description() {
     let store = PgStore::connect(&url, opts(&s)).await.unwrap();
     assert!(!store.describe().contains("password"));
     store.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}
+
+#[test]
+fn durability_levels_map_to_synchronous_commit() {
+    assert_eq!(synchronous_commit_for(Durability::PowerLoss), "on");
+    assert_eq!(synchronous_commit_for(Durability::Process), "local");
+    assert_eq!(synchronous_commit_for(Durability::Buffered), "off");
+}
+
+/// When the server drops the writer's connection, the commit in flight fails (nothing is
+/// acknowledged), and the next one opens a fresh connection and carries on without a gap.
+#[tokio::test]
+async fn the_writer_reconnects_after_its_connection_is_killed() {
+    let Some(url) = server() else { return };
+    let s = schema();
+    let store = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let first = store
+        .append(NewLog::new("before", Status::Succeeded))
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) t",
+            &[&format!("synclog-writer:{s}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "exactly the writer's connection");
+    // Wait (bounded) until the server has really ended that backend.
+    for _ in 0..500 {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&format!("synclog-writer:{s}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let err = store
+        .append(NewLog::new("lost", Status::Failed))
+        .await
+        .unwrap_err();
+    assert_ne!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let next = store
+        .append(NewLog::new("after", Status::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(next.id.get(), first.id.get() + 1, "the failed commit spent no id");
+    assert_eq!(store.stats().2, 2, "one reconnection");
     drop_schema(&url, &s).await;
 }
