@@ -689,7 +689,7 @@ impl PgStore {
         let stats = Arc::new(Stats::default());
         // The writer's connection names its schema, so operators see it in pg_stat_activity.
         let mut config = config;
-        config.application_name(&format!("synclog-writer:{schema}"));
+        config.application_name(format!("synclog-writer:{schema}"));
         let writer = Writer {
             config,
             client: None,
