@@ -8,7 +8,7 @@ use synclog::{
     Durability, Guarded, GuardedOptions, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
 };
 use synclog_conformance::cases::everything;
-use synclog_conformance::fault::FailEveryNth;
+use synclog_conformance::fault::{DamagedReads, FailEveryNth};
 
 struct Pair {
     _dir: tempfile::TempDir,
@@ -352,4 +352,54 @@ async fn a_level_one_copy_cannot_give_is_refused_and_nothing_is_written() {
     assert_eq!(sqlite.last_id().await.unwrap(), None);
     let rec = store.append_with(log(2), Durability::Buffered).await.unwrap();
     assert_eq!(rec.id.get(), 1);
+}
+
+/// The read-back is what acknowledges: a primary that takes the write but reads it back
+/// damaged is not counted as holding it; the backup's intact read-back carries the receipt.
+#[tokio::test]
+async fn a_primary_that_reads_back_damaged_is_not_counted_in_the_receipt() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    let lying = Arc::new(DamagedReads::new(sqlite));
+    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
+        .await
+        .unwrap();
+    let store = Guarded::open(lying, backup.clone(), GuardedOptions::default())
+        .await
+        .unwrap();
+    let receipt = store
+        .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert!(receipt.verified);
+    assert!(!receipt.durable_in.primary, "{receipt:?}");
+    assert!(receipt.durable_in.backup);
+    assert_eq!(store.stats().primary_failures, 1);
+    assert_eq!(everything(&*backup).await, receipt.records);
+}
+
+/// With both copies reading back damaged, nothing is acknowledged.
+#[tokio::test]
+async fn nothing_is_acknowledged_when_no_copy_reads_back_intact() {
+    let pair = Pair::new();
+    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
+        .await
+        .unwrap();
+    let json = synclog::open_url(&format!("json://{}", pair.backup.display()))
+        .await
+        .unwrap();
+    let store = Guarded::open(
+        Arc::new(DamagedReads::new(sqlite)),
+        Arc::new(DamagedReads::new(json)),
+        GuardedOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = store
+        .append_batch(vec![log(1)], Durability::PowerLoss)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), synclog::ErrorKind::Corrupt);
 }

@@ -87,3 +87,62 @@ impl LogStore for FailEveryNth {
         self.inner.close().await
     }
 }
+
+/// Wraps a store whose writes succeed but whose reads return every record with a damaged
+/// message (checksum unchanged): a store that acknowledges and then lies.
+#[derive(Debug)]
+pub struct DamagedReads {
+    inner: Arc<dyn LogStore>,
+}
+
+impl DamagedReads {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn LogStore>) -> Self {
+        DamagedReads { inner }
+    }
+
+    fn damage(mut rec: LogRecord) -> LogRecord {
+        rec.message.push_str(" (damaged on the way back)");
+        rec
+    }
+}
+
+#[async_trait]
+impl LogStore for DamagedReads {
+    fn describe(&self) -> String {
+        format!("damaged-reads+{}", self.inner.describe())
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        self.inner.commit(batch, durability).await
+    }
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        Ok(self.inner.get(id).await?.map(Self::damage))
+    }
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        Ok(self
+            .inner
+            .scan(scan)
+            .await?
+            .into_iter()
+            .map(Self::damage)
+            .collect())
+    }
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.inner.last_id().await
+    }
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.inner.sync(level).await
+    }
+    async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+        self.inner.verify(options).await
+    }
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.inner.import(records, durability).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}

@@ -605,8 +605,14 @@ impl Leader {
         let mut verified = false;
         if self.options.verify {
             // One independent read is enough; the backup is read only if the primary's fails.
-            verified = (in_primary && Self::read_back(&*self.primary, sealed).await)
-                || (in_backup && Self::read_back(&*self.backup, sealed).await);
+            // A copy that took the write but does not read it back intact is not counted as
+            // holding it (its stored checksum still matches, so only verify and `check` can
+            // see the damage).
+            if in_primary && !Self::read_back(&*self.primary, sealed).await {
+                in_primary = false;
+                self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            verified = in_primary || (in_backup && Self::read_back(&*self.backup, sealed).await);
             if !verified {
                 return Err(Error::corrupt(
                     format!("{} and {}", self.primary.describe(), self.backup.describe()),
