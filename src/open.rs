@@ -12,8 +12,14 @@ use synclog_core::{redact_url, Error, LogStore, Result};
 pub enum StoreUrl {
     /// `sqlite://PATH`: a SQLite database file.
     Sqlite(PathBuf),
-    /// `json://PATH`: a JSON-lines file.
-    Json(PathBuf),
+    /// `json://PATH`: a JSON-lines store (the active file at `PATH` and its sealed
+    /// segments). `json://PATH?rotate_mb=N` rotates once the active file reaches N MiB.
+    Json {
+        /// The active file.
+        path: PathBuf,
+        /// `rotate_mb` in bytes, if given.
+        rotate_after_bytes: Option<u64>,
+    },
     /// `sled://PATH`: a sled database directory.
     Sled(PathBuf),
     /// `postgres://…` or `postgresql://…`: a PostgreSQL database (libpq URL; add
@@ -44,7 +50,27 @@ impl StoreUrl {
         }
         match scheme {
             "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(rest))),
-            "json" | "jsonl" => Ok(StoreUrl::Json(PathBuf::from(rest))),
+            "json" | "jsonl" => {
+                let (path, rotate_after_bytes) = match rest.split_once("?rotate_mb=") {
+                    None => (rest, None),
+                    Some((path, mb)) => {
+                        let mb: u64 = mb.parse().ok().filter(|&mb| mb > 0 && mb < 1 << 40).ok_or_else(|| {
+                            Error::invalid(
+                                "url",
+                                format!("rotate_mb={mb:?} in {url:?} is not a whole number of MiB above 0"),
+                            )
+                        })?;
+                        (path, Some(mb << 20))
+                    }
+                };
+                if path.is_empty() {
+                    return Err(Error::invalid("url", format!("{url:?} names no path")));
+                }
+                Ok(StoreUrl::Json {
+                    path: PathBuf::from(path),
+                    rotate_after_bytes,
+                })
+            }
             "sled" => Ok(StoreUrl::Sled(PathBuf::from(rest))),
             "postgres" | "postgresql" => Ok(StoreUrl::Postgres(url.to_string())),
             "memory" => Ok(StoreUrl::Memory(rest.to_string())),
@@ -124,12 +150,16 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
                 Err(disabled("sqlite"))
             }
         }
-        StoreUrl::Json(path) => {
+        StoreUrl::Json {
+            path,
+            rotate_after_bytes,
+        } => {
             #[cfg(feature = "json")]
             {
                 ensure_parent(&path)?;
                 let opts = synclog_json::JsonOptions {
                     lock_wait: wait,
+                    rotate_after_bytes,
                     ..Default::default()
                 };
                 let fs = Arc::new(synclog_json::fs::RealFs);
@@ -145,7 +175,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
             }
             #[cfg(not(feature = "json"))]
             {
-                let _ = path;
+                let _ = (path, rotate_after_bytes);
                 Err(disabled("json"))
             }
         }
@@ -214,4 +244,35 @@ pub async fn open_guarded_with(
     let b = open_url_with(backup, open).await?;
     let p = open_url_with(primary, open).await?;
     Guarded::open(p, b, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_url_may_ask_for_rotation_in_mib() {
+        assert_eq!(
+            StoreUrl::parse("json://data/b.jsonl?rotate_mb=64").unwrap(),
+            StoreUrl::Json {
+                path: PathBuf::from("data/b.jsonl"),
+                rotate_after_bytes: Some(64 << 20),
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("json:///var/b.jsonl").unwrap(),
+            StoreUrl::Json {
+                path: PathBuf::from("/var/b.jsonl"),
+                rotate_after_bytes: None,
+            }
+        );
+        for bad in [
+            "json://b.jsonl?rotate_mb=0",
+            "json://b.jsonl?rotate_mb=x",
+            "json://?rotate_mb=5",
+        ] {
+            let err = StoreUrl::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), synclog_core::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
 }

@@ -63,6 +63,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Fsyncs the directory holding `path` (after creating a file in it).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// The paths of the files in the directory holding `path` (its siblings, itself included).
+    fn siblings(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
     /// Takes an exclusive lock on `path` (creating it), waiting at most `wait`, and
     /// writes this process's pid into it.
     fn lock(&self, path: &Path, wait: Duration) -> Result<Box<dyn LockGuard>, LockError>;
@@ -145,6 +147,20 @@ impl FileSystem for RealFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(parent(path))?.sync_all()
+    }
+
+    fn siblings(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let dir = parent(path);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            // Keep the caller's spelling of the directory (`parent` turns "" into ".").
+            out.push(match path.parent() {
+                Some(p) => p.join(name),
+                None => PathBuf::from(name),
+            });
+        }
+        Ok(out)
     }
 
     fn lock(&self, path: &Path, wait: Duration) -> Result<Box<dyn LockGuard>, LockError> {

@@ -1,4 +1,5 @@
-//! The in-memory index of a JSON-lines file: id → where its line is, and its checksum.
+//! The in-memory index of a JSON-lines store: id → which file and where in it its line is,
+//! and its checksum.
 //!
 //! A vector sorted by id (24 bytes a record; a `BTreeMap` took about twice that). Appends
 //! come in id order and are pushed; imports of older ids are merged in one pass.
@@ -7,13 +8,46 @@ use std::ops::Range;
 
 use synclog_core::Checksum;
 
-/// Where a record's line is in the file, and its checksum.
+/// Where a record's line is (which file of the store, at which offset), and its checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub offset: u64,
+    /// The file's number in the high 16 bits, the offset in the low 48 (this keeps an
+    /// entry at 24 bytes with its id).
+    at: u64,
     /// Length without the newline.
     pub len: u32,
     pub checksum: Checksum,
+}
+
+/// The largest offset an entry can hold (256 TiB).
+pub(crate) const MAX_OFFSET: u64 = (1 << 48) - 1;
+
+impl Entry {
+    /// A line of file number `file` at `offset` (at most [`MAX_OFFSET`], which loading
+    /// and writing check first).
+    pub fn new(file: u16, offset: u64, len: u32, checksum: Checksum) -> Entry {
+        debug_assert!(offset <= MAX_OFFSET);
+        Entry {
+            at: (u64::from(file) << 48) | (offset & MAX_OFFSET),
+            len,
+            checksum,
+        }
+    }
+
+    /// The number of the file holding the line.
+    pub fn file(&self) -> u16 {
+        (self.at >> 48) as u16
+    }
+
+    /// The line's byte offset in its file.
+    pub fn offset(&self) -> u64 {
+        self.at & MAX_OFFSET
+    }
+
+    /// Where the line ends, newline included.
+    pub fn end(&self) -> u64 {
+        self.offset() + u64::from(self.len) + 1
+    }
 }
 
 #[derive(Debug, Default)]
@@ -87,11 +121,19 @@ mod tests {
     use super::*;
 
     fn e(n: u64) -> Entry {
-        Entry {
-            offset: n * 10,
-            len: 5,
-            checksum: Checksum(n as u32),
-        }
+        Entry::new((n % 3) as u16, n * 10, 5, Checksum(n as u32))
+    }
+
+    #[test]
+    fn an_entry_keeps_its_file_and_offset_apart() {
+        let e = Entry::new(65_535, MAX_OFFSET, 7, Checksum(1));
+        assert_eq!(
+            (e.file(), e.offset(), e.end()),
+            (65_535, MAX_OFFSET, MAX_OFFSET + 8)
+        );
+        let e = Entry::new(3, 12_345, 7, Checksum(1));
+        assert_eq!((e.file(), e.offset()), (3, 12_345));
+        assert_eq!(std::mem::size_of::<(u64, Entry)>(), 24);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! # synclog-json
 //!
-//! A [`LogStore`] over one JSON-lines file: synclog's backup, and a store of its own.
+//! A [`LogStore`] over JSON-lines files: synclog's backup, and a store of its own. The
+//! store is its active file (the path it is opened with) plus the sealed segments that
+//! rotation leaves next to it.
 //!
 //! - **Format** ([`format`]): a header line with the format version, then one record per
 //!   line with its checksum. Any JSON tool reads every line.
@@ -15,10 +17,18 @@
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
 //!   deleted) and reported, so a batch is never half there; a corrupt line in the middle
 //!   is reported with its line number and skipped.
-//! - **Compaction** ([`JsonStore::compact`]) writes a new file, syncs it and renames it over
-//!   the old one; lines skipped at open are saved to `<file>.rejected-…` first.
-//! - **Memory**: only an index (id → offset, length, checksum) is kept, about 50 bytes per
-//!   record; records are read from the file when asked for.
+//! - **Rotation** ([`JsonStore::rotate`], or [`JsonOptions::rotate_after_bytes`]) seals the
+//!   active file as `<file>.seg-000001`, `<file>.seg-000002`, … and starts a new one. The
+//!   new file is written and synced first, and each step is a rename followed by a
+//!   directory fsync, so a crash at any step is safe. Sealed records stay in the store
+//!   (read, verified, counted by reconcile): rotation bounds file sizes, it never drops
+//!   records. A record's id does not say which file holds it (restored records land in
+//!   the active file), so tools that read the files should read them all.
+//! - **Compaction** ([`JsonStore::compact`]) rewrites the active file (and any segment with
+//!   skipped lines): a new file, synced, renamed over the old one; lines skipped at open
+//!   are saved to `<file>.rejected-…` first.
+//! - **Memory**: only an index (id → file, offset, length, checksum) is kept, 24 bytes per
+//!   record; records are read from the files when asked for.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).
 //!
@@ -48,10 +58,11 @@ use synclog_core::{
 };
 
 pub use load::{CorruptLine, OpenReport, TornTail};
-pub use writer::CompactReport;
+pub use writer::{CompactReport, RotateReport};
 
 use fs::{FileSystem, LockError, LockGuard, RealFs};
-use writer::{read_shared, sibling, JsonWriter, Shared, SharedRef};
+use load::sibling;
+use writer::{read_shared, Files, JsonWriter, Shared, SharedRef};
 
 /// Tuning of a [`JsonStore`].
 #[derive(Debug, Clone)]
@@ -60,6 +71,9 @@ pub struct JsonOptions {
     pub lock_wait: Duration,
     /// Most logs in one group commit.
     pub max_group_logs: usize,
+    /// Rotate before a write once the active file has reached this many bytes. `None`
+    /// (the default) rotates only when [`JsonStore::rotate`] is called.
+    pub rotate_after_bytes: Option<u64>,
 }
 
 impl Default for JsonOptions {
@@ -67,6 +81,7 @@ impl Default for JsonOptions {
         JsonOptions {
             lock_wait: Duration::from_secs(10),
             max_group_logs: 8192,
+            rotate_after_bytes: None,
         }
     }
 }
@@ -124,15 +139,14 @@ impl JsonStore {
             LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
         })?;
         let loaded = load::load(&*fs, &path)?;
-        let reader = fs
-            .open_read_at(&path)
-            .map_err(|e| Error::io(format!("opening {name} for reading"), e))?;
-        let shared = Arc::new(RwLock::new(Shared {
-            index: loaded.index,
-            reader: Arc::from(reader),
-            end: loaded.end,
-        }));
-        let writer = JsonWriter::new(fs.clone(), path.clone(), shared.clone());
+        let report = loaded.report.clone();
+        let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
+        let writer = JsonWriter::new(
+            fs.clone(),
+            path.clone(),
+            shared.clone(),
+            options.rotate_after_bytes,
+        );
         let group = GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -148,18 +162,18 @@ impl JsonStore {
                 group,
                 shared,
                 lock: Mutex::new(Some(lock)),
-                report: loaded.report,
+                report,
                 closed: AtomicBool::new(false),
             }),
         })
     }
 
-    /// What opening the file found: records, skipped lines, a torn tail moved aside.
+    /// What opening the store found: records, segments, skipped lines, torn tails moved aside.
     pub fn open_report(&self) -> &OpenReport {
         &self.inner.report
     }
 
-    /// The file.
+    /// The active file.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -169,10 +183,27 @@ impl JsonStore {
         self.inner.group.stats()
     }
 
-    /// Rewrites the file in id order without skipped lines; see the crate docs.
+    /// Rewrites the active file (and any segment with skipped lines) in id order without
+    /// skipped lines; see the crate docs.
     pub async fn compact(&self) -> Result<CompactReport> {
         self.check_open()?;
         self.inner.group.with_writer(|w| w.compact()).await?
+    }
+
+    /// Seals the active file as the next segment and starts a new one, between groups;
+    /// see the crate docs. `None` if the active file holds no records.
+    pub async fn rotate(&self) -> Result<Option<RotateReport>> {
+        self.check_open()?;
+        self.inner.group.with_writer(|w| w.rotate()).await?
+    }
+
+    /// The store's files: sealed segments in order, then the active file.
+    pub fn files(&self) -> Vec<PathBuf> {
+        read_shared(&self.inner.shared)
+            .files
+            .values()
+            .map(|f| f.path.clone())
+            .collect()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -200,40 +231,47 @@ impl JsonStore {
     }
 }
 
+fn reader_read(reader: &dyn fs::ReadAt, buf: &mut [u8], at: u64, path: &Path) -> Result<()> {
+    reader
+        .read_exact_at(buf, at)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
 impl Inner {
     fn name(&self) -> String {
         self.path.display().to_string()
     }
 
-    /// Reads and decodes the records at `entries` (contiguous lines in one read).
-    fn read_entries(
-        &self,
-        reader: &dyn fs::ReadAt,
-        entries: &[(u64, load::Entry)],
-    ) -> Result<Vec<LogRecord>> {
+    /// Reads and decodes the records at `entries`, sorted by file and offset (contiguous
+    /// lines in one read).
+    fn read_entries(&self, files: &Files, entries: &[(u64, load::Entry)]) -> Result<Vec<LogRecord>> {
         let mut out = Vec::with_capacity(entries.len());
         let mut buf = Vec::new();
         let mut i = 0;
         while i < entries.len() {
-            // A run of lines that follow each other in the file.
+            // A run of lines that follow each other in one file.
+            let first = entries[i].1;
             let mut j = i + 1;
             while j < entries.len()
-                && entries[j].1.offset == entries[j - 1].1.offset + entries[j - 1].1.len as u64 + 1
+                && entries[j].1.file() == first.file()
+                && entries[j].1.offset() == entries[j - 1].1.end()
             {
                 j += 1;
             }
-            let start = entries[i].1.offset;
-            let last = entries[j - 1].1;
-            let len = (last.offset + last.len as u64 - start) as usize;
+            let file = files.get(&first.file()).ok_or_else(|| Error::Backend {
+                engine: "json",
+                context: format!("reading {}", self.name()),
+                source: format!("the index names file number {}, which is not open", first.file()).into(),
+            })?;
+            let start = first.offset();
+            let len = (entries[j - 1].1.end() - 1 - start) as usize;
             buf.resize(len, 0);
-            reader
-                .read_exact_at(&mut buf, start)
-                .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+            reader_read(&*file.reader, &mut buf, start, &file.path)?;
             for (id, e) in &entries[i..j] {
-                let from = (e.offset - start) as usize;
+                let from = (e.offset() - start) as usize;
                 let line = &buf[from..from + e.len as usize];
                 let rec = format::decode(line).map_err(|err| Error::Corrupt {
-                    location: format!("{} at byte {}", self.name(), e.offset),
+                    location: format!("{} at byte {}", file.path.display(), e.offset()),
                     detail: format!("log {id} no longer decodes; the file changed behind the store"),
                     source: Some(Box::new(err)),
                 })?;
@@ -255,7 +293,7 @@ impl Inner {
         let mut out = Vec::new();
         let mut cursor: Option<u64> = None;
         loop {
-            let (entries, reader) = {
+            let (entries, files) = {
                 let shared = read_shared(&self.shared);
                 let range = match (cursor, scan.descending) {
                     (None, _) => lo..hi,
@@ -272,13 +310,13 @@ impl Inner {
                 } else {
                     it.take(want).collect()
                 };
-                (entries, shared.reader.clone())
+                (entries, shared.files.clone())
             };
             let Some(last) = entries.last() else { break };
             cursor = Some(last.0);
             let mut sorted = entries.clone();
-            sorted.sort_by_key(|(_, e)| e.offset);
-            let mut recs = self.read_entries(&*reader, &sorted)?;
+            sorted.sort_by_key(|(_, e)| (e.file(), e.offset()));
+            let mut recs = self.read_entries(&files, &sorted)?;
             recs.sort_by_key(|r| r.id);
             if scan.descending {
                 recs.reverse();
@@ -293,16 +331,22 @@ impl Inner {
         Ok(out)
     }
 
-    /// Reads the file from the start on a handle of its own, up to the acknowledged end,
-    /// checking every line.
+    /// Reads every file of the store from the start on a handle of its own, up to its
+    /// acknowledged end, checking every line.
     fn verify(&self) -> Result<VerifyReport> {
-        let end = read_shared(&self.shared).end;
-        let name = self.name();
-        let mut stream = self
-            .fs
-            .open_stream(&self.path)
-            .map_err(|e| Error::io(format!("opening {name} for verification"), e))?;
+        let spans = read_shared(&self.shared).spans();
         let mut v = Verifier::unordered();
+        for (_, path, end) in spans {
+            Self::verify_file(&*self.fs, &path, end, &mut v)?;
+        }
+        Ok(v.finish())
+    }
+
+    fn verify_file(fs: &dyn FileSystem, path: &Path, end: u64, v: &mut Verifier) -> Result<()> {
+        let name = path.display().to_string();
+        let mut stream = fs
+            .open_stream(path)
+            .map_err(|e| Error::io(format!("opening {name} for verification"), e))?;
         let mut line = Vec::with_capacity(512);
         let (mut at, mut line_no) = (0u64, 0u64);
         while at < end {
@@ -334,7 +378,7 @@ impl Inner {
                 Err(e) => v.corrupt(None, format!("{name} line {line_no}: {e}")),
             }
         }
-        Ok(v.finish())
+        Ok(())
     }
 }
 
@@ -363,14 +407,14 @@ impl LogStore for JsonStore {
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         self.blocking(move |inner| {
-            let (entry, reader) = {
+            let (entry, files) = {
                 let shared = read_shared(&inner.shared);
                 match shared.index.get(id.get()) {
                     None => return Ok(None),
-                    Some(e) => (*e, shared.reader.clone()),
+                    Some(e) => (*e, shared.files.clone()),
                 }
             };
-            Ok(inner.read_entries(&*reader, &[(id.get(), entry)])?.pop())
+            Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
         })
         .await
     }

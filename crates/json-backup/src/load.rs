@@ -1,4 +1,6 @@
-//! Opening a file: the header, the index, a torn tail moved aside, corrupt lines reported.
+//! Opening a store: its sealed segments and its active file, each checked line by line
+//! into one index; an uncommitted tail moved aside, corrupt lines reported, and a rotation
+//! that a crash cut off finished.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -9,11 +11,13 @@ use synclog_core::{Error, Result};
 use crate::format;
 use crate::fs::FileSystem;
 
-pub(crate) use crate::index::{Entry, Index};
+pub(crate) use crate::index::{Entry, Index, MAX_OFFSET};
 
 /// A line that was skipped at open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CorruptLine {
+    /// The file holding it (the active file or a sealed segment).
+    pub file: PathBuf,
     /// 1-based line number.
     pub line: u64,
     /// Byte offset of the line.
@@ -39,122 +43,121 @@ pub struct OpenReport {
     pub records: u64,
     /// Lines skipped (bad JSON, a checksum that does not match, a repeated id).
     pub corrupt_lines: Vec<CorruptLine>,
-    /// An uncommitted end (a torn last line, or a last group without its commit line:
-    /// its write never completed, so it was never acknowledged), moved aside.
-    pub torn_tail: Option<TornTail>,
+    /// Uncommitted ends (a torn last line, or a last group without its commit line: its
+    /// write never completed, so it was never acknowledged), moved aside. Only the active
+    /// file can have one, unless a sealed segment was damaged.
+    pub torn_tails: Vec<TornTail>,
+    /// Sealed segments loaded (see [`crate::JsonStore::rotate`]).
+    pub segments: u64,
+    /// A rotation had been cut off between its two renames, and opening finished it.
+    pub finished_rotation: bool,
     /// The file did not exist and was created.
     pub created: bool,
 }
 
+/// One file of a store.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreFile {
+    /// Its number in index entries: a sealed segment's number, or for the active file
+    /// the number it will get when it is sealed.
+    pub number: u16,
+    pub path: PathBuf,
+    /// Length up to the end of its last committed group.
+    pub end: u64,
+}
+
 pub(crate) struct Loaded {
     pub index: Index,
-    /// Length of the file up to the last complete line.
-    pub end: u64,
+    /// Sealed segments in number order, then the active file.
+    pub files: Vec<StoreFile>,
     pub report: OpenReport,
+}
+
+/// The name a sealed segment of the store at `path` gets: `<file>.seg-000001`, ….
+pub(crate) fn segment_path(path: &Path, number: u16) -> PathBuf {
+    sibling(path, &format!(".seg-{number:06}"))
+}
+
+/// Where a rotation prepares the next active file before renaming it into place.
+pub(crate) fn next_path(path: &Path) -> PathBuf {
+    sibling(path, ".next")
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The sealed segments next to `path`, in number order.
+fn segments(fs: &dyn FileSystem, path: &Path) -> Result<Vec<(u16, PathBuf)>> {
+    let name = path.display().to_string();
+    let prefix = match path.file_name() {
+        Some(f) => format!("{}.seg-", f.to_string_lossy()),
+        None => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    for p in fs
+        .siblings(path)
+        .map_err(io(format!("listing the segments of {name}")))?
+    {
+        let file = p.file_name().map(|f| f.to_string_lossy().into_owned());
+        let number = file
+            .as_deref()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .filter(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u16>().ok())
+            .filter(|&n| n > 0);
+        if let Some(n) = number {
+            out.push((n, p));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(context, e)
 }
 
-/// Reads the whole file once, building the index; moves a torn tail aside and creates the
-/// file (with its header) if it does not exist.
+/// Loads the store at `path`: every sealed segment, then the active file (created with
+/// its header if it does not exist), into one index. A record stored twice keeps its
+/// first copy (the oldest file's); the others are reported.
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
-    // Committed entries in file order; sorted (stably, so the first copy of an id wins) at the end.
-    let mut committed: Vec<(u64, Entry, u64)> = Vec::new();
+    let next = next_path(path);
     let exists = fs.len(path).map_err(io(format!("reading {name}")))?;
-    let mut end = 0u64;
-    if exists.is_some() {
-        let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
-        let mut line = Vec::with_capacity(512);
-        let mut line_no = 0u64;
-        // The group being read: where it starts, its lines, its records, its bad lines.
-        // It joins the index only when its commit line is read.
-        let mut group_start = 0u64;
-        let mut group_lines = 0u64;
-        let mut group: Vec<(u64, Entry, u64)> = Vec::new();
-        let mut group_bad: Vec<CorruptLine> = Vec::new();
-        let mut torn: Option<Vec<u8>> = None;
-        loop {
-            line.clear();
-            let n = stream
-                .read_until(b'\n', &mut line)
-                .map_err(io(format!("reading {name}")))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            if line.last() != Some(&b'\n') {
-                torn = Some(line.clone());
-                break;
-            }
-            let body = &line[..line.len() - 1];
-            let offset = end;
-            end += n as u64;
-            if offset == 0 {
-                format::check_header(body, &name)?;
-                group_start = end;
-                continue;
-            }
-            if let Some(count) = format::commit_count(body) {
-                if count != group_lines {
-                    group_bad.push(CorruptLine {
-                        line: line_no,
-                        offset,
-                        detail: format!("commit line counts {count} lines, the group has {group_lines}"),
-                    });
-                }
-                committed.append(&mut group);
-                report.corrupt_lines.append(&mut group_bad);
-                group_start = end;
-                group_lines = 0;
-                continue;
-            }
-            group_lines += 1;
-            let mut skip = |detail: String| {
-                group_bad.push(CorruptLine {
-                    line: line_no,
-                    offset,
-                    detail,
-                })
-            };
-            match format::decode(body) {
-                Err(e) => skip(format!("not a valid record: {e}")),
-                Ok(rec) if !rec.is_intact() => skip(format!(
-                    "log {}: checksum {} does not match its fields (computed {})",
-                    rec.id,
-                    rec.checksum,
-                    rec.compute_checksum()
-                )),
-                Ok(rec) => group.push((
-                    rec.id.get(),
-                    Entry {
-                        offset,
-                        len: body.len() as u32,
-                        checksum: rec.checksum,
-                    },
-                    line_no,
-                )),
-            }
-        }
-        // A trailing group without its commit line, and any torn last line, never counted:
-        // move their bytes aside whole.
-        if group_lines > 0 || torn.is_some() {
-            let mut bytes = Vec::new();
-            if end > group_start {
-                let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
-                bytes.resize((end - group_start) as usize, 0);
-                reader
-                    .read_exact_at(&mut bytes, group_start)
-                    .map_err(io(format!("reading {name}")))?;
-            }
-            bytes.extend(torn.unwrap_or_default());
-            report.torn_tail = Some(move_aside(fs, path, group_start, &bytes)?);
-            end = group_start;
-        }
+    if exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
+        // A rotation sealed the active file and was cut off before renaming the next one
+        // (already synced, holding only its header) into place.
+        fs.rename(&next, path)
+            .map_err(io(format!("finishing the rotation of {name}")))?;
+        report.finished_rotation = true;
     }
+    let sealed = segments(fs, path)?;
+    let active = match sealed.last() {
+        None => 1,
+        Some((n, _)) => n.checked_add(1).ok_or_else(|| Error::Unsupported {
+            engine: "json",
+            what: format!("more than {} segments of {name}", u16::MAX),
+        })?,
+    };
+    // Committed entries in file order, with their line numbers; sorted (stably, so the
+    // first copy of an id wins) at the end.
+    let mut committed: Vec<(u64, Entry, u64)> = Vec::new();
+    let mut files = Vec::with_capacity(sealed.len() + 1);
+    for (number, seg) in sealed {
+        let end = load_file(fs, &seg, number, &mut committed, &mut report)?;
+        files.push(StoreFile {
+            number,
+            path: seg,
+            end,
+        });
+        report.segments += 1;
+    }
+    let mut end = load_file(fs, path, active, &mut committed, &mut report)?;
     if end == 0 {
         // New (or empty, or only a torn header): write the header durably.
         let mut file = fs.open_append(path).map_err(io(format!("creating {name}")))?;
@@ -165,25 +168,143 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         fs.sync_dir(path)
             .map_err(io(format!("syncing the directory of {name}")))?;
         end = header.len() as u64;
-        report.created = exists.is_none();
+        report.created = exists.is_none() && !report.finished_rotation;
     }
+    files.push(StoreFile {
+        number: active,
+        path: path.to_path_buf(),
+        end,
+    });
     committed.sort_by_key(|(id, _, _)| *id);
     let mut items: Vec<(u64, Entry)> = Vec::with_capacity(committed.len());
     for (id, entry, line) in committed {
         if items.last().is_some_and(|(last, _)| *last == id) {
+            let file = files.iter().find(|f| f.number == entry.file());
             report.corrupt_lines.push(CorruptLine {
+                file: file.map_or_else(|| path.to_path_buf(), |f| f.path.clone()),
                 line,
-                offset: entry.offset,
+                offset: entry.offset(),
                 detail: format!("log {id} appears again; the first copy is kept"),
             });
         } else {
             items.push((id, entry));
         }
     }
-    report.corrupt_lines.sort_by_key(|c| c.offset);
+    report
+        .corrupt_lines
+        .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
     let index = Index::from_sorted(items);
     report.records = index.len() as u64;
-    Ok(Loaded { index, end, report })
+    Ok(Loaded { index, files, report })
+}
+
+/// Reads one file of the store (if it exists) once, adding its committed records to
+/// `committed` as file number `number`, and moving an uncommitted tail aside. Returns the
+/// end of its last committed group (0 if it does not exist or holds no complete header).
+fn load_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    number: u16,
+    committed: &mut Vec<(u64, Entry, u64)>,
+    report: &mut OpenReport,
+) -> Result<u64> {
+    let name = path.display().to_string();
+    let mut end = 0u64;
+    if fs.len(path).map_err(io(format!("reading {name}")))?.is_none() {
+        return Ok(end);
+    }
+    let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
+    let mut line = Vec::with_capacity(512);
+    let mut line_no = 0u64;
+    // The group being read: where it starts, its lines, its records, its bad lines.
+    // It joins the index only when its commit line is read.
+    let mut group_start = 0u64;
+    let mut group_lines = 0u64;
+    let mut group: Vec<(u64, Entry, u64)> = Vec::new();
+    let mut group_bad: Vec<CorruptLine> = Vec::new();
+    let mut torn: Option<Vec<u8>> = None;
+    loop {
+        line.clear();
+        let n = stream
+            .read_until(b'\n', &mut line)
+            .map_err(io(format!("reading {name}")))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if line.last() != Some(&b'\n') {
+            torn = Some(line.clone());
+            break;
+        }
+        let body = &line[..line.len() - 1];
+        let offset = end;
+        end += n as u64;
+        if end > MAX_OFFSET {
+            return Err(Error::Unsupported {
+                engine: "json",
+                what: format!("{name}: files larger than {MAX_OFFSET} bytes (rotate sooner)"),
+            });
+        }
+        if offset == 0 {
+            format::check_header(body, &name)?;
+            group_start = end;
+            continue;
+        }
+        if let Some(count) = format::commit_count(body) {
+            if count != group_lines {
+                group_bad.push(CorruptLine {
+                    file: path.to_path_buf(),
+                    line: line_no,
+                    offset,
+                    detail: format!("commit line counts {count} lines, the group has {group_lines}"),
+                });
+            }
+            committed.append(&mut group);
+            report.corrupt_lines.append(&mut group_bad);
+            group_start = end;
+            group_lines = 0;
+            continue;
+        }
+        group_lines += 1;
+        let mut skip = |detail: String| {
+            group_bad.push(CorruptLine {
+                file: path.to_path_buf(),
+                line: line_no,
+                offset,
+                detail,
+            })
+        };
+        match format::decode(body) {
+            Err(e) => skip(format!("not a valid record: {e}")),
+            Ok(rec) if !rec.is_intact() => skip(format!(
+                "log {}: checksum {} does not match its fields (computed {})",
+                rec.id,
+                rec.checksum,
+                rec.compute_checksum()
+            )),
+            Ok(rec) => group.push((
+                rec.id.get(),
+                Entry::new(number, offset, body.len() as u32, rec.checksum),
+                line_no,
+            )),
+        }
+    }
+    // A trailing group without its commit line, and any torn last line, never counted:
+    // move their bytes aside whole.
+    if group_lines > 0 || torn.is_some() {
+        let mut bytes = Vec::new();
+        if end > group_start {
+            let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
+            bytes.resize((end - group_start) as usize, 0);
+            reader
+                .read_exact_at(&mut bytes, group_start)
+                .map_err(io(format!("reading {name}")))?;
+        }
+        bytes.extend(torn.unwrap_or_default());
+        report.torn_tails.push(move_aside(fs, path, group_start, &bytes)?);
+        end = group_start;
+    }
+    Ok(end)
 }
 
 /// Saves the torn bytes next to the file, then cuts them off. Never deletes them.

@@ -315,6 +315,16 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn siblings(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let st = self.lock_state();
+        Ok(st
+            .names
+            .keys()
+            .filter(|p| p.parent() == path.parent())
+            .cloned()
+            .collect())
+    }
+
     fn lock(&self, path: &Path, _wait: Duration) -> Result<Box<dyn LockGuard>, LockError> {
         let mut st = self.lock_state();
         if !st.locks.insert(path.to_path_buf()) {

@@ -1,8 +1,9 @@
 //! The writer: appends whole groups with one write and one fdatasync, keeps the index,
 //! and after a failed write or sync drops its handle and cuts the file back to the last
 //! acknowledged byte before writing again (a failed fsync is never retried on a handle).
+//! It also rotates (seals the active file as a segment) and compacts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -12,15 +13,71 @@ use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Re
 
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, ReadAt};
-use crate::load::{self, Entry, Index};
+use crate::load::{self, sibling, Entry, Index, Loaded, MAX_OFFSET};
+
+/// A file of the store, open for reading.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenFile {
+    pub path: PathBuf,
+    pub reader: Arc<dyn ReadAt>,
+    /// Where its last committed group ends. For the active file this is where it ended
+    /// at open or rotation; [`Shared::end`] follows it as groups are written.
+    pub end: u64,
+}
+
+/// The store's files by number: sealed segments, then the active file (the last).
+pub(crate) type Files = BTreeMap<u16, OpenFile>;
 
 /// What readers share with the writer. Only acknowledged records are in `index`.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub index: Index,
-    pub reader: Arc<dyn ReadAt>,
-    /// Bytes acknowledged so far (verification reads no further).
+    /// Replaced whole (never changed in place) when the files change, so a reader can
+    /// hold a snapshot while the writer rotates.
+    pub files: Arc<Files>,
+    /// Bytes of the active file acknowledged so far (verification reads no further).
     pub end: u64,
+}
+
+impl Shared {
+    /// Opens a reader on every loaded file.
+    pub(crate) fn open(fs: &dyn FileSystem, loaded: Loaded) -> Result<Shared> {
+        let mut files = Files::new();
+        let mut end = 0;
+        for f in loaded.files {
+            let reader = fs
+                .open_read_at(&f.path)
+                .map_err(|e| Error::io(format!("opening {} for reading", f.path.display()), e))?;
+            end = f.end;
+            files.insert(
+                f.number,
+                OpenFile {
+                    path: f.path,
+                    reader: Arc::from(reader),
+                    end: f.end,
+                },
+            );
+        }
+        Ok(Shared {
+            index: loaded.index,
+            files: Arc::new(files),
+            end,
+        })
+    }
+
+    /// The active file's number.
+    pub(crate) fn active(&self) -> u16 {
+        self.files.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// Every file with its path and acknowledged end, in number order.
+    pub(crate) fn spans(&self) -> Vec<(u16, PathBuf, u64)> {
+        let active = self.active();
+        self.files
+            .iter()
+            .map(|(&n, f)| (n, f.path.clone(), if n == active { self.end } else { f.end }))
+            .collect()
+    }
 }
 
 pub(crate) type SharedRef = Arc<RwLock<Shared>>;
@@ -34,18 +91,31 @@ fn write_shared(s: &SharedRef) -> std::sync::RwLockWriteGuard<'_, Shared> {
 }
 
 /// What compaction did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct CompactReport {
-    /// Records in the new file.
+    /// Records in the store afterwards.
     pub records: u64,
+    /// Files rewritten: the active file always, a sealed segment only if it held skipped lines.
+    pub files_rewritten: u64,
     /// Bytes of lines skipped at open (corrupt or repeated), saved to `rejected_to`.
     pub rejected_bytes: u64,
-    /// Where the skipped lines were saved, if there were any.
-    pub rejected_to: Option<PathBuf>,
-    /// Bytes before and after.
+    /// Where the skipped lines were saved (one file for each file that had any).
+    pub rejected_to: Vec<PathBuf>,
+    /// Bytes of all the store's files before and after.
     pub bytes_before: u64,
     /// See `bytes_before`.
     pub bytes_after: u64,
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotateReport {
+    /// The sealed segment the active file became.
+    pub sealed: PathBuf,
+    /// Records in it.
+    pub records: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
 }
 
 pub(crate) struct JsonWriter {
@@ -58,10 +128,20 @@ pub(crate) struct JsonWriter {
     next_id: u64,
     shared: SharedRef,
     buf: Vec<u8>,
+    /// Rotate before a write once the active file reaches this many bytes.
+    rotate_after: Option<u64>,
+    /// A rotation started and did not finish: finish it before anything else touches
+    /// the active file (which may be missing between the rotation's two renames).
+    rotation_pending: bool,
 }
 
 impl JsonWriter {
-    pub(crate) fn new(fs: Arc<dyn FileSystem>, path: PathBuf, shared: SharedRef) -> Self {
+    pub(crate) fn new(
+        fs: Arc<dyn FileSystem>,
+        path: PathBuf,
+        shared: SharedRef,
+        rotate_after: Option<u64>,
+    ) -> Self {
         let next_id = read_shared(&shared).index.last_id().map_or(1, |k| k + 1);
         JsonWriter {
             fs,
@@ -72,7 +152,20 @@ impl JsonWriter {
             next_id,
             shared,
             buf: Vec::with_capacity(1 << 16),
+            rotate_after,
+            rotation_pending: false,
         }
+    }
+
+    /// Finishes a pending rotation, or rotates if the active file has grown past the limit.
+    fn rotate_if_due(&mut self) -> Result<()> {
+        let full = self
+            .rotate_after
+            .is_some_and(|max| read_shared(&self.shared).end >= max);
+        if self.rotation_pending || full {
+            self.rotate()?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> String {
@@ -103,7 +196,18 @@ impl JsonWriter {
     fn write_buffered(&mut self, records: &[LogRecord], durability: Durability) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         format::encode_commit(records.len(), &mut buf);
-        let result = self.append_and_sync(&buf, durability);
+        let result = self.rotate_if_due().and_then(|()| {
+            if read_shared(&self.shared).end + buf.len() as u64 > MAX_OFFSET {
+                return Err(Error::Unsupported {
+                    engine: "json",
+                    what: format!(
+                        "{}: files larger than {MAX_OFFSET} bytes (rotate sooner)",
+                        self.name()
+                    ),
+                });
+            }
+            self.append_and_sync(&buf, durability)
+        });
         if let Err(e) = result {
             // Drop the handle: the bytes may be half written, and a failed fsync must not
             // be retried on it. The next write cuts the file back to `end` first.
@@ -114,16 +218,13 @@ impl JsonWriter {
             return Err(e);
         }
         let mut shared = write_shared(&self.shared);
+        let file = shared.active();
         let mut offset = shared.end;
         let mut rest = &buf[..];
         let mut entries = Vec::with_capacity(records.len());
         for rec in records {
             let len = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-            let entry = Entry {
-                offset,
-                len: len as u32,
-                checksum: rec.checksum,
-            };
+            let entry = Entry::new(file, offset, len as u32, rec.checksum);
             entries.push((rec.id.get(), entry));
             offset += len as u64 + 1;
             rest = rest.get(len + 1..).unwrap_or_default();
@@ -188,6 +289,14 @@ impl JsonWriter {
     }
 
     pub(crate) fn sync(&mut self, level: Durability) -> Result<()> {
+        if self.rotation_pending {
+            // Finishing the rotation syncs everything written before it.
+            return self.rotate().map(drop);
+        }
+        self.sync_file(level)
+    }
+
+    fn sync_file(&mut self, level: Durability) -> Result<()> {
         if level == Durability::PowerLoss && self.unsynced {
             let name = self.name();
             let result = self.file()?.sync_data();
@@ -201,102 +310,218 @@ impl JsonWriter {
         Ok(())
     }
 
-    /// Rewrites the file in id order without skipped lines: a new file, synced, renamed
-    /// over the old one, directory synced. A crash at any step leaves either file whole.
-    pub(crate) fn compact(&mut self) -> Result<CompactReport> {
-        self.sync(Durability::PowerLoss)?;
+    /// Seals the active file as the next segment (`<file>.seg-NNNNNN`) and starts a new,
+    /// empty active file. Nothing leaves the store: its records are read from the segment.
+    ///
+    /// Steps: everything written is synced; `<file>.next` is written with the header and
+    /// synced; `<file>` is renamed to the segment; `<file>.next` is renamed to `<file>`
+    /// (each rename followed by a directory fsync). A crash between the renames leaves
+    /// no `<file>` but a synced `<file>.next`, which opening (or the next write) renames
+    /// into place. `None` if the active file holds no records.
+    pub(crate) fn rotate(&mut self) -> Result<Option<RotateReport>> {
         let name = self.name();
-        let tmp = sibling(&self.path, ".compact.tmp");
-        if self
-            .fs
-            .len(&tmp)
-            .map_err(|e| Error::io(format!("checking {}", tmp.display()), e))?
-            .is_some()
-        {
-            // Left by a crash during an earlier compaction; the original is intact.
-            self.fs
-                .truncate(&tmp, 0)
-                .and_then(|_| self.fs.rename(&tmp, &sibling(&self.path, ".compact.abandoned")))
-                .map_err(|e| Error::io(format!("setting aside {}", tmp.display()), e))?;
-        }
-        let (entries, reader, bytes_before) = {
+        let io = |what: String| move |e| Error::io(what, e);
+        let (active, end) = {
             let s = read_shared(&self.shared);
-            (
-                s.index.entries().copied().collect::<Vec<_>>(),
-                s.reader.clone(),
-                s.end,
-            )
+            (s.active(), s.end)
         };
-        let (rejected_bytes, rejected_to) = self.save_rejected(&entries, &*reader, bytes_before)?;
-        let mut out = self
-            .fs
-            .create_new(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        let io = |what: &str| {
-            let what = format!("{what} {}", tmp.display());
-            move |e| Error::io(what, e)
-        };
-        let mut chunk = format::header_line();
-        let mut in_chunk = 0;
-        for e in &entries {
-            let start = chunk.len();
-            chunk.resize(start + e.len as usize, 0);
-            reader
-                .read_exact_at(&mut chunk[start..], e.offset)
-                .map_err(|err| Error::io(format!("reading {name}"), err))?;
-            chunk.push(b'\n');
-            in_chunk += 1;
-            if chunk.len() > 1 << 20 {
-                format::encode_commit(in_chunk, &mut chunk);
-                out.append(&chunk).map_err(io("writing"))?;
-                chunk.clear();
-                in_chunk = 0;
+        let next_number = active.checked_add(1).ok_or_else(|| Error::Unsupported {
+            engine: "json",
+            what: format!("more than {} segments of {name}", u16::MAX),
+        })?;
+        let seg = load::segment_path(&self.path, active);
+        let next = load::next_path(&self.path);
+        let header = format::header_line();
+        let active_exists = self.fs.len(&self.path).map_err(io(format!("reading {name}")))?;
+        if active_exists.is_some() {
+            // Cut a failed write off and make every group durable: a segment is sealed whole.
+            self.file()?;
+            self.sync_file(Durability::PowerLoss)?;
+            if end <= header.len() as u64 {
+                return Ok(None);
+            }
+            if self
+                .fs
+                .len(&seg)
+                .map_err(io(format!("reading {name}")))?
+                .is_some()
+            {
+                return Err(Error::Corrupt {
+                    location: seg.display().to_string(),
+                    detail: "a segment with the number the active file was to get already exists; \
+                             the store's files were changed outside it"
+                        .into(),
+                    source: None,
+                });
+            }
+            self.prepare_next(&next, &header)?;
+            self.rotation_pending = true;
+            self.file = None;
+            self.fs
+                .rename(&self.path, &seg)
+                .map_err(io(format!("sealing {name} as {}", seg.display())))?;
+        } else {
+            // Resuming a rotation cut off after sealing.
+            self.rotation_pending = true;
+            if self
+                .fs
+                .len(&next)
+                .map_err(io(format!("reading {name}")))?
+                .is_none()
+            {
+                self.prepare_next(&next, &header)?;
             }
         }
-        if in_chunk > 0 {
-            format::encode_commit(in_chunk, &mut chunk);
-        }
-        out.append(&chunk).map_err(io("writing"))?;
-        out.sync_data().map_err(io("syncing"))?;
-        drop(out);
-        self.fs.sync_dir(&tmp).map_err(io("syncing the directory of"))?;
-        self.file = None;
         self.fs
-            .rename(&tmp, &self.path)
-            .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))?;
-        let loaded = load::load(&*self.fs, &self.path)?;
+            .rename(&next, &self.path)
+            .map_err(io(format!("renaming {} to {name}", next.display())))?;
+        self.rotation_pending = false;
         let reader = self
             .fs
             .open_read_at(&self.path)
-            .map_err(|e| Error::io(format!("opening {name}"), e))?;
+            .map_err(io(format!("opening {name} for reading")))?;
         let mut shared = write_shared(&self.shared);
-        shared.index = loaded.index;
-        shared.end = loaded.end;
-        shared.reader = Arc::from(reader);
-        Ok(CompactReport {
-            records: shared.index.len() as u64,
-            rejected_bytes,
-            rejected_to,
-            bytes_before,
-            bytes_after: shared.end,
-        })
+        let records = shared.index.entries().filter(|e| e.file() == active).count() as u64;
+        let mut files = Files::clone(&shared.files);
+        if let Some(f) = files.get_mut(&active) {
+            f.path = seg.clone();
+            f.end = end;
+        }
+        files.insert(
+            next_number,
+            OpenFile {
+                path: self.path.clone(),
+                reader: Arc::from(reader),
+                end: header.len() as u64,
+            },
+        );
+        shared.files = Arc::new(files);
+        shared.end = header.len() as u64;
+        Ok(Some(RotateReport {
+            sealed: seg,
+            records,
+            bytes: end,
+        }))
+    }
+
+    /// Writes `next` afresh with the header, synced, its name synced.
+    fn prepare_next(&self, next: &Path, header: &[u8]) -> Result<()> {
+        let io = |what: &str| {
+            let what = format!("{what} {}", next.display());
+            move |e| Error::io(what, e)
+        };
+        if self.fs.len(next).map_err(io("reading"))?.is_some() {
+            // Left by a rotation cut off before sealing; it only ever holds a header.
+            self.fs.truncate(next, 0).map_err(io("emptying"))?;
+        }
+        let mut file = self.fs.open_append(next).map_err(io("creating"))?;
+        file.append(header).map_err(io("writing"))?;
+        file.sync_data().map_err(io("syncing"))?;
+        self.fs.sync_dir(next).map_err(io("syncing the directory of"))
+    }
+
+    /// Rewrites the active file, and every sealed segment that holds skipped lines, in id
+    /// order without them: for each, a new file, synced, renamed over the old one,
+    /// directory synced. Skipped lines are saved to `.rejected-…` files first. A crash at
+    /// any step leaves each file whole, old or new.
+    pub(crate) fn compact(&mut self) -> Result<CompactReport> {
+        if self.rotation_pending {
+            self.rotate()?;
+        }
+        self.file()?;
+        self.sync_file(Durability::PowerLoss)?;
+        let (spans, files, active) = {
+            let s = read_shared(&self.shared);
+            (s.spans(), s.files.clone(), s.active())
+        };
+        let mut report = CompactReport::default();
+        for (number, path, end) in spans {
+            let Some(file) = files.get(&number) else { continue };
+            let entries: Vec<Entry> = read_shared(&self.shared)
+                .index
+                .entries()
+                .filter(|e| e.file() == number)
+                .copied()
+                .collect();
+            report.bytes_before += end;
+            let (rejected_bytes, rejected_to) = self.save_rejected(&path, &entries, &*file.reader, end)?;
+            report.rejected_bytes += rejected_bytes;
+            report.rejected_to.extend(rejected_to);
+            if number != active && rejected_bytes == 0 {
+                continue;
+            }
+            if number == active {
+                self.file = None;
+            }
+            rewrite(&*self.fs, &path, &entries, &*file.reader)?;
+            report.files_rewritten += 1;
+        }
+        drop(files);
+        let loaded = load::load(&*self.fs, &self.path)?;
+        let fresh = Shared::open(&*self.fs, loaded)?;
+        report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
+        report.records = fresh.index.len() as u64;
+        *write_shared(&self.shared) = fresh;
+        Ok(report)
     }
 }
 
+/// Writes `entries` (lines of the file at `path`, read through `reader`) to a new file
+/// after the header, in commit groups of about 1 MiB, syncs it and renames it over `path`.
+fn rewrite(fs: &dyn FileSystem, path: &Path, entries: &[Entry], reader: &dyn ReadAt) -> Result<()> {
+    let name = path.display().to_string();
+    let tmp = sibling(path, ".compact.tmp");
+    let io = |what: &str| {
+        let what = format!("{what} {}", tmp.display());
+        move |e| Error::io(what, e)
+    };
+    if fs.len(&tmp).map_err(io("checking"))?.is_some() {
+        // Left by a crash during an earlier compaction; the original is intact.
+        fs.truncate(&tmp, 0)
+            .and_then(|_| fs.rename(&tmp, &sibling(path, ".compact.abandoned")))
+            .map_err(io("setting aside"))?;
+    }
+    let mut out = fs.create_new(&tmp).map_err(io("creating"))?;
+    let mut chunk = format::header_line();
+    let mut in_chunk = 0;
+    for e in entries {
+        let start = chunk.len();
+        chunk.resize(start + e.len as usize, 0);
+        reader
+            .read_exact_at(&mut chunk[start..], e.offset())
+            .map_err(|err| Error::io(format!("reading {name}"), err))?;
+        chunk.push(b'\n');
+        in_chunk += 1;
+        if chunk.len() > 1 << 20 {
+            format::encode_commit(in_chunk, &mut chunk);
+            out.append(&chunk).map_err(io("writing"))?;
+            chunk.clear();
+            in_chunk = 0;
+        }
+    }
+    if in_chunk > 0 {
+        format::encode_commit(in_chunk, &mut chunk);
+    }
+    out.append(&chunk).map_err(io("writing"))?;
+    out.sync_data().map_err(io("syncing"))?;
+    drop(out);
+    fs.sync_dir(&tmp).map_err(io("syncing the directory of"))?;
+    fs.rename(&tmp, path)
+        .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))
+}
+
 impl JsonWriter {
-    /// Saves every line of the file that is neither the header, an indexed record nor a
-    /// commit line (the lines skipped at open) to a `.rejected-…` file, so compaction
-    /// deletes nothing unseen.
+    /// Saves every line of the file at `path` (whose indexed records are `entries`) that
+    /// is neither the header, an indexed record nor a commit line (the lines skipped at
+    /// open) to a `.rejected-…` file next to it, so compaction deletes nothing unseen.
     fn save_rejected(
         &self,
+        path: &Path,
         entries: &[Entry],
         reader: &dyn ReadAt,
         end: u64,
     ) -> Result<(u64, Option<PathBuf>)> {
-        let mut spans: Vec<(u64, u64)> = entries
-            .iter()
-            .map(|e| (e.offset, e.offset + e.len as u64 + 1))
-            .collect();
+        let mut spans: Vec<(u64, u64)> = entries.iter().map(|e| (e.offset(), e.end())).collect();
         spans.sort_unstable();
         let mut gaps = Vec::new();
         let mut at = format::header_line().len() as u64;
@@ -315,7 +540,7 @@ impl JsonWriter {
             gap.resize((stop - start) as usize, 0);
             reader
                 .read_exact_at(&mut gap, start)
-                .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
             // Commit lines are framing, not rejected data.
             for line in gap.split_inclusive(|&b| b == b'\n') {
                 if format::commit_count(line.strip_suffix(b"\n").unwrap_or(line)).is_none() {
@@ -327,19 +552,12 @@ impl JsonWriter {
             return Ok((0, None));
         }
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
-        let to = sibling(&self.path, &format!(".rejected-{stamp}"));
+        let to = sibling(path, &format!(".rejected-{stamp}"));
         self.fs
             .write_new(&to, &bytes)
             .map_err(|e| Error::io(format!("saving rejected lines to {}", to.display()), e))?;
         Ok((bytes.len() as u64, Some(to)))
     }
-}
-
-/// `path` with `suffix` appended to its file name.
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 impl BatchWriter for JsonWriter {

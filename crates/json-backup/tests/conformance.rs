@@ -1,77 +1,8 @@
 //! The conformance suite against the JSON-lines engine.
 
-use std::sync::Arc;
+mod harness;
 
-use synclog_conformance::{Faults, Harness, Location};
-use synclog_core::{Error, LogId, LogStore, Result};
-use synclog_json::JsonStore;
-
-struct JsonHarness;
-
-/// Rewrites the file, passing each record line (as JSON) through `edit`; `None` drops it.
-fn rewrite(at: &Location, edit: impl Fn(serde_json::Value) -> Option<serde_json::Value>) -> Result<()> {
-    let text = std::fs::read_to_string(&at.address).map_err(|e| Error::io("reading", e))?;
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if i == 0 {
-            out.push_str(line);
-        } else {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| Error::corrupt("test", e.to_string()))?;
-            match edit(v) {
-                Some(v) => out.push_str(&v.to_string()),
-                None => continue,
-            }
-        }
-        out.push('\n');
-    }
-    std::fs::write(&at.address, out).map_err(|e| Error::io("writing", e))
-}
-
-#[async_trait::async_trait]
-impl Harness for JsonHarness {
-    fn name(&self) -> &'static str {
-        "json"
-    }
-
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let path = dir.path().join("logs.jsonl");
-        Ok(Location::new(path.to_string_lossy(), dir))
-    }
-
-    async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {
-        Ok(Arc::new(JsonStore::open(&at.address)?))
-    }
-
-    fn faults(&self) -> Faults {
-        Faults {
-            corrupt_record: true,
-            remove_record: true,
-            destroy: true,
-        }
-    }
-
-    fn cross_process(&self) -> bool {
-        true
-    }
-
-    async fn corrupt_record(&self, at: &Location, id: LogId) -> Result<()> {
-        rewrite(at, |mut v| {
-            if v["id"] == id.get() {
-                v["message"] = "damaged behind the store's back".into();
-            }
-            Some(v)
-        })
-    }
-
-    async fn remove_record(&self, at: &Location, id: LogId) -> Result<()> {
-        rewrite(at, |v| (v["id"] != id.get()).then_some(v))
-    }
-
-    async fn destroy(&self, at: &Location) -> Result<()> {
-        std::fs::remove_file(&at.address).map_err(|e| Error::io("deleting", e))
-    }
-}
-
-synclog_conformance::conformance_main!(JsonHarness);
+synclog_conformance::conformance_main!(harness::JsonHarness {
+    name: "json",
+    rotate_after_bytes: None,
+});

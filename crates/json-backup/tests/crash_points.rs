@@ -21,50 +21,51 @@ fn open(fs: &SimFs) -> synclog_core::Result<JsonStore> {
     JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()))
 }
 
-/// The scenario: appends (single and batched, some at process level), an import, a sync,
-/// a compaction, more appends. Returns what was acknowledged at power-loss durability
-/// before the first failure.
+/// Rotates on its own once the active file reaches 1000 bytes (about three records).
+fn open_rotating(fs: &SimFs) -> synclog_core::Result<JsonStore> {
+    let options = JsonOptions {
+        rotate_after_bytes: Some(1000),
+        ..JsonOptions::default()
+    };
+    JsonStore::open_with(FILE, options, Arc::new(fs.clone()))
+}
+
+/// The scenario: appends (single and batched, some at process level) with rotations
+/// between them, a sync, a compaction, an explicit rotation, more appends. Returns what was
+/// acknowledged at power-loss durability before the first failure. The store is closed
+/// (its writer thread joined) before returning, as a crashed process does nothing more.
 async fn scenario(fs: &SimFs) -> Vec<(LogId, Checksum)> {
     let mut acked = Vec::new();
-    let Ok(store) = open(fs) else { return acked };
+    let Ok(store) = open_rotating(fs) else {
+        return acked;
+    };
+    let _ = steps(&store, &mut acked).await;
+    let _ = store.close().await;
+    acked
+}
+
+async fn steps(store: &JsonStore, acked: &mut Vec<(LogId, Checksum)>) -> synclog_core::Result<()> {
     let mut ack = |recs: Vec<synclog_core::LogRecord>| {
         for r in recs {
             acked.push((r.id, r.checksum));
         }
     };
     for n in 0..4 {
-        match store.commit(vec![log(n)], Durability::PowerLoss).await {
-            Ok(r) => ack(r),
-            Err(_) => return acked,
-        }
+        ack(store.commit(vec![log(n)], Durability::PowerLoss).await?);
     }
-    match store
+    ack(store
         .commit((10..15).map(log).collect(), Durability::PowerLoss)
-        .await
-    {
-        Ok(r) => ack(r),
-        Err(_) => return acked,
-    }
+        .await?);
     // Process-level commits are not acknowledged as power-loss durable until the sync.
-    let pending = match store.commit(vec![log(20), log(21)], Durability::Process).await {
-        Ok(r) => r,
-        Err(_) => return acked,
-    };
-    if store.sync(Durability::PowerLoss).await.is_err() {
-        return acked;
-    }
+    let pending = store.commit(vec![log(20), log(21)], Durability::Process).await?;
+    store.sync(Durability::PowerLoss).await?;
     ack(pending);
-    if store.compact().await.is_err() {
-        return acked;
-    }
+    store.compact().await?;
+    assert!(store.rotate().await?.is_some(), "the active file holds records");
     for n in 30..33 {
-        match store.commit(vec![log(n)], Durability::PowerLoss).await {
-            Ok(r) => ack(r),
-            Err(_) => return acked,
-        }
+        ack(store.commit(vec![log(n)], Durability::PowerLoss).await?);
     }
-    let _ = store.close().await;
-    acked
+    Ok(())
 }
 
 async fn check_after_crash(fs: &SimFs, acked: &[(LogId, Checksum)], what: &str) {
@@ -73,7 +74,7 @@ async fn check_after_crash(fs: &SimFs, acked: &[(LogId, Checksum)], what: &str) 
         let rec = store
             .get(*id)
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{what}: reading log {id}: {e}"))
             .unwrap_or_else(|| panic!("{what}: acknowledged log {id} lost"));
         assert_eq!(rec.checksum, *sum, "{what}: log {id} changed");
     }
@@ -109,6 +110,16 @@ async fn every_acknowledged_record_survives_a_power_cut_at_every_operation() {
         all.len(),
         4 + 5 + 2 + 3,
         "the scenario runs through without faults"
+    );
+    let segments = clean
+        .paths()
+        .iter()
+        .filter(|p| p.to_string_lossy().contains(".seg-"))
+        .count();
+    assert!(
+        segments >= 3,
+        "the scenario rotates several times: {:?}",
+        clean.paths()
     );
     let mut points = 0;
     for n in 0.. {

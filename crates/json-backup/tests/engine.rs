@@ -64,7 +64,9 @@ async fn a_batch_cut_short_by_a_crash_is_moved_aside_whole() {
     let store = JsonStore::open(&path).unwrap();
     let report = store.open_report().clone();
     assert_eq!(report.records, 2, "none of the half-written batch counts");
-    let tail = report.torn_tail.expect("the uncommitted group is reported");
+    let [tail] = &report.torn_tails[..] else {
+        panic!("the uncommitted group is reported once: {report:?}")
+    };
     let aside = std::fs::read_to_string(&tail.moved_to).unwrap();
     assert_eq!(
         aside.lines().count(),
@@ -88,7 +90,9 @@ async fn torn_last_line_is_moved_aside_and_reported() {
 
     let store = JsonStore::open(&path).unwrap();
     let report = store.open_report().clone();
-    let tail = report.torn_tail.expect("torn tail reported");
+    let [tail] = &report.torn_tails[..] else {
+        panic!("the torn tail is reported once: {report:?}")
+    };
     assert_eq!(tail.bytes, torn.len() as u64);
     assert_eq!(
         std::fs::read(&tail.moved_to).unwrap(),
@@ -181,8 +185,11 @@ async fn compaction_orders_by_id_and_saves_skipped_lines_aside() {
     assert_eq!(store.open_report().corrupt_lines.len(), 1);
     let report = store.compact().await.unwrap();
     assert_eq!(report.records, 6);
-    let rejected = report.rejected_to.expect("skipped line saved");
+    let [rejected] = &report.rejected_to[..] else {
+        panic!("the skipped line is saved once: {report:?}")
+    };
     assert_eq!(std::fs::read_to_string(rejected).unwrap(), "garbage\n");
+    assert_eq!(report.files_rewritten, 1);
     let text = std::fs::read_to_string(&path).unwrap();
     let ids: Vec<u64> = text
         .lines()
@@ -238,4 +245,204 @@ async fn concurrent_appends_share_one_write_and_sync() {
     let stats = store.group_stats();
     assert_eq!(stats.logs, 640);
     assert!(stats.groups < 320, "{stats:?}");
+}
+
+/// The ids of the records in the JSON-lines file at `path` (header and commit lines skipped).
+fn ids_in(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+        .filter_map(|v| v["id"].as_u64())
+        .collect()
+}
+
+#[tokio::test]
+async fn rotation_seals_segments_and_every_record_stays_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let store = JsonStore::open(&path).unwrap();
+    let mut written = Vec::new();
+    written.extend(
+        store
+            .commit((1..=10).map(log).collect(), Durability::PowerLoss)
+            .await
+            .unwrap(),
+    );
+    let first = store.rotate().await.unwrap().expect("ten records to seal");
+    assert_eq!(first.records, 10);
+    assert_eq!(first.sealed, dir.path().join("logs.jsonl.seg-000001"));
+    written.extend(
+        store
+            .commit((11..=15).map(log).collect(), Durability::PowerLoss)
+            .await
+            .unwrap(),
+    );
+    let second = store.rotate().await.unwrap().expect("five records to seal");
+    assert_eq!(second.records, 5);
+    assert_eq!(
+        store.rotate().await.unwrap(),
+        None,
+        "an empty active file is not sealed"
+    );
+    written.extend(
+        store
+            .commit((16..=18).map(log).collect(), Durability::PowerLoss)
+            .await
+            .unwrap(),
+    );
+
+    let seg = |n: u32| dir.path().join(format!("logs.jsonl.seg-{n:06}"));
+    assert_eq!(store.files(), vec![seg(1), seg(2), path.clone()]);
+    assert_eq!(ids_in(&seg(1)), (1..=10).collect::<Vec<_>>());
+    assert_eq!(ids_in(&seg(2)), (11..=15).collect::<Vec<_>>());
+    assert_eq!(ids_in(&path), vec![16, 17, 18]);
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+    assert_eq!(store.get_required(written[3].id).await.unwrap(), written[3]);
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checked, 18);
+    store.close().await.unwrap();
+
+    let store = JsonStore::open(&path).unwrap();
+    assert_eq!(
+        (store.open_report().records, store.open_report().segments),
+        (18, 2)
+    );
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+    assert_eq!(
+        store.append(log(19)).await.unwrap().id.get(),
+        19,
+        "ids go on after the segments"
+    );
+    // Restored (imported) old ids land in the active file and are found there.
+    let again = store
+        .import(written[..2].to_vec(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.inserted, again.already_present),
+        (0, 2),
+        "sealed records count as present"
+    );
+}
+
+#[tokio::test]
+async fn automatic_rotation_bounds_the_active_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let options = JsonOptions {
+        rotate_after_bytes: Some(4096),
+        ..JsonOptions::default()
+    };
+    let store = JsonStore::open_with(&path, options, Arc::new(RealFs)).unwrap();
+    let mut written = Vec::new();
+    for n in 1..=100 {
+        written.push(store.append(log(n)).await.unwrap());
+    }
+    let files = store.files();
+    assert!(files.len() > 4, "{files:?}");
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        // A file passes the limit by at most one group (here one record and its commit line).
+        assert!(len < 4096 + 512, "{} holds {len} bytes", f.display());
+    }
+    let mut ids: Vec<u64> = files.iter().flat_map(|f| ids_in(f)).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=100).collect::<Vec<_>>(),
+        "each record in exactly one file"
+    );
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+}
+
+#[tokio::test]
+async fn a_rotation_cut_off_between_its_renames_is_finished_at_open() {
+    use synclog_json::sim::{SimFs, Tear};
+    let fs = SimFs::new();
+    let path = std::path::PathBuf::from("/sim/logs.jsonl");
+    let open = |fs: &SimFs| JsonStore::open_with(&path, JsonOptions::default(), Arc::new(fs.clone()));
+    let store = open(&fs).unwrap();
+    let written = store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    // Rotation's operations: create, write, sync and name the next file (4), seal (1),
+    // then rename the next file into place, which the power cut stops.
+    fs.cut_power_after(5);
+    let err = store.rotate().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    let _ = store.close().await;
+    fs.crash(Tear::DropUnsynced);
+    assert!(
+        fs.contents(&path).is_none(),
+        "the active file was sealed, its successor not yet in place"
+    );
+
+    let store = open(&fs).unwrap();
+    let report = store.open_report().clone();
+    assert!(report.finished_rotation && !report.created, "{report:?}");
+    assert_eq!((report.records, report.segments), (3, 1));
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+    assert_eq!(store.append(log(4)).await.unwrap().id.get(), 4);
+    assert!(fs
+        .contents(std::path::Path::new("/sim/logs.jsonl.next"))
+        .is_none());
+}
+
+#[tokio::test]
+async fn compaction_rewrites_only_the_segments_that_hold_skipped_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let store = JsonStore::open(&path).unwrap();
+    store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.rotate().await.unwrap();
+    store
+        .commit((4..=6).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.rotate().await.unwrap();
+    store
+        .commit((7..=8).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    // Damage the first segment's second record.
+    let seg1 = dir.path().join("logs.jsonl.seg-000001");
+    let text = std::fs::read_to_string(&seg1).unwrap();
+    let damaged = text.replacen("\"items_seen\":2", "\"items_seen\":9", 1);
+    assert_ne!(damaged, text);
+    std::fs::write(&seg1, damaged).unwrap();
+    let seg2_before = std::fs::read(dir.path().join("logs.jsonl.seg-000002")).unwrap();
+
+    let store = JsonStore::open(&path).unwrap();
+    let bad = &store.open_report().corrupt_lines;
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].file.clone(), bad[0].line), (seg1.clone(), 3));
+    let report = store.compact().await.unwrap();
+    assert_eq!((report.records, report.files_rewritten), (7, 2), "{report:?}");
+    assert_eq!(report.rejected_to.len(), 1);
+    let saved = report.rejected_to[0].display().to_string();
+    assert!(
+        saved.starts_with(&format!("{}.rejected-", seg1.display())),
+        "{saved}"
+    );
+    assert_eq!(ids_in(&seg1), vec![1, 3]);
+    assert_eq!(
+        std::fs::read(dir.path().join("logs.jsonl.seg-000002")).unwrap(),
+        seg2_before,
+        "a clean segment is left alone"
+    );
+    let verified = store.verify(VerifyOptions::default()).await.unwrap();
+    assert_eq!(verified.checked, 7);
+    assert!(verified.corrupt.is_empty(), "{verified:?}");
+    assert_eq!(
+        verified.missing,
+        vec![LogId::new(2).unwrap()],
+        "the damaged log is reported missing"
+    );
 }
