@@ -9,9 +9,9 @@
 //! The writer is an OS thread, so blocking engine calls never run on an async executor.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,60 @@ impl Gathering {
     }
 }
 
+/// The writer thread's wait for returning callers, without a wake-up per request: a
+/// request numbered at or after `from` counts itself, and only the one that completes the
+/// expected number wakes the writer. (A wake per request cost the writer one futex round
+/// trip per log, and the callers a futex wake each.)
+#[derive(Debug, Default)]
+struct Arrivals {
+    from: AtomicU64,
+    want: AtomicUsize,
+    returned: AtomicUsize,
+    lock: Mutex<()>,
+    all_back: Condvar,
+}
+
+impl Arrivals {
+    /// The writer is about to answer `callers`; requests numbered from `from` on are theirs
+    /// (or new callers'). Call before sending the replies.
+    fn expect(&self, callers: usize, from: u64) {
+        self.want.store(0, Ordering::SeqCst);
+        self.returned.store(0, Ordering::SeqCst);
+        self.from.store(from, Ordering::SeqCst);
+        self.want.store(callers, Ordering::SeqCst);
+    }
+
+    /// A request numbered `seq` was queued.
+    fn arrived(&self, seq: u64) {
+        if seq < self.from.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = self.returned.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.want.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.all_back.notify_one();
+        }
+    }
+
+    /// Waits until every expected caller is back (true) or `deadline` passes (false).
+    fn wait(&self, deadline: Instant) -> bool {
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.returned.load(Ordering::SeqCst) >= self.want.load(Ordering::SeqCst) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = match self.all_back.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
 type Exclusive<W> = Box<dyn FnOnce(&mut W) + Send>;
 
 enum Job<W> {
@@ -137,6 +191,7 @@ pub struct GroupCommit<W: BatchWriter> {
     thread: Mutex<Option<JoinHandle<Result<()>>>>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
+    arrivals: Arc<Arrivals>,
     name: String,
 }
 
@@ -155,17 +210,19 @@ impl<W: BatchWriter> GroupCommit<W> {
         let (tx, rx) = mpsc::channel::<Job<W>>();
         let counters = Arc::new(Counters::default());
         let seq = Arc::new(AtomicU64::new(0));
-        let (c, sq) = (counters.clone(), seq.clone());
+        let arrivals = Arc::new(Arrivals::default());
+        let (c, sq, ar) = (counters.clone(), seq.clone(), arrivals.clone());
         let (max, gather) = (options.max_group_logs.max(1), options.gather_wait);
         let thread = std::thread::Builder::new()
             .name(options.thread_name.clone())
-            .spawn(move || run(writer, rx, c, sq, max, gather))
+            .spawn(move || run(writer, rx, c, sq, ar, max, gather))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         Ok(GroupCommit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             counters,
             seq,
+            arrivals,
             name: options.thread_name,
         })
     }
@@ -185,12 +242,14 @@ impl<W: BatchWriter> GroupCommit<W> {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         self.send(Job::Commit {
             logs,
             durability,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            seq,
             reply,
         })?;
+        self.arrivals.arrived(seq);
         rx.await.map_err(|_| Error::Closed {
             store: self.name.clone(),
         })?
@@ -265,6 +324,7 @@ fn run<W: BatchWriter>(
     rx: mpsc::Receiver<Job<W>>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
+    arrivals: Arc<Arrivals>,
     max: usize,
     gather_wait: Duration,
 ) -> Result<()> {
@@ -303,11 +363,13 @@ fn run<W: BatchWriter>(
                 Ok(job) => Some(job),
                 Err(mpsc::TryRecvError::Disconnected) => None,
                 Err(mpsc::TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if !gathering.waiting_for_more() || now >= deadline {
+                    if !gathering.waiting_for_more() || Instant::now() >= deadline {
                         None
                     } else {
-                        rx.recv_timeout(deadline - now).ok()
+                        // Sleep until the last missing caller is queued (or the deadline),
+                        // then take what is there.
+                        let _all_back = arrivals.wait(deadline);
+                        rx.try_recv().ok()
                     }
                 }
             };
@@ -329,7 +391,9 @@ fn run<W: BatchWriter>(
         }
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
         let result = writer.commit_group(&batches, durability);
-        gathering.answering(group.len(), seq.load(Ordering::Relaxed));
+        let submitted = seq.load(Ordering::SeqCst);
+        gathering.answering(group.len(), submitted);
+        arrivals.expect(group.len(), submitted);
         match result {
             Ok(records) if records.len() == group.len() => {
                 counters.groups.fetch_add(1, Ordering::Relaxed);
@@ -392,6 +456,28 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    #[test]
+    fn the_writer_is_woken_when_the_last_answered_caller_is_back() {
+        let arrivals = Arc::new(Arrivals::default());
+        arrivals.expect(2, 10);
+        arrivals.arrived(9); // queued before the answers: not one of the answered callers
+        arrivals.arrived(10);
+        assert_eq!(arrivals.returned.load(Ordering::SeqCst), 1);
+        assert!(!arrivals.wait(Instant::now()), "one caller is still missing");
+        let a = arrivals.clone();
+        let started = Instant::now();
+        let waiter = std::thread::spawn(move || a.wait(Instant::now() + Duration::from_secs(60)));
+        arrivals.arrived(11);
+        assert!(waiter.join().unwrap(), "woken because all are back");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "woken, not timed out"
+        );
+        // The next round counts afresh.
+        arrivals.expect(1, 12);
+        assert!(!arrivals.wait(Instant::now()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
