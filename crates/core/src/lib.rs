@@ -21,6 +21,7 @@ pub mod guarded;
 pub mod memory;
 pub mod record;
 pub mod store;
+pub mod timefmt;
 pub mod url;
 pub mod validate;
 pub mod verify;

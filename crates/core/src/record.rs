@@ -163,9 +163,10 @@ pub struct NewLog {
     /// How the run ended.
     pub status: Status,
     /// When the run started (UTC).
+    #[serde(with = "crate::timefmt")]
     pub started_at: Timestamp,
     /// When it finished, if it has.
-    #[serde(default)]
+    #[serde(default, with = "crate::timefmt::option")]
     pub finished_at: Option<Timestamp>,
     /// Items the run looked at.
     #[serde(default)]
@@ -256,14 +257,17 @@ pub struct LogRecord {
     /// Assigned by the store.
     pub id: LogId,
     /// When the store committed it.
+    #[serde(with = "crate::timefmt")]
     pub recorded_at: Timestamp,
     /// See [`NewLog::job`].
     pub job: String,
     /// See [`NewLog::status`].
     pub status: Status,
     /// See [`NewLog::started_at`].
+    #[serde(with = "crate::timefmt")]
     pub started_at: Timestamp,
     /// See [`NewLog::finished_at`].
+    #[serde(default, with = "crate::timefmt::option")]
     pub finished_at: Option<Timestamp>,
     /// See [`NewLog::items_seen`].
     pub items_seen: u64,
