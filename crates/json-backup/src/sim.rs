@@ -33,6 +33,8 @@ struct State {
     /// Mutating operations so far, and the count at which the power goes out.
     ops: u64,
     power_cut_at: Option<u64>,
+    /// One operation, by count, that fails once (a transient I/O error).
+    fail_once_at: Option<u64>,
 }
 
 impl State {
@@ -40,6 +42,10 @@ impl State {
     fn op(&mut self) -> io::Result<()> {
         if self.power_cut_at.is_some_and(|at| self.ops >= at) {
             return Err(io::Error::other("simulated power cut"));
+        }
+        if self.fail_once_at == Some(self.ops) {
+            self.fail_once_at = None;
+            return Err(io::Error::other("simulated I/O error"));
         }
         self.ops += 1;
         Ok(())
@@ -95,6 +101,13 @@ impl SimFs {
     pub fn cut_power_after(&self, n: u64) {
         let mut st = self.lock_state();
         st.power_cut_at = Some(st.ops + n);
+    }
+
+    /// Makes the mutating operation after the next `n` fail once with an I/O error (it
+    /// does nothing); the ones after it succeed again.
+    pub fn fail_once_after(&self, n: u64) {
+        let mut st = self.lock_state();
+        st.fail_once_at = Some(st.ops + n);
     }
 
     /// Whether the power was cut (an operation was refused).

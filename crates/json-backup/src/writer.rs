@@ -360,9 +360,16 @@ impl JsonWriter {
             self.fs
                 .rename(&self.path, &seg)
                 .map_err(io(format!("sealing {name} as {}", seg.display())))?;
+        } else if !self.rotation_pending {
+            return Err(Error::io(
+                format!("rotating {name}"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the active file was removed while the store was open",
+                ),
+            ));
         } else {
             // Resuming a rotation cut off after sealing.
-            self.rotation_pending = true;
             if self
                 .fs
                 .len(&next)

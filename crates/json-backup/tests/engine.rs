@@ -446,3 +446,37 @@ async fn compaction_rewrites_only_the_segments_that_hold_skipped_lines() {
         "the damaged log is reported missing"
     );
 }
+
+#[tokio::test]
+async fn a_rotation_that_failed_between_its_renames_is_finished_by_the_next_write() {
+    use synclog_json::sim::SimFs;
+    let fs = SimFs::new();
+    let path = std::path::PathBuf::from("/sim/logs.jsonl");
+    let store = JsonStore::open_with(&path, JsonOptions::default(), Arc::new(fs.clone())).unwrap();
+    let mut written = store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    // Create, write, sync and name the next file (4), seal (1); the rename into place fails.
+    fs.fail_once_after(5);
+    let err = store.rotate().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(
+        fs.contents(&path).is_none(),
+        "sealed, the next file not yet in place"
+    );
+    written.push(store.append(log(4)).await.unwrap());
+    assert_eq!(written[3].id.get(), 4);
+    assert_eq!(
+        store.files(),
+        vec![
+            std::path::PathBuf::from("/sim/logs.jsonl.seg-000001"),
+            path.clone()
+        ]
+    );
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+    assert!(store.verify(VerifyOptions::default()).await.unwrap().is_clean());
+    store.close().await.unwrap();
+    let store = JsonStore::open_with(&path, JsonOptions::default(), Arc::new(fs.clone())).unwrap();
+    assert_eq!(synclog_conformance::cases::everything(&store).await, written);
+}
