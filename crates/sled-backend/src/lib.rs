@@ -86,6 +86,33 @@ fn map_err(path: &Path, context: &str, e: sled::Error) -> Error {
     }
 }
 
+/// Waits, at most `wait`, until nothing holds the lock on the database's `db` file.
+///
+/// sled's own thread pool can keep the file (and its lock) open for a moment after the last
+/// handle is dropped, so a close that returned at once could leave another process
+/// unable to open the database. The probe takes the same `flock` sled takes, and releases
+/// it at once.
+fn wait_for_lock_release(path: &Path, wait: Duration) {
+    let Ok(file) = std::fs::File::open(path.join("db")) else {
+        return;
+    };
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return;
+            }
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Tuning of a [`SledStore`].
 #[derive(Debug, Clone)]
 pub struct SledOptions {
@@ -240,6 +267,7 @@ pub struct SledStore {
     path: PathBuf,
     db: Mutex<Option<sled::Db>>,
     group: Arc<GroupCommit<Writer>>,
+    lock_wait: Duration,
     closed: AtomicBool,
 }
 
@@ -294,6 +322,7 @@ impl SledStore {
             path,
             db: Mutex::new(Some(db)),
             group,
+            lock_wait: options.lock_wait,
             closed: AtomicBool::new(false),
         })
     }
@@ -459,12 +488,17 @@ impl LogStore for SledStore {
         let db = self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(db);
         let group = self.group.clone();
-        tokio::task::spawn_blocking(move || group.shutdown())
-            .await
-            .map_err(|e| Error::Backend {
-                engine: "sled",
-                context: "closing".into(),
-                source: Box::new(e),
-            })?
+        let (path, wait) = (self.path.clone(), self.lock_wait);
+        tokio::task::spawn_blocking(move || {
+            group.shutdown()?;
+            wait_for_lock_release(&path, wait);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "sled",
+            context: "closing".into(),
+            source: Box::new(e),
+        })?
     }
 }

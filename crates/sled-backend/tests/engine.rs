@@ -104,3 +104,25 @@ async fn concurrent_appends_share_one_flush() {
     assert_eq!(stats.logs, 320);
     assert!(stats.groups < 160, "{stats:?}");
 }
+
+/// sled's thread pool can hold the database's lock for a moment after the last handle is
+/// dropped; `close` waits for it, so a plain `sled::open` right after never finds it locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_after_the_database_lock_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    for round in 0..20 {
+        let store = SledStore::open(&path).unwrap();
+        store.append(log(round)).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let raw =
+            sled::open(&path).unwrap_or_else(|e| panic!("round {round}: still locked after close: {e}"));
+        assert_eq!(
+            raw.len(),
+            round as usize + 2,
+            "the records and the high-water key"
+        );
+        drop(raw);
+    }
+}
