@@ -409,3 +409,34 @@ fn bench_json_reports_each_figure_with_its_baseline() {
         assert!(names.contains(&"postgres, 64 appenders"), "{names:?}");
     }
 }
+
+#[test]
+fn a_torn_backup_tail_is_moved_aside_and_the_operator_is_told() {
+    let env = Env::new();
+    let out = env.run(&["append", "--job", "crm", "--status", "succeeded"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A crash in the middle of a backup write: half a line, never acknowledged.
+    let backup = env.path("b.jsonl");
+    let mut bytes = std::fs::read(&backup).unwrap();
+    bytes.extend_from_slice(br#"{"id":2,"recorded_at":"2026-11-2"#);
+    std::fs::write(&backup, &bytes).unwrap();
+
+    let listed = env.run(&["list"]);
+    no_panic(&listed);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let err = stderr(&listed);
+    assert!(
+        err.contains("moved aside") && err.contains("b.jsonl.torn-"),
+        "stderr says what was moved and where: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no terminal colours when stderr is not a terminal: {err:?}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("b.jsonl.torn-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the torn bytes are kept");
+}

@@ -140,6 +140,7 @@ impl JsonStore {
         })?;
         let loaded = load::load(&*fs, &path)?;
         let report = loaded.report.clone();
+        warn_about(&name, &report);
         let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
         let writer = JsonWriter::new(
             fs.clone(),
@@ -228,6 +229,30 @@ impl JsonStore {
                 context: "a read task failed".into(),
                 source: Box::new(e),
             })?
+    }
+}
+
+/// Tells the operator (through `tracing`, at `warn`) what opening found and did: data
+/// moved aside, lines skipped, a rotation finished. The same is in [`JsonStore::open_report`].
+fn warn_about(name: &str, report: &OpenReport) {
+    for tail in &report.torn_tails {
+        tracing::warn!(
+            store = name,
+            bytes = tail.bytes,
+            moved_to = %tail.moved_to.display(),
+            "an uncommitted end (never acknowledged) was moved aside"
+        );
+    }
+    if let Some(first) = report.corrupt_lines.first() {
+        tracing::warn!(
+            store = name,
+            skipped = report.corrupt_lines.len(),
+            first = %format!("{} line {}: {}", first.file.display(), first.line, first.detail),
+            "lines that do not check out were skipped; `compact` saves them aside"
+        );
+    }
+    if report.finished_rotation {
+        tracing::warn!(store = name, "a rotation cut off by a crash was finished");
     }
 }
 
