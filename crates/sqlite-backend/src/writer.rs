@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rusqlite::{params, Connection, ErrorCode, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::group::BatchWriter;
 use synclog_core::{
     CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
@@ -98,7 +98,7 @@ impl Writer {
     fn transact<R>(
         &mut self,
         durability: Durability,
-        mut body: impl FnMut(&Transaction<'_>) -> Result<R>,
+        mut body: impl FnMut(&Connection) -> Result<R>,
     ) -> Result<R> {
         let mut attempt = 0u32;
         loop {
@@ -136,7 +136,7 @@ impl Writer {
     fn try_transact<R>(
         &mut self,
         durability: Durability,
-        body: &mut impl FnMut(&Transaction<'_>) -> Result<R>,
+        body: &mut impl FnMut(&Connection) -> Result<R>,
     ) -> Result<R> {
         let path = self.path.clone();
         if self.synchronous != Some(durability) {
@@ -145,30 +145,39 @@ impl Writer {
             self.synchronous = Some(durability);
         }
         let conn = self.connection()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // BEGIN and COMMIT through cached statements: rusqlite's `Transaction` prepares
+        // them afresh each time, and every append runs one.
+        run_cached(conn, "BEGIN IMMEDIATE")
             .map_err(|e| map_err(&path, "beginning a write transaction on", e))?;
-        let r = body(&tx)?;
-        tx.commit().map_err(|e| map_err(&path, "committing to", e))?;
-        Ok(r)
+        let done = body(conn).and_then(|r| {
+            run_cached(conn, "COMMIT")
+                .map(|()| r)
+                .map_err(|e| map_err(&path, "committing to", e))
+        });
+        if done.is_err() && !conn.is_autocommit() {
+            // Still inside the transaction: roll it back, or drop the connection.
+            if run_cached(conn, "ROLLBACK").is_err() {
+                self.discard();
+            }
+        }
+        done
     }
 
     /// The next id: above every stored id, the stored high-water mark, and every id this
     /// writer assigned (another process may have written since: this runs inside the
     /// `BEGIN IMMEDIATE` transaction).
-    fn next_id(tx: &Transaction<'_>, path: &std::path::Path, assigned: u64) -> Result<u64> {
-        let max: Option<i64> = tx
-            .query_row("SELECT max(id) FROM logs", [], |r| r.get(0))
-            .map_err(|e| map_err(path, "reading the last id of", e))?;
-        let hw: i64 = tx
-            .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| map_err(path, "reading the high-water mark of", e))?;
+    fn next_id(tx: &Connection, path: &std::path::Path, assigned: u64) -> Result<u64> {
+        // One cached statement: this runs in every write transaction.
+        let (max, hw): (Option<i64>, i64) = tx
+            .prepare_cached(
+                "SELECT (SELECT max(id) FROM logs), (SELECT value FROM meta WHERE key = 'high_water')",
+            )
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(|e| map_err(path, "reading the last id and high-water mark of", e))?;
         Ok((max.unwrap_or(0).max(hw) as u64).max(assigned) + 1)
     }
 
-    fn raise_high_water(tx: &Transaction<'_>, path: &std::path::Path, last: u64) -> Result<()> {
+    fn raise_high_water(tx: &Connection, path: &std::path::Path, last: u64) -> Result<()> {
         tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'high_water'")
             .and_then(|mut s| s.execute([last as i64]))
             .map_err(|e| map_err(path, "updating the high-water mark of", e))?;
@@ -273,6 +282,11 @@ impl Writer {
             }
         }
     }
+}
+
+/// Runs a statement without parameters or rows through the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(drop)
 }
 
 /// Executes an insert statement of the 12 columns for `rec`.

@@ -247,6 +247,27 @@ async fn writer_reopens_its_connection_after_an_error() {
 }
 
 #[tokio::test]
+async fn a_batch_failing_half_way_through_its_inserts_is_rolled_back_whole() {
+    let (dir, store) = fresh();
+    store.append(log("a")).await.unwrap();
+    // A trigger added behind the store's back makes the third insert of the batch fail.
+    let side = Connection::open(dir.path().join("logs.db")).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON logs WHEN NEW.job = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;",
+    )
+    .unwrap();
+    let batch = vec![log("b"), log("c"), log("boom"), log("d")];
+    let err = store.commit(batch, Durability::PowerLoss).await.unwrap_err();
+    assert_ne!(err.kind(), ErrorKind::InvalidInput);
+    side.execute_batch("DROP TRIGGER boom").unwrap();
+    let all = synclog_conformance::cases::everything(&store).await;
+    assert_eq!(all.len(), 1, "none of the failed batch is stored");
+    let next = store.append(log("e")).await.unwrap();
+    assert_eq!(next.id.get(), 2, "the failed batch spent no id");
+}
+
+#[tokio::test]
 async fn sync_hook_makes_process_level_commits_power_loss_durable() {
     let (_dir, store) = fresh();
     store.append_with(log("a"), Durability::Process).await.unwrap();
