@@ -480,3 +480,29 @@ async fn a_rotation_that_failed_between_its_renames_is_finished_by_the_next_writ
     let store = JsonStore::open_with(&path, JsonOptions::default(), Arc::new(fs.clone())).unwrap();
     assert_eq!(synclog_conformance::cases::everything(&store).await, written);
 }
+
+#[tokio::test]
+async fn a_repeated_record_keeps_its_first_copy_and_the_repeat_is_reported_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let recs = filled(&path, 3).await;
+    // Append a second, intact copy of log 2 as a committed group of its own.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let copy = lines[2];
+    assert!(copy.starts_with("{\"id\":2,"), "{copy}");
+    let more = format!("{text}{copy}\n{{\"synclog_commit\":1}}\n");
+    std::fs::write(&path, more).unwrap();
+
+    let store = JsonStore::open(&path).unwrap();
+    let bad = store.open_report().corrupt_lines.clone();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].file.clone(), bad[0].line), (path.clone(), 6), "{bad:?}");
+    assert!(bad[0].detail.contains("log 2 appears again"), "{bad:?}");
+    assert_eq!(store.open_report().records, 3);
+    assert_eq!(
+        store.get_required(recs[1].id).await.unwrap(),
+        recs[1],
+        "the first copy"
+    );
+}
