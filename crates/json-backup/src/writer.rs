@@ -387,8 +387,13 @@ impl JsonWriter {
             .fs
             .open_read_at(&self.path)
             .map_err(io(format!("opening {name} for reading")))?;
+        // Counted under the read lock: only this writer changes the index.
+        let records = read_shared(&self.shared)
+            .index
+            .entries()
+            .filter(|e| e.file() == active)
+            .count() as u64;
         let mut shared = write_shared(&self.shared);
-        let records = shared.index.entries().filter(|e| e.file() == active).count() as u64;
         let mut files = Files::clone(&shared.files);
         if let Some(f) = files.get_mut(&active) {
             f.path = seg.clone();
@@ -437,19 +442,20 @@ impl JsonWriter {
         }
         self.file()?;
         self.sync_file(Durability::PowerLoss)?;
-        let (spans, files, active) = {
+        // The writer is the index's only mutator, so a read lock gives a stable view. One
+        // pass sorts the entries by file (in id order within each).
+        let (spans, files, active, mut by_file) = {
             let s = read_shared(&self.shared);
-            (s.spans(), s.files.clone(), s.active())
+            let mut by_file: BTreeMap<u16, Vec<Entry>> = BTreeMap::new();
+            for e in s.index.entries() {
+                by_file.entry(e.file()).or_default().push(*e);
+            }
+            (s.spans(), s.files.clone(), s.active(), by_file)
         };
         let mut report = CompactReport::default();
         for (number, path, end) in spans {
             let Some(file) = files.get(&number) else { continue };
-            let entries: Vec<Entry> = read_shared(&self.shared)
-                .index
-                .entries()
-                .filter(|e| e.file() == number)
-                .copied()
-                .collect();
+            let entries = by_file.remove(&number).unwrap_or_default();
             report.bytes_before += end;
             let (rejected_bytes, rejected_to) = self.save_rejected(&path, &entries, &*file.reader, end)?;
             report.rejected_bytes += rejected_bytes;
