@@ -256,10 +256,22 @@ fn warn_about(name: &str, report: &OpenReport) {
     }
 }
 
-fn reader_read(reader: &dyn fs::ReadAt, buf: &mut [u8], at: u64, path: &Path) -> Result<()> {
-    reader
-        .read_exact_at(buf, at)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+/// The files of the store at `path` as they are on disk now: its sealed segments in order,
+/// then the active file if it exists. For tools that read, copy or remove a store's files
+/// while it is closed (an open store has [`JsonStore::files`]).
+pub fn store_files(path: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let path = path.as_ref();
+    let mut files: Vec<PathBuf> = load::segments(&RealFs, path)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let active = RealFs
+        .len(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    if active.is_some() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
 }
 
 impl Inner {
@@ -291,7 +303,9 @@ impl Inner {
             let start = first.offset();
             let len = (entries[j - 1].1.end() - 1 - start) as usize;
             buf.resize(len, 0);
-            reader_read(&*file.reader, &mut buf, start, &file.path)?;
+            file.reader
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| Error::io(format!("reading {}", file.path.display()), e))?;
             for (id, e) in &entries[i..j] {
                 let from = (e.offset() - start) as usize;
                 let line = &buf[from..from + e.len as usize];

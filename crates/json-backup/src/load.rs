@@ -91,7 +91,7 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The sealed segments next to `path`, in number order.
-fn segments(fs: &dyn FileSystem, path: &Path) -> Result<Vec<(u16, PathBuf)>> {
+pub(crate) fn segments(fs: &dyn FileSystem, path: &Path) -> Result<Vec<(u16, PathBuf)>> {
     let name = path.display().to_string();
     let prefix = match path.file_name() {
         Some(f) => format!("{}.seg-", f.to_string_lossy()),

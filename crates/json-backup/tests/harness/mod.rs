@@ -16,26 +16,7 @@ pub struct JsonHarness {
 
 /// The store's files at `at`: sealed segments (in order) and the active file.
 fn files(at: &Location) -> Result<Vec<std::path::PathBuf>> {
-    let path = std::path::Path::new(&at.address);
-    let name = path
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io("listing", e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|f| f.to_str())
-                .and_then(|f| f.strip_prefix(&format!("{name}.seg-")))
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect();
-    out.sort();
-    out.push(path.to_path_buf());
-    Ok(out)
+    synclog_json::store_files(&at.address)
 }
 
 /// Rewrites every file of the store, passing each record line (as JSON) through `edit`;
@@ -51,9 +32,6 @@ fn rewrite_file(
     file: &std::path::Path,
     edit: &impl Fn(serde_json::Value) -> Option<serde_json::Value>,
 ) -> Result<()> {
-    if !file.exists() {
-        return Ok(());
-    }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io("reading", e))?;
     let mut out = String::new();
     for (i, line) in text.lines().enumerate() {
