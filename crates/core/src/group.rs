@@ -83,9 +83,9 @@ struct Counters {
 /// their submission number (`seq`); one numbered at or after the last answer comes from a
 /// returning (or new) caller. A lone caller is back as soon as it submits, so it never waits.
 ///
-/// Shared by [`GroupCommit`]'s writer thread (which waits with a timeout) and the async
-/// writers of the guarded store and the PostgreSQL engine (which yield a bounded number of
-/// times).
+/// Used by the async writers of the guarded store and the PostgreSQL engine (which yield a
+/// bounded number of times). [`GroupCommit`]'s writer thread keeps the same count on the
+/// callers' side instead, so that it can sleep until the last one is back.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Gathering {
     answered: usize,
@@ -153,6 +153,11 @@ impl Arrivals {
         }
     }
 
+    /// Whether every caller answered last time is queued again (true before any answer).
+    fn all_back(&self) -> bool {
+        self.returned.load(Ordering::SeqCst) >= self.want.load(Ordering::SeqCst)
+    }
+
     /// Waits until every expected caller is back (true) or `deadline` passes (false).
     fn wait(&self, deadline: Instant) -> bool {
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,8 +183,6 @@ enum Job<W> {
     Commit {
         logs: Vec<NewLog>,
         durability: Durability,
-        /// Order of submission, to tell callers coming back from earlier ones.
-        seq: u64,
         reply: oneshot::Sender<Result<Vec<LogRecord>>>,
     },
     Exclusive(Exclusive<W>),
@@ -246,7 +249,6 @@ impl<W: BatchWriter> GroupCommit<W> {
         self.send(Job::Commit {
             logs,
             durability,
-            seq,
             reply,
         })?;
         self.arrivals.arrived(seq);
@@ -329,7 +331,6 @@ fn run<W: BatchWriter>(
     gather_wait: Duration,
 ) -> Result<()> {
     let mut deferred: VecDeque<Job<W>> = VecDeque::new();
-    let mut gathering = Gathering::default();
     loop {
         let job = match deferred.pop_front() {
             Some(j) => j,
@@ -338,7 +339,7 @@ fn run<W: BatchWriter>(
                 Err(_) => break,
             },
         };
-        let (first_logs, first_durability, first_seq, first_reply) = match job {
+        let (first_logs, first_durability, first_reply) = match job {
             Job::Exclusive(f) => {
                 f(&mut writer);
                 continue;
@@ -346,13 +347,11 @@ fn run<W: BatchWriter>(
             Job::Commit {
                 logs,
                 durability,
-                seq,
                 reply,
-            } => (logs, durability, seq, reply),
+            } => (logs, durability, reply),
         };
         let mut total = first_logs.len();
         let mut durability = first_durability;
-        gathering.start(first_seq);
         let mut group = vec![(first_logs, first_reply)];
         // Take whatever else is queued, up to the group limit. While callers answered last
         // time are still missing, wait for them a bounded time. An exclusive job waits until
@@ -363,7 +362,7 @@ fn run<W: BatchWriter>(
                 Ok(job) => Some(job),
                 Err(mpsc::TryRecvError::Disconnected) => None,
                 Err(mpsc::TryRecvError::Empty) => {
-                    if !gathering.waiting_for_more() || Instant::now() >= deadline {
+                    if arrivals.all_back() || Instant::now() >= deadline {
                         None
                     } else {
                         // Sleep until the last missing caller is queued (or the deadline),
@@ -377,12 +376,10 @@ fn run<W: BatchWriter>(
                 Some(Job::Commit {
                     logs,
                     durability: d,
-                    seq,
                     reply,
                 }) => {
                     total += logs.len();
                     durability = durability.max(d);
-                    gathering.join(seq);
                     group.push((logs, reply));
                 }
                 Some(exclusive) => deferred.push_back(exclusive),
@@ -392,7 +389,6 @@ fn run<W: BatchWriter>(
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
         let result = writer.commit_group(&batches, durability);
         let submitted = seq.load(Ordering::SeqCst);
-        gathering.answering(group.len(), submitted);
         arrivals.expect(group.len(), submitted);
         match result {
             Ok(records) if records.len() == group.len() => {
