@@ -85,6 +85,10 @@ impl StoreUrl {
     }
 }
 
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "json", feature = "sled")),
+    allow(dead_code)
+)]
 fn ensure_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
@@ -99,6 +103,22 @@ fn disabled(feature: &str) -> Error {
         engine: "synclog",
         what: format!("this URL: the `{feature}` feature was not compiled in"),
     }
+}
+
+/// Runs an engine's blocking open off the async executor.
+#[allow(dead_code)] // unused only when every file engine's feature is off
+async fn open_blocking<S: LogStore + 'static>(
+    engine: &'static str,
+    open: impl FnOnce() -> Result<S> + Send + 'static,
+) -> Result<Arc<dyn LogStore>> {
+    let store = tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| Error::Backend {
+            engine,
+            context: "opening".into(),
+            source: Box::new(e),
+        })??;
+    Ok(Arc::new(store))
 }
 
 /// How stores are opened by URL.
@@ -134,15 +154,10 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
                     busy_timeout: wait,
                     ..Default::default()
                 };
-                let store =
-                    tokio::task::spawn_blocking(move || synclog_sqlite::SqliteStore::open_with(path, opts))
-                        .await
-                        .map_err(|e| Error::Backend {
-                            engine: "sqlite",
-                            context: "opening".into(),
-                            source: Box::new(e),
-                        })??;
-                Ok(Arc::new(store))
+                open_blocking("sqlite", move || {
+                    synclog_sqlite::SqliteStore::open_with(path, opts)
+                })
+                .await
             }
             #[cfg(not(feature = "sqlite"))]
             {
@@ -163,15 +178,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
                     ..Default::default()
                 };
                 let fs = Arc::new(synclog_json::fs::RealFs);
-                let store =
-                    tokio::task::spawn_blocking(move || synclog_json::JsonStore::open_with(path, opts, fs))
-                        .await
-                        .map_err(|e| Error::Backend {
-                            engine: "json",
-                            context: "opening".into(),
-                            source: Box::new(e),
-                        })??;
-                Ok(Arc::new(store))
+                open_blocking("json", move || synclog_json::JsonStore::open_with(path, opts, fs)).await
             }
             #[cfg(not(feature = "json"))]
             {
@@ -187,15 +194,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
                     lock_wait: wait,
                     ..Default::default()
                 };
-                let store =
-                    tokio::task::spawn_blocking(move || synclog_sled::SledStore::open_with(path, opts))
-                        .await
-                        .map_err(|e| Error::Backend {
-                            engine: "sled",
-                            context: "opening".into(),
-                            source: Box::new(e),
-                        })??;
-                Ok(Arc::new(store))
+                open_blocking("sled", move || synclog_sled::SledStore::open_with(path, opts)).await
             }
             #[cfg(not(feature = "sled"))]
             {
