@@ -144,6 +144,7 @@ pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
 
 /// [`open_url`] with options.
 pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
+    #[allow(unused_variables)] // in a build without any engine
     let wait = options.lock_wait;
     match StoreUrl::parse(url)? {
         StoreUrl::Sqlite(path) => {

@@ -1,5 +1,10 @@
 //! `synclog bench`: every figure next to its baseline, measured in the same run on the
-//! same disk, as a table or JSON.
+//! same disk, as a table or JSON. It measures every engine, so a build without all of
+//! them answers with a clear error instead.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,6 +115,16 @@ fn at_least(mut f: Figure, min: f64) -> Figure {
     f
 }
 
+/// `bench` in a build without every engine.
+#[cfg(not(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres")))]
+pub async fn run(_args: BenchArgs) -> Result<u8> {
+    Err(Error::Unsupported {
+        engine: "synclog",
+        what: "`bench` in this build: it measures every engine; build with the default features".into(),
+    })
+}
+
+#[cfg(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres"))]
 pub async fn run(args: BenchArgs) -> Result<u8> {
     let dir = args.dir.clone();
     if dir.exists() {
