@@ -36,6 +36,20 @@ impl Pair {
         .unwrap()
     }
 
+    /// The primary alone, by URL (to wrap it in a fault injector).
+    async fn sqlite(&self) -> Arc<dyn LogStore> {
+        synclog::open_url(&format!("sqlite://{}", self.primary.display()))
+            .await
+            .unwrap()
+    }
+
+    /// The backup alone, by URL.
+    async fn json(&self) -> Arc<dyn LogStore> {
+        synclog::open_url(&format!("json://{}", self.backup.display()))
+            .await
+            .unwrap()
+    }
+
     fn primary_files(&self) -> Vec<PathBuf> {
         ["", "-wal", "-shm"]
             .iter()
@@ -195,13 +209,9 @@ async fn primary_rolled_back_to_an_older_copy_gets_exactly_198_to_201_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failing_every_third_commit_loses_no_acknowledged_log() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
     let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 3));
-    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
-        .await
-        .unwrap();
+    let backup = pair.json().await;
     let store = Arc::new(
         Guarded::open(faulty.clone(), backup, GuardedOptions::default())
             .await
@@ -251,14 +261,10 @@ async fn primary_failing_every_third_commit_loses_no_acknowledged_log() {
 #[tokio::test]
 async fn a_failed_primary_commit_is_restored_at_once_with_a_fresh_attempt() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
     // Call 1 succeeds, call 2 (the second append) fails, call 3 (the immediate restore) succeeds.
     let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 2));
-    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
-        .await
-        .unwrap();
+    let backup = pair.json().await;
     let store = Guarded::open(faulty.clone(), backup, GuardedOptions::default())
         .await
         .unwrap();
@@ -282,13 +288,9 @@ async fn a_failed_primary_commit_is_restored_at_once_with_a_fresh_attempt() {
 #[tokio::test]
 async fn a_primary_that_keeps_failing_leaves_logs_in_the_backup_until_reconcile() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
     let broken = Arc::new(FailEveryNth::new(sqlite.clone(), 1));
-    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
-        .await
-        .unwrap();
+    let backup = pair.json().await;
     let store = Guarded::open(broken, backup.clone(), GuardedOptions::default())
         .await
         .unwrap();
@@ -381,9 +383,7 @@ async fn a_sled_primary_that_silently_lost_its_data_is_restored_from_the_backup(
 #[tokio::test]
 async fn a_level_one_copy_cannot_give_is_refused_and_nothing_is_written() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
     let memory = synclog::open_url("memory://guarded-refusal").await.unwrap();
     let store = Guarded::open(sqlite.clone(), memory, GuardedOptions::default())
         .await
@@ -404,13 +404,9 @@ async fn a_level_one_copy_cannot_give_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn a_primary_that_reads_back_damaged_is_not_counted_in_the_receipt() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
     let lying = Arc::new(DamagedReads::new(sqlite));
-    let backup = synclog::open_url(&format!("json://{}", pair.backup.display()))
-        .await
-        .unwrap();
+    let backup = pair.json().await;
     let store = Guarded::open(lying, backup.clone(), GuardedOptions::default())
         .await
         .unwrap();
@@ -429,12 +425,8 @@ async fn a_primary_that_reads_back_damaged_is_not_counted_in_the_receipt() {
 #[tokio::test]
 async fn nothing_is_acknowledged_when_no_copy_reads_back_intact() {
     let pair = Pair::new();
-    let sqlite = synclog::open_url(&format!("sqlite://{}", pair.primary.display()))
-        .await
-        .unwrap();
-    let json = synclog::open_url(&format!("json://{}", pair.backup.display()))
-        .await
-        .unwrap();
+    let sqlite = pair.sqlite().await;
+    let json = pair.json().await;
     let store = Guarded::open(
         Arc::new(DamagedReads::new(sqlite)),
         Arc::new(DamagedReads::new(json)),
