@@ -440,3 +440,26 @@ fn a_torn_backup_tail_is_moved_aside_and_the_operator_is_told() {
         .collect();
     assert_eq!(aside.len(), 1, "the torn bytes are kept");
 }
+
+#[test]
+fn a_corrupt_backup_line_is_skipped_and_the_operator_is_told() {
+    let env = Env::new();
+    for job in ["crm", "erp"] {
+        let out = env.run(&["append", "--job", job, "--status", "succeeded"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    // Damage the first record's line in the backup (its checksum no longer matches).
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let damaged = text.replacen("\"job\":\"crm\"", "\"job\":\"CRM\"", 1);
+    assert_ne!(damaged, text);
+    std::fs::write(&backup, damaged).unwrap();
+
+    let listed = env.run(&["list"]);
+    no_panic(&listed);
+    let err = stderr(&listed);
+    assert!(
+        err.contains("skipped") && err.contains("line 2"),
+        "stderr names the skipped line: {err}"
+    );
+}

@@ -303,6 +303,11 @@ async fn rotation_seals_segments_and_every_record_stays_in_the_store() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.checked, 18);
     store.close().await.unwrap();
+    assert_eq!(
+        synclog_json::store_files(&path).unwrap(),
+        vec![seg(1), seg(2), path.clone()],
+        "the same list from the files on disk, for a closed store"
+    );
 
     let store = JsonStore::open(&path).unwrap();
     assert_eq!(
