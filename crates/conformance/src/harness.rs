@@ -56,6 +56,15 @@ pub struct Faults {
     pub destroy: bool,
 }
 
+impl Faults {
+    /// Every hook implemented.
+    pub const ALL: Faults = Faults {
+        corrupt_record: true,
+        remove_record: true,
+        destroy: true,
+    };
+}
+
 /// An engine's entry into the suite.
 ///
 /// ```

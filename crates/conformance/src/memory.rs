@@ -30,11 +30,7 @@ impl crate::Harness for MemoryHarness {
     }
 
     fn faults(&self) -> crate::Faults {
-        crate::Faults {
-            corrupt_record: true,
-            remove_record: true,
-            destroy: true,
-        }
+        crate::Faults::ALL
     }
 
     async fn corrupt_record(&self, at: &crate::Location, id: LogId) -> Result<()> {

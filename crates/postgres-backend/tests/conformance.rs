@@ -54,11 +54,7 @@ impl Harness for PgHarness {
     }
 
     fn faults(&self) -> Faults {
-        Faults {
-            corrupt_record: true,
-            remove_record: true,
-            destroy: true,
-        }
+        Faults::ALL
     }
 
     fn cross_process(&self) -> bool {

@@ -48,11 +48,7 @@ impl Harness for SledHarness {
     }
 
     fn faults(&self) -> Faults {
-        Faults {
-            corrupt_record: true,
-            remove_record: true,
-            destroy: true,
-        }
+        Faults::ALL
     }
 
     fn cross_process(&self) -> bool {

@@ -46,11 +46,7 @@ impl Harness for SqliteHarness {
     }
 
     fn faults(&self) -> Faults {
-        Faults {
-            corrupt_record: true,
-            remove_record: true,
-            destroy: true,
-        }
+        Faults::ALL
     }
 
     fn cross_process(&self) -> bool {
