@@ -7,11 +7,18 @@
 //! strongest level any of its callers asked for.
 //!
 //! The writer is an OS thread, so blocking engine calls never run on an async executor.
+//!
+//! A caller that is alone (no other commit in flight, the writer idle) on a multi-thread
+//! tokio runtime commits on its own thread instead, inside
+//! [`tokio::task::block_in_place`], which first hands the thread's executor work to
+//! another thread. That saves the two thread hops (to the writer and back) that a lone
+//! caller would otherwise pay on every commit, and keeps the same guarantee: the caller
+//! gets its answer only after `commit_group` (commit and sync) has returned.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,6 +52,9 @@ pub struct GroupOptions {
     /// of them are still missing, so a lone caller never waits; no caller is ever answered
     /// early. Zero disables it.
     pub gather_wait: Duration,
+    /// Whether a caller that is alone commits on its own thread (see the module docs).
+    /// Only ever on a multi-thread tokio runtime.
+    pub inline_lone_commits: bool,
 }
 
 impl Default for GroupOptions {
@@ -53,6 +63,7 @@ impl Default for GroupOptions {
             thread_name: "synclog-writer".into(),
             max_group_logs: 8192,
             gather_wait: Duration::from_micros(200),
+            inline_lone_commits: true,
         }
     }
 }
@@ -68,6 +79,8 @@ pub struct GroupStats {
     pub logs: u64,
     /// Groups that failed.
     pub failed_groups: u64,
+    /// Groups (counted in `groups` too) that a lone caller committed on its own thread.
+    pub inline_groups: u64,
 }
 
 #[derive(Default)]
@@ -76,6 +89,49 @@ struct Counters {
     batches: AtomicU64,
     logs: AtomicU64,
     failed: AtomicU64,
+    inline: AtomicU64,
+}
+
+impl Counters {
+    fn committed(&self, batches: usize, logs: usize) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(batches as u64, Ordering::Relaxed);
+        self.logs.fetch_add(logs as u64, Ordering::Relaxed);
+    }
+}
+
+/// The writer, shared by the writer thread and lone callers; `None` once closed, so that
+/// closing releases what the writer holds (files, locks) even while callers keep the
+/// [`GroupCommit`].
+type Slot<W> = Mutex<Option<W>>;
+
+fn lock<W>(slot: &Slot<W>) -> MutexGuard<'_, Option<W>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts a commit as in flight from its call until its future completes or is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Enters; returns whether this is the only commit in flight.
+    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        (InFlight(count), before == 0)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether the current thread may block inside [`tokio::task::block_in_place`]: only on a
+/// multi-thread runtime (it panics on a current-thread one).
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .unwrap_or(false)
 }
 
 /// What a group commit waits for before it starts a group: the callers it answered last
@@ -191,6 +247,9 @@ enum Job<W> {
 /// A group committer around one [`BatchWriter`]. See the module docs.
 pub struct GroupCommit<W: BatchWriter> {
     tx: Mutex<Option<mpsc::Sender<Job<W>>>>,
+    slot: Arc<Slot<W>>,
+    in_flight: AtomicUsize,
+    inline_lone_commits: bool,
     thread: Mutex<Option<JoinHandle<Result<()>>>>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
@@ -214,14 +273,18 @@ impl<W: BatchWriter> GroupCommit<W> {
         let counters = Arc::new(Counters::default());
         let seq = Arc::new(AtomicU64::new(0));
         let arrivals = Arc::new(Arrivals::default());
-        let (c, sq, ar) = (counters.clone(), seq.clone(), arrivals.clone());
+        let slot = Arc::new(Mutex::new(Some(writer)));
+        let (c, sq, ar, sl) = (counters.clone(), seq.clone(), arrivals.clone(), slot.clone());
         let (max, gather) = (options.max_group_logs.max(1), options.gather_wait);
         let thread = std::thread::Builder::new()
             .name(options.thread_name.clone())
-            .spawn(move || run(writer, rx, c, sq, ar, max, gather))
+            .spawn(move || run(sl, rx, c, sq, ar, max, gather))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         Ok(GroupCommit {
             tx: Mutex::new(Some(tx)),
+            slot,
+            in_flight: AtomicUsize::new(0),
+            inline_lone_commits: options.inline_lone_commits,
             thread: Mutex::new(Some(thread)),
             counters,
             seq,
@@ -239,13 +302,20 @@ impl<W: BatchWriter> GroupCommit<W> {
     }
 
     /// Queues `logs` (already validated) and waits until the group holding them is
-    /// committed and synced at least at `durability`.
+    /// committed and synced at least at `durability`. A lone caller may instead commit
+    /// them on its own thread, with the same guarantee (see the module docs).
     pub async fn commit(&self, logs: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
         if logs.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = oneshot::channel();
+        let (_in_flight, alone) = InFlight::enter(&self.in_flight);
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        if alone && self.inline_lone_commits && may_block_in_place() {
+            if let Some(result) = self.commit_inline(seq, &logs, durability) {
+                return result;
+            }
+        }
+        let (reply, rx) = oneshot::channel();
         self.send(Job::Commit {
             logs,
             durability,
@@ -255,6 +325,43 @@ impl<W: BatchWriter> GroupCommit<W> {
         rx.await.map_err(|_| Error::Closed {
             store: self.name.clone(),
         })?
+    }
+
+    /// Commits a lone caller's `logs` on this thread, if the writer is free and open (else
+    /// `None`: queue it). Counts as the caller's return for the writer's gathering.
+    fn commit_inline(
+        &self,
+        seq: u64,
+        logs: &[NewLog],
+        durability: Durability,
+    ) -> Option<Result<Vec<LogRecord>>> {
+        let mut slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.tx.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return None;
+        }
+        let writer = slot.as_mut()?;
+        self.arrivals.arrived(seq);
+        let result = tokio::task::block_in_place(|| writer.commit_group(&[logs], durability));
+        drop(slot);
+        Some(match result {
+            Ok(mut records) if records.len() == 1 => {
+                self.counters.committed(1, logs.len());
+                self.counters.inline.fetch_add(1, Ordering::Relaxed);
+                Ok(records.remove(0))
+            }
+            Ok(records) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(batch_count_mismatch(records.len(), 1))
+            }
+            Err(err) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(err)
+            }
+        })
     }
 
     /// Runs `f` on the writer thread with exclusive use of the writer, between groups.
@@ -294,6 +401,7 @@ impl<W: BatchWriter> GroupCommit<W> {
             batches: self.counters.batches.load(Ordering::Relaxed),
             logs: self.counters.logs.load(Ordering::Relaxed),
             failed_groups: self.counters.failed.load(Ordering::Relaxed),
+            inline_groups: self.counters.inline.load(Ordering::Relaxed),
         }
     }
 
@@ -321,8 +429,16 @@ impl<W: BatchWriter> Drop for GroupCommit<W> {
     }
 }
 
+fn batch_count_mismatch(got: usize, want: usize) -> Error {
+    Error::Backend {
+        engine: "group-commit",
+        context: format!("writer returned {got} batches for {want}"),
+        source: "batch count mismatch".into(),
+    }
+}
+
 fn run<W: BatchWriter>(
-    mut writer: W,
+    slot: Arc<Slot<W>>,
     rx: mpsc::Receiver<Job<W>>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
@@ -341,7 +457,10 @@ fn run<W: BatchWriter>(
         };
         let (first_logs, first_durability, first_reply) = match job {
             Job::Exclusive(f) => {
-                f(&mut writer);
+                // The writer is taken only below, when this loop ends.
+                if let Some(writer) = lock(&slot).as_mut() {
+                    f(writer);
+                }
                 continue;
             }
             Job::Commit {
@@ -387,25 +506,24 @@ fn run<W: BatchWriter>(
             }
         }
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
-        let result = writer.commit_group(&batches, durability);
+        let result = match lock(&slot).as_mut() {
+            Some(writer) => writer.commit_group(&batches, durability),
+            None => Err(Error::Closed {
+                store: "the group-commit writer".into(),
+            }),
+        };
         let submitted = seq.load(Ordering::SeqCst);
         arrivals.expect(group.len(), submitted);
         match result {
             Ok(records) if records.len() == group.len() => {
-                counters.groups.fetch_add(1, Ordering::Relaxed);
-                counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
-                counters.logs.fetch_add(total as u64, Ordering::Relaxed);
+                counters.committed(group.len(), total);
                 for ((_, reply), recs) in group.into_iter().zip(records) {
                     let _ = reply.send(Ok(recs));
                 }
             }
             Ok(records) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                let err = Error::Backend {
-                    engine: "group-commit",
-                    context: format!("writer returned {} batches for {}", records.len(), group.len()),
-                    source: "batch count mismatch".into(),
-                };
+                let err = batch_count_mismatch(records.len(), group.len());
                 for (_, reply) in group {
                     let _ = reply.send(Err(err.replicate()));
                 }
@@ -418,7 +536,12 @@ fn run<W: BatchWriter>(
             }
         }
     }
-    writer.close()
+    // Taken under the lock: a lone caller either committed before this or finds it gone.
+    let writer = lock(&slot).take();
+    match writer {
+        Some(mut writer) => writer.close(),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -556,6 +679,142 @@ mod tests {
         assert!(g.waiting_for_more(), "one of the three is still missing");
         g.join(12);
         assert!(!g.waiting_for_more());
+    }
+
+    /// The names of the threads groups ran on, in order.
+    type ThreadNames = Arc<Mutex<Vec<Option<String>>>>;
+
+    /// A writer that notes the thread each group ran on.
+    struct Threads {
+        next: u64,
+        names: ThreadNames,
+    }
+
+    impl BatchWriter for Threads {
+        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+            let name = std::thread::current().name().map(str::to_owned);
+            self.names.lock().unwrap().push(name);
+            let now = chrono::Utc::now();
+            Ok(batches
+                .iter()
+                .map(|b| {
+                    b.iter()
+                        .map(|l| {
+                            self.next += 1;
+                            LogRecord::seal(LogId::new(self.next).unwrap(), now, l.clone()).unwrap()
+                        })
+                        .collect()
+                })
+                .collect())
+        }
+    }
+
+    fn threads(options: GroupOptions) -> (GroupCommit<Threads>, ThreadNames) {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let writer = Threads {
+            next: 0,
+            names: names.clone(),
+        };
+        (GroupCommit::spawn(writer, options).unwrap(), names)
+    }
+
+    async fn three_lone_commits(gc: &GroupCommit<Threads>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let recs = gc
+                .commit(
+                    vec![NewLog::new(format!("j{i}"), Status::Succeeded)],
+                    Durability::PowerLoss,
+                )
+                .await
+                .unwrap();
+            ids.push(recs[0].id.get());
+        }
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_caller_on_a_multi_thread_runtime_commits_on_its_own_thread() {
+        let (gc, names) = threads(GroupOptions::default());
+        assert_eq!(three_lone_commits(&gc).await, vec![1, 2, 3]);
+        let stats = gc.stats();
+        assert_eq!((stats.groups, stats.inline_groups, stats.logs), (3, 3, 3));
+        let names = names.lock().unwrap().clone();
+        assert_eq!(names.len(), 3);
+        assert!(
+            names.iter().all(|n| n.as_deref() != Some("synclog-writer")),
+            "no group ran on the writer thread: {names:?}"
+        );
+        gc.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_current_thread_runtime_always_queues_to_the_writer_thread() {
+        let (gc, names) = threads(GroupOptions::default());
+        assert_eq!(three_lone_commits(&gc).await, vec![1, 2, 3]);
+        assert_eq!(gc.stats().inline_groups, 0);
+        let names = names.lock().unwrap().clone();
+        assert_eq!(names, vec![Some("synclog-writer".to_owned()); 3]);
+        gc.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_commits_can_be_turned_off() {
+        let (gc, names) = threads(GroupOptions {
+            inline_lone_commits: false,
+            ..GroupOptions::default()
+        });
+        assert_eq!(three_lone_commits(&gc).await, vec![1, 2, 3]);
+        assert_eq!(gc.stats().inline_groups, 0);
+        assert_eq!(names.lock().unwrap().len(), 3);
+        assert!(names
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|n| n.as_deref() == Some("synclog-writer")));
+        gc.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_caller_after_shutdown_is_closed_and_nothing_is_committed() {
+        let (gc, names) = threads(GroupOptions::default());
+        gc.shutdown().unwrap();
+        let err = gc
+            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Closed);
+        assert!(names.lock().unwrap().is_empty());
+    }
+
+    /// A writer that notes when it is dropped.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+    impl BatchWriter for Dropped {
+        fn commit_group(&mut self, _: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn shutdown_drops_the_writer_while_the_committer_is_still_held() {
+        // Engines hold files and locks in their writers (sled's flock): closing a store
+        // must release them even though the store, and so the committer, lives on.
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gc = GroupCommit::spawn(Dropped(dropped.clone()), GroupOptions::default()).unwrap();
+        assert!(!dropped.load(Ordering::SeqCst));
+        gc.shutdown().unwrap();
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the writer is dropped at shutdown"
+        );
+        drop(gc);
     }
 
     #[tokio::test]

@@ -71,6 +71,10 @@ pub struct JsonOptions {
     pub lock_wait: Duration,
     /// Most logs in one group commit.
     pub max_group_logs: usize,
+    /// Whether a lone appender on a multi-thread tokio runtime commits on its own thread,
+    /// inside `tokio::task::block_in_place`, instead of handing over to the writer thread
+    /// and back ([`GroupOptions::inline_lone_commits`]). On by default.
+    pub inline_lone_commits: bool,
     /// Rotate before a write once the active file has reached this many bytes. `None`
     /// (the default) rotates only when [`JsonStore::rotate`] is called.
     pub rotate_after_bytes: Option<u64>,
@@ -81,6 +85,7 @@ impl Default for JsonOptions {
         JsonOptions {
             lock_wait: Duration::from_secs(10),
             max_group_logs: 8192,
+            inline_lone_commits: true,
             rotate_after_bytes: None,
         }
     }
@@ -153,6 +158,7 @@ impl JsonStore {
             GroupOptions {
                 thread_name: "synclog-json-writer".into(),
                 max_group_logs: options.max_group_logs,
+                inline_lone_commits: options.inline_lone_commits,
                 ..GroupOptions::default()
             },
         )?;

@@ -120,6 +120,10 @@ pub struct SledOptions {
     pub lock_wait: Duration,
     /// Most logs in one group commit.
     pub max_group_logs: usize,
+    /// Whether a lone appender on a multi-thread tokio runtime commits on its own thread,
+    /// inside `tokio::task::block_in_place`, instead of handing over to the writer thread
+    /// and back ([`GroupOptions::inline_lone_commits`]). On by default.
+    pub inline_lone_commits: bool,
 }
 
 impl Default for SledOptions {
@@ -127,6 +131,7 @@ impl Default for SledOptions {
         SledOptions {
             lock_wait: Duration::from_secs(10),
             max_group_logs: 8192,
+            inline_lone_commits: true,
         }
     }
 }
@@ -315,6 +320,7 @@ impl SledStore {
             GroupOptions {
                 thread_name: "synclog-sled-writer".into(),
                 max_group_logs: options.max_group_logs,
+                inline_lone_commits: options.inline_lone_commits,
                 ..GroupOptions::default()
             },
         )?);

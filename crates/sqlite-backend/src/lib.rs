@@ -64,6 +64,10 @@ pub struct SqliteOptions {
     pub wal_autocheckpoint: u32,
     /// Most logs committed in one group.
     pub max_group_logs: usize,
+    /// Whether a lone appender on a multi-thread tokio runtime commits on its own thread,
+    /// inside `tokio::task::block_in_place`, instead of handing over to the writer thread
+    /// and back ([`GroupOptions::inline_lone_commits`]). On by default.
+    pub inline_lone_commits: bool,
     /// Idle reader connections kept open.
     pub readers: usize,
 }
@@ -76,6 +80,7 @@ impl Default for SqliteOptions {
             recycle_after_commits: 100_000,
             wal_autocheckpoint: 1000,
             max_group_logs: 8192,
+            inline_lone_commits: true,
             readers: 4,
         }
     }
@@ -133,6 +138,7 @@ impl SqliteStore {
             GroupOptions {
                 thread_name: "synclog-sqlite-writer".into(),
                 max_group_logs: options.max_group_logs,
+                inline_lone_commits: options.inline_lone_commits,
                 ..GroupOptions::default()
             },
         )?;
