@@ -142,7 +142,16 @@ struct Writer {
     /// The largest id ever assigned or imported. sled admits one process, so after open
     /// this writer is the only one that changes it.
     high_water: u64,
+    /// Whether `high_water` is ahead of the stored mark (see [`SAVE_HIGH_WATER_EVERY`]).
+    unsaved_singles: u64,
 }
+
+/// How many one-record commits may pass before the high-water key is stored again. A
+/// lagging key costs nothing after a crash (opening takes the larger of it and the last
+/// id); it matters only if the newest records are also deleted behind the store's back.
+/// Batches and imports store it every time, and a clean close stores it. Storing it with
+/// every record would double what each lone append writes and flushes.
+const SAVE_HIGH_WATER_EVERY: u64 = 1000;
 
 impl Writer {
     /// Reads the high-water mark from the database (at open).
@@ -207,6 +216,7 @@ impl Writer {
             batch.insert(HIGH_WATER, &max.to_be_bytes()[..]);
             self.apply(batch, durability)?;
             self.high_water = max;
+            self.unsaved_singles = 0;
         }
         Ok(report)
     }
@@ -237,7 +247,11 @@ impl BatchWriter for Writer {
                 // larger of it and the last id.
                 let e = |err| map_err(&self.path, "writing to", err);
                 self.db.insert(key(last), value(one)).map_err(e)?;
-                self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
+                self.unsaved_singles += 1;
+                if self.unsaved_singles >= SAVE_HIGH_WATER_EVERY {
+                    self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
+                    self.unsaved_singles = 0;
+                }
                 if durability >= Durability::Process {
                     self.db
                         .flush()
@@ -256,10 +270,17 @@ impl BatchWriter for Writer {
             self.apply(batch, durability)?;
         }
         self.high_water = last;
+        self.unsaved_singles = 0;
         Ok(out)
     }
 
     fn close(&mut self) -> Result<()> {
+        if self.unsaved_singles > 0 {
+            self.db
+                .insert(HIGH_WATER, &self.high_water.to_be_bytes()[..])
+                .map_err(|e| map_err(&self.path, "writing to", e))?;
+            self.unsaved_singles = 0;
+        }
         self.db
             .flush()
             .map_err(|e| map_err(&self.path, "flushing", e))
@@ -313,6 +334,7 @@ impl SledStore {
             db: db.clone(),
             path: path.clone(),
             high_water: 0,
+            unsaved_singles: 0,
         };
         writer.high_water = writer.load_high_water()?;
         let group = Arc::new(GroupCommit::spawn(
