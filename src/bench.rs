@@ -369,7 +369,6 @@ pub async fn restore_all(src: &dyn LogStore, dst: &dyn LogStore, n: u64) -> Resu
     let start = Instant::now();
     // The page size `synclog restore` uses.
     let report = src.copy_to(dst, 5_000, Durability::PowerLoss).await?;
-    dst.sync(Durability::PowerLoss).await?;
     let elapsed = start.elapsed();
     if report.inserted != n {
         return Err(Error::corrupt(

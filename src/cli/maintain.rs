@@ -166,7 +166,6 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
         })
         .await?;
     bar.finish_and_clear();
-    dst.sync(level).await?;
     let n = report.inserted + report.already_present + report.conflicts.len() as u64;
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -381,6 +381,12 @@ pub trait LogStoreExt: LogStore {
 
     /// Copies every record into `target`, keeping ids, in pages of `page_size`.
     /// Idempotent; conflicts are reported, never overwritten.
+    ///
+    /// When it returns `Ok`, every copied record is durable in `target` at `durability`.
+    /// Pages are imported at the strongest level the target offers up to
+    /// [`Durability::Process`] (or at `durability` if it offers none), and `durability` is
+    /// reached by one [`sync`](LogStore::sync) at the end: a copy cut short leaves whatever pages
+    /// the target kept, and running it again completes it.
     async fn copy_to(
         &self,
         target: &dyn LogStore,
@@ -391,8 +397,8 @@ pub trait LogStoreExt: LogStore {
             .await
     }
 
-    /// [`copy_to`](Self::copy_to), calling `progress` with each page's report. Reading the
-    /// next page overlaps with importing the current one.
+    /// [`copy_to`](Self::copy_to), calling `progress` with each page's report (imported,
+    /// not yet synced). Reading the next page overlaps with importing the current one.
     async fn copy_to_with(
         &self,
         target: &dyn LogStore,
@@ -400,6 +406,15 @@ pub trait LogStoreExt: LogStore {
         durability: Durability,
         progress: &mut (dyn for<'r> FnMut(&'r ImportReport) + Send),
     ) -> Result<ImportReport> {
+        // One sync at the end instead of one per page: a restore of a million records
+        // spent about a fifth of its time waiting for per-page syncs.
+        let per_page = target
+            .capabilities()
+            .durability
+            .into_iter()
+            .filter(|&d| d <= durability.min(Durability::Process))
+            .max()
+            .unwrap_or(durability);
         let mut report = ImportReport::default();
         let mut scan = Scan::all(page_size);
         let limit = scan.effective_limit()?;
@@ -408,15 +423,16 @@ pub trait LogStoreExt: LogStore {
             scan.after = Some(last.id);
             let full = page.len() == limit;
             let (imported, next) = if full {
-                let (i, n) = tokio::join!(target.import(page, durability), self.scan(&scan));
+                let (i, n) = tokio::join!(target.import(page, per_page), self.scan(&scan));
                 (i?, n?)
             } else {
-                (target.import(page, durability).await?, Vec::new())
+                (target.import(page, per_page).await?, Vec::new())
             };
             progress(&imported);
             report.merge(imported);
             page = next;
         }
+        target.sync(durability).await?;
         Ok(report)
     }
 }

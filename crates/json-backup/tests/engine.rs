@@ -511,3 +511,27 @@ async fn a_repeated_record_keeps_its_first_copy_and_the_repeat_is_reported_by_li
         "the first copy"
     );
 }
+
+/// A copy imports its pages without a sync each and syncs once at the end; when it
+/// returns, a power cut loses nothing it copied.
+#[tokio::test]
+async fn a_copy_syncs_once_and_every_copied_record_survives_a_power_cut() {
+    use synclog_json::sim::{SimFs, Tear};
+    let source = synclog_core::memory::MemoryStore::new();
+    let written = source
+        .commit((1..=250).map(log).collect(), Durability::Buffered)
+        .await
+        .unwrap();
+    let fs = SimFs::new();
+    let path = std::path::PathBuf::from("/sim/copy.jsonl");
+    let open = |fs: &SimFs| JsonStore::open_with(&path, JsonOptions::default(), Arc::new(fs.clone()));
+    let target = open(&fs).unwrap();
+    let syncs_before = fs.syncs();
+    let report = source.copy_to(&target, 100, Durability::PowerLoss).await.unwrap();
+    assert_eq!(report.inserted, 250);
+    assert_eq!(fs.syncs() - syncs_before, 1, "three pages, one sync");
+    fs.crash(Tear::DropUnsynced);
+    drop(target);
+    let target = open(&fs).unwrap();
+    assert_eq!(synclog_conformance::cases::everything(&target).await, written);
+}
