@@ -188,30 +188,55 @@ pub fn raw_rusqlite_one_row(dir: &Path, n: u64) -> Result<Timing> {
     RawSqlite::open(dir)?.run(n)
 }
 
-/// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, `n` times,
-/// into `dir/raw-sled` (kept, so rounds continue the same database).
+/// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, one
+/// record at a time, in `dir/raw-sled`. Kept open between runs, like [`RawSqlite`], so
+/// that sled's open and close (its threads start and stop) stay out of the rounds.
+#[cfg(feature = "sled")]
+pub struct RawSled {
+    db: sled_crate::Db,
+    next: u64,
+}
+
+#[cfg(feature = "sled")]
+fn raw_sled_err(what: &'static str) -> impl FnOnce(sled_crate::Error) -> Error {
+    move |err| Error::Backend {
+        engine: "sled",
+        context: what.into(),
+        source: Box::new(err),
+    }
+}
+
+#[cfg(feature = "sled")]
+impl RawSled {
+    /// Opens (creating) `dir/raw-sled`.
+    pub fn open(dir: &Path) -> Result<RawSled> {
+        let db = sled_crate::open(dir.join("raw-sled")).map_err(raw_sled_err("opening"))?;
+        let next = db.len() as u64;
+        Ok(RawSled { db, next })
+    }
+
+    /// `n` inserts, each followed by a flush.
+    pub fn run(&mut self, n: u64) -> Result<Timing> {
+        let value = vec![b'x'; 250];
+        let start = Instant::now();
+        for i in self.next..self.next + n {
+            self.db
+                .insert(i.to_be_bytes(), value.as_slice())
+                .map_err(raw_sled_err("insert"))?;
+            self.db.flush().map_err(raw_sled_err("flush"))?;
+        }
+        self.next += n;
+        Ok(Timing {
+            ops: n,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+/// [`RawSled`] opened, run once for `n` records, and closed.
 #[cfg(feature = "sled")]
 pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
-    let path = dir.join("raw-sled");
-    let e = |what: &'static str| {
-        move |err: sled_crate::Error| Error::Backend {
-            engine: "sled",
-            context: what.into(),
-            source: Box::new(err),
-        }
-    };
-    let db = sled_crate::open(&path).map_err(e("opening"))?;
-    let value = vec![b'x'; 250];
-    let first = db.len() as u64;
-    let start = Instant::now();
-    for i in first..first + n {
-        db.insert(i.to_be_bytes(), value.as_slice())
-            .map_err(e("insert"))?;
-        db.flush().map_err(e("flush"))?;
-    }
-    let elapsed = start.elapsed();
-    drop(db);
-    Ok(Timing { ops: n, elapsed })
+    RawSled::open(dir)?.run(n)
 }
 
 /// Raw tokio-postgres: `n` single-row INSERTs on one connection in autocommit (each its

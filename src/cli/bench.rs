@@ -70,20 +70,28 @@ struct Machine {
     records: u64,
 }
 
-/// Runs a blocking raw baseline off the async executor.
-async fn blocking(
-    dir: &std::path::Path,
+/// Runs `n` records of a blocking raw baseline that stays open between rounds (`raw`),
+/// off the async executor.
+async fn run_raw<T: Send + 'static>(
+    raw: &mut Option<T>,
     n: u64,
-    f: fn(&std::path::Path, u64) -> Result<Timing>,
+    run: fn(&mut T, u64) -> Result<Timing>,
 ) -> Result<Timing> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || f(&dir, n))
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "a raw baseline".into(),
-            source: Box::new(e),
-        })?
+    let mut baseline = raw
+        .take()
+        .ok_or_else(|| Error::corrupt("bench", "a raw baseline was lost by an earlier failure"))?;
+    let (baseline, timing) = tokio::task::spawn_blocking(move || {
+        let t = run(&mut baseline, n);
+        (baseline, t)
+    })
+    .await
+    .map_err(|e| Error::Backend {
+        engine: "bench",
+        context: "a raw baseline".into(),
+        source: Box::new(e),
+    })?;
+    *raw = Some(baseline);
+    timing
 }
 
 fn rate(name: &str, t: Timing) -> Figure {
@@ -149,32 +157,19 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     let (mut t_raw, mut t_raw_sqlite, mut t_raw_sled) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
     let (mut one, mut json_one, mut sled_one) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
     let mut raw_sqlite_conn = Some(bench::RawSqlite::open(&dir)?);
+    let mut raw_sled_db = Some(bench::RawSled::open(&dir)?);
     for _ in 0..ROUNDS {
         t_raw = t_raw.plus(bench::raw_fdatasync_loop(&dir, per)?);
-        let mut conn = raw_sqlite_conn
-            .take()
-            .ok_or_else(|| Error::corrupt("bench", "lost the raw connection"))?;
-        let (conn, t) = tokio::task::spawn_blocking(move || {
-            let t = conn.run(per);
-            (conn, t)
-        })
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "raw rusqlite".into(),
-            source: Box::new(e),
-        })?;
-        raw_sqlite_conn = Some(conn);
-        t_raw_sqlite = t_raw_sqlite.plus(t?);
+        t_raw_sqlite = t_raw_sqlite.plus(run_raw(&mut raw_sqlite_conn, per, bench::RawSqlite::run).await?);
         one = one.plus(bench::one_appender(&*sqlite_one, per).await?);
         json_one = json_one.plus(bench::one_appender(&*json_one_store, per).await?);
-        t_raw_sled = t_raw_sled.plus(blocking(&dir, per, bench::raw_sled_insert_flush).await?);
+        t_raw_sled = t_raw_sled.plus(run_raw(&mut raw_sled_db, per, bench::RawSled::run).await?);
         sled_one = sled_one.plus(bench::one_appender(&*sled_one_store, per).await?);
     }
     for store in [&sqlite_one, &json_one_store, &sled_one_store] {
         store.close().await?;
     }
-    drop((sqlite_one, json_one_store, sled_one_store));
+    drop((sqlite_one, json_one_store, sled_one_store, raw_sled_db));
     let raw = rate("raw fdatasync loop, 1 writer", t_raw);
     let raw_sqlite = rate("raw rusqlite 1 row/tx, same PRAGMAs", t_raw_sqlite);
     let raw_sled = rate("raw sled insert + flush, 1 writer", t_raw_sled);
