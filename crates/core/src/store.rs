@@ -384,9 +384,9 @@ pub trait LogStoreExt: LogStore {
     ///
     /// When it returns `Ok`, every copied record is durable in `target` at `durability`.
     /// Pages are imported at the strongest level the target offers up to
-    /// [`Durability::Process`] (or at `durability` if it offers none), and `durability` is
-    /// reached by one [`sync`](LogStore::sync) at the end: a copy cut short leaves whatever pages
-    /// the target kept, and running it again completes it.
+    /// [`Durability::Process`] (or at `durability` if it offers none), and `durability`
+    /// is reached by one [`sync`](LogStore::sync) at the end. A copy cut short leaves
+    /// whatever pages the target kept; running it again completes it.
     async fn copy_to(
         &self,
         target: &dyn LogStore,
@@ -406,8 +406,7 @@ pub trait LogStoreExt: LogStore {
         durability: Durability,
         progress: &mut (dyn for<'r> FnMut(&'r ImportReport) + Send),
     ) -> Result<ImportReport> {
-        // One sync at the end instead of one per page: a restore of a million records
-        // spent about a fifth of its time waiting for per-page syncs.
+        // One sync at the end instead of one per page (200 for a million records).
         let per_page = target
             .capabilities()
             .durability

@@ -142,7 +142,8 @@ struct Writer {
     /// The largest id ever assigned or imported. sled admits one process, so after open
     /// this writer is the only one that changes it.
     high_water: u64,
-    /// Whether `high_water` is ahead of the stored mark (see [`SAVE_HIGH_WATER_EVERY`]).
+    /// One-record commits since the high-water key was last stored (see
+    /// [`SAVE_HIGH_WATER_EVERY`]); while non-zero, the key lags `high_water`.
     unsaved_singles: u64,
 }
 
