@@ -549,6 +549,22 @@ mod tests {
     use super::*;
     use crate::record::{LogId, Status};
 
+    /// Seals `batches` with ids after `next`, as a writer would.
+    fn seal_all(next: &mut u64, batches: &[&[NewLog]]) -> Vec<Vec<LogRecord>> {
+        let now = chrono::Utc::now();
+        batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|l| {
+                        *next += 1;
+                        LogRecord::seal(LogId::new(*next).unwrap(), now, l.clone()).unwrap()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A writer that counts groups and fails when told to.
     struct Counting {
         next: u64,
@@ -562,18 +578,7 @@ mod tests {
             }
             // Make concurrent callers pile up behind this group.
             std::thread::sleep(std::time::Duration::from_millis(2));
-            let now = chrono::Utc::now();
-            Ok(batches
-                .iter()
-                .map(|b| {
-                    b.iter()
-                        .map(|l| {
-                            self.next += 1;
-                            LogRecord::seal(LogId::new(self.next).unwrap(), now, l.clone()).unwrap()
-                        })
-                        .collect()
-                })
-                .collect())
+            Ok(seal_all(&mut self.next, batches))
         }
     }
 
@@ -694,18 +699,7 @@ mod tests {
         fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
             let name = std::thread::current().name().map(str::to_owned);
             self.names.lock().unwrap().push(name);
-            let now = chrono::Utc::now();
-            Ok(batches
-                .iter()
-                .map(|b| {
-                    b.iter()
-                        .map(|l| {
-                            self.next += 1;
-                            LogRecord::seal(LogId::new(self.next).unwrap(), now, l.clone()).unwrap()
-                        })
-                        .collect()
-                })
-                .collect())
+            Ok(seal_all(&mut self.next, batches))
         }
     }
 
