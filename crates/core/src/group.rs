@@ -769,8 +769,7 @@ mod tests {
         gc.shutdown().unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_caller_after_shutdown_is_closed_and_nothing_is_committed() {
+    async fn commit_after_shutdown_is_closed_and_commits_nothing() {
         let (gc, names) = threads(GroupOptions::default());
         gc.shutdown().unwrap();
         let err = gc
@@ -779,6 +778,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Closed);
         assert!(names.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_caller_after_shutdown_is_closed_and_nothing_is_committed() {
+        commit_after_shutdown_is_closed_and_commits_nothing().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn commit_after_shutdown_is_closed() {
+        commit_after_shutdown_is_closed_and_commits_nothing().await;
     }
 
     /// A writer that notes when it is dropped.
@@ -809,23 +818,5 @@ mod tests {
             "the writer is dropped at shutdown"
         );
         drop(gc);
-    }
-
-    #[tokio::test]
-    async fn commit_after_shutdown_is_closed() {
-        let gc = GroupCommit::spawn(
-            Counting {
-                next: 0,
-                fail_next: false,
-            },
-            GroupOptions::default(),
-        )
-        .unwrap();
-        gc.shutdown().unwrap();
-        let err = gc
-            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Closed);
     }
 }
