@@ -57,20 +57,17 @@ fn one_writer(c: &mut Criterion) {
             })
         })
     });
+    // The raw baselines stay open across samples, as the engines' stores do.
+    let mut raw_sqlite = bench::RawSqlite::open(&path).expect("raw rusqlite");
     g.bench_function("raw_rusqlite_one_row_per_tx", |b| {
-        b.iter_custom(|iters| {
-            per_op(iters, || {
-                bench::raw_rusqlite_one_row(&path, APPENDS).expect("raw rusqlite")
-            })
-        })
+        b.iter_custom(|iters| per_op(iters, || raw_sqlite.run(APPENDS).expect("raw rusqlite")))
     });
+    drop(raw_sqlite);
+    let mut raw_sled = bench::RawSled::open(&path).expect("raw sled");
     g.bench_function("raw_sled_insert_flush", |b| {
-        b.iter_custom(|iters| {
-            per_op(iters, || {
-                bench::raw_sled_insert_flush(&path, APPENDS).expect("raw sled")
-            })
-        })
+        b.iter_custom(|iters| per_op(iters, || raw_sled.run(APPENDS).expect("raw sled")))
     });
+    drop(raw_sled);
     for engine in ["sqlite", "json", "sled"] {
         let store = rt
             .block_on(synclog::open_url(&format!(

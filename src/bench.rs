@@ -182,12 +182,6 @@ impl RawSqlite {
     }
 }
 
-/// [`RawSqlite`] opened, run once for `n` rows, and closed.
-#[cfg(feature = "sqlite")]
-pub fn raw_rusqlite_one_row(dir: &Path, n: u64) -> Result<Timing> {
-    RawSqlite::open(dir)?.run(n)
-}
-
 /// Raw sled: insert one 250-byte value under a big-endian key, then `flush()`, one
 /// record at a time, in `dir/raw-sled`. Kept open between runs, like [`RawSqlite`], so
 /// that sled's open and close (its threads start and stop) stay out of the rounds.
@@ -231,12 +225,6 @@ impl RawSled {
             elapsed: start.elapsed(),
         })
     }
-}
-
-/// [`RawSled`] opened, run once for `n` records, and closed.
-#[cfg(feature = "sled")]
-pub fn raw_sled_insert_flush(dir: &Path, n: u64) -> Result<Timing> {
-    RawSled::open(dir)?.run(n)
 }
 
 /// Raw tokio-postgres: `n` single-row INSERTs on one connection in autocommit (each its
