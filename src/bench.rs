@@ -53,6 +53,19 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(what.to_string(), e)
 }
 
+/// Wraps an error of a library the measurements call directly (a raw baseline's, or a
+/// task's) as [`Error::Backend`] of `engine`, saying what was being done.
+fn backend<E>(engine: &'static str, what: &'static str) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |err| Error::Backend {
+        engine,
+        context: what.into(),
+        source: Box::new(err),
+    }
+}
+
 /// A realistic log for benchmarks (about 250 bytes as JSON).
 pub fn sample_log(n: u64) -> NewLog {
     NewLog::new(format!("sync-job-{:02}", n % 16), Status::Succeeded)
@@ -95,11 +108,7 @@ pub struct RawSqlite {
 
 #[cfg(feature = "sqlite")]
 fn raw_sqlite_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |err| Error::Backend {
-        engine: "sqlite",
-        context: what.into(),
-        source: Box::new(err),
-    }
+    backend("sqlite", what)
 }
 
 #[cfg(feature = "sqlite")]
@@ -193,11 +202,7 @@ pub struct RawSled {
 
 #[cfg(feature = "sled")]
 fn raw_sled_err(what: &'static str) -> impl FnOnce(sled_crate::Error) -> Error {
-    move |err| Error::Backend {
-        engine: "sled",
-        context: what.into(),
-        source: Box::new(err),
-    }
+    backend("sled", what)
 }
 
 #[cfg(feature = "sled")]
@@ -231,13 +236,7 @@ impl RawSled {
 /// own transaction, `synchronous_commit = on`), into a scratch schema dropped afterwards.
 #[cfg(feature = "postgres")]
 pub async fn raw_postgres_loop(url: &str, n: u64) -> Result<Timing> {
-    let e = |what: &'static str| {
-        move |err: tokio_postgres::Error| Error::Backend {
-            engine: "postgres",
-            context: what.into(),
-            source: Box::new(err),
-        }
-    };
+    let e = |what| backend::<tokio_postgres::Error>("postgres", what);
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(e("connecting"))?;
@@ -293,20 +292,12 @@ pub async fn raw_postgres_loop(url: &str, n: u64) -> Result<Timing> {
 pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|err| Error::Backend {
-            engine: "postgres",
-            context: "connecting".into(),
-            source: Box::new(err),
-        })?;
+        .map_err(backend("postgres", "connecting"))?;
     tokio::spawn(conn);
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .await
-        .map_err(|err| Error::Backend {
-            engine: "postgres",
-            context: "dropping a schema".into(),
-            source: Box::new(err),
-        })
+        .map_err(backend("postgres", "dropping a schema"))
 }
 
 /// `n` appends, one after the other, at power-loss durability.
@@ -336,11 +327,7 @@ pub async fn concurrent_appenders(store: Arc<dyn LogStore>, tasks: u64, each: u6
         })
         .collect();
     for h in handles {
-        h.await.map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "an appender task failed".into(),
-            source: Box::new(e),
-        })??;
+        h.await.map_err(backend("bench", "an appender task failed"))??;
     }
     Ok(Timing {
         ops: tasks * each,
