@@ -50,6 +50,16 @@ impl Pair {
             .unwrap()
     }
 
+    /// A guarded store over `primary` (the pair's SQLite store, usually wrapped to
+    /// misbehave) and the pair's backup, which is returned too.
+    async fn guard(&self, primary: Arc<dyn LogStore>) -> (Guarded, Arc<dyn LogStore>) {
+        let backup = self.json().await;
+        let store = Guarded::open(primary, backup.clone(), GuardedOptions::default())
+            .await
+            .unwrap();
+        (store, backup)
+    }
+
     fn primary_files(&self) -> Vec<PathBuf> {
         ["", "-wal", "-shm"]
             .iter()
@@ -211,12 +221,7 @@ async fn primary_failing_every_third_commit_loses_no_acknowledged_log() {
     let pair = Pair::new();
     let sqlite = pair.sqlite().await;
     let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 3));
-    let backup = pair.json().await;
-    let store = Arc::new(
-        Guarded::open(faulty.clone(), backup, GuardedOptions::default())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(pair.guard(faulty.clone()).await.0);
 
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -264,10 +269,7 @@ async fn a_failed_primary_commit_is_restored_at_once_with_a_fresh_attempt() {
     let sqlite = pair.sqlite().await;
     // Call 1 succeeds, call 2 (the second append) fails, call 3 (the immediate restore) succeeds.
     let faulty = Arc::new(FailEveryNth::new(sqlite.clone(), 2));
-    let backup = pair.json().await;
-    let store = Guarded::open(faulty.clone(), backup, GuardedOptions::default())
-        .await
-        .unwrap();
+    let (store, _backup) = pair.guard(faulty.clone()).await;
     store.append(log(1)).await.unwrap();
     let receipt = store
         .append_batch(vec![log(2)], Durability::PowerLoss)
@@ -290,10 +292,7 @@ async fn a_primary_that_keeps_failing_leaves_logs_in_the_backup_until_reconcile(
     let pair = Pair::new();
     let sqlite = pair.sqlite().await;
     let broken = Arc::new(FailEveryNth::new(sqlite.clone(), 1));
-    let backup = pair.json().await;
-    let store = Guarded::open(broken, backup.clone(), GuardedOptions::default())
-        .await
-        .unwrap();
+    let (store, backup) = pair.guard(broken).await;
     let receipt = store
         .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
         .await
@@ -406,10 +405,7 @@ async fn a_primary_that_reads_back_damaged_is_not_counted_in_the_receipt() {
     let pair = Pair::new();
     let sqlite = pair.sqlite().await;
     let lying = Arc::new(DamagedReads::new(sqlite));
-    let backup = pair.json().await;
-    let store = Guarded::open(lying, backup.clone(), GuardedOptions::default())
-        .await
-        .unwrap();
+    let (store, backup) = pair.guard(lying).await;
     let receipt = store
         .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
         .await
