@@ -18,10 +18,16 @@ fn schema() -> String {
     format!("synclog_engine_{}_{}", std::process::id(), fastrand::u32(..))
 }
 
-async fn drop_schema(url: &str, schema: &str) {
+/// A plain tokio-postgres client, to act behind the store's back.
+async fn raw_client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    raw_client(url)
+        .await
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await
         .unwrap();
@@ -71,10 +77,7 @@ async fn a_newer_schema_version_is_refused() {
         .close()
         .await
         .unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = raw_client(&url).await;
     client
         .batch_execute(&format!(
             "UPDATE {s}.meta SET value = 99 WHERE key = 'schema_version'"
@@ -135,10 +138,7 @@ async fn the_writer_reconnects_after_its_connection_is_killed() {
         .append(NewLog::new("before", Status::Succeeded))
         .await
         .unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = raw_client(&url).await;
     let killed: i64 = client
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
