@@ -35,6 +35,12 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Opens the store at `url`.
+fn open(rt: &tokio::runtime::Runtime, url: &str) -> Arc<dyn LogStore> {
+    rt.block_on(synclog::open_url(url))
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"))
+}
+
 /// Runs `f` once per batch of `iters` and reports the time per `ops` of its measurement.
 fn per_op(iters: u64, mut f: impl FnMut() -> Timing) -> Duration {
     let mut total = Duration::ZERO;
@@ -69,12 +75,7 @@ fn one_writer(c: &mut Criterion) {
     });
     drop(raw_sled);
     for engine in ["sqlite", "json", "sled"] {
-        let store = rt
-            .block_on(synclog::open_url(&format!(
-                "{engine}://{}/one.{engine}",
-                path.display()
-            )))
-            .expect("open");
+        let store = open(&rt, &format!("{engine}://{}/one.{engine}", path.display()));
         g.bench_with_input(BenchmarkId::new("synclog", engine), &store, |b, store| {
             b.iter_custom(|iters| {
                 per_op(iters, || {
@@ -94,12 +95,7 @@ fn concurrent(c: &mut Criterion) {
     let mut g = c.benchmark_group("64_appenders_power_loss");
     g.sample_size(10).throughput(Throughput::Elements(1));
     for engine in ["sqlite", "json", "sled"] {
-        let store = rt
-            .block_on(synclog::open_url(&format!(
-                "{engine}://{}/many.{engine}",
-                path.display()
-            )))
-            .expect("open");
+        let store = open(&rt, &format!("{engine}://{}/many.{engine}", path.display()));
         g.bench_with_input(BenchmarkId::new("synclog", engine), &store, |b, store| {
             b.iter_custom(|iters| {
                 per_op(iters, || {
@@ -133,9 +129,7 @@ fn concurrent(c: &mut Criterion) {
             })
         });
         let schema = format!("synclog_criterion_{}", std::process::id());
-        let store = rt
-            .block_on(synclog::open_url(&format!("{url}?synclog_schema={schema}")))
-            .expect("open postgres");
+        let store = open(&rt, &format!("{url}?synclog_schema={schema}"));
         g.bench_function("synclog_postgres", |b| {
             b.iter_custom(|iters| {
                 per_op(iters, || {
@@ -156,30 +150,18 @@ fn verify_and_restore(c: &mut Criterion) {
     let rt = rt();
     let mut g = c.benchmark_group("bulk");
     g.sample_size(10).throughput(Throughput::Elements(RECORDS));
-    let sqlite = rt
-        .block_on(synclog::open_url(&format!("sqlite://{}/bulk.db", path.display())))
-        .expect("open");
+    let sqlite = open(&rt, &format!("sqlite://{}/bulk.db", path.display()));
     rt.block_on(bench::fill(&*sqlite, RECORDS)).expect("fill");
     g.bench_function("verify_sqlite", |b| {
         b.iter(|| rt.block_on(bench::verify_all(&*sqlite, RECORDS)).expect("verify"))
     });
-    let json = rt
-        .block_on(synclog::open_url(&format!(
-            "json://{}/bulk.jsonl",
-            path.display()
-        )))
-        .expect("open");
+    let json = open(&rt, &format!("json://{}/bulk.jsonl", path.display()));
     rt.block_on(bench::fill(&*json, RECORDS)).expect("fill");
     let mut round = 0;
     g.bench_function("restore_json_to_empty_sqlite", |b| {
         b.iter(|| {
             round += 1;
-            let dst = rt
-                .block_on(synclog::open_url(&format!(
-                    "sqlite://{}/restored-{round}.db",
-                    path.display()
-                )))
-                .expect("open");
+            let dst = open(&rt, &format!("sqlite://{}/restored-{round}.db", path.display()));
             rt.block_on(bench::restore_all(&*json, &*dst, RECORDS))
                 .expect("restore");
             rt.block_on(dst.close()).expect("close");
