@@ -285,18 +285,11 @@ fn load_file(
                 detail,
             })
         };
-        match format::decode(body) {
-            Err(e) => skip(format!("not a valid record: {e}")),
-            Ok(rec) if !rec.is_intact() => skip(format!(
-                "log {}: checksum {} does not match its fields (computed {})",
-                rec.id,
-                rec.checksum,
-                rec.compute_checksum()
-            )),
-            Ok(rec) => group.push((
-                rec.id.get(),
-                Entry::new(number, offset, body.len() as u32, rec.checksum),
-            )),
+        match format::check(body) {
+            Err(detail) => skip(detail),
+            Ok((id, checksum)) => {
+                group.push((id.get(), Entry::new(number, offset, body.len() as u32, checksum)))
+            }
         }
     }
     // A trailing group without its commit line, and any torn last line, never counted:
