@@ -57,8 +57,14 @@ impl std::str::FromStr for Checksum {
 }
 
 impl Serialize for Checksum {
+    /// As its `Display` (8 lowercase hex digits), without going through `fmt`.
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 8];
+        for (i, c) in text.iter_mut().enumerate() {
+            *c = HEX[(self.0 >> (28 - 4 * i) & 0xf) as usize];
+        }
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -223,9 +229,12 @@ impl Attrs {
         if !v.is_object() {
             return Err(Error::invalid("attrs", "must be a JSON object"));
         }
-        let mut s = String::new();
-        write_canonical(v, &mut s);
-        Ok(Attrs(s))
+        let mut out = Vec::new();
+        write_canonical_bytes(v, &mut out);
+        // serde_json writes UTF-8 only; this cannot fail.
+        String::from_utf8(out)
+            .map(Attrs)
+            .map_err(|_| Error::invalid("attrs", "not UTF-8 once encoded"))
     }
 
     /// Wraps text that is already canonical (read back from a store); the record's
@@ -278,38 +287,48 @@ impl<'de> Deserialize<'de> for Attrs {
 
 /// Writes `v` as canonical JSON (sorted keys, compact).
 pub fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_scalar(&Value::String(k.clone()), out);
-                out.push(':');
-                write_canonical(&map[k.as_str()], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => write_scalar(scalar, out),
-    }
+    let mut bytes = Vec::new();
+    write_canonical_bytes(v, &mut bytes);
+    // Never lossy: serde_json writes UTF-8.
+    out.push_str(&String::from_utf8_lossy(&bytes));
 }
 
-fn write_scalar(v: &Value, out: &mut String) {
-    // serde_json writes scalars deterministically; it cannot fail on a `Value`.
-    out.push_str(&v.to_string());
+/// [`write_canonical`] into bytes: keys and scalars go straight to `serde_json`'s writer,
+/// without building a `Value` or a `String` for each.
+fn write_canonical_bytes(v: &Value, out: &mut Vec<u8>) {
+    // Writing into a `Vec` cannot fail, and serde_json cannot fail on a `Value` or a `str`.
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // Already in order when serde_json keeps maps sorted; not with `preserve_order`.
+            if !entries.windows(2).all(|w| w[0].0 <= w[1].0) {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k.as_str());
+                out.push(b':');
+                write_canonical_bytes(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical_bytes(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +340,28 @@ mod tests {
     fn canonical_json_sorts_keys_at_every_level() {
         let a = Attrs::from_value(&json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 1}], "c": "é"}})).unwrap();
         assert_eq!(a.as_str(), r#"{"a":{"c":"é","z":[1,{"x":1,"y":2}]},"b":1}"#);
+    }
+
+    /// The canonical text is part of every stored checksum: this pins it, byte for byte,
+    /// as synclog has written it since format 1 (escapes, numbers, key order by UTF-8 bytes).
+    #[test]
+    fn canonical_text_is_unchanged_for_every_kind_of_value() {
+        let v = json!({
+            "z": [1.5, -3, 18446744073709551615u64, 1e300, null, true, "a\"b\\c\nd\u{1}é✓"],
+            "a": {"y": {}, "x": []},
+            "é": "",
+            "A": 0.1
+        });
+        assert_eq!(
+            Attrs::from_value(&v).unwrap().as_str(),
+            r#"{"A":0.1,"a":{"x":[],"y":{}},"z":[1.5,-3,18446744073709551615,1e+300,null,true,"a\"b\\c\nd\u0001é✓"],"é":""}"#
+        );
+        let mut text = String::new();
+        write_canonical(&v["z"], &mut text);
+        assert_eq!(
+            text,
+            r#"[1.5,-3,18446744073709551615,1e+300,null,true,"a\"b\\c\nd\u0001é✓"]"#
+        );
     }
 
     #[test]
@@ -426,5 +467,14 @@ mod tests {
         assert_eq!(c.to_string(), "0a1b2c3d");
         assert_eq!("0a1b2c3d".parse::<Checksum>().unwrap(), c);
         assert!("xyz".parse::<Checksum>().is_err());
+        for c in [
+            Checksum(0),
+            Checksum(0x0a1b_2c3d),
+            Checksum(0xfedc_ba98),
+            Checksum(u32::MAX),
+        ] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+            assert_eq!(serde_json::from_str::<Checksum>(&format!("\"{c}\"")).unwrap(), c);
+        }
     }
 }

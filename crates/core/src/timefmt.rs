@@ -64,9 +64,78 @@ impl de::Visitor<'_> for Visitor {
     }
 }
 
-/// `#[serde(with = "crate::timefmt")]` for a [`Timestamp`].
+/// Writes `t` into `buf` exactly as chrono's `Serialize` writes it (RFC 3339, `Z`, 0, 3, 6
+/// or 9 fraction digits, whichever is shortest without loss), for years 0 to 9999; `None`
+/// for other years, which chrono writes with a sign.
+pub fn format<'b>(t: &Timestamp, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let (mut sec, mut nano) = (t.second(), t.nanosecond());
+    if nano >= 1_000_000_000 {
+        // A leap second, written as second 60 (as chrono does).
+        sec += 1;
+        nano -= 1_000_000_000;
+    }
+    let (frac, digits) = if nano == 0 {
+        (0, 0)
+    } else if nano % 1_000_000 == 0 {
+        (nano / 1_000_000, 3)
+    } else if nano % 1_000 == 0 {
+        (nano / 1_000, 6)
+    } else {
+        (nano, 9)
+    };
+    let mut put = |at: usize, mut n: u32, width: usize| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, sec, 2);
+    let mut len = 19;
+    if digits > 0 {
+        put(20, frac, digits);
+        buf[19] = b'.';
+        len = 20 + digits;
+    }
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (len, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    std::str::from_utf8(&buf[..len + 1]).ok()
+}
+
+/// `#[serde(with = "crate::timefmt")]` for a [`Timestamp`]: the text chrono writes, without
+/// going through `fmt` (which took most of the time of writing a record as JSON).
 pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    t.serialize(s)
+    let mut buf = [0u8; 30];
+    match format(t, &mut buf) {
+        Some(text) => s.serialize_str(text),
+        None => t.serialize(s),
+    }
+}
+
+/// A timestamp serialized by [`serialize`].
+struct Rfc3339<'a>(&'a Timestamp);
+
+impl Serialize for Rfc3339<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize(self.0, s)
+    }
 }
 
 /// See [`serialize`].
@@ -102,7 +171,7 @@ pub mod option {
 
     /// See [`super::serialize`].
     pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
-        t.serialize(s)
+        t.as_ref().map(Rfc3339).serialize(s)
     }
 
     /// See [`super::deserialize`].
@@ -150,6 +219,83 @@ mod tests {
             fast(b"2026-11-25T01:27:55.123456Z").is_some(),
             "the form synclog writes takes the fast path"
         );
+    }
+
+    /// What chrono's `Serialize` writes for `t`.
+    fn chrono_text(t: &Timestamp) -> String {
+        serde_json::to_value(t).unwrap().as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn writes_every_timestamp_exactly_as_chrono_does() {
+        use chrono::NaiveDate;
+        let day = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap();
+        let mut times: Vec<Timestamp> = [0, 1, 999, 1_000, 123_456, 1_000_000, 120_000_000, 999_999_999]
+            .into_iter()
+            .map(|nanos| Utc.from_utc_datetime(&day.and_hms_nano_opt(23, 59, 59, nanos).unwrap()))
+            .collect();
+        // Leap seconds (nanos past 10^9) are written as second 60.
+        times.push(Utc.from_utc_datetime(&day.and_hms_nano_opt(23, 59, 59, 1_000_000_000).unwrap()));
+        times.push(Utc.from_utc_datetime(&day.and_hms_nano_opt(23, 59, 59, 1_500_000_000).unwrap()));
+        times.push(min_time());
+        times.push(
+            Utc.from_utc_datetime(
+                &NaiveDate::from_ymd_opt(9999, 12, 31)
+                    .unwrap()
+                    .and_hms_opt(23, 59, 59)
+                    .unwrap(),
+            ),
+        );
+        // Then a spread over years 0..=9999, and a step of 7,919 µs.
+        let mut micros = -62_167_219_200_000_000i64; // 0000-01-01
+        while micros < 253_402_300_800_000_000 {
+            times.push(Utc.timestamp_micros(micros).unwrap());
+            micros += 12_345_678_901_234;
+        }
+        let now = Utc::now().timestamp_micros();
+        times.extend((0..1000).map(|i| Utc.timestamp_micros(now + i * 7_919).unwrap()));
+        for t in &times {
+            let mut buf = [0u8; 30];
+            assert_eq!(format(t, &mut buf), Some(chrono_text(t).as_str()), "{t:?}");
+            assert_eq!(
+                ours(t),
+                format!("{{\"t\":\"{0}\",\"o\":\"{0}\"}}", chrono_text(t))
+            );
+        }
+        // Years chrono writes with a sign are left to chrono.
+        let far = Utc.from_utc_datetime(
+            &NaiveDate::from_ymd_opt(10000, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+        );
+        assert_eq!(format(&far, &mut [0u8; 30]), None);
+        assert_eq!(chrono_text(&far), "+10000-01-01T00:00:00Z");
+        assert_eq!(
+            ours(&far),
+            format!("{{\"t\":\"{0}\",\"o\":\"{0}\"}}", chrono_text(&far))
+        );
+    }
+
+    /// `t` written through `serialize` and `option::serialize`.
+    fn ours(t: &Timestamp) -> String {
+        #[derive(serde::Serialize)]
+        struct Both {
+            #[serde(with = "crate::timefmt")]
+            t: Timestamp,
+            #[serde(with = "crate::timefmt::option")]
+            o: Option<Timestamp>,
+        }
+        serde_json::to_string(&Both { t: *t, o: Some(*t) }).unwrap()
+    }
+
+    fn min_time() -> Timestamp {
+        Utc.from_utc_datetime(
+            &chrono::NaiveDate::from_ymd_opt(0, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+        )
     }
 
     #[test]
