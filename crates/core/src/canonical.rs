@@ -56,15 +56,21 @@ impl std::str::FromStr for Checksum {
     }
 }
 
-impl Serialize for Checksum {
-    /// As its `Display` (8 lowercase hex digits), without going through `fmt`.
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+impl Checksum {
+    /// Its text (8 lowercase hex digits, as `Display` writes), without going through `fmt`.
+    pub fn hex(self) -> [u8; 8] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 8];
         for (i, c) in text.iter_mut().enumerate() {
             *c = HEX[(self.0 >> (28 - 4 * i) & 0xf) as usize];
         }
-        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+        text
+    }
+}
+
+impl Serialize for Checksum {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.hex()).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -474,6 +480,7 @@ mod tests {
             Checksum(u32::MAX),
         ] {
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+            assert_eq!(c.hex(), c.to_string().as_bytes());
             assert_eq!(serde_json::from_str::<Checksum>(&format!("\"{c}\"")).unwrap(), c);
         }
     }
