@@ -69,7 +69,8 @@ pub fn validate_batch(batch: &[NewLog]) -> Result<()> {
     Ok(())
 }
 
-/// Checks a record offered for import: the same field rules, and its checksum must match.
+/// Checks a record offered for import: the same field rules (its attributes must be a JSON
+/// object), and its checksum must match.
 /// A record whose checksum does not match is refused as [`Error::Corrupt`].
 pub fn validate_record(rec: &LogRecord) -> Result<()> {
     validate_job(&rec.job)?;
@@ -82,7 +83,10 @@ pub fn validate_record(rec: &LogRecord) -> Result<()> {
             format!("larger than {MAX_ATTRS_BYTES} bytes"),
         ));
     }
-    if !rec.attrs.as_str().starts_with('{') {
+    // Valid JSON that starts with a brace is an object.
+    if !rec.attrs.as_str().starts_with('{')
+        || serde_json::from_str::<serde::de::IgnoredAny>(rec.attrs.as_str()).is_err()
+    {
         return Err(Error::invalid("attrs", "must be a JSON object"));
     }
     if !rec.is_intact() {

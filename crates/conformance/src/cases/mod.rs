@@ -153,6 +153,7 @@ cases! {
     restore::import_into_an_empty_store_verifies_clean,
     restore::appends_after_import_get_larger_ids,
     restore::import_refuses_a_corrupt_record_and_writes_nothing,
+    restore::import_refuses_attributes_that_are_not_json_and_writes_nothing,
     bad_input::empty_job_is_rejected,
     bad_input::overlong_job_is_rejected,
     bad_input::nul_in_job_is_rejected,

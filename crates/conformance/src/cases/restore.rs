@@ -1,7 +1,7 @@
 //! Restore and import: ids and checksums kept, idempotent, conflicts reported.
 
 use chrono::Utc;
-use synclog_core::{ErrorKind, LogId, LogRecord, LogStoreExt, VerifyOptions};
+use synclog_core::{Attrs, Error, ErrorKind, LogId, LogRecord, LogStoreExt, VerifyOptions};
 
 use super::{everything, sample, Ctx};
 
@@ -90,6 +90,22 @@ pub async fn import_refuses_a_corrupt_record_and_writes_nothing(ctx: Ctx) {
     recs[2].message.push_str(" (edited)");
     let err = store.import(recs, ctx.durability()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert_eq!(store.last_id().await.unwrap(), None);
+    ctx.done(at, store).await;
+}
+
+/// An import holding one record whose attributes are not JSON (its checksum made to match,
+/// as a buggy exporter would) is refused whole as `InvalidInput` naming `attrs`.
+pub async fn import_refuses_attributes_that_are_not_json_and_writes_nothing(ctx: Ctx) {
+    let (at, store) = ctx.fresh().await;
+    let mut recs = foreign(3);
+    recs[1].attrs = Attrs::from_stored("{\"source\":".into());
+    recs[1].checksum = recs[1].compute_checksum();
+    let err = store.import(recs, ctx.durability()).await.unwrap_err();
+    match &err {
+        Error::InvalidInput { field, .. } => assert_eq!(*field, "attrs", "{err}"),
+        other => panic!("expected InvalidInput for attrs, got {other:?}"),
+    }
     assert_eq!(store.last_id().await.unwrap(), None);
     ctx.done(at, store).await;
 }
