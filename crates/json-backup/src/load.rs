@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use synclog_core::{Error, Result};
+use synclog_core::{Checksum, Error, LogId, Result};
 
 use crate::format;
 use crate::fs::FileSystem;
@@ -149,7 +149,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     let mut committed: Vec<(u64, Entry)> = Vec::new();
     let mut files = Vec::with_capacity(sealed.len() + 1);
     for (number, seg) in sealed {
-        let end = load_file(fs, &seg, number, &mut committed, &mut report)?;
+        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES)?;
         files.push(StoreFile {
             number,
             path: seg,
@@ -157,7 +157,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         });
         report.segments += 1;
     }
-    let mut end = load_file(fs, path, active, &mut committed, &mut report)?;
+    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES)?;
     if end == 0 {
         // New (or empty, or only a torn header): write the header durably.
         let mut file = fs.open_append(path).map_err(io(format!("creating {name}")))?;
@@ -209,7 +209,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     Ok(Loaded { index, files, report })
 }
 
-/// Reads one file of the store (if it exists) once, adding its committed records to
+/// Reads one file of the store (if it exists) once, `chunk_bytes` at a time, adding its committed records to
 /// `committed` as file number `number`, and moving an uncommitted tail aside. Returns the
 /// end of its last committed group (0 if it does not exist or holds no complete header).
 fn load_file(
@@ -218,6 +218,7 @@ fn load_file(
     number: u16,
     committed: &mut Vec<(u64, Entry)>,
     report: &mut OpenReport,
+    chunk_bytes: usize,
 ) -> Result<u64> {
     let name = path.display().to_string();
     let mut end = 0u64;
@@ -225,7 +226,6 @@ fn load_file(
         return Ok(end);
     }
     let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
-    let mut line = Vec::with_capacity(512);
     let mut line_no = 0u64;
     // The group being read: where it starts, its lines, its records, its bad lines.
     // It joins the index only when its commit line is read.
@@ -234,63 +234,85 @@ fn load_file(
     let mut group: Vec<(u64, Entry)> = Vec::new();
     let mut group_bad: Vec<CorruptLine> = Vec::new();
     let mut torn: Option<Vec<u8>> = None;
-    loop {
-        line.clear();
-        let n = stream
-            .read_until(b'\n', &mut line)
-            .map_err(io(format!("reading {name}")))?;
-        if n == 0 {
-            break;
+    // The file is read a chunk of whole lines at a time; a chunk's record lines are checked
+    // first (on two threads when there are many), then walked in order.
+    let mut chunk: Vec<u8> = Vec::with_capacity(chunk_bytes);
+    let (mut want, mut eof) = (chunk_bytes.max(1), false);
+    while !eof || !chunk.is_empty() {
+        while !eof && chunk.len() < want {
+            let buf = stream.fill_buf().map_err(io(format!("reading {name}")))?;
+            if buf.is_empty() {
+                eof = true;
+                break;
+            }
+            let n = buf.len().min(want - chunk.len());
+            chunk.extend_from_slice(&buf[..n]);
+            stream.consume(n);
         }
-        line_no += 1;
-        if line.last() != Some(&b'\n') {
-            torn = Some(line.clone());
-            break;
-        }
-        let body = &line[..line.len() - 1];
-        let offset = end;
-        end += n as u64;
-        if end > MAX_OFFSET {
-            return Err(Error::Unsupported {
-                engine: "json",
-                what: format!("{name}: files larger than {MAX_OFFSET} bytes (rotate sooner)"),
-            });
-        }
-        if offset == 0 {
-            format::check_header(body, &name)?;
-            group_start = end;
+        let whole = memchr::memrchr(b'\n', &chunk).map_or(0, |i| i + 1);
+        if whole == 0 {
+            if eof {
+                // Bytes after the last newline: a torn last line.
+                line_no += 1;
+                torn = Some(std::mem::take(&mut chunk));
+            } else {
+                // A line longer than the chunk: read more of it.
+                want = chunk.len() * 2;
+            }
             continue;
         }
-        if let Some(count) = format::commit_count(body) {
-            if count != group_lines {
-                group_bad.push(CorruptLine {
+        want = chunk_bytes.max(1);
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(whole / 256);
+        let mut from = 0;
+        for newline in memchr::memchr_iter(b'\n', &chunk[..whole]) {
+            lines.push(&chunk[from..newline]);
+            from = newline + 1;
+        }
+        let checked = check_lines(&lines, end == 0);
+        for (body, checked) in lines.iter().zip(checked) {
+            line_no += 1;
+            let offset = end;
+            end += body.len() as u64 + 1;
+            if end > MAX_OFFSET {
+                return Err(Error::Unsupported {
+                    engine: "json",
+                    what: format!("{name}: files larger than {MAX_OFFSET} bytes (rotate sooner)"),
+                });
+            }
+            if offset == 0 {
+                format::check_header(body, &name)?;
+                group_start = end;
+                continue;
+            }
+            if let Some(count) = format::commit_count(body) {
+                if count != group_lines {
+                    group_bad.push(CorruptLine {
+                        file: path.to_path_buf(),
+                        line: line_no,
+                        offset,
+                        detail: format!("commit line counts {count} lines, the group has {group_lines}"),
+                    });
+                }
+                committed.append(&mut group);
+                report.corrupt_lines.append(&mut group_bad);
+                group_start = end;
+                group_lines = 0;
+                continue;
+            }
+            group_lines += 1;
+            match checked.unwrap_or_else(|| format::check(body)) {
+                Ok((id, checksum)) => {
+                    group.push((id.get(), Entry::new(number, offset, body.len() as u32, checksum)))
+                }
+                Err(detail) => group_bad.push(CorruptLine {
                     file: path.to_path_buf(),
                     line: line_no,
                     offset,
-                    detail: format!("commit line counts {count} lines, the group has {group_lines}"),
-                });
-            }
-            committed.append(&mut group);
-            report.corrupt_lines.append(&mut group_bad);
-            group_start = end;
-            group_lines = 0;
-            continue;
-        }
-        group_lines += 1;
-        let mut skip = |detail: String| {
-            group_bad.push(CorruptLine {
-                file: path.to_path_buf(),
-                line: line_no,
-                offset,
-                detail,
-            })
-        };
-        match format::check(body) {
-            Err(detail) => skip(detail),
-            Ok((id, checksum)) => {
-                group.push((id.get(), Entry::new(number, offset, body.len() as u32, checksum)))
+                    detail,
+                }),
             }
         }
+        chunk.drain(..whole);
     }
     // A trailing group without its commit line, and any torn last line, never counted:
     // move their bytes aside whole.
@@ -308,6 +330,43 @@ fn load_file(
         end = group_start;
     }
     Ok(end)
+}
+
+/// How many bytes of a file opening reads and checks at a time.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Fewest lines in a chunk for its checks to be split over two threads.
+const PARALLEL_LINES: usize = 1024;
+
+/// What [`format::check`] found for a record line; `None` for the header and commit lines.
+type Checked = Option<std::result::Result<(LogId, Checksum), String>>;
+
+/// Checks the record lines of a chunk (`starts_file`: its first line is the header),
+/// the second half on a thread of its own when the chunk is large: checking is most of the
+/// time opening takes, and each line is checked on its own.
+fn check_lines(lines: &[&[u8]], starts_file: bool) -> Vec<Checked> {
+    let one = |i: usize, body: &[u8]| -> Checked {
+        let header = starts_file && i == 0;
+        (!header && format::commit_count(body).is_none()).then(|| format::check(body))
+    };
+    let mid = lines.len() / 2;
+    let half = |from: usize, part: &[&[u8]]| -> Vec<Checked> {
+        part.iter()
+            .enumerate()
+            .map(|(i, body)| one(from + i, body))
+            .collect()
+    };
+    if lines.len() < PARALLEL_LINES {
+        return half(0, lines);
+    }
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| half(mid, &lines[mid..]));
+        let mut out = half(0, &lines[..mid]);
+        // Should that thread panic, its lines are checked again, in order, by the caller.
+        let rest = second.join().unwrap_or_else(|_| vec![None; lines.len() - mid]);
+        out.extend(rest);
+        out
+    })
 }
 
 /// The 1-based number of the line at byte `offset` of `path` (for the rare report of a
@@ -346,4 +405,88 @@ fn move_aside(fs: &dyn FileSystem, path: &Path, at: u64, bytes: &[u8]) -> Result
         moved_to: aside,
         bytes: bytes.len() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimFs;
+    use chrono::Utc;
+    use synclog_core::{LogRecord, NewLog, Status};
+
+    /// A file of two committed groups (700 and 1500 records) with two bad lines in the
+    /// second, then an uncommitted group of 3 records and a torn line.
+    fn damaged_file() -> (Vec<u8>, Vec<u64>) {
+        let now = Utc::now();
+        let rec = |i: u64| {
+            let log = NewLog::new(format!("job-{}", i % 7), Status::Succeeded)
+                .counts(i, i, 0)
+                .message("synced")
+                .attr("page", i);
+            LogRecord::seal(LogId::new(i).unwrap(), now, log).unwrap()
+        };
+        let mut file = format::header_line();
+        let mut id = 1;
+        let mut bad_lines = Vec::new();
+        for (size, committed) in [(700, true), (1500, true), (3, false)] {
+            for k in 0..size {
+                let mut line = Vec::new();
+                format::encode(&rec(id), &mut line).unwrap();
+                if committed && size == 1500 && (k == 100 || k == 1400) {
+                    // Line numbers are 1-based and the header is line 1.
+                    bad_lines.push(file.iter().filter(|&&b| b == b'\n').count() as u64 + 1);
+                    line = if k == 100 {
+                        String::from_utf8(line)
+                            .unwrap()
+                            .replace("synced", "Synced")
+                            .into_bytes()
+                    } else {
+                        b"{not json\n".to_vec()
+                    };
+                }
+                file.extend(line);
+                id += 1;
+            }
+            if committed {
+                format::encode_commit(size, &mut file);
+            }
+        }
+        file.extend_from_slice(b"{\"id\":22");
+        (file, bad_lines)
+    }
+
+    /// Chunks of one line at a time, lines cut across chunks, and whole chunks checked on
+    /// two threads all give the same index and report as each other.
+    #[test]
+    fn every_chunk_size_loads_the_same_records_and_reports_the_same_damage() {
+        let (file, bad_lines) = damaged_file();
+        assert!(file.len() > 4096 * 3, "several chunks of the middle size");
+        let path = Path::new("/sim/logs.jsonl");
+        let mut seen = Vec::new();
+        for chunk_bytes in [1, 333, 4096, CHUNK_BYTES] {
+            let fs = SimFs::new();
+            fs.set_contents(path, file.clone());
+            let (mut committed, mut report) = (Vec::new(), OpenReport::default());
+            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes).unwrap();
+            let lines: Vec<u64> = report.corrupt_lines.iter().map(|c| c.line).collect();
+            assert_eq!(lines, bad_lines, "chunks of {chunk_bytes} bytes");
+            assert!(report.corrupt_lines[0]
+                .detail
+                .contains("does not match its fields"));
+            assert!(report.corrupt_lines[1].detail.starts_with("not a valid record"));
+            assert_eq!(committed.len(), 2198, "chunks of {chunk_bytes} bytes");
+            let [tail] = &report.torn_tails[..] else {
+                panic!("one torn tail, got {:?}", report.torn_tails)
+            };
+            assert_eq!(
+                fs.contents(path).unwrap().len() as u64,
+                end,
+                "the tail was cut off"
+            );
+            assert_eq!(end + tail.bytes, file.len() as u64, "and moved aside whole");
+            let offsets: Vec<u64> = report.corrupt_lines.iter().map(|c| c.offset).collect();
+            seen.push((end, committed, offsets));
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]));
+    }
 }
