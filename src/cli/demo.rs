@@ -187,7 +187,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         "verify: {} logs checked in each copy in {:.0} ms, {} missing, {} corrupt, quick_check {}: {}",
         verify.checked,
         t.elapsed().as_secs_f64() * 1000.0,
-        verify.missing.len(),
+        verify.missing_count(),
         verify.corrupt.len(),
         if verify.engine_problems.is_empty() {
             "ok"

@@ -38,8 +38,8 @@ pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
             }
         );
     }
-    for id in &report.missing {
-        println!("missing: log {id}");
+    for range in &report.missing {
+        println!("missing: log {range}");
     }
     for c in &report.corrupt {
         let id = c.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());

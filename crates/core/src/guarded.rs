@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::group::Gathering;
-use crate::record::{LogId, LogRecord, NewLog};
+use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
     VerifyReport,
@@ -861,12 +861,7 @@ impl LogStore for Guarded {
         let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
         let (p, b) = (p?, b?);
         let mut report = p.clone();
-        let in_backup_missing: HashSet<LogId> = b.missing.iter().copied().collect();
-        report.missing = p
-            .missing
-            .into_iter()
-            .filter(|id| in_backup_missing.contains(id))
-            .collect();
+        report.missing = intersect_ranges(&p.missing, &b.missing);
         for c in &mut report.corrupt {
             c.detail = format!("primary: {}", c.detail);
         }

@@ -28,7 +28,7 @@ pub mod verify;
 
 pub use canonical::{Attrs, Checksum};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use record::{LogId, LogRecord, NewLog, Status, Timestamp};
+pub use record::{IdRange, LogId, LogRecord, NewLog, Status, Timestamp};
 pub use store::{
     Capabilities, CheckpointMode, CheckpointReport, CorruptRecord, Durability, ImportConflict, ImportReport,
     LogStore, LogStoreExt, Scan, SharedStore, VerifyOptions, VerifyReport,

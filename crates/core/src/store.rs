@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
-use crate::record::{LogId, LogRecord, NewLog, Status};
+use crate::record::{IdRange, LogId, LogRecord, NewLog, Status};
 
 /// What an acknowledged commit survives. Ordered from weakest to strongest.
 ///
@@ -186,9 +186,9 @@ pub struct VerifyReport {
     pub first_id: Option<LogId>,
     /// See `first_id`.
     pub last_id: Option<LogId>,
-    /// Ids absent inside `first_id..=last_id`. Stores assign ids densely, so a gap is a
-    /// lost record (or a partial import).
-    pub missing: Vec<LogId>,
+    /// Ids absent inside `first_id..=last_id`, as ranges in ascending order. Stores assign
+    /// ids densely, so a gap is a lost record (or a partial import).
+    pub missing: Vec<IdRange>,
     /// Records whose checksum did not match or that could not be decoded.
     pub corrupt: Vec<CorruptRecord>,
     /// Ids not strictly greater than the one stored before them (duplicates included).
@@ -200,6 +200,11 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// How many ids are missing in all.
+    pub fn missing_count(&self) -> u64 {
+        self.missing.iter().map(IdRange::count).sum()
+    }
+
     /// No missing, corrupt or out-of-order record, and no engine problem.
     pub fn is_clean(&self) -> bool {
         self.missing.is_empty()

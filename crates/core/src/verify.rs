@@ -1,15 +1,69 @@
 //! The bookkeeping of a verification pass, shared by every engine.
 
+use std::collections::BTreeMap;
+
 use crate::canonical::{Checksum, RecordView};
-use crate::record::LogId;
+use crate::record::{IdRange, LogId};
 use crate::store::{CorruptRecord, VerifyReport};
+
+/// The ids seen so far, as disjoint runs `start -> end` (inclusive) merged when they touch:
+/// its size grows with the number of gaps, not with the ids or their spread.
+#[derive(Debug, Default)]
+struct IdSet {
+    runs: BTreeMap<u64, u64>,
+}
+
+impl IdSet {
+    /// Adds `id`; false when it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        let before = self.runs.range(..=id).next_back().map(|(&s, &e)| (s, e));
+        if let Some((_, end)) = before {
+            if end >= id {
+                return false;
+            }
+        }
+        let after = self.runs.get(&(id + 1)).copied();
+        match (before.filter(|&(_, end)| end + 1 == id), after) {
+            (Some((start, _)), Some(end)) => {
+                self.runs.remove(&(id + 1));
+                self.runs.insert(start, end);
+            }
+            (Some((start, _)), None) => {
+                self.runs.insert(start, id);
+            }
+            (None, Some(end)) => {
+                self.runs.remove(&(id + 1));
+                self.runs.insert(id, end);
+            }
+            (None, None) => {
+                self.runs.insert(id, id);
+            }
+        }
+        true
+    }
+
+    /// The gaps between the runs.
+    fn gaps(&self) -> Vec<IdRange> {
+        let mut gaps = Vec::new();
+        let mut prev_end: Option<u64> = None;
+        for (&start, &end) in &self.runs {
+            if let Some(p) = prev_end {
+                if let (Some(a), Some(b)) = (LogId::new(p + 1), LogId::new(start - 1)) {
+                    gaps.extend(IdRange::new(a, b));
+                }
+            }
+            prev_end = Some(end);
+        }
+        gaps
+    }
+}
 
 /// Accumulates a [`VerifyReport`] as an engine reads its records in storage order.
 #[derive(Debug, Default)]
 pub struct Verifier {
     report: VerifyReport,
     prev: Option<LogId>,
-    seen: Vec<u64>,
+    seen: IdSet,
     unordered: bool,
 }
 
@@ -69,7 +123,9 @@ impl Verifier {
         self.prev = Some(self.prev.map_or(id, |p| p.max(id)));
         self.report.first_id = Some(self.report.first_id.map_or(id, |f| f.min(id)));
         self.report.last_id = Some(self.report.last_id.map_or(id, |l| l.max(id)));
-        self.seen.push(id.get());
+        if !self.seen.insert(id.get()) && self.unordered {
+            self.report.out_of_order.push(id);
+        }
     }
 
     /// Adds a problem reported by the engine's own check.
@@ -82,25 +138,10 @@ impl Verifier {
         self.report.deep_checked = true;
     }
 
-    /// The report, with the gaps inside the id range listed as missing.
+    /// The report, with the gaps inside the id range listed as missing ranges. Memory stays
+    /// bounded by the number of gaps, however far apart the ids are.
     pub fn finish(mut self) -> VerifyReport {
-        let mut ids = self.seen;
-        if self.unordered || !self.report.out_of_order.is_empty() {
-            ids.sort_unstable();
-        }
-        if self.unordered {
-            for pair in ids.windows(2).filter(|p| p[0] == p[1]) {
-                self.report.out_of_order.extend(LogId::new(pair[1]));
-            }
-        }
-        ids.dedup();
-        for pair in ids.windows(2) {
-            for missing in pair[0] + 1..pair[1] {
-                if let Some(id) = LogId::new(missing) {
-                    self.report.missing.push(id);
-                }
-            }
-        }
+        self.report.missing = self.seen.gaps();
         self.report
     }
 }
@@ -134,7 +175,7 @@ mod tests {
         v.check(&view(6), Checksum(0), || "row 6".into());
         let r = v.finish();
         assert_eq!(r.checked, 5);
-        assert_eq!(r.missing, vec![LogId::new(3).unwrap()]);
+        assert_eq!(r.missing, vec![IdRange::single(LogId::new(3).unwrap())]);
         assert_eq!(r.out_of_order, vec![LogId::new(4).unwrap()]);
         assert_eq!(r.corrupt.len(), 1);
         assert_eq!(r.corrupt[0].id, LogId::new(6));
@@ -149,6 +190,34 @@ mod tests {
         }
         let r = v.finish();
         assert_eq!(r.out_of_order, vec![LogId::new(2).unwrap()]);
-        assert_eq!(r.missing, vec![LogId::new(4).unwrap()]);
+        assert_eq!(r.missing, vec![IdRange::single(LogId::new(4).unwrap())]);
+    }
+
+    #[test]
+    fn ids_far_apart_are_reported_as_one_missing_range() {
+        // The ids a corrupted high-water mark makes: the gap is a trillion ids wide.
+        let mut v = Verifier::new();
+        for id in [1, 2, 3, 1_099_511_627_780] {
+            v.check(&view(id), view(id).checksum(), || format!("row {id}"));
+        }
+        let r = v.finish();
+        let gap = IdRange::new(LogId::new(4).unwrap(), LogId::new(1_099_511_627_779).unwrap()).unwrap();
+        assert_eq!(r.missing, vec![gap]);
+        assert_eq!(r.missing_count(), 1_099_511_627_776);
+    }
+
+    #[test]
+    fn ids_arriving_in_any_order_merge_into_runs() {
+        let mut v = Verifier::unordered();
+        for id in [10, 1, 3, 2, 9, 5, 4, 3, 12] {
+            v.check(&view(id), view(id).checksum(), || format!("line {id}"));
+        }
+        let r = v.finish();
+        let id = |n| LogId::new(n).unwrap();
+        assert_eq!(r.out_of_order, vec![id(3)]);
+        assert_eq!(
+            r.missing,
+            vec![IdRange::new(id(6), id(8)).unwrap(), IdRange::single(id(11))]
+        );
     }
 }

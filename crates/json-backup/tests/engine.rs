@@ -447,7 +447,7 @@ async fn compaction_rewrites_only_the_segments_that_hold_skipped_lines() {
     assert!(verified.corrupt.is_empty(), "{verified:?}");
     assert_eq!(
         verified.missing,
-        vec![LogId::new(2).unwrap()],
+        vec![synclog_core::IdRange::single(LogId::new(2).unwrap())],
         "the damaged log is reported missing"
     );
 }

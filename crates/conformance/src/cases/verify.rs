@@ -1,6 +1,6 @@
 //! Verify: the independent read path finds corrupt and missing records.
 
-use synclog_core::VerifyOptions;
+use synclog_core::{IdRange, VerifyOptions};
 
 use super::{sample, Ctx};
 
@@ -52,7 +52,7 @@ pub async fn missing_record_is_found(ctx: Ctx) {
     ctx.harness.remove_record(&at, victim).await.unwrap();
     let store = ctx.reopen(&at).await;
     let report = store.verify(VerifyOptions::default()).await.unwrap();
-    assert_eq!(report.missing, vec![victim], "{report:?}");
+    assert_eq!(report.missing, vec![IdRange::single(victim)], "{report:?}");
     assert!(report.corrupt.is_empty());
     assert_eq!(report.checked, 9);
     ctx.done(at, store).await;
