@@ -19,11 +19,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod aside;
 pub mod bench;
 mod open;
 
+pub use aside::set_aside;
 pub use open::{open_guarded, open_guarded_with, open_url, open_url_with, OpenOptions, StoreUrl};
-pub use synclog_core::guarded::{Copies, Guarded, GuardedOptions, Receipt, ReconcileReport};
+pub use synclog_core::guarded::{
+    Copies, Guarded, GuardedOptions, Receipt, ReconcileReport, Side, Unavailable, Unreadable,
+};
 pub use synclog_core::*;
 
 /// The SQLite engine.

@@ -230,6 +230,13 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
 
 /// Opens `primary` guarded by `backup` (see [`Guarded`]): both are opened, reconciled,
 /// and every append then goes to both.
+///
+/// One copy that cannot be opened because its storage is damaged or failing (a
+/// [`Corrupt`](synclog_core::ErrorKind::Corrupt), [`Io`](synclog_core::ErrorKind::Io) or
+/// [`Backend`](synclog_core::ErrorKind::Backend) error) does not stop the pair: it is stood
+/// in for by [`Unavailable`](synclog_core::guarded::Unavailable), a warning names it, and
+/// the other copy serves and acknowledges alone until `synclog check --repair` rebuilds it.
+/// Any other error (locked, busy, bad URL) and two failing copies are returned.
 pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) -> Result<Guarded> {
     open_guarded_with(primary, backup, options, &OpenOptions::default()).await
 }
@@ -241,9 +248,30 @@ pub async fn open_guarded_with(
     options: GuardedOptions,
     open: &OpenOptions,
 ) -> Result<Guarded> {
-    let b = open_url_with(backup, open).await?;
-    let p = open_url_with(primary, open).await?;
+    let b = open_url_with(backup, open).await;
+    let p = open_url_with(primary, open).await;
+    let (p, b) = match (p, b) {
+        (Ok(p), Ok(b)) => (p, b),
+        (Err(e), Ok(b)) if damaged_storage(&e) => (stand_in("primary", primary, e), b),
+        (Ok(p), Err(e)) if damaged_storage(&e) => (p, stand_in("backup", backup, e)),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
     Guarded::open(p, b, options).await
+}
+
+/// Whether an open failed because the storage itself is damaged or failing, so that the
+/// other copy of a pair can carry on.
+fn damaged_storage(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        synclog_core::ErrorKind::Corrupt | synclog_core::ErrorKind::Io | synclog_core::ErrorKind::Backend
+    )
+}
+
+fn stand_in(copy: &str, url: &str, error: Error) -> Arc<dyn LogStore> {
+    let url = redact_url(url);
+    tracing::warn!(copy, store = %url, %error, "this copy cannot be opened; the pair goes on with the other copy alone (`synclog check --repair` rebuilds it)");
+    Arc::new(synclog_core::guarded::Unavailable::new(url, error))
 }
 
 #[cfg(test)]

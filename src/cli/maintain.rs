@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synclog::{
-    CheckpointMode, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, Result, VerifyOptions,
+    CheckpointMode, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, ReconcileReport, Result,
+    Side, VerifyOptions,
 };
 
 use super::open::{open, options, Opened};
@@ -83,6 +84,32 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
             "check compares the store with its backup; drop --no-backup",
         ));
     }
+    let report = check_once(stores, args.repair).await?;
+    let mut clean = print_check(&report, args.repair);
+    if args.repair && !report.unreadable.is_empty() {
+        // A copy that cannot be read whole is rebuilt from the other: its files are set
+        // aside (kept, never deleted), it is created anew, and everything is copied back.
+        let bad = |side| report.unreadable.iter().any(|u| u.copy == side);
+        let (copy, url) = match (bad(Side::Primary), bad(Side::Backup)) {
+            (true, false) => (Side::Primary, &stores.store),
+            (false, true) => (Side::Backup, &stores.backup),
+            _ => {
+                println!("both copies are damaged: nothing to rebuild from; neither was changed");
+                return Ok(exit::PROBLEMS);
+            }
+        };
+        for moved in synclog::set_aside(url)? {
+            println!("set the damaged {} aside as {}", copy.name(), moved.display());
+        }
+        println!("rebuilding the {} from the other copy", copy.name());
+        let report = check_once(stores, true).await?;
+        clean = print_check(&report, true);
+    }
+    Ok(if clean { exit::OK } else { exit::PROBLEMS })
+}
+
+/// Opens the pair as it is (no repair at open), checks it deeply, closes it.
+async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport> {
     let guarded = synclog::open_guarded_with(
         &stores.store,
         &stores.backup,
@@ -93,9 +120,13 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
         &options(stores),
     )
     .await?;
-    let report = guarded.reconcile(args.repair).await;
+    let report = guarded.check(repair).await;
     guarded.close().await?;
-    let report = report?;
+    report
+}
+
+/// Prints what `check` found and did; returns whether the pair is (now) clean.
+fn print_check(report: &ReconcileReport, repair: bool) -> bool {
     println!("in both copies: {}", report.in_both);
     println!(
         "missing from the store ({}): {}",
@@ -107,22 +138,53 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
         report.missing_in_backup.len(),
         ids(&report.missing_in_backup)
     );
+    if !report.damaged_in_primary.is_empty() {
+        println!(
+            "damaged in the store, intact in the backup ({}): {}",
+            report.damaged_in_primary.len(),
+            ids(&report.damaged_in_primary)
+        );
+    }
+    if !report.damaged_in_backup.is_empty() {
+        println!(
+            "damaged in the backup, intact in the store ({}): {}",
+            report.damaged_in_backup.len(),
+            ids(&report.damaged_in_backup)
+        );
+    }
+    if !report.damaged_in_both.is_empty() {
+        println!(
+            "DAMAGED IN BOTH COPIES, cannot be repaired ({}): {}",
+            report.damaged_in_both.len(),
+            ids(&report.damaged_in_both)
+        );
+    }
     for c in &report.conflicts {
         println!(
             "conflict: log {} differs (store {}, backup {}); neither was changed",
             c.id, c.primary, c.backup
         );
     }
-    if args.repair {
+    for u in &report.unreadable {
+        println!("unreadable {}: {}", u.copy.name(), u.detail);
+    }
+    if repair {
         println!(
-            "repaired: {} restored to the store, {} copied to the backup",
-            report.restored_to_primary, report.copied_to_backup
+            "repaired: {} restored to the store, {} copied to the backup, {} damaged replaced in the store, {} in the backup",
+            report.restored_to_primary,
+            report.copied_to_backup,
+            report.repaired_in_primary,
+            report.repaired_in_backup
         );
     }
-    let clean = report.conflicts.is_empty()
-        && (args.repair && report.in_sync()
-            || report.missing_in_primary.is_empty() && report.missing_in_backup.is_empty());
-    Ok(if clean { exit::OK } else { exit::PROBLEMS })
+    for f in &report.repair_failures {
+        println!("repair failed: {f}");
+    }
+    if repair {
+        report.in_sync()
+    } else {
+        !report.found_problems()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -183,7 +245,10 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
             c.id, c.stored, c.offered
         );
     }
-    Ok(if report.conflicts.is_empty() {
+    for id in &report.damaged {
+        println!("damaged, not copied: log {id} (its fields do not match its checksum)");
+    }
+    Ok(if report.conflicts.is_empty() && report.damaged.is_empty() {
         exit::OK
     } else {
         exit::PROBLEMS

@@ -8,14 +8,14 @@ use super::StoreArgs;
 
 /// The store a command works on: guarded (with a backup) or alone.
 pub enum Opened {
-    Guarded(Guarded),
+    Guarded(Box<Guarded>),
     Single(Arc<dyn LogStore>),
 }
 
 impl Opened {
     pub fn store(&self) -> &dyn LogStore {
         match self {
-            Opened::Guarded(g) => g,
+            Opened::Guarded(g) => &**g,
             Opened::Single(s) => &**s,
         }
     }
@@ -53,6 +53,6 @@ pub async fn open(args: &StoreArgs) -> Result<Opened> {
                 "the copies were out of step at open and have been reconciled"
             );
         }
-        Ok(Opened::Guarded(g))
+        Ok(Opened::Guarded(Box::new(g)))
     }
 }

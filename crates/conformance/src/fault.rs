@@ -83,6 +83,10 @@ impl LogStore for FailEveryNth {
         self.maybe_fail("importing")?;
         self.inner.import(records, durability).await
     }
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.maybe_fail("repairing")?;
+        self.inner.repair(records, durability).await
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
@@ -141,6 +145,9 @@ impl LogStore for DamagedReads {
     }
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.inner.import(records, durability).await
+    }
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.inner.repair(records, durability).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

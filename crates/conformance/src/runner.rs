@@ -37,6 +37,7 @@ fn unsupported(need: Need, ctx: &Ctx) -> Option<String> {
         Need::RemoveHook => (faults.remove_record, "the remove_record fault hook"),
         Need::DestroyHook => (faults.destroy, "the destroy fault hook"),
         Need::Checkpoint => (ctx.caps.checkpoint, "checkpoints"),
+        Need::Repair => (ctx.caps.repair, "replacing damaged records (repair)"),
     };
     (!ok).then(|| format!("{name} does not support {why}"))
 }

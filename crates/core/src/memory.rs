@@ -119,6 +119,7 @@ impl LogStore for MemoryStore {
             persistent: false,
             checkpoint: false,
             deep_verify: false,
+            repair: true,
             durability: vec![Durability::Buffered],
         }
     }
@@ -189,6 +190,30 @@ impl LogStore for MemoryStore {
         for rec in records {
             match st.records.get(&rec.id) {
                 Some(stored) => report.note_existing(rec.id, stored.checksum, rec.checksum),
+                None => {
+                    st.high_water = st.high_water.max(rec.id.get());
+                    st.records.insert(rec.id, rec);
+                    report.inserted += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        Self::check_durability(durability)?;
+        let mut st = self.state()?;
+        let mut report = ImportReport::default();
+        for rec in records {
+            match st.records.get(&rec.id) {
+                Some(stored) if stored.is_intact() => {
+                    report.note_existing(rec.id, stored.checksum, rec.checksum)
+                }
+                Some(_) => {
+                    st.records.insert(rec.id, rec);
+                    report.replaced += 1;
+                }
                 None => {
                     st.high_water = st.high_water.max(rec.id.get());
                     st.records.insert(rec.id, rec);

@@ -46,6 +46,8 @@ pub struct Capabilities {
     pub checkpoint: bool,
     /// [`VerifyOptions::deep`] runs an engine-level check.
     pub deep_verify: bool,
+    /// [`LogStore::repair`] replaces damaged records.
+    pub repair: bool,
     /// The durability levels [`LogStore::commit`] accepts.
     pub durability: Vec<Durability>,
 }
@@ -234,6 +236,11 @@ pub struct ImportReport {
     pub already_present: u64,
     /// Records refused because a different one is stored under the same id.
     pub conflicts: Vec<ImportConflict>,
+    /// Damaged records replaced by the intact ones offered ([`LogStore::repair`] only).
+    pub replaced: u64,
+    /// Records a copy left out because they were damaged where it read them
+    /// ([`LogStoreExt::copy_to`] only); the intact ones were copied.
+    pub damaged: Vec<LogId>,
 }
 
 impl ImportReport {
@@ -252,6 +259,8 @@ impl ImportReport {
         self.inserted += other.inserted;
         self.already_present += other.already_present;
         self.conflicts.extend(other.conflicts);
+        self.replaced += other.replaced;
+        self.damaged.extend(other.damaged);
     }
 }
 
@@ -338,6 +347,23 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// [`Error::InvalidInput`] for one that breaks a field rule; nothing is written then.
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport>;
 
+    /// The repair hook: like [`import`](Self::import), except that a stored record that is
+    /// **damaged** (its fields no longer give its stored checksum, or it cannot be decoded)
+    /// is replaced by the offered record under its id. An intact stored record is never
+    /// replaced: a different one is a conflict, as with `import`. Engines that set damaged
+    /// records aside when they read their storage (they are then absent) insert the offered
+    /// record instead; either way, afterwards `get` returns the offered record.
+    ///
+    /// Every offered record must be intact ([`Error::Corrupt`] otherwise, nothing written).
+    /// Engines that cannot replace a record return [`Error::Unsupported`] (the default).
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let _ = (records, durability);
+        Err(Error::Unsupported {
+            engine: self.capabilities().engine,
+            what: "replacing damaged records (repair)".into(),
+        })
+    }
+
     /// Flushes and releases the storage. Later calls fail with [`Error::Closed`].
     async fn close(&self) -> Result<()>;
 }
@@ -385,7 +411,9 @@ pub trait LogStoreExt: LogStore {
     }
 
     /// Copies every record into `target`, keeping ids, in pages of `page_size`.
-    /// Idempotent; conflicts are reported, never overwritten.
+    /// Idempotent; conflicts are reported, never overwritten. A record that reads back
+    /// damaged (its fields no longer give its checksum) is not copied: its id is listed in
+    /// [`ImportReport::damaged`], and every intact record is still copied.
     ///
     /// When it returns `Ok`, every copied record is durable in `target` at `durability`.
     /// Pages are imported at the strongest level the target offers up to
@@ -426,6 +454,11 @@ pub trait LogStoreExt: LogStore {
         while let Some(last) = page.last() {
             scan.after = Some(last.id);
             let full = page.len() == limit;
+            if page.iter().any(|r| !r.is_intact()) {
+                let (intact, damaged): (Vec<_>, Vec<_>) = page.into_iter().partition(LogRecord::is_intact);
+                report.damaged.extend(damaged.iter().map(|r| r.id));
+                page = intact;
+            }
             let (imported, next) = if full {
                 let (i, n) = tokio::join!(target.import(page, per_page), self.scan(&scan));
                 (i?, n?)

@@ -762,6 +762,7 @@ impl LogStore for PgStore {
             persistent: true,
             checkpoint: false,
             deep_verify: false,
+            repair: false,
             durability: Durability::ALL.to_vec(),
         }
     }

@@ -223,6 +223,43 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Imports records, replacing stored values that are damaged (undecodable, or whose
+    /// fields no longer give their stored checksum). See [`LogStore::repair`].
+    fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut batch = sled::Batch::default();
+        let mut max = self.high_water;
+        for rec in records {
+            let stored = self
+                .db
+                .get(key(rec.id.get()))
+                .map_err(|e| map_err(&self.path, "reading", e))?;
+            let intact = stored.as_deref().map(|v| match parts(v) {
+                Ok((view, sum)) if view.checksum() == sum => Some(sum),
+                _ => None,
+            });
+            match intact {
+                Some(Some(sum)) => {
+                    report.note_existing(rec.id, sum, rec.checksum);
+                    continue;
+                }
+                Some(None) => report.replaced += 1,
+                None => report.inserted += 1,
+            }
+            batch.insert(&key(rec.id.get())[..], value(rec));
+            max = max.max(rec.id.get());
+        }
+        if report.inserted + report.replaced > 0 {
+            batch.insert(HIGH_WATER, &max.to_be_bytes()[..]);
+            self.apply(batch, durability)?;
+            self.high_water = max;
+            self.unsaved_singles = 0;
+        }
+        Ok(report)
+    }
+}
+
 impl BatchWriter for Writer {
     fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
         let mut next = self.high_water + 1;
@@ -430,6 +467,7 @@ impl LogStore for SledStore {
             persistent: true,
             checkpoint: false,
             deep_verify: false,
+            repair: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -507,6 +545,16 @@ impl LogStore for SledStore {
         }
         self.group
             .with_writer(move |w| w.import(&records, durability))
+            .await?
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.group
+            .with_writer(move |w| w.repair(&records, durability))
             .await?
     }
 

@@ -217,6 +217,7 @@ impl LogStore for SqliteStore {
             persistent: true,
             checkpoint: true,
             deep_verify: true,
+            repair: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -278,6 +279,18 @@ impl LogStore for SqliteStore {
         self.inner
             .group
             .with_writer(move |w| w.import(&records, durability))
+            .await?
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_open()?;
+        validate_records(&records)?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.inner
+            .group
+            .with_writer(move |w| w.repair(&records, durability))
             .await?
     }
 

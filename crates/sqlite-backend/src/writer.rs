@@ -225,6 +225,47 @@ impl Writer {
         Ok(report)
     }
 
+    /// Imports records, replacing stored ones that are damaged. See
+    /// [`synclog_core::LogStore::repair`].
+    pub(crate) fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
+        let path = self.path.clone();
+        let (report, max) = self.transact(durability, |tx| {
+            let mut report = ImportReport::default();
+            let mut max = 0u64;
+            for rec in records {
+                let damaged = match crate::reader::get(tx, &path, rec.id) {
+                    Ok(None) => false,
+                    Ok(Some(stored)) if stored.is_intact() => {
+                        report.note_existing(rec.id, stored.checksum, rec.checksum);
+                        continue;
+                    }
+                    // Damaged fields, or a row that does not even decode: replace it.
+                    Ok(Some(_)) | Err(Error::Corrupt { .. }) => true,
+                    Err(e) => return Err(e),
+                };
+                if damaged {
+                    tx.execute("DELETE FROM logs WHERE id = ?1", [rec.id.get() as i64])
+                        .map_err(|e| map_err(&path, &format!("removing damaged log {} from", rec.id), e))?;
+                    report.replaced += 1;
+                } else {
+                    report.inserted += 1;
+                }
+                let mut insert = tx
+                    .prepare_cached(INSERT)
+                    .map_err(|e| map_err(&path, "preparing a repair of", e))?;
+                insert_row(&mut insert, rec)
+                    .map_err(|e| map_err(&path, &format!("repairing log {} in", rec.id), e))?;
+                max = max.max(rec.id.get());
+            }
+            Ok((report, max))
+        })?;
+        self.assigned = self.assigned.max(max);
+        if max > 0 {
+            self.unsaved_commits += 1;
+        }
+        Ok(report)
+    }
+
     /// Stores the high-water mark if commits since the last save left it behind.
     fn save_high_water(&mut self) -> Result<()> {
         if self.unsaved_commits == 0 || self.assigned == 0 {

@@ -17,6 +17,7 @@ pub mod durability;
 pub mod model;
 pub mod object_safety;
 pub mod read;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 
@@ -33,6 +34,8 @@ pub enum Need {
     DestroyHook,
     /// [`LogStore::checkpoint`].
     Checkpoint,
+    /// [`LogStore::repair`] (`Capabilities::repair`).
+    Repair,
 }
 
 /// The context a case runs in: the harness, and what the engine said it supports.
@@ -154,6 +157,9 @@ cases! {
     restore::appends_after_import_get_larger_ids,
     restore::import_refuses_a_corrupt_record_and_writes_nothing,
     restore::import_refuses_attributes_that_are_not_json_and_writes_nothing,
+    repair::repair_replaces_a_damaged_record [Repair, CorruptHook],
+    repair::repair_never_replaces_an_intact_record [Repair],
+    repair::repair_refuses_a_damaged_offer_and_writes_nothing [Repair],
     bad_input::empty_job_is_rejected,
     bad_input::overlong_job_is_rejected,
     bad_input::nul_in_job_is_rejected,

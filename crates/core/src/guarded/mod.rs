@@ -13,6 +13,14 @@
 //! Reconcile runs at open and on demand, in both directions; a conflict (one id, two
 //! different records) is reported and never overwritten.
 //!
+//! A damaged copy never stops the pair: a read that meets a record whose fields no longer
+//! match its checksum serves the other copy's intact record (and says so, as a warning); a
+//! copy that cannot be opened is stood in for by [`Unavailable`] and the pair goes on with
+//! the other one; a copy that cannot be read or repaired is reported by
+//! [`Guarded::reconcile`] and `verify`, not turned into an error. [`Guarded::check`] also
+//! recomputes every checksum in both copies and, repairing, replaces a damaged record by
+//! the other copy's intact one (never the reverse, and never when both are damaged).
+//!
 //! One guard per pair at a time: appending to the primary outside the guard while it is
 //! open makes ids collide; such a group fails with [`Error::Conflict`] and the guard moves
 //! its ids past the intruder's.
@@ -35,6 +43,11 @@ use crate::store::{
     VerifyReport,
 };
 use crate::validate::{validate_batch, validate_records};
+
+mod check;
+mod unavailable;
+
+pub use unavailable::Unavailable;
 
 /// Tuning of a [`Guarded`] store.
 #[derive(Debug, Clone)]
@@ -106,14 +119,49 @@ pub struct ReconcileReport {
     pub copied_to_backup: u64,
     /// Ids holding different records in the two copies; neither was overwritten.
     pub conflicts: Vec<CopyConflict>,
+    /// Ids whose primary record is damaged (its fields do not give its stored checksum,
+    /// or it cannot be decoded) while the backup's is intact. Found by [`Guarded::check`]
+    /// only: it recomputes every checksum.
+    pub damaged_in_primary: Vec<LogId>,
+    /// Ids whose backup record is damaged while the primary's is intact (`check` only).
+    pub damaged_in_backup: Vec<LogId>,
+    /// Ids damaged (or missing) in both copies: nothing intact is left to repair them from.
+    pub damaged_in_both: Vec<LogId>,
+    /// Damaged primary records replaced by the backup's intact ones.
+    pub repaired_in_primary: u64,
+    /// Damaged backup records replaced by the primary's intact ones.
+    pub repaired_in_backup: u64,
+    /// Copies that could not be listed or verified, or whose engine check found damage, and
+    /// why: the comparison is incomplete, and `check --repair` rebuilds such a copy.
+    pub unreadable: Vec<Unreadable>,
+    /// Repairs that failed (a full disk, a failing copy), and why; the next open or
+    /// `check --repair` tries again. Nothing acknowledged is lost: the other copy holds it.
+    pub repair_failures: Vec<String>,
 }
 
 impl ReconcileReport {
-    /// Both copies hold the same records.
+    /// Both copies hold the same, intact records (after the repairs made, if any).
     pub fn in_sync(&self) -> bool {
         self.missing_in_primary.len() as u64 == self.restored_to_primary
             && self.missing_in_backup.len() as u64 == self.copied_to_backup
             && self.conflicts.is_empty()
+            && self.damaged_in_primary.len() as u64 == self.repaired_in_primary
+            && self.damaged_in_backup.len() as u64 == self.repaired_in_backup
+            && self.damaged_in_both.is_empty()
+            && self.unreadable.is_empty()
+            && self.repair_failures.is_empty()
+    }
+
+    /// Whether anything differs, is damaged or could not be read (repaired or not).
+    pub fn found_problems(&self) -> bool {
+        !(self.missing_in_primary.is_empty()
+            && self.missing_in_backup.is_empty()
+            && self.conflicts.is_empty()
+            && self.damaged_in_primary.is_empty()
+            && self.damaged_in_backup.is_empty()
+            && self.damaged_in_both.is_empty()
+            && self.unreadable.is_empty()
+            && self.repair_failures.is_empty())
     }
 }
 
@@ -136,6 +184,8 @@ pub struct GuardStats {
     pub pending_primary: u64,
     /// Records waiting for the backup now.
     pub pending_backup: u64,
+    /// Reads that met a damaged record in one copy and served the other copy's intact one.
+    pub damaged_served: u64,
 }
 
 #[derive(Default)]
@@ -148,6 +198,10 @@ struct Counters {
     copied: AtomicU64,
     pending_primary: AtomicU64,
     pending_backup: AtomicU64,
+    damaged_served: AtomicU64,
+    /// The copies may differ beyond the pending queues (a repair failed, a copy could not
+    /// be listed): reads then consult both.
+    diverged: AtomicBool,
     closed: AtomicBool,
     /// Commit requests submitted so far (each request's `seq` is its number).
     submitted: AtomicU64,
@@ -169,7 +223,13 @@ enum Request {
     },
     Reconcile {
         repair: bool,
+        deep: bool,
         reply: Reply<ReconcileReport>,
+    },
+    Repair {
+        records: Vec<LogRecord>,
+        durability: Durability,
+        reply: Reply<ImportReport>,
     },
 }
 
@@ -213,7 +273,7 @@ impl Guarded {
             gathering: Gathering::default(),
         };
         let opened = if leader.options.reconcile_at_open {
-            leader.reconcile(true).await?
+            leader.reconcile(true, false).await?
         } else {
             ReconcileReport::default()
         };
@@ -258,6 +318,7 @@ impl Guarded {
             copied_to_backup: c.copied.load(Ordering::Relaxed),
             pending_primary: c.pending_primary.load(Ordering::Relaxed),
             pending_backup: c.pending_backup.load(Ordering::Relaxed),
+            damaged_served: c.damaged_served.load(Ordering::Relaxed),
         }
     }
 
@@ -268,6 +329,17 @@ impl Guarded {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| self.closed())?;
         rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Counts and reports a read served from the other copy because `copy` held it damaged.
+    fn served_intact(&self, rec: LogRecord, copy: &str) -> LogRecord {
+        self.counters.damaged_served.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            id = rec.id.get(),
+            copy,
+            "a damaged record was read; served the other copy's intact one (`synclog check --repair` mends it)"
+        );
+        rec
     }
 
     fn closed(&self) -> Error {
@@ -302,8 +374,30 @@ impl Guarded {
 
     /// Compares the copies in both directions; with `repair`, restores what the primary
     /// lacks from the backup and copies what the backup lacks to it. Conflicts are reported.
+    ///
+    /// This compares the stored checksums only (cheap); [`check`](Self::check) also
+    /// recomputes them. A copy that cannot be listed, and a repair that fails, are
+    /// reported in the result, not returned as an error.
     pub async fn reconcile(&self, repair: bool) -> Result<ReconcileReport> {
-        self.ask(|reply| Request::Reconcile { repair, reply }).await
+        self.ask(|reply| Request::Reconcile {
+            repair,
+            deep: false,
+            reply,
+        })
+        .await
+    }
+
+    /// [`reconcile`](Self::reconcile), and every record of both copies read back with its
+    /// checksum recomputed: a record damaged in one copy is listed, and with `repair`
+    /// replaced by the other copy's intact record (never the reverse); one damaged in both
+    /// is reported and left as it is.
+    pub async fn check(&self, repair: bool) -> Result<ReconcileReport> {
+        self.ask(|reply| Request::Reconcile {
+            repair,
+            deep: true,
+            reply,
+        })
+        .await
     }
 
     /// Refuses a level one of the copies cannot give.
@@ -317,9 +411,11 @@ impl Guarded {
         })
     }
 
+    /// Whether the copies may differ, so that reads must consult both.
     fn pending(&self) -> bool {
         self.counters.pending_primary.load(Ordering::Relaxed) > 0
             || self.counters.pending_backup.load(Ordering::Relaxed) > 0
+            || self.counters.diverged.load(Ordering::Relaxed)
     }
 }
 
@@ -428,8 +524,15 @@ impl Leader {
                 } => {
                     let _ = reply.send(self.import(records, durability).await);
                 }
-                Request::Reconcile { repair, reply } => {
-                    let _ = reply.send(self.reconcile(repair).await);
+                Request::Reconcile { repair, deep, reply } => {
+                    let _ = reply.send(self.reconcile(repair, deep).await);
+                }
+                Request::Repair {
+                    records,
+                    durability,
+                    reply,
+                } => {
+                    let _ = reply.send(self.repair(records, durability).await);
                 }
             }
         }
@@ -667,55 +770,54 @@ impl Leader {
     }
 
     /// Merge-joins the two `(id, checksum)` listings; with `repair`, copies what each lacks.
-    async fn reconcile(&mut self, repair: bool) -> Result<ReconcileReport> {
+    /// With `deep`, also recomputes every checksum of both copies (see `check.rs`).
+    async fn reconcile(&mut self, repair: bool, deep: bool) -> Result<ReconcileReport> {
         if repair {
             self.flush_pending(Durability::PowerLoss).await;
         }
         let page = self.options.reconcile_page.max(1);
         let mut report = ReconcileReport::default();
-        let mut to_primary = Vec::new();
-        let mut to_backup = Vec::new();
-        {
-            let mut a = Listing::new(&*self.primary, page);
-            let mut b = Listing::new(&*self.backup, page);
-            loop {
-                match (a.peek().await?, b.peek().await?) {
-                    (None, None) => break,
-                    (Some((id, _)), None) => {
-                        to_backup.push(id);
-                        a.pop();
-                    }
-                    (None, Some((id, _))) => {
-                        to_primary.push(id);
-                        b.pop();
-                    }
-                    (Some((ia, sa)), Some((ib, sb))) => {
-                        if ia < ib {
-                            to_backup.push(ia);
-                            a.pop();
-                        } else if ib < ia {
-                            to_primary.push(ib);
-                            b.pop();
-                        } else {
-                            if sa == sb {
-                                report.in_both += 1;
-                            } else {
-                                report.conflicts.push(CopyConflict {
-                                    id: ia,
-                                    primary: sa,
-                                    backup: sb,
-                                });
-                            }
-                            a.pop();
-                            b.pop();
-                        }
-                    }
-                }
+        let (to_primary, to_backup) = match self.diff(page, &mut report).await {
+            Ok(lists) => lists,
+            Err((copy, e)) => {
+                let store = if copy == Side::Primary {
+                    &self.primary
+                } else {
+                    &self.backup
+                };
+                tracing::warn!(copy = %store.describe(), error = %e, "a copy could not be listed; the pair goes on with the other one");
+                report.unreadable.push(Unreadable {
+                    copy,
+                    detail: format!("{}: cannot be listed: {e}", store.describe()),
+                });
+                self.counters.diverged.store(true, Ordering::Relaxed);
+                return Ok(report);
             }
-        }
+        };
+        let mut damaged_sources = Vec::new();
         if repair {
-            report.restored_to_primary = copy_ids(&*self.backup, &*self.primary, &to_primary, page).await?;
-            report.copied_to_backup = copy_ids(&*self.primary, &*self.backup, &to_backup, page).await?;
+            match copy_ids(&*self.backup, &*self.primary, &to_primary, page).await {
+                Ok((n, skipped)) => {
+                    report.restored_to_primary = n;
+                    damaged_sources.extend(skipped);
+                }
+                Err(e) => report.repair_failures.push(format!(
+                    "restoring {} logs into the primary {}: {e}",
+                    to_primary.len(),
+                    self.primary.describe()
+                )),
+            }
+            match copy_ids(&*self.primary, &*self.backup, &to_backup, page).await {
+                Ok((n, skipped)) => {
+                    report.copied_to_backup = n;
+                    damaged_sources.extend(skipped);
+                }
+                Err(e) => report.repair_failures.push(format!(
+                    "copying {} logs into the backup {}: {e}",
+                    to_backup.len(),
+                    self.backup.describe()
+                )),
+            }
             self.counters
                 .restored
                 .fetch_add(report.restored_to_primary, Ordering::Relaxed);
@@ -728,7 +830,122 @@ impl Leader {
         }
         report.missing_in_primary = to_primary;
         report.missing_in_backup = to_backup;
+        // A record one copy lacks and the other holds only damaged: nothing intact is left.
+        report.damaged_in_both.extend(damaged_sources);
+        if deep {
+            self.check_damage(repair, &mut report).await;
+        }
+        for failure in &report.repair_failures {
+            tracing::warn!(%failure, "a copy could not be repaired; the next open or `synclog check --repair` tries again");
+        }
+        let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty();
+        self.counters.diverged.store(diverged, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// The ids each copy lacks, from a merge-join of the two listings; conflicts and the
+    /// count in both go into `report`. A listing that fails names its copy.
+    async fn diff(
+        &self,
+        page: usize,
+        report: &mut ReconcileReport,
+    ) -> std::result::Result<(Vec<LogId>, Vec<LogId>), (Side, Error)> {
+        let mut to_primary = Vec::new();
+        let mut to_backup = Vec::new();
+        let mut a = Listing::new(&*self.primary, page);
+        let mut b = Listing::new(&*self.backup, page);
+        loop {
+            let pa = a.peek().await.map_err(|e| (Side::Primary, e))?;
+            let pb = b.peek().await.map_err(|e| (Side::Backup, e))?;
+            match (pa, pb) {
+                (None, None) => break,
+                (Some((id, _)), None) => {
+                    to_backup.push(id);
+                    a.pop();
+                }
+                (None, Some((id, _))) => {
+                    to_primary.push(id);
+                    b.pop();
+                }
+                (Some((ia, sa)), Some((ib, sb))) => {
+                    if ia < ib {
+                        to_backup.push(ia);
+                        a.pop();
+                    } else if ib < ia {
+                        to_primary.push(ib);
+                        b.pop();
+                    } else {
+                        if sa == sb {
+                            report.in_both += 1;
+                        } else {
+                            report.conflicts.push(CopyConflict {
+                                id: ia,
+                                primary: sa,
+                                backup: sb,
+                            });
+                        }
+                        a.pop();
+                        b.pop();
+                    }
+                }
+            }
+        }
+        Ok((to_primary, to_backup))
+    }
+
+    /// Repairs into both copies (see [`LogStore::repair`]); a copy that fails is queued.
+    async fn repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let (p, b) = tokio::join!(
+            self.primary.repair(records.clone(), durability),
+            self.backup.repair(records, durability)
+        );
+        match (p, b) {
+            (Ok(mut p), Ok(b)) => {
+                // Per id, the copy that had to change says what happened to it.
+                p.replaced += b.replaced;
+                p.inserted = p.inserted.max(b.inserted);
+                p.already_present = p.already_present.min(b.already_present);
+                let known: HashSet<LogId> = p.conflicts.iter().map(|c| c.id).collect();
+                p.conflicts
+                    .extend(b.conflicts.into_iter().filter(|c| !known.contains(&c.id)));
+                Ok(p)
+            }
+            (Ok(r), Err(e)) | (Err(e), Ok(r)) => {
+                tracing::warn!(error = %e, "one copy could not be repaired; `synclog check --repair` tries again");
+                self.counters.diverged.store(true, Ordering::Relaxed);
+                Ok(r)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+}
+
+/// One copy of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The primary.
+    Primary,
+    /// The backup.
+    Backup,
+}
+
+/// A copy that could not be read whole, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// Which copy.
+    pub copy: Side,
+    /// What went wrong (the store and the error).
+    pub detail: String,
+}
+
+impl Side {
+    /// `primary` or `backup`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Backup => "backup",
+        }
     }
 }
 
@@ -739,9 +956,16 @@ fn fail_all(group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>, err: &Error) 
 }
 
 /// Copies the records with `ids` (sorted) from `src` to `dst`, a run of consecutive ids at
-/// a time, and returns how many `dst` inserted.
-async fn copy_ids(src: &dyn LogStore, dst: &dyn LogStore, ids: &[LogId], page: usize) -> Result<u64> {
+/// a time. Returns how many `dst` inserted, and the ids left out because `src` holds them
+/// damaged (copying those would spread the damage; `dst` refuses them anyway).
+async fn copy_ids(
+    src: &dyn LogStore,
+    dst: &dyn LogStore,
+    ids: &[LogId],
+    page: usize,
+) -> Result<(u64, Vec<LogId>)> {
     let mut inserted = 0;
+    let mut damaged = Vec::new();
     let mut i = 0;
     while i < ids.len() {
         let mut j = i + 1;
@@ -754,12 +978,16 @@ async fn copy_ids(src: &dyn LogStore, dst: &dyn LogStore, ids: &[LogId], page: u
             limit: j - i,
             ..Scan::default()
         };
-        let records = src.scan(&scan).await?;
-        let level = dst.capabilities().strongest_durability();
-        inserted += dst.import(records, level).await?.inserted;
+        let (records, bad): (Vec<_>, Vec<_>) =
+            src.scan(&scan).await?.into_iter().partition(LogRecord::is_intact);
+        damaged.extend(bad.into_iter().map(|r| r.id));
+        if !records.is_empty() {
+            let level = dst.capabilities().strongest_durability();
+            inserted += dst.import(records, level).await?.inserted;
+        }
         i = j;
     }
-    Ok(inserted)
+    Ok((inserted, damaged))
 }
 
 /// What a pair offers: the durability levels both give, the checkpoint of the primary.
@@ -771,6 +999,7 @@ fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore) -> Capabili
         persistent: p.persistent || b.persistent,
         checkpoint: p.checkpoint,
         deep_verify: p.deep_verify || b.deep_verify,
+        repair: p.repair && b.repair,
         durability: p
             .durability
             .into_iter()
@@ -779,10 +1008,16 @@ fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore) -> Capabili
     }
 }
 
-/// Merges two id-ordered record lists, preferring `a`'s copy of an id.
+/// Merges two id-ordered record lists, preferring `a`'s copy of an id unless only `b`'s
+/// is intact.
 fn merge(a: Vec<LogRecord>, b: Vec<LogRecord>, scan: &Scan, limit: usize) -> Vec<LogRecord> {
     let mut all: BTreeMap<LogId, LogRecord> = b.into_iter().map(|r| (r.id, r)).collect();
-    all.extend(a.into_iter().map(|r| (r.id, r)));
+    for rec in a {
+        let keep_b = !rec.is_intact() && all.get(&rec.id).is_some_and(LogRecord::is_intact);
+        if !keep_b {
+            all.insert(rec.id, rec);
+        }
+    }
     let it = all.into_values();
     if scan.descending {
         it.rev().take(limit).collect()
@@ -810,21 +1045,39 @@ impl LogStore for Guarded {
         Ok(self.append_batch(batch, durability).await?.records)
     }
 
+    /// The primary's record, or the backup's when the primary lacks it, cannot read it, or
+    /// holds it damaged (then a warning names the copy, and `check --repair` mends it). A
+    /// record damaged in both copies is returned as stored: [`LogRecord::is_intact`] is
+    /// false.
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         match self.primary.get(id).await {
-            Ok(Some(r)) => Ok(Some(r)),
+            Ok(Some(r)) if r.is_intact() => Ok(Some(r)),
+            Ok(Some(damaged)) => match self.backup.get(id).await {
+                Ok(Some(b)) if b.is_intact() => Ok(Some(self.served_intact(b, "primary"))),
+                _ => Ok(Some(damaged)),
+            },
             Ok(None) => self.backup.get(id).await,
             Err(e) => self.backup.get(id).await.map_err(|_| e),
         }
     }
 
+    /// Like [`get`](Self::get) for every record of the page: a damaged record is replaced
+    /// by the other copy's intact one.
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
         let limit = scan.effective_limit()?;
         if !self.pending() {
-            match self.primary.scan(scan).await {
-                Ok(r) => return Ok(r),
+            let mut records = match self.primary.scan(scan).await {
+                Ok(r) => r,
                 Err(e) => return self.backup.scan(scan).await.map_err(|_| e),
+            };
+            for rec in records.iter_mut().filter(|r| !r.is_intact()) {
+                if let Ok(Some(b)) = self.backup.get(rec.id).await {
+                    if b.is_intact() {
+                        *rec = self.served_intact(b, "primary");
+                    }
+                }
             }
+            return Ok(records);
         }
         let (a, b) = tokio::join!(self.primary.scan(scan), self.backup.scan(scan));
         match (a, b) {
@@ -856,11 +1109,39 @@ impl LogStore for Guarded {
 
     /// Verifies both copies through their own independent paths, and compares them: a
     /// record missing from one copy, or different in the two, is an `engine_problems` line.
-    /// `missing` lists ids absent from both copies.
+    /// `missing` lists ids absent from both copies. A copy that cannot be verified at all
+    /// (damaged beyond reading, or unavailable) is an `engine_problems` line too, not an
+    /// error: the other copy is still verified.
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
         let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
-        let (p, b) = (p?, b?);
+        let mut unreadable = Vec::new();
+        let (p, b) = match (p, b) {
+            (Ok(p), Ok(b)) => (p, b),
+            (Err(e), Ok(b)) => {
+                unreadable.push(format!(
+                    "primary {}: cannot be verified: {e}",
+                    self.primary.describe()
+                ));
+                (VerifyReport::default(), b)
+            }
+            (Ok(p), Err(e)) => {
+                unreadable.push(format!(
+                    "backup {}: cannot be verified: {e}",
+                    self.backup.describe()
+                ));
+                (p, VerifyReport::default())
+            }
+            (Err(e), Err(_)) => return Err(e),
+        };
+        let both_verified = unreadable.is_empty();
         let mut report = p.clone();
+        report.engine_problems.extend(unreadable);
+        report.checked = report.checked.max(b.checked);
+        report.first_id = match (p.first_id, b.first_id) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        report.last_id = p.last_id.max(b.last_id);
         report.missing = intersect_ranges(&p.missing, &b.missing);
         for c in &mut report.corrupt {
             c.detail = format!("primary: {}", c.detail);
@@ -875,14 +1156,14 @@ impl LogStore for Guarded {
         let diff = self.reconcile(false).await?;
         if !diff.missing_in_primary.is_empty() {
             report.engine_problems.push(format!(
-                "the primary lacks {} logs the backup holds (first {}); reconcile restores them",
+                "the primary lacks {} logs the backup holds (first {}); `synclog check --repair` restores them",
                 diff.missing_in_primary.len(),
                 diff.missing_in_primary[0]
             ));
         }
         if !diff.missing_in_backup.is_empty() {
             report.engine_problems.push(format!(
-                "the backup lacks {} logs the primary holds (first {}); reconcile copies them",
+                "the backup lacks {} logs the primary holds (first {}); `synclog check --repair` copies them",
                 diff.missing_in_backup.len(),
                 diff.missing_in_backup[0]
             ));
@@ -893,7 +1174,29 @@ impl LogStore for Guarded {
                 c.id, c.primary, c.backup
             ));
         }
+        if both_verified {
+            // A copy that could not be verified is already named above.
+            report.engine_problems.extend(
+                diff.unreadable
+                    .into_iter()
+                    .map(|u| format!("{} {}", u.copy.name(), u.detail)),
+            );
+        }
         Ok(report)
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        self.check_durability(durability)?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.ask(|reply| Request::Repair {
+            records,
+            durability,
+            reply,
+        })
+        .await
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {

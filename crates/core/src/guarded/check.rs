@@ -1,0 +1,117 @@
+//! The deep part of `check`: every checksum of both copies recomputed, and a record
+//! damaged in one copy replaced by the other copy's intact one.
+
+use std::collections::BTreeSet;
+
+use super::{Leader, ReconcileReport, Side, Unreadable};
+use crate::record::{LogId, LogRecord};
+use crate::store::{LogStore, VerifyOptions};
+
+/// Most ids repaired in one call to a copy's repair hook.
+const REPAIR_PAGE: usize = 1000;
+
+impl Leader {
+    /// Verifies both copies (recomputing each checksum through their independent read
+    /// paths), sorts the damaged ids into `report`, and with `repair` replaces each damaged
+    /// record by the other copy's intact one. A copy that cannot be verified is reported as
+    /// unreadable; a repair that fails is reported as a repair failure.
+    pub(super) async fn check_damage(&mut self, repair: bool, report: &mut ReconcileReport) {
+        // Deep: the engine's own check (SQLite's quick_check) finds damaged pages too.
+        let options = VerifyOptions { deep: true };
+        let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
+        let mut damaged = |copy: Side, verified: crate::Result<crate::VerifyReport>| -> BTreeSet<LogId> {
+            let store = self.store(copy).describe();
+            match verified {
+                Ok(v) => {
+                    // Only an engine's own deep check (a damaged page) calls for a rebuild.
+                    if v.deep_checked && !v.engine_problems.is_empty() {
+                        report.unreadable.push(Unreadable {
+                            copy,
+                            detail: format!(
+                                "{store}: the engine's check found damage: {}",
+                                v.engine_problems.join("; ")
+                            ),
+                        });
+                    }
+                    v.corrupt.iter().filter_map(|c| c.id).collect()
+                }
+                Err(e) => {
+                    report.unreadable.push(Unreadable {
+                        copy,
+                        detail: format!("{store}: cannot be verified: {e}"),
+                    });
+                    BTreeSet::new()
+                }
+            }
+        };
+        let in_primary = damaged(Side::Primary, p);
+        let in_backup = damaged(Side::Backup, b);
+        let mut both: BTreeSet<LogId> = report.damaged_in_both.iter().copied().collect();
+        both.extend(in_primary.intersection(&in_backup).copied());
+        // A damaged record is repaired from the other copy's intact record, read back and
+        // checked again here: never the reverse, never from a damaged one.
+        let mut fix_primary = Vec::new();
+        for &id in in_primary.difference(&in_backup) {
+            match intact(&*self.backup, id).await {
+                Some(rec) => fix_primary.push(rec),
+                None => {
+                    both.insert(id);
+                }
+            }
+        }
+        let mut fix_backup = Vec::new();
+        for &id in in_backup.difference(&in_primary) {
+            match intact(&*self.primary, id).await {
+                Some(rec) => fix_backup.push(rec),
+                None => {
+                    both.insert(id);
+                }
+            }
+        }
+        report.damaged_in_primary = fix_primary.iter().map(|r| r.id).collect();
+        report.damaged_in_backup = fix_backup.iter().map(|r| r.id).collect();
+        report.damaged_in_both = both.into_iter().collect();
+        if repair {
+            report.repaired_in_primary = self.repair_copy(Side::Primary, fix_primary, report).await;
+            report.repaired_in_backup = self.repair_copy(Side::Backup, fix_backup, report).await;
+        }
+    }
+
+    /// Replaces damaged records of one copy by `records`; returns how many it now holds
+    /// intact. Failures and conflicts go into `report`.
+    async fn repair_copy(&self, side: Side, records: Vec<LogRecord>, report: &mut ReconcileReport) -> u64 {
+        let store = self.store(side);
+        let level = store.capabilities().strongest_durability();
+        let mut repaired = 0;
+        for chunk in records.chunks(REPAIR_PAGE) {
+            match store.repair(chunk.to_vec(), level).await {
+                Ok(r) => repaired += chunk.len() as u64 - r.conflicts.len() as u64,
+                Err(e) => {
+                    report.repair_failures.push(format!(
+                        "replacing {} damaged logs in the {} {}: {e}",
+                        chunk.len(),
+                        side.name(),
+                        store.describe()
+                    ));
+                    break;
+                }
+            }
+        }
+        repaired
+    }
+
+    fn store(&self, side: Side) -> &dyn LogStore {
+        match side {
+            Side::Primary => &*self.primary,
+            Side::Backup => &*self.backup,
+        }
+    }
+}
+
+/// `store`'s record `id` when it is there and intact.
+async fn intact(store: &dyn LogStore, id: LogId) -> Option<LogRecord> {
+    match store.get(id).await {
+        Ok(Some(rec)) if rec.is_intact() => Some(rec),
+        _ => None,
+    }
+}
