@@ -9,6 +9,7 @@ use synclog::{
 };
 
 use super::open::{open, options, Opened};
+use super::out::{outln, Out};
 use super::{exit, StoreArgs};
 
 #[derive(Debug, Args)]
@@ -18,18 +19,19 @@ pub struct VerifyArgs {
     deep: bool,
 }
 
-pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
+pub async fn verify(stores: &StoreArgs, args: VerifyArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let report = opened.store().verify(VerifyOptions { deep: args.deep }).await;
     let describe = opened.store().describe();
     opened.close().await?;
     let report = report?;
-    println!("verified {describe}: {} logs checked", report.checked);
+    outln!(out, "verified {describe}: {} logs checked", report.checked);
     if let (Some(a), Some(b)) = (report.first_id, report.last_id) {
-        println!("ids {a}..={b}");
+        outln!(out, "ids {a}..={b}");
     }
     if report.deep_checked {
-        println!(
+        outln!(
+            out,
             "engine check: {}",
             if report.engine_problems.is_empty() {
                 "ok"
@@ -39,23 +41,23 @@ pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
         );
     }
     for id in &report.missing {
-        println!("missing: log {id}");
+        outln!(out, "missing: log {id}");
     }
     for c in &report.corrupt {
         let id = c.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
-        println!("corrupt: log {id}: {}", c.detail);
+        outln!(out, "corrupt: log {id}: {}", c.detail);
     }
     for id in &report.out_of_order {
-        println!("out of order or repeated: log {id}");
+        outln!(out, "out of order or repeated: log {id}");
     }
     for p in &report.engine_problems {
-        println!("problem: {p}");
+        outln!(out, "problem: {p}");
     }
     if report.is_clean() {
-        println!("clean");
+        outln!(out, "clean");
         Ok(exit::OK)
     } else {
-        println!("NOT CLEAN");
+        outln!(out, "NOT CLEAN");
         Ok(exit::PROBLEMS)
     }
 }
@@ -76,7 +78,7 @@ fn ids(list: &[synclog::LogId]) -> String {
     s.join(", ")
 }
 
-pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
+pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result<u8> {
     if stores.no_backup {
         return Err(Error::invalid(
             "--no-backup",
@@ -96,27 +98,34 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
     let report = guarded.reconcile(args.repair).await;
     guarded.close().await?;
     let report = report?;
-    println!("in both copies: {}", report.in_both);
-    println!(
+    outln!(out, "in both copies: {}", report.in_both);
+    outln!(
+        out,
         "missing from the store ({}): {}",
         report.missing_in_primary.len(),
         ids(&report.missing_in_primary)
     );
-    println!(
+    outln!(
+        out,
         "missing from the backup ({}): {}",
         report.missing_in_backup.len(),
         ids(&report.missing_in_backup)
     );
     for c in &report.conflicts {
-        println!(
+        outln!(
+            out,
             "conflict: log {} differs (store {}, backup {}); neither was changed",
-            c.id, c.primary, c.backup
+            c.id,
+            c.primary,
+            c.backup
         );
     }
     if args.repair {
-        println!(
+        outln!(
+            out,
             "repaired: {} restored to the store, {} copied to the backup",
-            report.restored_to_primary, report.copied_to_backup
+            report.restored_to_primary,
+            report.copied_to_backup
         );
     }
     let clean = report.conflicts.is_empty()
@@ -147,7 +156,7 @@ pub struct RestoreArgs {
 pub const COPY_PAGE: usize = 5_000;
 
 /// Copies `src` into `dst` with a progress bar on a terminal, and prints a summary.
-async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
+async fn copy(src: &dyn LogStore, dst: &dyn LogStore, out: &mut Out) -> Result<u8> {
     let total = src.last_id().await?.map_or(0, |i| i.get());
     let bar = ProgressBar::new(total);
     if std::io::stderr().is_terminal() {
@@ -168,7 +177,8 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     bar.finish_and_clear();
     let n = report.inserted + report.already_present + report.conflicts.len() as u64;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
+        out,
         "{} -> {}: {n} logs, {} inserted, {} already present, {} conflicts ({:.0} logs/s)",
         src.describe(),
         dst.describe(),
@@ -178,9 +188,12 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
         n as f64 / secs.max(1e-9)
     );
     for c in &report.conflicts {
-        println!(
+        outln!(
+            out,
             "conflict: log {} (kept {}, offered {})",
-            c.id, c.stored, c.offered
+            c.id,
+            c.stored,
+            c.offered
         );
     }
     Ok(if report.conflicts.is_empty() {
@@ -190,22 +203,22 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     })
 }
 
-pub async fn export(stores: &StoreArgs, args: ExportArgs) -> Result<u8> {
+pub async fn export(stores: &StoreArgs, args: ExportArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let target = synclog::open_url_with(&args.to, &options(stores)).await?;
-    let result = copy(opened.store(), &*target).await;
+    let result = copy(opened.store(), &*target, out).await;
     target.close().await?;
     opened.close().await?;
     result
 }
 
-pub async fn restore(stores: &StoreArgs, args: RestoreArgs) -> Result<u8> {
+pub async fn restore(stores: &StoreArgs, args: RestoreArgs, out: &mut Out) -> Result<u8> {
     let source = synclog::open_url_with(&args.from, &options(stores)).await?;
     let target = match &args.into {
         Some(url) => Opened::Single(synclog::open_url_with(url, &options(stores)).await?),
         None => open(stores).await?,
     };
-    let result = copy(&*source, target.store()).await;
+    let result = copy(&*source, target.store(), out).await;
     target.close().await?;
     source.close().await?;
     result
@@ -218,23 +231,21 @@ pub struct CheckpointArgs {
     mode: CheckpointMode,
 }
 
-pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs) -> Result<u8> {
+pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let report = opened.store().checkpoint(args.mode).await;
     opened.close().await?;
     let r = report?;
     let mode = format!("{:?}", r.mode).to_lowercase();
+    let frames = format!("{} of {} WAL frames copied", r.checkpointed, r.log_frames);
     if r.busy {
-        println!(
-            "checkpoint ({mode}): BLOCKED by another connection; {} of {} WAL frames copied",
-            r.checkpointed, r.log_frames
+        outln!(
+            out,
+            "checkpoint ({mode}): BLOCKED by another connection; {frames}"
         );
         Ok(exit::BUSY)
     } else {
-        println!(
-            "checkpoint ({mode}): complete; {} of {} WAL frames copied",
-            r.checkpointed, r.log_frames
-        );
+        outln!(out, "checkpoint ({mode}): complete; {frames}");
         Ok(exit::OK)
     }
 }

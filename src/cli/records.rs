@@ -1,13 +1,12 @@
 //! append, list, show.
 
-use std::io::Write;
-
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
 use synclog::{Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
-use super::open::open;
+use super::open::{open, Opened};
+use super::out::{escape_controls, outln, Out};
 use super::{exit, StoreArgs};
 
 fn status(s: &str) -> std::result::Result<Status, String> {
@@ -89,7 +88,7 @@ fn attrs(args: &AppendArgs) -> Result<Value> {
     Ok(Value::Object(map))
 }
 
-pub async fn append(stores: &StoreArgs, args: AppendArgs) -> Result<u8> {
+pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Result<u8> {
     let mut log = NewLog::new(args.job.clone(), args.status)
         .counts(args.seen, args.written, args.failed)
         .message(args.message.clone());
@@ -102,13 +101,26 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs) -> Result<u8> {
     log.attrs = attrs(&args)?;
     log.validate()?;
     let opened = open(stores).await?;
+    append_to(opened, log, args.json, out).await
+}
+
+/// Appends `log` to `opened`, closes it and answers. Once the store has acknowledged the
+/// log, the answer is its id and exit 0 even when stdout cannot take it (a warning goes to
+/// stderr), because a caller who saw an error would append the run again and log it twice.
+async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
     let rec = opened.store().append(log).await;
     opened.close().await?;
     let rec = rec?;
-    if args.json {
-        print_json(&rec)?;
+    if json {
+        print_json(&rec, out)?;
     } else {
-        println!("{}", rec.id);
+        outln!(out, "{}", rec.id);
+    }
+    if let Some(e) = out.take_failure() {
+        out.warn(format_args!(
+            "log {} is stored, but its answer could not be written to stdout: {e}; do not append it again",
+            rec.id
+        ));
     }
     Ok(exit::OK)
 }
@@ -135,7 +147,7 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub async fn list(stores: &StoreArgs, args: ListArgs) -> Result<u8> {
+pub async fn list(stores: &StoreArgs, args: ListArgs, out: &mut Out) -> Result<u8> {
     let scan = Scan {
         after: args.since,
         job: args.job,
@@ -151,10 +163,10 @@ pub async fn list(stores: &StoreArgs, args: ListArgs) -> Result<u8> {
     let records = records?;
     if args.json {
         for rec in &records {
-            print_json(rec)?;
+            print_json(rec, out)?;
         }
     } else {
-        print_table(&records)?;
+        print_table(&records, out);
     }
     Ok(exit::OK)
 }
@@ -168,51 +180,52 @@ pub struct ShowArgs {
     json: bool,
 }
 
-pub async fn show(stores: &StoreArgs, args: ShowArgs) -> Result<u8> {
+pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let rec = opened.store().get_required(args.id).await;
     opened.close().await?;
     let rec = rec?;
     if args.json {
-        print_json(&rec)?;
+        print_json(&rec, out)?;
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
-    let w = |out: &mut std::io::StdoutLock<'_>, k: &str, v: String| writeln!(out, "{k:<13} {v}");
-    let io = |e| Error::io("writing to stdout", e);
-    w(&mut out, "id", rec.id.to_string()).map_err(io)?;
-    w(&mut out, "job", rec.job.clone()).map_err(io)?;
-    w(&mut out, "status", rec.status.to_string()).map_err(io)?;
-    w(&mut out, "started_at", rec.started_at.to_rfc3339()).map_err(io)?;
+    // Every line goes through `Out::line`, which escapes control characters in stored text.
+    let mut w = |k: &str, v: &dyn std::fmt::Display| outln!(out, "{k:<13} {v}");
+    w("id", &rec.id);
+    w("job", &rec.job);
+    w("status", &rec.status);
+    w("started_at", &rec.started_at.to_rfc3339());
     let finished = rec
         .finished_at
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| "-".into());
-    w(&mut out, "finished_at", finished).map_err(io)?;
-    w(&mut out, "recorded_at", rec.recorded_at.to_rfc3339()).map_err(io)?;
+    w("finished_at", &finished);
+    w("recorded_at", &rec.recorded_at.to_rfc3339());
     let counts = format!(
         "seen {}, written {}, failed {}",
         rec.items_seen, rec.items_written, rec.items_failed
     );
-    w(&mut out, "items", counts).map_err(io)?;
-    w(&mut out, "message", rec.message.clone()).map_err(io)?;
-    w(&mut out, "attrs", rec.attrs.to_string()).map_err(io)?;
+    w("items", &counts);
+    w("message", &rec.message);
+    w("attrs", &rec.attrs);
     let intact = if rec.is_intact() {
         "intact"
     } else {
         "DOES NOT MATCH the fields"
     };
-    w(&mut out, "checksum", format!("{} ({intact})", rec.checksum)).map_err(io)?;
+    w("checksum", &format!("{} ({intact})", rec.checksum));
     Ok(exit::OK)
 }
 
-fn print_json(rec: &LogRecord) -> Result<()> {
+/// One record as a line of JSON, with no raw control character in it.
+fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
     let line = serde_json::to_string(rec).map_err(|e| Error::Backend {
         engine: "synclog",
         context: "encoding JSON".into(),
         source: Box::new(e),
     })?;
-    writeln!(std::io::stdout().lock(), "{line}").map_err(|e| Error::io("writing to stdout", e))
+    out.json(&line);
+    Ok(())
 }
 
 fn cut(s: &str, n: usize) -> String {
@@ -223,31 +236,54 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn print_table(records: &[LogRecord]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    let io = |e| Error::io("writing to stdout", e);
-    writeln!(
+fn print_table(records: &[LogRecord], out: &mut Out) {
+    outln!(
         out,
         "{:>8}  {:<20}  {:<20}  {:<9}  {:>21}  message",
-        "id", "recorded (UTC)", "job", "status", "seen/written/failed"
-    )
-    .map_err(io)?;
+        "id",
+        "recorded (UTC)",
+        "job",
+        "status",
+        "seen/written/failed"
+    );
     for r in records {
         let counts = format!("{}/{}/{}", r.items_seen, r.items_written, r.items_failed);
-        writeln!(
+        // Escaped before cutting, so the columns are measured as they are shown.
+        outln!(
             out,
             "{:>8}  {:<20}  {:<20}  {:<9}  {:>21}  {}",
             r.id,
             r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
-            cut(&r.job, 20),
+            cut(&escape_controls(&r.job), 20),
             r.status,
             counts,
-            cut(&r.message, 60)
-        )
-        .map_err(io)?;
+            cut(&escape_controls(&r.message), 60)
+        );
     }
     if records.is_empty() {
-        writeln!(out, "(no logs)").map_err(io)?;
+        outln!(out, "(no logs)");
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::out::tests::captured;
+
+    #[test]
+    fn stored_text_in_the_table_is_shown_with_controls_escaped() {
+        let mut rec = LogRecord::seal_ref(
+            LogId::new(1).unwrap(),
+            chrono::Utc::now(),
+            &NewLog::new("job", Status::Failed).message("a\u{1b}]0;pwned\u{7}\u{9b}2J\u{7f}"),
+        )
+        .unwrap();
+        rec.job = "j\u{1b}[2Job".into();
+        let (mut out, stdout, _) = captured();
+        print_table(&[rec], &mut out);
+        let text = stdout.text();
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        assert!(!body.chars().any(|c| c != '\n' && (c.is_control())), "{text:?}");
+        assert_eq!(text.lines().count(), 2);
+    }
 }
