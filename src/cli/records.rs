@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
-use synclog::{Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
+use synclog::{Copies, Durability, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
 use super::open::{open, Opened};
 use super::out::{escape_controls, outln, Out};
@@ -105,24 +105,74 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
 }
 
 /// Appends `log` to `opened`, closes it and answers. Once the store has acknowledged the
-/// log, the answer is its id and exit 0 even when stdout cannot take it (a warning goes to
-/// stderr), because a caller who saw an error would append the run again and log it twice.
+/// log (committed and read back), the answer is its id and exit 0 whatever happens next: a
+/// failed close, a copy that missed it, or an unwritable stdout is a warning on stderr,
+/// because a caller who saw an error would append the run again and log it twice.
 async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
-    let rec = opened.store().append(log).await;
-    opened.close().await?;
-    let rec = rec?;
+    let acknowledged = match &opened {
+        Opened::Guarded(g) => g
+            .append_batch(vec![log], Durability::PowerLoss)
+            .await
+            .and_then(|receipt| {
+                let copies = receipt.durable_in;
+                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
+                    engine: "guarded",
+                    context: "append of one log returned no record".into(),
+                    source: "empty receipt".into(),
+                })?;
+                Ok((rec, Some(copies)))
+            }),
+        Opened::Single(s) => s.append(log).await.map(|rec| (rec, None)),
+    };
+    let names = match &opened {
+        Opened::Guarded(g) => Some((g.primary().describe(), g.backup().describe())),
+        Opened::Single(_) => None,
+    };
+    let closed = opened.close().await;
+    let (rec, copies) = match acknowledged {
+        Ok(acknowledged) => acknowledged,
+        Err(e) => {
+            if let Err(c) = closed {
+                out.warn(format_args!("closing the store also failed: {c}"));
+            }
+            return Err(e);
+        }
+    };
     if json {
         print_json(&rec, out)?;
     } else {
         outln!(out, "{}", rec.id);
     }
+    let id = rec.id;
+    if let (Some(copies), Some((store, backup))) = (copies, names) {
+        warn_missed_copy(id, copies, &store, &backup, out);
+    }
+    if let Err(e) = closed {
+        out.warn(format_args!(
+            "log {id} is stored; closing the store afterwards failed: {e}; do not append it again"
+        ));
+    }
     if let Some(e) = out.take_failure() {
         out.warn(format_args!(
-            "log {} is stored, but its answer could not be written to stdout: {e}; do not append it again",
-            rec.id
+            "log {id} is stored, but its answer could not be written to stdout: {e}; do not append it again"
         ));
     }
     Ok(exit::OK)
+}
+
+/// Warns when only one copy holds an acknowledged log.
+fn warn_missed_copy(id: LogId, copies: Copies, store: &str, backup: &str, out: &mut Out) {
+    let missed = match (copies.primary, copies.backup) {
+        (true, false) => Some(("backup", backup, "store", store)),
+        (false, true) => Some(("store", store, "backup", backup)),
+        _ => None,
+    };
+    if let Some((missing, missing_name, holding, holding_name)) = missed {
+        out.warn(format_args!(
+            "log {id} is durable only in the {holding} ({holding_name}); the {missing} ({missing_name}) \
+             missed it and gets it back at the next open or `synclog check --repair`"
+        ));
+    }
 }
 
 #[derive(Debug, Args)]
@@ -267,8 +317,180 @@ fn print_table(records: &[LogRecord], out: &mut Out) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use synclog::memory::MemoryStore;
+    use synclog::{
+        Capabilities, Guarded, GuardedOptions, ImportReport, LogStore, Scan, VerifyOptions, VerifyReport,
+    };
+
     use super::*;
     use crate::cli::out::tests::captured;
+
+    /// A memory store that claims every durability level and fails where a test says.
+    #[derive(Debug)]
+    struct Faulty {
+        name: &'static str,
+        inner: MemoryStore,
+        fail_close: bool,
+        fail_import: bool,
+    }
+
+    impl Faulty {
+        fn new(name: &'static str) -> Faulty {
+            Faulty {
+                name,
+                inner: MemoryStore::new(),
+                fail_close: false,
+                fail_import: false,
+            }
+        }
+    }
+
+    fn disk_full(what: &str) -> Error {
+        Error::io(what.to_string(), std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    #[async_trait]
+    impl LogStore for Faulty {
+        fn describe(&self) -> String {
+            format!("faulty://{}", self.name)
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                durability: Durability::ALL.to_vec(),
+                ..self.inner.capabilities()
+            }
+        }
+        async fn commit(&self, batch: Vec<NewLog>, _: Durability) -> Result<Vec<LogRecord>> {
+            self.inner.commit(batch, Durability::Buffered).await
+        }
+        async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+            self.inner.get(id).await
+        }
+        async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+            self.inner.scan(scan).await
+        }
+        async fn last_id(&self) -> Result<Option<LogId>> {
+            self.inner.last_id().await
+        }
+        async fn sync(&self, _: Durability) -> Result<()> {
+            self.inner.sync(Durability::Buffered).await
+        }
+        async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+            self.inner.verify(options).await
+        }
+        async fn import(&self, records: Vec<LogRecord>, _: Durability) -> Result<ImportReport> {
+            if self.fail_import {
+                return Err(disk_full("writing the records"));
+            }
+            self.inner.import(records, Durability::Buffered).await
+        }
+        async fn close(&self) -> Result<()> {
+            self.inner.close().await?;
+            if self.fail_close {
+                return Err(disk_full("saving the high-water mark"));
+            }
+            Ok(())
+        }
+    }
+
+    async fn guarded(primary: Faulty, backup: Faulty) -> Opened {
+        let g = Guarded::open(Arc::new(primary), Arc::new(backup), GuardedOptions::default())
+            .await
+            .unwrap();
+        Opened::Guarded(g)
+    }
+
+    fn log() -> NewLog {
+        NewLog::new("crm", Status::Succeeded)
+    }
+
+    #[tokio::test]
+    async fn append_whose_close_fails_after_the_ack_exits_0_with_the_id_and_a_warning() {
+        // --- step: a single store whose close fails (the high-water mark on a full disk)
+        let store = Faulty {
+            fail_close: true,
+            ..Faulty::new("single")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let code = append_to(Opened::Single(Arc::new(store)), log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert!(stderr.text().contains("warning"), "{}", stderr.text());
+
+        // --- step: a guarded pair whose primary's close fails
+        let primary = Faulty {
+            fail_close: true,
+            ..Faulty::new("primary")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(primary, Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert!(stderr.text().contains("warning"), "{}", stderr.text());
+    }
+
+    #[tokio::test]
+    async fn append_acknowledged_by_one_copy_exits_0_and_names_the_copy_that_missed_it() {
+        // --- step: the backup cannot take the log
+        let backup = Faulty {
+            fail_import: true,
+            ..Faulty::new("backup")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(Faulty::new("primary"), backup).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        // The warning naming the copy is the behaviour under test.
+        let err = stderr.text();
+        assert!(
+            err.contains("warning") && err.contains("faulty://backup"),
+            "{err}"
+        );
+
+        // --- step: the primary cannot take it
+        let primary = Faulty {
+            fail_import: true,
+            ..Faulty::new("primary")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(primary, Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        let err = stderr.text();
+        assert!(
+            err.contains("warning") && err.contains("faulty://primary"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn append_acknowledged_by_both_copies_says_nothing_on_stderr() {
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(Faulty::new("primary"), Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert_eq!(stderr.text(), "");
+    }
+
+    #[tokio::test]
+    async fn append_that_neither_copy_took_is_an_error() {
+        let failing = |name| Faulty {
+            fail_import: true,
+            ..Faulty::new(name)
+        };
+        let (mut out, stdout, _) = captured();
+        let opened = guarded(failing("primary"), failing("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert!(code.is_err());
+        assert_eq!(stdout.text(), "");
+    }
 
     #[test]
     fn stored_text_in_the_table_is_shown_with_controls_escaped() {
