@@ -254,3 +254,29 @@ fn error_messages_show_control_characters_escaped() {
     assert_exit(&out, 5, "demo --dir under a file");
     assert_no_controls(&stderr(&out), "stderr");
 }
+
+#[test]
+fn a_passive_checkpoint_blocked_by_a_reader_is_incomplete_with_exit_4() {
+    let env = Env::new();
+    env.append("x", "one");
+    // --- step: a reader holds a snapshot, then more logs are written after it
+    let reader = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    for _ in 0..3 {
+        let out = env.run(&["--no-backup", "append", "--job", "x", "--status", "failed"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    // --- step: the passive checkpoint cannot copy the frames the reader may still need
+    let out = env.run(&["--no-backup", "checkpoint"]);
+    assert_exit(&out, 4, "checkpoint with a reader");
+    assert!(stdout(&out).contains("INCOMPLETE"), "{}", stdout(&out));
+    // --- step: once the reader is gone, it completes
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let out = env.run(&["--no-backup", "checkpoint"]);
+    assert_exit(&out, 0, "checkpoint without a reader");
+}

@@ -244,6 +244,15 @@ pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs, out: &mut Out)
             "checkpoint ({mode}): BLOCKED by another connection; {frames}"
         );
         Ok(exit::BUSY)
+    } else if r.checkpointed < r.log_frames {
+        // A passive checkpoint does not wait: frames a reader may still need stay in the WAL
+        // and SQLite reports no busy. What did not happen is said, and is not success.
+        outln!(
+            out,
+            "checkpoint ({mode}): INCOMPLETE; {frames} (a reader or writer holds older frames; \
+             retry, or use --mode full to wait for it)"
+        );
+        Ok(exit::BUSY)
     } else {
         outln!(out, "checkpoint ({mode}): complete; {frames}");
         Ok(exit::OK)
