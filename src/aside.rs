@@ -22,13 +22,15 @@ pub fn set_aside(url: &str) -> Result<Vec<PathBuf>> {
         #[cfg(feature = "json")]
         StoreUrl::Json { path, .. } => synclog_json::store_files(&path)?,
         StoreUrl::Sled(path) => vec![path],
-        _ => return Err(Error::Unsupported {
-            engine: "synclog",
-            what: format!(
+        _ => {
+            return Err(Error::Unsupported {
+                engine: "synclog",
+                what: format!(
                 "setting {} aside: only file stores can be rebuilt by `check --repair`; rebuild it by hand",
                 redact_url(url)
             ),
-        }),
+            })
+        }
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
     let mut moved = Vec::new();

@@ -9,13 +9,20 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let args = cli::Cli::parse();
+    let mut out = cli::out::Out::stdio();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        // --help and --version are "errors" that print to stdout and exit 0.
+        Err(e) => return ExitCode::from(parse_error(&e)),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCLOG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // Its internal-error report is an eprintln!, which panics when stderr is full.
+        .log_internal_errors(false)
         .init();
     // Few blocking threads: each one that allocates gets its own malloc arena, which keeps
     // its freed memory; with tokio's default (512) a 1M-record restore peaked anywhere from
@@ -27,19 +34,30 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("synclog: error: cannot start the async runtime: {e}");
-            return ExitCode::from(cli::exit::STORAGE);
+            out.stderr_line("error", format_args!("cannot start the async runtime: {e}"));
+            return ExitCode::from(out.finish(cli::exit::STORAGE));
         }
     };
-    match runtime.block_on(cli::run(args)) {
-        Ok(code) => ExitCode::from(code),
+    let code = match runtime.block_on(cli::run(args, &mut out)) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("synclog: error: {e}");
+            out.stderr_line("error", &e);
             if let Some(hint) = cli::exit::hint(&e) {
-                eprintln!("synclog: hint: {hint}");
+                out.stderr_line("hint", hint);
             }
-            ExitCode::from(cli::exit::code_for(&e))
+            cli::exit::code_for(&e)
         }
+    };
+    ExitCode::from(out.finish(code))
+}
+
+/// Prints clap's answer to bad arguments, `--help` or `--version`; its exit code, or
+/// [`cli::exit::STORAGE`] when help or the version could not be written.
+fn parse_error(e: &clap::Error) -> u8 {
+    let code = u8::try_from(e.exit_code()).unwrap_or(cli::exit::USAGE);
+    match e.print() {
+        Err(_) if code == cli::exit::OK => cli::exit::STORAGE,
+        _ => code,
     }
 }
 

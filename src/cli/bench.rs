@@ -14,7 +14,10 @@ use serde::Serialize;
 use synclog::bench::{self, Timing};
 use synclog::{Error, LogStore, Result};
 
+use std::io::Write as _;
+
 use super::exit;
+use super::out::{outln, Out};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -125,7 +128,7 @@ fn at_least(mut f: Figure, min: f64) -> Figure {
 
 /// `bench` in a build without every engine.
 #[cfg(not(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres")))]
-pub async fn run(_args: BenchArgs) -> Result<u8> {
+pub async fn run(_args: BenchArgs, _out: &mut Out) -> Result<u8> {
     Err(Error::Unsupported {
         engine: "synclog",
         what: "`bench` in this build: it measures every engine; build with the default features".into(),
@@ -133,7 +136,7 @@ pub async fn run(_args: BenchArgs) -> Result<u8> {
 }
 
 #[cfg(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres"))]
-pub async fn run(args: BenchArgs) -> Result<u8> {
+pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
     let dir = args.dir.clone();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("clearing {}", dir.display()), e))?;
@@ -141,7 +144,8 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let say = |s: &str| {
         if !args.json {
-            eprintln!("--- {s}");
+            // A progress note: if stderr cannot take it, there is nowhere to say so.
+            let _ = writeln!(std::io::stderr(), "--- {s}");
         }
     };
     let mut figures = Vec::new();
@@ -318,9 +322,9 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
             context: "encoding JSON".into(),
             source: Box::new(e),
         })?;
-        println!("{text}");
+        out.json(&text);
     } else {
-        print_table(&report.figures);
+        print_table(&report.figures, out);
     }
     Ok(exit::OK)
 }
@@ -339,11 +343,12 @@ impl Figure {
     }
 }
 
-fn print_table(figures: &[Figure]) {
-    println!("| figure | value | baseline | ratio | target | met |");
-    println!("|---|---:|---|---:|---|---|");
+fn print_table(figures: &[Figure], out: &mut Out) {
+    outln!(out, "| figure | value | baseline | ratio | target | met |");
+    outln!(out, "|---|---:|---|---:|---|---|");
     for f in figures {
-        println!(
+        outln!(
+            out,
             "| {} | {:.0} {} | {} | {} | {} | {} |",
             f.name,
             f.value,

@@ -13,6 +13,7 @@ use synclog::{
 };
 
 use super::exit;
+use super::out::{outln, Out};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -115,7 +116,7 @@ async fn open(primary: &str, backup: &str) -> Result<Guarded> {
     synclog::open_guarded(primary, backup, GuardedOptions::default()).await
 }
 
-pub async fn run(args: DemoArgs) -> Result<u8> {
+pub async fn run(args: DemoArgs, out: &mut Out) -> Result<u8> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| Error::io(format!("creating {}", args.dir.display()), e))?;
@@ -123,9 +124,11 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let db = args.dir.join("demo.db");
     let primary = format!("sqlite://{}", db.display());
     let backup = format!("json://{}", args.dir.join("demo.jsonl").display());
-    println!(
+    outln!(
+        out,
         "synclog demo: {} jobs x {} runs into {primary}, backup {backup}",
-        args.jobs, args.runs
+        args.jobs,
+        args.runs
     );
 
     // 1. The workload: every append durable (fsync) in both copies and read back before it returns.
@@ -134,7 +137,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let written = workload(store.clone(), args.jobs, 0..args.runs).await?;
     let secs = t.elapsed().as_secs_f64();
     let stats = store.stats();
-    println!(
+    outln!(out,
         "wrote {written} logs in {secs:.2} s: {:.0} logs/s, {} group commits (about {:.1} logs each), every one fsynced in both copies and read back",
         written as f64 / secs,
         stats.groups,
@@ -161,7 +164,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let primary_last = sqlite.last_id().await?.map_or(0, LogId::get);
     sqlite.close().await?;
     drop(sqlite);
-    println!(
+    outln!(out,
         "simulated loss: wrote {more} more logs (up to id {last}), then replaced the primary with an older copy: it now ends at id {primary_last}, {} logs lost",
         last - primary_last
     );
@@ -171,7 +174,7 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     let store = open(&primary, &backup).await?;
     let report = store.open_report().clone();
     let restored_ids = &report.missing_in_primary;
-    println!(
+    outln!(out,
         "reopened in {:.0} ms: restored {} logs into the primary from the backup (ids {}..={}); primary now ends at id {}",
         t.elapsed().as_secs_f64() * 1000.0,
         report.restored_to_primary,
@@ -183,7 +186,8 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
     // 4. Verify both copies, deeply, and compare them.
     let t = Instant::now();
     let verify = store.verify(VerifyOptions { deep: true }).await?;
-    println!(
+    outln!(
+        out,
         "verify: {} logs checked in each copy in {:.0} ms, {} missing, {} corrupt, quick_check {}: {}",
         verify.checked,
         t.elapsed().as_secs_f64() * 1000.0,
@@ -200,7 +204,8 @@ pub async fn run(args: DemoArgs) -> Result<u8> {
         && report.restored_to_primary == last - primary_last
         && store.primary().last_id().await?.map_or(0, LogId::get) == last;
     store.close().await?;
-    println!(
+    outln!(
+        out,
         "{} in {:.1} s; the files are in {}",
         if ok {
             "demo done: no acknowledged log was lost"

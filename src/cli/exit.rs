@@ -11,8 +11,9 @@ pub const USAGE: u8 = 2;
 /// The requested log does not exist.
 pub const NOT_FOUND: u8 = 3;
 /// The store is locked or busy (another process); retry later or wait longer (--lock-wait).
+/// Also a checkpoint that could not copy every WAL frame.
 pub const BUSY: u8 = 4;
-/// An I/O or storage error.
+/// An I/O or storage error, or a command that succeeded but could not write its output.
 pub const STORAGE: u8 = 5;
 /// Stored data is corrupt, or two copies conflict.
 pub const CORRUPT: u8 = 6;
@@ -45,6 +46,8 @@ pub const HELP: &str = "Exit codes:
   1  problems found (verify, check)
   2  bad usage or input (unknown URL scheme, invalid status, --attrs not a JSON object)
   3  the log asked for does not exist
-  4  the store is locked or busy: another process holds it; retry or raise --lock-wait
-  5  I/O or storage error
+  4  the store is locked or busy: another process holds it; retry or raise --lock-wait;
+     or a checkpoint left WAL frames uncopied (a reader holds them)
+  5  I/O or storage error, or the output could not be written (full disk, closed pipe);
+     an acknowledged append still exits 0 and warns on stderr
   6  corrupt data, or the copies conflict";

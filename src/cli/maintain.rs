@@ -10,6 +10,7 @@ use synclog::{
 };
 
 use super::open::{open, options, Opened};
+use super::out::{outln, Out};
 use super::{exit, StoreArgs};
 
 #[derive(Debug, Args)]
@@ -19,18 +20,19 @@ pub struct VerifyArgs {
     deep: bool,
 }
 
-pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
+pub async fn verify(stores: &StoreArgs, args: VerifyArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let report = opened.store().verify(VerifyOptions { deep: args.deep }).await;
     let describe = opened.store().describe();
     opened.close().await?;
     let report = report?;
-    println!("verified {describe}: {} logs checked", report.checked);
+    outln!(out, "verified {describe}: {} logs checked", report.checked);
     if let (Some(a), Some(b)) = (report.first_id, report.last_id) {
-        println!("ids {a}..={b}");
+        outln!(out, "ids {a}..={b}");
     }
     if report.deep_checked {
-        println!(
+        outln!(
+            out,
             "engine check: {}",
             if report.engine_problems.is_empty() {
                 "ok"
@@ -40,23 +42,23 @@ pub async fn verify(stores: &StoreArgs, args: VerifyArgs) -> Result<u8> {
         );
     }
     for range in &report.missing {
-        println!("missing: log {range}");
+        outln!(out, "missing: log {range}");
     }
     for c in &report.corrupt {
         let id = c.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
-        println!("corrupt: log {id}: {}", c.detail);
+        outln!(out, "corrupt: log {id}: {}", c.detail);
     }
     for id in &report.out_of_order {
-        println!("out of order or repeated: log {id}");
+        outln!(out, "out of order or repeated: log {id}");
     }
     for p in &report.engine_problems {
-        println!("problem: {p}");
+        outln!(out, "problem: {p}");
     }
     if report.is_clean() {
-        println!("clean");
+        outln!(out, "clean");
         Ok(exit::OK)
     } else {
-        println!("NOT CLEAN");
+        outln!(out, "NOT CLEAN");
         Ok(exit::PROBLEMS)
     }
 }
@@ -77,7 +79,7 @@ fn ids(list: &[synclog::LogId]) -> String {
     s.join(", ")
 }
 
-pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
+pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result<u8> {
     if stores.no_backup {
         return Err(Error::invalid(
             "--no-backup",
@@ -85,7 +87,7 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
         ));
     }
     let report = check_once(stores, args.repair).await?;
-    let mut clean = print_check(&report, args.repair);
+    let mut clean = print_check(&report, args.repair, out);
     if args.repair && !report.unreadable.is_empty() {
         // A copy that cannot be read whole is rebuilt from the other: its files are set
         // aside (kept, never deleted), it is created anew, and everything is copied back.
@@ -94,16 +96,24 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs) -> Result<u8> {
             (true, false) => (Side::Primary, &stores.store),
             (false, true) => (Side::Backup, &stores.backup),
             _ => {
-                println!("both copies are damaged: nothing to rebuild from; neither was changed");
+                outln!(
+                    out,
+                    "both copies are damaged: nothing to rebuild from; neither was changed"
+                );
                 return Ok(exit::PROBLEMS);
             }
         };
         for moved in synclog::set_aside(url)? {
-            println!("set the damaged {} aside as {}", copy.name(), moved.display());
+            outln!(
+                out,
+                "set the damaged {} aside as {}",
+                copy.name(),
+                moved.display()
+            );
         }
-        println!("rebuilding the {} from the other copy", copy.name());
+        outln!(out, "rebuilding the {} from the other copy", copy.name());
         let report = check_once(stores, true).await?;
-        clean = print_check(&report, true);
+        clean = print_check(&report, true, out);
     }
     Ok(if clean { exit::OK } else { exit::PROBLEMS })
 }
@@ -126,50 +136,58 @@ async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport>
 }
 
 /// Prints what `check` found and did; returns whether the pair is (now) clean.
-fn print_check(report: &ReconcileReport, repair: bool) -> bool {
-    println!("in both copies: {}", report.in_both);
-    println!(
+fn print_check(report: &ReconcileReport, repair: bool, out: &mut Out) -> bool {
+    outln!(out, "in both copies: {}", report.in_both);
+    outln!(
+        out,
         "missing from the store ({}): {}",
         report.missing_in_primary.len(),
         ids(&report.missing_in_primary)
     );
-    println!(
+    outln!(
+        out,
         "missing from the backup ({}): {}",
         report.missing_in_backup.len(),
         ids(&report.missing_in_backup)
     );
     if !report.damaged_in_primary.is_empty() {
-        println!(
+        outln!(
+            out,
             "damaged in the store, intact in the backup ({}): {}",
             report.damaged_in_primary.len(),
             ids(&report.damaged_in_primary)
         );
     }
     if !report.damaged_in_backup.is_empty() {
-        println!(
+        outln!(
+            out,
             "damaged in the backup, intact in the store ({}): {}",
             report.damaged_in_backup.len(),
             ids(&report.damaged_in_backup)
         );
     }
     if !report.damaged_in_both.is_empty() {
-        println!(
+        outln!(
+            out,
             "DAMAGED IN BOTH COPIES, cannot be repaired ({}): {}",
             report.damaged_in_both.len(),
             ids(&report.damaged_in_both)
         );
     }
     for c in &report.conflicts {
-        println!(
+        outln!(
+            out,
             "conflict: log {} differs (store {}, backup {}); neither was changed",
-            c.id, c.primary, c.backup
+            c.id,
+            c.primary,
+            c.backup
         );
     }
     for u in &report.unreadable {
-        println!("unreadable {}: {}", u.copy.name(), u.detail);
+        outln!(out, "unreadable {}: {}", u.copy.name(), u.detail);
     }
     if repair {
-        println!(
+        outln!(out,
             "repaired: {} restored to the store, {} copied to the backup, {} damaged replaced in the store, {} in the backup",
             report.restored_to_primary,
             report.copied_to_backup,
@@ -178,7 +196,7 @@ fn print_check(report: &ReconcileReport, repair: bool) -> bool {
         );
     }
     for f in &report.repair_failures {
-        println!("repair failed: {f}");
+        outln!(out, "repair failed: {f}");
     }
     if repair {
         report.in_sync()
@@ -209,7 +227,7 @@ pub struct RestoreArgs {
 pub const COPY_PAGE: usize = 5_000;
 
 /// Copies `src` into `dst` with a progress bar on a terminal, and prints a summary.
-async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
+async fn copy(src: &dyn LogStore, dst: &dyn LogStore, out: &mut Out) -> Result<u8> {
     let total = src.last_id().await?.map_or(0, |i| i.get());
     let bar = ProgressBar::new(total);
     if std::io::stderr().is_terminal() {
@@ -230,7 +248,8 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     bar.finish_and_clear();
     let n = report.inserted + report.already_present + report.conflicts.len() as u64;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
+        out,
         "{} -> {}: {n} logs, {} inserted, {} already present, {} conflicts ({:.0} logs/s)",
         src.describe(),
         dst.describe(),
@@ -240,13 +259,19 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
         n as f64 / secs.max(1e-9)
     );
     for c in &report.conflicts {
-        println!(
+        outln!(
+            out,
             "conflict: log {} (kept {}, offered {})",
-            c.id, c.stored, c.offered
+            c.id,
+            c.stored,
+            c.offered
         );
     }
     for id in &report.damaged {
-        println!("damaged, not copied: log {id} (its fields do not match its checksum)");
+        outln!(
+            out,
+            "damaged, not copied: log {id} (its fields do not match its checksum)"
+        );
     }
     Ok(if report.conflicts.is_empty() && report.damaged.is_empty() {
         exit::OK
@@ -255,22 +280,22 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore) -> Result<u8> {
     })
 }
 
-pub async fn export(stores: &StoreArgs, args: ExportArgs) -> Result<u8> {
+pub async fn export(stores: &StoreArgs, args: ExportArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let target = synclog::open_url_with(&args.to, &options(stores)).await?;
-    let result = copy(opened.store(), &*target).await;
+    let result = copy(opened.store(), &*target, out).await;
     target.close().await?;
     opened.close().await?;
     result
 }
 
-pub async fn restore(stores: &StoreArgs, args: RestoreArgs) -> Result<u8> {
+pub async fn restore(stores: &StoreArgs, args: RestoreArgs, out: &mut Out) -> Result<u8> {
     let source = synclog::open_url_with(&args.from, &options(stores)).await?;
     let target = match &args.into {
         Some(url) => Opened::Single(synclog::open_url_with(url, &options(stores)).await?),
         None => open(stores).await?,
     };
-    let result = copy(&*source, target.store()).await;
+    let result = copy(&*source, target.store(), out).await;
     target.close().await?;
     source.close().await?;
     result
@@ -283,23 +308,30 @@ pub struct CheckpointArgs {
     mode: CheckpointMode,
 }
 
-pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs) -> Result<u8> {
+pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let report = opened.store().checkpoint(args.mode).await;
     opened.close().await?;
     let r = report?;
     let mode = format!("{:?}", r.mode).to_lowercase();
+    let frames = format!("{} of {} WAL frames copied", r.checkpointed, r.log_frames);
     if r.busy {
-        println!(
-            "checkpoint ({mode}): BLOCKED by another connection; {} of {} WAL frames copied",
-            r.checkpointed, r.log_frames
+        outln!(
+            out,
+            "checkpoint ({mode}): BLOCKED by another connection; {frames}"
+        );
+        Ok(exit::BUSY)
+    } else if r.checkpointed < r.log_frames {
+        // A passive checkpoint does not wait: frames a reader may still need stay in the WAL
+        // and SQLite reports no busy. What did not happen is said, and is not success.
+        outln!(
+            out,
+            "checkpoint ({mode}): INCOMPLETE; {frames} (a reader or writer holds older frames; \
+             retry, or use --mode full to wait for it)"
         );
         Ok(exit::BUSY)
     } else {
-        println!(
-            "checkpoint ({mode}): complete; {} of {} WAL frames copied",
-            r.checkpointed, r.log_frames
-        );
+        outln!(out, "checkpoint ({mode}): complete; {frames}");
         Ok(exit::OK)
     }
 }

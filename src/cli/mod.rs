@@ -5,6 +5,7 @@ mod demo;
 pub mod exit;
 mod maintain;
 mod open;
+pub mod out;
 mod records;
 
 use std::time::Duration;
@@ -104,18 +105,19 @@ pub enum Command {
     Checkpoint(maintain::CheckpointArgs),
 }
 
-/// Runs the command; returns the exit code, or an error to report.
-pub async fn run(cli: Cli) -> Result<u8> {
+/// Runs the command, writing through `out`; returns the exit code, or an error to report.
+/// (The caller turns the code into the final one with [`out::Out::finish`].)
+pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
     match cli.command {
-        Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::Append(args) => records::append(&cli.stores, args).await,
-        Command::List(args) => records::list(&cli.stores, args).await,
-        Command::Show(args) => records::show(&cli.stores, args).await,
-        Command::Verify(args) => maintain::verify(&cli.stores, args).await,
-        Command::Check(args) => maintain::check(&cli.stores, args).await,
-        Command::Export(args) => maintain::export(&cli.stores, args).await,
-        Command::Restore(args) => maintain::restore(&cli.stores, args).await,
-        Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args).await,
+        Command::Demo(args) => demo::run(args, out).await,
+        Command::Bench(args) => bench::run(args, out).await,
+        Command::Append(args) => records::append(&cli.stores, args, out).await,
+        Command::List(args) => records::list(&cli.stores, args, out).await,
+        Command::Show(args) => records::show(&cli.stores, args, out).await,
+        Command::Verify(args) => maintain::verify(&cli.stores, args, out).await,
+        Command::Check(args) => maintain::check(&cli.stores, args, out).await,
+        Command::Export(args) => maintain::export(&cli.stores, args, out).await,
+        Command::Restore(args) => maintain::restore(&cli.stores, args, out).await,
+        Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args, out).await,
     }
 }

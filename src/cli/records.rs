@@ -1,13 +1,12 @@
 //! append, list, show.
 
-use std::io::Write;
-
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
-use synclog::{Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
+use synclog::{Copies, Durability, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
-use super::open::open;
+use super::open::{open, Opened};
+use super::out::{escape_controls, outln, Out};
 use super::{exit, StoreArgs};
 
 fn status(s: &str) -> std::result::Result<Status, String> {
@@ -89,7 +88,7 @@ fn attrs(args: &AppendArgs) -> Result<Value> {
     Ok(Value::Object(map))
 }
 
-pub async fn append(stores: &StoreArgs, args: AppendArgs) -> Result<u8> {
+pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Result<u8> {
     let mut log = NewLog::new(args.job.clone(), args.status)
         .counts(args.seen, args.written, args.failed)
         .message(args.message.clone());
@@ -102,15 +101,78 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs) -> Result<u8> {
     log.attrs = attrs(&args)?;
     log.validate()?;
     let opened = open(stores).await?;
-    let rec = opened.store().append(log).await;
-    opened.close().await?;
-    let rec = rec?;
-    if args.json {
-        print_json(&rec)?;
+    append_to(opened, log, args.json, out).await
+}
+
+/// Appends `log` to `opened`, closes it and answers. Once the store has acknowledged the
+/// log (committed and read back), the answer is its id and exit 0 whatever happens next: a
+/// failed close, a copy that missed it, or an unwritable stdout is a warning on stderr,
+/// because a caller who saw an error would append the run again and log it twice.
+async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
+    let acknowledged = match &opened {
+        Opened::Guarded(g) => g
+            .append_batch(vec![log], Durability::PowerLoss)
+            .await
+            .and_then(|receipt| {
+                let copies = receipt.durable_in;
+                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
+                    engine: "guarded",
+                    context: "append of one log returned no record".into(),
+                    source: "empty receipt".into(),
+                })?;
+                Ok((rec, Some(copies)))
+            }),
+        Opened::Single(s) => s.append(log).await.map(|rec| (rec, None)),
+    };
+    let names = match &opened {
+        Opened::Guarded(g) => Some((g.primary().describe(), g.backup().describe())),
+        Opened::Single(_) => None,
+    };
+    let closed = opened.close().await;
+    let (rec, copies) = match acknowledged {
+        Ok(acknowledged) => acknowledged,
+        Err(e) => {
+            if let Err(c) = closed {
+                out.warn(format_args!("closing the store also failed: {c}"));
+            }
+            return Err(e);
+        }
+    };
+    if json {
+        print_json(&rec, out)?;
     } else {
-        println!("{}", rec.id);
+        outln!(out, "{}", rec.id);
+    }
+    let id = rec.id;
+    if let (Some(copies), Some((store, backup))) = (copies, names) {
+        warn_missed_copy(id, copies, &store, &backup, out);
+    }
+    if let Err(e) = closed {
+        out.warn(format_args!(
+            "log {id} is stored; closing the store afterwards failed: {e}; do not append it again"
+        ));
+    }
+    if let Some(e) = out.take_failure() {
+        out.warn(format_args!(
+            "log {id} is stored, but its answer could not be written to stdout: {e}; do not append it again"
+        ));
     }
     Ok(exit::OK)
+}
+
+/// Warns when only one copy holds an acknowledged log.
+fn warn_missed_copy(id: LogId, copies: Copies, store: &str, backup: &str, out: &mut Out) {
+    let missed = match (copies.primary, copies.backup) {
+        (true, false) => Some(("backup", backup, "store", store)),
+        (false, true) => Some(("store", store, "backup", backup)),
+        _ => None,
+    };
+    if let Some((missing, missing_name, holding, holding_name)) = missed {
+        out.warn(format_args!(
+            "log {id} is durable only in the {holding} ({holding_name}); the {missing} ({missing_name}) \
+             missed it and gets it back at the next open or `synclog check --repair`"
+        ));
+    }
 }
 
 #[derive(Debug, Args)]
@@ -135,7 +197,7 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub async fn list(stores: &StoreArgs, args: ListArgs) -> Result<u8> {
+pub async fn list(stores: &StoreArgs, args: ListArgs, out: &mut Out) -> Result<u8> {
     let scan = Scan {
         after: args.since,
         job: args.job,
@@ -151,10 +213,10 @@ pub async fn list(stores: &StoreArgs, args: ListArgs) -> Result<u8> {
     let records = records?;
     if args.json {
         for rec in &records {
-            print_json(rec)?;
+            print_json(rec, out)?;
         }
     } else {
-        print_table(&records)?;
+        print_table(&records, out);
     }
     Ok(exit::OK)
 }
@@ -168,51 +230,52 @@ pub struct ShowArgs {
     json: bool,
 }
 
-pub async fn show(stores: &StoreArgs, args: ShowArgs) -> Result<u8> {
+pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
     let rec = opened.store().get_required(args.id).await;
     opened.close().await?;
     let rec = rec?;
     if args.json {
-        print_json(&rec)?;
+        print_json(&rec, out)?;
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
-    let w = |out: &mut std::io::StdoutLock<'_>, k: &str, v: String| writeln!(out, "{k:<13} {v}");
-    let io = |e| Error::io("writing to stdout", e);
-    w(&mut out, "id", rec.id.to_string()).map_err(io)?;
-    w(&mut out, "job", rec.job.clone()).map_err(io)?;
-    w(&mut out, "status", rec.status.to_string()).map_err(io)?;
-    w(&mut out, "started_at", rec.started_at.to_rfc3339()).map_err(io)?;
+    // Every line goes through `Out::line`, which escapes control characters in stored text.
+    let mut w = |k: &str, v: &dyn std::fmt::Display| outln!(out, "{k:<13} {v}");
+    w("id", &rec.id);
+    w("job", &rec.job);
+    w("status", &rec.status);
+    w("started_at", &rec.started_at.to_rfc3339());
     let finished = rec
         .finished_at
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| "-".into());
-    w(&mut out, "finished_at", finished).map_err(io)?;
-    w(&mut out, "recorded_at", rec.recorded_at.to_rfc3339()).map_err(io)?;
+    w("finished_at", &finished);
+    w("recorded_at", &rec.recorded_at.to_rfc3339());
     let counts = format!(
         "seen {}, written {}, failed {}",
         rec.items_seen, rec.items_written, rec.items_failed
     );
-    w(&mut out, "items", counts).map_err(io)?;
-    w(&mut out, "message", rec.message.clone()).map_err(io)?;
-    w(&mut out, "attrs", rec.attrs.to_string()).map_err(io)?;
+    w("items", &counts);
+    w("message", &rec.message);
+    w("attrs", &rec.attrs);
     let intact = if rec.is_intact() {
         "intact"
     } else {
         "DOES NOT MATCH the fields"
     };
-    w(&mut out, "checksum", format!("{} ({intact})", rec.checksum)).map_err(io)?;
+    w("checksum", &format!("{} ({intact})", rec.checksum));
     Ok(exit::OK)
 }
 
-fn print_json(rec: &LogRecord) -> Result<()> {
+/// One record as a line of JSON, with no raw control character in it.
+fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
     let line = serde_json::to_string(rec).map_err(|e| Error::Backend {
         engine: "synclog",
         context: "encoding JSON".into(),
         source: Box::new(e),
     })?;
-    writeln!(std::io::stdout().lock(), "{line}").map_err(|e| Error::io("writing to stdout", e))
+    out.json(&line);
+    Ok(())
 }
 
 fn cut(s: &str, n: usize) -> String {
@@ -223,31 +286,226 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn print_table(records: &[LogRecord]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    let io = |e| Error::io("writing to stdout", e);
-    writeln!(
+fn print_table(records: &[LogRecord], out: &mut Out) {
+    outln!(
         out,
         "{:>8}  {:<20}  {:<20}  {:<9}  {:>21}  message",
-        "id", "recorded (UTC)", "job", "status", "seen/written/failed"
-    )
-    .map_err(io)?;
+        "id",
+        "recorded (UTC)",
+        "job",
+        "status",
+        "seen/written/failed"
+    );
     for r in records {
         let counts = format!("{}/{}/{}", r.items_seen, r.items_written, r.items_failed);
-        writeln!(
+        // Escaped before cutting, so the columns are measured as they are shown.
+        outln!(
             out,
             "{:>8}  {:<20}  {:<20}  {:<9}  {:>21}  {}",
             r.id,
             r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
-            cut(&r.job, 20),
+            cut(&escape_controls(&r.job), 20),
             r.status,
             counts,
-            cut(&r.message, 60)
-        )
-        .map_err(io)?;
+            cut(&escape_controls(&r.message), 60)
+        );
     }
     if records.is_empty() {
-        writeln!(out, "(no logs)").map_err(io)?;
+        outln!(out, "(no logs)");
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use synclog::memory::MemoryStore;
+    use synclog::{
+        Capabilities, Guarded, GuardedOptions, ImportReport, LogStore, Scan, VerifyOptions, VerifyReport,
+    };
+
+    use super::*;
+    use crate::cli::out::tests::captured;
+
+    /// A memory store that claims every durability level and fails where a test says.
+    #[derive(Debug)]
+    struct Faulty {
+        name: &'static str,
+        inner: MemoryStore,
+        fail_close: bool,
+        fail_import: bool,
+    }
+
+    impl Faulty {
+        fn new(name: &'static str) -> Faulty {
+            Faulty {
+                name,
+                inner: MemoryStore::new(),
+                fail_close: false,
+                fail_import: false,
+            }
+        }
+    }
+
+    fn disk_full(what: &str) -> Error {
+        Error::io(what.to_string(), std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    #[async_trait]
+    impl LogStore for Faulty {
+        fn describe(&self) -> String {
+            format!("faulty://{}", self.name)
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                durability: Durability::ALL.to_vec(),
+                ..self.inner.capabilities()
+            }
+        }
+        async fn commit(&self, batch: Vec<NewLog>, _: Durability) -> Result<Vec<LogRecord>> {
+            self.inner.commit(batch, Durability::Buffered).await
+        }
+        async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+            self.inner.get(id).await
+        }
+        async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+            self.inner.scan(scan).await
+        }
+        async fn last_id(&self) -> Result<Option<LogId>> {
+            self.inner.last_id().await
+        }
+        async fn sync(&self, _: Durability) -> Result<()> {
+            self.inner.sync(Durability::Buffered).await
+        }
+        async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+            self.inner.verify(options).await
+        }
+        async fn import(&self, records: Vec<LogRecord>, _: Durability) -> Result<ImportReport> {
+            if self.fail_import {
+                return Err(disk_full("writing the records"));
+            }
+            self.inner.import(records, Durability::Buffered).await
+        }
+        async fn close(&self) -> Result<()> {
+            self.inner.close().await?;
+            if self.fail_close {
+                return Err(disk_full("saving the high-water mark"));
+            }
+            Ok(())
+        }
+    }
+
+    async fn guarded(primary: Faulty, backup: Faulty) -> Opened {
+        let g = Guarded::open(Arc::new(primary), Arc::new(backup), GuardedOptions::default())
+            .await
+            .unwrap();
+        Opened::Guarded(g)
+    }
+
+    fn log() -> NewLog {
+        NewLog::new("crm", Status::Succeeded)
+    }
+
+    #[tokio::test]
+    async fn append_whose_close_fails_after_the_ack_exits_0_with_the_id_and_a_warning() {
+        // --- step: a single store whose close fails (the high-water mark on a full disk)
+        let store = Faulty {
+            fail_close: true,
+            ..Faulty::new("single")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let code = append_to(Opened::Single(Arc::new(store)), log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert!(stderr.text().contains("warning"), "{}", stderr.text());
+
+        // --- step: a guarded pair whose primary's close fails
+        let primary = Faulty {
+            fail_close: true,
+            ..Faulty::new("primary")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(primary, Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert!(stderr.text().contains("warning"), "{}", stderr.text());
+    }
+
+    #[tokio::test]
+    async fn append_acknowledged_by_one_copy_exits_0_and_names_the_copy_that_missed_it() {
+        // --- step: the backup cannot take the log
+        let backup = Faulty {
+            fail_import: true,
+            ..Faulty::new("backup")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(Faulty::new("primary"), backup).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        // The warning naming the copy is the behaviour under test.
+        let err = stderr.text();
+        assert!(
+            err.contains("warning") && err.contains("faulty://backup"),
+            "{err}"
+        );
+
+        // --- step: the primary cannot take it
+        let primary = Faulty {
+            fail_import: true,
+            ..Faulty::new("primary")
+        };
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(primary, Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        let err = stderr.text();
+        assert!(
+            err.contains("warning") && err.contains("faulty://primary"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn append_acknowledged_by_both_copies_says_nothing_on_stderr() {
+        let (mut out, stdout, stderr) = captured();
+        let opened = guarded(Faulty::new("primary"), Faulty::new("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert_eq!(code.map(|c| out.finish(c)).ok(), Some(exit::OK));
+        assert_eq!(stdout.text(), "1\n");
+        assert_eq!(stderr.text(), "");
+    }
+
+    #[tokio::test]
+    async fn append_that_neither_copy_took_is_an_error() {
+        let failing = |name| Faulty {
+            fail_import: true,
+            ..Faulty::new(name)
+        };
+        let (mut out, stdout, _) = captured();
+        let opened = guarded(failing("primary"), failing("backup")).await;
+        let code = append_to(opened, log(), false, &mut out).await;
+        assert!(code.is_err());
+        assert_eq!(stdout.text(), "");
+    }
+
+    #[test]
+    fn stored_text_in_the_table_is_shown_with_controls_escaped() {
+        let mut rec = LogRecord::seal_ref(
+            LogId::new(1).unwrap(),
+            chrono::Utc::now(),
+            &NewLog::new("job", Status::Failed).message("a\u{1b}]0;pwned\u{7}\u{9b}2J\u{7f}"),
+        )
+        .unwrap();
+        rec.job = "j\u{1b}[2Job".into();
+        let (mut out, stdout, _) = captured();
+        print_table(&[rec], &mut out);
+        let text = stdout.text();
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        assert!(!body.chars().any(|c| c != '\n' && (c.is_control())), "{text:?}");
+        assert_eq!(text.lines().count(), 2);
+    }
 }
