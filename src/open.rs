@@ -125,7 +125,10 @@ async fn open_blocking<S: LogStore + 'static>(
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// How long to wait for another process holding the store (the JSON lock, SQLite's
-    /// write lock) before failing with a retryable `Locked`/`Busy` error.
+    /// write lock, PostgreSQL's store lock) before failing with a retryable `Locked`/`Busy`
+    /// error: one deadline per operation (an open, an append), whatever it retries inside.
+    /// For PostgreSQL it also bounds connecting (at least 1 s): a server that does not
+    /// answer in time fails with an `Io` error naming its host and port.
     pub lock_wait: std::time::Duration,
 }
 
@@ -206,17 +209,15 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
         StoreUrl::Postgres(url) => {
             #[cfg(feature = "postgres")]
             {
-                let store = tokio::time::timeout(
-                    wait.max(std::time::Duration::from_secs(1)),
-                    synclog_postgres::PgStore::connect(&url, synclog_postgres::PgOptions::default()),
-                )
-                .await
-                .map_err(|_| Error::Busy {
-                    resource: redact_url(&url),
-                    detail: format!("no connection within {wait:?}"),
-                    source: None,
-                })??;
-                Ok(Arc::new(store))
+                // The lock wait bounds waits for other writers; a server that does not
+                // answer is not one of those (an I/O error naming it), and gets at least 1 s
+                // even with --lock-wait 0.
+                let opts = synclog_postgres::PgOptions {
+                    lock_wait: wait,
+                    connect_timeout: wait.max(std::time::Duration::from_secs(1)),
+                    ..Default::default()
+                };
+                Ok(Arc::new(synclog_postgres::PgStore::connect(&url, opts).await?))
             }
             #[cfg(not(feature = "postgres"))]
             {

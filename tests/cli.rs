@@ -463,3 +463,62 @@ fn a_corrupt_backup_line_is_skipped_and_the_operator_is_told() {
         "stderr names the skipped line: {err}"
     );
 }
+
+/// `--lock-wait` is one deadline for the append, not one per retry inside it.
+#[test]
+fn append_under_a_held_sqlite_write_lock_exits_4_within_the_lock_wait() {
+    let env = Env::new();
+    let out = env.run(&["--no-backup", "append", "--job", "crm", "--status", "succeeded"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let holder = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&[
+        "--no-backup",
+        "--lock-wait",
+        "1",
+        "append",
+        "--job",
+        "crm",
+        "--status",
+        "succeeded",
+    ]);
+    let elapsed = started.elapsed();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "exited after {elapsed:?}"
+    );
+    no_panic(&out);
+}
+
+/// A server that accepts the connection and never answers is named, as an I/O error
+/// (exit 5), not blamed on another synclog process (exit 4).
+#[test]
+fn a_postgres_server_that_never_answers_exits_5_naming_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keeper = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(2).collect();
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        drop(held);
+    });
+    let url = format!("postgres://alice:hunter2secret@127.0.0.1:{port}/db");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .args(["--store", &url, "--no-backup", "--lock-wait", "1", "list"])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("another synclog process"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(4),
+        "exited after {elapsed:?}"
+    );
+    no_panic(&out);
+    drop(keeper);
+}

@@ -20,6 +20,13 @@
 //!   can lose the last transactions, never corrupt).
 //! - **Group commit**: concurrent appends from one process share a transaction and one
 //!   `INSERT … SELECT FROM UNNEST(…)`; each caller is answered after COMMIT.
+//! - **Waits**: writers of one schema, in any number of processes, take their turn for ids
+//!   under the store's advisory lock; each operation waits for it (and for any other lock
+//!   it needs) at most [`PgOptions::lock_wait`] in all, then fails with a retryable
+//!   [`Error::Busy`]. A connection the server does not complete within
+//!   [`PgOptions::connect_timeout`] fails as [`Error::Io`] (`TimedOut`) naming the server's
+//!   host and port; a connection the server refuses (a wrong role, password or database)
+//!   fails with the server's message and SQLSTATE, e.g. `role "nope" does not exist (28000)`.
 //! - **Connections**: the writer has a connection of its own, dropped and reopened after
 //!   any error. Reads and verification use a pool, so verification never reads through the
 //!   writer's connection.
@@ -31,15 +38,17 @@
 //! TLS is not configured (`NoTls`): use it on a trusted network or through a local proxy.
 #![deny(missing_docs)]
 
+mod connect;
 mod sql;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
@@ -51,6 +60,7 @@ use synclog_core::{
     VerifyReport,
 };
 
+use connect::{pg_err, server_of, Deadline, Endpoint};
 use sql::Sql;
 
 /// The schema version this build creates, kept in `meta`.
@@ -66,6 +76,13 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Most logs in one transaction.
     pub max_group_logs: usize,
+    /// How long one operation (a commit, an import, a sync, creating the schema) waits in
+    /// all for locks other writers hold (the store's advisory lock, table locks) before
+    /// failing with a retryable [`Error::Busy`]. Writers of one schema take turns within it.
+    pub lock_wait: Duration,
+    /// How long opening a connection (TCP and the server's answer to the startup) may take
+    /// before failing with an [`Error::Io`] of kind `TimedOut` naming the server.
+    pub connect_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -74,6 +91,8 @@ impl Default for PgOptions {
             schema: "synclog".into(),
             pool_size: 8,
             max_group_logs: 8192,
+            lock_wait: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -118,39 +137,6 @@ pub fn split_schema(url: &str) -> (String, Option<String>) {
         format!("{base}?{}", kept.join("&"))
     };
     (url, schema)
-}
-
-fn pg_err(store: &str, context: &str, e: tokio_postgres::Error) -> Error {
-    let code = e.code().map(|c| c.code().to_string());
-    // tokio-postgres displays a server error as just "db error"; say what the server said.
-    let context = match e.as_db_error() {
-        Some(db) => format!("{context} ({}: {})", db.code().code(), db.message()),
-        None => context.to_string(),
-    };
-    let context = context.as_str();
-    match code.as_deref() {
-        Some(c) if c.starts_with("40") || c == "55P03" || c == "53300" => Error::Busy {
-            resource: store.to_string(),
-            detail: format!("{context}: the server asked to retry ({c})"),
-            source: Some(Box::new(e)),
-        },
-        None if e.is_closed() || e.to_string().contains("connect") => Error::io(
-            format!("{context} {store}"),
-            std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()),
-        ),
-        _ => Error::Backend {
-            engine: "postgres",
-            context: format!("{context} {store}"),
-            source: Box::new(e),
-        },
-    }
-}
-
-fn pool_err(store: &str, e: deadpool_postgres::PoolError) -> Error {
-    Error::io(
-        format!("getting a pooled connection to {store}"),
-        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()),
-    )
 }
 
 fn decode(row: &Row, store: &str) -> Result<LogRecord> {
@@ -257,11 +243,13 @@ enum Job {
 
 /// The writer task: one connection, one transaction per group.
 struct Writer {
-    config: tokio_postgres::Config,
+    endpoint: Endpoint,
     client: Option<Client>,
     sql: Arc<Sql>,
     store: String,
     lock_key: i64,
+    /// How long one operation waits for other writers' locks.
+    lock_wait: Duration,
     /// The id this writer expects to assign next (None: read it from the database).
     expected_next: Option<i64>,
     /// The group insert, prepared on the current connection.
@@ -295,14 +283,7 @@ pub fn synchronous_commit_for(d: Durability) -> &'static str {
 impl Writer {
     async fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_none() {
-            let (client, connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| pg_err(&self.store, "connecting the writer to", e))?;
-            // The connection task ends with the connection; its error, if any, reaches us as
-            // the next call's error, which drops the client and reconnects.
-            tokio::spawn(connection);
+            let client = self.endpoint.connect("connecting the writer to").await?;
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
             self.client = Some(client);
         }
@@ -334,32 +315,44 @@ impl Writer {
         batches: &[Vec<NewLog>],
         durability: Durability,
     ) -> Result<Vec<Vec<LogRecord>>> {
+        let deadline = Deadline::after(self.lock_wait);
         // First with the next id this writer expects, pipelined into one round trip; if
-        // another process wrote since, the guard inserts nothing and we read the next id.
-        if let Some(first) = self.expected_next {
-            if let Some(out) = self.insert_group(batches, durability, first).await? {
+        // another process wrote since, the guard inserts nothing and nothing is lost. (The
+        // insert was prepared along with that id, inside a transaction bounded by its wait.)
+        if let (Some(first), Some(_)) = (self.expected_next, &self.insert) {
+            if let Some(out) = self.insert_group(batches, durability, first, deadline).await? {
                 return Ok(out);
             }
         }
-        let first = self.read_next_id().await?;
-        self.insert_group(batches, durability, first)
-            .await?
-            .ok_or_else(|| Error::Busy {
-                resource: self.store.clone(),
-                detail: "another process took the ids this writer had just read; retry".into(),
-                source: None,
-            })
+        // Then in turn with the other writers: the next id is read under the store's lock.
+        self.insert_group_in_turn(batches, durability, deadline).await
     }
 
-    /// Reads the next id (outside any transaction; the insert's guard re-checks it).
-    async fn read_next_id(&mut self) -> Result<i64> {
+    /// The group insert, prepared on the current connection. Preparing it takes a lock on
+    /// the table: do it inside a transaction whose lock_timeout bounds the wait.
+    async fn prepared_insert(&mut self) -> Result<tokio_postgres::Statement> {
+        if let Some(stmt) = &self.insert {
+            return Ok(stmt.clone());
+        }
         let (store, sql) = (self.store.clone(), self.sql.clone());
-        let client = self.client().await?;
-        Ok(client
-            .query_one(&sql.next_id, &[])
+        let stmt = self
+            .client()
+            .await?
+            .prepare(&sql.insert)
             .await
-            .map_err(|e| pg_err(&store, "reading the next id of", e))?
-            .get(0))
+            .map_err(|e| pg_err(&store, "preparing the insert on", e))?;
+        self.insert = Some(stmt.clone());
+        Ok(stmt)
+    }
+
+    /// `BEGIN` at `durability`, then the store's advisory lock, waited for until `deadline`.
+    fn begin_sql(&self, durability: Durability, deadline: Deadline) -> String {
+        format!(
+            "BEGIN; SET LOCAL synchronous_commit = {}; {}; SELECT pg_advisory_xact_lock({})",
+            synchronous_commit_for(durability),
+            deadline.set_lock_timeout(),
+            self.lock_key
+        )
     }
 
     /// One transaction: lock, guarded insert of the group with ids from `first`, commit;
@@ -369,37 +362,14 @@ impl Writer {
         batches: &[Vec<NewLog>],
         durability: Durability,
         first: i64,
+        deadline: Deadline,
     ) -> Result<Option<Vec<Vec<LogRecord>>>> {
-        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
-        let now = Utc::now();
-        let mut next = first;
-        let mut out = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut recs = Vec::with_capacity(batch.len());
-            for log in batch {
-                let id = LogId::new(next as u64)
-                    .ok_or_else(|| Error::corrupt(store.clone(), "invalid next id"))?;
-                recs.push(LogRecord::seal_ref(id, now, log)?);
-                next += 1;
-            }
-            out.push(recs);
-        }
-        let all: Vec<LogRecord> = out.iter().flatten().cloned().collect();
+        let store = self.store.clone();
+        let (out, all, next) = seal_group(batches, first, &store)?;
         let cols = Columns::of(&all);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
         params.push(&first);
-        let begin = format!(
-            "BEGIN; SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
-            synchronous_commit_for(durability)
-        );
-        if self.insert.is_none() {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare(&sql.insert)
-                .await
-                .map_err(|e| pg_err(&store, "preparing the insert on", e))?;
-            self.insert = Some(stmt);
-        }
+        let begin = self.begin_sql(durability, deadline);
         let stmt = self
             .insert
             .clone()
@@ -410,7 +380,7 @@ impl Writer {
             client.query_one(&stmt, &params),
             client.batch_execute("COMMIT")
         );
-        began.map_err(|e| pg_err(&store, "beginning a transaction on", e))?;
+        began.map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
         // If the insert failed, the pipelined COMMIT only ended an aborted transaction.
         let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
         committed.map_err(|e| pg_err(&store, "committing to", e))?;
@@ -429,6 +399,55 @@ impl Writer {
         Ok(Some(out))
     }
 
+    /// One transaction that takes the store's lock first (waiting its turn until
+    /// `deadline`), reads the next id under it, then inserts and commits: no other synclog
+    /// writer can take those ids in between.
+    async fn insert_group_in_turn(
+        &mut self,
+        batches: &[Vec<NewLog>],
+        durability: Durability,
+        deadline: Deadline,
+    ) -> Result<Vec<Vec<LogRecord>>> {
+        let (store, sql) = (self.store.clone(), self.sql.clone());
+        let begin = self.begin_sql(durability, deadline);
+        self.client()
+            .await?
+            .batch_execute(&begin)
+            .await
+            .map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
+        let stmt = self.prepared_insert().await?;
+        let client = self.client().await?;
+        let first: i64 = client
+            .query_one(&sql.next_id, &[])
+            .await
+            .map_err(|e| pg_err(&store, "reading the next id of", e))?
+            .get(0);
+        let (out, all, next) = seal_group(batches, first, &store)?;
+        let cols = Columns::of(&all);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
+        params.push(&first);
+        let (inserted, committed) =
+            tokio::join!(client.query_one(&stmt, &params), client.batch_execute("COMMIT"));
+        let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
+        committed.map_err(|e| pg_err(&store, "committing to", e))?;
+        let n: i64 = row.get(0);
+        if n as usize != all.len() {
+            // Under the lock, only a writer that does not take it (not synclog) can have
+            // taken these ids; the transaction wrote nothing.
+            return Err(Error::Busy {
+                resource: store,
+                detail: format!(
+                    "inserted {n} of {} rows: something that does not take synclog's lock wrote ids \
+                     from {first} on; retry",
+                    all.len()
+                ),
+                source: None,
+            });
+        }
+        self.expected_next = Some(next);
+        Ok(out)
+    }
+
     async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         let r = self.try_import(records, durability).await;
         self.settle(r)
@@ -437,8 +456,9 @@ impl Writer {
     async fn try_import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.expected_next = None;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let deadline = Deadline::after(self.lock_wait);
         let client = self.client().await?;
-        let tx = begin(client, durability, lock, &store).await?;
+        let tx = begin(client, durability, lock, deadline, &store).await?;
         let cols = Columns::of(&records);
         let inserted: HashSet<i64> = tx
             .query(&sql.import, &cols.params())
@@ -486,8 +506,9 @@ impl Writer {
     /// A write transaction at `level`: its commit record's flush covers all earlier WAL.
     async fn try_sync(&mut self, level: Durability) -> Result<()> {
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let deadline = Deadline::after(self.lock_wait);
         let client = self.client().await?;
-        let tx = begin(client, level, lock, &store).await?;
+        let tx = begin(client, level, lock, deadline, &store).await?;
         tx.execute(&sql.sync, &[])
             .await
             .map_err(|e| pg_err(&store, "syncing", e))?;
@@ -574,11 +595,13 @@ impl Writer {
     }
 }
 
-/// Begins a transaction at `durability` holding the store's advisory lock.
+/// Begins a transaction at `durability` holding the store's advisory lock, waiting for it
+/// (and for every lock the transaction takes) until `deadline`.
 async fn begin<'a>(
     client: &'a mut Client,
     durability: Durability,
     lock: i64,
+    deadline: Deadline,
     store: &str,
 ) -> Result<tokio_postgres::Transaction<'a>> {
     let tx = client
@@ -586,17 +609,42 @@ async fn begin<'a>(
         .await
         .map_err(|e| pg_err(store, "beginning a transaction on", e))?;
     tx.batch_execute(&format!(
-        "SET LOCAL synchronous_commit = {}; SELECT pg_advisory_xact_lock({lock})",
-        synchronous_commit_for(durability)
+        "SET LOCAL synchronous_commit = {}; {}; SELECT pg_advisory_xact_lock({lock})",
+        synchronous_commit_for(durability),
+        deadline.set_lock_timeout()
     ))
     .await
-    .map_err(|e| pg_err(store, "locking", e))?;
+    .map_err(|e| pg_err(store, "waiting for the store's lock on", e))?;
     Ok(tx)
+}
+
+/// Seals a group's logs with ids from `first`: the records per batch, all of them, and the
+/// id after the last.
+fn seal_group(
+    batches: &[Vec<NewLog>],
+    first: i64,
+    store: &str,
+) -> Result<(Vec<Vec<LogRecord>>, Vec<LogRecord>, i64)> {
+    let now = Utc::now();
+    let mut next = first;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut recs = Vec::with_capacity(batch.len());
+        for log in batch {
+            let id = LogId::new(next as u64).ok_or_else(|| Error::corrupt(store, "invalid next id"))?;
+            recs.push(LogRecord::seal_ref(id, now, log)?);
+            next += 1;
+        }
+        out.push(recs);
+    }
+    let all = out.iter().flatten().cloned().collect();
+    Ok((out, all, next))
 }
 
 /// A [`LogStore`] over a PostgreSQL schema.
 pub struct PgStore {
     store: String,
+    endpoint: Endpoint,
     sql: Arc<Sql>,
     pool: Pool,
     tx: mpsc::UnboundedSender<Job>,
@@ -626,6 +674,12 @@ impl PgStore {
             )
         })?;
         let sql = Arc::new(Sql::new(&schema));
+        let endpoint = Endpoint {
+            server: server_of(&config),
+            config: config.clone(),
+            store: store.clone(),
+            connect_timeout: options.connect_timeout,
+        };
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -635,6 +689,8 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| Error::Backend {
                 engine: "postgres",
@@ -644,14 +700,17 @@ impl PgStore {
         let lock_key = (crc32c::crc32c(format!("synclog:{schema}").as_bytes()) as i64) | (0x5359_4e43 << 32);
         // Create the schema once, under the store's lock, so concurrent first users agree.
         {
-            let mut client = pool.get().await.map_err(|e| pool_err(&store, e))?;
+            let mut client = pool.get().await.map_err(|e| endpoint.pool_err(e))?;
             let tx = client
                 .transaction()
                 .await
                 .map_err(|e| pg_err(&store, "beginning schema creation on", e))?;
-            tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({lock_key})"))
-                .await
-                .map_err(|e| pg_err(&store, "locking", e))?;
+            tx.batch_execute(&format!(
+                "{}; SELECT pg_advisory_xact_lock({lock_key})",
+                Deadline::after(options.lock_wait).set_lock_timeout()
+            ))
+            .await
+            .map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
             tx.batch_execute(&sql.create)
                 .await
                 .map_err(|e| pg_err(&store, "creating the schema of", e))?;
@@ -688,14 +747,17 @@ impl PgStore {
         let submitted = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(Stats::default());
         // The writer's connection names its schema, so operators see it in pg_stat_activity.
-        let mut config = config;
-        config.application_name(format!("synclog-writer:{schema}"));
+        let mut writer_endpoint = endpoint.clone();
+        writer_endpoint
+            .config
+            .application_name(format!("synclog-writer:{schema}"));
         let writer = Writer {
-            config,
+            endpoint: writer_endpoint,
             client: None,
             sql: sql.clone(),
             store: store.clone(),
             lock_key,
+            lock_wait: options.lock_wait,
             expected_next: None,
             insert: None,
             submitted: submitted.clone(),
@@ -707,6 +769,7 @@ impl PgStore {
         tokio::spawn(writer.run(rx));
         Ok(PgStore {
             store,
+            endpoint,
             sql,
             pool,
             tx,
@@ -745,7 +808,7 @@ impl PgStore {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed());
         }
-        self.pool.get().await.map_err(|e| pool_err(&self.store, e))
+        self.pool.get().await.map_err(|e| self.endpoint.pool_err(e))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Opening connections: PRAGMAs set explicitly and read back, the schema, error mapping.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use synclog_core::{Durability, Error, Result};
@@ -89,24 +89,64 @@ pub(crate) fn map_err(path: &Path, context: &str, e: rusqlite::Error) -> Error {
     }
 }
 
+/// The most SQLite's busy handler can be given (its timeout is an `int` of milliseconds).
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// `wait` as a busy timeout SQLite can take: whole milliseconds, at most [`MAX_BUSY_TIMEOUT`].
+pub(crate) fn busy_timeout_of(wait: Duration) -> Duration {
+    Duration::from_millis(wait.min(MAX_BUSY_TIMEOUT).as_millis() as u64)
+}
+
+/// When one operation's lock wait ends. Every busy wait and retry inside the operation
+/// (the WAL switch, the schema's lock, each attempt of a write transaction) shares it, so
+/// a wait of 2 s means 2 s for the whole open or append, not 2 s per retry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// `None`: further away than `Instant` can count, that is, never.
+    end: Option<Instant>,
+}
+
+impl Deadline {
+    /// The deadline `wait` from now.
+    pub(crate) fn after(wait: Duration) -> Deadline {
+        Deadline {
+            end: Instant::now().checked_add(wait),
+        }
+    }
+
+    /// The time left (zero once passed).
+    pub(crate) fn remaining(&self) -> Duration {
+        match self.end {
+            Some(end) => end.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
+        }
+    }
+
+    /// Bounds `conn`'s busy handler by the time left, so one more wait cannot overrun it.
+    pub(crate) fn bound(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.busy_timeout(busy_timeout_of(self.remaining()))
+    }
+}
+
 /// Opens the writer connection: every PRAGMA set and read back, the schema created on
-/// first open, a newer schema refused.
+/// first open, a newer schema refused. Waits for other connections' locks until
+/// `deadline`; the connection keeps `busy_timeout` as its busy timeout afterwards.
 pub(crate) fn open_writer(
     path: &Path,
+    deadline: Deadline,
     busy_timeout: Duration,
     wal_autocheckpoint: u32,
     durability: Durability,
 ) -> Result<(Connection, PragmaReport)> {
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let busy_timeout = busy_timeout_of(busy_timeout);
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags).map_err(e("opening"))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(e("setting busy_timeout on"))?;
     // Switching to WAL needs an exclusive lock, and SQLite answers BUSY at once, without
     // its busy handler, when another process is opening the same new file.
-    let mode: String = retry_busy(busy_timeout, || {
-        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+    let mode: String = retry_busy(&conn, deadline, |c| {
+        c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
     })
     .map_err(e("setting journal_mode on"))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -118,6 +158,8 @@ pub(crate) fn open_writer(
             ),
         });
     }
+    // What the WAL switch left of the wait is all creating the schema may take.
+    deadline.bound(&conn).map_err(e("setting busy_timeout on"))?;
     conn.pragma_update(None, "wal_autocheckpoint", wal_autocheckpoint)
         .map_err(e("setting wal_autocheckpoint on"))?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024i64)
@@ -126,6 +168,8 @@ pub(crate) fn open_writer(
         .map_err(e("setting foreign_keys on"))?;
     set_synchronous(&conn, path, durability)?;
     ensure_schema(&mut conn, path)?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(e("setting busy_timeout on"))?;
     let report = read_pragmas(&conn, path)?;
     let expect = |name: &str, got: i64, want: i64| {
         if got == want {
@@ -155,15 +199,20 @@ pub(crate) fn open_writer(
     Ok((conn, report))
 }
 
-/// Runs `f` again while it fails with SQLITE_BUSY, with bounded backoff, for at most `limit`.
-fn retry_busy<T>(limit: Duration, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    let deadline = std::time::Instant::now() + limit;
+/// Runs `f` on `conn` again while it fails with SQLITE_BUSY, with bounded backoff, until
+/// `deadline`; each attempt's busy handler is bounded by the time left.
+fn retry_busy<T>(
+    conn: &Connection,
+    deadline: Deadline,
+    mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     let mut pause = Duration::from_millis(1);
     loop {
-        match f() {
+        deadline.bound(conn)?;
+        match f(conn) {
             Err(err)
                 if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-                    && std::time::Instant::now() + pause < deadline =>
+                    && deadline.remaining() > pause =>
             {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -269,7 +318,7 @@ pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(e("opening a reader on"))?;
-    conn.busy_timeout(busy_timeout)
+    conn.busy_timeout(busy_timeout_of(busy_timeout))
         .map_err(e("setting busy_timeout on"))?;
     Ok(conn)
 }

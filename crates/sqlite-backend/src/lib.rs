@@ -9,7 +9,8 @@
 //!   process, not power loss). `OFF` is never used.
 //! - **One writer connection behind group commit** ([`synclog_core::group`]): concurrent
 //!   appends share one `BEGIN IMMEDIATE` transaction and one sync. `SQLITE_BUSY` is retried
-//!   with bounded backoff, then reported as a retryable [`Error::Busy`]. Several processes
+//!   with bounded backoff until one deadline per operation ([`SqliteOptions::busy_timeout`]),
+//!   then reported as a retryable [`Error::Busy`]. Several processes
 //!   can write one file: `BEGIN IMMEDIATE` serialises them and ids are assigned inside it.
 //! - **Connection recycling**: the writer reopens its connection after any error (so a
 //!   failed fsync is never retried on the same handle) and after
@@ -54,9 +55,13 @@ use writer::{Writer, WriterCounters};
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
-    /// How long SQLite's busy handler waits for a lock before answering SQLITE_BUSY.
+    /// How long one operation (an open, a commit, an import, a sync) waits in all for
+    /// other connections' locks before failing with a retryable [`Error::Busy`]. It is one
+    /// deadline: SQLite's busy handler and every retry inside the operation share it.
+    /// Also the busy timeout of every connection (at most `i32::MAX` milliseconds).
     pub busy_timeout: Duration,
-    /// How many times a whole transaction is retried after SQLITE_BUSY, with backoff.
+    /// At most how many times a whole transaction is retried after SQLITE_BUSY, with
+    /// backoff, within [`SqliteOptions::busy_timeout`].
     pub busy_retries: u32,
     /// Reopen the writer connection after this many commits (0: only after errors).
     pub recycle_after_commits: u64,

@@ -14,7 +14,7 @@ use synclog_core::{
     Result,
 };
 
-use crate::connection::{self, map_err};
+use crate::connection::{self, map_err, Deadline};
 use crate::SqliteOptions;
 
 const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
@@ -65,9 +65,15 @@ impl Writer {
 
     /// The open connection, opening (and checking) a fresh one if needed.
     pub(crate) fn connection(&mut self) -> Result<&mut Connection> {
+        self.connection_by(Deadline::after(self.options.busy_timeout))
+    }
+
+    /// [`Writer::connection`], waiting for other connections' locks until `deadline`.
+    fn connection_by(&mut self, deadline: Deadline) -> Result<&mut Connection> {
         if self.conn.is_none() {
             let (conn, _pragmas) = connection::open_writer(
                 &self.path,
+                deadline,
                 self.options.busy_timeout,
                 self.options.wal_autocheckpoint,
                 Durability::PowerLoss,
@@ -93,58 +99,79 @@ impl Writer {
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction at `durability`, committing at the end.
     ///
-    /// SQLITE_BUSY (after the connection's busy_timeout) is retried with bounded backoff,
-    /// then reported as retryable [`Error::Busy`]. Any other error discards the connection.
+    /// SQLITE_BUSY is retried with bounded backoff, then reported as retryable
+    /// [`Error::Busy`]. The whole call, retries and a reopened connection included, waits
+    /// for other connections' locks at most `busy_timeout`: each attempt's busy handler is
+    /// bounded by the time left. Any other error discards the connection.
     fn transact<R>(
         &mut self,
         durability: Durability,
         mut body: impl FnMut(&Connection) -> Result<R>,
     ) -> Result<R> {
+        let deadline = Deadline::after(self.options.busy_timeout);
         let mut attempt = 0u32;
-        loop {
-            match self.try_transact(durability, &mut body) {
-                Ok(r) => {
-                    self.commits_on_conn += 1;
-                    let recycle = self.options.recycle_after_commits;
-                    if recycle > 0 && self.commits_on_conn >= recycle {
-                        let conn = self.conn.take();
-                        if let Some(conn) = conn {
-                            connection::close(conn, &self.path)?;
-                        }
-                    }
-                    return Ok(r);
-                }
+        let result = loop {
+            match self.try_transact(durability, deadline, attempt > 0, &mut body) {
+                Ok(r) => break Ok(r),
                 Err(e)
-                    if e.kind() == synclog_core::ErrorKind::Busy && attempt < self.options.busy_retries =>
+                    if e.kind() == synclog_core::ErrorKind::Busy
+                        && attempt < self.options.busy_retries
+                        && !deadline.remaining().is_zero() =>
                 {
                     attempt += 1;
                     self.counters.busy_retries.fetch_add(1, Ordering::Relaxed);
-                    // Bounded exponential backoff between whole-transaction retries; the
-                    // busy handler already waited busy_timeout inside SQLite.
-                    std::thread::sleep(Duration::from_millis(5u64 << attempt.min(6)));
+                    // Bounded exponential backoff between whole-transaction retries, never
+                    // past the deadline.
+                    std::thread::sleep(
+                        Duration::from_millis(5u64 << attempt.min(6)).min(deadline.remaining()),
+                    );
                 }
                 Err(e) => {
                     if e.kind() != synclog_core::ErrorKind::Busy {
                         self.discard();
                     }
-                    return Err(e);
+                    break Err(e);
                 }
             }
+        };
+        if attempt > 0 {
+            // A retry bounded the busy handler by what was left: give it back its full wait,
+            // or drop the connection (the next call opens a fresh one with the full wait).
+            let full = connection::busy_timeout_of(self.options.busy_timeout);
+            if self.conn.as_ref().is_some_and(|c| c.busy_timeout(full).is_err()) {
+                self.discard();
+            }
         }
+        let r = result?;
+        self.commits_on_conn += 1;
+        let recycle = self.options.recycle_after_commits;
+        if recycle > 0 && self.commits_on_conn >= recycle {
+            if let Some(conn) = self.conn.take() {
+                connection::close(conn, &self.path)?;
+            }
+        }
+        Ok(r)
     }
 
     fn try_transact<R>(
         &mut self,
         durability: Durability,
+        deadline: Deadline,
+        retry: bool,
         body: &mut impl FnMut(&Connection) -> Result<R>,
     ) -> Result<R> {
         let path = self.path.clone();
         if self.synchronous != Some(durability) {
-            let conn = self.connection()?;
+            let conn = self.connection_by(deadline)?;
             connection::set_synchronous(conn, &path, durability)?;
             self.synchronous = Some(durability);
         }
-        let conn = self.connection()?;
+        let conn = self.connection_by(deadline)?;
+        if retry {
+            deadline
+                .bound(conn)
+                .map_err(|e| map_err(&path, "setting busy_timeout on", e))?;
+        }
         // BEGIN and COMMIT through cached statements: rusqlite's `Transaction` prepares
         // them afresh each time, and every append runs one.
         run_cached(conn, "BEGIN IMMEDIATE")
