@@ -165,6 +165,13 @@ async fn a_json_store_on_a_directory_socket_or_device_is_refused_and_nothing_is_
         assert_eq!(open_err(&url).await.kind(), ErrorKind::InvalidInput, "{url}");
         assert_eq!(entries(dir.path()), before, "{url}");
     }
+    for url in [
+        "sqlite:///dev/null/x.db",
+        "json:///dev/null/x.jsonl",
+        "sled:///dev/null/s",
+    ] {
+        assert_eq!(open_err(url).await.kind(), ErrorKind::InvalidInput, "{url}");
+    }
     let lock_before = Path::new("/dev/null.lock").exists();
     assert_eq!(open_err("json:///dev/null").await.kind(), ErrorKind::InvalidInput);
     assert_eq!(Path::new("/dev/null.lock").exists(), lock_before);

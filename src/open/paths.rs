@@ -22,6 +22,15 @@ pub fn check_kind(engine: &str, path: &Path, expect: Expect) -> Result<()> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "{}: a part of the path before the last is not a directory",
+                    path.display()
+                ),
+            ))
+        }
         Err(e) => return Err(Error::io(format!("inspecting {}", path.display()), e)),
     };
     let found = kind_name(&meta.file_type());

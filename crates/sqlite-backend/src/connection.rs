@@ -179,6 +179,13 @@ pub(crate) fn check_regular_file(path: &Path) -> Result<()> {
             ),
         )),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => Err(Error::invalid(
+            "path",
+            format!(
+                "{}: a part of the path before the last is not a directory",
+                path.display()
+            ),
+        )),
         Err(err) => Err(Error::io(format!("inspecting {}", path.display()), err)),
     }
 }
