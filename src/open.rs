@@ -184,6 +184,11 @@ impl Default for OpenOptions {
 }
 
 /// Opens the store `url` names (creating the file and its directory if needed).
+///
+/// Refused with [`Error::InvalidInput`] before anything is created: an unknown URL
+/// parameter (see [`StoreUrl::parse`]), and a path that exists but is not what the engine
+/// keeps there (a directory, FIFO, device or socket for SQLite and JSON; anything but a
+/// directory for sled).
 pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
     open_url_with(url, &OpenOptions::default()).await
 }
