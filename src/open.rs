@@ -1,13 +1,19 @@
 //! Opening a store from a URL.
 
+mod params;
+mod paths;
+mod same;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use synclog_core::guarded::{Guarded, GuardedOptions};
 use synclog_core::{redact_url, Error, LogStore, Result};
 
-/// A parsed store URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use paths::{check_kind, Expect};
+
+/// A parsed store URL. Its `Debug` form hides a PostgreSQL password.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreUrl {
     /// `sqlite://PATH`: a SQLite database file.
@@ -29,56 +35,96 @@ pub enum StoreUrl {
     Memory(String),
 }
 
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Json {
+                path,
+                rotate_after_bytes,
+            } => f
+                .debug_struct("Json")
+                .field("path", path)
+                .field("rotate_after_bytes", rotate_after_bytes)
+                .finish(),
+            StoreUrl::Sled(path) => f.debug_tuple("Sled").field(path).finish(),
+            StoreUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+            StoreUrl::Memory(name) => f.debug_tuple("Memory").field(name).finish(),
+        }
+    }
+}
+
 impl StoreUrl {
     /// Parses `sqlite://PATH`, `json://PATH`, `sled://PATH`, `postgres://…` or `memory://NAME`. `PATH` is taken as
     /// written: `sqlite://data/a.db` is relative, `sqlite:///var/a.db` absolute.
+    ///
+    /// A `?` starts the parameters. Each engine knows its own (`json`: `rotate_mb`;
+    /// `postgres`: [libpq's that synclog's client supports](params::POSTGRES_PARAMS) and
+    /// `synclog_schema`; `sqlite`, `sled`, `memory`: none); any other is refused with
+    /// [`Error::InvalidInput`] listing those that exist. No error prints a password.
     pub fn parse(url: &str) -> Result<StoreUrl> {
+        let shown = redact_url(url);
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             Error::invalid(
                 "url",
-                format!(
-                    "{:?} has no scheme; use sqlite://PATH or json://PATH",
-                    redact_url(url)
-                ),
+                format!("{shown} has no scheme; use sqlite://PATH or json://PATH"),
             )
         })?;
-        if rest.is_empty() {
-            return Err(Error::invalid(
-                "url",
-                format!("{:?} names no path", redact_url(url)),
-            ));
-        }
+        let no_path = || Error::invalid("url", format!("{shown} names no path"));
+        // The path (or name) before `?`, and the parameters after it, checked against `known`.
+        let split = |engine: &str, known: &[&str]| -> Result<(String, Vec<(String, String)>)> {
+            let (path, query) = params::split_query(rest);
+            if path.is_empty() {
+                return Err(no_path());
+            }
+            let pairs = match query {
+                None => Vec::new(),
+                Some(query) => params::parse(&shown, engine, query, known)?
+                    .into_iter()
+                    .map(|(name, value)| (name, value.to_string()))
+                    .collect(),
+            };
+            Ok((path.to_string(), pairs))
+        };
         match scheme {
-            "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(rest))),
+            "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(split("sqlite", &[])?.0))),
             "json" | "jsonl" => {
-                let (path, rotate_after_bytes) = match rest.split_once("?rotate_mb=") {
-                    None => (rest, None),
-                    Some((path, mb)) => {
-                        let mb: u64 = mb.parse().ok().filter(|&mb| mb > 0 && mb < 1 << 40).ok_or_else(|| {
-                            Error::invalid(
-                                "url",
-                                format!("rotate_mb={mb:?} in {url:?} is not a whole number of MiB above 0"),
-                            )
-                        })?;
-                        (path, Some(mb << 20))
-                    }
-                };
-                if path.is_empty() {
-                    return Err(Error::invalid("url", format!("{url:?} names no path")));
+                let (path, pairs) = split("json", &["rotate_mb"])?;
+                let mut rotate_after_bytes = None;
+                for (_, mb) in pairs {
+                    let mb: u64 = mb.parse().ok().filter(|&mb| mb > 0 && mb < 1 << 40).ok_or_else(|| {
+                        Error::invalid(
+                            "url",
+                            format!("rotate_mb in {shown} is not a whole number of MiB above 0"),
+                        )
+                    })?;
+                    rotate_after_bytes = Some(mb << 20);
                 }
                 Ok(StoreUrl::Json {
                     path: PathBuf::from(path),
                     rotate_after_bytes,
                 })
             }
-            "sled" => Ok(StoreUrl::Sled(PathBuf::from(rest))),
-            "postgres" | "postgresql" => Ok(StoreUrl::Postgres(url.to_string())),
-            "memory" => Ok(StoreUrl::Memory(rest.to_string())),
+            "sled" => Ok(StoreUrl::Sled(PathBuf::from(split("sled", &[])?.0))),
+            "postgres" | "postgresql" => {
+                if rest.is_empty() {
+                    return Err(no_path());
+                }
+                if let Some(query) = params::postgres_query(url) {
+                    params::parse(&shown, "postgres", query, params::POSTGRES_PARAMS)?;
+                }
+                Ok(StoreUrl::Postgres(url.to_string()))
+            }
+            "memory" => Ok(StoreUrl::Memory(split("memory", &[])?.0)),
             other => Err(Error::invalid(
                 "url",
                 format!(
-                    "unknown scheme {other:?} in {:?}; known: sqlite://, json://, sled://, postgres://, memory://",
-                    redact_url(url)
+                    "unknown scheme {} in {shown}; known: sqlite://, json://, sled://, postgres://, memory://",
+                    if other.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
+                        other
+                    } else {
+                        "(not a scheme)"
+                    }
                 ),
             )),
         }
@@ -141,6 +187,11 @@ impl Default for OpenOptions {
 }
 
 /// Opens the store `url` names (creating the file and its directory if needed).
+///
+/// Refused with [`Error::InvalidInput`] before anything is created: an unknown URL
+/// parameter (see [`StoreUrl::parse`]), and a path that exists but is not what the engine
+/// keeps there (a directory, FIFO, device or socket for SQLite and JSON; anything but a
+/// directory for sled).
 pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
     open_url_with(url, &OpenOptions::default()).await
 }
@@ -153,6 +204,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
         StoreUrl::Sqlite(path) => {
             #[cfg(feature = "sqlite")]
             {
+                check_kind("sqlite", &path, Expect::File)?;
                 ensure_parent(&path)?;
                 let opts = synclog_sqlite::SqliteOptions {
                     busy_timeout: wait,
@@ -175,6 +227,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
         } => {
             #[cfg(feature = "json")]
             {
+                check_kind("json", &path, Expect::File)?;
                 ensure_parent(&path)?;
                 let opts = synclog_json::JsonOptions {
                     lock_wait: wait,
@@ -193,6 +246,7 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
         StoreUrl::Sled(path) => {
             #[cfg(feature = "sled")]
             {
+                check_kind("sled", &path, Expect::Dir)?;
                 ensure_parent(&path)?;
                 let opts = synclog_sled::SledOptions {
                     lock_wait: wait,
@@ -243,12 +297,17 @@ pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) 
 }
 
 /// [`open_guarded`] with open options.
+///
+/// A primary and a backup that are the same storage (one file by any path, one memory
+/// store, one PostgreSQL schema) are refused with [`Error::InvalidInput`] before either
+/// is opened.
 pub async fn open_guarded_with(
     primary: &str,
     backup: &str,
     options: GuardedOptions,
     open: &OpenOptions,
 ) -> Result<Guarded> {
+    same::refuse_same_storage(primary, backup)?;
     let b = open_url_with(backup, open).await;
     let p = open_url_with(primary, open).await;
     let (p, b) = match (p, b) {

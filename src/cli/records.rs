@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
+use synclog::validate::check_exact_numbers;
 use synclog::{Copies, Durability, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
 use super::open::{open, Opened};
@@ -65,7 +66,10 @@ fn attrs(args: &AppendArgs) -> Result<Value> {
     let mut map = match &args.attrs {
         None => Map::new(),
         Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
+            Ok(Value::Object(m)) => {
+                check_exact_numbers(text)?;
+                m
+            }
             Ok(_) => {
                 return Err(Error::invalid(
                     "attrs",
@@ -82,10 +86,53 @@ fn attrs(args: &AppendArgs) -> Result<Value> {
         if k.is_empty() {
             return Err(Error::invalid("attr", format!("{kv:?} has an empty key")));
         }
-        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        // A number is stored exactly or refused (`1e400` is not JSON to serde_json, but is
+        // a number all the same); anything else that is not JSON is text.
+        let value = match serde_json::from_str::<Value>(v) {
+            Ok(value) => {
+                check_exact_numbers(v)?;
+                value
+            }
+            Err(_) => {
+                if is_number_token(v) {
+                    check_exact_numbers(v)?;
+                }
+                Value::String(v.to_string())
+            }
+        };
         map.insert(k.to_string(), value);
     }
     Ok(Value::Object(map))
+}
+
+/// Whether `s` is one JSON number (`-12`, `0.5`, `1e400`), by the grammar alone.
+fn is_number_token(s: &str) -> bool {
+    let b = s.strip_prefix('-').unwrap_or(s).as_bytes();
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int = digits(0);
+    if int == 0 || (b[0] == b'0' && int > 1) {
+        return false;
+    }
+    let mut i = int;
+    if b.get(i) == Some(&b'.') {
+        let frac = digits(i + 1);
+        if frac == 0 {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = digits(i);
+        if exp == 0 {
+            return false;
+        }
+        i += exp;
+    }
+    i == b.len()
 }
 
 pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Result<u8> {
@@ -400,7 +447,7 @@ mod tests {
         let g = Guarded::open(Arc::new(primary), Arc::new(backup), GuardedOptions::default())
             .await
             .unwrap();
-        Opened::Guarded(g)
+        Opened::Guarded(Box::new(g))
     }
 
     fn log() -> NewLog {

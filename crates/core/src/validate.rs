@@ -202,6 +202,107 @@ fn validate_attrs(attrs: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Checks that every number in the JSON text `json` would be stored exactly.
+///
+/// synclog keeps an attribute number as serde_json does: an integer in `i64`/`u64`, any
+/// other number as the nearest `f64`, written back in its shortest form. A number whose
+/// stored form would not have the same decimal value (an integer beyond 64 bits,
+/// `0.10000000000000000000001`, `1e400`, `1e-400`) is refused with
+/// [`Error::InvalidInput`] on `attrs`, saying to quote it to keep it as text. `1.50`,
+/// `1e2` and `-0` are exact (the same value, written differently).
+///
+/// Only number tokens outside strings are looked at; the text need not be an object,
+/// and text that is not JSON is not refused here (a bare number token is checked).
+///
+/// ```
+/// use synclog_core::validate::check_exact_numbers;
+/// assert!(check_exact_numbers(r#"{"n": 18446744073709551615, "x": 0.1}"#).is_ok());
+/// assert!(check_exact_numbers(r#"{"n": 123456789012345678901234567890}"#).is_err());
+/// assert!(check_exact_numbers("1e400").is_err());
+/// ```
+pub fn check_exact_numbers(json: &str) -> Result<()> {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                if !number_is_exact(token) {
+                    let shown: String = token.chars().take(48).collect();
+                    let more = if token.len() > shown.len() { "…" } else { "" };
+                    return Err(Error::invalid(
+                        "attrs",
+                        format!(
+                            "the number {shown}{more} cannot be stored exactly (attribute numbers are kept as \
+                             64-bit integers or doubles); to keep it as written, quote it as a string: \"{shown}{more}\""
+                        ),
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Whether `token`, read as serde_json reads it and written back as synclog stores it,
+/// keeps its decimal value.
+fn number_is_exact(token: &str) -> bool {
+    let Ok(number) = serde_json::from_str::<serde_json::Number>(token) else {
+        return false; // out of range (`1e400`), or not a number at all
+    };
+    let Ok(stored) = serde_json::to_string(&Value::Number(number)) else {
+        return false;
+    };
+    match (decimal(token), decimal(&stored)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A number's exact decimal value: (negative, significant digits, exponent), with no
+/// leading or trailing zero digits; zero is `(false, [], 0)`. `None` when it is not a
+/// JSON number or its exponent does not fit an `i64`.
+fn decimal(text: &str) -> Option<(bool, Vec<u8>, i64)> {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut exp = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    let mut digits: Vec<u8> = int
+        .bytes()
+        .chain(frac.bytes())
+        .skip_while(|&b| b == b'0')
+        .collect();
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+        exp = exp.checked_add(1)?;
+    }
+    if digits.is_empty() {
+        return Some((false, digits, 0));
+    }
+    Some((negative, digits, exp))
+}
+
 fn depth(v: &Value) -> usize {
     match v {
         Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
@@ -290,6 +391,33 @@ mod tests {
             validate_batch(&batch).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    #[rstest]
+    #[case::integer_beyond_u64("{\"n\":123456789012345678901234567890}")]
+    #[case::negative_beyond_i64("{\"n\":-9223372036854775809}")]
+    #[case::decimal_finer_than_a_double("{\"x\":0.10000000000000000000001}")]
+    #[case::overflowing_exponent("{\"x\":1e400}")]
+    #[case::underflowing_exponent("{\"x\":1e-400}")]
+    #[case::nested_in_an_array("{\"a\":[1,2,{\"b\":9007199254740993.0}]}")]
+    #[case::bare_token("123456789012345678901234567890")]
+    fn a_number_that_would_be_rounded_is_refused_on_attrs(#[case] text: &str) {
+        match check_exact_numbers(text).unwrap_err() {
+            Error::InvalidInput { field, .. } => assert_eq!(field, "attrs"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::u64_max("{\"n\":18446744073709551615}")]
+    #[case::i64_min("{\"n\":-9223372036854775808}")]
+    #[case::short_decimal("{\"x\":0.1,\"y\":1.50,\"z\":-2.5e-3}")]
+    #[case::exponent_form("{\"x\":1e2,\"y\":1E+300}")]
+    #[case::zeros("{\"x\":0,\"y\":-0,\"z\":0.000}")]
+    #[case::shortest_double("{\"x\":2.2250738585072014e-308,\"y\":1.7976931348623157e308}")]
+    #[case::digits_inside_strings("{\"s\":\"123456789012345678901234567890 \\\" 1e400\"}")]
+    fn a_number_stored_exactly_is_accepted(#[case] text: &str) {
+        check_exact_numbers(text).unwrap();
     }
 
     #[test]

@@ -9,6 +9,14 @@ use synclog_core::{Durability, Error, Result};
 /// The schema version this build writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// synclog's `PRAGMA application_id` (`"SYNL"`), set on every database it creates, so
+/// another application's database can be told from a synclog one before anything is
+/// changed. (Databases made before it was set have 0 and are known by their schema.)
+pub const APPLICATION_ID: i32 = 0x5359_4e4c;
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
 /// The schema synclog creates (version [`SCHEMA_VERSION`]); public so benchmarks can
 /// give raw rusqlite the same table.
 pub const SCHEMA: &str = "
@@ -139,6 +147,8 @@ pub(crate) fn open_writer(
     durability: Durability,
 ) -> Result<(Connection, PragmaReport)> {
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    check_regular_file(path)?;
+    inspect(path, busy_timeout)?;
     let busy_timeout = busy_timeout_of(busy_timeout);
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -197,6 +207,124 @@ pub(crate) fn open_writer(
     )?;
     expect("journal_size_limit", report.journal_size_limit, 64 * 1024 * 1024)?;
     Ok((conn, report))
+}
+
+/// Refuses a path that exists (symlinks followed) and is not a regular file: a directory,
+/// a FIFO, a device (`/dev/null`), a socket. Runs before SQLite opens it, so nothing
+/// (`-wal`, `-shm`, `-journal`) is created next to it.
+pub(crate) fn check_regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(Error::invalid(
+            "path",
+            format!(
+                "{} is not a regular file (a directory, FIFO, device or socket); a SQLite store needs a file or a path that does not exist yet",
+                path.display()
+            ),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => Err(Error::invalid(
+            "path",
+            format!(
+                "{}: a part of the path before the last is not a directory",
+                path.display()
+            ),
+        )),
+        Err(err) => Err(Error::io(format!("inspecting {}", path.display()), err)),
+    }
+}
+
+/// Looks at an existing file before anything changes it, and refuses another
+/// application's database untouched ([`Error::InvalidInput`]); a file that is not a
+/// SQLite database at all is [`Error::Corrupt`], untouched too.
+///
+/// The header tells most: synclog's [`APPLICATION_ID`], another one, and the journal
+/// mode. A database in WAL mode is left to [`ensure_schema`], which refuses a foreign one
+/// before writing (opening it changes no byte of it). One in rollback-journal mode, which
+/// synclog never leaves a database in, would be switched to WAL by opening it: its
+/// schema is read first, on a read-only connection.
+fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
+    use std::io::Read;
+    let resource = || format!("sqlite://{}", path.display());
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io(format!("reading the header of {}", resource()), err)),
+    };
+    let mut header = Vec::with_capacity(100);
+    file.take(100)
+        .read_to_end(&mut header)
+        .map_err(|err| Error::io(format!("reading the header of {}", resource()), err))?;
+    if header.is_empty() {
+        return Ok(()); // a new, empty file: SQLite makes it a database
+    }
+    if header.len() < 100 || &header[..16] != SQLITE_MAGIC {
+        return Err(Error::corrupt(
+            resource(),
+            "the file is not a SQLite database (its header is not SQLite's); synclog left it untouched",
+        ));
+    }
+    let be32 = |at: usize| i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let application_id = be32(68);
+    if application_id == APPLICATION_ID {
+        return Ok(());
+    }
+    if application_id != 0 {
+        return Err(foreign(path, &format!("application_id {application_id:#x}")));
+    }
+    let wal_mode = header[18] == 2 && header[19] == 2;
+    if wal_mode {
+        return Ok(());
+    }
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(e("inspecting"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(e("setting busy_timeout on"))?;
+    let tables = table_names(&conn, path)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(e("reading user_version of"))?;
+    close(conn, path)?;
+    match version {
+        0 if tables.is_empty() => Ok(()), // an empty database: synclog sets it up
+        SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
+        _ => Err(foreign(
+            path,
+            &format!("{} tables, user_version {version}", tables.len()),
+        )),
+    }
+}
+
+/// The error for another application's database.
+fn foreign(path: &Path, what: &str) -> Error {
+    Error::invalid(
+        "path",
+        format!(
+            "sqlite://{} is another application's SQLite database ({what}); synclog left it untouched: pick another path",
+            path.display()
+        ),
+    )
+}
+
+fn table_names(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        .map_err(e("inspecting"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(e("inspecting"))?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(e("inspecting"));
+    names
+}
+
+fn has_synclog_tables(tables: &[String]) -> bool {
+    ["logs", "meta"].iter().all(|t| tables.iter().any(|n| n == t))
 }
 
 /// Runs `f` on `conn` again while it fails with SQLITE_BUSY, with bounded backoff, until
@@ -264,49 +392,50 @@ pub fn read_pragmas(conn: &Connection, path: &Path) -> Result<PragmaReport> {
 
 fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
-    let version = |c: &Connection| -> Result<i64> {
-        c.pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e("reading user_version of"))
-    };
-    let check = |v: i64| -> Result<bool> {
-        match v {
-            0 => Ok(false),
-            SCHEMA_VERSION => Ok(true),
-            v if v > SCHEMA_VERSION => Err(Error::Unsupported {
+    // Whether the synclog schema is there (`false`: an empty database to set up); a newer
+    // synclog's is refused, another application's is refused before anything is written.
+    let check = |c: &Connection| -> Result<bool> {
+        let int = |name: &'static str| -> Result<i64> {
+            c.pragma_query_value(None, name, |r| r.get(0))
+                .map_err(e("reading a PRAGMA of"))
+        };
+        let (version, app) = (int("user_version")?, int("application_id")?);
+        if app != 0 && app != i64::from(APPLICATION_ID) {
+            return Err(foreign(path, &format!("application_id {app:#x}")));
+        }
+        let tables = table_names(c, path)?;
+        match version {
+            0 if tables.is_empty() => Ok(false),
+            0 => Err(foreign(
+                path,
+                &format!("{} tables and no synclog schema version", tables.len()),
+            )),
+            SCHEMA_VERSION if app != 0 || has_synclog_tables(&tables) => Ok(true),
+            v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
                 engine: "sqlite",
                 what: format!(
                     "schema version {v} of {} (this synclog knows {SCHEMA_VERSION}); upgrade synclog",
                     path.display()
                 ),
             }),
+            v if v > 0 => Err(foreign(path, &format!("user_version {v}"))),
             v => Err(Error::corrupt(
                 format!("sqlite://{}", path.display()),
                 format!("unknown schema version {v}"),
             )),
         }
     };
-    if check(version(conn)?)? {
+    if check(conn)? {
         return Ok(());
     }
     // Another process may create the schema at the same time: decide under the write lock.
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(e("locking for schema creation"))?;
-    if !check(version(&tx)?)? {
-        let tables: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(e("inspecting"))?;
-        if tables > 0 {
-            return Err(Error::corrupt(
-                format!("sqlite://{}", path.display()),
-                "the file has tables but no synclog schema version; is it another application's database?",
-            ));
-        }
+    if !check(&tx)? {
         tx.execute_batch(SCHEMA).map_err(e("creating the schema in"))?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(e("setting application_id of"))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(e("setting user_version of"))?;
     }

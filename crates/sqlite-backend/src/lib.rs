@@ -18,7 +18,10 @@
 //! - **Separate readers**, and verification on a connection opened for it alone;
 //!   `deep` verification adds `PRAGMA quick_check`.
 //! - **Checkpoints** in all four modes, reporting SQLite's `(busy, log, checkpointed)`.
-//! - **Schema version** in `user_version`; a newer one is refused with a clear error.
+//! - **Schema version** in `user_version`, and [`APPLICATION_ID`] in `application_id`; a
+//!   newer schema is refused with a clear error. Another application's database, and a
+//!   path that is not a regular file (a directory, a FIFO, a device), are refused before
+//!   anything is changed or created ([`Error::InvalidInput`]).
 //!
 //! ```no_run
 //! # async fn demo() -> synclog_core::Result<()> {
@@ -48,7 +51,7 @@ use synclog_core::{
     LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
 };
 
-pub use connection::{synchronous_for, PragmaReport, SCHEMA, SCHEMA_VERSION};
+pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 use reader::ReaderPool;
 use writer::{Writer, WriterCounters};
 

@@ -146,7 +146,10 @@ async fn another_applications_database_is_not_taken_over() {
         .unwrap()
         .execute_batch("CREATE TABLE users(id INTEGER)")
         .unwrap();
-    assert_eq!(SqliteStore::open(&path).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        SqliteStore::open(&path).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 }
 
 #[tokio::test]

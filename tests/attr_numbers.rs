@@ -1,0 +1,120 @@
+//! `synclog append`: numbers in attributes are stored exactly or refused, never rounded.
+
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let d = self.dir.path().display();
+        Command::new(env!("CARGO_BIN_EXE_synclog"))
+            .current_dir(self.dir.path())
+            .env_remove("SYNCLOG_STORE")
+            .env_remove("SYNCLOG_BACKUP")
+            .args(["--store", &format!("sqlite://{d}/s.db")])
+            .args(["--backup", &format!("json://{d}/b.jsonl")])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn append(&self, attrs: &[&str]) -> Output {
+        let mut args = vec!["append", "--job", "j", "--status", "succeeded", "--json"];
+        args.extend_from_slice(attrs);
+        self.run(&args)
+    }
+
+    /// The stored logs, as JSON values.
+    fn logs(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["list", "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn a_number_that_would_be_rounded_is_refused_with_exit_2_and_nothing_is_stored() {
+    let env = Env::new();
+    for attrs in [
+        ["--attr", "n=123456789012345678901234567890"],
+        ["--attr", "n=1e400"],
+        ["--attr", "n=0.10000000000000000000001"],
+        ["--attrs", r#"{"x":0.10000000000000000000001}"#],
+        ["--attrs", r#"{"x":{"y":[18446744073709551616]}}"#],
+        ["--attrs", r#"{"x":1e-400}"#],
+    ] {
+        let out = env.append(&attrs);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{attrs:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(env.logs().len(), 0);
+}
+
+#[test]
+fn numbers_that_fit_are_stored_with_their_exact_value() {
+    let env = Env::new();
+    let out = env.append(&[
+        "--attr",
+        "big=18446744073709551615",
+        "--attr",
+        "small=-9223372036854775808",
+        "--attr",
+        "tenth=0.1",
+        "--attrs",
+        r#"{"e":1e2,"half":1.50}"#,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = env.logs();
+    assert_eq!(logs.len(), 1);
+    let attrs = &logs[0]["attrs"];
+    assert_eq!(attrs["big"].as_u64(), Some(u64::MAX));
+    assert_eq!(attrs["small"].as_i64(), Some(i64::MIN));
+    assert_eq!(attrs["tenth"].as_f64(), Some(0.1));
+    assert_eq!(attrs["e"].as_f64(), Some(100.0));
+    assert_eq!(attrs["half"].as_f64(), Some(1.5));
+}
+
+#[test]
+fn a_quoted_long_number_is_kept_as_text() {
+    let env = Env::new();
+    let out = env.append(&[
+        "--attr",
+        r#"n="123456789012345678901234567890""#,
+        "--attr",
+        "m=1e400 apples",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = env.logs();
+    assert_eq!(logs[0]["attrs"]["n"], "123456789012345678901234567890");
+    assert_eq!(logs[0]["attrs"]["m"], "1e400 apples");
+}
