@@ -408,7 +408,7 @@ impl Inner {
             }
             line_no += 1;
             at += n as u64;
-            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let (body, _) = format::split_ending(&line);
             if line_no == 1 {
                 if let Err(e) = format::check_header(body, &name) {
                     v.corrupt(None, e.to_string());

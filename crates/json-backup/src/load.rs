@@ -262,17 +262,22 @@ fn load_file(
             continue;
         }
         want = chunk_bytes.max(1);
+        // Each line without its ending, and the length of the ending: `\n`, or `\r\n` in a
+        // file a tool converted (a Windows checkout, unix2dos); a file may mix both.
         let mut lines: Vec<&[u8]> = Vec::with_capacity(whole / 256);
+        let mut endings: Vec<u8> = Vec::with_capacity(whole / 256);
         let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', &chunk[..whole]) {
-            lines.push(&chunk[from..newline]);
+            let (body, ending) = format::split_ending(&chunk[from..=newline]);
+            lines.push(body);
+            endings.push(ending as u8);
             from = newline + 1;
         }
         let checked = check_lines(&lines, end == 0);
-        for (body, checked) in lines.iter().zip(checked) {
+        for ((body, checked), ending) in lines.iter().zip(checked).zip(endings) {
             line_no += 1;
             let offset = end;
-            end += body.len() as u64 + 1;
+            end += body.len() as u64 + u64::from(ending);
             if end > MAX_OFFSET {
                 return Err(Error::Unsupported {
                     engine: "json",

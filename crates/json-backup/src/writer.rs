@@ -554,9 +554,12 @@ impl JsonWriter {
             reader
                 .read_exact_at(&mut gap, start)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            // Commit lines are framing, not rejected data.
+            // Commit lines (and the `\r\n` endings after indexed lines, which a record's span
+            // does not cover) are framing, not rejected data.
             for line in gap.split_inclusive(|&b| b == b'\n') {
-                if format::commit_count(line.strip_suffix(b"\n").unwrap_or(line)).is_none() {
+                let (body, _) = format::split_ending(line);
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                if !body.is_empty() && format::commit_count(body).is_none() {
                     bytes.extend_from_slice(line);
                 }
             }
