@@ -61,6 +61,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     }
     /// Renames `from` over `to` and fsyncs the directory.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path` (a partial file a failed step left behind).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Fsyncs the directory holding `path` (after creating a file in it).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// The paths of the files in the directory holding `path` (its siblings, itself included).
@@ -145,6 +147,10 @@ impl FileSystem for RealFs {
         self.sync_dir(to)
     }
 
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(parent(path))?.sync_all()
     }
@@ -190,9 +196,12 @@ impl FileSystem for RealFs {
                 Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
             }
         }
-        file.set_len(0).map_err(LockError::Io)?;
-        file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
-        write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+        // The pid only names the holder in another opener's error: on a full disk the lock
+        // is held without it (an open for reading needs no write).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| write!(file, "{}", std::process::id()));
         Ok(Box::new(RealLock(file)))
     }
 }

@@ -17,6 +17,17 @@
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
 //!   deleted) and reported, so a batch is never half there; a corrupt line in the middle
 //!   is reported with its line number and skipped.
+//! - **Ids are never handed out twice** ([`OpenReport::high_water`]): the next id is above
+//!   every id in the store's files, in its moved-aside files and in its high-water mark
+//!   `<file>.hwm` (saved at close, and at open when moved-aside files raise it; a failure
+//!   to save it is a warning). Ids of records moved aside are not reported missing; ids
+//!   handed out that are in no file (cut off behind the store's back) are.
+//! - **Moved-aside records are the operator's to judge**: while a `<file>.torn-…` file
+//!   holds whole, checksum-valid records, `verify` reports it (file and ids) and is not
+//!   clean; remove or archive the file once its records are dealt with. A torn line with
+//!   no whole record is only a warning.
+//! - **Line endings**: `\r\n` endings (a Windows checkout, `unix2dos`), or a mix of both,
+//!   read as the same records; new lines are written with `\n`.
 //! - **Rotation** ([`JsonStore::rotate`], or [`JsonOptions::rotate_after_bytes`]) seals the
 //!   active file as `<file>.seg-000001`, `<file>.seg-000002`, … and starts a new one. The
 //!   new file is written and synced first, and each step is a rename followed by a
@@ -39,6 +50,7 @@ pub mod format;
 pub mod fs;
 mod index;
 mod load;
+mod mark;
 pub mod sim;
 mod writer;
 
@@ -254,7 +266,7 @@ fn warn_about(name: &str, report: &OpenReport) {
             store = name,
             skipped = report.corrupt_lines.len(),
             first = %format!("{} line {}: {}", first.file.display(), first.line, first.detail),
-            "lines that do not check out were skipped; `compact` saves them aside"
+            "lines that do not check out were skipped; `synclog compact` drops repeated lines and saves the others aside"
         );
     }
     if report.finished_rotation {
@@ -378,13 +390,66 @@ impl Inner {
 
     /// Reads every file of the store from the start on a handle of its own, up to its
     /// acknowledged end, checking every line.
+    ///
+    /// Also reported, as problems: a moved-aside file (`<file>.torn-…`) holding whole,
+    /// checksum-valid records, until the operator removes or archives it; ids handed out
+    /// that are in none of the files (cut off behind the store's back); a high-water mark
+    /// that does not read. Ids moved aside (never acknowledged) are not reported missing.
     fn verify(&self) -> Result<VerifyReport> {
-        let spans = read_shared(&self.shared).spans();
+        let (spans, last, high_water, skipped, mark_problem) = {
+            let s = read_shared(&self.shared);
+            (
+                s.spans(),
+                s.index.last_id().unwrap_or(0),
+                s.mark.mark.high_water,
+                s.mark.mark.skipped.clone(),
+                s.mark.problem.clone(),
+            )
+        };
         let mut v = Verifier::unordered();
         for (_, path, end) in spans {
             Self::verify_file(&*self.fs, &path, end, &mut v)?;
         }
-        Ok(v.finish())
+        for file in mark::aside_files(&*self.fs, &self.path, false)? {
+            let aside = mark::read_aside(&*self.fs, &file)?;
+            if aside.whole_count > 0 {
+                v.engine_problem(format!(
+                    "{} holds {} whole record(s) (logs {}) moved aside at open, never counted in the store; \
+                     inspect it, then remove or archive it",
+                    file.display(),
+                    aside.whole_count,
+                    mark::describe(&aside.whole)
+                ));
+            } else {
+                tracing::warn!(file = %file.display(), "a torn line moved aside at open (no whole record)");
+            }
+        }
+        if let Some(problem) = mark_problem {
+            v.engine_problem(problem);
+        }
+        let mut report = v.finish();
+        report.missing.retain(|id| !mark::contains(&skipped, id.get()));
+        if high_water > last {
+            let mut gone: mark::Ranges = Vec::new();
+            let mut from = last + 1;
+            for &(a, b) in skipped.iter().filter(|&&(_, b)| b > last) {
+                if a > from {
+                    gone.push((from, a - 1));
+                }
+                from = from.max(b.saturating_add(1));
+            }
+            if from <= high_water {
+                gone.push((from, high_water));
+            }
+            if !gone.is_empty() {
+                report.engine_problems.push(format!(
+                    "logs {} were handed out but are in none of the store's files (cut off behind its back?); \
+                     their ids will not be handed out again",
+                    mark::describe(&gone)
+                ));
+            }
+        }
+        Ok(report)
     }
 
     fn verify_file(fs: &dyn FileSystem, path: &Path, end: u64, v: &mut Verifier) -> Result<()> {

@@ -10,6 +10,7 @@ use synclog_core::{Checksum, Error, LogId, Result};
 
 use crate::format;
 use crate::fs::FileSystem;
+use crate::mark::{self, Mark};
 
 pub(crate) use crate::index::{Entry, Index, MAX_OFFSET};
 
@@ -53,6 +54,12 @@ pub struct OpenReport {
     pub finished_rotation: bool,
     /// The file did not exist and was created.
     pub created: bool,
+    /// The highest id ever handed out, as far as the store's files, its moved-aside files
+    /// and its high-water mark (`<file>.hwm`) tell: the next id is above it.
+    pub high_water: u64,
+    /// Why the high-water mark did not read, if it did not (ids are then bounded by the
+    /// files alone, and `verify` reports it).
+    pub mark_problem: Option<String>,
 }
 
 /// One file of a store.
@@ -68,6 +75,7 @@ pub(crate) struct StoreFile {
 
 pub(crate) struct Loaded {
     pub index: Index,
+    pub mark: MarkState,
     /// Sealed segments in number order, then the active file.
     pub files: Vec<StoreFile>,
     pub report: OpenReport,
@@ -206,7 +214,69 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
     let index = Index::from_sorted(committed);
     report.records = index.len() as u64;
-    Ok(Loaded { index, files, report })
+    let mark = load_mark(fs, path, &index, &mut report)?;
+    Ok(Loaded {
+        index,
+        files,
+        report,
+        mark,
+    })
+}
+
+/// Reads the high-water mark and the moved-aside files: the next id must be above every
+/// id in them. Ids of whole records in torn tails that are not in the store are noted as
+/// skipped. A mark that rose is saved; if that fails (a full disk), opening goes on with a
+/// warning: the moved-aside files still bound the ids next time.
+fn load_mark(fs: &dyn FileSystem, path: &Path, index: &Index, report: &mut OpenReport) -> Result<MarkState> {
+    let (stored, problem) = match mark::read(fs, path)? {
+        Ok(m) => (m, None),
+        Err(p) => (None, Some(p)),
+    };
+    let mut mark = stored.clone().unwrap_or_default();
+    mark.high_water = mark.high_water.max(index.last_id().unwrap_or(0));
+    let torn = sibling(path, ".torn-")
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    let mut moved = Vec::new();
+    for file in mark::aside_files(fs, path, true)? {
+        let aside = mark::read_aside(fs, &file)?;
+        mark.high_water = mark.high_water.max(aside.max_id);
+        let is_torn = file
+            .file_name()
+            .zip(torn.as_deref())
+            .is_some_and(|(f, t)| f.to_string_lossy().starts_with(t));
+        if is_torn {
+            for &(a, b) in &aside.whole {
+                moved.extend((a..=b).filter(|id| index.get(*id).is_none()));
+            }
+        }
+    }
+    mark::add_ids(&mut mark.skipped, moved);
+    let mut saved = stored.as_ref().map_or(0, |m| m.high_water);
+    if stored.as_ref() != Some(&mark) && (stored.is_some() || mark.high_water > index.last_id().unwrap_or(0))
+    {
+        match mark::save(fs, path, &mark) {
+            Ok(()) => saved = mark.high_water,
+            Err(e) => tracing::warn!(
+                store = %path.display(),
+                error = %e,
+                "could not save the high-water mark; the moved-aside files still bound the next id"
+            ),
+        }
+    }
+    report.high_water = mark.high_water;
+    report.mark_problem = problem.clone();
+    Ok(MarkState { mark, saved, problem })
+}
+
+/// The high-water mark as loaded, and how much of it is saved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MarkState {
+    pub mark: Mark,
+    /// The high water the mark's file holds.
+    pub saved: u64,
+    /// Why the mark's file did not read, if it did not.
+    pub problem: Option<String>,
 }
 
 /// Reads one file of the store (if it exists) once, `chunk_bytes` at a time, adding its committed records to
@@ -399,11 +469,21 @@ fn move_aside(fs: &dyn FileSystem, path: &Path, at: u64, bytes: &[u8]) -> Result
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".torn-{stamp}-at-{at}"));
     let aside = PathBuf::from(aside);
-    fs.write_new(&aside, bytes).map_err(io(format!(
-        "saving the torn tail of {} to {}",
-        path.display(),
-        aside.display()
-    )))?;
+    if let Err(e) = fs.write_new(&aside, bytes) {
+        // On a full disk the name is created but the bytes are not written: leave no
+        // empty file behind for each attempt (the bytes are still in the store's file).
+        if fs.len(&aside).ok().flatten().is_some() {
+            let _ = fs.remove_file(&aside);
+        }
+        return Err(Error::io(
+            format!(
+                "saving the torn tail of {} to {} (the file is left as it was)",
+                path.display(),
+                aside.display()
+            ),
+            e,
+        ));
+    }
     fs.truncate(path, at)
         .map_err(io(format!("cutting the torn tail off {}", path.display())))?;
     Ok(TornTail {

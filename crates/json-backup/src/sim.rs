@@ -35,6 +35,14 @@ struct State {
     power_cut_at: Option<u64>,
     /// One operation, by count, that fails once (a transient I/O error).
     fail_once_at: Option<u64>,
+    /// The disk is full: appending bytes fails with ENOSPC (creating, renaming, cutting
+    /// and removing files still work, as on a real full disk).
+    disk_full: bool,
+}
+
+/// The error a write to a full disk gets.
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 impl State {
@@ -108,6 +116,12 @@ impl SimFs {
     pub fn fail_once_after(&self, n: u64) {
         let mut st = self.lock_state();
         st.fail_once_at = Some(st.ops + n);
+    }
+
+    /// Fills the disk (`true`): from now on appending bytes fails with ENOSPC, until
+    /// called with `false`.
+    pub fn set_disk_full(&self, full: bool) {
+        self.lock_state().disk_full = full;
     }
 
     /// Whether the power was cut (an operation was refused).
@@ -185,6 +199,9 @@ impl AppendFile for SimAppend {
         let mut guard = self.fs.lock_state();
         let st = self.live(&mut guard)?;
         st.op()?;
+        if st.disk_full && !buf.is_empty() {
+            return Err(no_space());
+        }
         st.inodes[self.inode].data.extend_from_slice(buf);
         Ok(())
     }
@@ -318,6 +335,14 @@ impl FileSystem for SimFs {
         st.names.remove(from);
         st.names.insert(to.to_path_buf(), inode);
         st.durable_names = st.names.clone();
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock_state();
+        Self::inode_of(&st, path)?;
+        st.op()?;
+        st.names.remove(path);
         Ok(())
     }
 

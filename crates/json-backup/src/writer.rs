@@ -13,7 +13,8 @@ use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Re
 
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, ReadAt};
-use crate::load::{self, sibling, Entry, Index, Loaded, MAX_OFFSET};
+use crate::load::{self, sibling, Entry, Index, Loaded, MarkState, MAX_OFFSET};
+use crate::mark;
 
 /// A file of the store, open for reading.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub files: Arc<Files>,
     /// Bytes of the active file acknowledged so far (verification reads no further).
     pub end: u64,
+    /// The high-water mark: the highest id handed out, kept up by the writer.
+    pub mark: MarkState,
 }
 
 impl Shared {
@@ -62,6 +65,7 @@ impl Shared {
             index: loaded.index,
             files: Arc::new(files),
             end,
+            mark: loaded.mark,
         })
     }
 
@@ -142,7 +146,10 @@ impl JsonWriter {
         shared: SharedRef,
         rotate_after: Option<u64>,
     ) -> Self {
-        let next_id = read_shared(&shared).index.last_id().map_or(1, |k| k + 1);
+        let next_id = {
+            let s = read_shared(&shared);
+            s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1
+        };
         JsonWriter {
             fs,
             path,
@@ -229,6 +236,8 @@ impl JsonWriter {
             offset += len as u64 + 1;
             rest = rest.get(len + 1..).unwrap_or_default();
         }
+        let top = entries.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        shared.mark.mark.high_water = shared.mark.mark.high_water.max(top);
         shared.index.insert_many(entries);
         shared.end += buf.len() as u64;
         drop(shared);
@@ -471,7 +480,12 @@ impl JsonWriter {
         }
         drop(files);
         let loaded = load::load(&*self.fs, &self.path)?;
-        let fresh = Shared::open(&*self.fs, loaded)?;
+        let mut fresh = Shared::open(&*self.fs, loaded)?;
+        // The mark as this writer kept it (it may be ahead of the saved one).
+        let kept = read_shared(&self.shared).mark.clone();
+        if kept.mark.high_water >= fresh.mark.mark.high_water {
+            fresh.mark = kept;
+        }
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
         report.records = fresh.index.len() as u64;
         *write_shared(&self.shared) = fresh;
@@ -604,7 +618,21 @@ impl BatchWriter for JsonWriter {
         Ok(out)
     }
 
+    /// Syncs, then saves the high-water mark if it rose. The records are durable before
+    /// the mark is saved, so a failure to save it (a full disk) is a warning, not an error.
     fn close(&mut self) -> Result<()> {
-        self.sync(Durability::PowerLoss)
+        self.sync(Durability::PowerLoss)?;
+        let state = read_shared(&self.shared).mark.clone();
+        if state.mark.high_water > state.saved {
+            match mark::save(&*self.fs, &self.path, &state.mark) {
+                Ok(()) => write_shared(&self.shared).mark.saved = state.mark.high_water,
+                Err(e) => tracing::warn!(
+                    store = %self.name(),
+                    error = %e,
+                    "could not save the high-water mark at close; the records themselves are durable"
+                ),
+            }
+        }
+        Ok(())
     }
 }
