@@ -69,7 +69,7 @@ use synclog_core::{
     Scan, VerifyOptions, VerifyReport,
 };
 
-pub use load::{CorruptLine, OpenReport, TornTail};
+pub use load::{CorruptLine, LineProblem, OpenReport, TornTail};
 pub use writer::{CompactReport, RotateReport};
 
 use fs::{FileSystem, LockError, LockGuard, RealFs};

@@ -25,6 +25,24 @@ pub struct CorruptLine {
     pub offset: u64,
     /// What is wrong with it.
     pub detail: String,
+    /// What kind of problem it is.
+    pub kind: LineProblem,
+}
+
+/// What kind of problem a skipped line has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LineProblem {
+    /// Not a record that checks out: bad JSON, a checksum that does not match, a commit
+    /// line with the wrong count. Compaction saves it aside.
+    Corrupt,
+    /// A record whose id is already stored with the same checksum: an identical copy.
+    /// Compaction drops it.
+    Duplicate,
+    /// A valid record whose id is already stored with another checksum: the first copy is
+    /// kept, and compaction saves this one aside.
+    ConflictingRepeat,
 }
 
 /// The end of a file that was never committed (a torn last line, or a last group without
@@ -60,6 +78,24 @@ pub struct OpenReport {
     /// Why the high-water mark did not read, if it did not (ids are then bounded by the
     /// files alone, and `verify` reports it).
     pub mark_problem: Option<String>,
+}
+
+impl OpenReport {
+    /// Lines skipped because they repeat a stored record identically (`synclog compact`
+    /// drops them).
+    pub fn duplicate_lines(&self) -> u64 {
+        self.count(LineProblem::Duplicate)
+    }
+
+    /// Lines skipped because they do not check out, or repeat an id with another record
+    /// (`synclog compact` saves them to a `.rejected-…` file).
+    pub fn corrupt_line_count(&self) -> u64 {
+        self.corrupt_lines.len() as u64 - self.duplicate_lines()
+    }
+
+    fn count(&self, kind: LineProblem) -> u64 {
+        self.corrupt_lines.iter().filter(|c| c.kind == kind).count() as u64
+    }
 }
 
 /// One file of a store.
@@ -189,7 +225,8 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     for i in 0..committed.len() {
         let (id, entry) = committed[i];
         if kept > 0 && committed[kept - 1].0 == id {
-            repeats.push((id, entry));
+            let same = committed[kept - 1].1.checksum == entry.checksum;
+            repeats.push((id, entry, same));
         } else {
             committed[kept] = (id, entry);
             kept += 1;
@@ -197,7 +234,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     }
     committed.truncate(kept);
     committed.shrink_to_fit();
-    for (id, entry) in repeats {
+    for (id, entry, same) in repeats {
         let file = files
             .iter()
             .find(|f| f.number == entry.file())
@@ -206,7 +243,16 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
             line: line_number(fs, &file, entry.offset())?,
             file,
             offset: entry.offset(),
-            detail: format!("log {id} appears again; the first copy is kept"),
+            detail: if same {
+                format!("log {id} appears again, identical; the first copy is kept")
+            } else {
+                format!("log {id} appears again, different; the first copy is kept")
+            },
+            kind: if same {
+                LineProblem::Duplicate
+            } else {
+                LineProblem::ConflictingRepeat
+            },
         });
     }
     report
@@ -366,6 +412,7 @@ fn load_file(
                         line: line_no,
                         offset,
                         detail: format!("commit line counts {count} lines, the group has {group_lines}"),
+                        kind: LineProblem::Corrupt,
                     });
                 }
                 committed.append(&mut group);
@@ -384,6 +431,7 @@ fn load_file(
                     line: line_no,
                     offset,
                     detail,
+                    kind: LineProblem::Corrupt,
                 }),
             }
         }

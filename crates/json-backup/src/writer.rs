@@ -101,8 +101,13 @@ pub struct CompactReport {
     pub records: u64,
     /// Files rewritten: the active file always, a sealed segment only if it held skipped lines.
     pub files_rewritten: u64,
-    /// Bytes of lines skipped at open (corrupt or repeated), saved to `rejected_to`.
+    /// Bytes of lines skipped at open (corrupt, or repeating an id with another record),
+    /// saved to `rejected_to`.
     pub rejected_bytes: u64,
+    /// Lines saved to `rejected_to`.
+    pub rejected_lines: u64,
+    /// Lines dropped because they repeated a stored record identically.
+    pub duplicates_dropped: u64,
     /// Where the skipped lines were saved (one file for each file that had any).
     pub rejected_to: Vec<PathBuf>,
     /// Bytes of all the store's files before and after.
@@ -466,10 +471,12 @@ impl JsonWriter {
             let Some(file) = files.get(&number) else { continue };
             let entries = by_file.remove(&number).unwrap_or_default();
             report.bytes_before += end;
-            let (rejected_bytes, rejected_to) = self.save_rejected(&path, &entries, &*file.reader, end)?;
-            report.rejected_bytes += rejected_bytes;
-            report.rejected_to.extend(rejected_to);
-            if number != active && rejected_bytes == 0 {
+            let skipped = self.save_rejected(&path, &entries, &*file.reader, end)?;
+            report.rejected_bytes += skipped.bytes;
+            report.rejected_lines += skipped.lines;
+            report.duplicates_dropped += skipped.duplicates;
+            report.rejected_to.extend(skipped.saved_to);
+            if number != active && skipped.bytes == 0 && skipped.duplicates == 0 {
                 continue;
             }
             if number == active {
@@ -541,13 +548,16 @@ impl JsonWriter {
     /// Saves every line of the file at `path` (whose indexed records are `entries`) that
     /// is neither the header, an indexed record nor a commit line (the lines skipped at
     /// open) to a `.rejected-…` file next to it, so compaction deletes nothing unseen.
+    ///
+    /// A line that repeats a stored record identically (same id, same checksum) is
+    /// dropped, not saved: the store keeps that record.
     fn save_rejected(
         &self,
         path: &Path,
         entries: &[Entry],
         reader: &dyn ReadAt,
         end: u64,
-    ) -> Result<(u64, Option<PathBuf>)> {
+    ) -> Result<Skipped> {
         let mut spans: Vec<(u64, u64)> = entries.iter().map(|e| (e.offset(), e.end())).collect();
         spans.sort_unstable();
         let mut gaps = Vec::new();
@@ -558,8 +568,9 @@ impl JsonWriter {
             }
             at = at.max(stop);
         }
+        let mut skipped = Skipped::default();
         if gaps.is_empty() {
-            return Ok((0, None));
+            return Ok(skipped);
         }
         let mut bytes = Vec::new();
         let mut gap = Vec::new();
@@ -573,21 +584,46 @@ impl JsonWriter {
             for line in gap.split_inclusive(|&b| b == b'\n') {
                 let (body, _) = format::split_ending(line);
                 let body = body.strip_suffix(b"\r").unwrap_or(body);
-                if !body.is_empty() && format::commit_count(body).is_none() {
+                if body.is_empty() || format::commit_count(body).is_some() {
+                    continue;
+                }
+                let duplicate = format::check(body).is_ok_and(|(id, sum)| {
+                    read_shared(&self.shared)
+                        .index
+                        .get(id.get())
+                        .is_some_and(|e| e.checksum == sum)
+                });
+                if duplicate {
+                    skipped.duplicates += 1;
+                } else {
+                    skipped.lines += 1;
                     bytes.extend_from_slice(line);
                 }
             }
         }
         if bytes.is_empty() {
-            return Ok((0, None));
+            return Ok(skipped);
         }
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         let to = sibling(path, &format!(".rejected-{stamp}"));
         self.fs
             .write_new(&to, &bytes)
             .map_err(|e| Error::io(format!("saving rejected lines to {}", to.display()), e))?;
-        Ok((bytes.len() as u64, Some(to)))
+        skipped.bytes = bytes.len() as u64;
+        skipped.saved_to = Some(to);
+        Ok(skipped)
     }
+}
+
+/// What [`JsonWriter::save_rejected`] found in a file's skipped lines.
+#[derive(Debug, Default)]
+struct Skipped {
+    /// Bytes and lines saved aside.
+    bytes: u64,
+    lines: u64,
+    /// Identical repeats dropped.
+    duplicates: u64,
+    saved_to: Option<PathBuf>,
 }
 
 impl BatchWriter for JsonWriter {
