@@ -10,8 +10,15 @@
 //!   `fdatasync`, then the acknowledgement. The directory is fsynced whenever a file is
 //!   created or renamed.
 //! - **One writer per file across processes**: an advisory lock on `<file>.lock` holding
-//!   the owner's pid. A second opener waits up to [`JsonOptions::lock_wait`], then gets
-//!   [`Error::Locked`] naming the file and the holder. Short-lived processes take turns.
+//!   the owner's pid, and a lock on the active file itself (its inode), so a store opened
+//!   through a symlink (followed: the store's files are next to the real file), a hard
+//!   link, `..` segments or another mount meets the same lock. A file that replaces the
+//!   active one (rotation, compaction) is locked before it is renamed into place, and an
+//!   opener checks after locking that the path still names the file it locked (else it
+//!   tries again). A second opener waits up to [`JsonOptions::lock_wait`], then gets
+//!   [`Error::Locked`] naming the file (and the holder, when it wrote its pid). Short-lived
+//!   processes take turns. A hard link names a file, not a store: after a rotation or a
+//!   compaction it names the old, detached file.
 //! - **Atomic groups**: each group (a group commit, an import) ends with a commit line.
 //! - **Opening after a crash** ([`OpenReport`]): an uncommitted end (a torn last line, or
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
@@ -58,7 +65,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
@@ -104,7 +111,10 @@ impl Default for JsonOptions {
 }
 
 struct Inner {
+    /// The active file (symlinks followed).
     path: PathBuf,
+    /// The path the store was opened with, for messages.
+    given: PathBuf,
     fs: Arc<dyn FileSystem>,
     group: GroupCommit<JsonWriter>,
     shared: SharedRef,
@@ -122,7 +132,7 @@ pub struct JsonStore {
 impl std::fmt::Debug for JsonStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.given)
             .finish()
     }
 }
@@ -140,8 +150,13 @@ impl JsonStore {
         options: JsonOptions,
         fs: Arc<dyn FileSystem>,
     ) -> Result<JsonStore> {
-        let path = path.as_ref().to_path_buf();
-        let name = path.display().to_string();
+        let given = path.as_ref().to_path_buf();
+        let name = given.display().to_string();
+        // The store's files are next to the real file, wherever a symlink points from.
+        let path = fs
+            .resolve(&given)
+            .map_err(|e| Error::io(format!("resolving {name}"), e))?;
+        let deadline = Instant::now() + options.lock_wait;
         let lock_path = sibling(&path, ".lock");
         let lock = fs.lock(&lock_path, options.lock_wait).map_err(|e| match e {
             LockError::Held { holder } => Error::Locked {
@@ -155,7 +170,26 @@ impl JsonStore {
             },
             LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
         })?;
+        // The active file's own lock: a hard link or another mount reaches the same file
+        // by another name, hence another `.lock`. A new file is locked once created.
+        let exists = fs
+            .len(&path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?
+            .is_some();
+        let mut active_lock = match exists {
+            true => Some(lock_active(&*fs, &path, deadline, &name, options.lock_wait)?),
+            false => None,
+        };
         let loaded = load::load(&*fs, &path)?;
+        if active_lock.is_none() {
+            active_lock = Some(lock_active(
+                &*fs,
+                &path,
+                Instant::now(),
+                &name,
+                options.lock_wait,
+            )?);
+        }
         let report = loaded.report.clone();
         warn_about(&name, &report);
         let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
@@ -164,6 +198,7 @@ impl JsonStore {
             path.clone(),
             shared.clone(),
             options.rotate_after_bytes,
+            active_lock,
         );
         let group = GroupCommit::spawn(
             writer,
@@ -177,6 +212,7 @@ impl JsonStore {
         Ok(JsonStore {
             inner: Arc::new(Inner {
                 path,
+                given,
                 fs,
                 group,
                 shared,
@@ -192,7 +228,7 @@ impl JsonStore {
         &self.inner.report
     }
 
-    /// The active file.
+    /// The active file (with a symbolic link in the path it was opened with followed).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -247,6 +283,48 @@ impl JsonStore {
                 context: "a read task failed".into(),
                 source: Box::new(e),
             })?
+    }
+}
+
+/// Locks the active file itself, then checks `path` still names the file locked (a
+/// rotation or compaction replaces it by rename while another opener waits); if not,
+/// tries again on the file it names now, until `deadline`.
+fn lock_active(
+    fs: &dyn FileSystem,
+    path: &Path,
+    deadline: Instant,
+    name: &str,
+    lock_wait: Duration,
+) -> Result<Box<dyn LockGuard>> {
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (guard, id) = fs.lock_file(path, wait).map_err(|e| match e {
+            LockError::Held { .. } => Error::Locked {
+                resource: name.to_string(),
+                detail: format!(
+                    "the file is held by another process (through another path: a hard link or \
+                     another mount) for more than {lock_wait:?}; stop it, or give this one another file"
+                ),
+                source: None,
+            },
+            LockError::Io(e) => Error::io(format!("locking {name}"), e),
+        })?;
+        let now = fs
+            .file_id(path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        if now == Some(id) {
+            return Ok(guard);
+        }
+        drop(guard);
+        if Instant::now() >= deadline {
+            return Err(Error::Locked {
+                resource: name.to_string(),
+                detail: format!(
+                    "the file was replaced (rotated or compacted) by another process for more than {lock_wait:?}"
+                ),
+                source: None,
+            });
+        }
     }
 }
 
@@ -495,7 +573,7 @@ impl Inner {
 #[async_trait]
 impl LogStore for JsonStore {
     fn describe(&self) -> String {
-        format!("json://{}", self.inner.path.display())
+        format!("json://{}", self.inner.given.display())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
+use crate::fs::{AppendFile, FileId, FileSystem, LockError, LockGuard, ReadAt};
 
 #[derive(Debug, Default, Clone)]
 struct Inode {
@@ -27,6 +27,8 @@ struct State {
     names: HashMap<PathBuf, usize>,
     durable_names: HashMap<PathBuf, usize>,
     locks: HashSet<PathBuf>,
+    /// Files locked by identity (inode number).
+    file_locks: HashSet<usize>,
     generation: u64,
     fail_syncs: usize,
     syncs: u64,
@@ -92,6 +94,7 @@ impl SimFs {
         st.generation += 1;
         st.power_cut_at = None;
         st.locks.clear();
+        st.file_locks.clear();
         st.names = st.durable_names.clone();
         for inode in &mut st.inodes {
             let keep = match tear {
@@ -259,6 +262,24 @@ impl Drop for SimLock {
     }
 }
 
+#[derive(Debug)]
+struct SimFileLock {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+}
+
+impl LockGuard for SimFileLock {}
+
+impl Drop for SimFileLock {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock_state();
+        if st.generation == self.generation {
+            st.file_locks.remove(&self.inode);
+        }
+    }
+}
+
 impl FileSystem for SimFs {
     fn len(&self, path: &Path) -> io::Result<Option<u64>> {
         let st = self.lock_state();
@@ -361,6 +382,34 @@ impl FileSystem for SimFs {
             .filter(|p| p.parent() == path.parent())
             .cloned()
             .collect())
+    }
+
+    fn lock_file(&self, path: &Path, _wait: Duration) -> Result<(Box<dyn LockGuard>, FileId), LockError> {
+        let mut st = self.lock_state();
+        let inode = Self::inode_of(&st, path).map_err(LockError::Io)?;
+        if !st.file_locks.insert(inode) {
+            return Err(LockError::Held { holder: None });
+        }
+        let guard = SimFileLock {
+            fs: self.clone(),
+            inode,
+            generation: st.generation,
+        };
+        Ok((
+            Box::new(guard),
+            FileId {
+                dev: 0,
+                ino: inode as u64,
+            },
+        ))
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
+        let st = self.lock_state();
+        Ok(st.names.get(path).map(|&i| FileId {
+            dev: 0,
+            ino: i as u64,
+        }))
     }
 
     fn lock(&self, path: &Path, _wait: Duration) -> Result<Box<dyn LockGuard>, LockError> {

@@ -12,7 +12,7 @@ use synclog_core::group::BatchWriter;
 use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
 
 use crate::format;
-use crate::fs::{AppendFile, FileSystem, ReadAt};
+use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
 use crate::load::{self, sibling, Entry, Index, Loaded, MarkState, MAX_OFFSET};
 use crate::mark;
 
@@ -142,6 +142,25 @@ pub(crate) struct JsonWriter {
     /// A rotation started and did not finish: finish it before anything else touches
     /// the active file (which may be missing between the rotation's two renames).
     rotation_pending: bool,
+    /// The lock on the active file itself; a file that replaces it (rotation,
+    /// compaction) is locked before it is renamed into place.
+    active_lock: Option<Box<dyn LockGuard>>,
+}
+
+/// Locks a file about to be renamed over the active file, so that an opener through
+/// another path (a hard link, another mount) that locks it finds it held.
+fn lock_replacement(fs: &dyn FileSystem, path: &Path) -> Result<Box<dyn LockGuard>> {
+    let name = path.display().to_string();
+    fs.lock_file(path, std::time::Duration::ZERO)
+        .map(|(guard, _)| guard)
+        .map_err(|e| match e {
+            LockError::Held { .. } => Error::Locked {
+                resource: name,
+                detail: "another process holds the file that was to replace the active file".into(),
+                source: None,
+            },
+            LockError::Io(e) => Error::io(format!("locking {name}"), e),
+        })
 }
 
 impl JsonWriter {
@@ -150,6 +169,7 @@ impl JsonWriter {
         path: PathBuf,
         shared: SharedRef,
         rotate_after: Option<u64>,
+        active_lock: Option<Box<dyn LockGuard>>,
     ) -> Self {
         let next_id = {
             let s = read_shared(&shared);
@@ -166,6 +186,7 @@ impl JsonWriter {
             buf: Vec::with_capacity(1 << 16),
             rotate_after,
             rotation_pending: false,
+            active_lock,
         }
     }
 
@@ -393,9 +414,11 @@ impl JsonWriter {
                 self.prepare_next(&next, &header)?;
             }
         }
+        let lock = lock_replacement(&*self.fs, &next)?;
         self.fs
             .rename(&next, &self.path)
             .map_err(io(format!("renaming {} to {name}", next.display())))?;
+        self.active_lock = Some(lock);
         self.rotation_pending = false;
         let reader = self
             .fs
@@ -482,7 +505,10 @@ impl JsonWriter {
             if number == active {
                 self.file = None;
             }
-            rewrite(&*self.fs, &path, &entries, &*file.reader)?;
+            let lock = rewrite(&*self.fs, &path, &entries, &*file.reader, number == active)?;
+            if lock.is_some() {
+                self.active_lock = lock;
+            }
             report.files_rewritten += 1;
         }
         drop(files);
@@ -502,7 +528,15 @@ impl JsonWriter {
 
 /// Writes `entries` (lines of the file at `path`, read through `reader`) to a new file
 /// after the header, in commit groups of about 1 MiB, syncs it and renames it over `path`.
-fn rewrite(fs: &dyn FileSystem, path: &Path, entries: &[Entry], reader: &dyn ReadAt) -> Result<()> {
+/// With `lock` (the active file), the new file is locked before the rename and its lock
+/// returned.
+fn rewrite(
+    fs: &dyn FileSystem,
+    path: &Path,
+    entries: &[Entry],
+    reader: &dyn ReadAt,
+    lock: bool,
+) -> Result<Option<Box<dyn LockGuard>>> {
     let name = path.display().to_string();
     let tmp = sibling(path, ".compact.tmp");
     let io = |what: &str| {
@@ -540,8 +574,13 @@ fn rewrite(fs: &dyn FileSystem, path: &Path, entries: &[Entry], reader: &dyn Rea
     out.sync_data().map_err(io("syncing"))?;
     drop(out);
     fs.sync_dir(&tmp).map_err(io("syncing the directory of"))?;
+    let guard = match lock {
+        true => Some(lock_replacement(fs, &tmp)?),
+        false => None,
+    };
     fs.rename(&tmp, path)
-        .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))
+        .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))?;
+    Ok(guard)
 }
 
 impl JsonWriter {
@@ -669,6 +708,7 @@ impl BatchWriter for JsonWriter {
                 ),
             }
         }
+        self.active_lock = None;
         Ok(())
     }
 }
