@@ -180,7 +180,7 @@ impl JsonStore {
             true => Some(lock_active(&*fs, &path, deadline, &name, options.lock_wait)?),
             false => None,
         };
-        let loaded = load::load(&*fs, &path)?;
+        let loaded = load::load(&*fs, &path, true)?;
         if active_lock.is_none() {
             active_lock = Some(lock_active(
                 &*fs,
@@ -350,6 +350,19 @@ fn warn_about(name: &str, report: &OpenReport) {
     if report.finished_rotation {
         tracing::warn!(store = name, "a rotation cut off by a crash was finished");
     }
+}
+
+/// What opening the store at `path` would find, read without writing anything and without
+/// taking its lock (so it works while another process has the store open): records, the
+/// skipped lines ([`OpenReport::duplicate_lines`], [`OpenReport::corrupt_line_count`]),
+/// segments, the high-water mark. An uncommitted end is left where it is and not listed in
+/// `torn_tails` (the next open moves it aside). For `check` and other read-only tools.
+pub fn inspect(path: impl AsRef<Path>) -> Result<OpenReport> {
+    let given = path.as_ref();
+    let path = RealFs
+        .resolve(given)
+        .map_err(|e| Error::io(format!("resolving {}", given.display()), e))?;
+    Ok(load::load(&RealFs, &path, false)?.report)
 }
 
 /// The files of the store at `path` as they are on disk now: its sealed segments in order,

@@ -168,12 +168,16 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// Loads the store at `path`: every sealed segment, then the active file (created with
 /// its header if it does not exist), into one index. A record stored twice keeps its
 /// first copy (the oldest file's); the others are reported.
-pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
+///
+/// With `writes` false (see [`crate::inspect`]) nothing is written: an uncommitted end is
+/// left in place (and not indexed), a cut-off rotation is not finished, no header is
+/// created, the mark is not saved.
+pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
     let next = next_path(path);
     let exists = fs.len(path).map_err(io(format!("reading {name}")))?;
-    if exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
+    if writes && exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
         // A rotation sealed the active file and was cut off before renaming the next one
         // (already synced, holding only its header) into place.
         fs.rename(&next, path)
@@ -193,7 +197,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     let mut committed: Vec<(u64, Entry)> = Vec::new();
     let mut files = Vec::with_capacity(sealed.len() + 1);
     for (number, seg) in sealed {
-        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES)?;
+        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES, writes)?;
         files.push(StoreFile {
             number,
             path: seg,
@@ -201,8 +205,8 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         });
         report.segments += 1;
     }
-    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES)?;
-    if end == 0 {
+    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES, writes)?;
+    if end == 0 && writes {
         // New (or empty, or only a torn header): write the header durably.
         let mut file = fs.open_append(path).map_err(io(format!("creating {name}")))?;
         let header = format::header_line();
@@ -260,7 +264,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
     let index = Index::from_sorted(committed);
     report.records = index.len() as u64;
-    let mark = load_mark(fs, path, &index, &mut report)?;
+    let mark = load_mark(fs, path, &index, &mut report, writes)?;
     Ok(Loaded {
         index,
         files,
@@ -273,7 +277,13 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
 /// id in them. Ids of whole records in torn tails that are not in the store are noted as
 /// skipped. A mark that rose is saved; if that fails (a full disk), opening goes on with a
 /// warning: the moved-aside files still bound the ids next time.
-fn load_mark(fs: &dyn FileSystem, path: &Path, index: &Index, report: &mut OpenReport) -> Result<MarkState> {
+fn load_mark(
+    fs: &dyn FileSystem,
+    path: &Path,
+    index: &Index,
+    report: &mut OpenReport,
+    writes: bool,
+) -> Result<MarkState> {
     let (stored, problem) = match mark::read(fs, path)? {
         Ok(m) => (m, None),
         Err(p) => (None, Some(p)),
@@ -299,8 +309,9 @@ fn load_mark(fs: &dyn FileSystem, path: &Path, index: &Index, report: &mut OpenR
     }
     mark::add_ids(&mut mark.skipped, moved);
     let mut saved = stored.as_ref().map_or(0, |m| m.high_water);
-    if stored.as_ref() != Some(&mark) && (stored.is_some() || mark.high_water > index.last_id().unwrap_or(0))
-    {
+    let rose = stored.as_ref() != Some(&mark)
+        && (stored.is_some() || mark.high_water > index.last_id().unwrap_or(0));
+    if writes && rose {
         match mark::save(fs, path, &mark) {
             Ok(()) => saved = mark.high_water,
             Err(e) => tracing::warn!(
@@ -335,6 +346,7 @@ fn load_file(
     committed: &mut Vec<(u64, Entry)>,
     report: &mut OpenReport,
     chunk_bytes: usize,
+    writes: bool,
 ) -> Result<u64> {
     let name = path.display().to_string();
     let mut end = 0u64;
@@ -439,6 +451,10 @@ fn load_file(
     }
     // A trailing group without its commit line, and any torn last line, never counted:
     // move their bytes aside whole.
+    if (group_lines > 0 || torn.is_some()) && !writes {
+        // Left in place for the next writer's open to move aside.
+        return Ok(group_start);
+    }
     if group_lines > 0 || torn.is_some() {
         let mut bytes = Vec::new();
         if end > group_start {
@@ -600,7 +616,7 @@ mod tests {
             let fs = SimFs::new();
             fs.set_contents(path, file.clone());
             let (mut committed, mut report) = (Vec::new(), OpenReport::default());
-            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes).unwrap();
+            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes, true).unwrap();
             let lines: Vec<u64> = report.corrupt_lines.iter().map(|c| c.line).collect();
             assert_eq!(lines, bad_lines, "chunks of {chunk_bytes} bytes");
             assert!(report.corrupt_lines[0]

@@ -512,7 +512,7 @@ impl JsonWriter {
             report.files_rewritten += 1;
         }
         drop(files);
-        let loaded = load::load(&*self.fs, &self.path)?;
+        let loaded = load::load(&*self.fs, &self.path, true)?;
         let mut fresh = Shared::open(&*self.fs, loaded)?;
         // The mark as this writer kept it (it may be ahead of the saved one).
         let kept = read_shared(&self.shared).mark.clone();

@@ -30,8 +30,21 @@ async fn compaction_drops_identical_repeats_saves_corrupt_lines_aside_and_verify
     )
     .unwrap();
 
-    // --- step: open counts one duplicate and one corrupt line; verify is not clean.
+    // --- step: inspect (no lock, no write) and open count one duplicate and one corrupt
+    // line; verify is not clean.
+    let before = std::fs::read(&path).unwrap();
+    let inspected = synclog_json::inspect(&path).unwrap();
+    assert_eq!(
+        (inspected.duplicate_lines(), inspected.corrupt_line_count()),
+        (1, 1)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "inspect wrote nothing");
     let store = JsonStore::open(&path).unwrap();
+    let inspected = synclog_json::inspect(&path).unwrap();
+    assert_eq!(
+        inspected.records, 5,
+        "inspect reads a store another handle holds open"
+    );
     let report = store.open_report().clone();
     assert_eq!(report.records, 5);
     assert_eq!(report.duplicate_lines(), 1, "{report:?}");
