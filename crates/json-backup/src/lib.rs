@@ -23,7 +23,10 @@
 //! - **Opening after a crash** ([`OpenReport`]): an uncommitted end (a torn last line, or
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
 //!   deleted) and reported, so a batch is never half there; a corrupt line in the middle
-//!   is reported with its line number and skipped.
+//!   is reported with its line number and skipped. On a full disk, where the end cannot
+//!   be saved, it is left in place unindexed ([`OpenReport::tail_left_in_place`]): the
+//!   store opens and reads, and the first write moves it aside first (failing while it
+//!   cannot). No partial `.torn-…` file is ever left behind.
 //! - **Ids are never handed out twice** ([`OpenReport::high_water`]): the next id is above
 //!   every id in the store's files, in its moved-aside files and in its high-water mark
 //!   `<file>.hwm` (saved at close, and at open when moved-aside files raise it; a failure

@@ -78,6 +78,10 @@ pub struct OpenReport {
     /// Why the high-water mark did not read, if it did not (ids are then bounded by the
     /// files alone, and `verify` reports it).
     pub mark_problem: Option<String>,
+    /// Bytes of an uncommitted end that could not be moved aside (no space to save them):
+    /// left in place, unindexed, they are moved aside before the next write, which fails
+    /// while they cannot be. The store reads meanwhile.
+    pub tail_left_in_place: Option<u64>,
 }
 
 impl OpenReport {
@@ -465,10 +469,40 @@ fn load_file(
                 .map_err(io(format!("reading {name}")))?;
         }
         bytes.extend(torn.unwrap_or_default());
-        report.torn_tails.push(move_aside(fs, path, group_start, &bytes)?);
+        match move_aside(fs, path, group_start, &bytes) {
+            Ok(tail) => report.torn_tails.push(tail),
+            Err(e) => {
+                // No space to save it (a full disk): the store still opens for reading;
+                // the end stays where it is, unindexed, and the writer moves it aside
+                // before its first write (which fails while it cannot).
+                tracing::warn!(
+                    store = %name,
+                    bytes = bytes.len(),
+                    error = %e,
+                    "an uncommitted end could not be moved aside; it will be before the next write"
+                );
+                report.tail_left_in_place = Some(bytes.len() as u64);
+            }
+        }
         end = group_start;
     }
     Ok(end)
+}
+
+/// Moves the bytes of the file at `path` after `end` (an uncommitted end that opening
+/// could not move aside) to a `.torn-…` file, then cuts them off.
+pub(crate) fn move_tail(fs: &dyn FileSystem, path: &Path, end: u64) -> Result<Option<TornTail>> {
+    let name = path.display().to_string();
+    let len = fs.len(path).map_err(io(format!("reading {name}")))?.unwrap_or(0);
+    if len <= end {
+        return Ok(None);
+    }
+    let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
+    let mut bytes = vec![0; (len - end) as usize];
+    reader
+        .read_exact_at(&mut bytes, end)
+        .map_err(io(format!("reading {name}")))?;
+    move_aside(fs, path, end, &bytes).map(Some)
 }
 
 /// How many bytes of a file opening reads and checks at a time.

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub end: u64,
     /// The high-water mark: the highest id handed out, kept up by the writer.
     pub mark: MarkState,
+    /// Opening could not move the active file's uncommitted end aside.
+    pub tail_in_place: bool,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
             files: Arc::new(files),
             end,
             mark: loaded.mark,
+            tail_in_place: loaded.report.tail_left_in_place.is_some(),
         })
     }
 
@@ -145,6 +148,9 @@ pub(crate) struct JsonWriter {
     /// The lock on the active file itself; a file that replaces it (rotation,
     /// compaction) is locked before it is renamed into place.
     active_lock: Option<Box<dyn LockGuard>>,
+    /// Opening left an uncommitted end in the active file (no space to save it): move it
+    /// aside before writing.
+    tail_in_place: bool,
 }
 
 /// Locks a file about to be renamed over the active file, so that an opener through
@@ -171,9 +177,12 @@ impl JsonWriter {
         rotate_after: Option<u64>,
         active_lock: Option<Box<dyn LockGuard>>,
     ) -> Self {
-        let next_id = {
+        let (next_id, tail_in_place) = {
             let s = read_shared(&shared);
-            s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1
+            (
+                s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1,
+                s.tail_in_place,
+            )
         };
         JsonWriter {
             fs,
@@ -187,6 +196,7 @@ impl JsonWriter {
             rotate_after,
             rotation_pending: false,
             active_lock,
+            tail_in_place,
         }
     }
 
@@ -205,8 +215,37 @@ impl JsonWriter {
         self.path.display().to_string()
     }
 
+    /// Moves aside an uncommitted end that opening had to leave in place (no space), and
+    /// raises the next id above the ids it holds. Before any id is handed out or any byte
+    /// written; while it cannot, writes fail.
+    fn settle_tail(&mut self) -> Result<()> {
+        if self.tail_in_place {
+            let end = read_shared(&self.shared).end;
+            if let Some(tail) = load::move_tail(&*self.fs, &self.path, end)? {
+                // Its ids bound the next one, as if opening had moved it.
+                let aside = mark::read_aside(&*self.fs, &tail.moved_to)?;
+                self.next_id = self.next_id.max(aside.max_id + 1);
+                let mut shared = write_shared(&self.shared);
+                let state = &mut shared.mark.mark;
+                state.high_water = state.high_water.max(aside.max_id);
+                let ids: Vec<u64> = aside.whole.iter().flat_map(|&(a, b)| a..=b).collect();
+                mark::add_ids(&mut state.skipped, ids);
+                drop(shared);
+                tracing::warn!(
+                    store = %self.name(),
+                    bytes = tail.bytes,
+                    moved_to = %tail.moved_to.display(),
+                    "an uncommitted end (never acknowledged) was moved aside"
+                );
+            }
+            self.tail_in_place = false;
+        }
+        Ok(())
+    }
+
     fn file(&mut self) -> Result<&mut Box<dyn AppendFile>> {
         if self.file.is_none() {
+            self.settle_tail()?;
             if self.must_cut {
                 let end = read_shared(&self.shared).end;
                 self.fs
@@ -667,6 +706,7 @@ struct Skipped {
 
 impl BatchWriter for JsonWriter {
     fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        self.settle_tail()?;
         let now = Utc::now();
         let mut next = self.next_id;
         let mut out = Vec::with_capacity(batches.len());

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use synclog_core::{Durability, ErrorKind, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
+use synclog_json::fs::FileSystem;
 use synclog_json::sim::SimFs;
 use synclog_json::{JsonOptions, JsonStore};
 
@@ -105,7 +106,7 @@ async fn ids_cut_off_behind_the_stores_back_are_not_handed_out_again_and_are_rep
 }
 
 #[tokio::test]
-async fn a_store_on_a_full_disk_opens_for_reading_and_a_failed_open_leaves_no_empty_moved_aside_file() {
+async fn a_store_on_a_full_disk_opens_for_reading_and_leaves_no_empty_moved_aside_file() {
     const FILE: &str = "/sim/logs.jsonl";
     let fs = SimFs::new();
     let open = || JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()));
@@ -123,27 +124,53 @@ async fn a_store_on_a_full_disk_opens_for_reading_and_a_failed_open_leaves_no_em
     assert!(store.get(LogId::new(3).unwrap()).await.unwrap().is_some());
     store.close().await.unwrap();
 
-    // --- step: with a torn end to move aside, each open fails and leaves nothing behind.
+    // --- step: with a torn end to move aside (whole log 4, then a torn line), the store
+    // still opens and reads; each write fails and leaves nothing behind.
     fs.set_disk_full(false);
-    let mut bytes = fs.contents(std::path::Path::new(FILE)).unwrap();
-    bytes.extend_from_slice(br#"{"id":4,"recorded_at":"2026-11-2"#);
-    fs.set_contents(std::path::Path::new(FILE), bytes);
+    let path = std::path::Path::new(FILE);
+    let mut bytes = fs.contents(path).unwrap();
+    let whole = bytes.len();
+    let store = open().unwrap();
+    store.commit(vec![log(4)], Durability::PowerLoss).await.unwrap();
+    store.close().await.unwrap();
+    let mut with_4 = fs.contents(path).unwrap();
+    with_4.truncate(with_4.len() - "{\"synclog_commit\":1}\n".len());
+    bytes.extend_from_slice(&with_4[whole..]);
+    bytes.extend_from_slice(br#"{"id":5,"recorded_at":"2026-11-2"#);
+    fs.set_contents(path, bytes);
+    // The mark would say 4: without it, only the torn end tells that 4 was handed out.
+    fs.remove_file(std::path::Path::new("/sim/logs.jsonl.hwm"))
+        .unwrap();
     fs.set_disk_full(true);
-    for attempt in 0..3 {
-        let err = open().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Io, "attempt {attempt}");
+    let no_aside = |what: &str| {
         let aside: Vec<_> = fs
             .paths()
             .into_iter()
             .filter(|p| p.to_string_lossy().contains(".torn-"))
             .collect();
-        assert!(aside.is_empty(), "attempt {attempt}: {aside:?}");
+        assert!(aside.is_empty(), "{what}: {aside:?}");
+    };
+    for attempt in 0..3 {
+        let store = open().unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert_eq!(store.open_report().records, 3, "attempt {attempt}");
+        assert!(store.open_report().tail_left_in_place.is_some());
+        assert!(store.get(LogId::new(2).unwrap()).await.unwrap().is_some());
+        let err = store.append(log(9)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "attempt {attempt}");
+        store.close().await.unwrap();
+        no_aside(&format!("attempt {attempt}"));
     }
 
-    // --- step: with space back, the torn end is moved aside once.
-    fs.set_disk_full(false);
+    // --- step: space comes back while the store is open: the first write moves the torn
+    // end aside, then goes above the id of the whole record it holds.
     let store = open().unwrap();
-    assert_eq!(store.open_report().torn_tails.len(), 1);
-    assert_eq!(store.append(log(4)).await.unwrap().id.get(), 4);
+    fs.set_disk_full(false);
+    assert_eq!(store.append(log(5)).await.unwrap().id.get(), 5);
+    let aside = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".torn-"))
+        .count();
+    assert_eq!(aside, 1);
     store.close().await.unwrap();
 }
