@@ -83,7 +83,15 @@ impl Harness for GuardedHarness {
     }
 
     async fn destroy(&self, at: &Location) -> Result<()> {
-        for f in ["primary.db", "primary.db-wal", "primary.db-shm", "backup.jsonl"] {
+        // The backup's high-water mark is part of its storage: with it kept, the backup
+        // would (rightly) report the ids it handed out as gone.
+        for f in [
+            "primary.db",
+            "primary.db-wal",
+            "primary.db-shm",
+            "backup.jsonl",
+            "backup.jsonl.hwm",
+        ] {
             let p = Path::new(&at.address).join(f);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(|e| Error::io(format!("deleting {}", p.display()), e))?;

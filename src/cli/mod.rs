@@ -1,6 +1,7 @@
 //! The command line: arguments, and dispatch to the subcommands.
 
 mod bench;
+mod compact;
 mod demo;
 pub mod exit;
 mod maintain;
@@ -100,6 +101,12 @@ pub enum Command {
     /// Measure every engine next to its raw baseline on this disk; print a table or JSON.
     #[command(after_help = "Examples:\n  synclog bench\n  synclog bench --records 1000000 --json")]
     Bench(bench::BenchArgs),
+    /// Rewrite the JSON-lines backup (or --store json://… with --no-backup) without repeated
+    /// or corrupt lines: repeats dropped, corrupt lines saved to a .rejected file.
+    #[command(
+        after_help = "Examples:\n  synclog compact\n  synclog compact --no-backup --store json://data/logs.jsonl"
+    )]
+    Compact(compact::CompactArgs),
     /// Run a WAL checkpoint on the store (SQLite); a blocked checkpoint is reported as blocked.
     #[command(after_help = "Examples:\n  synclog checkpoint\n  synclog checkpoint --mode truncate")]
     Checkpoint(maintain::CheckpointArgs),
@@ -119,5 +126,6 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
         Command::Export(args) => maintain::export(&cli.stores, args, out).await,
         Command::Restore(args) => maintain::restore(&cli.stores, args, out).await,
         Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args, out).await,
+        Command::Compact(args) => compact::compact(&cli.stores, args, out).await,
     }
 }

@@ -76,6 +76,20 @@ pub fn commit_count(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(rest).ok()?.parse().ok()
 }
 
+/// Splits a line read with its ending into its body and the length of its ending: `\n`
+/// (what synclog writes), `\r\n` (what a tool converting line endings leaves), or none
+/// (a last line without its newline). Every reader of the files goes through this, so a
+/// file with CRLF endings, or a mix of both, reads as the same records.
+pub fn split_ending(line: &[u8]) -> (&[u8], usize) {
+    match line.strip_suffix(b"\n") {
+        None => (line, 0),
+        Some(body) => match body.strip_suffix(b"\r") {
+            Some(body) => (body, 2),
+            None => (body, 1),
+        },
+    }
+}
+
 /// Appends `rec` as one line (newline included) to `out`: the bytes `serde_json` writes
 /// for a [`LogRecord`].
 ///

@@ -37,6 +37,16 @@ pub enum LockError {
 /// A held lock; released when dropped.
 pub trait LockGuard: Send + Sync + Debug {}
 
+/// A file's identity: the same for every path that reaches it (a symlink, a hard link,
+/// `..` segments, a bind mount), different after the name is replaced by a rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The device.
+    pub dev: u64,
+    /// The inode.
+    pub ino: u64,
+}
+
 /// The file system, as the JSON engine sees it.
 pub trait FileSystem: Send + Sync + Debug + 'static {
     /// Size of the file, or `None` if it does not exist.
@@ -61,6 +71,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     }
     /// Renames `from` over `to` and fsyncs the directory.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path` (a partial file a failed step left behind).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Fsyncs the directory holding `path` (after creating a file in it).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// The paths of the files in the directory holding `path` (its siblings, itself included).
@@ -68,6 +80,43 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path` (creating it), waiting at most `wait`, and
     /// writes this process's pid into it.
     fn lock(&self, path: &Path, wait: Duration) -> Result<Box<dyn LockGuard>, LockError>;
+    /// Takes an exclusive lock on the existing file at `path` itself (its identity, so
+    /// every path that reaches it meets the same lock), waiting at most `wait`. Returns the
+    /// identity of the file locked: the caller checks `path` still names it.
+    fn lock_file(&self, path: &Path, wait: Duration) -> Result<(Box<dyn LockGuard>, FileId), LockError>;
+    /// The identity of the file at `path`, or `None` if there is none.
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>>;
+    /// `path` with symbolic links in its last component followed, so that the store's
+    /// files (segments, locks, marks) are found next to the real file. The default
+    /// (a file system without links) returns `path`.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(path.to_path_buf())
+    }
+}
+
+/// Retries `try_lock` on `file` until `wait` has passed.
+fn wait_for_lock(file: &File, wait: Duration) -> Result<(), LockError> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LockError::Held { holder: None }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+    }
+}
+
+fn id_of(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    }
 }
 
 /// The real file system.
@@ -145,6 +194,10 @@ impl FileSystem for RealFs {
         self.sync_dir(to)
     }
 
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(parent(path))?.sync_all()
     }
@@ -171,28 +224,64 @@ impl FileSystem for RealFs {
             .truncate(false)
             .open(path)
             .map_err(LockError::Io)?;
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
+        if let Err(e) = wait_for_lock(&file, wait) {
+            return Err(match e {
+                LockError::Held { .. } => {
                     let mut text = String::new();
                     let _ = file.read_to_string(&mut text);
-                    return Err(LockError::Held {
+                    LockError::Held {
                         holder: text.trim().parse().ok(),
-                    });
+                    }
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+                other => other,
+            });
+        }
+        // The pid only names the holder in another opener's error: on a full disk the lock
+        // is held without it (an open for reading needs no write).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| write!(file, "{}", std::process::id()));
+        Ok(Box::new(RealLock(file)))
+    }
+
+    fn lock_file(&self, path: &Path, wait: Duration) -> Result<(Box<dyn LockGuard>, FileId), LockError> {
+        // flock(2) on a descriptor of the file itself: the lock belongs to the inode.
+        let file = File::open(path).map_err(LockError::Io)?;
+        wait_for_lock(&file, wait)?;
+        let id = id_of(&file.metadata().map_err(LockError::Io)?);
+        Ok((Box::new(RealLock(file)), id))
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(id_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let mut at = path.to_path_buf();
+        // As many links as the kernel follows (ELOOP past 40).
+        for _ in 0..40 {
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&at)?;
+                    at = if target.is_absolute() {
+                        target
+                    } else {
+                        parent(&at).join(target)
+                    };
+                }
+                Ok(_) => return Ok(at),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(at),
+                Err(e) => return Err(e),
             }
         }
-        file.set_len(0).map_err(LockError::Io)?;
-        file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
-        write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
-        Ok(Box::new(RealLock(file)))
+        Err(io::Error::other(format!(
+            "{}: too many levels of symbolic links",
+            path.display()
+        )))
     }
 }

@@ -10,13 +10,34 @@
 //!   `fdatasync`, then the acknowledgement. The directory is fsynced whenever a file is
 //!   created or renamed.
 //! - **One writer per file across processes**: an advisory lock on `<file>.lock` holding
-//!   the owner's pid. A second opener waits up to [`JsonOptions::lock_wait`], then gets
-//!   [`Error::Locked`] naming the file and the holder. Short-lived processes take turns.
+//!   the owner's pid, and a lock on the active file itself (its inode), so a store opened
+//!   through a symlink (followed: the store's files are next to the real file), a hard
+//!   link, `..` segments or another mount meets the same lock. A file that replaces the
+//!   active one (rotation, compaction) is locked before it is renamed into place, and an
+//!   opener checks after locking that the path still names the file it locked (else it
+//!   tries again). A second opener waits up to [`JsonOptions::lock_wait`], then gets
+//!   [`Error::Locked`] naming the file (and the holder, when it wrote its pid). Short-lived
+//!   processes take turns. A hard link names a file, not a store: after a rotation or a
+//!   compaction it names the old, detached file.
 //! - **Atomic groups**: each group (a group commit, an import) ends with a commit line.
 //! - **Opening after a crash** ([`OpenReport`]): an uncommitted end (a torn last line, or
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
 //!   deleted) and reported, so a batch is never half there; a corrupt line in the middle
-//!   is reported with its line number and skipped.
+//!   is reported with its line number and skipped. On a full disk, where the end cannot
+//!   be saved, it is left in place unindexed ([`OpenReport::tail_left_in_place`]): the
+//!   store opens and reads, and the first write moves it aside first (failing while it
+//!   cannot). No partial `.torn-…` file is ever left behind.
+//! - **Ids are never handed out twice** ([`OpenReport::high_water`]): the next id is above
+//!   every id in the store's files, in its moved-aside files and in its high-water mark
+//!   `<file>.hwm` (saved at close, and at open when moved-aside files raise it; a failure
+//!   to save it is a warning). Ids of records moved aside are not reported missing; ids
+//!   handed out that are in no file (cut off behind the store's back) are.
+//! - **Moved-aside records are the operator's to judge**: while a `<file>.torn-…` file
+//!   holds whole, checksum-valid records, `verify` reports it (file and ids) and is not
+//!   clean; remove or archive the file once its records are dealt with. A torn line with
+//!   no whole record is only a warning.
+//! - **Line endings**: `\r\n` endings (a Windows checkout, `unix2dos`), or a mix of both,
+//!   read as the same records; new lines are written with `\n`.
 //! - **Rotation** ([`JsonStore::rotate`], or [`JsonOptions::rotate_after_bytes`]) seals the
 //!   active file as `<file>.seg-000001`, `<file>.seg-000002`, … and starts a new one. The
 //!   new file is written and synced first, and each step is a rename followed by a
@@ -39,6 +60,7 @@ pub mod format;
 pub mod fs;
 mod index;
 mod load;
+mod mark;
 pub mod sim;
 mod writer;
 
@@ -46,7 +68,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
@@ -57,7 +79,7 @@ use synclog_core::{
     Scan, VerifyOptions, VerifyReport,
 };
 
-pub use load::{CorruptLine, OpenReport, TornTail};
+pub use load::{CorruptLine, LineProblem, OpenReport, TornTail};
 pub use writer::{CompactReport, RotateReport};
 
 use fs::{FileSystem, LockError, LockGuard, RealFs};
@@ -92,7 +114,10 @@ impl Default for JsonOptions {
 }
 
 struct Inner {
+    /// The active file (symlinks followed).
     path: PathBuf,
+    /// The path the store was opened with, for messages.
+    given: PathBuf,
     fs: Arc<dyn FileSystem>,
     group: GroupCommit<JsonWriter>,
     shared: SharedRef,
@@ -110,7 +135,7 @@ pub struct JsonStore {
 impl std::fmt::Debug for JsonStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.given)
             .finish()
     }
 }
@@ -128,8 +153,13 @@ impl JsonStore {
         options: JsonOptions,
         fs: Arc<dyn FileSystem>,
     ) -> Result<JsonStore> {
-        let path = path.as_ref().to_path_buf();
-        let name = path.display().to_string();
+        let given = path.as_ref().to_path_buf();
+        let name = given.display().to_string();
+        // The store's files are next to the real file, wherever a symlink points from.
+        let path = fs
+            .resolve(&given)
+            .map_err(|e| Error::io(format!("resolving {name}"), e))?;
+        let deadline = Instant::now() + options.lock_wait;
         let lock_path = sibling(&path, ".lock");
         let lock = fs.lock(&lock_path, options.lock_wait).map_err(|e| match e {
             LockError::Held { holder } => Error::Locked {
@@ -143,7 +173,26 @@ impl JsonStore {
             },
             LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
         })?;
-        let loaded = load::load(&*fs, &path)?;
+        // The active file's own lock: a hard link or another mount reaches the same file
+        // by another name, hence another `.lock`. A new file is locked once created.
+        let exists = fs
+            .len(&path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?
+            .is_some();
+        let mut active_lock = match exists {
+            true => Some(lock_active(&*fs, &path, deadline, &name, options.lock_wait)?),
+            false => None,
+        };
+        let loaded = load::load(&*fs, &path, true)?;
+        if active_lock.is_none() {
+            active_lock = Some(lock_active(
+                &*fs,
+                &path,
+                Instant::now(),
+                &name,
+                options.lock_wait,
+            )?);
+        }
         let report = loaded.report.clone();
         warn_about(&name, &report);
         let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
@@ -152,6 +201,7 @@ impl JsonStore {
             path.clone(),
             shared.clone(),
             options.rotate_after_bytes,
+            active_lock,
         );
         let group = GroupCommit::spawn(
             writer,
@@ -165,6 +215,7 @@ impl JsonStore {
         Ok(JsonStore {
             inner: Arc::new(Inner {
                 path,
+                given,
                 fs,
                 group,
                 shared,
@@ -180,7 +231,7 @@ impl JsonStore {
         &self.inner.report
     }
 
-    /// The active file.
+    /// The active file (with a symbolic link in the path it was opened with followed).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -238,6 +289,48 @@ impl JsonStore {
     }
 }
 
+/// Locks the active file itself, then checks `path` still names the file locked (a
+/// rotation or compaction replaces it by rename while another opener waits); if not,
+/// tries again on the file it names now, until `deadline`.
+fn lock_active(
+    fs: &dyn FileSystem,
+    path: &Path,
+    deadline: Instant,
+    name: &str,
+    lock_wait: Duration,
+) -> Result<Box<dyn LockGuard>> {
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (guard, id) = fs.lock_file(path, wait).map_err(|e| match e {
+            LockError::Held { .. } => Error::Locked {
+                resource: name.to_string(),
+                detail: format!(
+                    "the file is held by another process (through another path: a hard link or \
+                     another mount) for more than {lock_wait:?}; stop it, or give this one another file"
+                ),
+                source: None,
+            },
+            LockError::Io(e) => Error::io(format!("locking {name}"), e),
+        })?;
+        let now = fs
+            .file_id(path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        if now == Some(id) {
+            return Ok(guard);
+        }
+        drop(guard);
+        if Instant::now() >= deadline {
+            return Err(Error::Locked {
+                resource: name.to_string(),
+                detail: format!(
+                    "the file was replaced (rotated or compacted) by another process for more than {lock_wait:?}"
+                ),
+                source: None,
+            });
+        }
+    }
+}
+
 /// Tells the operator (through `tracing`, at `warn`) what opening found and did: data
 /// moved aside, lines skipped, a rotation finished. The same is in [`JsonStore::open_report`].
 fn warn_about(name: &str, report: &OpenReport) {
@@ -254,12 +347,25 @@ fn warn_about(name: &str, report: &OpenReport) {
             store = name,
             skipped = report.corrupt_lines.len(),
             first = %format!("{} line {}: {}", first.file.display(), first.line, first.detail),
-            "lines that do not check out were skipped; `compact` saves them aside"
+            "lines that do not check out were skipped; `synclog compact` drops repeated lines and saves the others aside"
         );
     }
     if report.finished_rotation {
         tracing::warn!(store = name, "a rotation cut off by a crash was finished");
     }
+}
+
+/// What opening the store at `path` would find, read without writing anything and without
+/// taking its lock (so it works while another process has the store open): records, the
+/// skipped lines ([`OpenReport::duplicate_lines`], [`OpenReport::corrupt_line_count`]),
+/// segments, the high-water mark. An uncommitted end is left where it is and not listed in
+/// `torn_tails` (the next open moves it aside). For `check` and other read-only tools.
+pub fn inspect(path: impl AsRef<Path>) -> Result<OpenReport> {
+    let given = path.as_ref();
+    let path = RealFs
+        .resolve(given)
+        .map_err(|e| Error::io(format!("resolving {}", given.display()), e))?;
+    Ok(load::load(&RealFs, &path, false)?.report)
 }
 
 /// The files of the store at `path` as they are on disk now: its sealed segments in order,
@@ -378,13 +484,66 @@ impl Inner {
 
     /// Reads every file of the store from the start on a handle of its own, up to its
     /// acknowledged end, checking every line.
+    ///
+    /// Also reported, as problems: a moved-aside file (`<file>.torn-…`) holding whole,
+    /// checksum-valid records, until the operator removes or archives it; ids handed out
+    /// that are in none of the files (cut off behind the store's back); a high-water mark
+    /// that does not read. Ids moved aside (never acknowledged) are not reported missing.
     fn verify(&self) -> Result<VerifyReport> {
-        let spans = read_shared(&self.shared).spans();
+        let (spans, last, high_water, skipped, mark_problem) = {
+            let s = read_shared(&self.shared);
+            (
+                s.spans(),
+                s.index.last_id().unwrap_or(0),
+                s.mark.mark.high_water,
+                s.mark.mark.skipped.clone(),
+                s.mark.problem.clone(),
+            )
+        };
         let mut v = Verifier::unordered();
         for (_, path, end) in spans {
             Self::verify_file(&*self.fs, &path, end, &mut v)?;
         }
-        Ok(v.finish())
+        for file in mark::aside_files(&*self.fs, &self.path, false)? {
+            let aside = mark::read_aside(&*self.fs, &file)?;
+            if aside.whole_count > 0 {
+                v.engine_problem(format!(
+                    "{} holds {} whole record(s) (logs {}) moved aside at open, never counted in the store; \
+                     inspect it, then remove or archive it",
+                    file.display(),
+                    aside.whole_count,
+                    mark::describe(&aside.whole)
+                ));
+            } else {
+                tracing::warn!(file = %file.display(), "a torn line moved aside at open (no whole record)");
+            }
+        }
+        if let Some(problem) = mark_problem {
+            v.engine_problem(problem);
+        }
+        let mut report = v.finish();
+        report.missing = mark::subtract(&report.missing, &skipped);
+        if high_water > last {
+            let mut gone: mark::Ranges = Vec::new();
+            let mut from = last + 1;
+            for &(a, b) in skipped.iter().filter(|&&(_, b)| b > last) {
+                if a > from {
+                    gone.push((from, a - 1));
+                }
+                from = from.max(b.saturating_add(1));
+            }
+            if from <= high_water {
+                gone.push((from, high_water));
+            }
+            if !gone.is_empty() {
+                report.engine_problems.push(format!(
+                    "logs {} were handed out but are in none of the store's files (cut off behind its back?); \
+                     their ids will not be handed out again",
+                    mark::describe(&gone)
+                ));
+            }
+        }
+        Ok(report)
     }
 
     fn verify_file(fs: &dyn FileSystem, path: &Path, end: u64, v: &mut Verifier) -> Result<()> {
@@ -408,7 +567,7 @@ impl Inner {
             }
             line_no += 1;
             at += n as u64;
-            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let (body, _) = format::split_ending(&line);
             if line_no == 1 {
                 if let Err(e) = format::check_header(body, &name) {
                     v.corrupt(None, e.to_string());
@@ -430,7 +589,7 @@ impl Inner {
 #[async_trait]
 impl LogStore for JsonStore {
     fn describe(&self) -> String {
-        format!("json://{}", self.inner.path.display())
+        format!("json://{}", self.inner.given.display())
     }
 
     fn capabilities(&self) -> Capabilities {

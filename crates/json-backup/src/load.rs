@@ -10,6 +10,7 @@ use synclog_core::{Checksum, Error, LogId, Result};
 
 use crate::format;
 use crate::fs::FileSystem;
+use crate::mark::{self, Mark};
 
 pub(crate) use crate::index::{Entry, Index, MAX_OFFSET};
 
@@ -24,6 +25,24 @@ pub struct CorruptLine {
     pub offset: u64,
     /// What is wrong with it.
     pub detail: String,
+    /// What kind of problem it is.
+    pub kind: LineProblem,
+}
+
+/// What kind of problem a skipped line has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LineProblem {
+    /// Not a record that checks out: bad JSON, a checksum that does not match, a commit
+    /// line with the wrong count. Compaction saves it aside.
+    Corrupt,
+    /// A record whose id is already stored with the same checksum: an identical copy.
+    /// Compaction drops it.
+    Duplicate,
+    /// A valid record whose id is already stored with another checksum: the first copy is
+    /// kept, and compaction saves this one aside.
+    ConflictingRepeat,
 }
 
 /// The end of a file that was never committed (a torn last line, or a last group without
@@ -53,6 +72,34 @@ pub struct OpenReport {
     pub finished_rotation: bool,
     /// The file did not exist and was created.
     pub created: bool,
+    /// The highest id ever handed out, as far as the store's files, its moved-aside files
+    /// and its high-water mark (`<file>.hwm`) tell: the next id is above it.
+    pub high_water: u64,
+    /// Why the high-water mark did not read, if it did not (ids are then bounded by the
+    /// files alone, and `verify` reports it).
+    pub mark_problem: Option<String>,
+    /// Bytes of an uncommitted end that could not be moved aside (no space to save them):
+    /// left in place, unindexed, they are moved aside before the next write, which fails
+    /// while they cannot be. The store reads meanwhile.
+    pub tail_left_in_place: Option<u64>,
+}
+
+impl OpenReport {
+    /// Lines skipped because they repeat a stored record identically (`synclog compact`
+    /// drops them).
+    pub fn duplicate_lines(&self) -> u64 {
+        self.count(LineProblem::Duplicate)
+    }
+
+    /// Lines skipped because they do not check out, or repeat an id with another record
+    /// (`synclog compact` saves them to a `.rejected-…` file).
+    pub fn corrupt_line_count(&self) -> u64 {
+        self.corrupt_lines.len() as u64 - self.duplicate_lines()
+    }
+
+    fn count(&self, kind: LineProblem) -> u64 {
+        self.corrupt_lines.iter().filter(|c| c.kind == kind).count() as u64
+    }
 }
 
 /// One file of a store.
@@ -68,6 +115,7 @@ pub(crate) struct StoreFile {
 
 pub(crate) struct Loaded {
     pub index: Index,
+    pub mark: MarkState,
     /// Sealed segments in number order, then the active file.
     pub files: Vec<StoreFile>,
     pub report: OpenReport,
@@ -124,12 +172,16 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// Loads the store at `path`: every sealed segment, then the active file (created with
 /// its header if it does not exist), into one index. A record stored twice keeps its
 /// first copy (the oldest file's); the others are reported.
-pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
+///
+/// With `writes` false (see [`crate::inspect`]) nothing is written: an uncommitted end is
+/// left in place (and not indexed), a cut-off rotation is not finished, no header is
+/// created, the mark is not saved.
+pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
     let next = next_path(path);
     let exists = fs.len(path).map_err(io(format!("reading {name}")))?;
-    if exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
+    if writes && exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
         // A rotation sealed the active file and was cut off before renaming the next one
         // (already synced, holding only its header) into place.
         fs.rename(&next, path)
@@ -149,7 +201,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     let mut committed: Vec<(u64, Entry)> = Vec::new();
     let mut files = Vec::with_capacity(sealed.len() + 1);
     for (number, seg) in sealed {
-        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES)?;
+        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES, writes)?;
         files.push(StoreFile {
             number,
             path: seg,
@@ -157,8 +209,8 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         });
         report.segments += 1;
     }
-    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES)?;
-    if end == 0 {
+    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES, writes)?;
+    if end == 0 && writes {
         // New (or empty, or only a torn header): write the header durably.
         let mut file = fs.open_append(path).map_err(io(format!("creating {name}")))?;
         let header = format::header_line();
@@ -181,7 +233,8 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     for i in 0..committed.len() {
         let (id, entry) = committed[i];
         if kept > 0 && committed[kept - 1].0 == id {
-            repeats.push((id, entry));
+            let same = committed[kept - 1].1.checksum == entry.checksum;
+            repeats.push((id, entry, same));
         } else {
             committed[kept] = (id, entry);
             kept += 1;
@@ -189,7 +242,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
     }
     committed.truncate(kept);
     committed.shrink_to_fit();
-    for (id, entry) in repeats {
+    for (id, entry, same) in repeats {
         let file = files
             .iter()
             .find(|f| f.number == entry.file())
@@ -198,7 +251,16 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
             line: line_number(fs, &file, entry.offset())?,
             file,
             offset: entry.offset(),
-            detail: format!("log {id} appears again; the first copy is kept"),
+            detail: if same {
+                format!("log {id} appears again, identical; the first copy is kept")
+            } else {
+                format!("log {id} appears again, different; the first copy is kept")
+            },
+            kind: if same {
+                LineProblem::Duplicate
+            } else {
+                LineProblem::ConflictingRepeat
+            },
         });
     }
     report
@@ -206,7 +268,76 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path) -> Result<Loaded> {
         .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
     let index = Index::from_sorted(committed);
     report.records = index.len() as u64;
-    Ok(Loaded { index, files, report })
+    let mark = load_mark(fs, path, &index, &mut report, writes)?;
+    Ok(Loaded {
+        index,
+        files,
+        report,
+        mark,
+    })
+}
+
+/// Reads the high-water mark and the moved-aside files: the next id must be above every
+/// id in them. Ids of whole records in torn tails that are not in the store are noted as
+/// skipped. A mark that rose is saved; if that fails (a full disk), opening goes on with a
+/// warning: the moved-aside files still bound the ids next time.
+fn load_mark(
+    fs: &dyn FileSystem,
+    path: &Path,
+    index: &Index,
+    report: &mut OpenReport,
+    writes: bool,
+) -> Result<MarkState> {
+    let (stored, problem) = match mark::read(fs, path)? {
+        Ok(m) => (m, None),
+        Err(p) => (None, Some(p)),
+    };
+    let mut mark = stored.clone().unwrap_or_default();
+    mark.high_water = mark.high_water.max(index.last_id().unwrap_or(0));
+    let torn = sibling(path, ".torn-")
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    let mut moved = Vec::new();
+    for file in mark::aside_files(fs, path, true)? {
+        let aside = mark::read_aside(fs, &file)?;
+        mark.high_water = mark.high_water.max(aside.max_id);
+        let is_torn = file
+            .file_name()
+            .zip(torn.as_deref())
+            .is_some_and(|(f, t)| f.to_string_lossy().starts_with(t));
+        if is_torn {
+            for &(a, b) in &aside.whole {
+                moved.extend((a..=b).filter(|id| index.get(*id).is_none()));
+            }
+        }
+    }
+    mark::add_ids(&mut mark.skipped, moved);
+    let mut saved = stored.as_ref().map_or(0, |m| m.high_water);
+    let rose = stored.as_ref() != Some(&mark)
+        && (stored.is_some() || mark.high_water > index.last_id().unwrap_or(0));
+    if writes && rose {
+        match mark::save(fs, path, &mark) {
+            Ok(()) => saved = mark.high_water,
+            Err(e) => tracing::warn!(
+                store = %path.display(),
+                error = %e,
+                "could not save the high-water mark; the moved-aside files still bound the next id"
+            ),
+        }
+    }
+    report.high_water = mark.high_water;
+    report.mark_problem = problem.clone();
+    Ok(MarkState { mark, saved, problem })
+}
+
+/// The high-water mark as loaded, and how much of it is saved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MarkState {
+    pub mark: Mark,
+    /// The high water the mark's file holds.
+    pub saved: u64,
+    /// Why the mark's file did not read, if it did not.
+    pub problem: Option<String>,
 }
 
 /// Reads one file of the store (if it exists) once, `chunk_bytes` at a time, adding its committed records to
@@ -219,6 +350,7 @@ fn load_file(
     committed: &mut Vec<(u64, Entry)>,
     report: &mut OpenReport,
     chunk_bytes: usize,
+    writes: bool,
 ) -> Result<u64> {
     let name = path.display().to_string();
     let mut end = 0u64;
@@ -262,17 +394,22 @@ fn load_file(
             continue;
         }
         want = chunk_bytes.max(1);
+        // Each line without its ending, and the length of the ending: `\n`, or `\r\n` in a
+        // file a tool converted (a Windows checkout, unix2dos); a file may mix both.
         let mut lines: Vec<&[u8]> = Vec::with_capacity(whole / 256);
+        let mut endings: Vec<u8> = Vec::with_capacity(whole / 256);
         let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', &chunk[..whole]) {
-            lines.push(&chunk[from..newline]);
+            let (body, ending) = format::split_ending(&chunk[from..=newline]);
+            lines.push(body);
+            endings.push(ending as u8);
             from = newline + 1;
         }
         let checked = check_lines(&lines, end == 0);
-        for (body, checked) in lines.iter().zip(checked) {
+        for ((body, checked), ending) in lines.iter().zip(checked).zip(endings) {
             line_no += 1;
             let offset = end;
-            end += body.len() as u64 + 1;
+            end += body.len() as u64 + u64::from(ending);
             if end > MAX_OFFSET {
                 return Err(Error::Unsupported {
                     engine: "json",
@@ -291,6 +428,7 @@ fn load_file(
                         line: line_no,
                         offset,
                         detail: format!("commit line counts {count} lines, the group has {group_lines}"),
+                        kind: LineProblem::Corrupt,
                     });
                 }
                 committed.append(&mut group);
@@ -309,6 +447,7 @@ fn load_file(
                     line: line_no,
                     offset,
                     detail,
+                    kind: LineProblem::Corrupt,
                 }),
             }
         }
@@ -316,6 +455,10 @@ fn load_file(
     }
     // A trailing group without its commit line, and any torn last line, never counted:
     // move their bytes aside whole.
+    if (group_lines > 0 || torn.is_some()) && !writes {
+        // Left in place for the next writer's open to move aside.
+        return Ok(group_start);
+    }
     if group_lines > 0 || torn.is_some() {
         let mut bytes = Vec::new();
         if end > group_start {
@@ -326,10 +469,40 @@ fn load_file(
                 .map_err(io(format!("reading {name}")))?;
         }
         bytes.extend(torn.unwrap_or_default());
-        report.torn_tails.push(move_aside(fs, path, group_start, &bytes)?);
+        match move_aside(fs, path, group_start, &bytes) {
+            Ok(tail) => report.torn_tails.push(tail),
+            Err(e) => {
+                // No space to save it (a full disk): the store still opens for reading;
+                // the end stays where it is, unindexed, and the writer moves it aside
+                // before its first write (which fails while it cannot).
+                tracing::warn!(
+                    store = %name,
+                    bytes = bytes.len(),
+                    error = %e,
+                    "an uncommitted end could not be moved aside; it will be before the next write"
+                );
+                report.tail_left_in_place = Some(bytes.len() as u64);
+            }
+        }
         end = group_start;
     }
     Ok(end)
+}
+
+/// Moves the bytes of the file at `path` after `end` (an uncommitted end that opening
+/// could not move aside) to a `.torn-…` file, then cuts them off.
+pub(crate) fn move_tail(fs: &dyn FileSystem, path: &Path, end: u64) -> Result<Option<TornTail>> {
+    let name = path.display().to_string();
+    let len = fs.len(path).map_err(io(format!("reading {name}")))?.unwrap_or(0);
+    if len <= end {
+        return Ok(None);
+    }
+    let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
+    let mut bytes = vec![0; (len - end) as usize];
+    reader
+        .read_exact_at(&mut bytes, end)
+        .map_err(io(format!("reading {name}")))?;
+    move_aside(fs, path, end, &bytes).map(Some)
 }
 
 /// How many bytes of a file opening reads and checks at a time.
@@ -394,11 +567,21 @@ fn move_aside(fs: &dyn FileSystem, path: &Path, at: u64, bytes: &[u8]) -> Result
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".torn-{stamp}-at-{at}"));
     let aside = PathBuf::from(aside);
-    fs.write_new(&aside, bytes).map_err(io(format!(
-        "saving the torn tail of {} to {}",
-        path.display(),
-        aside.display()
-    )))?;
+    if let Err(e) = fs.write_new(&aside, bytes) {
+        // On a full disk the name is created but the bytes are not written: leave no
+        // empty file behind for each attempt (the bytes are still in the store's file).
+        if fs.len(&aside).ok().flatten().is_some() {
+            let _ = fs.remove_file(&aside);
+        }
+        return Err(Error::io(
+            format!(
+                "saving the torn tail of {} to {} (the file is left as it was)",
+                path.display(),
+                aside.display()
+            ),
+            e,
+        ));
+    }
     fs.truncate(path, at)
         .map_err(io(format!("cutting the torn tail off {}", path.display())))?;
     Ok(TornTail {
@@ -467,7 +650,7 @@ mod tests {
             let fs = SimFs::new();
             fs.set_contents(path, file.clone());
             let (mut committed, mut report) = (Vec::new(), OpenReport::default());
-            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes).unwrap();
+            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes, true).unwrap();
             let lines: Vec<u64> = report.corrupt_lines.iter().map(|c| c.line).collect();
             assert_eq!(lines, bad_lines, "chunks of {chunk_bytes} bytes");
             assert!(report.corrupt_lines[0]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
+use crate::fs::{AppendFile, FileId, FileSystem, LockError, LockGuard, ReadAt};
 
 #[derive(Debug, Default, Clone)]
 struct Inode {
@@ -27,6 +27,8 @@ struct State {
     names: HashMap<PathBuf, usize>,
     durable_names: HashMap<PathBuf, usize>,
     locks: HashSet<PathBuf>,
+    /// Files locked by identity (inode number).
+    file_locks: HashSet<usize>,
     generation: u64,
     fail_syncs: usize,
     syncs: u64,
@@ -35,6 +37,14 @@ struct State {
     power_cut_at: Option<u64>,
     /// One operation, by count, that fails once (a transient I/O error).
     fail_once_at: Option<u64>,
+    /// The disk is full: appending bytes fails with ENOSPC (creating, renaming, cutting
+    /// and removing files still work, as on a real full disk).
+    disk_full: bool,
+}
+
+/// The error a write to a full disk gets.
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 impl State {
@@ -84,6 +94,7 @@ impl SimFs {
         st.generation += 1;
         st.power_cut_at = None;
         st.locks.clear();
+        st.file_locks.clear();
         st.names = st.durable_names.clone();
         for inode in &mut st.inodes {
             let keep = match tear {
@@ -108,6 +119,12 @@ impl SimFs {
     pub fn fail_once_after(&self, n: u64) {
         let mut st = self.lock_state();
         st.fail_once_at = Some(st.ops + n);
+    }
+
+    /// Fills the disk (`true`): from now on appending bytes fails with ENOSPC, until
+    /// called with `false`.
+    pub fn set_disk_full(&self, full: bool) {
+        self.lock_state().disk_full = full;
     }
 
     /// Whether the power was cut (an operation was refused).
@@ -185,6 +202,9 @@ impl AppendFile for SimAppend {
         let mut guard = self.fs.lock_state();
         let st = self.live(&mut guard)?;
         st.op()?;
+        if st.disk_full && !buf.is_empty() {
+            return Err(no_space());
+        }
         st.inodes[self.inode].data.extend_from_slice(buf);
         Ok(())
     }
@@ -238,6 +258,24 @@ impl Drop for SimLock {
         let mut st = self.fs.lock_state();
         if st.generation == self.generation {
             st.locks.remove(&self.path);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimFileLock {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+}
+
+impl LockGuard for SimFileLock {}
+
+impl Drop for SimFileLock {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock_state();
+        if st.generation == self.generation {
+            st.file_locks.remove(&self.inode);
         }
     }
 }
@@ -321,6 +359,14 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock_state();
+        Self::inode_of(&st, path)?;
+        st.op()?;
+        st.names.remove(path);
+        Ok(())
+    }
+
     fn sync_dir(&self, _path: &Path) -> io::Result<()> {
         let mut st = self.lock_state();
         st.op()?;
@@ -336,6 +382,34 @@ impl FileSystem for SimFs {
             .filter(|p| p.parent() == path.parent())
             .cloned()
             .collect())
+    }
+
+    fn lock_file(&self, path: &Path, _wait: Duration) -> Result<(Box<dyn LockGuard>, FileId), LockError> {
+        let mut st = self.lock_state();
+        let inode = Self::inode_of(&st, path).map_err(LockError::Io)?;
+        if !st.file_locks.insert(inode) {
+            return Err(LockError::Held { holder: None });
+        }
+        let guard = SimFileLock {
+            fs: self.clone(),
+            inode,
+            generation: st.generation,
+        };
+        Ok((
+            Box::new(guard),
+            FileId {
+                dev: 0,
+                ino: inode as u64,
+            },
+        ))
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
+        let st = self.lock_state();
+        Ok(st.names.get(path).map(|&i| FileId {
+            dev: 0,
+            ino: i as u64,
+        }))
     }
 
     fn lock(&self, path: &Path, _wait: Duration) -> Result<Box<dyn LockGuard>, LockError> {

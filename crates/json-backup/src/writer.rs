@@ -12,8 +12,9 @@ use synclog_core::group::BatchWriter;
 use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
 
 use crate::format;
-use crate::fs::{AppendFile, FileSystem, ReadAt};
-use crate::load::{self, sibling, Entry, Index, Loaded, MAX_OFFSET};
+use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
+use crate::load::{self, sibling, Entry, Index, Loaded, MarkState, MAX_OFFSET};
+use crate::mark;
 
 /// A file of the store, open for reading.
 #[derive(Debug, Clone)]
@@ -37,6 +38,10 @@ pub(crate) struct Shared {
     pub files: Arc<Files>,
     /// Bytes of the active file acknowledged so far (verification reads no further).
     pub end: u64,
+    /// The high-water mark: the highest id handed out, kept up by the writer.
+    pub mark: MarkState,
+    /// Opening could not move the active file's uncommitted end aside.
+    pub tail_in_place: bool,
 }
 
 impl Shared {
@@ -62,6 +67,8 @@ impl Shared {
             index: loaded.index,
             files: Arc::new(files),
             end,
+            mark: loaded.mark,
+            tail_in_place: loaded.report.tail_left_in_place.is_some(),
         })
     }
 
@@ -97,8 +104,13 @@ pub struct CompactReport {
     pub records: u64,
     /// Files rewritten: the active file always, a sealed segment only if it held skipped lines.
     pub files_rewritten: u64,
-    /// Bytes of lines skipped at open (corrupt or repeated), saved to `rejected_to`.
+    /// Bytes of lines skipped at open (corrupt, or repeating an id with another record),
+    /// saved to `rejected_to`.
     pub rejected_bytes: u64,
+    /// Lines saved to `rejected_to`.
+    pub rejected_lines: u64,
+    /// Lines dropped because they repeated a stored record identically.
+    pub duplicates_dropped: u64,
     /// Where the skipped lines were saved (one file for each file that had any).
     pub rejected_to: Vec<PathBuf>,
     /// Bytes of all the store's files before and after.
@@ -133,6 +145,28 @@ pub(crate) struct JsonWriter {
     /// A rotation started and did not finish: finish it before anything else touches
     /// the active file (which may be missing between the rotation's two renames).
     rotation_pending: bool,
+    /// The lock on the active file itself; a file that replaces it (rotation,
+    /// compaction) is locked before it is renamed into place.
+    active_lock: Option<Box<dyn LockGuard>>,
+    /// Opening left an uncommitted end in the active file (no space to save it): move it
+    /// aside before writing.
+    tail_in_place: bool,
+}
+
+/// Locks a file about to be renamed over the active file, so that an opener through
+/// another path (a hard link, another mount) that locks it finds it held.
+fn lock_replacement(fs: &dyn FileSystem, path: &Path) -> Result<Box<dyn LockGuard>> {
+    let name = path.display().to_string();
+    fs.lock_file(path, std::time::Duration::ZERO)
+        .map(|(guard, _)| guard)
+        .map_err(|e| match e {
+            LockError::Held { .. } => Error::Locked {
+                resource: name,
+                detail: "another process holds the file that was to replace the active file".into(),
+                source: None,
+            },
+            LockError::Io(e) => Error::io(format!("locking {name}"), e),
+        })
 }
 
 impl JsonWriter {
@@ -141,8 +175,15 @@ impl JsonWriter {
         path: PathBuf,
         shared: SharedRef,
         rotate_after: Option<u64>,
+        active_lock: Option<Box<dyn LockGuard>>,
     ) -> Self {
-        let next_id = read_shared(&shared).index.last_id().map_or(1, |k| k + 1);
+        let (next_id, tail_in_place) = {
+            let s = read_shared(&shared);
+            (
+                s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1,
+                s.tail_in_place,
+            )
+        };
         JsonWriter {
             fs,
             path,
@@ -154,6 +195,8 @@ impl JsonWriter {
             buf: Vec::with_capacity(1 << 16),
             rotate_after,
             rotation_pending: false,
+            active_lock,
+            tail_in_place,
         }
     }
 
@@ -172,8 +215,37 @@ impl JsonWriter {
         self.path.display().to_string()
     }
 
+    /// Moves aside an uncommitted end that opening had to leave in place (no space), and
+    /// raises the next id above the ids it holds. Before any id is handed out or any byte
+    /// written; while it cannot, writes fail.
+    fn settle_tail(&mut self) -> Result<()> {
+        if self.tail_in_place {
+            let end = read_shared(&self.shared).end;
+            if let Some(tail) = load::move_tail(&*self.fs, &self.path, end)? {
+                // Its ids bound the next one, as if opening had moved it.
+                let aside = mark::read_aside(&*self.fs, &tail.moved_to)?;
+                self.next_id = self.next_id.max(aside.max_id + 1);
+                let mut shared = write_shared(&self.shared);
+                let state = &mut shared.mark.mark;
+                state.high_water = state.high_water.max(aside.max_id);
+                let ids: Vec<u64> = aside.whole.iter().flat_map(|&(a, b)| a..=b).collect();
+                mark::add_ids(&mut state.skipped, ids);
+                drop(shared);
+                tracing::warn!(
+                    store = %self.name(),
+                    bytes = tail.bytes,
+                    moved_to = %tail.moved_to.display(),
+                    "an uncommitted end (never acknowledged) was moved aside"
+                );
+            }
+            self.tail_in_place = false;
+        }
+        Ok(())
+    }
+
     fn file(&mut self) -> Result<&mut Box<dyn AppendFile>> {
         if self.file.is_none() {
+            self.settle_tail()?;
             if self.must_cut {
                 let end = read_shared(&self.shared).end;
                 self.fs
@@ -229,6 +301,8 @@ impl JsonWriter {
             offset += len as u64 + 1;
             rest = rest.get(len + 1..).unwrap_or_default();
         }
+        let top = entries.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        shared.mark.mark.high_water = shared.mark.mark.high_water.max(top);
         shared.index.insert_many(entries);
         shared.end += buf.len() as u64;
         drop(shared);
@@ -379,9 +453,11 @@ impl JsonWriter {
                 self.prepare_next(&next, &header)?;
             }
         }
+        let lock = lock_replacement(&*self.fs, &next)?;
         self.fs
             .rename(&next, &self.path)
             .map_err(io(format!("renaming {} to {name}", next.display())))?;
+        self.active_lock = Some(lock);
         self.rotation_pending = false;
         let reader = self
             .fs
@@ -457,21 +533,31 @@ impl JsonWriter {
             let Some(file) = files.get(&number) else { continue };
             let entries = by_file.remove(&number).unwrap_or_default();
             report.bytes_before += end;
-            let (rejected_bytes, rejected_to) = self.save_rejected(&path, &entries, &*file.reader, end)?;
-            report.rejected_bytes += rejected_bytes;
-            report.rejected_to.extend(rejected_to);
-            if number != active && rejected_bytes == 0 {
+            let skipped = self.save_rejected(&path, &entries, &*file.reader, end)?;
+            report.rejected_bytes += skipped.bytes;
+            report.rejected_lines += skipped.lines;
+            report.duplicates_dropped += skipped.duplicates;
+            report.rejected_to.extend(skipped.saved_to);
+            if number != active && skipped.bytes == 0 && skipped.duplicates == 0 {
                 continue;
             }
             if number == active {
                 self.file = None;
             }
-            rewrite(&*self.fs, &path, &entries, &*file.reader)?;
+            let lock = rewrite(&*self.fs, &path, &entries, &*file.reader, number == active)?;
+            if lock.is_some() {
+                self.active_lock = lock;
+            }
             report.files_rewritten += 1;
         }
         drop(files);
-        let loaded = load::load(&*self.fs, &self.path)?;
-        let fresh = Shared::open(&*self.fs, loaded)?;
+        let loaded = load::load(&*self.fs, &self.path, true)?;
+        let mut fresh = Shared::open(&*self.fs, loaded)?;
+        // The mark as this writer kept it (it may be ahead of the saved one).
+        let kept = read_shared(&self.shared).mark.clone();
+        if kept.mark.high_water >= fresh.mark.mark.high_water {
+            fresh.mark = kept;
+        }
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
         report.records = fresh.index.len() as u64;
         *write_shared(&self.shared) = fresh;
@@ -481,7 +567,15 @@ impl JsonWriter {
 
 /// Writes `entries` (lines of the file at `path`, read through `reader`) to a new file
 /// after the header, in commit groups of about 1 MiB, syncs it and renames it over `path`.
-fn rewrite(fs: &dyn FileSystem, path: &Path, entries: &[Entry], reader: &dyn ReadAt) -> Result<()> {
+/// With `lock` (the active file), the new file is locked before the rename and its lock
+/// returned.
+fn rewrite(
+    fs: &dyn FileSystem,
+    path: &Path,
+    entries: &[Entry],
+    reader: &dyn ReadAt,
+    lock: bool,
+) -> Result<Option<Box<dyn LockGuard>>> {
     let name = path.display().to_string();
     let tmp = sibling(path, ".compact.tmp");
     let io = |what: &str| {
@@ -519,21 +613,29 @@ fn rewrite(fs: &dyn FileSystem, path: &Path, entries: &[Entry], reader: &dyn Rea
     out.sync_data().map_err(io("syncing"))?;
     drop(out);
     fs.sync_dir(&tmp).map_err(io("syncing the directory of"))?;
+    let guard = match lock {
+        true => Some(lock_replacement(fs, &tmp)?),
+        false => None,
+    };
     fs.rename(&tmp, path)
-        .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))
+        .map_err(|e| Error::io(format!("renaming {} over {name}", tmp.display()), e))?;
+    Ok(guard)
 }
 
 impl JsonWriter {
     /// Saves every line of the file at `path` (whose indexed records are `entries`) that
     /// is neither the header, an indexed record nor a commit line (the lines skipped at
     /// open) to a `.rejected-…` file next to it, so compaction deletes nothing unseen.
+    ///
+    /// A line that repeats a stored record identically (same id, same checksum) is
+    /// dropped, not saved: the store keeps that record.
     fn save_rejected(
         &self,
         path: &Path,
         entries: &[Entry],
         reader: &dyn ReadAt,
         end: u64,
-    ) -> Result<(u64, Option<PathBuf>)> {
+    ) -> Result<Skipped> {
         let mut spans: Vec<(u64, u64)> = entries.iter().map(|e| (e.offset(), e.end())).collect();
         spans.sort_unstable();
         let mut gaps = Vec::new();
@@ -544,8 +646,9 @@ impl JsonWriter {
             }
             at = at.max(stop);
         }
+        let mut skipped = Skipped::default();
         if gaps.is_empty() {
-            return Ok((0, None));
+            return Ok(skipped);
         }
         let mut bytes = Vec::new();
         let mut gap = Vec::new();
@@ -554,27 +657,56 @@ impl JsonWriter {
             reader
                 .read_exact_at(&mut gap, start)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            // Commit lines are framing, not rejected data.
+            // Commit lines (and the `\r\n` endings after indexed lines, which a record's span
+            // does not cover) are framing, not rejected data.
             for line in gap.split_inclusive(|&b| b == b'\n') {
-                if format::commit_count(line.strip_suffix(b"\n").unwrap_or(line)).is_none() {
+                let (body, _) = format::split_ending(line);
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                if body.is_empty() || format::commit_count(body).is_some() {
+                    continue;
+                }
+                let duplicate = format::check(body).is_ok_and(|(id, sum)| {
+                    read_shared(&self.shared)
+                        .index
+                        .get(id.get())
+                        .is_some_and(|e| e.checksum == sum)
+                });
+                if duplicate {
+                    skipped.duplicates += 1;
+                } else {
+                    skipped.lines += 1;
                     bytes.extend_from_slice(line);
                 }
             }
         }
         if bytes.is_empty() {
-            return Ok((0, None));
+            return Ok(skipped);
         }
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         let to = sibling(path, &format!(".rejected-{stamp}"));
         self.fs
             .write_new(&to, &bytes)
             .map_err(|e| Error::io(format!("saving rejected lines to {}", to.display()), e))?;
-        Ok((bytes.len() as u64, Some(to)))
+        skipped.bytes = bytes.len() as u64;
+        skipped.saved_to = Some(to);
+        Ok(skipped)
     }
+}
+
+/// What [`JsonWriter::save_rejected`] found in a file's skipped lines.
+#[derive(Debug, Default)]
+struct Skipped {
+    /// Bytes and lines saved aside.
+    bytes: u64,
+    lines: u64,
+    /// Identical repeats dropped.
+    duplicates: u64,
+    saved_to: Option<PathBuf>,
 }
 
 impl BatchWriter for JsonWriter {
     fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        self.settle_tail()?;
         let now = Utc::now();
         let mut next = self.next_id;
         let mut out = Vec::with_capacity(batches.len());
@@ -601,7 +733,22 @@ impl BatchWriter for JsonWriter {
         Ok(out)
     }
 
+    /// Syncs, then saves the high-water mark if it rose. The records are durable before
+    /// the mark is saved, so a failure to save it (a full disk) is a warning, not an error.
     fn close(&mut self) -> Result<()> {
-        self.sync(Durability::PowerLoss)
+        self.sync(Durability::PowerLoss)?;
+        let state = read_shared(&self.shared).mark.clone();
+        if state.mark.high_water > state.saved {
+            match mark::save(&*self.fs, &self.path, &state.mark) {
+                Ok(()) => write_shared(&self.shared).mark.saved = state.mark.high_water,
+                Err(e) => tracing::warn!(
+                    store = %self.name(),
+                    error = %e,
+                    "could not save the high-water mark at close; the records themselves are durable"
+                ),
+            }
+        }
+        self.active_lock = None;
+        Ok(())
     }
 }

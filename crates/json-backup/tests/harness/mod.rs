@@ -95,10 +95,15 @@ impl Harness for JsonHarness {
         rewrite(at, |v| (v["id"] != id.get()).then_some(v))
     }
 
+    /// Deletes the store's files and its high-water mark (`<file>.hwm`, which keeps ids
+    /// from being handed out again: with it gone, the store is new).
     async fn destroy(&self, at: &Location) -> Result<()> {
         for file in files(at)? {
             std::fs::remove_file(file).map_err(|e| Error::io("deleting", e))?;
         }
-        Ok(())
+        match std::fs::remove_file(format!("{}.hwm", at.address)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("deleting", e)),
+            _ => Ok(()),
+        }
     }
 }

@@ -1,0 +1,176 @@
+//! An id is never handed out twice in a store's life, whatever happened to its files, and
+//! records moved aside keep `verify` from saying clean until an operator acts.
+
+use std::sync::Arc;
+
+use synclog_core::{Durability, ErrorKind, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
+use synclog_json::fs::FileSystem;
+use synclog_json::sim::SimFs;
+use synclog_json::{JsonOptions, JsonStore};
+
+fn log(n: u64) -> NewLog {
+    NewLog::new("billing", Status::Succeeded)
+        .counts(n, n, 0)
+        .attr("n", n)
+}
+
+/// A store of two groups: ids 1..=3, then 4..=5.
+async fn two_groups(path: &std::path::Path) {
+    let store = JsonStore::open(path).unwrap();
+    store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store
+        .commit((4..=5).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+}
+
+fn torn_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".torn-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn ids_of_whole_records_moved_aside_are_not_handed_out_again_and_verify_flags_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    two_groups(&path).await;
+    // --- step: the second group loses its commit line behind the store's back.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "header, 3 records, commit, 2 records, commit");
+    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
+    // And the high-water mark is lost too: the moved-aside records alone bound the ids.
+    let _ = std::fs::remove_file(dir.path().join("logs.jsonl.hwm"));
+
+    // --- step: reopen: 4 and 5 are moved aside; the next id is above them.
+    let store = JsonStore::open(&path).unwrap();
+    assert_eq!(store.open_report().records, 3);
+    let next = store.append(log(6)).await.unwrap();
+    assert_eq!(next.id.get(), 6);
+
+    // --- step: verify is not clean while the moved-aside file holds whole records.
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(report.engine_problems.len(), 1, "{report:?}");
+    let [aside] = &torn_files(dir.path())[..] else {
+        panic!("one moved-aside file")
+    };
+    let name = aside.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(report.engine_problems[0].contains(&name), "{report:?}");
+    assert!(report.engine_problems[0].contains("4..=5"), "{report:?}");
+    assert!(
+        report.missing.is_empty(),
+        "moved-aside ids are not missing: {report:?}"
+    );
+    store.close().await.unwrap();
+
+    // --- step: the operator archives the file: verify is clean, and the ids stay spent.
+    let archive = tempfile::tempdir().unwrap();
+    std::fs::rename(aside, archive.path().join(&name)).unwrap();
+    let store = JsonStore::open(&path).unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(store.append(log(7)).await.unwrap().id.get(), 7);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn ids_cut_off_behind_the_stores_back_are_not_handed_out_again_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    two_groups(&path).await;
+    // --- step: the newest group is cut off whole (commit line included).
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, lines[..5].join("\n") + "\n").unwrap();
+
+    // --- step: reopen: nothing moved aside, yet the next id is 6, and verify says what is gone.
+    let store = JsonStore::open(&path).unwrap();
+    assert_eq!(store.open_report().records, 3);
+    assert!(store.open_report().torn_tails.is_empty());
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(report.engine_problems.len(), 1, "{report:?}");
+    assert_eq!(store.append(log(6)).await.unwrap().id.get(), 6);
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    let missing: Vec<u64> = report.missing.iter().flat_map(|r| r.first.get()..=r.last.get()).collect();
+    assert_eq!(missing, vec![4, 5]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_on_a_full_disk_opens_for_reading_and_leaves_no_empty_moved_aside_file() {
+    const FILE: &str = "/sim/logs.jsonl";
+    let fs = SimFs::new();
+    let open = || JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()));
+    let store = open().unwrap();
+    store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    // --- step: a committed store on a full disk opens and reads.
+    fs.set_disk_full(true);
+    let store = open().unwrap();
+    assert_eq!(store.open_report().records, 3);
+    assert!(store.get(LogId::new(3).unwrap()).await.unwrap().is_some());
+    store.close().await.unwrap();
+
+    // --- step: with a torn end to move aside (whole log 4, then a torn line), the store
+    // still opens and reads; each write fails and leaves nothing behind.
+    fs.set_disk_full(false);
+    let path = std::path::Path::new(FILE);
+    let mut bytes = fs.contents(path).unwrap();
+    let whole = bytes.len();
+    let store = open().unwrap();
+    store.commit(vec![log(4)], Durability::PowerLoss).await.unwrap();
+    store.close().await.unwrap();
+    let mut with_4 = fs.contents(path).unwrap();
+    with_4.truncate(with_4.len() - "{\"synclog_commit\":1}\n".len());
+    bytes.extend_from_slice(&with_4[whole..]);
+    bytes.extend_from_slice(br#"{"id":5,"recorded_at":"2026-11-2"#);
+    fs.set_contents(path, bytes);
+    // The mark would say 4: without it, only the torn end tells that 4 was handed out.
+    fs.remove_file(std::path::Path::new("/sim/logs.jsonl.hwm"))
+        .unwrap();
+    fs.set_disk_full(true);
+    let no_aside = |what: &str| {
+        let aside: Vec<_> = fs
+            .paths()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".torn-"))
+            .collect();
+        assert!(aside.is_empty(), "{what}: {aside:?}");
+    };
+    for attempt in 0..3 {
+        let store = open().unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert_eq!(store.open_report().records, 3, "attempt {attempt}");
+        assert!(store.open_report().tail_left_in_place.is_some());
+        assert!(store.get(LogId::new(2).unwrap()).await.unwrap().is_some());
+        let err = store.append(log(9)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "attempt {attempt}");
+        store.close().await.unwrap();
+        no_aside(&format!("attempt {attempt}"));
+    }
+
+    // --- step: space comes back while the store is open: the first write moves the torn
+    // end aside, then goes above the id of the whole record it holds.
+    let store = open().unwrap();
+    fs.set_disk_full(false);
+    assert_eq!(store.append(log(5)).await.unwrap().id.get(), 5);
+    let aside = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".torn-"))
+        .count();
+    assert_eq!(aside, 1);
+    store.close().await.unwrap();
+}
