@@ -60,6 +60,15 @@ pub enum Error {
         /// The id that was asked for.
         id: LogId,
     },
+    /// The store itself (its file, directory or database) does not exist. A read-only
+    /// open reports this rather than create anything.
+    #[error("{store} does not exist: {detail}")]
+    StoreNotFound {
+        /// The store, by the path or URL it was asked for (passwords redacted).
+        store: String,
+        /// What to do.
+        detail: String,
+    },
     /// A different record is stored under this id.
     #[error("conflict at log {id}: {detail}")]
     Conflict {
@@ -142,7 +151,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
-            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. } | Error::StoreNotFound { .. } => ErrorKind::NotFound,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Locked { .. } => ErrorKind::Locked,
@@ -165,6 +174,17 @@ impl Error {
             field,
             index: None,
             reason: reason.into(),
+        }
+    }
+
+    /// The [`Error::Unsupported`] of a write (`what`: commit, import, repair, sync,
+    /// checkpoint, ...) through a handle opened read-only. Nothing was written.
+    pub fn read_only(engine: &'static str, store: &str, what: &str) -> Self {
+        Error::Unsupported {
+            engine,
+            what: format!(
+                "{what} through a read-only handle of {store}; nothing was written: open it without read_only to write"
+            ),
         }
     }
 
@@ -211,6 +231,10 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::NotFound { id } => Error::NotFound { id: *id },
+            Error::StoreNotFound { store, detail } => Error::StoreNotFound {
+                store: store.clone(),
+                detail: detail.clone(),
+            },
             Error::Conflict { id, detail } => Error::Conflict {
                 id: *id,
                 detail: detail.clone(),

@@ -60,6 +60,18 @@ pub struct GuardedOptions {
     pub reconcile_page: usize,
     /// Reconcile (repairing) when opening. Off only to inspect the copies as they are.
     pub reconcile_at_open: bool,
+    /// A reader's guard over two read-only copies: nothing is reconciled at open (whatever
+    /// `reconcile_at_open` says), differences are reported by `verify`, `reconcile(false)`
+    /// and `check(false)`, never repaired, and every write (`append_batch`, `commit`,
+    /// `import`, `repair`, `sync`, `checkpoint`, a repairing `reconcile` or `check`) fails
+    /// with [`Error::Unsupported`] before anything is written. Off by default.
+    pub read_only: bool,
+    /// With `read_only`: a writer has this pair open now (the caller found its lock held),
+    /// so a group may be in one copy and not yet in the other. Ids above the copies'
+    /// common end (the smaller of their last ids when the comparison starts) that only one
+    /// copy holds are then reported in [`ReconcileReport::in_flight`], not as missing;
+    /// everything up to that end is compared as usual. Off by default.
+    pub writer_beside: bool,
 }
 
 impl Default for GuardedOptions {
@@ -69,6 +81,8 @@ impl Default for GuardedOptions {
             max_group_logs: 8192,
             reconcile_page: 10_000,
             reconcile_at_open: true,
+            read_only: false,
+            writer_beside: false,
         }
     }
 }
@@ -137,6 +151,10 @@ pub struct ReconcileReport {
     /// Repairs that failed (a full disk, a failing copy), and why; the next open or
     /// `check --repair` tries again. Nothing acknowledged is lost: the other copy holds it.
     pub repair_failures: Vec<String>,
+    /// Ids above the copies' common end held by one copy only while a writer had the pair
+    /// open ([`GuardedOptions::writer_beside`], read-only comparisons): groups being
+    /// written, not counted as problems. Empty otherwise.
+    pub in_flight: Vec<LogId>,
 }
 
 impl ReconcileReport {
@@ -240,6 +258,8 @@ pub struct Guarded {
     tx: mpsc::UnboundedSender<Request>,
     counters: Arc<Counters>,
     opened: ReconcileReport,
+    /// [`GuardedOptions::read_only`].
+    read_only: bool,
     /// What both copies offer, computed once: it does not change while they are open.
     caps: Capabilities,
 }
@@ -272,7 +292,8 @@ impl Guarded {
             counters: counters.clone(),
             gathering: Gathering::default(),
         };
-        let opened = if leader.options.reconcile_at_open {
+        let read_only = leader.options.read_only;
+        let opened = if leader.options.reconcile_at_open && !read_only {
             leader.reconcile(true, false).await?
         } else {
             ReconcileReport::default()
@@ -287,6 +308,7 @@ impl Guarded {
             tx,
             counters,
             opened,
+            read_only,
             caps,
         })
     }
@@ -342,6 +364,19 @@ impl Guarded {
         rec
     }
 
+    /// Whether this guard was opened with [`GuardedOptions::read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses a write (`what`) through a read-only guard.
+    fn check_writable(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::read_only("guarded", &self.describe(), what));
+        }
+        Ok(())
+    }
+
     fn closed(&self) -> Error {
         Error::Closed {
             store: self.describe(),
@@ -351,6 +386,7 @@ impl Guarded {
     /// Appends `batch` atomically; the receipt says where it is durable and whether it was
     /// read back. Fails only if neither copy took it (then nothing was acknowledged).
     pub async fn append_batch(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Receipt> {
+        self.check_writable("append")?;
         validate_batch(&batch)?;
         if batch.is_empty() {
             return Ok(Receipt {
@@ -379,6 +415,9 @@ impl Guarded {
     /// recomputes them. A copy that cannot be listed, and a repair that fails, are
     /// reported in the result, not returned as an error.
     pub async fn reconcile(&self, repair: bool) -> Result<ReconcileReport> {
+        if repair {
+            self.check_writable("a repairing reconcile")?;
+        }
         self.ask(|reply| Request::Reconcile {
             repair,
             deep: false,
@@ -392,6 +431,9 @@ impl Guarded {
     /// replaced by the other copy's intact record (never the reverse); one damaged in both
     /// is reported and left as it is.
     pub async fn check(&self, repair: bool) -> Result<ReconcileReport> {
+        if repair {
+            self.check_writable("check --repair")?;
+        }
         self.ask(|reply| Request::Reconcile {
             repair,
             deep: true,
@@ -777,7 +819,18 @@ impl Leader {
         }
         let page = self.options.reconcile_page.max(1);
         let mut report = ReconcileReport::default();
-        let (to_primary, to_backup) = match self.diff(page, &mut report).await {
+        // Beside a writer, the copies' common end bounds what is compared; read before the
+        // listings, so anything committed during them is above it.
+        let common_end = if self.options.read_only && self.options.writer_beside {
+            let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+            match (p, b) {
+                (Ok(p), Ok(b)) => Some(p.min(b).map_or(0, LogId::get)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let (mut to_primary, mut to_backup) = match self.diff(page, &mut report).await {
             Ok(lists) => lists,
             Err((copy, e)) => {
                 let store = if copy == Side::Primary {
@@ -794,6 +847,13 @@ impl Leader {
                 return Ok(report);
             }
         };
+        if let Some(end) = common_end {
+            for list in [&mut to_primary, &mut to_backup] {
+                let settled = list.partition_point(|id| id.get() <= end);
+                report.in_flight.extend(list.drain(settled..));
+            }
+            report.in_flight.sort_unstable();
+        }
         let mut damaged_sources = Vec::new();
         if repair {
             match copy_ids(&*self.backup, &*self.primary, &to_primary, page).await {
@@ -1041,6 +1101,7 @@ impl LogStore for Guarded {
     }
 
     async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        self.check_writable("commit")?;
         self.check_durability(durability)?;
         Ok(self.append_batch(batch, durability).await?.records)
     }
@@ -1099,11 +1160,13 @@ impl LogStore for Guarded {
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
+        self.check_writable("sync")?;
         let (a, b) = tokio::join!(self.primary.sync(level), self.backup.sync(level));
         a.and(b)
     }
 
     async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        self.check_writable("checkpoint")?;
         self.primary.checkpoint(mode).await
     }
 
@@ -1186,6 +1249,7 @@ impl LogStore for Guarded {
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_writable("repair")?;
         validate_records(&records)?;
         self.check_durability(durability)?;
         if records.is_empty() {
@@ -1200,6 +1264,7 @@ impl LogStore for Guarded {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_writable("import")?;
         validate_records(&records)?;
         self.check_durability(durability)?;
         if records.is_empty() {
