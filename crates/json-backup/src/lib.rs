@@ -119,7 +119,8 @@ struct Inner {
     /// The path the store was opened with, for messages.
     given: PathBuf,
     fs: Arc<dyn FileSystem>,
-    group: GroupCommit<JsonWriter>,
+    /// The writer; `None` in a handle opened with [`JsonStore::open_read_only`].
+    group: Option<GroupCommit<JsonWriter>>,
     shared: SharedRef,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     report: OpenReport,
@@ -217,13 +218,72 @@ impl JsonStore {
                 path,
                 given,
                 fs,
-                group,
+                group: Some(group),
                 shared,
                 lock: Mutex::new(Some(lock)),
                 report,
                 closed: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Opens the existing store at `path` over `fs` for reading only. It takes no lock
+    /// (neither `<file>.lock` nor the file's own), so it never waits for a writer and never
+    /// makes one wait; it writes nothing: no header, no `.hwm` mark, no torn end moved
+    /// aside, no cut-off rotation finished.
+    ///
+    /// It reads every committed group (up to the last commit line) as the files stand when
+    /// it opens: every group acknowledged before then. An uncommitted or torn end (a group
+    /// being written now, or one cut off by a crash) is not read and not reported in
+    /// [`OpenReport::torn_tails`]. Groups committed after the open are not seen; open again
+    /// to see them. A missing active file is [`Error::StoreNotFound`], and nothing is
+    /// created. Writes through the handle (`commit`, `import`, `repair`, `sync`, `rotate`,
+    /// `compact`) fail with [`Error::Unsupported`] and write nothing.
+    pub fn open_read_only(path: impl AsRef<Path>, fs: Arc<dyn FileSystem>) -> Result<JsonStore> {
+        let given = path.as_ref().to_path_buf();
+        let name = given.display().to_string();
+        let path = match fs.resolve(&given) {
+            Ok(path) => path,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(store_not_found(&name)),
+            Err(e) => return Err(Error::io(format!("resolving {name}"), e)),
+        };
+        let exists = fs
+            .len(&path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?
+            .is_some();
+        if !exists {
+            return Err(store_not_found(&name));
+        }
+        let loaded = load::load(&*fs, &path, false)?;
+        let report = loaded.report.clone();
+        warn_about(&name, &report);
+        let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
+        Ok(JsonStore {
+            inner: Arc::new(Inner {
+                path,
+                given,
+                fs,
+                group: None,
+                shared,
+                lock: Mutex::new(None),
+                report,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Whether this handle was opened with [`JsonStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.group.is_none()
+    }
+
+    /// The writer, or the error of a write (`what`) through a read-only handle.
+    fn writer(&self, what: &str) -> Result<&GroupCommit<JsonWriter>> {
+        self.check_open()?;
+        self.inner
+            .group
+            .as_ref()
+            .ok_or_else(|| Error::read_only("json", &self.describe(), what))
     }
 
     /// What opening the store found: records, segments, skipped lines, torn tails moved aside.
@@ -238,21 +298,19 @@ impl JsonStore {
 
     /// Group-commit counters.
     pub fn group_stats(&self) -> GroupStats {
-        self.inner.group.stats()
+        self.inner.group.as_ref().map(|g| g.stats()).unwrap_or_default()
     }
 
     /// Rewrites the active file (and any segment with skipped lines) in id order without
     /// skipped lines; see the crate docs.
     pub async fn compact(&self) -> Result<CompactReport> {
-        self.check_open()?;
-        self.inner.group.with_writer(|w| w.compact()).await?
+        self.writer("compact")?.with_writer(|w| w.compact()).await?
     }
 
     /// Seals the active file as the next segment and starts a new one, between groups;
     /// see the crate docs. `None` if the active file holds no records.
     pub async fn rotate(&self) -> Result<Option<RotateReport>> {
-        self.check_open()?;
-        self.inner.group.with_writer(|w| w.rotate()).await?
+        self.writer("rotate")?.with_writer(|w| w.rotate()).await?
     }
 
     /// The store's files: sealed segments in order, then the active file.
@@ -286,6 +344,14 @@ impl JsonStore {
                 context: "a read task failed".into(),
                 source: Box::new(e),
             })?
+    }
+}
+
+/// The error of a read-only open of a store whose active file does not exist.
+fn store_not_found(name: &str) -> Error {
+    Error::StoreNotFound {
+        store: format!("json://{name}"),
+        detail: "a read-only open creates nothing; check the path, or append to create the store".into(),
     }
 }
 
@@ -605,9 +671,9 @@ impl LogStore for JsonStore {
     }
 
     async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
-        self.check_open()?;
+        let group = self.writer("commit")?;
         validate_batch(&batch)?;
-        self.inner.group.commit(batch, durability).await
+        group.commit(batch, durability).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
@@ -650,8 +716,7 @@ impl LogStore for JsonStore {
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
-        self.check_open()?;
-        self.inner.group.with_writer(move |w| w.sync(level)).await?
+        self.writer("sync")?.with_writer(move |w| w.sync(level)).await?
     }
 
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
@@ -659,15 +724,12 @@ impl LogStore for JsonStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.check_open()?;
+        let group = self.writer("import")?;
         validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.inner
-            .group
-            .with_writer(move |w| w.import(records, durability))
-            .await?
+        group.with_writer(move |w| w.import(records, durability)).await?
     }
 
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside
@@ -682,13 +744,16 @@ impl LogStore for JsonStore {
             return Ok(());
         }
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || inner.group.shutdown())
-            .await
-            .map_err(|e| Error::Backend {
-                engine: "json",
-                context: "closing".into(),
-                source: Box::new(e),
-            })?;
+        let result = tokio::task::spawn_blocking(move || match &inner.group {
+            Some(group) => group.shutdown(),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "json",
+            context: "closing".into(),
+            source: Box::new(e),
+        })?;
         drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         result
     }

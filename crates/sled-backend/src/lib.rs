@@ -332,6 +332,8 @@ pub struct SledStore {
     db: Mutex<Option<sled::Db>>,
     group: Arc<GroupCommit<Writer>>,
     lock_wait: Duration,
+    /// Opened with [`SledStore::open_read_only`]: every write is refused.
+    read_only: bool,
     closed: AtomicBool,
 }
 
@@ -389,8 +391,74 @@ impl SledStore {
             db: Mutex::new(Some(db)),
             group,
             lock_wait: options.lock_wait,
+            read_only: false,
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Opens the existing database at `path` for reading. sled has no read-only mode and
+    /// admits one process at a time, even for reading: so this tries once, without
+    /// waiting, and a database another process has open (a writer) is [`Error::Locked`],
+    /// saying that sled cannot be read beside a writer. While this handle is open it holds
+    /// sled's lock like any handle (a writer that comes meanwhile waits for it up to its
+    /// own lock wait); close it soon. A missing database is [`Error::StoreNotFound`], and
+    /// nothing is created. Writes through the handle (`commit`, `import`, `repair`,
+    /// `sync`) fail with [`Error::Unsupported`] and write nothing.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SledStore> {
+        let path = path.as_ref().to_path_buf();
+        let resource = format!("sled://{}", path.display());
+        match std::fs::metadata(path.join("db")) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Err(Error::StoreNotFound {
+                    store: resource,
+                    detail: "a read-only open creates nothing; check the path, or append to create the store"
+                        .into(),
+                })
+            }
+            Err(e) => return Err(Error::io(format!("inspecting {resource}"), e)),
+        }
+        let mut store = Self::open_with(
+            &path,
+            SledOptions {
+                lock_wait: Duration::ZERO,
+                ..SledOptions::default()
+            },
+        )
+        .map_err(|e| match e {
+            Error::Locked { source, .. } => Error::Locked {
+                resource: resource.clone(),
+                detail: "sled cannot be read beside a writer: another process has the database open, \
+                         and sled admits one process at a time, even a reader; stop the writer, or read \
+                         a copy (`synclog export`)"
+                    .into(),
+                source,
+            },
+            other => other,
+        })?;
+        store.read_only = true;
+        // Closing waits (bounded) for sled's threads to let go of the lock, so that a writer
+        // that comes next finds it free.
+        store.lock_wait = SledOptions::default().lock_wait;
+        Ok(store)
+    }
+
+    /// Whether this handle was opened with [`SledStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses a write (`what`) through a read-only handle.
+    fn check_writable(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::read_only("sled", &self.describe(), what));
+        }
+        Ok(())
     }
 
     /// Group-commit counters.
@@ -478,6 +546,7 @@ impl LogStore for SledStore {
                 store: self.describe(),
             });
         }
+        self.check_writable("commit")?;
         validate_batch(&batch)?;
         self.group.commit(batch, durability).await
     }
@@ -512,6 +581,7 @@ impl LogStore for SledStore {
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
+        self.check_writable("sync")?;
         if level == Durability::Buffered {
             return self.db().map(|_| ());
         }
@@ -539,6 +609,7 @@ impl LogStore for SledStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_writable("import")?;
         validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
@@ -549,6 +620,7 @@ impl LogStore for SledStore {
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_writable("repair")?;
         validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());

@@ -442,6 +442,55 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
     tx.commit().map_err(e("committing the schema of"))
 }
 
+/// Checks, without writing or creating anything, that `path` holds a synclog database a
+/// read-only handle can read: see [`crate::SqliteStore::open_read_only`].
+pub(crate) fn check_read_only(path: &Path, busy_timeout: Duration) -> Result<()> {
+    let missing = |detail: &str| Error::StoreNotFound {
+        store: format!("sqlite://{}", path.display()),
+        detail: detail.to_string(),
+    };
+    check_regular_file(path)?;
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing(
+                "a read-only open creates nothing; check the path, or append to create the store",
+            ))
+        }
+        Err(err) => return Err(Error::io(format!("inspecting {}", path.display()), err)),
+    }
+    inspect(path, busy_timeout)?;
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let conn = open_reader(path, busy_timeout)?;
+    let int = |name: &'static str| -> Result<i64> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .map_err(e("reading a PRAGMA of"))
+    };
+    let (version, app) = (int("user_version")?, int("application_id")?);
+    let tables = table_names(&conn, path)?;
+    close(conn, path)?;
+    if app != 0 && app != i64::from(APPLICATION_ID) {
+        return Err(foreign(path, &format!("application_id {app:#x}")));
+    }
+    match version {
+        0 if tables.is_empty() => Err(missing(
+            "the file holds no synclog store yet (a writer has not set it up); nothing was changed",
+        )),
+        SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
+        v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
+            engine: "sqlite",
+            what: format!(
+                "schema version {v} of {} (this synclog knows {SCHEMA_VERSION}); upgrade synclog",
+                path.display()
+            ),
+        }),
+        v => Err(foreign(
+            path,
+            &format!("{} tables, user_version {v}", tables.len()),
+        )),
+    }
+}
+
 /// Opens a read-only connection, independent of the writer.
 pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);

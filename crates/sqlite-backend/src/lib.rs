@@ -108,7 +108,8 @@ pub struct WriterStats {
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
-    group: GroupCommit<Writer>,
+    /// The writer; `None` in a handle opened with [`SqliteStore::open_read_only`].
+    group: Option<GroupCommit<Writer>>,
     readers: ReaderPool,
     counters: Arc<WriterCounters>,
     closed: AtomicBool,
@@ -155,11 +156,59 @@ impl SqliteStore {
                 readers: ReaderPool::new(path.clone(), options.busy_timeout, options.readers),
                 path,
                 options,
-                group,
+                group: Some(group),
                 counters,
                 closed: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Opens the existing database at `path` for reading only: no writer connection, no
+    /// schema creation, no WAL switch, no lock that makes a writer wait. Readers are
+    /// `SQLITE_OPEN_READ_ONLY` connections; in WAL mode they never block a writer and a
+    /// writer never blocks them, and each read sees every transaction committed before it
+    /// began. `busy_timeout` bounds the rare waits SQLite itself has (a WAL being recovered).
+    ///
+    /// A missing file is [`Error::StoreNotFound`] (nothing is created), as is a file that
+    /// holds no synclog schema yet; another application's database is
+    /// [`Error::InvalidInput`]; a newer schema [`Error::Unsupported`]. Writes through the
+    /// handle (`commit`, `import`, `repair`, `sync`, `checkpoint`) fail with
+    /// [`Error::Unsupported`] and write nothing.
+    ///
+    /// What SQLite needs beside the file: a read-only connection to a WAL database uses
+    /// its `-shm` and `-wal` files, and creates them if they are absent and the directory
+    /// is writable (SQLite 3.22+); the database file itself is never created or changed.
+    pub fn open_read_only(path: impl AsRef<Path>, busy_timeout: Duration) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        connection::check_read_only(&path, busy_timeout)?;
+        let options = SqliteOptions {
+            busy_timeout,
+            ..SqliteOptions::default()
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                readers: ReaderPool::new(path.clone(), busy_timeout, options.readers),
+                path,
+                options,
+                group: None,
+                counters: Arc::new(WriterCounters::default()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Whether this handle was opened with [`SqliteStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.group.is_none()
+    }
+
+    /// The writer, or the error of a write (`what`) through a read-only handle.
+    fn writer(&self, what: &str) -> Result<&GroupCommit<Writer>> {
+        self.check_open()?;
+        self.inner
+            .group
+            .as_ref()
+            .ok_or_else(|| Error::read_only("sqlite", &self.describe(), what))
     }
 
     /// The database file.
@@ -170,7 +219,7 @@ impl SqliteStore {
     /// Writer counters.
     pub fn writer_stats(&self) -> WriterStats {
         WriterStats {
-            group: self.inner.group.stats(),
+            group: self.inner.group.as_ref().map(|g| g.stats()).unwrap_or_default(),
             connection_opens: self.inner.counters.opens.load(Ordering::Relaxed),
             busy_retries: self.inner.counters.busy_retries.load(Ordering::Relaxed),
         }
@@ -178,8 +227,7 @@ impl SqliteStore {
 
     /// The PRAGMAs of the writer connection, read back from SQLite now.
     pub async fn pragmas(&self) -> Result<PragmaReport> {
-        self.inner
-            .group
+        self.writer("reading the writer's PRAGMAs")?
             .with_writer(|w| {
                 let path = w.path().to_path_buf();
                 connection::read_pragmas(w.connection()?, &path)
@@ -231,9 +279,9 @@ impl LogStore for SqliteStore {
     }
 
     async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
-        self.check_open()?;
+        let group = self.writer("commit")?;
         validate_batch(&batch)?;
-        self.inner.group.commit(batch, durability).await
+        group.commit(batch, durability).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
@@ -256,13 +304,13 @@ impl LogStore for SqliteStore {
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
-        self.check_open()?;
-        self.inner.group.with_writer(move |w| w.sync(level)).await?
+        self.writer("sync")?.with_writer(move |w| w.sync(level)).await?
     }
 
     async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
-        self.check_open()?;
-        self.inner.group.with_writer(move |w| w.checkpoint(mode)).await?
+        self.writer("checkpoint")?
+            .with_writer(move |w| w.checkpoint(mode))
+            .await?
     }
 
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
@@ -279,27 +327,21 @@ impl LogStore for SqliteStore {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.check_open()?;
+        let group = self.writer("import")?;
         validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.inner
-            .group
-            .with_writer(move |w| w.import(&records, durability))
-            .await?
+        group.with_writer(move |w| w.import(&records, durability)).await?
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.check_open()?;
+        let group = self.writer("repair")?;
         validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.inner
-            .group
-            .with_writer(move |w| w.repair(&records, durability))
-            .await?
+        group.with_writer(move |w| w.repair(&records, durability)).await?
     }
 
     async fn close(&self) -> Result<()> {
@@ -308,12 +350,15 @@ impl LogStore for SqliteStore {
         }
         self.inner.readers.clear();
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.group.shutdown())
-            .await
-            .map_err(|e| Error::Backend {
-                engine: "sqlite",
-                context: "closing".into(),
-                source: Box::new(e),
-            })?
+        tokio::task::spawn_blocking(move || match &inner.group {
+            Some(group) => group.shutdown(),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            engine: "sqlite",
+            context: "closing".into(),
+            source: Box::new(e),
+        })?
     }
 }
