@@ -2,6 +2,7 @@
 
 mod params;
 mod paths;
+mod read_only;
 mod same;
 
 use std::path::{Path, PathBuf};
@@ -176,12 +177,27 @@ pub struct OpenOptions {
     /// For PostgreSQL it also bounds connecting (at least 1 s): a server that does not
     /// answer in time fails with an `Io` error naming its host and port.
     pub lock_wait: std::time::Duration,
+    /// Open for reading only: no writer lock is taken, so the open never waits for a
+    /// writer and never makes one wait; nothing is created or changed (a missing store is
+    /// a [`NotFound`](synclog_core::ErrorKind::NotFound) error naming it), and every
+    /// write through the handle fails with
+    /// [`Unsupported`](synclog_core::ErrorKind::Unsupported), writing nothing.
+    ///
+    /// Per engine: SQLite reads on `SQLITE_OPEN_READ_ONLY` connections (beside any writer,
+    /// seeing every transaction committed before each read); JSON reads every group
+    /// committed when it opens, without its locks; sled, which admits one process at a
+    /// time, is [`Locked`](synclog_core::ErrorKind::Locked) while a writer has it open;
+    /// PostgreSQL and memory open as usual and refuse writes. A guarded pair opened
+    /// read-only reports copies that differ and repairs nothing
+    /// ([`GuardedOptions::read_only`]).
+    pub read_only: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             lock_wait: std::time::Duration::from_secs(10),
+            read_only: false,
         }
     }
 }
@@ -200,6 +216,9 @@ pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
 pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
     #[allow(unused_variables)] // in a build without any engine
     let wait = options.lock_wait;
+    if options.read_only {
+        return open_read_only(url, StoreUrl::parse(url)?, options).await;
+    }
     match StoreUrl::parse(url)? {
         StoreUrl::Sqlite(path) => {
             #[cfg(feature = "sqlite")]
@@ -283,6 +302,62 @@ pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn L
     }
 }
 
+/// [`open_url_with`] with [`OpenOptions::read_only`]: nothing is created or locked.
+async fn open_read_only(given: &str, url: StoreUrl, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
+    #[allow(unused_variables)] // in a build without any engine
+    let wait = options.lock_wait;
+    match url {
+        StoreUrl::Sqlite(path) => {
+            #[cfg(feature = "sqlite")]
+            {
+                check_kind("sqlite", &path, Expect::File)?;
+                open_blocking("sqlite", move || {
+                    synclog_sqlite::SqliteStore::open_read_only(path, wait)
+                })
+                .await
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = path;
+                Err(disabled("sqlite"))
+            }
+        }
+        StoreUrl::Json { path, .. } => {
+            #[cfg(feature = "json")]
+            {
+                check_kind("json", &path, Expect::File)?;
+                let fs = Arc::new(synclog_json::fs::RealFs);
+                open_blocking("json", move || synclog_json::JsonStore::open_read_only(path, fs)).await
+            }
+            #[cfg(not(feature = "json"))]
+            {
+                let _ = path;
+                Err(disabled("json"))
+            }
+        }
+        StoreUrl::Sled(path) => {
+            #[cfg(feature = "sled")]
+            {
+                check_kind("sled", &path, Expect::Dir)?;
+                open_blocking("sled", move || synclog_sled::SledStore::open_read_only(path)).await
+            }
+            #[cfg(not(feature = "sled"))]
+            {
+                let _ = path;
+                Err(disabled("sled"))
+            }
+        }
+        StoreUrl::Postgres(_) | StoreUrl::Memory(_) => {
+            let writable = OpenOptions {
+                read_only: false,
+                ..options.clone()
+            };
+            let store = Box::pin(open_url_with(given, &writable)).await?;
+            Ok(Arc::new(read_only::ReadOnly::new(store)))
+        }
+    }
+}
+
 /// Opens `primary` guarded by `backup` (see [`Guarded`]): both are opened, reconciled,
 /// and every append then goes to both.
 ///
@@ -301,6 +376,13 @@ pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) 
 /// A primary and a backup that are the same storage (one file by any path, one memory
 /// store, one PostgreSQL schema) are refused with [`Error::InvalidInput`] before either
 /// is opened.
+///
+/// With [`OpenOptions::read_only`] (or [`GuardedOptions::read_only`]) both copies are
+/// opened read-only and the pair is not reconciled: differences are reported by `verify`
+/// and `check`, never repaired, and writes fail with
+/// [`Unsupported`](synclog_core::ErrorKind::Unsupported). A copy that does not exist is
+/// then stood in for like a damaged one (the other copy is read); both missing is a
+/// [`NotFound`](synclog_core::ErrorKind::NotFound) error.
 pub async fn open_guarded_with(
     primary: &str,
     backup: &str,
@@ -308,15 +390,33 @@ pub async fn open_guarded_with(
     open: &OpenOptions,
 ) -> Result<Guarded> {
     same::refuse_same_storage(primary, backup)?;
+    let read_only = options.read_only || open.read_only;
+    let writer_beside = read_only && [primary, backup].iter().any(|url| json_writer_holds(url));
+    let options = GuardedOptions {
+        read_only,
+        writer_beside: options.writer_beside || writer_beside,
+        ..options
+    };
     let b = open_url_with(backup, open).await;
     let p = open_url_with(primary, open).await;
+    // A reader reads the copy that exists; only a writer needs both.
+    let absent = |e: &Error| options.read_only && e.kind() == synclog_core::ErrorKind::NotFound;
     let (p, b) = match (p, b) {
         (Ok(p), Ok(b)) => (p, b),
-        (Err(e), Ok(b)) if damaged_storage(&e) => (stand_in("primary", primary, e), b),
-        (Ok(p), Err(e)) if damaged_storage(&e) => (p, stand_in("backup", backup, e)),
+        (Err(e), Ok(b)) if damaged_storage(&e) || absent(&e) => (stand_in("primary", primary, e), b),
+        (Ok(p), Err(e)) if damaged_storage(&e) || absent(&e) => (p, stand_in("backup", backup, e)),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     Guarded::open(p, b, options).await
+}
+
+/// Whether a writer holds the lock of the JSON store `url` names (see
+/// [`read_only::json_writer_holds`]); `false` for other engines.
+fn json_writer_holds(url: &str) -> bool {
+    match StoreUrl::parse(url) {
+        Ok(StoreUrl::Json { path, .. }) => read_only::json_writer_holds(&path),
+        _ => false,
+    }
 }
 
 /// Whether an open failed because the storage itself is damaged or failing, so that the

@@ -257,13 +257,22 @@ fn checkpoint_reports_the_wal_frames() {
     );
 }
 
+/// A second writer waits for the lock (readers take none: see `tests/readers.rs`).
 #[test]
 fn a_locked_backup_makes_a_second_process_wait_then_exit_4() {
     let env = Env::new();
     env.run(&["append", "--job", "x", "--status", "succeeded"]);
     let holder = synclog::json::JsonStore::open(env.path("b.jsonl")).unwrap();
     let started = std::time::Instant::now();
-    let out = env.run(&["--lock-wait", "0.3", "list"]);
+    let out = env.run(&[
+        "--lock-wait",
+        "0.3",
+        "append",
+        "--job",
+        "x",
+        "--status",
+        "succeeded",
+    ]);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     let e = stderr(&out);
@@ -421,7 +430,10 @@ fn a_torn_backup_tail_is_moved_aside_and_the_operator_is_told() {
     bytes.extend_from_slice(br#"{"id":2,"recorded_at":"2026-11-2"#);
     std::fs::write(&backup, &bytes).unwrap();
 
-    let listed = env.run(&["list"]);
+    // A reader leaves it where it is; the next writer moves it aside.
+    let read = env.run(&["list"]);
+    assert_eq!(code(&read), 0, "{}", stderr(&read));
+    let listed = env.run(&["append", "--job", "crm", "--status", "succeeded"]);
     no_panic(&listed);
     assert_eq!(code(&listed), 0, "{}", stderr(&listed));
     let err = stderr(&listed);

@@ -95,7 +95,7 @@ proptest::proptest! {
         let url = SHAPES[shape].replace("{pw}", &pw);
         proptest::prop_assert!(!synclog::redact_url(&url).contains(&pw));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let options = OpenOptions { lock_wait: Duration::from_millis(200) };
+        let options = OpenOptions { lock_wait: Duration::from_millis(200), ..OpenOptions::default() };
         match rt.block_on(open_url_with(&url, &options)) {
             Ok(_) => proptest::prop_assert!(false, "{} opened", synclog::redact_url(&url)),
             Err(e) => {

@@ -9,7 +9,7 @@ use synclog::{
     Side, VerifyOptions,
 };
 
-use super::open::{open, options, Opened};
+use super::open::{open, open_read_only, options, read_options, Opened};
 use super::out::{outln, Out};
 use super::{exit, StoreArgs};
 
@@ -21,7 +21,7 @@ pub struct VerifyArgs {
 }
 
 pub async fn verify(stores: &StoreArgs, args: VerifyArgs, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
+    let opened = open_read_only(stores).await?;
     let report = opened.store().verify(VerifyOptions { deep: args.deep }).await;
     let describe = opened.store().describe();
     opened.close().await?;
@@ -118,7 +118,8 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
     Ok(if clean { exit::OK } else { exit::PROBLEMS })
 }
 
-/// Opens the pair as it is (no repair at open), checks it deeply, closes it.
+/// Opens the pair as it is (no repair at open), checks it deeply, closes it. Without
+/// `repair` the pair is opened read-only: no writer lock, nothing created or changed.
 async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport> {
     let guarded = synclog::open_guarded_with(
         &stores.store,
@@ -127,7 +128,11 @@ async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport>
             reconcile_at_open: false,
             ..GuardedOptions::default()
         },
-        &options(stores),
+        &if repair {
+            options(stores)
+        } else {
+            read_options(stores)
+        },
     )
     .await?;
     let report = guarded.check(repair).await;
@@ -181,6 +186,14 @@ fn print_check(report: &ReconcileReport, repair: bool, out: &mut Out) -> bool {
             c.id,
             c.primary,
             c.backup
+        );
+    }
+    if !report.in_flight.is_empty() {
+        outln!(
+            out,
+            "being written by a writer beside this check, in one copy so far ({}): {}",
+            report.in_flight.len(),
+            ids(&report.in_flight)
         );
     }
     for u in &report.unreadable {
@@ -281,7 +294,7 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore, out: &mut Out) -> Result<u
 }
 
 pub async fn export(stores: &StoreArgs, args: ExportArgs, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
+    let opened = open_read_only(stores).await?;
     let target = synclog::open_url_with(&args.to, &options(stores)).await?;
     let result = copy(opened.store(), &*target, out).await;
     target.close().await?;

@@ -28,23 +28,38 @@ impl Opened {
 pub fn options(args: &StoreArgs) -> OpenOptions {
     OpenOptions {
         lock_wait: args.lock_wait(),
+        ..OpenOptions::default()
+    }
+}
+
+/// Open options for a command that only reads: no writer lock, nothing created or repaired.
+pub fn read_options(args: &StoreArgs) -> OpenOptions {
+    OpenOptions {
+        read_only: true,
+        ..options(args)
     }
 }
 
 /// Opens the store, guarded by the backup unless `--no-backup`.
 pub async fn open(args: &StoreArgs) -> Result<Opened> {
+    open_with(args, &options(args)).await
+}
+
+/// Opens the store for a command that only reads (list, show, verify, export): it takes
+/// no writer lock, so it neither waits for a writer nor makes one wait; it creates and
+/// repairs nothing (copies that differ are reported by verify and check).
+pub async fn open_read_only(args: &StoreArgs) -> Result<Opened> {
+    open_with(args, &read_options(args)).await
+}
+
+async fn open_with(args: &StoreArgs, options: &OpenOptions) -> Result<Opened> {
     if args.no_backup {
         Ok(Opened::Single(
-            synclog::open_url_with(&args.store, &options(args)).await?,
+            synclog::open_url_with(&args.store, options).await?,
         ))
     } else {
-        let g = synclog::open_guarded_with(
-            &args.store,
-            &args.backup,
-            GuardedOptions::default(),
-            &options(args),
-        )
-        .await?;
+        let g =
+            synclog::open_guarded_with(&args.store, &args.backup, GuardedOptions::default(), options).await?;
         let report = g.open_report();
         if report.restored_to_primary > 0 || report.copied_to_backup > 0 {
             tracing::warn!(

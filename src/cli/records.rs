@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use synclog::validate::check_exact_numbers;
 use synclog::{Copies, Durability, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
-use super::open::{open, Opened};
+use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
 use super::{exit, StoreArgs};
 
@@ -254,7 +254,7 @@ pub async fn list(stores: &StoreArgs, args: ListArgs, out: &mut Out) -> Result<u
         ..Scan::default()
     };
     scan.effective_limit()?;
-    let opened = open(stores).await?;
+    let opened = open_read_only(stores).await?;
     let records = opened.store().scan(&scan).await;
     opened.close().await?;
     let records = records?;
@@ -278,7 +278,7 @@ pub struct ShowArgs {
 }
 
 pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
+    let opened = open_read_only(stores).await?;
     let rec = opened.store().get_required(args.id).await;
     opened.close().await?;
     let rec = rec?;
