@@ -67,10 +67,11 @@ pub struct GuardedOptions {
     /// with [`Error::Unsupported`] before anything is written. Off by default.
     pub read_only: bool,
     /// With `read_only`: a writer has this pair open now (the caller found its lock held),
-    /// so a group may be in one copy and not yet in the other. Ids above the copies'
-    /// common end (the smaller of their last ids when the comparison starts) that only one
-    /// copy holds are then reported in [`ReconcileReport::in_flight`], not as missing;
-    /// everything up to that end is compared as usual. Off by default.
+    /// so a group may be in one copy and not yet in the other. A read-only comparison
+    /// covers the ids up to the copies' ends at open: the larger end (ids above it are
+    /// newer than the reader), or with `writer_beside` the smaller one (a group being
+    /// written at open is above it). An id above that end held by one copy only is
+    /// reported in [`ReconcileReport::in_flight`], not as missing. Off by default.
     pub writer_beside: bool,
 }
 
@@ -151,9 +152,9 @@ pub struct ReconcileReport {
     /// Repairs that failed (a full disk, a failing copy), and why; the next open or
     /// `check --repair` tries again. Nothing acknowledged is lost: the other copy holds it.
     pub repair_failures: Vec<String>,
-    /// Ids above the copies' common end held by one copy only while a writer had the pair
-    /// open ([`GuardedOptions::writer_beside`], read-only comparisons): groups being
-    /// written, not counted as problems. Empty otherwise.
+    /// Read-only comparisons: ids above what the comparison covers (see
+    /// [`GuardedOptions::writer_beside`]) held by one copy only: groups written since the
+    /// reader opened, or being written then; not counted as problems. Empty otherwise.
     pub in_flight: Vec<LogId>,
 }
 
@@ -291,6 +292,7 @@ impl Guarded {
             options,
             counters: counters.clone(),
             gathering: Gathering::default(),
+            compared_up_to: None,
         };
         let read_only = leader.options.read_only;
         let opened = if leader.options.reconcile_at_open && !read_only {
@@ -299,6 +301,9 @@ impl Guarded {
             ReconcileReport::default()
         };
         leader.next_id = leader.stores_next_id().await?;
+        if read_only {
+            leader.compared_up_to = Some(leader.compared_up_to().await);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(leader.run(rx));
         let caps = joint_capabilities(&*primary, &*backup);
@@ -473,6 +478,9 @@ struct Leader {
     options: GuardedOptions,
     counters: Arc<Counters>,
     gathering: Gathering,
+    /// Read-only: the last id a comparison covers (see [`GuardedOptions::writer_beside`]),
+    /// fixed at open; `None` when writable.
+    compared_up_to: Option<u64>,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -819,17 +827,7 @@ impl Leader {
         }
         let page = self.options.reconcile_page.max(1);
         let mut report = ReconcileReport::default();
-        // Beside a writer, the copies' common end bounds what is compared; read before the
-        // listings, so anything committed during them is above it.
-        let common_end = if self.options.read_only && self.options.writer_beside {
-            let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
-            match (p, b) {
-                (Ok(p), Ok(b)) => Some(p.min(b).map_or(0, LogId::get)),
-                _ => None,
-            }
-        } else {
-            None
-        };
+        let common_end = self.compared_up_to;
         let (mut to_primary, mut to_backup) = match self.diff(page, &mut report).await {
             Ok(lists) => lists,
             Err((copy, e)) => {
@@ -901,6 +899,21 @@ impl Leader {
         let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty();
         self.counters.diverged.store(diverged, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// What a read-only comparison covers, from the copies' ends at open: every id up to
+    /// the larger end (ids above it were assigned after this reader opened: a writer gives
+    /// new groups ids above both copies); beside a writer, only up to the smaller end (a
+    /// group in flight at open is in one copy at most, above the other's end).
+    async fn compared_up_to(&self) -> u64 {
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        let end = |r: Result<Option<LogId>>| r.ok().flatten().map_or(0, LogId::get);
+        let (p, b) = (end(p), end(b));
+        if self.options.writer_beside {
+            p.min(b)
+        } else {
+            p.max(b)
+        }
     }
 
     /// The ids each copy lacks, from a merge-join of the two listings; conflicts and the
