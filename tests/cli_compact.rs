@@ -47,11 +47,23 @@ fn compact_cleans_repeated_and_corrupt_backup_lines_so_verify_is_clean() {
         "verify is not clean before: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // check agrees with verify, repairing or not: the file needs compacting.
+    for check in [&["check"][..], &["check", "--repair"][..]] {
+        let out = synclog(dir.path(), check);
+        assert_eq!(
+            code(&out),
+            1,
+            "{check:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 
     // --- step: compact, then verify is clean, and the corrupt line is kept aside.
     let out = synclog(dir.path(), &["compact"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let out = synclog(dir.path(), &["verify"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let out = synclog(dir.path(), &["check"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
     let rejected: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -32,9 +32,10 @@ pub fn code_for(e: &Error) -> u8 {
 /// What to do about an error, when there is something to say.
 pub fn hint(e: &Error) -> Option<&'static str> {
     match e.kind() {
-        ErrorKind::Locked | ErrorKind::Busy => {
-            Some("another synclog process is using the store; wait for it, raise --lock-wait, or use --backup/--store to pick other files")
+        ErrorKind::Locked => {
+            Some("another process (or connection) holds the store's lock; wait for it, raise --lock-wait, or use --backup/--store to pick other files")
         }
+        ErrorKind::Busy => Some("the store stayed busy for the whole --lock-wait (other writers, or a server at its connection limit); retry, or raise --lock-wait"),
         ErrorKind::Corrupt => Some("run `synclog verify --deep` to list the damage and `synclog check --repair` to restore from the backup"),
         _ => None,
     }

@@ -133,7 +133,12 @@ pub struct ReconcileReport {
     pub repaired_in_backup: u64,
     /// Copies that could not be listed or verified, or whose engine check found damage, and
     /// why: the comparison is incomplete, and `check --repair` rebuilds such a copy.
-    pub unreadable: Vec<Unreadable>,
+    pub unreadable: Vec<CopyProblem>,
+    /// Other problems a copy's verification found that leave its records readable and
+    /// intact, but its storage not clean (a record stored twice, an unreadable line whose
+    /// record is intact elsewhere, damaged bytes an engine set aside and kept). `check`
+    /// only; `verify` reports the same. For a JSON-lines copy, `synclog compact` cleans them.
+    pub problems: Vec<CopyProblem>,
     /// Repairs that failed (a full disk, a failing copy), and why; the next open or
     /// `check --repair` tries again. Nothing acknowledged is lost: the other copy holds it.
     pub repair_failures: Vec<String>,
@@ -149,6 +154,7 @@ impl ReconcileReport {
             && self.damaged_in_backup.len() as u64 == self.repaired_in_backup
             && self.damaged_in_both.is_empty()
             && self.unreadable.is_empty()
+            && self.problems.is_empty()
             && self.repair_failures.is_empty()
     }
 
@@ -161,6 +167,7 @@ impl ReconcileReport {
             && self.damaged_in_backup.is_empty()
             && self.damaged_in_both.is_empty()
             && self.unreadable.is_empty()
+            && self.problems.is_empty()
             && self.repair_failures.is_empty())
     }
 }
@@ -673,6 +680,10 @@ impl Leader {
                     .into(),
             });
         }
+        // A copy that stayed busy or locked for the whole lock wait is not tried again at
+        // once (that would wait as long again): its records are queued for the next group.
+        let again = |r: &Result<ImportReport>| r.as_ref().err().is_none_or(|e| !e.is_retryable());
+        let (again_primary, again_backup) = (again(&p), again(&b));
         let (mut in_primary, mut in_backup) = match (p, b) {
             (Err(pe), Err(be)) => {
                 return Err(Error::Backend {
@@ -686,8 +697,12 @@ impl Leader {
         if !in_primary {
             self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
             // Restore at once: the primary's writer reopens its connection after an error.
-            match self.primary.import(sealed.to_vec(), durability).await {
-                Ok(rep) if rep.conflicts.is_empty() => {
+            let retried = match again_primary {
+                true => Some(self.primary.import(sealed.to_vec(), durability).await),
+                false => None,
+            };
+            match retried {
+                Some(Ok(rep)) if rep.conflicts.is_empty() => {
                     self.counters.restored.fetch_add(rep.inserted, Ordering::Relaxed);
                     in_primary = true;
                 }
@@ -696,8 +711,12 @@ impl Leader {
         }
         if !in_backup {
             self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
-            match self.backup.import(sealed.to_vec(), durability).await {
-                Ok(rep) if rep.conflicts.is_empty() => {
+            let retried = match again_backup {
+                true => Some(self.backup.import(sealed.to_vec(), durability).await),
+                false => None,
+            };
+            match retried {
+                Some(Ok(rep)) if rep.conflicts.is_empty() => {
                     self.counters.copied.fetch_add(rep.inserted, Ordering::Relaxed);
                     in_backup = true;
                 }
@@ -786,7 +805,7 @@ impl Leader {
                     &self.backup
                 };
                 tracing::warn!(copy = %store.describe(), error = %e, "a copy could not be listed; the pair goes on with the other one");
-                report.unreadable.push(Unreadable {
+                report.unreadable.push(CopyProblem {
                     copy,
                     detail: format!("{}: cannot be listed: {e}", store.describe()),
                 });
@@ -930,9 +949,9 @@ pub enum Side {
     Backup,
 }
 
-/// A copy that could not be read whole, and why.
+/// A problem of one copy, and what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unreadable {
+pub struct CopyProblem {
     /// Which copy.
     pub copy: Side,
     /// What went wrong (the store and the error).
