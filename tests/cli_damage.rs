@@ -133,3 +133,75 @@ fn an_append_with_the_primary_locked_is_acknowledged_by_the_backup_within_one_lo
         3
     );
 }
+
+#[test]
+fn a_damaged_backup_header_does_not_stop_the_pair_and_check_repair_rebuilds_the_backup() {
+    let env = Env::new();
+    env.append_logs(3);
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    std::fs::write(&backup, text.replacen("\"synclog\"", "\"synclXg\"", 1)).unwrap();
+    // --- step: every command goes on through the primary
+    assert_eq!(records(&env.expect(0, &["list", "--json"])).len(), 3);
+    env.expect(0, &["append", "--job", "crm", "--status", "succeeded"]);
+    env.expect(1, &["verify"]);
+    env.expect(1, &["check"]);
+    // --- step: check --repair keeps the damaged file aside and rebuilds the backup
+    env.expect(0, &["check", "--repair"]);
+    let aside = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("b.jsonl.damaged-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    env.expect(0, &["verify"]);
+    assert_eq!(
+        records(&env.alone("json://b.jsonl", &["list", "--json"])).len(),
+        4
+    );
+}
+
+#[test]
+fn a_record_damaged_in_both_copies_is_shown_flagged_and_never_passed_off_as_intact() {
+    let env = Env::new();
+    env.append_logs(3);
+    flip_message(&env, 2);
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    std::fs::write(&backup, text.replace("run 2 synced", "XXX 2 synced")).unwrap();
+    let shown = records(&env.expect(0, &["show", "2", "--json"]));
+    assert_eq!(shown[0]["intact"], serde_json::Value::Bool(false));
+    let listed = records(&env.expect(0, &["list", "--json"]));
+    let flags: Vec<bool> = listed.iter().map(|r| r.get("intact").is_none()).collect();
+    assert_eq!(flags, vec![true, false, true]);
+    // Nothing intact is left to repair it from: reported, never overwritten.
+    env.expect(1, &["check", "--repair"]);
+}
+
+#[test]
+fn verify_of_ids_a_trillion_apart_reports_one_missing_range() {
+    // A corrupted high-water mark makes the next id 1099511627780 (ids 4..=1099511627779
+    // were never handed out): verify used to list each of them and run out of memory.
+    let env = Env::new();
+    env.append_logs(3);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = 1099511627779 WHERE key = 'high_water'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let id = env.expect(
+        0,
+        &["--no-backup", "append", "--job", "crm", "--status", "succeeded"],
+    );
+    assert_eq!(id.trim(), "1099511627780");
+    let out = env.expect(1, &["--no-backup", "verify"]);
+    let missing: Vec<&str> = out.lines().filter(|l| l.starts_with("missing:")).collect();
+    assert_eq!(missing, vec!["missing: log 4..=1099511627779"]);
+}

@@ -315,12 +315,23 @@ pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u
 }
 
 /// One record as a line of JSON, with no raw control character in it.
+/// One record as a JSON line. A record whose fields no longer give its checksum (damaged
+/// in every copy there is) carries `"intact": false`, so that no reader takes it as good.
 fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
-    let line = serde_json::to_string(rec).map_err(|e| Error::Backend {
+    let encode = |e| Error::Backend {
         engine: "synclog",
         context: "encoding JSON".into(),
         source: Box::new(e),
-    })?;
+    };
+    let line = if rec.is_intact() {
+        serde_json::to_string(rec).map_err(encode)?
+    } else {
+        let mut value = serde_json::to_value(rec).map_err(encode)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("intact".into(), Value::Bool(false));
+        }
+        value.to_string()
+    };
     out.json(&line);
     Ok(())
 }
@@ -354,7 +365,14 @@ fn print_table(records: &[LogRecord], out: &mut Out) {
             cut(&escape_controls(&r.job), 20),
             r.status,
             counts,
-            cut(&escape_controls(&r.message), 60)
+            if r.is_intact() {
+                cut(&escape_controls(&r.message), 60)
+            } else {
+                format!(
+                    "[DAMAGED: does not match its checksum] {}",
+                    cut(&escape_controls(&r.message), 40)
+                )
+            }
         );
     }
     if records.is_empty() {

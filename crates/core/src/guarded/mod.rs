@@ -60,6 +60,11 @@ pub struct GuardedOptions {
     pub reconcile_page: usize,
     /// Reconcile (repairing) when opening. Off only to inspect the copies as they are.
     pub reconcile_at_open: bool,
+    /// Most records queued in memory for a copy that failed to take them. Past it (a copy
+    /// that stays down in a long-running process) the queue is dropped: the records are
+    /// in the other copy, reads consult both copies, and the next open or `check --repair`
+    /// copies them over.
+    pub max_pending: usize,
 }
 
 impl Default for GuardedOptions {
@@ -69,6 +74,7 @@ impl Default for GuardedOptions {
             max_group_logs: 8192,
             reconcile_page: 10_000,
             reconcile_at_open: true,
+            max_pending: 100_000,
         }
     }
 }
@@ -552,7 +558,21 @@ impl Leader {
         Ok(p.max(b).max(self.next_id.saturating_sub(1)) + 1)
     }
 
-    fn set_pending_counters(&self) {
+    fn set_pending_counters(&mut self) {
+        for (queue, copy) in [
+            (&mut self.pending_primary, &self.primary),
+            (&mut self.pending_backup, &self.backup),
+        ] {
+            if queue.len() > self.options.max_pending {
+                tracing::warn!(
+                    copy = %copy.describe(),
+                    queued = queue.len(),
+                    "a copy keeps failing; its queue is dropped (the other copy holds the records; the next open or `synclog check --repair` copies them)"
+                );
+                queue.clear();
+                self.counters.diverged.store(true, Ordering::Relaxed);
+            }
+        }
         self.counters
             .pending_primary
             .store(self.pending_primary.len() as u64, Ordering::Relaxed);
@@ -857,7 +877,10 @@ impl Leader {
         for failure in &report.repair_failures {
             tracing::warn!(%failure, "a copy could not be repaired; the next open or `synclog check --repair` tries again");
         }
-        let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty();
+        // The copies differ beyond the queues until a repair has put them in step.
+        let unrepaired =
+            !repair && (!report.missing_in_primary.is_empty() || !report.missing_in_backup.is_empty());
+        let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty() || unrepaired;
         self.counters.diverged.store(diverged, Ordering::Relaxed);
         Ok(report)
     }
