@@ -501,8 +501,10 @@ impl Run<'_> {
                 Err(error) => {
                     self.failed += 1;
                     self.storage_code.get_or_insert(exit::code_for(&error));
-                    self.out
-                        .stderr_line("error", format_args!("line {line}: nothing was stored: {error}"));
+                    self.out.stderr_line(
+                        "error",
+                        format_args!("line {line}: the append failed; its log is not acknowledged: {error}"),
+                    );
                     if let Some(hint) = exit::hint(&error) {
                         self.out.stderr_line("hint", hint);
                     }
