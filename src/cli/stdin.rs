@@ -712,14 +712,15 @@ mod tests {
         assert_eq!(parse_line(" \t ").unwrap(), None);
     }
 
-    /// A memory store that claims every durability level; a commit of job "fail" fails.
+    /// A memory store that claims every durability level; a commit of job "fail" fails,
+    /// and every import fails when the flag is set.
     #[derive(Debug)]
-    struct Flaky(MemoryStore);
+    struct Flaky(MemoryStore, bool);
 
     #[async_trait]
     impl LogStore for Flaky {
         fn describe(&self) -> String {
-            "flaky://".into()
+            format!("flaky://{}", self.0.describe())
         }
         fn capabilities(&self) -> Capabilities {
             Capabilities {
@@ -749,6 +750,9 @@ mod tests {
             self.0.verify(options).await
         }
         async fn import(&self, records: Vec<LogRecord>, _: Durability) -> Result<ImportReport> {
+            if self.1 {
+                return Err(Error::io("importing", io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
             self.0.import(records, Durability::Buffered).await
         }
         async fn close(&self) -> Result<()> {
@@ -758,7 +762,7 @@ mod tests {
 
     /// A flaky store over the memory store `name`, which outlives it.
     fn flaky(name: &str) -> Arc<dyn LogStore> {
-        Arc::new(Flaky(MemoryStore::open_named(name)))
+        Arc::new(Flaky(MemoryStore::open_named(name), false))
     }
 
     async fn stored_in(name: &str) -> u64 {
@@ -817,6 +821,37 @@ mod tests {
             unreachable!()
         };
         assert!(g.stats().groups < jobs.len() as u64, "{:?}", g.stats());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_the_backup_missed_is_answered_and_the_backup_is_named_in_a_warning() {
+        let backup: Arc<dyn LogStore> = Arc::new(Flaky(MemoryStore::open_named("stdin-missed-b"), true));
+        let guarded = Guarded::open(flaky("stdin-missed-p"), backup, GuardedOptions::default())
+            .await
+            .unwrap();
+        let (mut out, stdout, stderr) = captured();
+        let code = stream(
+            Target::Guarded(Arc::new(guarded)),
+            input(&["a", "b"]),
+            false,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, exit::OK, "{}", stderr.text());
+        assert_eq!(stdout.text(), "1\n2\n");
+        // The warning naming the copy is the behaviour under test.
+        let warnings: Vec<String> = stderr
+            .text()
+            .lines()
+            .filter(|l| l.contains("warning"))
+            .map(String::from)
+            .collect();
+        assert_eq!(warnings.len(), 2, "{}", stderr.text());
+        assert!(
+            warnings.iter().all(|w| w.contains("stdin-missed-b")),
+            "{warnings:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
