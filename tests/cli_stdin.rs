@@ -2,42 +2,20 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use synclog::LogRecord;
 
+mod common;
+
+use common::{code, no_panic, stderr, stdout, Env};
+
 /// How long a test waits for one answer from a running writer before it fails.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
-        c.current_dir(self.dir.path())
-            .env_remove("SYNCLOG_STORE")
-            .env_remove("SYNCLOG_BACKUP")
-            .env_remove("RUST_BACKTRACE")
-            .args(["--store", &format!("sqlite://{}", path("s.db"))])
-            .args(["--backup", &format!("json://{}", path("b.jsonl"))]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
     /// Runs `append --stdin` (plus `args`) with `input` on its standard input, to the end.
     fn append_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         let mut child = self.spawn_stdin(args);
@@ -51,7 +29,7 @@ impl Env {
     }
 
     fn spawn_stdin(&self, args: &[&str]) -> Child {
-        self.cmd()
+        self.base()
             .args(["append", "--stdin"])
             .args(args)
             .stdin(Stdio::piped())
@@ -70,23 +48,6 @@ impl Env {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn no_panic(o: &Output) {
-    let e = stderr(o);
-    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{e}");
 }
 
 /// The ids a run printed, one a line.

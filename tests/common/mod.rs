@@ -2,7 +2,6 @@
 //! and the binary run on it.
 #![allow(dead_code)] // each test file uses a part
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// A temporary directory; the store is `s.db` and the backup `b.jsonl` in it.
@@ -17,12 +16,13 @@ impl Env {
         }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    /// The absolute path of `name` in the directory, as text.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
     }
 
     /// The binary on this directory's pair, with nothing from the environment.
-    pub fn cmd(&self) -> Command {
+    pub fn base(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
         c.current_dir(self.dir.path())
             .env_remove("SYNCLOG_STORE")
@@ -34,7 +34,7 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
+        self.base().args(args).output().unwrap()
     }
 
     /// Runs and expects `code`, showing both streams otherwise; returns stdout.
@@ -89,6 +89,25 @@ impl Env {
             );
         }
     }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit code (-1 for a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// The process did not end in a panic.
+pub fn no_panic(o: &Output) {
+    let e = stderr(o);
+    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{e}");
 }
 
 /// The records of `--json` output, one per line.
