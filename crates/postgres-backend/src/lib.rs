@@ -60,8 +60,9 @@ use synclog_core::{
     VerifyReport,
 };
 
-use connect::{pg_err, server_of, Deadline, Endpoint};
+use connect::{pg_err, server_of, Endpoint, LockTimeout};
 use sql::Sql;
+use synclog_core::deadline::Deadline;
 
 /// The schema version this build creates, kept in `meta`.
 pub const SCHEMA_VERSION: i64 = 1;
