@@ -26,7 +26,7 @@ mod open;
 pub use aside::set_aside;
 pub use open::{open_guarded, open_guarded_with, open_url, open_url_with, OpenOptions, StoreUrl};
 pub use synclog_core::guarded::{
-    Copies, Guarded, GuardedOptions, Receipt, ReconcileReport, Side, Unavailable, Unreadable,
+    Copies, CopyProblem, Guarded, GuardedOptions, Receipt, ReconcileReport, Side, Unavailable,
 };
 pub use synclog_core::*;
 

@@ -1,31 +1,12 @@
 //! `synclog append`: numbers in attributes are stored exactly or refused, never rounded.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
+
+use common::Env;
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let d = self.dir.path().display();
-        Command::new(env!("CARGO_BIN_EXE_synclog"))
-            .current_dir(self.dir.path())
-            .env_remove("SYNCLOG_STORE")
-            .env_remove("SYNCLOG_BACKUP")
-            .args(["--store", &format!("sqlite://{d}/s.db")])
-            .args(["--backup", &format!("json://{d}/b.jsonl")])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     fn append(&self, attrs: &[&str]) -> Output {
         let mut args = vec!["append", "--job", "j", "--status", "succeeded", "--json"];
         args.extend_from_slice(attrs);
@@ -34,17 +15,7 @@ impl Env {
 
     /// The stored logs, as JSON values.
     fn logs(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["list", "--json"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        common::records(&self.expect(0, &["list", "--json"]))
     }
 }
 
@@ -67,7 +38,10 @@ fn a_number_that_would_be_rounded_is_refused_with_exit_2_and_nothing_is_stored()
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(env.logs().len(), 0);
+    // Nothing was written, not even the store's files: a read finds no store.
+    let out = env.run(&["list", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
 #[test]

@@ -1,55 +1,11 @@
 //! The `synclog` command end to end, bad input included.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
-        c.current_dir(self.dir.path())
-            .env_remove("SYNCLOG_STORE")
-            .env_remove("SYNCLOG_BACKUP")
-            .env_remove("RUST_BACKTRACE")
-            .args(["--store", &format!("sqlite://{}", self.path("s.db"))])
-            .args(["--backup", &format!("json://{}", self.path("b.jsonl"))]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn no_panic(o: &Output) {
-    let e = stderr(o);
-    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{e}");
-}
+use common::{code, no_panic, stderr, stdout, Env};
 
 #[test]
 fn append_prints_the_new_id_and_show_reads_it_back() {
@@ -287,7 +243,7 @@ fn concurrent_processes_take_turns() {
     let env = Env::new();
     let children: Vec<_> = (0..4)
         .map(|i| {
-            env.cmd()
+            env.base()
                 .args(["append", "--job", &format!("p{i}"), "--status", "succeeded"])
                 .output()
         })
@@ -297,7 +253,7 @@ fn concurrent_processes_take_turns() {
     }
     let spawned: Vec<_> = (0..4)
         .map(|i| {
-            env.cmd()
+            env.base()
                 .args(["append", "--job", &format!("q{i}"), "--status", "succeeded"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

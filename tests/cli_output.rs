@@ -7,40 +7,19 @@ use std::process::{Command, Output, Stdio};
 
 use synclog::{Durability, NewLog, Status};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
+
+use common::{code, stderr, stdout, Env};
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
     fn store_url(&self) -> String {
         format!("sqlite://{}", self.path("s.db"))
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
-        c.current_dir(self.dir.path())
-            .env_remove("SYNCLOG_STORE")
-            .env_remove("SYNCLOG_BACKUP")
-            .env_remove("SYNCLOG_LOG")
-            .env_remove("RUST_BACKTRACE")
-            .args(["--store", &self.store_url()])
-            .args(["--backup", &format!("json://{}", self.path("b.jsonl"))])
-            .args(args);
+        let mut c = self.base();
+        c.args(args);
         c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
     }
 
     /// Runs with stdout (or stderr) going to /dev/full.
@@ -75,18 +54,6 @@ impl Env {
 enum Stream {
     Stdout,
     Stderr,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 /// Exits with `expected`, and not by a panic.

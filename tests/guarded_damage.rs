@@ -211,3 +211,28 @@ async fn a_copy_that_refuses_writes_at_open_is_reported_and_the_other_serves() {
     assert_eq!(store.get(id(2)).await.unwrap().as_ref(), Some(&recs[1]));
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_copy_that_stays_down_does_not_grow_the_queue_without_bound() {
+    let pair = Pair::new();
+    let down: Arc<dyn LogStore> = Arc::new(FailEveryNth::new(sqlite_alone(&pair.primary).await, 1));
+    let backup = synclog::open_url(&pair.urls().1).await.unwrap();
+    let options = GuardedOptions {
+        max_pending: 3,
+        ..GuardedOptions::default()
+    };
+    let store = Guarded::open(down, backup, options).await.unwrap();
+    let mut recs = Vec::new();
+    for i in 1..=8 {
+        let receipt = store
+            .append_batch(vec![log(i)], Default::default())
+            .await
+            .unwrap();
+        assert!(receipt.durable_in.backup && !receipt.durable_in.primary);
+        recs.extend(receipt.records);
+        assert!(store.stats().pending_primary <= 3, "{:?}", store.stats());
+    }
+    // The dropped queue loses nothing: reads consult the backup, which holds every record.
+    assert_eq!(everything(&store).await, recs);
+    store.close().await.unwrap();
+}

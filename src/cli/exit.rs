@@ -8,7 +8,7 @@ pub const OK: u8 = 0;
 pub const PROBLEMS: u8 = 1;
 /// Bad usage or input: an unknown flag or URL scheme, an invalid status, bad JSON.
 pub const USAGE: u8 = 2;
-/// The requested log does not exist.
+/// The requested log does not exist, or a read-only command found no store.
 pub const NOT_FOUND: u8 = 3;
 /// The store is locked or busy (another process); retry later or wait longer (--lock-wait).
 /// Also a checkpoint that could not copy every WAL frame.
@@ -32,9 +32,10 @@ pub fn code_for(e: &Error) -> u8 {
 /// What to do about an error, when there is something to say.
 pub fn hint(e: &Error) -> Option<&'static str> {
     match e.kind() {
-        ErrorKind::Locked | ErrorKind::Busy => {
-            Some("another synclog process is using the store; wait for it, raise --lock-wait, or use --backup/--store to pick other files")
+        ErrorKind::Locked => {
+            Some("another process (or connection) holds the store's lock; wait for it, raise --lock-wait, or use --backup/--store to pick other files")
         }
+        ErrorKind::Busy => Some("the store stayed busy for the whole --lock-wait (other writers, or a server at its connection limit); retry, or raise --lock-wait"),
         ErrorKind::Corrupt => Some("run `synclog verify --deep` to list the damage and `synclog check --repair` to restore from the backup"),
         _ => None,
     }
@@ -45,7 +46,7 @@ pub const HELP: &str = "Exit codes:
   0  ok
   1  problems found (verify, check)
   2  bad usage or input (unknown URL scheme, invalid status, --attrs not a JSON object)
-  3  the log asked for does not exist
+  3  the log asked for does not exist, or a read-only command found no store
   4  the store is locked or busy: another process holds it; retry or raise --lock-wait;
      or a checkpoint left WAL frames uncopied (a reader holds them)
   5  I/O or storage error, or the output could not be written (full disk, closed pipe);

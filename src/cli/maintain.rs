@@ -199,6 +199,15 @@ fn print_check(report: &ReconcileReport, repair: bool, out: &mut Out) -> bool {
     for u in &report.unreadable {
         outln!(out, "unreadable {}: {}", u.copy.name(), u.detail);
     }
+    for p in &report.problems {
+        outln!(out, "problem in the {}: {}", p.copy.name(), p.detail);
+    }
+    if !report.problems.is_empty() {
+        outln!(
+            out,
+            "hint: `synclog compact` cleans a JSON-lines copy's files (what it drops is kept aside, never deleted)"
+        );
+    }
     if repair {
         outln!(out,
             "repaired: {} restored to the store, {} copied to the backup, {} damaged replaced in the store, {} in the backup",

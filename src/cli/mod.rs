@@ -8,6 +8,7 @@ mod maintain;
 mod open;
 pub mod out;
 mod records;
+mod stdin;
 
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Append one log; prints its id (or the record with --json).
     #[command(
-        after_help = "Examples:\n  synclog append --job crm-contacts --status succeeded --seen 120 --written 118 --failed 2\n  synclog append --job orders --status failed --message 'API returned 503' --attr source=shopify --json"
+        after_help = "Examples:\n  synclog append --job crm-contacts --status succeeded --seen 120 --written 118 --failed 2\n  synclog append --job orders --status failed --message 'API returned 503' --attr source=shopify --json\n  producer | synclog append --stdin"
     )]
     Append(records::AppendArgs),
     /// List logs as a table, or JSON lines with --json.

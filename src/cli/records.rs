@@ -14,14 +14,19 @@ fn status(s: &str) -> std::result::Result<Status, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
 
+/// The flags that describe one log on the command line; `--stdin` takes none of them.
+const ONE_LOG: [&str; 10] = [
+    "job", "status", "message", "attr", "attrs", "started", "finished", "seen", "written", "failed",
+];
+
 #[derive(Debug, Args)]
 pub struct AppendArgs {
     /// The job (sync) this run belongs to.
-    #[arg(long)]
-    job: String,
+    #[arg(long, required_unless_present = "stdin")]
+    job: Option<String>,
     /// started, succeeded, failed, partial or skipped.
-    #[arg(long, value_parser = status)]
-    status: Status,
+    #[arg(long, value_parser = status, required_unless_present = "stdin")]
+    status: Option<Status>,
     /// A human-readable message.
     #[arg(long, default_value = "")]
     message: String,
@@ -49,9 +54,12 @@ pub struct AppendArgs {
     /// Print the stored record as JSON instead of its id.
     #[arg(long)]
     json: bool,
+    /// Read logs from standard input, one JSON object per line (see --help).
+    #[arg(long, conflicts_with_all = ONE_LOG, long_help = super::stdin::HELP)]
+    stdin: bool,
 }
 
-fn time(field: &'static str, s: &str) -> Result<DateTime<Utc>> {
+pub(super) fn time(field: &'static str, s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
@@ -136,7 +144,17 @@ fn is_number_token(s: &str) -> bool {
 }
 
 pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Result<u8> {
-    let mut log = NewLog::new(args.job.clone(), args.status)
+    if args.stdin {
+        return super::stdin::append_stdin(stores, args.json, out).await;
+    }
+    // clap requires both without --stdin; this is the same answer, without a panic.
+    let (Some(job), Some(status)) = (args.job.clone(), args.status) else {
+        return Err(Error::invalid(
+            "job",
+            "--job and --status are required (or --stdin)",
+        ));
+    };
+    let mut log = NewLog::new(job, status)
         .counts(args.seen, args.written, args.failed)
         .message(args.message.clone());
     if let Some(s) = &args.started {
@@ -208,7 +226,7 @@ async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Re
 }
 
 /// Warns when only one copy holds an acknowledged log.
-fn warn_missed_copy(id: LogId, copies: Copies, store: &str, backup: &str, out: &mut Out) {
+pub(super) fn warn_missed_copy(id: LogId, copies: Copies, store: &str, backup: &str, out: &mut Out) {
     let missed = match (copies.primary, copies.backup) {
         (true, false) => Some(("backup", backup, "store", store)),
         (false, true) => Some(("store", store, "backup", backup)),
@@ -314,13 +332,24 @@ pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u
     Ok(exit::OK)
 }
 
-/// One record as a line of JSON, with no raw control character in it.
-fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
-    let line = serde_json::to_string(rec).map_err(|e| Error::Backend {
+/// One record as a JSON line, with no raw control character in it. A record whose fields
+/// no longer give its checksum (damaged in every copy there is) carries `"intact": false`,
+/// so that no reader takes it as good.
+pub(super) fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
+    let encode = |e| Error::Backend {
         engine: "synclog",
         context: "encoding JSON".into(),
         source: Box::new(e),
-    })?;
+    };
+    let line = if rec.is_intact() {
+        serde_json::to_string(rec).map_err(encode)?
+    } else {
+        let mut value = serde_json::to_value(rec).map_err(encode)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("intact".into(), Value::Bool(false));
+        }
+        value.to_string()
+    };
     out.json(&line);
     Ok(())
 }
@@ -354,7 +383,14 @@ fn print_table(records: &[LogRecord], out: &mut Out) {
             cut(&escape_controls(&r.job), 20),
             r.status,
             counts,
-            cut(&escape_controls(&r.message), 60)
+            if r.is_intact() {
+                cut(&escape_controls(&r.message), 60)
+            } else {
+                format!(
+                    "[DAMAGED: does not match its checksum] {}",
+                    cut(&escape_controls(&r.message), 40)
+                )
+            }
         );
     }
     if records.is_empty() {

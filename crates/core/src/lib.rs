@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod canonical;
+pub mod deadline;
 pub mod error;
 pub mod group;
 pub mod guarded;

@@ -100,7 +100,11 @@ async fn ids_cut_off_behind_the_stores_back_are_not_handed_out_again_and_are_rep
     assert_eq!(report.engine_problems.len(), 1, "{report:?}");
     assert_eq!(store.append(log(6)).await.unwrap().id.get(), 6);
     let report = store.verify(VerifyOptions::default()).await.unwrap();
-    let missing: Vec<u64> = report.missing.iter().flat_map(|r| r.first.get()..=r.last.get()).collect();
+    let missing: Vec<u64> = report
+        .missing
+        .iter()
+        .flat_map(|r| r.first.get()..=r.last.get())
+        .collect();
     assert_eq!(missing, vec![4, 5]);
     store.close().await.unwrap();
 }

@@ -2,34 +2,23 @@
 //! long a connection may take, and what a failure says (the server's message and SQLSTATE,
 //! or which server did not answer), never a password.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{PoolError, TimeoutType};
+use synclog_core::deadline::Deadline;
 use synclog_core::{Error, Result};
 use tokio_postgres::{Client, NoTls};
 
-/// When one operation's lock wait ends: every lock it waits for shares it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    /// `None`: further away than `Instant` can count, that is, never.
-    end: Option<Instant>,
-}
-
-impl Deadline {
-    pub(crate) fn after(wait: Duration) -> Deadline {
-        Deadline {
-            end: Instant::now().checked_add(wait),
-        }
-    }
-
+/// A deadline as PostgreSQL's `lock_timeout`.
+pub(crate) trait LockTimeout {
     /// `SET LOCAL lock_timeout` to the time left: at least 1 ms (0 would mean no limit),
     /// at most what the server accepts.
-    pub(crate) fn set_lock_timeout(&self) -> String {
-        let left = match self.end {
-            Some(end) => end.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128);
+    fn set_lock_timeout(&self) -> String;
+}
+
+impl LockTimeout for Deadline {
+    fn set_lock_timeout(&self) -> String {
+        let ms = self.remaining().as_millis().clamp(1, i32::MAX as u128);
         format!("SET LOCAL lock_timeout = {ms}")
     }
 }

@@ -60,8 +60,9 @@ use synclog_core::{
     VerifyReport,
 };
 
-use connect::{pg_err, server_of, Deadline, Endpoint};
+use connect::{pg_err, server_of, Endpoint, LockTimeout};
 use sql::Sql;
+use synclog_core::deadline::Deadline;
 
 /// The schema version this build creates, kept in `meta`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -238,6 +239,11 @@ enum Job {
     Sync {
         level: Durability,
         reply: Reply<()>,
+    },
+    Repair {
+        records: Vec<LogRecord>,
+        durability: Durability,
+        reply: Reply<ImportReport>,
     },
 }
 
@@ -453,6 +459,73 @@ impl Writer {
         self.settle(r)
     }
 
+    async fn repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let r = self.try_repair(records, durability).await;
+        self.settle(r)
+    }
+
+    /// In one transaction under the store's lock: reads the stored rows of the offered ids,
+    /// deletes those that are damaged (undecodable, or fields that no longer give their
+    /// checksum), and inserts the offered records that are not stored intact.
+    async fn try_repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.expected_next = None;
+        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let deadline = Deadline::after(self.lock_wait);
+        let client = self.client().await?;
+        let tx = begin(client, durability, lock, deadline, &store).await?;
+        let ids: Vec<i64> = records.iter().map(|r| r.id.get() as i64).collect();
+        let rows = tx
+            .query(
+                &format!("SELECT {} FROM {} WHERE id = ANY($1)", sql::COLUMNS, sql.table),
+                &[&ids],
+            )
+            .await
+            .map_err(|e| pg_err(&store, "reading the records to repair in", e))?;
+        let mut intact: HashMap<i64, Checksum> = HashMap::new();
+        let mut damaged: Vec<i64> = Vec::new();
+        for row in &rows {
+            let id: i64 = row.get(0);
+            match decode(row, &store) {
+                Ok(rec) if rec.is_intact() => {
+                    intact.insert(id, rec.checksum);
+                }
+                _ => damaged.push(id),
+            }
+        }
+        if !damaged.is_empty() {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE id = ANY($1)", sql.table),
+                &[&damaged],
+            )
+            .await
+            .map_err(|e| pg_err(&store, "removing damaged records from", e))?;
+        }
+        let fresh: Vec<LogRecord> = records
+            .iter()
+            .filter(|r| !intact.contains_key(&(r.id.get() as i64)))
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            let cols = Columns::of(&fresh);
+            tx.query(&sql.import, &cols.params())
+                .await
+                .map_err(|e| pg_err(&store, "repairing", e))?;
+        }
+        let mut report = ImportReport::default();
+        for rec in &records {
+            let id = rec.id.get() as i64;
+            match intact.get(&id) {
+                Some(&stored) => report.note_existing(rec.id, stored, rec.checksum),
+                None if damaged.contains(&id) => report.replaced += 1,
+                None => report.inserted += 1,
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| pg_err(&store, "committing to", e))?;
+        Ok(report)
+    }
+
     async fn try_import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.expected_next = None;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
@@ -589,6 +662,13 @@ impl Writer {
                 }
                 Job::Sync { level, reply } => {
                     let _ = reply.send(self.sync(level).await);
+                }
+                Job::Repair {
+                    records,
+                    durability,
+                    reply,
+                } => {
+                    let _ = reply.send(self.repair(records, durability).await);
                 }
             }
         }
@@ -825,7 +905,7 @@ impl LogStore for PgStore {
             persistent: true,
             checkpoint: false,
             deep_verify: false,
-            repair: false,
+            repair: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -959,6 +1039,19 @@ impl LogStore for PgStore {
             return Ok(ImportReport::default());
         }
         self.ask(|reply| Job::Import {
+            records,
+            durability,
+            reply,
+        })
+        .await
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.ask(|reply| Job::Repair {
             records,
             durability,
             reply,

@@ -1,9 +1,10 @@
 //! Opening connections: PRAGMAs set explicitly and read back, the schema, error mapping.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+pub(crate) use synclog_core::deadline::Deadline;
 use synclog_core::{Durability, Error, Result};
 
 /// The schema version this build writes, kept in `PRAGMA user_version`.
@@ -105,33 +106,14 @@ pub(crate) fn busy_timeout_of(wait: Duration) -> Duration {
     Duration::from_millis(wait.min(MAX_BUSY_TIMEOUT).as_millis() as u64)
 }
 
-/// When one operation's lock wait ends. Every busy wait and retry inside the operation
-/// (the WAL switch, the schema's lock, each attempt of a write transaction) shares it, so
-/// a wait of 2 s means 2 s for the whole open or append, not 2 s per retry.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    /// `None`: further away than `Instant` can count, that is, never.
-    end: Option<Instant>,
+/// A deadline bounds a connection's busy handler by the time it has left.
+pub(crate) trait BoundBusy {
+    /// Sets `conn`'s busy timeout to the time left, so one more wait cannot overrun it.
+    fn bound(&self, conn: &Connection) -> rusqlite::Result<()>;
 }
 
-impl Deadline {
-    /// The deadline `wait` from now.
-    pub(crate) fn after(wait: Duration) -> Deadline {
-        Deadline {
-            end: Instant::now().checked_add(wait),
-        }
-    }
-
-    /// The time left (zero once passed).
-    pub(crate) fn remaining(&self) -> Duration {
-        match self.end {
-            Some(end) => end.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        }
-    }
-
-    /// Bounds `conn`'s busy handler by the time left, so one more wait cannot overrun it.
-    pub(crate) fn bound(&self, conn: &Connection) -> rusqlite::Result<()> {
+impl BoundBusy for Deadline {
+    fn bound(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.busy_timeout(busy_timeout_of(self.remaining()))
     }
 }

@@ -14,7 +14,7 @@ use synclog_core::{
     Result,
 };
 
-use crate::connection::{self, map_err, Deadline};
+use crate::connection::{self, map_err, BoundBusy, Deadline};
 use crate::SqliteOptions;
 
 const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \

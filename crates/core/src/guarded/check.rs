@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Leader, ReconcileReport, Side, Unreadable};
+use super::{CopyProblem, Leader, ReconcileReport, Side};
 use crate::record::{LogId, LogRecord};
 use crate::store::{LogStore, VerifyOptions};
 
@@ -25,18 +25,42 @@ impl Leader {
                 Ok(v) => {
                     // Only an engine's own deep check (a damaged page) calls for a rebuild.
                     if v.deep_checked && !v.engine_problems.is_empty() {
-                        report.unreadable.push(Unreadable {
+                        report.unreadable.push(CopyProblem {
                             copy,
                             detail: format!(
                                 "{store}: the engine's check found damage: {}",
                                 v.engine_problems.join("; ")
                             ),
                         });
+                    } else {
+                        // The rest leaves the records intact; reported as verify reports it.
+                        for p in &v.engine_problems {
+                            report.problems.push(CopyProblem {
+                                copy,
+                                detail: format!("{store}: {p}"),
+                            });
+                        }
+                    }
+                    for c in v.corrupt.iter().filter(|c| c.id.is_none()) {
+                        report.problems.push(CopyProblem {
+                            copy,
+                            detail: format!("{store}: unreadable: {}", c.detail),
+                        });
+                    }
+                    if !v.out_of_order.is_empty() {
+                        report.problems.push(CopyProblem {
+                            copy,
+                            detail: format!(
+                                "{store}: {} record(s) stored more than once or out of order (first: log {})",
+                                v.out_of_order.len(),
+                                v.out_of_order[0]
+                            ),
+                        });
                     }
                     v.corrupt.iter().filter_map(|c| c.id).collect()
                 }
                 Err(e) => {
-                    report.unreadable.push(Unreadable {
+                    report.unreadable.push(CopyProblem {
                         copy,
                         detail: format!("{store}: cannot be verified: {e}"),
                     });
@@ -83,9 +107,14 @@ impl Leader {
         let store = self.store(side);
         let level = store.capabilities().strongest_durability();
         let mut repaired = 0;
+        let mut kept_bytes = 0;
         for chunk in records.chunks(REPAIR_PAGE) {
             match store.repair(chunk.to_vec(), level).await {
-                Ok(r) => repaired += chunk.len() as u64 - r.conflicts.len() as u64,
+                Ok(r) => {
+                    repaired += chunk.len() as u64 - r.conflicts.len() as u64;
+                    // Re-added rather than replaced: the damaged bytes are still stored.
+                    kept_bytes += r.inserted + r.already_present;
+                }
                 Err(e) => {
                     report.repair_failures.push(format!(
                         "replacing {} damaged logs in the {} {}: {e}",
@@ -96,6 +125,16 @@ impl Leader {
                     break;
                 }
             }
+        }
+        if kept_bytes > 0 {
+            report.problems.push(CopyProblem {
+                copy: side,
+                detail: format!(
+                    "{}: {kept_bytes} damaged record(s) are intact again, but their damaged bytes stay in the \
+                     storage (a JSON-lines copy: `synclog compact` removes them, keeping them aside)",
+                    store.describe()
+                ),
+            });
         }
         repaired
     }

@@ -73,6 +73,11 @@ pub struct GuardedOptions {
     /// written at open is above it). An id above that end held by one copy only is
     /// reported in [`ReconcileReport::in_flight`], not as missing. Off by default.
     pub writer_beside: bool,
+    /// Most records queued in memory for a copy that failed to take them. Past it (a copy
+    /// that stays down in a long-running process) the queue is dropped: the records are
+    /// in the other copy, reads consult both copies, and the next open or `check --repair`
+    /// copies them over.
+    pub max_pending: usize,
 }
 
 impl Default for GuardedOptions {
@@ -84,6 +89,7 @@ impl Default for GuardedOptions {
             reconcile_at_open: true,
             read_only: false,
             writer_beside: false,
+            max_pending: 100_000,
         }
     }
 }
@@ -148,7 +154,12 @@ pub struct ReconcileReport {
     pub repaired_in_backup: u64,
     /// Copies that could not be listed or verified, or whose engine check found damage, and
     /// why: the comparison is incomplete, and `check --repair` rebuilds such a copy.
-    pub unreadable: Vec<Unreadable>,
+    pub unreadable: Vec<CopyProblem>,
+    /// Other problems a copy's verification found that leave its records readable and
+    /// intact, but its storage not clean (a record stored twice, an unreadable line whose
+    /// record is intact elsewhere, damaged bytes an engine set aside and kept). `check`
+    /// only; `verify` reports the same. For a JSON-lines copy, `synclog compact` cleans them.
+    pub problems: Vec<CopyProblem>,
     /// Repairs that failed (a full disk, a failing copy), and why; the next open or
     /// `check --repair` tries again. Nothing acknowledged is lost: the other copy holds it.
     pub repair_failures: Vec<String>,
@@ -168,6 +179,7 @@ impl ReconcileReport {
             && self.damaged_in_backup.len() as u64 == self.repaired_in_backup
             && self.damaged_in_both.is_empty()
             && self.unreadable.is_empty()
+            && self.problems.is_empty()
             && self.repair_failures.is_empty()
     }
 
@@ -180,6 +192,7 @@ impl ReconcileReport {
             && self.damaged_in_backup.is_empty()
             && self.damaged_in_both.is_empty()
             && self.unreadable.is_empty()
+            && self.problems.is_empty()
             && self.repair_failures.is_empty())
     }
 }
@@ -595,7 +608,21 @@ impl Leader {
         Ok(p.max(b).max(self.next_id.saturating_sub(1)) + 1)
     }
 
-    fn set_pending_counters(&self) {
+    fn set_pending_counters(&mut self) {
+        for (queue, copy) in [
+            (&mut self.pending_primary, &self.primary),
+            (&mut self.pending_backup, &self.backup),
+        ] {
+            if queue.len() > self.options.max_pending {
+                tracing::warn!(
+                    copy = %copy.describe(),
+                    queued = queue.len(),
+                    "a copy keeps failing; its queue is dropped (the other copy holds the records; the next open or `synclog check --repair` copies them)"
+                );
+                queue.clear();
+                self.counters.diverged.store(true, Ordering::Relaxed);
+            }
+        }
         self.counters
             .pending_primary
             .store(self.pending_primary.len() as u64, Ordering::Relaxed);
@@ -723,6 +750,10 @@ impl Leader {
                     .into(),
             });
         }
+        // A copy that stayed busy or locked for the whole lock wait is not tried again at
+        // once (that would wait as long again): its records are queued for the next group.
+        let again = |r: &Result<ImportReport>| r.as_ref().err().is_none_or(|e| !e.is_retryable());
+        let (again_primary, again_backup) = (again(&p), again(&b));
         let (mut in_primary, mut in_backup) = match (p, b) {
             (Err(pe), Err(be)) => {
                 return Err(Error::Backend {
@@ -736,8 +767,12 @@ impl Leader {
         if !in_primary {
             self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
             // Restore at once: the primary's writer reopens its connection after an error.
-            match self.primary.import(sealed.to_vec(), durability).await {
-                Ok(rep) if rep.conflicts.is_empty() => {
+            let retried = match again_primary {
+                true => Some(self.primary.import(sealed.to_vec(), durability).await),
+                false => None,
+            };
+            match retried {
+                Some(Ok(rep)) if rep.conflicts.is_empty() => {
                     self.counters.restored.fetch_add(rep.inserted, Ordering::Relaxed);
                     in_primary = true;
                 }
@@ -746,8 +781,12 @@ impl Leader {
         }
         if !in_backup {
             self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
-            match self.backup.import(sealed.to_vec(), durability).await {
-                Ok(rep) if rep.conflicts.is_empty() => {
+            let retried = match again_backup {
+                true => Some(self.backup.import(sealed.to_vec(), durability).await),
+                false => None,
+            };
+            match retried {
+                Some(Ok(rep)) if rep.conflicts.is_empty() => {
                     self.counters.copied.fetch_add(rep.inserted, Ordering::Relaxed);
                     in_backup = true;
                 }
@@ -837,7 +876,7 @@ impl Leader {
                     &self.backup
                 };
                 tracing::warn!(copy = %store.describe(), error = %e, "a copy could not be listed; the pair goes on with the other one");
-                report.unreadable.push(Unreadable {
+                report.unreadable.push(CopyProblem {
                     copy,
                     detail: format!("{}: cannot be listed: {e}", store.describe()),
                 });
@@ -896,7 +935,10 @@ impl Leader {
         for failure in &report.repair_failures {
             tracing::warn!(%failure, "a copy could not be repaired; the next open or `synclog check --repair` tries again");
         }
-        let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty();
+        // The copies differ beyond the queues until a repair has put them in step.
+        let unrepaired =
+            !repair && (!report.missing_in_primary.is_empty() || !report.missing_in_backup.is_empty());
+        let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty() || unrepaired;
         self.counters.diverged.store(diverged, Ordering::Relaxed);
         Ok(report)
     }
@@ -1003,9 +1045,9 @@ pub enum Side {
     Backup,
 }
 
-/// A copy that could not be read whole, and why.
+/// A problem of one copy, and what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unreadable {
+pub struct CopyProblem {
     /// Which copy.
     pub copy: Side,
     /// What went wrong (the store and the error).

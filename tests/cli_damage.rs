@@ -1,0 +1,207 @@
+//! Damage the other copy can repair, end to end: a flipped byte in a row, a damaged
+//! SQLite page, a damaged store exported alone, a locked primary.
+
+mod common;
+
+use common::{records, Env};
+
+/// The message of row `id` changed in the SQLite file, its stored checksum left as it was.
+fn flip_message(env: &Env, id: i64) {
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE logs SET message = 'X' || substr(message, 2) WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+fn message_of(json: &serde_json::Value) -> &str {
+    json["message"].as_str().unwrap()
+}
+
+#[test]
+fn a_flipped_byte_in_a_primary_row_is_served_intact_found_by_check_and_repaired() {
+    let env = Env::new();
+    env.append_logs(5);
+    flip_message(&env, 3);
+    // --- step: reads serve the backup's intact record
+    let shown = records(&env.expect(0, &["show", "3", "--json"]));
+    assert_eq!(message_of(&shown[0]), "run 3 synced");
+    let listed = records(&env.expect(0, &["list", "--json"]));
+    assert_eq!(listed.len(), 5);
+    assert_eq!(message_of(&listed[2]), "run 3 synced");
+    // --- step: check recomputes the checksums and finds it; export still copies all
+    env.expect(1, &["check"]);
+    env.expect(0, &["export", "--to", "json://exported.jsonl"]);
+    let exported = records(&env.alone("json://exported.jsonl", &["list", "--json"]));
+    assert_eq!(exported, listed);
+    // --- step: check --repair replaces the damaged row from the backup
+    env.expect(0, &["check", "--repair"]);
+    env.expect(0, &["check"]);
+    env.expect(0, &["verify"]);
+    let alone = records(&env.expect(0, &["--no-backup", "show", "3", "--json"]));
+    assert_eq!(message_of(&alone[0]), "run 3 synced");
+}
+
+#[test]
+fn export_of_a_store_alone_with_a_damaged_record_copies_the_intact_ones_and_exits_1() {
+    let env = Env::new();
+    env.append_logs(4);
+    flip_message(&env, 2);
+    env.expect(1, &["--no-backup", "export", "--to", "json://exported.jsonl"]);
+    let exported = records(&env.alone("json://exported.jsonl", &["list", "--json"]));
+    let ids: Vec<u64> = exported.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 3, 4]);
+}
+
+#[test]
+fn a_damaged_sqlite_page_does_not_stop_the_pair_and_check_repair_rebuilds_it() {
+    let env = Env::new();
+    env.append_logs(12);
+    env.expect(0, &["--no-backup", "checkpoint", "--mode", "truncate"]);
+    // --- step: garbage over the second page (the logs table) of the primary
+    let db = env.path("s.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() >= 3 * 4096, "{} bytes", bytes.len());
+    bytes[4096..8192].fill(0x5A);
+    std::fs::write(&db, &bytes).unwrap();
+    // --- step: reads and appends go on through the backup
+    assert_eq!(records(&env.expect(0, &["list", "--json"])).len(), 12);
+    env.expect(
+        0,
+        &[
+            "append",
+            "--job",
+            "crm",
+            "--status",
+            "failed",
+            "--message",
+            "after the damage",
+        ],
+    );
+    assert_eq!(records(&env.expect(0, &["list", "--json"])).len(), 13);
+    // --- step: verify lists the damage instead of failing
+    env.expect(1, &["verify", "--deep"]);
+    env.expect(1, &["check"]);
+    // --- step: check --repair sets the damaged file aside and rebuilds the primary
+    env.expect(0, &["check", "--repair"]);
+    let aside: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("s.db.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    env.expect(0, &["verify", "--deep"]);
+    let alone = records(&env.expect(0, &["--no-backup", "list", "--json"]));
+    assert_eq!(alone.len(), 13);
+    assert_eq!(message_of(&alone[12]), "after the damage");
+}
+
+#[test]
+fn an_append_with_the_primary_locked_is_acknowledged_by_the_backup_within_one_lock_wait() {
+    let env = Env::new();
+    env.append_logs(2);
+    let holder = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let id = env.expect(
+        0,
+        &[
+            "--lock-wait",
+            "1",
+            "append",
+            "--job",
+            "crm",
+            "--status",
+            "succeeded",
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(id.trim(), "3");
+    // One lock wait (1 s), not one per attempt: the busy copy is not retried at once.
+    assert!(
+        elapsed < std::time::Duration::from_millis(1900),
+        "took {elapsed:?}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    env.expect(0, &["check", "--repair"]);
+    assert_eq!(
+        records(&env.expect(0, &["--no-backup", "list", "--json"])).len(),
+        3
+    );
+}
+
+#[test]
+fn a_damaged_backup_header_does_not_stop_the_pair_and_check_repair_rebuilds_the_backup() {
+    let env = Env::new();
+    env.append_logs(3);
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    std::fs::write(&backup, text.replacen("\"synclog\"", "\"synclXg\"", 1)).unwrap();
+    // --- step: every command goes on through the primary
+    assert_eq!(records(&env.expect(0, &["list", "--json"])).len(), 3);
+    env.expect(0, &["append", "--job", "crm", "--status", "succeeded"]);
+    env.expect(1, &["verify"]);
+    env.expect(1, &["check"]);
+    // --- step: check --repair keeps the damaged file aside and rebuilds the backup
+    env.expect(0, &["check", "--repair"]);
+    let aside = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("b.jsonl.damaged-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    env.expect(0, &["verify"]);
+    assert_eq!(
+        records(&env.alone("json://b.jsonl", &["list", "--json"])).len(),
+        4
+    );
+}
+
+#[test]
+fn a_record_damaged_in_both_copies_is_shown_flagged_and_never_passed_off_as_intact() {
+    let env = Env::new();
+    env.append_logs(3);
+    flip_message(&env, 2);
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    std::fs::write(&backup, text.replace("run 2 synced", "XXX 2 synced")).unwrap();
+    let shown = records(&env.expect(0, &["show", "2", "--json"]));
+    assert_eq!(shown[0]["intact"], serde_json::Value::Bool(false));
+    let listed = records(&env.expect(0, &["list", "--json"]));
+    let flags: Vec<bool> = listed.iter().map(|r| r.get("intact").is_none()).collect();
+    assert_eq!(flags, vec![true, false, true]);
+    // Nothing intact is left to repair it from: reported, never overwritten.
+    env.expect(1, &["check", "--repair"]);
+}
+
+#[test]
+fn verify_of_ids_a_trillion_apart_reports_one_missing_range() {
+    // A corrupted high-water mark makes the next id 1099511627780 (ids 4..=1099511627779
+    // were never handed out): verify used to list each of them and run out of memory.
+    let env = Env::new();
+    env.append_logs(3);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = 1099511627779 WHERE key = 'high_water'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let id = env.expect(
+        0,
+        &["--no-backup", "append", "--job", "crm", "--status", "succeeded"],
+    );
+    assert_eq!(id.trim(), "1099511627780");
+    let out = env.expect(1, &["--no-backup", "verify"]);
+    let missing: Vec<&str> = out.lines().filter(|l| l.starts_with("missing:")).collect();
+    assert_eq!(missing, vec!["missing: log 4..=1099511627779"]);
+}
