@@ -46,6 +46,7 @@ use crate::validate::{validate_batch, validate_records};
 
 mod check;
 mod unavailable;
+mod watermark;
 
 pub use unavailable::Unavailable;
 
@@ -78,6 +79,18 @@ pub struct GuardedOptions {
     /// in the other copy, reads consult both copies, and the next open or `check --repair`
     /// copies them over.
     pub max_pending: usize,
+    /// A file where the guard keeps the id up to which both copies were last found equal
+    /// (see [`ReconcileReport::compared_after`]). With it, the reconcile at
+    /// open compares the copies' ends and every id from the lower of that watermark and
+    /// the copies' ends on: a copy rolled back to an older file, or one that missed groups
+    /// before a crash, is repaired as before, in time that does not grow with the history.
+    /// Damage below the watermark that leaves both ends alone (records deleted from the
+    /// middle of a copy behind the store's back) is found by [`Guarded::check`] and
+    /// repaired by `check(true)`, which compare every record. A missing, damaged or
+    /// another pair's watermark is ignored (the open compares every record) and rewritten.
+    /// `None` (the default here; `synclog::open_guarded` puts one beside the primary or
+    /// backup file): every open compares every record. Not used by read-only guards.
+    pub watermark: Option<std::path::PathBuf>,
 }
 
 impl Default for GuardedOptions {
@@ -90,6 +103,7 @@ impl Default for GuardedOptions {
             read_only: false,
             writer_beside: false,
             max_pending: 100_000,
+            watermark: None,
         }
     }
 }
@@ -167,6 +181,12 @@ pub struct ReconcileReport {
     /// [`GuardedOptions::writer_beside`]) held by one copy only: groups written since the
     /// reader opened, or being written then; not counted as problems. Empty otherwise.
     pub in_flight: Vec<LogId>,
+    /// The comparison covered only the ids above this one: a reconcile at open that
+    /// trusted the pair's watermark ([`GuardedOptions::watermark`]). `None`: every id was
+    /// compared. `in_both` counts the compared ids only.
+    pub compared_after: Option<LogId>,
+    /// Why the watermark was not used, or could not be saved, if that happened.
+    pub watermark_note: Option<String>,
 }
 
 impl ReconcileReport {
@@ -306,10 +326,20 @@ impl Guarded {
             counters: counters.clone(),
             gathering: Gathering::default(),
             compared_up_to: None,
+            watermark: None,
+            trusted: None,
         };
         let read_only = leader.options.read_only;
+        if !read_only {
+            leader.watermark = leader
+                .options
+                .watermark
+                .clone()
+                .map(|path| watermark::Watermark::new(path, primary.describe(), backup.describe()));
+            leader.trusted = leader.watermark.as_ref().and_then(|m| m.read().ok());
+        }
         let opened = if leader.options.reconcile_at_open && !read_only {
-            leader.reconcile(true, false).await?
+            leader.reconcile_at_open().await?
         } else {
             ReconcileReport::default()
         };
@@ -494,6 +524,11 @@ struct Leader {
     /// Read-only: the last id a comparison covers (see [`GuardedOptions::writer_beside`]),
     /// fixed at open; `None` when writable.
     compared_up_to: Option<u64>,
+    /// The pair's watermark file ([`GuardedOptions::watermark`]); `None` for read-only guards.
+    watermark: Option<watermark::Watermark>,
+    /// What the watermark file says now, as far as this guard knows (read at open, then
+    /// as written or lowered).
+    trusted: Option<u64>,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -506,11 +541,11 @@ struct Listing<'a> {
 }
 
 impl<'a> Listing<'a> {
-    fn new(store: &'a dyn LogStore, page: usize) -> Self {
+    fn new(store: &'a dyn LogStore, page: usize, after: Option<LogId>) -> Self {
         Listing {
             store,
             buf: VecDeque::new(),
-            after: None,
+            after,
             done: false,
             page,
         }
@@ -794,6 +829,7 @@ impl Leader {
             }
         }
         self.set_pending_counters();
+        self.lower_watermark(self.first_pending()).await;
         let mut verified = false;
         if self.options.verify {
             // One independent read is enough; the backup is read only if the primary's fails.
@@ -855,19 +891,151 @@ impl Leader {
             (Err(e), Err(_)) => return Err(e),
         };
         self.set_pending_counters();
+        self.lower_watermark(self.first_pending()).await;
         Ok(report)
     }
 
     /// Merge-joins the two `(id, checksum)` listings; with `repair`, copies what each lacks.
     /// With `deep`, also recomputes every checksum of both copies (see `check.rs`).
     async fn reconcile(&mut self, repair: bool, deep: bool) -> Result<ReconcileReport> {
+        self.reconcile_after(None, repair, deep).await
+    }
+
+    /// The reconcile at open: from what the watermark lets it trust, repairing.
+    async fn reconcile_at_open(&mut self) -> Result<ReconcileReport> {
+        let (after, note) = self.trusted_start().await;
+        let mut report = self.reconcile_after(after, true, false).await?;
+        if report.watermark_note.is_none() {
+            report.watermark_note = note;
+        }
+        Ok(report)
+    }
+
+    /// Where the comparison at open can start: from the lowest of the watermark and the
+    /// copies' ends, including the shorter copy's last record (its checksum is compared
+    /// too). `None` (compare everything) without a usable watermark; the second value says
+    /// why one was not used.
+    async fn trusted_start(&mut self) -> (Option<LogId>, Option<String>) {
+        let Some(mark) = &self.watermark else {
+            return (None, None);
+        };
+        let up_to = match mark.read() {
+            Ok(up_to) => up_to,
+            Err(watermark::Unusable::Missing) => return (None, None),
+            Err(watermark::Unusable::Rejected(why)) => {
+                tracing::warn!(watermark = %mark.path().display(), %why, "the pair's watermark is not used; every record is compared");
+                let note = format!(
+                    "the watermark {} was not used ({why}); every record was compared",
+                    mark.path().display()
+                );
+                return (None, Some(note));
+            }
+        };
+        self.trusted = Some(up_to);
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        match (p, b) {
+            (Ok(p), Ok(b)) => {
+                let end = |id: Option<LogId>| id.map_or(0, LogId::get);
+                let low = up_to.min(end(p)).min(end(b));
+                (LogId::new(low.saturating_sub(1)), None)
+            }
+            // A copy that cannot say where it ends: compare everything (and report it).
+            _ => (None, None),
+        }
+    }
+
+    /// After a repairing comparison: saves how far the copies are now known to be equal.
+    /// Ids a repair could not mend stay above it, so every open reports them again.
+    async fn save_watermark(&mut self, report: &mut ReconcileReport) {
+        let Some(mark) = &self.watermark else {
+            return;
+        };
+        if !report.unreadable.is_empty() || !report.repair_failures.is_empty() {
+            // The comparison is incomplete: the watermark keeps what it said.
+            return;
+        }
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        let (Ok(p), Ok(b)) = (p, b) else {
+            return;
+        };
+        let end = |id: Option<LogId>| id.map_or(0, LogId::get);
+        let unmended = report
+            .conflicts
+            .iter()
+            .map(|c| c.id)
+            .chain(report.damaged_in_both.iter().copied())
+            .map(LogId::get)
+            .min();
+        let mut up_to = end(p).min(end(b));
+        if let Some(id) = unmended {
+            up_to = up_to.min(id - 1);
+        }
+        if self.trusted == Some(up_to) {
+            return;
+        }
+        match mark.write(up_to).await {
+            Ok(()) => self.trusted = Some(up_to),
+            Err(e) => {
+                tracing::warn!(watermark = %mark.path().display(), error = %e, "the pair's watermark could not be saved; the next open compares more records");
+                report.watermark_note = Some(format!(
+                    "the watermark {} could not be saved ({e}); the next open compares more records",
+                    mark.path().display()
+                ));
+            }
+        }
+    }
+
+    /// A copy missed records from id `first` on: the watermark must not say the copies are
+    /// equal there, or a crash before the repair would hide the difference from the next
+    /// open. Lowered below `first`; removed if that fails.
+    async fn lower_watermark(&mut self, first: Option<u64>) {
+        let (Some(mark), Some(first), Some(trusted)) = (&self.watermark, first, self.trusted) else {
+            return;
+        };
+        if first > trusted {
+            return;
+        }
+        let lowered = first.saturating_sub(1);
+        if mark.write(lowered).await.is_ok() {
+            self.trusted = Some(lowered);
+            return;
+        }
+        match mark.remove().await {
+            Ok(()) => self.trusted = None,
+            Err(e) => tracing::error!(
+                watermark = %mark.path().display(),
+                error = %e,
+                "a copy missed records below the pair's watermark and the watermark could not be lowered or removed: remove it by hand, or run `synclog check --repair`"
+            ),
+        }
+    }
+
+    /// The lowest id waiting in either pending queue.
+    fn first_pending(&self) -> Option<u64> {
+        self.pending_primary
+            .iter()
+            .chain(&self.pending_backup)
+            .map(|r| r.id.get())
+            .min()
+    }
+
+    /// Compares the ids above `after` (all with `None`); see [`Leader::reconcile`].
+    async fn reconcile_after(
+        &mut self,
+        after: Option<LogId>,
+        repair: bool,
+        deep: bool,
+    ) -> Result<ReconcileReport> {
         if repair {
             self.flush_pending(Durability::PowerLoss).await;
         }
         let page = self.options.reconcile_page.max(1);
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport {
+            compared_after: after,
+            ..ReconcileReport::default()
+        };
         let common_end = self.compared_up_to;
-        let (mut to_primary, mut to_backup) = match self.diff(page, &mut report).await {
+        let (mut to_primary, mut to_backup) = match self.diff(page, after, &mut report).await {
             Ok(lists) => lists,
             Err((copy, e)) => {
                 let store = if copy == Side::Primary {
@@ -940,6 +1108,9 @@ impl Leader {
             !repair && (!report.missing_in_primary.is_empty() || !report.missing_in_backup.is_empty());
         let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty() || unrepaired;
         self.counters.diverged.store(diverged, Ordering::Relaxed);
+        if repair {
+            self.save_watermark(&mut report).await;
+        }
         Ok(report)
     }
 
@@ -963,12 +1134,13 @@ impl Leader {
     async fn diff(
         &self,
         page: usize,
+        after: Option<LogId>,
         report: &mut ReconcileReport,
     ) -> std::result::Result<(Vec<LogId>, Vec<LogId>), (Side, Error)> {
         let mut to_primary = Vec::new();
         let mut to_backup = Vec::new();
-        let mut a = Listing::new(&*self.primary, page);
-        let mut b = Listing::new(&*self.backup, page);
+        let mut a = Listing::new(&*self.primary, page, after);
+        let mut b = Listing::new(&*self.backup, page, after);
         loop {
             let pa = a.peek().await.map_err(|e| (Side::Primary, e))?;
             let pb = b.peek().await.map_err(|e| (Side::Backup, e))?;
@@ -1010,6 +1182,7 @@ impl Leader {
 
     /// Repairs into both copies (see [`LogStore::repair`]); a copy that fails is queued.
     async fn repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let first = records.iter().map(|r| r.id.get()).min();
         let (p, b) = tokio::join!(
             self.primary.repair(records.clone(), durability),
             self.backup.repair(records, durability)
@@ -1028,6 +1201,7 @@ impl Leader {
             (Ok(r), Err(e)) | (Err(e), Ok(r)) => {
                 tracing::warn!(error = %e, "one copy could not be repaired; `synclog check --repair` tries again");
                 self.counters.diverged.store(true, Ordering::Relaxed);
+                self.lower_watermark(first).await;
                 Ok(r)
             }
             (Err(e), Err(_)) => Err(e),
