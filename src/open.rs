@@ -403,9 +403,21 @@ pub async fn open_guarded_with(
         (None, false) => default_watermark(primary, backup),
         (_, true) => None,
     };
+    // Guards in several processes share the pair through a lock beside the watermark.
+    let lock = match (&options.lock, &watermark) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(mark)) => {
+            let mut path = mark.clone().into_os_string();
+            path.push(".lock");
+            Some(path.into())
+        }
+        (None, None) => None,
+    };
     let options = GuardedOptions {
         read_only,
         writer_beside: options.writer_beside || writer_beside,
+        lock: if read_only { None } else { lock },
+        lock_wait: open.lock_wait,
         watermark,
         ..options
     };

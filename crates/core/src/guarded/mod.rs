@@ -45,6 +45,7 @@ use crate::store::{
 use crate::validate::{validate_batch, validate_records};
 
 mod check;
+mod pairlock;
 mod unavailable;
 mod watermark;
 
@@ -91,6 +92,16 @@ pub struct GuardedOptions {
     /// `None` (the default here; `synclog::open_guarded` puts one beside the primary or
     /// backup file): every open compares every record. Not used by read-only guards.
     pub watermark: Option<std::path::PathBuf>,
+    /// A file the guard locks around everything it writes (each group: assigning ids,
+    /// writing both copies, reading back; imports, repairs and comparisons), so guards in
+    /// several processes can share one pair: ids stay unique, dense and in commit order
+    /// across them. It also carries the next id between them. `None` (the default here;
+    /// `synclog::open_guarded` puts `<watermark>.lock` beside the watermark): one guard
+    /// per pair at a time, which the copies' own locks may or may not enforce.
+    pub lock: Option<std::path::PathBuf>,
+    /// How long a guard waits for [`lock`](Self::lock) before the write fails with
+    /// [`Error::Locked`] (10 s by default).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for GuardedOptions {
@@ -104,6 +115,8 @@ impl Default for GuardedOptions {
             writer_beside: false,
             max_pending: 100_000,
             watermark: None,
+            lock: None,
+            lock_wait: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -328,6 +341,8 @@ impl Guarded {
             compared_up_to: None,
             watermark: None,
             trusted: None,
+            pair_lock: None,
+            held: None,
         };
         let read_only = leader.options.read_only;
         if !read_only {
@@ -337,13 +352,17 @@ impl Guarded {
                 .clone()
                 .map(|path| watermark::Watermark::new(path, primary.describe(), backup.describe()));
             leader.trusted = leader.watermark.as_ref().and_then(|m| m.read().ok());
+            leader.pair_lock = (leader.options.lock.clone())
+                .map(|path| pairlock::PairLock::new(path, leader.options.lock_wait));
         }
+        leader.hold().await?;
         let opened = if leader.options.reconcile_at_open && !read_only {
             leader.reconcile_at_open().await?
         } else {
             ReconcileReport::default()
         };
         leader.next_id = leader.stores_next_id().await?;
+        leader.release();
         if read_only {
             leader.compared_up_to = Some(leader.compared_up_to().await);
         }
@@ -529,6 +548,10 @@ struct Leader {
     /// What the watermark file says now, as far as this guard knows (read at open, then
     /// as written or lowered).
     trusted: Option<u64>,
+    /// The pair's lock ([`GuardedOptions::lock`]); `None` for read-only guards.
+    pair_lock: Option<pairlock::PairLock>,
+    /// The pair's lock while this guard holds it (for one request).
+    held: Option<pairlock::Held>,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -584,6 +607,9 @@ impl Leader {
                     seq,
                     reply,
                 } => {
+                    // With several processes on the pair, take its lock first: what arrives
+                    // while another process holds it joins this group.
+                    let held = self.hold().await;
                     // Gather as `synclog_core::group` does, yielding instead of a timed wait:
                     // while callers answered by the last group are still missing, let them run.
                     self.gathering.start(seq);
@@ -613,27 +639,89 @@ impl Leader {
                             Err(_) => break,
                         }
                     }
-                    self.commit_group(group).await;
+                    match held {
+                        Ok(()) => {
+                            self.commit_group(group).await;
+                            self.release();
+                        }
+                        // Everything gathered while waiting fails with it, not after a wait each.
+                        Err(e) => fail_all(group, &e),
+                    }
                 }
                 Request::Import {
                     records,
                     durability,
                     reply,
                 } => {
-                    let _ = reply.send(self.import(records, durability).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.import(records, durability).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Request::Reconcile { repair, deep, reply } => {
-                    let _ = reply.send(self.reconcile(repair, deep).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.reconcile(repair, deep).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Request::Repair {
                     records,
                     durability,
                     reply,
                 } => {
-                    let _ = reply.send(self.repair(records, durability).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.repair(records, durability).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
         }
+    }
+
+    /// Takes the pair's lock, if it has one, and moves the next id past what the other
+    /// processes handed out (the lock file says, or else the copies do).
+    async fn hold(&mut self) -> Result<()> {
+        let Some(lock) = &self.pair_lock else {
+            return Ok(());
+        };
+        let mut held = lock.take().await?;
+        match held.next_id() {
+            Some(next) => self.next_id = self.next_id.max(next),
+            None => self.next_id = self.stores_next_id().await?,
+        }
+        self.held = Some(held);
+        Ok(())
+    }
+
+    /// Tells the other processes (through the lock file, while holding it) that ids
+    /// below `next` are taken. Done before a group is written, so a process killed while
+    /// writing leaves no id to be handed out again, only (at worst) a gap.
+    fn publish_next_id(&mut self, next: u64) {
+        if let Some(held) = &mut self.held {
+            held.set_next_id(next);
+        }
+    }
+
+    /// Leaves the next id in the lock file for the other processes, and lets go.
+    fn release(&mut self) {
+        let next = self.next_id;
+        self.publish_next_id(next);
+        self.held = None;
     }
 
     async fn stores_next_id(&self) -> Result<u64> {
@@ -737,6 +825,7 @@ impl Leader {
                 next += 1;
             }
         }
+        self.publish_next_id(next);
         let stored = self.store_both(&sealed, durability).await;
         self.gathering
             .answering(group.len(), self.counters.submitted.load(Ordering::Relaxed));
@@ -859,12 +948,13 @@ impl Leader {
 
     async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.flush_pending(durability).await;
+        let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
+        self.next_id = self.next_id.max(max + 1);
+        self.publish_next_id(self.next_id);
         let (p, b) = tokio::join!(
             self.primary.import(records.clone(), durability),
             self.backup.import(records.clone(), durability)
         );
-        let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
-        self.next_id = self.next_id.max(max + 1);
         let report = match (p, b) {
             (Ok(p), Ok(b)) => {
                 let mut report = p;
@@ -989,7 +1079,12 @@ impl Leader {
     /// equal there, or a crash before the repair would hide the difference from the next
     /// open. Lowered below `first`; removed if that fails.
     async fn lower_watermark(&mut self, first: Option<u64>) {
-        let (Some(mark), Some(first), Some(trusted)) = (&self.watermark, first, self.trusted) else {
+        let (Some(mark), Some(first)) = (&self.watermark, first) else {
+            return;
+        };
+        // Read again: a guard in another process may have moved it since this one looked
+        // (each does so under the pair's lock, which this guard holds now).
+        let Ok(trusted) = mark.read() else {
             return;
         };
         if first > trusted {
