@@ -209,3 +209,77 @@ async fn records_a_copy_missed_below_the_watermark_are_found_by_the_next_open_af
     assert_eq!(everything(&**store.backup()).await.len(), 21);
     close(store).await;
 }
+
+/// Writes the pair's lock file as a process that died while writing `first..=last` left it.
+fn died_writing(pair: &Pair, next: u64, first: u64, last: u64) {
+    let payload = format!("next={next} writing={first}-{last}");
+    let line = format!(
+        "synclog-pair {payload} {:08x}\n",
+        crc32c::crc32c(payload.as_bytes())
+    );
+    std::fs::write(format!("{}.guard.lock", pair.primary.display()), line).unwrap();
+}
+
+async fn open_without_reconcile(pair: &Pair) -> Guarded {
+    let (p, b) = pair.urls();
+    let options = GuardedOptions {
+        reconcile_at_open: false,
+        ..GuardedOptions::default()
+    };
+    synclog::open_guarded(&p, &b, options).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_group_a_dead_process_wrote_to_one_copy_is_completed_by_the_next_holder() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    append_n(&store, 1..=10).await;
+    close(store).await;
+    // The dead process got 11 and 12 into the primary only.
+    let (p, _) = pair.urls();
+    let primary = synclog::open_url(&p).await.unwrap();
+    primary
+        .import(sealed(11..=12), Durability::PowerLoss)
+        .await
+        .unwrap();
+    primary.close().await.unwrap();
+    drop(primary);
+    died_writing(&pair, 11, 11, 12);
+
+    // Not the open's comparison (turned off here): taking the pair's lock completes it.
+    let store = open_without_reconcile(&pair).await;
+    assert_eq!(
+        store
+            .backup()
+            .get(LogId::new(12).unwrap())
+            .await
+            .unwrap()
+            .map(|r| r.id.get()),
+        Some(12)
+    );
+    let next = store
+        .append_batch(vec![log(13)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(next.records[0].id.get(), 13);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn the_ids_of_a_group_a_dead_process_stored_nowhere_are_handed_out_again() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    append_n(&store, 1..=10).await;
+    close(store).await;
+    died_writing(&pair, 11, 11, 15);
+
+    let store = open_without_reconcile(&pair).await;
+    let next = store
+        .append_batch(vec![log(11)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(next.records[0].id.get(), 11, "no gap: 11..=15 were never stored");
+    let verify = store.verify(synclog::VerifyOptions::default()).await.unwrap();
+    assert!(verify.is_clean(), "{verify:?}");
+    close(store).await;
+}

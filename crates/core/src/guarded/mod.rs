@@ -700,27 +700,95 @@ impl Leader {
             return Ok(());
         };
         let mut held = lock.take().await?;
-        match held.next_id() {
-            Some(next) => self.next_id = self.next_id.max(next),
+        let state = held.state();
+        self.held = Some(held);
+        match state {
+            Some(pairlock::State { next, writing: None }) => self.next_id = self.next_id.max(next),
+            Some(pairlock::State {
+                writing: Some((first, last)),
+                ..
+            }) => {
+                self.finish_interrupted(first, last).await;
+                self.next_id = self.stores_next_id().await?;
+                self.announce(None);
+            }
             None => self.next_id = self.stores_next_id().await?,
         }
-        self.held = Some(held);
         Ok(())
     }
 
-    /// Tells the other processes (through the lock file, while holding it) that ids
-    /// below `next` are taken. Done before a group is written, so a process killed while
-    /// writing leaves no id to be handed out again, only (at worst) a gap.
-    fn publish_next_id(&mut self, next: u64) {
+    /// The last holder of the pair's lock died while writing the group `first..=last`:
+    /// each copy holds all of it or none (a group is atomic in every engine), so copy it
+    /// to the copy that lacks it. If neither has it, its ids were never acknowledged and
+    /// are handed out again. A copy that cannot take it now is left to the next open,
+    /// whose comparison covers it (it is above the watermark).
+    async fn finish_interrupted(&mut self, first: u64, last: u64) {
+        let after = LogId::new(first - 1);
+        let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+        let page = self.options.reconcile_page.max(1);
+        let listed = |store: Arc<dyn LogStore>| async move {
+            let mut ids = HashSet::new();
+            let mut from = after;
+            loop {
+                let got = store.id_checksums(from, page.min(span)).await?;
+                let done = got.len() < page.min(span);
+                for (id, _) in &got {
+                    if id.get() <= last {
+                        ids.insert(*id);
+                    }
+                }
+                match got.last() {
+                    Some((id, _)) if !done && id.get() < last => from = Some(*id),
+                    _ => return Ok::<_, Error>(ids),
+                }
+            }
+        };
+        let (p, b) = tokio::join!(listed(self.primary.clone()), listed(self.backup.clone()));
+        let (Ok(p), Ok(b)) = (p, b) else {
+            tracing::warn!(
+                first,
+                last,
+                "a group cut off by a dead process could not be listed; the next open compares it"
+            );
+            return;
+        };
+        let mut to_backup: Vec<LogId> = p.difference(&b).copied().collect();
+        let mut to_primary: Vec<LogId> = b.difference(&p).copied().collect();
+        to_backup.sort_unstable();
+        to_primary.sort_unstable();
+        for (src, dst, ids) in [
+            (&self.primary, &self.backup, &to_backup),
+            (&self.backup, &self.primary, &to_primary),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            if let Err(e) = copy_ids(&**src, &**dst, ids, page).await {
+                tracing::warn!(copy = %dst.describe(), error = %e, "a group cut off by a dead process could not be completed; the next open does it");
+            }
+        }
+        tracing::info!(
+            first,
+            last,
+            completed_in_backup = to_backup.len(),
+            completed_in_primary = to_primary.len(),
+            "finished a group a dead process had started"
+        );
+    }
+
+    /// Tells the other processes (through the lock file, while holding it) the next id
+    /// and, while a group is being written, its ids: if this process dies before it ends,
+    /// the next holder completes the group instead of handing its ids out again.
+    fn announce(&mut self, writing: Option<(u64, u64)>) {
+        let next = self.next_id;
         if let Some(held) = &mut self.held {
-            held.set_next_id(next);
+            held.set_state(pairlock::State { next, writing });
         }
     }
 
     /// Leaves the next id in the lock file for the other processes, and lets go.
     fn release(&mut self) {
-        let next = self.next_id;
-        self.publish_next_id(next);
+        self.announce(None);
         self.held = None;
     }
 
@@ -825,7 +893,9 @@ impl Leader {
                 next += 1;
             }
         }
-        self.publish_next_id(next);
+        if let (Some(first), Some(last)) = (sealed.first(), sealed.last()) {
+            self.announce(Some((first.id.get(), last.id.get())));
+        }
         let stored = self.store_both(&sealed, durability).await;
         self.gathering
             .answering(group.len(), self.counters.submitted.load(Ordering::Relaxed));
@@ -948,9 +1018,12 @@ impl Leader {
 
     async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.flush_pending(durability).await;
+        let min = records.iter().map(|r| r.id.get()).min().unwrap_or(0);
         let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
+        if min > 0 {
+            self.announce(Some((min, max)));
+        }
         self.next_id = self.next_id.max(max + 1);
-        self.publish_next_id(self.next_id);
         let (p, b) = tokio::join!(
             self.primary.import(records.clone(), durability),
             self.backup.import(records.clone(), durability)

@@ -4,10 +4,14 @@
 //! path string, and is released by the kernel when a process dies) around everything it
 //! writes: each group (assigning ids, writing both copies, reading back), imports,
 //! repairs, and repairing comparisons. The file also holds the next id to hand out, so a
-//! guard learns what the other processes assigned without asking either copy:
-//! `synclog-next-id <n> <crc32c hex>\n`, rewritten in place under the lock (not synced: a
-//! crash of the machine ends every process, and each open recomputes the next id from the
-//! copies; a value that does not check out is ignored and the copies are asked).
+//! guard learns what the other processes assigned without asking either copy, and the ids
+//! of a group being written: `synclog-pair next=<n>[ writing=<a>-<b>] <crc32c hex>\n`,
+//! rewritten in place under the lock (not synced: a crash of the machine ends every
+//! process, and each open recomputes the next id from the copies; a state that does not
+//! check out is ignored and the copies are asked). A holder that finds `writing` set
+//! took the lock from a process that died mid-group: it completes that group in the copy
+//! that lacks it (or, if neither copy has it, hands its ids out again: they were never
+//! acknowledged nor stored), so the ids stay dense and none is handed out twice.
 //!
 //! Waiting is a blocking `flock` on a thread of the blocking pool, so waiters are woken
 //! by the kernel as the holder lets go, not by polling; a wait that outlasts the deadline
@@ -92,35 +96,61 @@ impl PairLock {
     }
 }
 
+/// What the lock file says: the next id to hand out, and the ids of a group its last
+/// holder had started to write and did not finish (it died holding the lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State {
+    pub next: u64,
+    pub writing: Option<(u64, u64)>,
+}
+
 impl Held {
-    /// The next id the file says to hand out, if it holds one that checks out.
-    pub(crate) fn next_id(&mut self) -> Option<u64> {
+    /// The state the file holds, if it checks out.
+    pub(crate) fn state(&mut self) -> Option<State> {
         let mut text = String::new();
         self.file.seek(SeekFrom::Start(0)).ok()?;
-        (&self.file).take(64).read_to_string(&mut text).ok()?;
-        let mut parts = text.strip_suffix('\n')?.split(' ');
-        let (tag, n, crc) = (parts.next()?, parts.next()?, parts.next()?);
-        if tag != "synclog-next-id" || parts.next().is_some() {
+        (&self.file).take(128).read_to_string(&mut text).ok()?;
+        let line = text.strip_suffix('\n')?.strip_prefix("synclog-pair ")?;
+        let (payload, crc) = line.rsplit_once(' ')?;
+        let crc = u32::from_str_radix(crc, 16).ok()?;
+        if crc32c::crc32c(payload.as_bytes()) != crc {
             return None;
         }
-        let crc = u32::from_str_radix(crc, 16).ok()?;
-        (crc32c::crc32c(n.as_bytes()) == crc)
-            .then(|| n.parse().ok())
-            .flatten()
+        let mut state = State {
+            next: 0,
+            writing: None,
+        };
+        for item in payload.split(' ') {
+            match item.split_once('=')? {
+                ("next", n) => state.next = n.parse().ok()?,
+                ("writing", range) => {
+                    let (a, b) = range.split_once('-')?;
+                    state.writing = Some((a.parse().ok()?, b.parse().ok()?));
+                }
+                _ => return None,
+            }
+        }
+        (state.next > 0).then_some(state)
     }
 
-    /// Records the next id to hand out (best effort: a failure only makes the next guard
-    /// ask the copies).
-    pub(crate) fn set_next_id(&mut self, next: u64) {
-        let n = next.to_string();
-        let line = format!("synclog-next-id {n} {:08x}\n", crc32c::crc32c(n.as_bytes()));
+    /// Records `state` (best effort: a failure only makes the next guard ask the copies;
+    /// not synced: see the module docs).
+    pub(crate) fn set_state(&mut self, state: State) {
+        let mut payload = format!("next={}", state.next);
+        if let Some((a, b)) = state.writing {
+            payload.push_str(&format!(" writing={a}-{b}"));
+        }
+        let line = format!(
+            "synclog-pair {payload} {:08x}\n",
+            crc32c::crc32c(payload.as_bytes())
+        );
         let written = self
             .file
             .seek(SeekFrom::Start(0))
             .and_then(|_| self.file.write_all(line.as_bytes()))
             .and_then(|_| self.file.set_len(line.len() as u64));
         if let Err(e) = written {
-            tracing::debug!(error = %e, "the pair's lock file did not take the next id");
+            tracing::debug!(error = %e, "the pair's lock file did not take its state");
         }
     }
 }
@@ -135,26 +165,34 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let lock = PairLock::new(dir.join("l"), Duration::from_millis(200));
         let mut held = lock.take().await.unwrap();
-        assert_eq!(held.next_id(), None);
-        held.set_next_id(12_345);
-        assert_eq!(held.next_id(), Some(12_345));
-        held.set_next_id(7);
-        assert_eq!(held.next_id(), Some(7), "a shorter value replaces a longer one");
+        assert_eq!(held.state(), None);
+        let writing = State {
+            next: 12_345,
+            writing: Some((12_345, 12_400)),
+        };
+        held.set_state(writing);
+        assert_eq!(held.state(), Some(writing));
+        let done = State {
+            next: 7,
+            writing: None,
+        };
+        held.set_state(done);
+        assert_eq!(held.state(), Some(done), "a shorter state replaces a longer one");
 
         let err = lock.take().await.unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Locked);
 
         // Released by drop: the next taker gets it, and the id it left.
         let other = PairLock::new(dir.join("l"), Duration::from_secs(5));
-        let waiter = tokio::spawn(async move { other.take().await.map(|mut h| h.next_id()) });
+        let waiter = tokio::spawn(async move { other.take().await.map(|mut h| h.state()) });
         tokio::task::yield_now().await;
         drop(held);
-        assert_eq!(waiter.await.unwrap().unwrap(), Some(7));
+        assert_eq!(waiter.await.unwrap().unwrap(), Some(done));
 
-        // A value that does not check out is ignored.
-        std::fs::write(dir.join("l"), "synclog-next-id 99 00000000\n").unwrap();
+        // A state that does not check out is ignored.
+        std::fs::write(dir.join("l"), "synclog-pair next=99 00000000\n").unwrap();
         let mut held = lock.take().await.unwrap();
-        assert_eq!(held.next_id(), None);
+        assert_eq!(held.state(), None);
         drop(held);
         std::fs::remove_dir_all(&dir).unwrap();
     }
