@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod child;
 mod deploy;
 
-pub use child::{run_timed, ChildRun};
+pub use child::{run_timed, ChildRun, PEAK_RSS_ENV, PEAK_RSS_LINE};
 pub use deploy::{Built, DeploymentPair};
 
 use crate::{

@@ -1,14 +1,22 @@
 //! One child process, timed: its wall time, exit code and peak memory, bounded by a
 //! timeout after which it is killed, so that no measurement can hang.
 //!
-//! The child is reaped with `wait4`, which reports that one child's peak resident memory
-//! (`getrusage(RUSAGE_CHILDREN)` would report the largest of every child so far).
+//! Peak memory: a `synclog` child reports its own (`VmHWM`) when [`PEAK_RSS_ENV`] is
+//! set, which [`run_timed`] does. Otherwise it is the child's `ru_maxrss` from `wait4`,
+//! which on Linux is at least the spawner's own peak: the child shares (vfork) or copies
+//! (fork) the spawner's memory until its exec, and the kernel keeps that high-water mark.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
+
+/// The environment variable that makes a `synclog` process print its peak memory.
+pub const PEAK_RSS_ENV: &str = "SYNCLOG_REPORT_PEAK_RSS";
+
+/// The start of that stderr line; the peak in KiB follows after a space.
+pub const PEAK_RSS_LINE: &str = "synclog-peak-rss-kib";
 
 /// What one child process did.
 #[derive(Debug, Clone)]
@@ -19,11 +27,12 @@ pub struct ChildRun {
     pub code: Option<i32>,
     /// It was still running at the timeout and was killed.
     pub timed_out: bool,
-    /// Its peak resident memory in bytes, if the platform reports it.
+    /// Its peak resident memory in bytes: as the child reported it, else `wait4`'s (see
+    /// the module's doc), if the platform reports either.
     pub peak_rss: Option<u64>,
     /// What it printed.
     pub stdout: Vec<u8>,
-    /// What it printed on stderr.
+    /// What it printed on stderr (without the peak-memory line).
     pub stderr: Vec<u8>,
 }
 
@@ -88,15 +97,33 @@ pub fn run_timed(cmd: &mut Command, timeout: Duration) -> Result<ChildRun> {
     let (status, usage) = reap(pid)?;
     let elapsed = start.elapsed();
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    let peak_rss = (usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024);
+    let (stderr, reported) = split_peak(err.join().unwrap_or_default());
+    let waited = (usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024);
     Ok(ChildRun {
         elapsed,
         code,
         timed_out,
-        peak_rss,
+        peak_rss: reported.map(|kib| kib * 1024).or(waited),
         stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stderr,
     })
+}
+
+/// Takes the peak-memory line (KiB) out of a child's stderr.
+fn split_peak(stderr: Vec<u8>) -> (Vec<u8>, Option<u64>) {
+    let text = String::from_utf8_lossy(&stderr);
+    let mut peak = None;
+    let mut rest = String::new();
+    for line in text.lines() {
+        match line.strip_prefix(PEAK_RSS_LINE) {
+            Some(v) => peak = v.trim().parse().ok(),
+            None => {
+                rest.push_str(line);
+                rest.push('\n');
+            }
+        }
+    }
+    (rest.into_bytes(), peak)
 }
 
 /// Waits (without reaping) until child `pid` exits or `deadline` passes; `true` if it
