@@ -226,10 +226,10 @@ async fn engines(args: &BenchArgs, dir: &std::path::Path, say: &dyn Fn(&str)) ->
     let sled_one_store = synclog::open_url(&format!("sled://{}/one.sled", dir.display())).await?;
     let (mut t_raw, mut t_raw_sqlite, mut t_raw_sled) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
     let (mut one, mut json_one, mut sled_one) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
-    let mut raw_sqlite_conn = Some(bench::RawSqlite::open(&dir)?);
-    let mut raw_sled_db = Some(bench::RawSled::open(&dir)?);
+    let mut raw_sqlite_conn = Some(bench::RawSqlite::open(dir)?);
+    let mut raw_sled_db = Some(bench::RawSled::open(dir)?);
     for _ in 0..ROUNDS {
-        t_raw = t_raw.plus(bench::raw_fdatasync_loop(&dir, per)?);
+        t_raw = t_raw.plus(bench::raw_fdatasync_loop(dir, per)?);
         t_raw_sqlite = t_raw_sqlite.plus(run_raw(&mut raw_sqlite_conn, per, bench::RawSqlite::run).await?);
         one = one.plus(bench::one_appender(&*sqlite_one, per).await?);
         json_one = json_one.plus(bench::one_appender(&*json_one_store, per).await?);
@@ -275,7 +275,7 @@ async fn engines(args: &BenchArgs, dir: &std::path::Path, say: &dyn Fn(&str)) ->
     drop(store);
 
     say("guarded sqlite + json, 64 appenders, verification on");
-    let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(&dir, "guarded").await?);
+    let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(dir, "guarded").await?);
     let g = bench::concurrent_appenders(guarded.clone(), 64, args.each).await?;
     guarded.close().await?;
 

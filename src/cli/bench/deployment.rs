@@ -62,7 +62,7 @@ impl PairInfo {
             built_with: n,
             holds: built.holds,
             reused: built.reused,
-            build_seconds: (!built.reused).then(|| built.elapsed.as_secs_f64()),
+            build_seconds: (!built.reused).then_some(built.elapsed.as_secs_f64()),
         }
     }
 
