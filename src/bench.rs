@@ -10,6 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod child;
+mod deploy;
+
+pub use child::{run_timed, ChildRun, PEAK_RSS_ENV, PEAK_RSS_LINE};
+pub use deploy::{Built, DeploymentPair};
+
 use crate::{
     Durability, Error, GuardedOptions, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Result, Status,
 };

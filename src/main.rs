@@ -48,7 +48,25 @@ fn main() -> ExitCode {
             cli::exit::code_for(&e)
         }
     };
+    report_peak_rss();
     ExitCode::from(out.finish(code))
+}
+
+/// For `synclog bench`, which times synclog processes: with `SYNCLOG_REPORT_PEAK_RSS` set,
+/// the process's own peak resident memory (`VmHWM`, Linux) as a last stderr line. The
+/// spawner cannot measure it: on Linux a child's `ru_maxrss` starts at the spawner's own
+/// peak, the child sharing its memory until exec.
+fn report_peak_rss() {
+    if std::env::var_os(synclog::bench::PEAK_RSS_ENV).is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    if let Some(kib) = hwm.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+        use std::io::Write as _;
+        // A measurement aid: if stderr cannot take it, the bench falls back to wait4's.
+        let _ = writeln!(std::io::stderr(), "{} {kib}", synclog::bench::PEAK_RSS_LINE);
+    }
 }
 
 /// Prints clap's answer to bad arguments, `--help` or `--version`; its exit code, or

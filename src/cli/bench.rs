@@ -6,10 +6,13 @@
     allow(dead_code, unused_imports)
 )]
 
+mod deployment;
+mod hidden;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 use synclog::bench::{self, Timing};
 use synclog::{Error, LogStore, Result};
@@ -39,7 +42,24 @@ pub struct BenchArgs {
     /// Also measure PostgreSQL at this URL (scratch schemas are created and dropped).
     #[arg(long, env = "SYNCLOG_BENCH_POSTGRES_URL", hide_env_values = true)]
     postgres: Option<String>,
+    /// Run only these figures: `deployment` (a large guarded pair, whole synclog
+    /// processes; see the options below) or `engines` (every other figure).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    #[command(flatten)]
+    deploy: deployment::DeployArgs,
 }
+
+/// Which figures `--only` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Only {
+    /// The deployment-scale figures.
+    Deployment,
+    /// The engine figures (every figure but the deployment-scale ones).
+    Engines,
+}
+
+pub use hidden::{fill, worker, FillArgs, WorkerArgs};
 
 /// One figure of the report (this is the `--json` schema).
 #[derive(Debug, Serialize)]
@@ -58,11 +78,15 @@ pub struct Figure {
     target: Option<String>,
     /// Whether the target is met.
     met: Option<bool>,
+    /// Why the figure could not be measured (`value` is then `null` and `met` false).
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
+    /// The large guarded pair of the deployment-scale figures, if they ran.
+    deployment: Option<deployment::PairInfo>,
     figures: Vec<Figure>,
 }
 
@@ -106,6 +130,7 @@ fn rate(name: &str, t: Timing) -> Figure {
         ratio: None,
         target: None,
         met: None,
+        error: None,
     }
 }
 
@@ -149,6 +174,47 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
         }
     };
     let mut figures = Vec::new();
+    if args.only != Some(Only::Deployment) {
+        figures = engines(&args, &dir, &say).await?;
+    }
+    let mut deployment = None;
+    if args.only != Some(Only::Engines) {
+        let (figs, pair) = deployment::figures(&args.deploy, &dir, &say).await?;
+        figures.extend(figs);
+        deployment = Some(pair);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = Report {
+        machine: Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dir: args.dir.display().to_string(),
+            records: args.records,
+        },
+        deployment,
+        figures,
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Backend {
+            engine: "bench",
+            context: "encoding JSON".into(),
+            source: Box::new(e),
+        })?;
+        out.json(&text);
+    } else {
+        if let Some(pair) = &report.deployment {
+            outln!(out, "{}", pair.describe());
+            outln!(out, "");
+        }
+        print_table(&report.figures, out);
+    }
+    Ok(exit::OK)
+}
+
+/// Every engine figure (all but the deployment-scale ones), measured in `dir`.
+#[cfg(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres"))]
+async fn engines(args: &BenchArgs, dir: &std::path::Path, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
 
     // One writer: the raw loops and the engines take turns in short rounds, so a drift in
     // the disk's sync latency during the run weighs on both sides of every ratio.
@@ -160,10 +226,10 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
     let sled_one_store = synclog::open_url(&format!("sled://{}/one.sled", dir.display())).await?;
     let (mut t_raw, mut t_raw_sqlite, mut t_raw_sled) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
     let (mut one, mut json_one, mut sled_one) = (Timing::ZERO, Timing::ZERO, Timing::ZERO);
-    let mut raw_sqlite_conn = Some(bench::RawSqlite::open(&dir)?);
-    let mut raw_sled_db = Some(bench::RawSled::open(&dir)?);
+    let mut raw_sqlite_conn = Some(bench::RawSqlite::open(dir)?);
+    let mut raw_sled_db = Some(bench::RawSled::open(dir)?);
     for _ in 0..ROUNDS {
-        t_raw = t_raw.plus(bench::raw_fdatasync_loop(&dir, per)?);
+        t_raw = t_raw.plus(bench::raw_fdatasync_loop(dir, per)?);
         t_raw_sqlite = t_raw_sqlite.plus(run_raw(&mut raw_sqlite_conn, per, bench::RawSqlite::run).await?);
         one = one.plus(bench::one_appender(&*sqlite_one, per).await?);
         json_one = json_one.plus(bench::one_appender(&*json_one_store, per).await?);
@@ -186,6 +252,7 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
         ratio: Some(raw_sqlite.value / one_fig.value),
         target: Some("<= 1.15 x raw rusqlite".into()),
         met: None,
+        error: None,
     };
     commit_time.met = commit_time.ratio.map(|r| r <= 1.15);
 
@@ -208,7 +275,7 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
     drop(store);
 
     say("guarded sqlite + json, 64 appenders, verification on");
-    let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(&dir, "guarded").await?);
+    let guarded: Arc<dyn LogStore> = Arc::new(bench::guarded_pair(dir, "guarded").await?);
     let g = bench::concurrent_appenders(guarded.clone(), 64, args.each).await?;
     guarded.close().await?;
 
@@ -304,29 +371,10 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
             ratio: None,
             target: Some("<= 100 MiB".into()),
             met: Some(mib <= 100.0),
+            error: None,
         });
     }
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let report = Report {
-        machine: Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            dir: args.dir.display().to_string(),
-            records: args.records,
-        },
-        figures,
-    };
-    if args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "encoding JSON".into(),
-            source: Box::new(e),
-        })?;
-        out.json(&text);
-    } else {
-        print_table(&report.figures, out);
-    }
-    Ok(exit::OK)
+    Ok(figures)
 }
 
 impl Figure {
@@ -339,6 +387,7 @@ impl Figure {
             ratio: self.ratio,
             target: self.target.clone(),
             met: self.met,
+            error: self.error.clone(),
         }
     }
 }
@@ -347,12 +396,16 @@ fn print_table(figures: &[Figure], out: &mut Out) {
     outln!(out, "| figure | value | baseline | ratio | target | met |");
     outln!(out, "|---|---:|---|---:|---|---|");
     for f in figures {
+        let value = match &f.error {
+            Some(e) if f.value.is_nan() => format!("not measured: {e}"),
+            _ if f.unit == "ms" => format!("{:.1} {}", f.value, f.unit),
+            _ => format!("{:.0} {}", f.value, f.unit),
+        };
         outln!(
             out,
-            "| {} | {:.0} {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             f.name,
-            f.value,
-            f.unit,
+            value,
             f.baseline.as_deref().unwrap_or("—"),
             f.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "—".into()),
             f.target.as_deref().unwrap_or("—"),

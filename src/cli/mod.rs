@@ -100,8 +100,17 @@ pub enum Command {
     )]
     Restore(maintain::RestoreArgs),
     /// Measure every engine next to its raw baseline on this disk; print a table or JSON.
-    #[command(after_help = "Examples:\n  synclog bench\n  synclog bench --records 1000000 --json")]
+    #[command(
+        after_help = "Examples:\n  synclog bench\n  synclog bench --records 1000000 --json\n  synclog bench --only deployment --open-records 1000000"
+    )]
     Bench(bench::BenchArgs),
+    /// Build (or reuse) the large guarded pair of `bench`'s deployment-scale figures.
+    #[command(hide = true)]
+    BenchFill(bench::FillArgs),
+    /// One writer process of `bench`'s multi-process figure: appenders on the pair the
+    /// global options name; prints {"records", "start_us", "end_us"}.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
     /// Rewrite the JSON-lines backup (or --store json://… with --no-backup) without repeated
     /// or corrupt lines: repeats dropped, corrupt lines saved to a .rejected file.
     #[command(
@@ -119,6 +128,8 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
     match cli.command {
         Command::Demo(args) => demo::run(args, out).await,
         Command::Bench(args) => bench::run(args, out).await,
+        Command::BenchFill(args) => bench::fill(args, out).await,
+        Command::BenchWorker(args) => bench::worker(&cli.stores, args, out).await,
         Command::Append(args) => records::append(&cli.stores, args, out).await,
         Command::List(args) => records::list(&cli.stores, args, out).await,
         Command::Show(args) => records::show(&cli.stores, args, out).await,
