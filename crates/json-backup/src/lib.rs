@@ -60,6 +60,7 @@ pub mod format;
 pub mod fs;
 mod index;
 mod load;
+mod sidefile;
 mod mark;
 pub mod sim;
 mod writer;
@@ -521,12 +522,7 @@ impl Inner {
                     break;
                 }
                 let want = if filtered { 512 } else { limit - out.len() };
-                let it = shared.index.range(range).iter().copied();
-                let entries: Vec<_> = if scan.descending {
-                    it.rev().take(want).collect()
-                } else {
-                    it.take(want).collect()
-                };
+                let entries = shared.index.take(range, scan.descending, want)?;
                 (entries, shared.files.clone())
             };
             let Some(last) = entries.last() else { break };
@@ -680,9 +676,9 @@ impl LogStore for JsonStore {
         self.blocking(move |inner| {
             let (entry, files) = {
                 let shared = read_shared(&inner.shared);
-                match shared.index.get(id.get()) {
+                match shared.index.get(id.get())? {
                     None => return Ok(None),
-                    Some(e) => (*e, shared.files.clone()),
+                    Some(e) => (e, shared.files.clone()),
                 }
             };
             Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
@@ -708,10 +704,9 @@ impl LogStore for JsonStore {
         let from = after.map_or(0, |a| a.get() + 1);
         Ok(shared
             .index
-            .range(from..u64::MAX)
-            .iter()
-            .take(limit)
-            .filter_map(|(k, e)| LogId::new(*k).map(|id| (id, e.checksum)))
+            .take(from..u64::MAX, false, limit)?
+            .into_iter()
+            .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
             .collect())
     }
 

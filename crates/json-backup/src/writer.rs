@@ -13,8 +13,10 @@ use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Re
 
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
-use crate::load::{self, sibling, Entry, Index, Loaded, MarkState, MAX_OFFSET};
+use crate::index::{Merged, StoreIndex};
+use crate::load::{self, sibling, Entry, Loaded, MarkState, FOLD_AT, MAX_OFFSET};
 use crate::mark;
+use crate::sidefile::{self, DiskIndex, SkippedLine};
 
 /// A file of the store, open for reading.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub(crate) struct OpenFile {
     /// Where its last committed group ends. For the active file this is where it ended
     /// at open or rotation; [`Shared::end`] follows it as groups are written.
     pub end: u64,
+    /// Lines up to `end` (for the active file, [`Shared::lines`] follows them).
+    pub lines: u64,
 }
 
 /// The store's files by number: sealed segments, then the active file (the last).
@@ -32,12 +36,16 @@ pub(crate) type Files = BTreeMap<u16, OpenFile>;
 /// What readers share with the writer. Only acknowledged records are in `index`.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub index: Index,
+    pub index: StoreIndex,
     /// Replaced whole (never changed in place) when the files change, so a reader can
     /// hold a snapshot while the writer rotates.
     pub files: Arc<Files>,
     /// Bytes of the active file acknowledged so far (verification reads no further).
     pub end: u64,
+    /// Lines of the active file up to `end`.
+    pub lines: u64,
+    /// The lines skipped at open (the writer adds none), for the side file.
+    pub skipped: Vec<SkippedLine>,
     /// The high-water mark: the highest id handed out, kept up by the writer.
     pub mark: MarkState,
     /// Opening could not move the active file's uncommitted end aside.
@@ -48,18 +56,28 @@ impl Shared {
     /// Opens a reader on every loaded file.
     pub(crate) fn open(fs: &dyn FileSystem, loaded: Loaded) -> Result<Shared> {
         let mut files = Files::new();
-        let mut end = 0;
+        let (mut end, mut lines) = (0, 0);
+        let skipped = loaded
+            .report
+            .corrupt_lines
+            .iter()
+            .filter_map(|c| {
+                let f = loaded.files.iter().find(|f| f.path == c.file)?;
+                Some(SkippedLine::new(f.number, c))
+            })
+            .collect();
         for f in loaded.files {
             let reader = fs
                 .open_read_at(&f.path)
                 .map_err(|e| Error::io(format!("opening {} for reading", f.path.display()), e))?;
-            end = f.end;
+            (end, lines) = (f.end, f.lines);
             files.insert(
                 f.number,
                 OpenFile {
                     path: f.path,
                     reader: Arc::from(reader),
                     end: f.end,
+                    lines: f.lines,
                 },
             );
         }
@@ -67,6 +85,8 @@ impl Shared {
             index: loaded.index,
             files: Arc::new(files),
             end,
+            lines,
+            skipped,
             mark: loaded.mark,
             tail_in_place: loaded.report.tail_left_in_place.is_some(),
         })
@@ -75,6 +95,35 @@ impl Shared {
     /// The active file's number.
     pub(crate) fn active(&self) -> u16 {
         self.files.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// What a side file written now would cover: every file up to its acknowledged end,
+    /// the entries, the lines skipped. Each file's identity is read later, off the lock.
+    fn fold_job(&self) -> FoldJob {
+        let active = self.active();
+        FoldJob {
+            files: self
+                .files
+                .iter()
+                .map(|(&n, f)| match n == active {
+                    true => (n, f.path.clone(), self.end, self.lines),
+                    false => (n, f.path.clone(), f.end, f.lines),
+                })
+                .collect(),
+            disk: self.index.disk.clone(),
+            mem: self.index.mem.items().to_vec(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Whether the entries added since the side file was written are worth writing it
+    /// again for: as many as a 64th of those it holds (rewriting it costs 24 bytes a record
+    /// it holds; reading and checking a line at open costs about 64 times that), or
+    /// [`FOLD_AT`], or any when there is no side file.
+    fn worth_folding(&self) -> bool {
+        let mem = self.index.mem.len() as u64;
+        let disk = self.index.disk.as_ref().map(|d| d.len());
+        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= FOLD_AT as u64)
     }
 
     /// Every file with its path and acknowledged end, in number order.
@@ -88,6 +137,34 @@ impl Shared {
 }
 
 pub(crate) type SharedRef = Arc<RwLock<Shared>>;
+
+/// A side file to write: a snapshot of what it covers.
+struct FoldJob {
+    /// Number, path, end, lines.
+    files: Vec<(u16, PathBuf, u64, u64)>,
+    disk: Option<Arc<DiskIndex>>,
+    mem: Vec<(u64, Entry)>,
+    skipped: Vec<SkippedLine>,
+}
+
+impl FoldJob {
+    /// Writes the side file, then swaps it in: the entries it took from memory leave it.
+    /// Only the writer changes the index, and it runs no other fold meanwhile, so the
+    /// entries in memory are still a superset of `mem`.
+    fn run(self, fs: &dyn FileSystem, path: &Path, shared: &SharedRef) -> Result<()> {
+        let covered = self
+            .files
+            .iter()
+            .map(|(n, p, end, lines)| load::cover(fs, *n, p, *end, *lines))
+            .collect::<Result<Vec<_>>>()?;
+        let entries = Merged::new(self.disk, self.mem.clone());
+        let written = sidefile::write(fs, path, covered, entries, self.skipped)?;
+        let mut s = write_shared(shared);
+        s.index.disk = Some(Arc::new(written));
+        s.index.mem.remove_sorted(&self.mem);
+        Ok(())
+    }
+}
 
 pub(crate) fn read_shared(s: &SharedRef) -> std::sync::RwLockReadGuard<'_, Shared> {
     s.read().unwrap_or_else(|p| p.into_inner())
@@ -151,6 +228,15 @@ pub(crate) struct JsonWriter {
     /// Opening left an uncommitted end in the active file (no space to save it): move it
     /// aside before writing.
     tail_in_place: bool,
+    /// A side file being written in the background (once the entries in memory reach
+    /// [`FOLD_AT`]); joined before anything else writes one, and at close.
+    fold: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for JsonWriter {
+    fn drop(&mut self) {
+        self.join_fold();
+    }
 }
 
 /// Locks a file about to be renamed over the active file, so that an opener through
@@ -197,6 +283,65 @@ impl JsonWriter {
             rotation_pending: false,
             active_lock,
             tail_in_place,
+            fold: None,
+        }
+    }
+
+    /// Waits for a side file being written in the background.
+    fn join_fold(&mut self) {
+        if let Some(fold) = self.fold.take() {
+            let _ = fold.join();
+        }
+    }
+
+    /// Writes the side file now if it is worth it; a failure is a warning (it is a cache).
+    fn fold_now(&mut self) {
+        self.join_fold();
+        let job = {
+            let s = read_shared(&self.shared);
+            if !s.worth_folding() {
+                return;
+            }
+            s.fold_job()
+        };
+        if let Err(e) = job.run(&*self.fs, &self.path, &self.shared) {
+            tracing::warn!(
+                store = %self.name(),
+                error = %e,
+                "could not write the index side file; the next open reads what it lacks"
+            );
+        }
+    }
+
+    /// Starts writing the side file in the background once the entries in memory reach
+    /// [`FOLD_AT`], so that memory does not grow with the store and appends do not wait.
+    fn fold_if_due(&mut self) {
+        if self.fold.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        let job = {
+            let s = read_shared(&self.shared);
+            if s.index.mem.len() < FOLD_AT {
+                return;
+            }
+            s.fold_job()
+        };
+        self.join_fold();
+        let (fs, path, shared) = (self.fs.clone(), self.path.clone(), self.shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name("synclog-json-index".into())
+            .spawn(move || {
+                if let Err(e) = job.run(&*fs, &path, &shared) {
+                    tracing::warn!(
+                        store = %path.display(),
+                        error = %e,
+                        "could not write the index side file; the next open reads what it lacks"
+                    );
+                }
+            });
+        match spawned {
+            Ok(handle) => self.fold = Some(handle),
+            Err(e) => tracing::warn!(store = %self.name(), error = %e, "could not start writing the index side file"),
         }
     }
 
@@ -305,9 +450,11 @@ impl JsonWriter {
         shared.mark.mark.high_water = shared.mark.mark.high_water.max(top);
         shared.index.insert_many(entries);
         shared.end += buf.len() as u64;
+        shared.lines += records.len() as u64 + 1;
         drop(shared);
         buf.clear();
         self.buf = buf;
+        self.fold_if_due();
         Ok(())
     }
 
@@ -335,7 +482,7 @@ impl JsonWriter {
             for rec in records {
                 let stored = shared
                     .index
-                    .get(rec.id.get())
+                    .get(rec.id.get())?
                     .map(|e| e.checksum)
                     .or_else(|| fresh.get(&rec.id.get()).map(|&i| to_write[i].checksum));
                 match stored {
@@ -393,11 +540,12 @@ impl JsonWriter {
     /// no `<file>` but a synced `<file>.next`, which opening (or the next write) renames
     /// into place. `None` if the active file holds no records.
     pub(crate) fn rotate(&mut self) -> Result<Option<RotateReport>> {
+        self.join_fold();
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
-        let (active, end) = {
+        let (active, end, lines) = {
             let s = read_shared(&self.shared);
-            (s.active(), s.end)
+            (s.active(), s.end, s.lines)
         };
         let next_number = active.checked_add(1).ok_or_else(|| Error::Unsupported {
             engine: "json",
@@ -464,16 +612,13 @@ impl JsonWriter {
             .open_read_at(&self.path)
             .map_err(io(format!("opening {name} for reading")))?;
         // Counted under the read lock: only this writer changes the index.
-        let records = read_shared(&self.shared)
-            .index
-            .entries()
-            .filter(|e| e.file() == active)
-            .count() as u64;
+        let records = read_shared(&self.shared).index.count_in(active);
         let mut shared = write_shared(&self.shared);
         let mut files = Files::clone(&shared.files);
         if let Some(f) = files.get_mut(&active) {
             f.path = seg.clone();
             f.end = end;
+            f.lines = lines;
         }
         files.insert(
             next_number,
@@ -481,10 +626,15 @@ impl JsonWriter {
                 path: self.path.clone(),
                 reader: Arc::from(reader),
                 end: header.len() as u64,
+                lines: 1,
             },
         );
         shared.files = Arc::new(files);
         shared.end = header.len() as u64;
+        shared.lines = 1;
+        drop(shared);
+        // The sealed segment's entries never change: a good time to write the side file.
+        self.fold_now();
         Ok(Some(RotateReport {
             sealed: seg,
             records,
@@ -513,6 +663,7 @@ impl JsonWriter {
     /// directory synced. Skipped lines are saved to `.rejected-…` files first. A crash at
     /// any step leaves each file whole, old or new.
     pub(crate) fn compact(&mut self) -> Result<CompactReport> {
+        self.join_fold();
         if self.rotation_pending {
             self.rotate()?;
         }
@@ -523,8 +674,9 @@ impl JsonWriter {
         let (spans, files, active, mut by_file) = {
             let s = read_shared(&self.shared);
             let mut by_file: BTreeMap<u16, Vec<Entry>> = BTreeMap::new();
-            for e in s.index.entries() {
-                by_file.entry(e.file()).or_default().push(*e);
+            for item in s.index.iter() {
+                let (_, e) = item?;
+                by_file.entry(e.file()).or_default().push(e);
             }
             (s.spans(), s.files.clone(), s.active(), by_file)
         };
@@ -559,7 +711,7 @@ impl JsonWriter {
             fresh.mark = kept;
         }
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
-        report.records = fresh.index.len() as u64;
+        report.records = fresh.index.len();
         *write_shared(&self.shared) = fresh;
         Ok(report)
     }
@@ -665,12 +817,13 @@ impl JsonWriter {
                 if body.is_empty() || format::commit_count(body).is_some() {
                     continue;
                 }
-                let duplicate = format::check(body).is_ok_and(|(id, sum)| {
-                    read_shared(&self.shared)
+                let duplicate = match format::check(body) {
+                    Ok((id, sum)) => read_shared(&self.shared)
                         .index
-                        .get(id.get())
-                        .is_some_and(|e| e.checksum == sum)
-                });
+                        .get(id.get())?
+                        .is_some_and(|e| e.checksum == sum),
+                    Err(_) => false,
+                };
                 if duplicate {
                     skipped.duplicates += 1;
                 } else {
@@ -737,6 +890,7 @@ impl BatchWriter for JsonWriter {
     /// the mark is saved, so a failure to save it (a full disk) is a warning, not an error.
     fn close(&mut self) -> Result<()> {
         self.sync(Durability::PowerLoss)?;
+        self.fold_now();
         let state = read_shared(&self.shared).mark.clone();
         if state.mark.high_water > state.saved {
             match mark::save(&*self.fs, &self.path, &state.mark) {
