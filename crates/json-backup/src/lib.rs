@@ -101,6 +101,10 @@ pub struct JsonOptions {
     /// Rotate before a write once the active file has reached this many bytes. `None`
     /// (the default) rotates only when [`JsonStore::rotate`] is called.
     pub rotate_after_bytes: Option<u64>,
+    /// Index entries the writer keeps in memory (records added since the index side file
+    /// was written) before it writes the side file again, in the background. Bounds the
+    /// index's memory whatever the size of the store.
+    pub index_fold_after: usize,
 }
 
 impl Default for JsonOptions {
@@ -110,6 +114,7 @@ impl Default for JsonOptions {
             max_group_logs: 8192,
             inline_lone_commits: true,
             rotate_after_bytes: None,
+            index_fold_after: load::FOLD_AT,
         }
     }
 }
@@ -204,6 +209,7 @@ impl JsonStore {
             shared.clone(),
             options.rotate_after_bytes,
             active_lock,
+            options.index_fold_after.max(1),
         );
         let group = GroupCommit::spawn(
             writer,

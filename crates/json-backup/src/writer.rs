@@ -14,7 +14,7 @@ use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Re
 use crate::format;
 use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
 use crate::index::{Merged, StoreIndex};
-use crate::load::{self, sibling, Entry, Loaded, MarkState, FOLD_AT, MAX_OFFSET};
+use crate::load::{self, sibling, Entry, Loaded, MarkState, MAX_OFFSET};
 use crate::mark;
 use crate::sidefile::{self, DiskIndex, SkippedLine};
 
@@ -119,11 +119,11 @@ impl Shared {
     /// Whether the entries added since the side file was written are worth writing it
     /// again for: as many as a 64th of those it holds (rewriting it costs 24 bytes a record
     /// it holds; reading and checking a line at open costs about 64 times that), or
-    /// [`FOLD_AT`], or any when there is no side file.
-    fn worth_folding(&self) -> bool {
+    /// `fold_at`, or any when there is no side file.
+    fn worth_folding(&self, fold_at: usize) -> bool {
         let mem = self.index.mem.len() as u64;
         let disk = self.index.disk.as_ref().map(|d| d.len());
-        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= FOLD_AT as u64)
+        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= fold_at as u64)
     }
 
     /// Every file with its path and acknowledged end, in number order.
@@ -229,8 +229,9 @@ pub(crate) struct JsonWriter {
     /// aside before writing.
     tail_in_place: bool,
     /// A side file being written in the background (once the entries in memory reach
-    /// [`FOLD_AT`]); joined before anything else writes one, and at close.
+    /// `fold_at`); joined before anything else writes one, and at close.
     fold: Option<std::thread::JoinHandle<()>>,
+    fold_at: usize,
 }
 
 impl Drop for JsonWriter {
@@ -262,6 +263,7 @@ impl JsonWriter {
         shared: SharedRef,
         rotate_after: Option<u64>,
         active_lock: Option<Box<dyn LockGuard>>,
+        fold_at: usize,
     ) -> Self {
         let (next_id, tail_in_place) = {
             let s = read_shared(&shared);
@@ -284,6 +286,7 @@ impl JsonWriter {
             active_lock,
             tail_in_place,
             fold: None,
+            fold_at,
         }
     }
 
@@ -299,7 +302,7 @@ impl JsonWriter {
         self.join_fold();
         let job = {
             let s = read_shared(&self.shared);
-            if !s.worth_folding() {
+            if !s.worth_folding(self.fold_at) {
                 return;
             }
             s.fold_job()
@@ -314,14 +317,14 @@ impl JsonWriter {
     }
 
     /// Starts writing the side file in the background once the entries in memory reach
-    /// [`FOLD_AT`], so that memory does not grow with the store and appends do not wait.
+    /// `fold_at`, so that memory does not grow with the store and appends do not wait.
     fn fold_if_due(&mut self) {
         if self.fold.as_ref().is_some_and(|f| !f.is_finished()) {
             return;
         }
         let job = {
             let s = read_shared(&self.shared);
-            if s.index.mem.len() < FOLD_AT {
+            if s.index.mem.len() < self.fold_at {
                 return;
             }
             s.fold_job()
