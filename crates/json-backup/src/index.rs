@@ -227,7 +227,9 @@ fn disk_take(d: &DiskIndex, range: &Range<u64>, descending: bool, limit: usize) 
             b += 1;
         }
     } else {
-        let Some(mut b) = d.block_of(range.end - 1) else { return Ok(out) };
+        let Some(mut b) = d.block_of(range.end - 1) else {
+            return Ok(out);
+        };
         loop {
             let block = d.block(b)?;
             for &(k, e) in block.iter().rev() {

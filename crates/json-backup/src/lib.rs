@@ -48,8 +48,31 @@
 //! - **Compaction** ([`JsonStore::compact`]) rewrites the active file (and any segment with
 //!   skipped lines): a new file, synced, renamed over the old one; lines skipped at open
 //!   are saved to `<file>.rejected-…` first.
-//! - **Memory**: only an index (id → file, offset, length, checksum) is kept, 24 bytes per
-//!   record; records are read from the files when asked for.
+//! - **Index side file** (`<file>.idx`): what opening already read and checked, so that the
+//!   next open reads only what changed. For each file of the store it holds the prefix it
+//!   covers (bytes and lines, up to the end of a committed group) and that prefix's
+//!   identity (the file's inode, CRC-32C of its first and last 4 KiB); the index entries
+//!   (id, file, offset, length, checksum), sorted by id in fixed 24-byte records checksummed
+//!   by blocks of 1024; and the lines skipped in the covered prefixes, so that
+//!   [`OpenReport`] and `verify` say exactly what a full read says. Opening checks its
+//!   footer, its meta and every block's checksum (reading it once, 24 bytes a record), checks
+//!   that every file it covers is still the same file (not shorter, same inode, same
+//!   identity; every covered file but the last covered whole), and reads and checks only
+//!   the bytes past what it covers. A missing, stale (a file compacted, replaced,
+//!   truncated or restored from an older copy), damaged or other-version side file is
+//!   ignored: the files are read whole, [`OpenReport::index_rebuilt`] says why, and a
+//!   writer's open writes a new one. It is a cache, never trusted unchecked and never an
+//!   error: it is written to `<file>.idx.tmp`, synced and renamed into place, at open
+//!   after a full read, at close and at rotation when the records added since are at least
+//!   a 64th of those it holds, at compaction, and in the background once
+//!   [`JsonOptions::index_fold_after`] entries are in memory (never in an append's path).
+//!   [`JsonStore::open_read_only`] and [`inspect`] use a valid one and write none.
+//! - **Memory**: lookups in what the side file covers are binary searches by positioned
+//!   reads of it (the first id and checksum of each block are kept in memory: 12 bytes per
+//!   1024 records); only the entries added since it was written (appends, and imports of
+//!   older ids) are in memory, 24 bytes a record, at most about
+//!   [`JsonOptions::index_fold_after`]. Records are read from the files when asked for.
+//!   Compaction still gathers the entries of the files it rewrites.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).
 //!
@@ -60,8 +83,8 @@ pub mod format;
 pub mod fs;
 mod index;
 mod load;
-mod sidefile;
 mod mark;
+mod sidefile;
 pub mod sim;
 mod writer;
 
@@ -425,6 +448,13 @@ fn warn_about(name: &str, report: &OpenReport) {
     }
     if report.finished_rotation {
         tracing::warn!(store = name, "a rotation cut off by a crash was finished");
+    }
+    if let (Some(why), true) = (&report.index_rebuilt, report.records > 0) {
+        tracing::warn!(
+            store = name,
+            why = %why,
+            "the index side file was not used: every file was read and checked"
+        );
     }
 }
 

@@ -233,8 +233,16 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
     let last = all.len() - 1;
     for (i, (number, file)) in all.into_iter().enumerate() {
         let from = covered(i);
-        let (mut end, mut lines) =
-            load_file(fs, &file, number, &mut committed, &mut report, CHUNK_BYTES, writes, from)?;
+        let (mut end, mut lines) = load_file(
+            fs,
+            &file,
+            number,
+            &mut committed,
+            &mut report,
+            CHUNK_BYTES,
+            writes,
+            from,
+        )?;
         if i < last {
             report.segments += 1;
         } else if end == 0 && writes {
@@ -350,14 +358,21 @@ pub(crate) const FOLD_AT: usize = 1 << 16;
 /// are: the same numbers from the first on, each file at least as long as its covered
 /// prefix and with the same identity, every file but the last it covers covered whole.
 /// So what is not covered comes after what is, in the order a full read takes.
-fn check_covers(fs: &dyn FileSystem, d: &DiskIndex, all: &[(u16, PathBuf)]) -> std::result::Result<(), String> {
+fn check_covers(
+    fs: &dyn FileSystem,
+    d: &DiskIndex,
+    all: &[(u16, PathBuf)],
+) -> std::result::Result<(), String> {
     if d.files.len() > all.len() || d.files.is_empty() {
         return Err("it is stale (it names other files)".into());
     }
     for (i, (c, (number, file))) in d.files.iter().zip(all).enumerate() {
         let name = file.display();
         if c.number != *number {
-            return Err(format!("it is stale (it names file number {}, not {name})", c.number));
+            return Err(format!(
+                "it is stale (it names file number {}, not {name})",
+                c.number
+            ));
         }
         let io = |e: std::io::Error| format!("{name} could not be read ({e})");
         let len = fs.len(file).map_err(io)?.unwrap_or(0);
@@ -814,8 +829,17 @@ mod tests {
             let fs = SimFs::new();
             fs.set_contents(path, file.clone());
             let (mut committed, mut report) = (Vec::new(), OpenReport::default());
-            let (end, _) =
-                load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes, true, (0, 0)).unwrap();
+            let (end, _) = load_file(
+                &fs,
+                path,
+                1,
+                &mut committed,
+                &mut report,
+                chunk_bytes,
+                true,
+                (0, 0),
+            )
+            .unwrap();
             let lines: Vec<u64> = report.corrupt_lines.iter().map(|c| c.line).collect();
             assert_eq!(lines, bad_lines, "chunks of {chunk_bytes} bytes");
             assert!(report.corrupt_lines[0]

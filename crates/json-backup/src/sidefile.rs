@@ -156,6 +156,9 @@ fn decode_entry(b: &[u8]) -> (u64, Entry) {
     (u64_at(0), entry)
 }
 
+/// The entries of one block, with their ids.
+pub(crate) type Block = Arc<[(u64, Entry)]>;
+
 /// A side file that checked out, read by positioned reads. Only the first id and the
 /// checksum of each block (12 bytes per 1024 records) are kept in memory.
 #[derive(Debug)]
@@ -170,7 +173,7 @@ pub(crate) struct DiskIndex {
     pub files: Vec<Covered>,
     pub skipped: Vec<SkippedLine>,
     /// The block read last (lookups in id order often read the same one again).
-    cache: Mutex<Option<(usize, Arc<[(u64, Entry)]>)>>,
+    cache: Mutex<Option<(usize, Block)>>,
 }
 
 impl DiskIndex {
@@ -197,7 +200,7 @@ impl DiskIndex {
     }
 
     /// Block `b`, read and checked against its checksum.
-    pub(crate) fn block(&self, b: usize) -> Result<Arc<[(u64, Entry)]>> {
+    pub(crate) fn block(&self, b: usize) -> Result<Block> {
         if let Some((at, block)) = &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
             if *at == b {
                 return Ok(block.clone());
@@ -227,7 +230,9 @@ impl DiskIndex {
     }
 
     pub(crate) fn get(&self, id: u64) -> Result<Option<Entry>> {
-        let Some(b) = self.block_of(id) else { return Ok(None) };
+        let Some(b) = self.block_of(id) else {
+            return Ok(None);
+        };
         let block = self.block(b)?;
         Ok(block
             .binary_search_by_key(&id, |(k, _)| *k)
@@ -250,7 +255,9 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
     }
     let reader: Arc<dyn ReadAt> = Arc::from(fs.open_read_at(&at).map_err(io)?);
     let mut footer = [0u8; FOOTER];
-    reader.read_exact_at(&mut footer, len - FOOTER as u64).map_err(io)?;
+    reader
+        .read_exact_at(&mut footer, len - FOOTER as u64)
+        .map_err(io)?;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     if &footer[..8] != MAGIC {
         return Err("it is damaged (no footer)".into());
@@ -260,7 +267,9 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
     }
     let version = u32_at(&footer, 8);
     if version != VERSION {
-        return Err(format!("it has format version {version}, this build uses {VERSION}"));
+        return Err(format!(
+            "it has format version {version}, this build uses {VERSION}"
+        ));
     }
     let meta_len = u64::from(u32_at(&footer, 12));
     let mut n = [0u8; 8];
@@ -273,7 +282,9 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
         return Err("it is damaged (its length does not match its footer)".into());
     }
     let mut meta = vec![0; meta_len as usize];
-    reader.read_exact_at(&mut meta, len - FOOTER as u64 - meta_len).map_err(io)?;
+    reader
+        .read_exact_at(&mut meta, len - FOOTER as u64 - meta_len)
+        .map_err(io)?;
     if crc32c::crc32c(&meta) != u32_at(&footer, 24) {
         return Err("it is damaged (its meta does not match its checksum)".into());
     }
@@ -309,7 +320,11 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
             }
             match meta.files.binary_search_by_key(&e.file(), |f| f.number) {
                 Ok(f) if e.end() <= meta.files[f].bytes => per_file[f] += 1,
-                _ => return Err(format!("it is damaged (block {b} points outside the files it covers)")),
+                _ => {
+                    return Err(format!(
+                        "it is damaged (block {b} points outside the files it covers)"
+                    ))
+                }
             }
         }
     }
@@ -393,7 +408,6 @@ pub(crate) fn write(
             }
         }
         flush(&mut buf, &mut out)?;
-        drop(flush);
         let meta = Meta {
             files: files.clone(),
             block_crcs: crcs.clone(),

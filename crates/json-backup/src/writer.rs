@@ -344,7 +344,9 @@ impl JsonWriter {
             });
         match spawned {
             Ok(handle) => self.fold = Some(handle),
-            Err(e) => tracing::warn!(store = %self.name(), error = %e, "could not start writing the index side file"),
+            Err(e) => {
+                tracing::warn!(store = %self.name(), error = %e, "could not start writing the index side file")
+            }
         }
     }
 

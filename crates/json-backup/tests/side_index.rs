@@ -136,7 +136,11 @@ async fn same_as_full_load(fs: &SimFs, what: &str) -> OpenReport {
         masked(full.open_report()),
         "{what}: the open reports differ"
     );
-    assert_eq!(answers(&with).await, answers(&full).await, "{what}: the answers differ");
+    assert_eq!(
+        answers(&with).await,
+        answers(&full).await,
+        "{what}: the answers differ"
+    );
     with.open_report().clone()
 }
 
@@ -297,7 +301,10 @@ async fn opening_reads_only_what_the_side_file_does_not_cover() {
     }
     store.close().await.unwrap();
     let size = sim.len(Path::new(FILE)).unwrap().unwrap();
-    assert!(sim.len(Path::new(IDX)).unwrap().is_some(), "close wrote the side file");
+    assert!(
+        sim.len(Path::new(IDX)).unwrap().is_some(),
+        "close wrote the side file"
+    );
 
     // --- step: opening again reads no record line: only the identity of the file (its
     // first and last 4 KiB).
@@ -323,7 +330,15 @@ async fn opening_reads_only_what_the_side_file_does_not_cover() {
     assert_eq!(store.open_report().records, 3020);
     assert_eq!(store.open_report().bytes_read, grown);
     assert!(read <= grown + 2 * 4096, "read {read} bytes for {grown} new");
-    assert_eq!(store.get(LogId::new(3011).unwrap()).await.unwrap().unwrap().items_seen, 10);
+    assert_eq!(
+        store
+            .get(LogId::new(3011).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .items_seen,
+        10
+    );
     store.close().await.unwrap();
 
     // --- step: without the side file, opening reads everything.
@@ -432,7 +447,10 @@ async fn records_imported_out_of_id_order_are_found_after_reopening() {
         .await
         .unwrap();
     store
-        .import((1000..1100).map(|id| record(id, id)).collect(), Durability::PowerLoss)
+        .import(
+            (1000..1100).map(|id| record(id, id)).collect(),
+            Durability::PowerLoss,
+        )
         .await
         .unwrap();
     store.close().await.unwrap();
@@ -443,7 +461,10 @@ async fn records_imported_out_of_id_order_are_found_after_reopening() {
     assert_eq!(store.open_report().index_rebuilt, None);
     let few: Vec<u64> = vec![503, 501, 502];
     store
-        .import(few.iter().map(|&id| record(id, id)).collect(), Durability::PowerLoss)
+        .import(
+            few.iter().map(|&id| record(id, id)).collect(),
+            Durability::PowerLoss,
+        )
         .await
         .unwrap();
     store.close().await.unwrap();
@@ -456,7 +477,10 @@ async fn records_imported_out_of_id_order_are_found_after_reopening() {
 
     // --- step: many older ids: close folds them into the side file.
     store
-        .import((300..400).rev().map(|id| record(id, id)).collect(), Durability::PowerLoss)
+        .import(
+            (300..400).rev().map(|id| record(id, id)).collect(),
+            Durability::PowerLoss,
+        )
         .await
         .unwrap();
     store.close().await.unwrap();
@@ -473,7 +497,11 @@ async fn records_imported_out_of_id_order_are_found_after_reopening() {
         .iter()
         .map(|r| r.id.get())
         .collect();
-    let mut want: Vec<u64> = (1..=200).chain(300..400).chain(501..=503).chain(1000..1100).collect();
+    let mut want: Vec<u64> = (1..=200)
+        .chain(300..400)
+        .chain(501..=503)
+        .chain(1000..1100)
+        .collect();
     want.sort_unstable();
     assert_eq!(ids, want);
     store.close().await.unwrap();
@@ -497,7 +525,10 @@ async fn a_read_only_open_uses_a_valid_side_file_and_writes_none() {
     let reader = open_read_only(&fs);
     assert!(reader.open_report().index_rebuilt.is_some());
     assert_eq!(reader.open_report().records, 30);
-    assert!(fs.contents(Path::new(IDX)).is_none(), "a read-only open writes nothing");
+    assert!(
+        fs.contents(Path::new(IDX)).is_none(),
+        "a read-only open writes nothing"
+    );
     drop(reader);
     fs.set_contents(Path::new(IDX), idx);
 }
