@@ -379,6 +379,17 @@ async fn a_missing_truncated_or_flipped_side_file_is_ignored_and_answers_stay_th
         assert!(report.index_rebuilt.is_some(), "byte {at} flipped");
     }
 
+    // --- step: a side file of another format version (its footer otherwise intact).
+    let mut other = good.clone();
+    let footer = other.len() - 32;
+    other[footer + 8..footer + 12].copy_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&other[footer..footer + 28]);
+    other[footer + 28..].copy_from_slice(&crc.to_le_bytes());
+    fs.set_contents(Path::new(IDX), other);
+    let report = same_as_full_load(&fs, "format version 0").await;
+    let why = report.index_rebuilt.unwrap_or_default();
+    assert!(why.contains("format version 0"), "{why}");
+
     // --- step: a writer's open rebuilds it, and the next open uses it again.
     let store = open(&fs);
     assert!(store.open_report().index_rebuilt.is_some());
