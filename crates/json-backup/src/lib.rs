@@ -191,18 +191,9 @@ impl JsonStore {
             .map_err(|e| Error::io(format!("resolving {name}"), e))?;
         let deadline = Instant::now() + options.lock_wait;
         let lock_path = sibling(&path, ".lock");
-        let lock = fs.lock(&lock_path, options.lock_wait).map_err(|e| match e {
-            LockError::Held { holder } => Error::Locked {
-                resource: name.clone(),
-                detail: format!(
-                    "held by another process{} for more than {:?}; stop it, or give this one another file",
-                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                    options.lock_wait
-                ),
-                source: None,
-            },
-            LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
-        })?;
+        let lock = fs
+            .lock(&lock_path, options.lock_wait)
+            .map_err(|e| name_lock_error(&name, &lock_path, options.lock_wait, e))?;
         // The active file's own lock: a hard link or another mount reaches the same file
         // by another name, hence another `.lock`. A new file is locked once created.
         let exists = fs
@@ -231,9 +222,13 @@ impl JsonStore {
             path.clone(),
             shared.clone(),
             options.rotate_after_bytes,
-            active_lock,
+            options.lock_wait,
             options.index_fold_after.max(1),
         );
+        // Opening is done: other processes may write between this one's groups (each
+        // group takes the locks again, see `JsonWriter::exclusive`).
+        drop(active_lock);
+        drop(lock);
         let group = GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -250,7 +245,7 @@ impl JsonStore {
                 fs,
                 group: Some(group),
                 shared,
-                lock: Mutex::new(Some(lock)),
+                lock: Mutex::new(None),
                 report,
                 closed: AtomicBool::new(false),
             }),
@@ -361,6 +356,24 @@ impl JsonStore {
         Ok(())
     }
 
+    /// Before a read: if another process appended to the active file or replaced it
+    /// since this one last looked, has the writer read what is new (from where it left
+    /// off), so reads see every group committed before them. A read-only handle reads
+    /// the store as it was when it opened.
+    async fn refresh(&self) -> Result<()> {
+        let Some(group) = &self.inner.group else {
+            return Ok(());
+        };
+        let now = (
+            self.inner.fs.file_id(&self.inner.path).ok().flatten(),
+            self.inner.fs.len(&self.inner.path).ok().flatten().unwrap_or(0),
+        );
+        if read_shared(&self.inner.shared).seen == now {
+            return Ok(());
+        }
+        group.with_writer(|w| w.catch_up(false)).await?
+    }
+
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<R> + Send + 'static,
@@ -385,10 +398,25 @@ fn store_not_found(name: &str) -> Error {
     }
 }
 
+/// The error of `<file>.lock` not taken within `wait`.
+pub(crate) fn name_lock_error(name: &str, lock_path: &Path, wait: Duration, e: LockError) -> Error {
+    match e {
+        LockError::Held { holder } => Error::Locked {
+            resource: name.to_string(),
+            detail: format!(
+                "held by another process{} for more than {wait:?}; stop it, or give this one another file",
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            ),
+            source: None,
+        },
+        LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
+    }
+}
+
 /// Locks the active file itself, then checks `path` still names the file locked (a
 /// rotation or compaction replaces it by rename while another opener waits); if not,
 /// tries again on the file it names now, until `deadline`.
-fn lock_active(
+pub(crate) fn lock_active(
     fs: &dyn FileSystem,
     path: &Path,
     deadline: Instant,
@@ -429,7 +457,7 @@ fn lock_active(
 
 /// Tells the operator (through `tracing`, at `warn`) what opening found and did: data
 /// moved aside, lines skipped, a rotation finished. The same is in [`JsonStore::open_report`].
-fn warn_about(name: &str, report: &OpenReport) {
+pub(crate) fn warn_about(name: &str, report: &OpenReport) {
     for tail in &report.torn_tails {
         tracing::warn!(
             store = name,
@@ -709,6 +737,8 @@ impl LogStore for JsonStore {
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
         self.blocking(move |inner| {
             let (entry, files) = {
                 let shared = read_shared(&inner.shared);
@@ -723,6 +753,8 @@ impl LogStore for JsonStore {
     }
 
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
         scan.effective_limit()?;
         let scan = scan.clone();
         self.blocking(move |inner| inner.scan(&scan)).await
@@ -730,11 +762,15 @@ impl LogStore for JsonStore {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.check_open()?;
+        self.refresh().await?;
+        self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         Ok(shared.index.last_id().and_then(LogId::new))
     }
 
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
+        self.check_open()?;
+        self.refresh().await?;
         self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         let from = after.map_or(0, |a| a.get() + 1);
@@ -751,6 +787,8 @@ impl LogStore for JsonStore {
     }
 
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        self.check_open()?;
+        self.refresh().await?;
         self.blocking(|inner| inner.verify()).await
     }
 

@@ -680,6 +680,48 @@ pub(crate) fn move_tail(fs: &dyn FileSystem, path: &Path, end: u64) -> Result<Op
     move_aside(fs, path, end, &bytes).map(Some)
 }
 
+/// What [`read_new`] found past what was known of the active file.
+pub(crate) struct Grown {
+    /// Committed records past the known end, in file order.
+    pub committed: Vec<(u64, Entry)>,
+    /// The end of the last committed group now, and the lines before it.
+    pub end: u64,
+    pub lines: u64,
+    /// Lines that did not check out, and uncommitted ends moved aside (with `writes`).
+    pub report: OpenReport,
+}
+
+/// Reads the file at `path` (number `number`) from `from` (the end of a committed group,
+/// after that many lines): what other processes appended since this one last looked.
+/// With `writes` (the caller holds the store's lock, so no group is being written), an
+/// uncommitted end is moved aside as at open; without, it is left for its writer.
+pub(crate) fn read_new(
+    fs: &dyn FileSystem,
+    path: &Path,
+    number: u16,
+    from: (u64, u64),
+    writes: bool,
+) -> Result<Grown> {
+    let mut committed = Vec::new();
+    let mut report = OpenReport::default();
+    let (end, lines) = load_file(
+        fs,
+        path,
+        number,
+        &mut committed,
+        &mut report,
+        CHUNK_BYTES,
+        writes,
+        from,
+    )?;
+    Ok(Grown {
+        committed,
+        end,
+        lines,
+        report,
+    })
+}
+
 /// How many bytes of a file opening reads and checks at a time.
 const CHUNK_BYTES: usize = 4 << 20;
 
