@@ -11,6 +11,7 @@ use std::sync::Arc;
 use synclog_core::guarded::{Guarded, GuardedOptions};
 use synclog_core::{redact_url, Error, LogStore, Result};
 
+#[cfg(any(feature = "sqlite", feature = "json", feature = "sled"))]
 use paths::{check_kind, Expect};
 
 /// A parsed store URL. Its `Debug` form hides a PostgreSQL password.
@@ -377,6 +378,11 @@ pub async fn open_guarded(primary: &str, backup: &str, options: GuardedOptions) 
 /// store, one PostgreSQL schema) are refused with [`Error::InvalidInput`] before either
 /// is opened.
 ///
+/// Unless [`GuardedOptions::watermark`] names a file, the pair keeps its watermark beside
+/// the primary's file as `<file>.guard` (the backup's if the primary is not a file): the
+/// reconcile at open then compares the copies' ends and what changed since the last
+/// comparison, not the whole history. [`Guarded::check`] compares every record.
+///
 /// With [`OpenOptions::read_only`] (or [`GuardedOptions::read_only`]) both copies are
 /// opened read-only and the pair is not reconciled: differences are reported by `verify`
 /// and `check`, never repaired, and writes fail with
@@ -392,9 +398,27 @@ pub async fn open_guarded_with(
     same::refuse_same_storage(primary, backup)?;
     let read_only = options.read_only || open.read_only;
     let writer_beside = read_only && [primary, backup].iter().any(|url| json_writer_holds(url));
+    let watermark = match (&options.watermark, read_only) {
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => default_watermark(primary, backup),
+        (_, true) => None,
+    };
+    // Guards in several processes share the pair through a lock beside the watermark.
+    let lock = match (&options.lock, &watermark) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(mark)) => {
+            let mut path = mark.clone().into_os_string();
+            path.push(".lock");
+            Some(path.into())
+        }
+        (None, None) => None,
+    };
     let options = GuardedOptions {
         read_only,
         writer_beside: options.writer_beside || writer_beside,
+        lock: if read_only { None } else { lock },
+        lock_wait: open.lock_wait,
+        watermark,
         ..options
     };
     let b = open_url_with(backup, open).await;
@@ -408,6 +432,19 @@ pub async fn open_guarded_with(
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     Guarded::open(p, b, options).await
+}
+
+/// Where a pair keeps its watermark ([`GuardedOptions::watermark`]) unless told: beside
+/// the primary's file (`<file>.guard`), or the backup's when the primary is not a file
+/// (PostgreSQL, memory). A pair with no file compares every record at open.
+fn default_watermark(primary: &str, backup: &str) -> Option<PathBuf> {
+    let file_of = |url: &str| match StoreUrl::parse(url).ok()? {
+        StoreUrl::Sqlite(path) | StoreUrl::Json { path, .. } | StoreUrl::Sled(path) => Some(path),
+        StoreUrl::Postgres(_) | StoreUrl::Memory(_) => None,
+    };
+    let mut path = file_of(primary).or_else(|| file_of(backup))?.into_os_string();
+    path.push(".guard");
+    Some(path.into())
 }
 
 /// Whether a writer holds the lock of the JSON store `url` names (see

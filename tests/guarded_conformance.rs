@@ -84,11 +84,14 @@ impl Harness for GuardedHarness {
 
     async fn destroy(&self, at: &Location) -> Result<()> {
         // The backup's high-water mark is part of its storage: with it kept, the backup
-        // would (rightly) report the ids it handed out as gone.
+        // would (rightly) report the ids it handed out as gone. So are the pair's
+        // watermark and lock (which carries the next id between processes).
         for f in [
             "primary.db",
             "primary.db-wal",
             "primary.db-shm",
+            "primary.db.guard",
+            "primary.db.guard.lock",
             "backup.jsonl",
             "backup.jsonl.hwm",
         ] {

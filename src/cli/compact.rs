@@ -3,8 +3,8 @@
 use clap::Args;
 use synclog::{redact_url, Error, Result, StoreUrl};
 
-use super::out::{outln, Out};
-use super::{exit, StoreArgs};
+use super::out::Out;
+use super::StoreArgs;
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {}
@@ -50,6 +50,8 @@ async fn run(
     lock_wait: std::time::Duration,
     out: &mut Out,
 ) -> Result<u8> {
+    use super::exit;
+    use super::out::outln;
     use std::sync::Arc;
     use synclog::json::{fs::RealFs, JsonOptions, JsonStore};
     use synclog::LogStore;

@@ -6,11 +6,17 @@ use std::path::{Component, Path, PathBuf};
 use synclog_core::{Error, Result};
 
 /// What an engine keeps at its path.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "json", feature = "sled")),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// A regular file (SQLite, JSON lines).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "json")), allow(dead_code))]
     File,
     /// A directory (sled).
+    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
     Dir,
 }
 
@@ -18,6 +24,10 @@ pub enum Expect {
 /// not what the engine keeps there: a directory, a FIFO, a device or a socket where a
 /// file belongs, anything but a directory where a directory belongs. Runs before
 /// anything is created, so a refused path gets no parent directory, lock or journal.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "json", feature = "sled")),
+    allow(dead_code)
+)]
 pub fn check_kind(engine: &str, path: &Path, expect: Expect) -> Result<()> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,

@@ -45,7 +45,9 @@ use crate::store::{
 use crate::validate::{validate_batch, validate_records};
 
 mod check;
+mod pairlock;
 mod unavailable;
+mod watermark;
 
 pub use unavailable::Unavailable;
 
@@ -78,6 +80,28 @@ pub struct GuardedOptions {
     /// in the other copy, reads consult both copies, and the next open or `check --repair`
     /// copies them over.
     pub max_pending: usize,
+    /// A file where the guard keeps the id up to which both copies were last found equal
+    /// (see [`ReconcileReport::compared_after`]). With it, the reconcile at
+    /// open compares the copies' ends and every id from the lower of that watermark and
+    /// the copies' ends on: a copy rolled back to an older file, or one that missed groups
+    /// before a crash, is repaired as before, in time that does not grow with the history.
+    /// Damage below the watermark that leaves both ends alone (records deleted from the
+    /// middle of a copy behind the store's back) is found by [`Guarded::check`] and
+    /// repaired by `check(true)`, which compare every record. A missing, damaged or
+    /// another pair's watermark is ignored (the open compares every record) and rewritten.
+    /// `None` (the default here; `synclog::open_guarded` puts one beside the primary or
+    /// backup file): every open compares every record. Not used by read-only guards.
+    pub watermark: Option<std::path::PathBuf>,
+    /// A file the guard locks around everything it writes (each group: assigning ids,
+    /// writing both copies, reading back; imports, repairs and comparisons), so guards in
+    /// several processes can share one pair: ids stay unique, dense and in commit order
+    /// across them. It also carries the next id between them. `None` (the default here;
+    /// `synclog::open_guarded` puts `<watermark>.lock` beside the watermark): one guard
+    /// per pair at a time, which the copies' own locks may or may not enforce.
+    pub lock: Option<std::path::PathBuf>,
+    /// How long a guard waits for [`lock`](Self::lock) before the write fails with
+    /// [`Error::Locked`] (10 s by default).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for GuardedOptions {
@@ -90,6 +114,9 @@ impl Default for GuardedOptions {
             read_only: false,
             writer_beside: false,
             max_pending: 100_000,
+            watermark: None,
+            lock: None,
+            lock_wait: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -167,6 +194,12 @@ pub struct ReconcileReport {
     /// [`GuardedOptions::writer_beside`]) held by one copy only: groups written since the
     /// reader opened, or being written then; not counted as problems. Empty otherwise.
     pub in_flight: Vec<LogId>,
+    /// The comparison covered only the ids above this one: a reconcile at open that
+    /// trusted the pair's watermark ([`GuardedOptions::watermark`]). `None`: every id was
+    /// compared. `in_both` counts the compared ids only.
+    pub compared_after: Option<LogId>,
+    /// Why the watermark was not used, or could not be saved, if that happened.
+    pub watermark_note: Option<String>,
 }
 
 impl ReconcileReport {
@@ -306,14 +339,30 @@ impl Guarded {
             counters: counters.clone(),
             gathering: Gathering::default(),
             compared_up_to: None,
+            watermark: None,
+            trusted: None,
+            pair_lock: None,
+            held: None,
         };
         let read_only = leader.options.read_only;
+        if !read_only {
+            leader.watermark = leader
+                .options
+                .watermark
+                .clone()
+                .map(|path| watermark::Watermark::new(path, primary.describe(), backup.describe()));
+            leader.trusted = leader.watermark.as_ref().and_then(|m| m.read().ok());
+            leader.pair_lock = (leader.options.lock.clone())
+                .map(|path| pairlock::PairLock::new(path, leader.options.lock_wait));
+        }
+        leader.hold().await?;
         let opened = if leader.options.reconcile_at_open && !read_only {
-            leader.reconcile(true, false).await?
+            leader.reconcile_at_open().await?
         } else {
             ReconcileReport::default()
         };
         leader.next_id = leader.stores_next_id().await?;
+        leader.release();
         if read_only {
             leader.compared_up_to = Some(leader.compared_up_to().await);
         }
@@ -494,6 +543,15 @@ struct Leader {
     /// Read-only: the last id a comparison covers (see [`GuardedOptions::writer_beside`]),
     /// fixed at open; `None` when writable.
     compared_up_to: Option<u64>,
+    /// The pair's watermark file ([`GuardedOptions::watermark`]); `None` for read-only guards.
+    watermark: Option<watermark::Watermark>,
+    /// What the watermark file says now, as far as this guard knows (read at open, then
+    /// as written or lowered).
+    trusted: Option<u64>,
+    /// The pair's lock ([`GuardedOptions::lock`]); `None` for read-only guards.
+    pair_lock: Option<pairlock::PairLock>,
+    /// The pair's lock while this guard holds it (for one request).
+    held: Option<pairlock::Held>,
 }
 
 /// Reads the `(id, checksum)` listing of a store page by page.
@@ -506,11 +564,11 @@ struct Listing<'a> {
 }
 
 impl<'a> Listing<'a> {
-    fn new(store: &'a dyn LogStore, page: usize) -> Self {
+    fn new(store: &'a dyn LogStore, page: usize, after: Option<LogId>) -> Self {
         Listing {
             store,
             buf: VecDeque::new(),
-            after: None,
+            after,
             done: false,
             page,
         }
@@ -549,6 +607,9 @@ impl Leader {
                     seq,
                     reply,
                 } => {
+                    // With several processes on the pair, take its lock first: what arrives
+                    // while another process holds it joins this group.
+                    let held = self.hold().await;
                     // Gather as `synclog_core::group` does, yielding instead of a timed wait:
                     // while callers answered by the last group are still missing, let them run.
                     self.gathering.start(seq);
@@ -578,27 +639,157 @@ impl Leader {
                             Err(_) => break,
                         }
                     }
-                    self.commit_group(group).await;
+                    match held {
+                        Ok(()) => {
+                            self.commit_group(group).await;
+                            self.release();
+                        }
+                        // Everything gathered while waiting fails with it, not after a wait each.
+                        Err(e) => fail_all(group, &e),
+                    }
                 }
                 Request::Import {
                     records,
                     durability,
                     reply,
                 } => {
-                    let _ = reply.send(self.import(records, durability).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.import(records, durability).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Request::Reconcile { repair, deep, reply } => {
-                    let _ = reply.send(self.reconcile(repair, deep).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.reconcile(repair, deep).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Request::Repair {
                     records,
                     durability,
                     reply,
                 } => {
-                    let _ = reply.send(self.repair(records, durability).await);
+                    let answer = match self.hold().await {
+                        Ok(()) => {
+                            let answer = self.repair(records, durability).await;
+                            self.release();
+                            answer
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
         }
+    }
+
+    /// Takes the pair's lock, if it has one, and moves the next id past what the other
+    /// processes handed out (the lock file says, or else the copies do).
+    async fn hold(&mut self) -> Result<()> {
+        let Some(lock) = &self.pair_lock else {
+            return Ok(());
+        };
+        let mut held = lock.take().await?;
+        let state = held.state();
+        self.held = Some(held);
+        match state {
+            Some(pairlock::State { next, writing: None }) => self.next_id = self.next_id.max(next),
+            Some(pairlock::State {
+                writing: Some((first, last)),
+                ..
+            }) => {
+                self.finish_interrupted(first, last).await;
+                self.next_id = self.stores_next_id().await?;
+                self.announce(None);
+            }
+            None => self.next_id = self.stores_next_id().await?,
+        }
+        Ok(())
+    }
+
+    /// The last holder of the pair's lock died while writing the group `first..=last`:
+    /// each copy holds all of it or none (a group is atomic in every engine), so copy it
+    /// to the copy that lacks it. If neither has it, its ids were never acknowledged and
+    /// are handed out again. A copy that cannot take it now is left to the next open,
+    /// whose comparison covers it (it is above the watermark).
+    async fn finish_interrupted(&mut self, first: u64, last: u64) {
+        let after = LogId::new(first - 1);
+        let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+        let page = self.options.reconcile_page.max(1);
+        let listed = |store: Arc<dyn LogStore>| async move {
+            let mut ids = HashSet::new();
+            let mut from = after;
+            loop {
+                let got = store.id_checksums(from, page.min(span)).await?;
+                let done = got.len() < page.min(span);
+                for (id, _) in &got {
+                    if id.get() <= last {
+                        ids.insert(*id);
+                    }
+                }
+                match got.last() {
+                    Some((id, _)) if !done && id.get() < last => from = Some(*id),
+                    _ => return Ok::<_, Error>(ids),
+                }
+            }
+        };
+        let (p, b) = tokio::join!(listed(self.primary.clone()), listed(self.backup.clone()));
+        let (Ok(p), Ok(b)) = (p, b) else {
+            tracing::warn!(
+                first,
+                last,
+                "a group cut off by a dead process could not be listed; the next open compares it"
+            );
+            return;
+        };
+        let mut to_backup: Vec<LogId> = p.difference(&b).copied().collect();
+        let mut to_primary: Vec<LogId> = b.difference(&p).copied().collect();
+        to_backup.sort_unstable();
+        to_primary.sort_unstable();
+        for (src, dst, ids) in [
+            (&self.primary, &self.backup, &to_backup),
+            (&self.backup, &self.primary, &to_primary),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            if let Err(e) = copy_ids(&**src, &**dst, ids, page).await {
+                tracing::warn!(copy = %dst.describe(), error = %e, "a group cut off by a dead process could not be completed; the next open does it");
+            }
+        }
+        tracing::info!(
+            first,
+            last,
+            completed_in_backup = to_backup.len(),
+            completed_in_primary = to_primary.len(),
+            "finished a group a dead process had started"
+        );
+    }
+
+    /// Tells the other processes (through the lock file, while holding it) the next id
+    /// and, while a group is being written, its ids: if this process dies before it ends,
+    /// the next holder completes the group instead of handing its ids out again.
+    fn announce(&mut self, writing: Option<(u64, u64)>) {
+        let next = self.next_id;
+        if let Some(held) = &mut self.held {
+            held.set_state(pairlock::State { next, writing });
+        }
+    }
+
+    /// Leaves the next id in the lock file for the other processes, and lets go.
+    fn release(&mut self) {
+        self.announce(None);
+        self.held = None;
     }
 
     async fn stores_next_id(&self) -> Result<u64> {
@@ -702,6 +893,9 @@ impl Leader {
                 next += 1;
             }
         }
+        if let (Some(first), Some(last)) = (sealed.first(), sealed.last()) {
+            self.announce(Some((first.id.get(), last.id.get())));
+        }
         let stored = self.store_both(&sealed, durability).await;
         self.gathering
             .answering(group.len(), self.counters.submitted.load(Ordering::Relaxed));
@@ -794,6 +988,7 @@ impl Leader {
             }
         }
         self.set_pending_counters();
+        self.lower_watermark(self.first_pending()).await;
         let mut verified = false;
         if self.options.verify {
             // One independent read is enough; the backup is read only if the primary's fails.
@@ -823,12 +1018,16 @@ impl Leader {
 
     async fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.flush_pending(durability).await;
+        let min = records.iter().map(|r| r.id.get()).min().unwrap_or(0);
+        let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
+        if min > 0 {
+            self.announce(Some((min, max)));
+        }
+        self.next_id = self.next_id.max(max + 1);
         let (p, b) = tokio::join!(
             self.primary.import(records.clone(), durability),
             self.backup.import(records.clone(), durability)
         );
-        let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
-        self.next_id = self.next_id.max(max + 1);
         let report = match (p, b) {
             (Ok(p), Ok(b)) => {
                 let mut report = p;
@@ -855,19 +1054,156 @@ impl Leader {
             (Err(e), Err(_)) => return Err(e),
         };
         self.set_pending_counters();
+        self.lower_watermark(self.first_pending()).await;
         Ok(report)
     }
 
     /// Merge-joins the two `(id, checksum)` listings; with `repair`, copies what each lacks.
     /// With `deep`, also recomputes every checksum of both copies (see `check.rs`).
     async fn reconcile(&mut self, repair: bool, deep: bool) -> Result<ReconcileReport> {
+        self.reconcile_after(None, repair, deep).await
+    }
+
+    /// The reconcile at open: from what the watermark lets it trust, repairing.
+    async fn reconcile_at_open(&mut self) -> Result<ReconcileReport> {
+        let (after, note) = self.trusted_start().await;
+        let mut report = self.reconcile_after(after, true, false).await?;
+        if report.watermark_note.is_none() {
+            report.watermark_note = note;
+        }
+        Ok(report)
+    }
+
+    /// Where the comparison at open can start: from the lowest of the watermark and the
+    /// copies' ends, including the shorter copy's last record (its checksum is compared
+    /// too). `None` (compare everything) without a usable watermark; the second value says
+    /// why one was not used.
+    async fn trusted_start(&mut self) -> (Option<LogId>, Option<String>) {
+        let Some(mark) = &self.watermark else {
+            return (None, None);
+        };
+        let up_to = match mark.read() {
+            Ok(up_to) => up_to,
+            Err(watermark::Unusable::Missing) => return (None, None),
+            Err(watermark::Unusable::Rejected(why)) => {
+                tracing::warn!(watermark = %mark.path().display(), %why, "the pair's watermark is not used; every record is compared");
+                let note = format!(
+                    "the watermark {} was not used ({why}); every record was compared",
+                    mark.path().display()
+                );
+                return (None, Some(note));
+            }
+        };
+        self.trusted = Some(up_to);
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        match (p, b) {
+            (Ok(p), Ok(b)) => {
+                let end = |id: Option<LogId>| id.map_or(0, LogId::get);
+                let low = up_to.min(end(p)).min(end(b));
+                (LogId::new(low.saturating_sub(1)), None)
+            }
+            // A copy that cannot say where it ends: compare everything (and report it).
+            _ => (None, None),
+        }
+    }
+
+    /// After a repairing comparison: saves how far the copies are now known to be equal.
+    /// Ids a repair could not mend stay above it, so every open reports them again.
+    async fn save_watermark(&mut self, report: &mut ReconcileReport) {
+        let Some(mark) = &self.watermark else {
+            return;
+        };
+        if !report.unreadable.is_empty() || !report.repair_failures.is_empty() {
+            // The comparison is incomplete: the watermark keeps what it said.
+            return;
+        }
+        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        let (Ok(p), Ok(b)) = (p, b) else {
+            return;
+        };
+        let end = |id: Option<LogId>| id.map_or(0, LogId::get);
+        let unmended = report
+            .conflicts
+            .iter()
+            .map(|c| c.id)
+            .chain(report.damaged_in_both.iter().copied())
+            .map(LogId::get)
+            .min();
+        let mut up_to = end(p).min(end(b));
+        if let Some(id) = unmended {
+            up_to = up_to.min(id - 1);
+        }
+        if self.trusted == Some(up_to) {
+            return;
+        }
+        match mark.write(up_to).await {
+            Ok(()) => self.trusted = Some(up_to),
+            Err(e) => {
+                tracing::warn!(watermark = %mark.path().display(), error = %e, "the pair's watermark could not be saved; the next open compares more records");
+                report.watermark_note = Some(format!(
+                    "the watermark {} could not be saved ({e}); the next open compares more records",
+                    mark.path().display()
+                ));
+            }
+        }
+    }
+
+    /// A copy missed records from id `first` on: the watermark must not say the copies are
+    /// equal there, or a crash before the repair would hide the difference from the next
+    /// open. Lowered below `first`; removed if that fails.
+    async fn lower_watermark(&mut self, first: Option<u64>) {
+        let (Some(mark), Some(first)) = (&self.watermark, first) else {
+            return;
+        };
+        // Read again: a guard in another process may have moved it since this one looked
+        // (each does so under the pair's lock, which this guard holds now).
+        let Ok(trusted) = mark.read() else {
+            return;
+        };
+        if first > trusted {
+            return;
+        }
+        let lowered = first.saturating_sub(1);
+        if mark.write(lowered).await.is_ok() {
+            self.trusted = Some(lowered);
+            return;
+        }
+        match mark.remove().await {
+            Ok(()) => self.trusted = None,
+            Err(e) => tracing::error!(
+                watermark = %mark.path().display(),
+                error = %e,
+                "a copy missed records below the pair's watermark and the watermark could not be lowered or removed: remove it by hand, or run `synclog check --repair`"
+            ),
+        }
+    }
+
+    /// The lowest id waiting in either pending queue.
+    fn first_pending(&self) -> Option<u64> {
+        self.pending_primary
+            .iter()
+            .chain(&self.pending_backup)
+            .map(|r| r.id.get())
+            .min()
+    }
+
+    /// Compares the ids above `after` (all with `None`); see [`Leader::reconcile`].
+    async fn reconcile_after(
+        &mut self,
+        after: Option<LogId>,
+        repair: bool,
+        deep: bool,
+    ) -> Result<ReconcileReport> {
         if repair {
             self.flush_pending(Durability::PowerLoss).await;
         }
         let page = self.options.reconcile_page.max(1);
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport {
+            compared_after: after,
+            ..ReconcileReport::default()
+        };
         let common_end = self.compared_up_to;
-        let (mut to_primary, mut to_backup) = match self.diff(page, &mut report).await {
+        let (mut to_primary, mut to_backup) = match self.diff(page, after, &mut report).await {
             Ok(lists) => lists,
             Err((copy, e)) => {
                 let store = if copy == Side::Primary {
@@ -940,6 +1276,9 @@ impl Leader {
             !repair && (!report.missing_in_primary.is_empty() || !report.missing_in_backup.is_empty());
         let diverged = !report.repair_failures.is_empty() || !report.unreadable.is_empty() || unrepaired;
         self.counters.diverged.store(diverged, Ordering::Relaxed);
+        if repair {
+            self.save_watermark(&mut report).await;
+        }
         Ok(report)
     }
 
@@ -963,12 +1302,13 @@ impl Leader {
     async fn diff(
         &self,
         page: usize,
+        after: Option<LogId>,
         report: &mut ReconcileReport,
     ) -> std::result::Result<(Vec<LogId>, Vec<LogId>), (Side, Error)> {
         let mut to_primary = Vec::new();
         let mut to_backup = Vec::new();
-        let mut a = Listing::new(&*self.primary, page);
-        let mut b = Listing::new(&*self.backup, page);
+        let mut a = Listing::new(&*self.primary, page, after);
+        let mut b = Listing::new(&*self.backup, page, after);
         loop {
             let pa = a.peek().await.map_err(|e| (Side::Primary, e))?;
             let pb = b.peek().await.map_err(|e| (Side::Backup, e))?;
@@ -1010,6 +1350,7 @@ impl Leader {
 
     /// Repairs into both copies (see [`LogStore::repair`]); a copy that fails is queued.
     async fn repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        let first = records.iter().map(|r| r.id.get()).min();
         let (p, b) = tokio::join!(
             self.primary.repair(records.clone(), durability),
             self.backup.repair(records, durability)
@@ -1028,6 +1369,7 @@ impl Leader {
             (Ok(r), Err(e)) | (Err(e), Ok(r)) => {
                 tracing::warn!(error = %e, "one copy could not be repaired; `synclog check --repair` tries again");
                 self.counters.diverged.store(true, Ordering::Relaxed);
+                self.lower_watermark(first).await;
                 Ok(r)
             }
             (Err(e), Err(_)) => Err(e),
