@@ -435,16 +435,36 @@ pub async fn open_guarded_with(
 }
 
 /// Where a pair keeps its watermark ([`GuardedOptions::watermark`]) unless told: beside
-/// the primary's file (`<file>.guard`), or the backup's when the primary is not a file
-/// (PostgreSQL, memory). A pair with no file compares every record at open.
+/// the primary's real file (`<file>.guard`, symbolic links and `..` resolved), or the
+/// backup's when the primary is not a file (PostgreSQL, memory). A pair with no file
+/// compares every record at open. A hard link to the primary is another name, hence
+/// another watermark and lock: SQLite does not support hard-linked databases either (its
+/// journal is named after the path).
 fn default_watermark(primary: &str, backup: &str) -> Option<PathBuf> {
     let file_of = |url: &str| match StoreUrl::parse(url).ok()? {
         StoreUrl::Sqlite(path) | StoreUrl::Json { path, .. } | StoreUrl::Sled(path) => Some(path),
         StoreUrl::Postgres(_) | StoreUrl::Memory(_) => None,
     };
-    let mut path = file_of(primary).or_else(|| file_of(backup))?.into_os_string();
+    let mut path = real_path(file_of(primary).or_else(|| file_of(backup))?).into_os_string();
     path.push(".guard");
     Some(path.into())
+}
+
+/// `path` with symbolic links and `..` resolved (its directory's, if it does not exist
+/// yet), so every spelling of one store meets the same watermark and lock; as given when
+/// that fails.
+fn real_path(path: PathBuf) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(&path) {
+        return real;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path,
+    }
 }
 
 /// Whether a writer holds the lock of the JSON store `url` names (see
