@@ -204,8 +204,8 @@ impl StoreIndex {
     }
 
     /// Every entry in id order, the side file's part read block by block.
-    pub fn iter(&self) -> Merged {
-        Merged::new(self.disk.clone(), self.mem.items().to_vec())
+    pub fn iter(&self) -> Merged<'_> {
+        Merged::new(self.disk.clone(), self.mem.items())
     }
 }
 
@@ -250,23 +250,23 @@ fn disk_take(d: &DiskIndex, range: &Range<u64>, descending: bool, limit: usize) 
 }
 
 /// Every entry of a side file and of entries in memory (sorted, other ids), in id order.
-pub(crate) struct Merged {
+pub(crate) struct Merged<'a> {
     disk: Option<Arc<DiskIndex>>,
     block: Arc<[(u64, Entry)]>,
     next_block: usize,
     at: usize,
-    mem: std::iter::Peekable<std::vec::IntoIter<(u64, Entry)>>,
+    mem: std::iter::Peekable<std::iter::Copied<std::slice::Iter<'a, (u64, Entry)>>>,
     failed: bool,
 }
 
-impl Merged {
-    pub(crate) fn new(disk: Option<Arc<DiskIndex>>, mem: Vec<(u64, Entry)>) -> Merged {
+impl<'a> Merged<'a> {
+    pub(crate) fn new(disk: Option<Arc<DiskIndex>>, mem: &'a [(u64, Entry)]) -> Merged<'a> {
         Merged {
             disk,
             block: Arc::from(Vec::new()),
             next_block: 0,
             at: 0,
-            mem: mem.into_iter().peekable(),
+            mem: mem.iter().copied().peekable(),
             failed: false,
         }
     }
@@ -286,7 +286,7 @@ impl Merged {
     }
 }
 
-impl Iterator for Merged {
+impl Iterator for Merged<'_> {
     type Item = Result<(u64, Entry)>;
 
     fn next(&mut self) -> Option<Self::Item> {

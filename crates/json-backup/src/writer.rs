@@ -162,7 +162,7 @@ impl FoldJob {
             .iter()
             .map(|(n, p, end, lines)| load::cover(fs, *n, p, *end, *lines))
             .collect::<Result<Vec<_>>>()?;
-        let entries = Merged::new(self.disk, self.mem.clone());
+        let entries = Merged::new(self.disk, &self.mem);
         let written = sidefile::write(fs, path, covered, entries, self.skipped)?;
         let mut s = write_shared(shared);
         s.index.disk = Some(Arc::new(written));
