@@ -397,12 +397,10 @@ pub async fn open_guarded_with(
 ) -> Result<Guarded> {
     same::refuse_same_storage(primary, backup)?;
     let read_only = options.read_only || open.read_only;
-    let writer_beside = read_only && [primary, backup].iter().any(|url| json_writer_holds(url));
-    let watermark = match (&options.watermark, read_only) {
-        (Some(path), false) => Some(path.clone()),
-        (None, false) => default_watermark(primary, backup),
-        (_, true) => None,
-    };
+    let watermark = options
+        .watermark
+        .clone()
+        .or_else(|| default_watermark(primary, backup));
     // Guards in several processes share the pair through a lock beside the watermark.
     let lock = match (&options.lock, &watermark) {
         (Some(path), _) => Some(path.clone()),
@@ -413,6 +411,13 @@ pub async fn open_guarded_with(
         }
         (None, None) => None,
     };
+    // A reader beside a writing guard (it holds the pair's presence file) treats what one
+    // copy holds above the other's end as a group in flight, not a difference.
+    let writer_beside = read_only
+        && lock
+            .as_deref()
+            .is_some_and(|lock| read_only::flock_held(&synclog_core::guarded::presence_path(lock)));
+    let watermark = if read_only { None } else { watermark };
     let options = GuardedOptions {
         read_only,
         writer_beside: options.writer_beside || writer_beside,
@@ -464,15 +469,6 @@ fn real_path(path: PathBuf) -> PathBuf {
     match (std::fs::canonicalize(dir), path.file_name()) {
         (Ok(dir), Some(name)) => dir.join(name),
         _ => path,
-    }
-}
-
-/// Whether a writer holds the lock of the JSON store `url` names (see
-/// [`read_only::json_writer_holds`]); `false` for other engines.
-fn json_writer_holds(url: &str) -> bool {
-    match StoreUrl::parse(url) {
-        Ok(StoreUrl::Json { path, .. }) => read_only::json_writer_holds(&path),
-        _ => false,
     }
 }
 
