@@ -397,12 +397,10 @@ pub async fn open_guarded_with(
 ) -> Result<Guarded> {
     same::refuse_same_storage(primary, backup)?;
     let read_only = options.read_only || open.read_only;
-    let writer_beside = read_only && [primary, backup].iter().any(|url| json_writer_holds(url));
-    let watermark = match (&options.watermark, read_only) {
-        (Some(path), false) => Some(path.clone()),
-        (None, false) => default_watermark(primary, backup),
-        (_, true) => None,
-    };
+    let watermark = options
+        .watermark
+        .clone()
+        .or_else(|| default_watermark(primary, backup));
     // Guards in several processes share the pair through a lock beside the watermark.
     let lock = match (&options.lock, &watermark) {
         (Some(path), _) => Some(path.clone()),
@@ -413,6 +411,13 @@ pub async fn open_guarded_with(
         }
         (None, None) => None,
     };
+    // A reader beside a writing guard (it holds the pair's presence file) treats what one
+    // copy holds above the other's end as a group in flight, not a difference.
+    let writer_beside = read_only
+        && lock
+            .as_deref()
+            .is_some_and(|lock| read_only::flock_held(&synclog_core::guarded::presence_path(lock)));
+    let watermark = if read_only { None } else { watermark };
     let options = GuardedOptions {
         read_only,
         writer_beside: options.writer_beside || writer_beside,
@@ -435,24 +440,35 @@ pub async fn open_guarded_with(
 }
 
 /// Where a pair keeps its watermark ([`GuardedOptions::watermark`]) unless told: beside
-/// the primary's file (`<file>.guard`), or the backup's when the primary is not a file
-/// (PostgreSQL, memory). A pair with no file compares every record at open.
+/// the primary's real file (`<file>.guard`, symbolic links and `..` resolved), or the
+/// backup's when the primary is not a file (PostgreSQL, memory). A pair with no file
+/// compares every record at open. A hard link to the primary is another name, hence
+/// another watermark and lock: SQLite does not support hard-linked databases either (its
+/// journal is named after the path).
 fn default_watermark(primary: &str, backup: &str) -> Option<PathBuf> {
     let file_of = |url: &str| match StoreUrl::parse(url).ok()? {
         StoreUrl::Sqlite(path) | StoreUrl::Json { path, .. } | StoreUrl::Sled(path) => Some(path),
         StoreUrl::Postgres(_) | StoreUrl::Memory(_) => None,
     };
-    let mut path = file_of(primary).or_else(|| file_of(backup))?.into_os_string();
+    let mut path = real_path(file_of(primary).or_else(|| file_of(backup))?).into_os_string();
     path.push(".guard");
     Some(path.into())
 }
 
-/// Whether a writer holds the lock of the JSON store `url` names (see
-/// [`read_only::json_writer_holds`]); `false` for other engines.
-fn json_writer_holds(url: &str) -> bool {
-    match StoreUrl::parse(url) {
-        Ok(StoreUrl::Json { path, .. }) => read_only::json_writer_holds(&path),
-        _ => false,
+/// `path` with symbolic links and `..` resolved (its directory's, if it does not exist
+/// yet), so every spelling of one store meets the same watermark and lock; as given when
+/// that fails.
+fn real_path(path: PathBuf) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(&path) {
+        return real;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path,
     }
 }
 

@@ -213,12 +213,15 @@ fn checkpoint_reports_the_wal_frames() {
     );
 }
 
-/// A second writer waits for the lock (readers take none: see `tests/readers.rs`).
+/// Writers take the backup's lock per group; one held for longer than the lock wait (a
+/// process stuck in a write) makes a writer wait, then exit 4. Readers take none (see
+/// `tests/readers.rs`), and writers in several processes take turns (`tests/multi_writer.rs`).
 #[test]
-fn a_locked_backup_makes_a_second_process_wait_then_exit_4() {
+fn a_backup_lock_held_too_long_makes_a_writer_wait_then_exit_4() {
     let env = Env::new();
     env.run(&["append", "--job", "x", "--status", "succeeded"]);
-    let holder = synclog::json::JsonStore::open(env.path("b.jsonl")).unwrap();
+    let holder = std::fs::File::open(env.path("b.jsonl.lock")).unwrap();
+    holder.lock().unwrap();
     let started = std::time::Instant::now();
     let out = env.run(&[
         "--lock-wait",

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// The pair: a SQLite primary and `backup` (a URL relative to the directory).
+/// The pair: a SQLite primary and `backup` (a URL relative to the directory). Writers
+/// alternate between the pair's own URLs and `aliases` (other paths to the same files).
 struct Pair {
     dir: tempfile::TempDir,
     backup: &'static str,
+    aliases: Vec<(String, String)>,
 }
 
 impl Pair {
@@ -22,23 +24,26 @@ impl Pair {
         Pair {
             dir: tempfile::tempdir().unwrap(),
             backup,
+            aliases: Vec::new(),
         }
     }
 
     fn command(&self) -> Command {
+        self.command_via(0)
+    }
+
+    /// The command on the pair through its `n`-th spelling (0: its own URLs).
+    fn command_via(&self, n: usize) -> Command {
+        let (store, backup) = match n % (self.aliases.len() + 1) {
+            0 => ("sqlite://s.db".to_string(), self.backup.to_string()),
+            i => self.aliases[i - 1].clone(),
+        };
         let mut c = Command::new(env!("CARGO_BIN_EXE_synclog"));
         c.current_dir(self.dir.path())
             .env_remove("SYNCLOG_STORE")
             .env_remove("SYNCLOG_BACKUP")
             .env_remove("SYNCLOG_LOG")
-            .args([
-                "--store",
-                "sqlite://s.db",
-                "--backup",
-                self.backup,
-                "--lock-wait",
-                "30",
-            ]);
+            .args(["--store", &store, "--backup", &backup, "--lock-wait", "30"]);
         c
     }
 
@@ -58,9 +63,9 @@ struct Writer {
 type Acks = Arc<Mutex<Vec<(u64, (u64, u64))>>>;
 
 impl Writer {
-    fn spawn(pair: &Pair, acks: &Acks) -> Writer {
+    fn spawn(pair: &Pair, via: usize, acks: &Acks) -> Writer {
         let mut child = pair
-            .command()
+            .command_via(via)
             .args(["append", "--stdin", "--json"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -118,15 +123,7 @@ impl Writer {
     }
 }
 
-fn writers_and_a_reader_lose_nothing_and_never_share_an_id(backup: &'static str) {
-    let pair = Pair::new(backup);
-    // Create the pair first, so the reader has a store to read.
-    assert_eq!(
-        pair.run(&["append", "--job", "setup", "--status", "started"])
-            .status
-            .code(),
-        Some(0)
-    );
+fn writers_and_a_reader_lose_nothing_and_never_share_an_id(pair: Pair) {
     let acks: Acks = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -159,7 +156,9 @@ fn writers_and_a_reader_lose_nothing_and_never_share_an_id(backup: &'static str)
     };
 
     const WRITERS: u64 = 4;
-    let mut writers: Vec<Writer> = (0..WRITERS).map(|_| Writer::spawn(&pair, &acks)).collect();
+    let mut writers: Vec<Writer> = (0..WRITERS as usize)
+        .map(|w| Writer::spawn(&pair, w, &acks))
+        .collect();
     let mut next_n = vec![0u64; WRITERS as usize];
     let mut killed = 0;
     for round in 0..3 {
@@ -174,7 +173,7 @@ fn writers_and_a_reader_lose_nothing_and_never_share_an_id(backup: &'static str)
             std::thread::yield_now();
         }
         let victim = round % WRITERS as usize;
-        let dead = std::mem::replace(&mut writers[victim], Writer::spawn(&pair, &acks));
+        let dead = std::mem::replace(&mut writers[victim], Writer::spawn(&pair, victim, &acks));
         dead.kill();
         killed += 1;
     }
@@ -242,7 +241,51 @@ fn writers_and_a_reader_lose_nothing_and_never_share_an_id(backup: &'static str)
     );
 }
 
+/// A pair with its first log appended (so the reader has a store to read).
+fn created(backup: &'static str) -> Pair {
+    let pair = Pair::new(backup);
+    let out = pair.run(&["append", "--job", "setup", "--status", "started"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pair
+}
+
 #[test]
 fn four_writer_processes_on_a_sqlite_pair_with_a_reader_and_sigkills() {
-    writers_and_a_reader_lose_nothing_and_never_share_an_id("sqlite://b.db");
+    writers_and_a_reader_lose_nothing_and_never_share_an_id(created("sqlite://b.db"));
+}
+
+#[test]
+fn four_writer_processes_on_the_guarded_default_with_a_reader_and_sigkills() {
+    writers_and_a_reader_lose_nothing_and_never_share_an_id(created("json://b.jsonl"));
+}
+
+#[test]
+fn writers_through_symlinks_and_the_real_paths_share_one_guarded_default() {
+    let mut pair = created("json://b.jsonl");
+    let dir = pair.dir.path().to_owned();
+    std::fs::create_dir(dir.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink("../s.db", dir.join("elsewhere/s.db")).unwrap();
+    std::os::unix::fs::symlink("../b.jsonl", dir.join("elsewhere/b.jsonl")).unwrap();
+    pair.aliases.push((
+        "sqlite://elsewhere/s.db".into(),
+        "json://elsewhere/b.jsonl".into(),
+    ));
+    writers_and_a_reader_lose_nothing_and_never_share_an_id(pair);
+}
+
+#[test]
+fn writers_through_a_hard_linked_backup_and_the_real_path_share_one_guarded_default() {
+    let mut pair = created("json://b.jsonl");
+    let dir = pair.dir.path().to_owned();
+    std::fs::hard_link(dir.join("b.jsonl"), dir.join("hard.jsonl")).unwrap();
+    // The primary through `..` segments (SQLite's own locks follow its file).
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    pair.aliases
+        .push(("sqlite://sub/../s.db".into(), "json://hard.jsonl".into()));
+    writers_and_a_reader_lose_nothing_and_never_share_an_id(pair);
 }

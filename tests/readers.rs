@@ -211,8 +211,10 @@ fn read_commands_beside_an_appending_guarded_writer_exit_0_and_see_every_acknowl
 }
 
 /// The writer runs with `--lock-wait 0`: a reader that took a writer's lock would make it
-/// fail at once with exit 4. Readers run with `--lock-wait 1`, which bounds only SQLite's
-/// own brief exclusive steps (a writer's last connection checkpointing at close).
+/// fail at once with exit 4. (Opening still waits up to 250 ms for SQLite's own WAL
+/// recovery, which the first connection after all were closed runs, a reader's too.)
+/// Readers run with `--lock-wait 1`, which bounds only SQLite's own brief exclusive steps
+/// (a writer's last connection checkpointing at close).
 #[test]
 fn reader_processes_beside_a_writer_process_never_wait_for_each_other() {
     let pair = Pair::new();

@@ -87,33 +87,22 @@ impl LogStore for ReadOnly {
     }
 }
 
-/// Whether another process holds a writer's lock on the JSON store at `path` (its
-/// `<file>.lock` or the file itself), found without taking or testing the lock, so no
-/// writer is made to wait: Linux lists every `flock` in `/proc/locks`. Elsewhere, or when
-/// it cannot be read, `false`: a reader then reports every difference between the copies.
-pub fn json_writer_holds(path: &std::path::Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(path) else {
+/// Whether any process holds an `flock` (shared or exclusive) on the file at `path`,
+/// found without taking or testing a lock, so no writer is made to wait: Linux lists every
+/// `flock` in `/proc/locks`. Elsewhere, or when it cannot be read, `false`: a reader then
+/// reports every difference between the copies.
+pub fn flock_held(path: &std::path::Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
-    let mut lock = real.clone().into_os_string();
-    lock.push(".lock");
-    let ids: Vec<String> = [real, lock.into()]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| proc_locks_id(&m))
-        .collect();
-    if ids.is_empty() {
-        return false;
-    }
+    let id = proc_locks_id(&meta);
     let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
         return false;
     };
     locks.lines().any(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 4242 fe:00:6168769 0 EOF` (a waiter's line has `->`).
+        // `1: FLOCK  ADVISORY  READ 4242 fe:00:6168769 0 EOF` (a waiter's line has `->`).
         let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "->").collect();
-        fields.get(1) == Some(&"FLOCK")
-            && fields.get(3) == Some(&"WRITE")
-            && fields.get(5).is_some_and(|id| ids.iter().any(|want| want == id))
+        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str())
     })
 }
 

@@ -57,6 +57,20 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn open_read_at(&self, path: &Path) -> io::Result<Box<dyn ReadAt>>;
     /// Opens the file for streaming from the start (a new handle each time).
     fn open_stream(&self, path: &Path) -> io::Result<Box<dyn BufRead + Send>>;
+    /// Opens the file for streaming from byte `offset` (a new handle each time). The
+    /// default streams from the start and skips `offset` bytes; a file system that can
+    /// seek should override it, so that opening a store reads only what changed.
+    fn open_stream_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn BufRead + Send>> {
+        let mut stream = self.open_stream(path)?;
+        let skipped = io::copy(&mut (&mut stream).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than {offset} bytes", path.display()),
+            ));
+        }
+        Ok(stream)
+    }
     /// Cuts the file to `len` bytes and syncs it.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Creates a new file (failing if it exists) for appending. Its name is durable only
@@ -176,6 +190,12 @@ impl FileSystem for RealFs {
 
     fn open_stream(&self, path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
         Ok(Box::new(BufReader::with_capacity(1 << 20, File::open(path)?)))
+    }
+
+    fn open_stream_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn BufRead + Send>> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {

@@ -1,12 +1,18 @@
-//! The in-memory index of a JSON-lines store: id → which file and where in it its line is,
-//! and its checksum.
+//! The index of a JSON-lines store: id → which file and where in it its line is, and its
+//! checksum.
 //!
-//! A vector sorted by id (24 bytes a record; a `BTreeMap` took about twice that). Appends
-//! come in id order and are pushed; imports of older ids are merged in one pass.
+//! Two parts ([`StoreIndex`]): what the index side file (`<file>.idx`, see
+//! [`crate::sidefile`]) holds, read from disk by positioned reads, and the entries added
+//! since it was written, in memory: a vector sorted by id (24 bytes a record; a `BTreeMap`
+//! took about twice that). Appends come in id order and are pushed; imports of older ids
+//! are merged in one pass. The two parts never hold the same id.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use synclog_core::Checksum;
+use synclog_core::{Checksum, Result};
+
+use crate::sidefile::DiskIndex;
 
 /// Where a record's line is (which file of the store, at which offset), and its checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +91,18 @@ impl Index {
         &self.items[lo..hi.max(lo)]
     }
 
-    /// Every entry, in id order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.items.iter().map(|(_, e)| e)
+    /// Every entry with its id, in id order.
+    pub fn items(&self) -> &[(u64, Entry)] {
+        &self.items
+    }
+
+    /// Removes the entries whose ids are in `folded` (sorted by id).
+    pub fn remove_sorted(&mut self, folded: &[(u64, Entry)]) {
+        let mut f = folded.iter().map(|(k, _)| *k).peekable();
+        self.items.retain(|(k, _)| {
+            while f.next_if(|x| x < k).is_some() {}
+            f.peek() != Some(k)
+        });
     }
 
     /// Adds entries for ids not yet indexed (the caller checked), in any order.
@@ -112,6 +127,186 @@ impl Index {
                 merged.extend(b);
                 self.items = merged;
             }
+        }
+    }
+}
+
+/// The whole index: the side file's part on disk, and the part added since in memory.
+#[derive(Debug, Default)]
+pub(crate) struct StoreIndex {
+    pub disk: Option<Arc<DiskIndex>>,
+    pub mem: Index,
+}
+
+impl StoreIndex {
+    /// Records indexed.
+    pub fn len(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.len()) + self.mem.len() as u64
+    }
+
+    pub fn last_id(&self) -> Option<u64> {
+        let disk = self.disk.as_ref().and_then(|d| d.last_id());
+        disk.max(self.mem.last_id())
+    }
+
+    /// The entry of `id`; reading the side file can fail.
+    pub fn get(&self, id: u64) -> Result<Option<Entry>> {
+        if let Some(e) = self.mem.get(id) {
+            return Ok(Some(*e));
+        }
+        match &self.disk {
+            Some(d) if d.last_id().is_some_and(|l| id <= l) => d.get(id),
+            _ => Ok(None),
+        }
+    }
+
+    /// Adds entries for ids not yet indexed (the caller checked), in any order.
+    pub fn insert_many(&mut self, new: Vec<(u64, Entry)>) {
+        self.mem.insert_many(new);
+    }
+
+    /// Entries of file number `file`.
+    pub fn count_in(&self, file: u16) -> u64 {
+        let disk = self.disk.as_ref().map_or(0, |d| d.count_in(file));
+        disk + self.mem.items().iter().filter(|(_, e)| e.file() == file).count() as u64
+    }
+
+    /// Up to `limit` entries with ids in `range`, from its low end up (or with
+    /// `descending`, from its high end down).
+    pub fn take(&self, range: Range<u64>, descending: bool, limit: usize) -> Result<Vec<(u64, Entry)>> {
+        if range.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mem = self.mem.range(range.clone());
+        let mem: Vec<(u64, Entry)> = match descending {
+            false => mem.iter().take(limit).copied().collect(),
+            true => mem.iter().rev().take(limit).copied().collect(),
+        };
+        let disk = match &self.disk {
+            Some(d) => disk_take(d, &range, descending, limit)?,
+            None => Vec::new(),
+        };
+        if disk.is_empty() {
+            return Ok(mem);
+        }
+        let mut out = Vec::with_capacity(limit.min(mem.len() + disk.len()));
+        let (mut a, mut b) = (disk.into_iter().peekable(), mem.into_iter().peekable());
+        while out.len() < limit {
+            let first = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => (x.0 < y.0) != descending,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            out.extend(if first { a.next() } else { b.next() });
+        }
+        Ok(out)
+    }
+
+    /// Every entry in id order, the side file's part read block by block.
+    pub fn iter(&self) -> Merged<'_> {
+        Merged::new(self.disk.clone(), self.mem.items())
+    }
+}
+
+/// Up to `limit` entries of the side file with ids in `range`, in order.
+fn disk_take(d: &DiskIndex, range: &Range<u64>, descending: bool, limit: usize) -> Result<Vec<(u64, Entry)>> {
+    let mut out = Vec::new();
+    if !descending {
+        let mut b = d.block_of(range.start).unwrap_or(0);
+        while b < d.blocks() && out.len() < limit {
+            let block = d.block(b)?;
+            for &(k, e) in block.iter() {
+                if k >= range.end || out.len() == limit {
+                    return Ok(out);
+                }
+                if k >= range.start {
+                    out.push((k, e));
+                }
+            }
+            b += 1;
+        }
+    } else {
+        let Some(mut b) = d.block_of(range.end - 1) else {
+            return Ok(out);
+        };
+        loop {
+            let block = d.block(b)?;
+            for &(k, e) in block.iter().rev() {
+                if k < range.start || out.len() == limit {
+                    return Ok(out);
+                }
+                if k < range.end {
+                    out.push((k, e));
+                }
+            }
+            if b == 0 || out.len() == limit {
+                break;
+            }
+            b -= 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Every entry of a side file and of entries in memory (sorted, other ids), in id order.
+pub(crate) struct Merged<'a> {
+    disk: Option<Arc<DiskIndex>>,
+    block: Arc<[(u64, Entry)]>,
+    next_block: usize,
+    at: usize,
+    mem: std::iter::Peekable<std::iter::Copied<std::slice::Iter<'a, (u64, Entry)>>>,
+    failed: bool,
+}
+
+impl<'a> Merged<'a> {
+    pub(crate) fn new(disk: Option<Arc<DiskIndex>>, mem: &'a [(u64, Entry)]) -> Merged<'a> {
+        Merged {
+            disk,
+            block: Arc::from(Vec::new()),
+            next_block: 0,
+            at: 0,
+            mem: mem.iter().copied().peekable(),
+            failed: false,
+        }
+    }
+
+    /// The next entry of the side file, without taking it.
+    fn peek_disk(&mut self) -> Result<Option<(u64, Entry)>> {
+        while self.at == self.block.len() {
+            let Some(d) = &self.disk else { return Ok(None) };
+            if self.next_block == d.blocks() {
+                return Ok(None);
+            }
+            self.block = d.block(self.next_block)?;
+            self.next_block += 1;
+            self.at = 0;
+        }
+        Ok(Some(self.block[self.at]))
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<(u64, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let disk = match self.peek_disk() {
+            Ok(d) => d,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
+        match (disk, self.mem.peek()) {
+            (Some(d), Some(m)) if m.0 < d.0 => self.mem.next().map(Ok),
+            (Some(d), _) => {
+                self.at += 1;
+                Some(Ok(d))
+            }
+            (None, _) => self.mem.next().map(Ok),
         }
     }
 }

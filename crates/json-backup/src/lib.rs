@@ -48,8 +48,31 @@
 //! - **Compaction** ([`JsonStore::compact`]) rewrites the active file (and any segment with
 //!   skipped lines): a new file, synced, renamed over the old one; lines skipped at open
 //!   are saved to `<file>.rejected-…` first.
-//! - **Memory**: only an index (id → file, offset, length, checksum) is kept, 24 bytes per
-//!   record; records are read from the files when asked for.
+//! - **Index side file** (`<file>.idx`): what opening already read and checked, so that the
+//!   next open reads only what changed. For each file of the store it holds the prefix it
+//!   covers (bytes and lines, up to the end of a committed group) and that prefix's
+//!   identity (the file's inode, CRC-32C of its first and last 4 KiB); the index entries
+//!   (id, file, offset, length, checksum), sorted by id in fixed 24-byte records checksummed
+//!   by blocks of 1024; and the lines skipped in the covered prefixes, so that
+//!   [`OpenReport`] and `verify` say exactly what a full read says. Opening checks its
+//!   footer, its meta and every block's checksum (reading it once, 24 bytes a record), checks
+//!   that every file it covers is still the same file (not shorter, same inode, same
+//!   identity; every covered file but the last covered whole), and reads and checks only
+//!   the bytes past what it covers. A missing, stale (a file compacted, replaced,
+//!   truncated or restored from an older copy), damaged or other-version side file is
+//!   ignored: the files are read whole, [`OpenReport::index_rebuilt`] says why, and a
+//!   writer's open writes a new one. It is a cache, never trusted unchecked and never an
+//!   error: it is written to `<file>.idx.tmp`, synced and renamed into place, at open
+//!   after a full read, at close and at rotation when the records added since are at least
+//!   a 64th of those it holds, at compaction, and in the background once
+//!   [`JsonOptions::index_fold_after`] entries are in memory (never in an append's path).
+//!   [`JsonStore::open_read_only`] and [`inspect`] use a valid one and write none.
+//! - **Memory**: lookups in what the side file covers are binary searches by positioned
+//!   reads of it (the first id and checksum of each block are kept in memory: 12 bytes per
+//!   1024 records); only the entries added since it was written (appends, and imports of
+//!   older ids) are in memory, 24 bytes a record, at most about
+//!   [`JsonOptions::index_fold_after`]. Records are read from the files when asked for.
+//!   Compaction still gathers the entries of the files it rewrites.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).
 //!
@@ -61,6 +84,7 @@ pub mod fs;
 mod index;
 mod load;
 mod mark;
+mod sidefile;
 pub mod sim;
 mod writer;
 
@@ -100,6 +124,10 @@ pub struct JsonOptions {
     /// Rotate before a write once the active file has reached this many bytes. `None`
     /// (the default) rotates only when [`JsonStore::rotate`] is called.
     pub rotate_after_bytes: Option<u64>,
+    /// Index entries the writer keeps in memory (records added since the index side file
+    /// was written) before it writes the side file again, in the background. Bounds the
+    /// index's memory whatever the size of the store.
+    pub index_fold_after: usize,
 }
 
 impl Default for JsonOptions {
@@ -109,6 +137,7 @@ impl Default for JsonOptions {
             max_group_logs: 8192,
             inline_lone_commits: true,
             rotate_after_bytes: None,
+            index_fold_after: load::FOLD_AT,
         }
     }
 }
@@ -162,18 +191,9 @@ impl JsonStore {
             .map_err(|e| Error::io(format!("resolving {name}"), e))?;
         let deadline = Instant::now() + options.lock_wait;
         let lock_path = sibling(&path, ".lock");
-        let lock = fs.lock(&lock_path, options.lock_wait).map_err(|e| match e {
-            LockError::Held { holder } => Error::Locked {
-                resource: name.clone(),
-                detail: format!(
-                    "held by another process{} for more than {:?}; stop it, or give this one another file",
-                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                    options.lock_wait
-                ),
-                source: None,
-            },
-            LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
-        })?;
+        let lock = fs
+            .lock(&lock_path, options.lock_wait)
+            .map_err(|e| name_lock_error(&name, &lock_path, options.lock_wait, e))?;
         // The active file's own lock: a hard link or another mount reaches the same file
         // by another name, hence another `.lock`. A new file is locked once created.
         let exists = fs
@@ -202,8 +222,13 @@ impl JsonStore {
             path.clone(),
             shared.clone(),
             options.rotate_after_bytes,
-            active_lock,
+            options.lock_wait,
+            options.index_fold_after.max(1),
         );
+        // Opening is done: other processes may write between this one's groups (each
+        // group takes the locks again, see `JsonWriter::exclusive`).
+        drop(active_lock);
+        drop(lock);
         let group = GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -220,7 +245,7 @@ impl JsonStore {
                 fs,
                 group: Some(group),
                 shared,
-                lock: Mutex::new(Some(lock)),
+                lock: Mutex::new(None),
                 report,
                 closed: AtomicBool::new(false),
             }),
@@ -331,6 +356,24 @@ impl JsonStore {
         Ok(())
     }
 
+    /// Before a read: if another process appended to the active file or replaced it
+    /// since this one last looked, has the writer read what is new (from where it left
+    /// off), so reads see every group committed before them. A read-only handle reads
+    /// the store as it was when it opened.
+    async fn refresh(&self) -> Result<()> {
+        let Some(group) = &self.inner.group else {
+            return Ok(());
+        };
+        let now = (
+            self.inner.fs.file_id(&self.inner.path).ok().flatten(),
+            self.inner.fs.len(&self.inner.path).ok().flatten().unwrap_or(0),
+        );
+        if read_shared(&self.inner.shared).seen == now {
+            return Ok(());
+        }
+        group.with_writer(|w| w.catch_up(false)).await?
+    }
+
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<R> + Send + 'static,
@@ -355,10 +398,25 @@ fn store_not_found(name: &str) -> Error {
     }
 }
 
+/// The error of `<file>.lock` not taken within `wait`.
+pub(crate) fn name_lock_error(name: &str, lock_path: &Path, wait: Duration, e: LockError) -> Error {
+    match e {
+        LockError::Held { holder } => Error::Locked {
+            resource: name.to_string(),
+            detail: format!(
+                "held by another process{} for more than {wait:?}; stop it, or give this one another file",
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            ),
+            source: None,
+        },
+        LockError::Io(e) => Error::io(format!("locking {}", lock_path.display()), e),
+    }
+}
+
 /// Locks the active file itself, then checks `path` still names the file locked (a
 /// rotation or compaction replaces it by rename while another opener waits); if not,
 /// tries again on the file it names now, until `deadline`.
-fn lock_active(
+pub(crate) fn lock_active(
     fs: &dyn FileSystem,
     path: &Path,
     deadline: Instant,
@@ -399,7 +457,7 @@ fn lock_active(
 
 /// Tells the operator (through `tracing`, at `warn`) what opening found and did: data
 /// moved aside, lines skipped, a rotation finished. The same is in [`JsonStore::open_report`].
-fn warn_about(name: &str, report: &OpenReport) {
+pub(crate) fn warn_about(name: &str, report: &OpenReport) {
     for tail in &report.torn_tails {
         tracing::warn!(
             store = name,
@@ -418,6 +476,13 @@ fn warn_about(name: &str, report: &OpenReport) {
     }
     if report.finished_rotation {
         tracing::warn!(store = name, "a rotation cut off by a crash was finished");
+    }
+    if let (Some(why), true) = (&report.index_rebuilt, report.records > 0) {
+        tracing::warn!(
+            store = name,
+            why = %why,
+            "the index side file was not used: every file was read and checked"
+        );
     }
 }
 
@@ -521,12 +586,7 @@ impl Inner {
                     break;
                 }
                 let want = if filtered { 512 } else { limit - out.len() };
-                let it = shared.index.range(range).iter().copied();
-                let entries: Vec<_> = if scan.descending {
-                    it.rev().take(want).collect()
-                } else {
-                    it.take(want).collect()
-                };
+                let entries = shared.index.take(range, scan.descending, want)?;
                 (entries, shared.files.clone())
             };
             let Some(last) = entries.last() else { break };
@@ -677,12 +737,14 @@ impl LogStore for JsonStore {
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
         self.blocking(move |inner| {
             let (entry, files) = {
                 let shared = read_shared(&inner.shared);
-                match shared.index.get(id.get()) {
+                match shared.index.get(id.get())? {
                     None => return Ok(None),
-                    Some(e) => (*e, shared.files.clone()),
+                    Some(e) => (e, shared.files.clone()),
                 }
             };
             Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
@@ -691,6 +753,8 @@ impl LogStore for JsonStore {
     }
 
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
         scan.effective_limit()?;
         let scan = scan.clone();
         self.blocking(move |inner| inner.scan(&scan)).await
@@ -698,20 +762,23 @@ impl LogStore for JsonStore {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.check_open()?;
+        self.refresh().await?;
+        self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         Ok(shared.index.last_id().and_then(LogId::new))
     }
 
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
         self.check_open()?;
+        self.refresh().await?;
+        self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         let from = after.map_or(0, |a| a.get() + 1);
         Ok(shared
             .index
-            .range(from..u64::MAX)
-            .iter()
-            .take(limit)
-            .filter_map(|(k, e)| LogId::new(*k).map(|id| (id, e.checksum)))
+            .take(from..u64::MAX, false, limit)?
+            .into_iter()
+            .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
             .collect())
     }
 
@@ -720,6 +787,8 @@ impl LogStore for JsonStore {
     }
 
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        self.check_open()?;
+        self.refresh().await?;
         self.blocking(|inner| inner.verify()).await
     }
 

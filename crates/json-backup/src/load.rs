@@ -12,7 +12,9 @@ use crate::format;
 use crate::fs::FileSystem;
 use crate::mark::{self, Mark};
 
-pub(crate) use crate::index::{Entry, Index, MAX_OFFSET};
+pub(crate) use crate::index::{Entry, Index, StoreIndex, MAX_OFFSET};
+use crate::sidefile::{self, Covered, DiskIndex, SkippedLine};
+use std::sync::Arc;
 
 /// A line that was skipped at open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,6 +84,13 @@ pub struct OpenReport {
     /// left in place, unindexed, they are moved aside before the next write, which fails
     /// while they cannot be. The store reads meanwhile.
     pub tail_left_in_place: Option<u64>,
+    /// Why the index side file (`<file>.idx`) was not used, if it was not (there was none,
+    /// or it was stale, damaged or of another version): every file was then read whole,
+    /// and a writer's open wrote a new one. Nothing else in the report depends on it.
+    pub index_rebuilt: Option<String>,
+    /// Bytes of the store's files read and checked at open: what the side file did not
+    /// cover.
+    pub bytes_read: u64,
 }
 
 impl OpenReport {
@@ -111,10 +120,14 @@ pub(crate) struct StoreFile {
     pub path: PathBuf,
     /// Length up to the end of its last committed group.
     pub end: u64,
+    /// Lines up to `end`.
+    pub lines: u64,
+    /// Where opening started to read it, and the lines before: what the side file covers.
+    pub from: (u64, u64),
 }
 
 pub(crate) struct Loaded {
-    pub index: Index,
+    pub index: StoreIndex,
     pub mark: MarkState,
     /// Sealed segments in number order, then the active file.
     pub files: Vec<StoreFile>,
@@ -196,60 +209,93 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
             what: format!("more than {} segments of {name}", u16::MAX),
         })?,
     };
-    // Committed entries in file order; sorted (stably, so the first copy of an id wins) at
-    // the end and made the index in place (24 bytes a record at the peak, not twice that).
+    let mut all = sealed;
+    all.push((active, path.to_path_buf()));
+    // What the side file covers is not read again; a side file that does not describe the
+    // files as they are is not used.
+    let disk = match sidefile::open(fs, path).and_then(|d| check_covers(fs, &d, &all).map(|()| d)) {
+        Ok(d) => Some(Arc::new(d)),
+        Err(why) => {
+            report.index_rebuilt = Some(why);
+            None
+        }
+    };
+    let covered = |i: usize| -> (u64, u64) {
+        disk.as_ref()
+            .and_then(|d| d.files.get(i))
+            .map_or((0, 0), |c| (c.bytes, c.lines))
+    };
+    // Entries committed past what the side file covers, in file order; sorted (stably, so
+    // the first copy of an id wins) at the end and made the in-memory index in place (24
+    // bytes a record at the peak, not twice that).
     let mut committed: Vec<(u64, Entry)> = Vec::new();
-    let mut files = Vec::with_capacity(sealed.len() + 1);
-    for (number, seg) in sealed {
-        let end = load_file(fs, &seg, number, &mut committed, &mut report, CHUNK_BYTES, writes)?;
+    let mut files = Vec::with_capacity(all.len());
+    let last = all.len() - 1;
+    for (i, (number, file)) in all.into_iter().enumerate() {
+        let from = covered(i);
+        let (mut end, mut lines) = load_file(
+            fs,
+            &file,
+            number,
+            &mut committed,
+            &mut report,
+            CHUNK_BYTES,
+            writes,
+            from,
+        )?;
+        if i < last {
+            report.segments += 1;
+        } else if end == 0 && writes {
+            // New (or empty, or only a torn header): write the header durably.
+            let mut out = fs.open_append(&file).map_err(io(format!("creating {name}")))?;
+            let header = format::header_line();
+            out.append(&header)
+                .map_err(io(format!("writing the header of {name}")))?;
+            out.sync_data().map_err(io(format!("syncing {name}")))?;
+            fs.sync_dir(&file)
+                .map_err(io(format!("syncing the directory of {name}")))?;
+            (end, lines) = (header.len() as u64, 1);
+            report.created = exists.is_none() && !report.finished_rotation;
+        }
         files.push(StoreFile {
             number,
-            path: seg,
+            path: file,
             end,
+            lines,
+            from,
         });
-        report.segments += 1;
     }
-    let mut end = load_file(fs, path, active, &mut committed, &mut report, CHUNK_BYTES, writes)?;
-    if end == 0 && writes {
-        // New (or empty, or only a torn header): write the header durably.
-        let mut file = fs.open_append(path).map_err(io(format!("creating {name}")))?;
-        let header = format::header_line();
-        file.append(&header)
-            .map_err(io(format!("writing the header of {name}")))?;
-        file.sync_data().map_err(io(format!("syncing {name}")))?;
-        fs.sync_dir(path)
-            .map_err(io(format!("syncing the directory of {name}")))?;
-        end = header.len() as u64;
-        report.created = exists.is_none() && !report.finished_rotation;
-    }
-    files.push(StoreFile {
-        number: active,
-        path: path.to_path_buf(),
-        end,
-    });
     committed.sort_by_key(|(id, _)| *id);
     let mut repeats = Vec::new();
     let mut kept = 0;
+    let disk_last = disk.as_ref().and_then(|d| d.last_id());
     for i in 0..committed.len() {
         let (id, entry) = committed[i];
         if kept > 0 && committed[kept - 1].0 == id {
             let same = committed[kept - 1].1.checksum == entry.checksum;
             repeats.push((id, entry, same));
-        } else {
-            committed[kept] = (id, entry);
-            kept += 1;
+            continue;
         }
+        if let (Some(d), true) = (&disk, disk_last.is_some_and(|l| id <= l)) {
+            if let Some(first) = d.get(id)? {
+                repeats.push((id, entry, first.checksum == entry.checksum));
+                continue;
+            }
+        }
+        committed[kept] = (id, entry);
+        kept += 1;
     }
     committed.truncate(kept);
     committed.shrink_to_fit();
     for (id, entry, same) in repeats {
-        let file = files
-            .iter()
-            .find(|f| f.number == entry.file())
-            .map_or_else(|| path.to_path_buf(), |f| f.path.clone());
+        let file = files.iter().find(|f| f.number == entry.file());
+        let line = match file {
+            Some(f) => line_number(fs, &f.path, f.from, entry.offset())?,
+            None => line_number(fs, path, (0, 0), entry.offset())?,
+        };
         report.corrupt_lines.push(CorruptLine {
-            line: line_number(fs, &file, entry.offset())?,
-            file,
+            line,
+            file: file.map_or_else(|| path.to_path_buf(), |f| f.path.clone()),
             offset: entry.offset(),
             detail: if same {
                 format!("log {id} appears again, identical; the first copy is kept")
@@ -263,18 +309,128 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
             },
         });
     }
+    if let Some(d) = &disk {
+        for skipped in &d.skipped {
+            let file = files.iter().find(|f| f.number == skipped.file);
+            report
+                .corrupt_lines
+                .extend(file.and_then(|f| skipped.to_corrupt(f.path.clone())));
+        }
+    }
     report
         .corrupt_lines
         .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
-    let index = Index::from_sorted(committed);
-    report.records = index.len() as u64;
+    let mut index = StoreIndex {
+        disk,
+        mem: Index::from_sorted(committed),
+    };
+    report.records = index.len();
     let mark = load_mark(fs, path, &index, &mut report, writes)?;
+    if writes && (index.disk.is_none() || index.mem.len() >= FOLD_AT) {
+        // Written now, so that the next open reads only what changes after it, and the
+        // records read here leave memory.
+        match write_side_file(fs, path, &files, &index, &report.corrupt_lines) {
+            Ok(d) => {
+                index = StoreIndex {
+                    disk: Some(Arc::new(d)),
+                    mem: Index::default(),
+                }
+            }
+            Err(e) => tracing::warn!(
+                store = %name,
+                error = %e,
+                "could not write the index side file; the next open reads every file again"
+            ),
+        }
+    }
     Ok(Loaded {
         index,
         files,
         report,
         mark,
     })
+}
+
+/// In-memory entries past which the writer folds them into the side file.
+pub(crate) const FOLD_AT: usize = 1 << 16;
+
+/// Checks that the side file `d` describes the store's files `all` (number, path) as they
+/// are: the same numbers from the first on, each file at least as long as its covered
+/// prefix and with the same identity, every file but the last it covers covered whole.
+/// So what is not covered comes after what is, in the order a full read takes.
+fn check_covers(
+    fs: &dyn FileSystem,
+    d: &DiskIndex,
+    all: &[(u16, PathBuf)],
+) -> std::result::Result<(), String> {
+    if d.files.len() > all.len() || d.files.is_empty() {
+        return Err("it is stale (it names other files)".into());
+    }
+    for (i, (c, (number, file))) in d.files.iter().zip(all).enumerate() {
+        let name = file.display();
+        if c.number != *number {
+            return Err(format!(
+                "it is stale (it names file number {}, not {name})",
+                c.number
+            ));
+        }
+        let io = |e: std::io::Error| format!("{name} could not be read ({e})");
+        let len = fs.len(file).map_err(io)?.unwrap_or(0);
+        if len < c.bytes {
+            return Err(format!("it is stale ({name} is shorter than it covers)"));
+        }
+        if i + 1 < d.files.len() && len != c.bytes {
+            return Err(format!("it is stale ({name} changed after it was written)"));
+        }
+        if fs.file_id(file).map_err(io)?.map(|f| f.ino) != Some(c.ino) {
+            return Err(format!("it is stale ({name} was replaced)"));
+        }
+        let reader = fs.open_read_at(file).map_err(io)?;
+        if sidefile::identity(&*reader, c.bytes).map_err(io)? != (c.head_crc, c.tail_crc) {
+            return Err(format!("it is stale ({name} holds other bytes than it covers)"));
+        }
+    }
+    Ok(())
+}
+
+/// The identity of the first `end` bytes (`lines` lines) of file `number` at `path`.
+pub(crate) fn cover(fs: &dyn FileSystem, number: u16, path: &Path, end: u64, lines: u64) -> Result<Covered> {
+    let io = |e: std::io::Error| Error::io(format!("reading {}", path.display()), e);
+    let reader = fs.open_read_at(path).map_err(io)?;
+    let (head_crc, tail_crc) = sidefile::identity(&*reader, end).map_err(io)?;
+    let ino = fs.file_id(path).map_err(io)?.map_or(0, |f| f.ino);
+    Ok(Covered {
+        number,
+        bytes: end,
+        lines,
+        ino,
+        head_crc,
+        tail_crc,
+        entries: 0,
+    })
+}
+
+/// Writes the side file of the store at `path` for `files` up to their ends, `index`
+/// and the lines skipped in them.
+fn write_side_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    files: &[StoreFile],
+    index: &StoreIndex,
+    skipped: &[CorruptLine],
+) -> Result<DiskIndex> {
+    let covered = files
+        .iter()
+        .map(|f| cover(fs, f.number, &f.path, f.end, f.lines))
+        .collect::<Result<Vec<_>>>()?;
+    let skipped = skipped
+        .iter()
+        .filter_map(|c| {
+            let f = files.iter().find(|f| f.path == c.file)?;
+            Some(SkippedLine::new(f.number, c))
+        })
+        .collect();
+    sidefile::write(fs, path, covered, index.iter(), skipped)
 }
 
 /// Reads the high-water mark and the moved-aside files: the next id must be above every
@@ -284,7 +440,7 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
 fn load_mark(
     fs: &dyn FileSystem,
     path: &Path,
-    index: &Index,
+    index: &StoreIndex,
     report: &mut OpenReport,
     writes: bool,
 ) -> Result<MarkState> {
@@ -307,7 +463,11 @@ fn load_mark(
             .is_some_and(|(f, t)| f.to_string_lossy().starts_with(t));
         if is_torn {
             for &(a, b) in &aside.whole {
-                moved.extend((a..=b).filter(|id| index.get(*id).is_none()));
+                for id in a..=b {
+                    if index.get(id)?.is_none() {
+                        moved.push(id);
+                    }
+                }
             }
         }
     }
@@ -340,9 +500,12 @@ pub(crate) struct MarkState {
     pub problem: Option<String>,
 }
 
-/// Reads one file of the store (if it exists) once, `chunk_bytes` at a time, adding its committed records to
-/// `committed` as file number `number`, and moving an uncommitted tail aside. Returns the
-/// end of its last committed group (0 if it does not exist or holds no complete header).
+/// Reads one file of the store (if it exists) once from byte `from.0` (the end of a
+/// committed group, after `from.1` lines, already checked), `chunk_bytes` at a time,
+/// adding its committed records to `committed` as file number `number`, and moving an
+/// uncommitted tail aside. Returns the end of its last committed group (0 if it does not
+/// exist or holds no complete header) and the lines before it.
+#[allow(clippy::too_many_arguments)]
 fn load_file(
     fs: &dyn FileSystem,
     path: &Path,
@@ -351,17 +514,23 @@ fn load_file(
     report: &mut OpenReport,
     chunk_bytes: usize,
     writes: bool,
-) -> Result<u64> {
+    from: (u64, u64),
+) -> Result<(u64, u64)> {
     let name = path.display().to_string();
-    let mut end = 0u64;
-    if fs.len(path).map_err(io(format!("reading {name}")))?.is_none() {
-        return Ok(end);
+    let (mut end, mut line_no) = from;
+    let Some(len) = fs.len(path).map_err(io(format!("reading {name}")))? else {
+        return Ok((0, 0));
+    };
+    report.bytes_read += len.saturating_sub(end);
+    let mut stream = match end {
+        0 => fs.open_stream(path),
+        _ => fs.open_stream_at(path, end),
     }
-    let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
-    let mut line_no = 0u64;
-    // The group being read: where it starts, its lines, its records, its bad lines.
-    // It joins the index only when its commit line is read.
-    let mut group_start = 0u64;
+    .map_err(io(format!("opening {name}")))?;
+    // The group being read: where it starts (and the lines before it), its lines, its
+    // records, its bad lines. It joins the index only when its commit line is read.
+    let mut group_start = end;
+    let mut group_start_line = line_no;
     let mut group_lines = 0u64;
     let mut group: Vec<(u64, Entry)> = Vec::new();
     let mut group_bad: Vec<CorruptLine> = Vec::new();
@@ -383,6 +552,10 @@ fn load_file(
         }
         let whole = memchr::memrchr(b'\n', &chunk).map_or(0, |i| i + 1);
         if whole == 0 {
+            if eof && chunk.is_empty() && end > 0 {
+                // Read from the end of what the side file covers, and nothing after it.
+                break;
+            }
             if eof {
                 // Bytes after the last newline: a torn last line.
                 line_no += 1;
@@ -419,6 +592,7 @@ fn load_file(
             if offset == 0 {
                 format::check_header(body, &name)?;
                 group_start = end;
+                group_start_line = line_no;
                 continue;
             }
             if let Some(count) = format::commit_count(body) {
@@ -434,6 +608,7 @@ fn load_file(
                 committed.append(&mut group);
                 report.corrupt_lines.append(&mut group_bad);
                 group_start = end;
+                group_start_line = line_no;
                 group_lines = 0;
                 continue;
             }
@@ -457,7 +632,7 @@ fn load_file(
     // move their bytes aside whole.
     if (group_lines > 0 || torn.is_some()) && !writes {
         // Left in place for the next writer's open to move aside.
-        return Ok(group_start);
+        return Ok((group_start, group_start_line));
     }
     if group_lines > 0 || torn.is_some() {
         let mut bytes = Vec::new();
@@ -486,7 +661,7 @@ fn load_file(
         }
         end = group_start;
     }
-    Ok(end)
+    Ok((end, group_start_line))
 }
 
 /// Moves the bytes of the file at `path` after `end` (an uncommitted end that opening
@@ -503,6 +678,48 @@ pub(crate) fn move_tail(fs: &dyn FileSystem, path: &Path, end: u64) -> Result<Op
         .read_exact_at(&mut bytes, end)
         .map_err(io(format!("reading {name}")))?;
     move_aside(fs, path, end, &bytes).map(Some)
+}
+
+/// What [`read_new`] found past what was known of the active file.
+pub(crate) struct Grown {
+    /// Committed records past the known end, in file order.
+    pub committed: Vec<(u64, Entry)>,
+    /// The end of the last committed group now, and the lines before it.
+    pub end: u64,
+    pub lines: u64,
+    /// Lines that did not check out, and uncommitted ends moved aside (with `writes`).
+    pub report: OpenReport,
+}
+
+/// Reads the file at `path` (number `number`) from `from` (the end of a committed group,
+/// after that many lines): what other processes appended since this one last looked.
+/// With `writes` (the caller holds the store's lock, so no group is being written), an
+/// uncommitted end is moved aside as at open; without, it is left for its writer.
+pub(crate) fn read_new(
+    fs: &dyn FileSystem,
+    path: &Path,
+    number: u16,
+    from: (u64, u64),
+    writes: bool,
+) -> Result<Grown> {
+    let mut committed = Vec::new();
+    let mut report = OpenReport::default();
+    let (end, lines) = load_file(
+        fs,
+        path,
+        number,
+        &mut committed,
+        &mut report,
+        CHUNK_BYTES,
+        writes,
+        from,
+    )?;
+    Ok(Grown {
+        committed,
+        end,
+        lines,
+        report,
+    })
 }
 
 /// How many bytes of a file opening reads and checks at a time.
@@ -542,12 +759,16 @@ fn check_lines(lines: &[&[u8]], starts_file: bool) -> Vec<Checked> {
     })
 }
 
-/// The 1-based number of the line at byte `offset` of `path` (for the rare report of a
-/// repeated record: keeping every record's line number would cost 8 bytes a record).
-fn line_number(fs: &dyn FileSystem, path: &Path, offset: u64) -> Result<u64> {
+/// The 1-based number of the line at byte `offset` of `path`, reading from `from.0` (a
+/// line start after `from.1` lines) on (for the rare report of a repeated record: keeping
+/// every record's line number would cost 8 bytes a record).
+fn line_number(fs: &dyn FileSystem, path: &Path, from: (u64, u64), offset: u64) -> Result<u64> {
     let name = path.display().to_string();
-    let mut stream = fs.open_stream(path).map_err(io(format!("opening {name}")))?;
-    let (mut at, mut lines) = (0u64, 1u64);
+    let (start, before) = if from.0 <= offset { from } else { (0, 0) };
+    let mut stream = fs
+        .open_stream_at(path, start)
+        .map_err(io(format!("opening {name}")))?;
+    let (mut at, mut lines) = (start, before + 1);
     while at < offset {
         let buf = stream.fill_buf().map_err(io(format!("reading {name}")))?;
         if buf.is_empty() {
@@ -650,7 +871,17 @@ mod tests {
             let fs = SimFs::new();
             fs.set_contents(path, file.clone());
             let (mut committed, mut report) = (Vec::new(), OpenReport::default());
-            let end = load_file(&fs, path, 1, &mut committed, &mut report, chunk_bytes, true).unwrap();
+            let (end, _) = load_file(
+                &fs,
+                path,
+                1,
+                &mut committed,
+                &mut report,
+                chunk_bytes,
+                true,
+                (0, 0),
+            )
+            .unwrap();
             let lines: Vec<u64> = report.corrupt_lines.iter().map(|c| c.line).collect();
             assert_eq!(lines, bad_lines, "chunks of {chunk_bytes} bytes");
             assert!(report.corrupt_lines[0]

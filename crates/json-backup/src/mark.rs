@@ -80,6 +80,12 @@ pub(crate) fn add_ids(ranges: &mut Ranges, mut ids: Vec<u64>) {
     merge(ranges);
 }
 
+/// Adds the ranges `more` to `ranges`, merged and sorted.
+pub(crate) fn add_ranges(ranges: &mut Ranges, more: &Ranges) {
+    ranges.extend_from_slice(more);
+    merge(ranges);
+}
+
 fn merge(ranges: &mut Ranges) {
     ranges.sort_unstable();
     let mut out: Ranges = Vec::with_capacity(ranges.len());

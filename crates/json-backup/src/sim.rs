@@ -320,6 +320,14 @@ impl FileSystem for SimFs {
         Ok(Box::new(Cursor::new(st.inodes[inode].data.clone())))
     }
 
+    fn open_stream_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn BufRead + Send>> {
+        let st = self.lock_state();
+        let inode = Self::inode_of(&st, path)?;
+        let data = &st.inodes[inode].data;
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        Ok(Box::new(Cursor::new(data[from..].to_vec())))
+    }
+
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut st = self.lock_state();
         let inode = Self::inode_of(&st, path)?;

@@ -12,9 +12,11 @@ use synclog_core::group::BatchWriter;
 use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
 
 use crate::format;
-use crate::fs::{AppendFile, FileSystem, LockError, LockGuard, ReadAt};
-use crate::load::{self, sibling, Entry, Index, Loaded, MarkState, MAX_OFFSET};
+use crate::fs::{AppendFile, FileId, FileSystem, LockError, LockGuard, ReadAt};
+use crate::index::{Merged, StoreIndex};
+use crate::load::{self, sibling, Entry, Loaded, MarkState, MAX_OFFSET};
 use crate::mark;
+use crate::sidefile::{self, DiskIndex, SkippedLine};
 
 /// A file of the store, open for reading.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub(crate) struct OpenFile {
     /// Where its last committed group ends. For the active file this is where it ended
     /// at open or rotation; [`Shared::end`] follows it as groups are written.
     pub end: u64,
+    /// Lines up to `end` (for the active file, [`Shared::lines`] follows them).
+    pub lines: u64,
 }
 
 /// The store's files by number: sealed segments, then the active file (the last).
@@ -32,34 +36,52 @@ pub(crate) type Files = BTreeMap<u16, OpenFile>;
 /// What readers share with the writer. Only acknowledged records are in `index`.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub index: Index,
+    pub index: StoreIndex,
     /// Replaced whole (never changed in place) when the files change, so a reader can
     /// hold a snapshot while the writer rotates.
     pub files: Arc<Files>,
     /// Bytes of the active file acknowledged so far (verification reads no further).
     pub end: u64,
+    /// Lines of the active file up to `end`.
+    pub lines: u64,
+    /// The lines skipped at open (the writer adds none), for the side file.
+    pub skipped: Vec<SkippedLine>,
     /// The high-water mark: the highest id handed out, kept up by the writer.
     pub mark: MarkState,
     /// Opening could not move the active file's uncommitted end aside.
     pub tail_in_place: bool,
+    /// The active file's identity and length when this process last caught up with it
+    /// (see [`JsonWriter::catch_up`]): a read that finds either changed has the writer
+    /// read what other processes appended.
+    pub seen: (Option<FileId>, u64),
 }
 
 impl Shared {
     /// Opens a reader on every loaded file.
     pub(crate) fn open(fs: &dyn FileSystem, loaded: Loaded) -> Result<Shared> {
         let mut files = Files::new();
-        let mut end = 0;
+        let (mut end, mut lines) = (0, 0);
+        let skipped = loaded
+            .report
+            .corrupt_lines
+            .iter()
+            .filter_map(|c| {
+                let f = loaded.files.iter().find(|f| f.path == c.file)?;
+                Some(SkippedLine::new(f.number, c))
+            })
+            .collect();
         for f in loaded.files {
             let reader = fs
                 .open_read_at(&f.path)
                 .map_err(|e| Error::io(format!("opening {} for reading", f.path.display()), e))?;
-            end = f.end;
+            (end, lines) = (f.end, f.lines);
             files.insert(
                 f.number,
                 OpenFile {
                     path: f.path,
                     reader: Arc::from(reader),
                     end: f.end,
+                    lines: f.lines,
                 },
             );
         }
@@ -67,14 +89,46 @@ impl Shared {
             index: loaded.index,
             files: Arc::new(files),
             end,
+            lines,
+            skipped,
             mark: loaded.mark,
             tail_in_place: loaded.report.tail_left_in_place.is_some(),
+            seen: (None, 0),
         })
     }
 
     /// The active file's number.
     pub(crate) fn active(&self) -> u16 {
         self.files.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// What a side file written now would cover: every file up to its acknowledged end,
+    /// the entries, the lines skipped. Each file's identity is read later, off the lock.
+    fn fold_job(&self) -> FoldJob {
+        let active = self.active();
+        FoldJob {
+            files: self
+                .files
+                .iter()
+                .map(|(&n, f)| match n == active {
+                    true => (n, f.path.clone(), self.end, self.lines),
+                    false => (n, f.path.clone(), f.end, f.lines),
+                })
+                .collect(),
+            disk: self.index.disk.clone(),
+            mem: self.index.mem.items().to_vec(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Whether the entries added since the side file was written are worth writing it
+    /// again for: as many as a 64th of those it holds (rewriting it costs 24 bytes a record
+    /// it holds; reading and checking a line at open costs about 64 times that), or
+    /// `fold_at`, or any when there is no side file.
+    fn worth_folding(&self, fold_at: usize) -> bool {
+        let mem = self.index.mem.len() as u64;
+        let disk = self.index.disk.as_ref().map(|d| d.len());
+        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= fold_at as u64)
     }
 
     /// Every file with its path and acknowledged end, in number order.
@@ -88,6 +142,34 @@ impl Shared {
 }
 
 pub(crate) type SharedRef = Arc<RwLock<Shared>>;
+
+/// A side file to write: a snapshot of what it covers.
+struct FoldJob {
+    /// Number, path, end, lines.
+    files: Vec<(u16, PathBuf, u64, u64)>,
+    disk: Option<Arc<DiskIndex>>,
+    mem: Vec<(u64, Entry)>,
+    skipped: Vec<SkippedLine>,
+}
+
+impl FoldJob {
+    /// Writes the side file, then swaps it in: the entries it took from memory leave it.
+    /// Only the writer changes the index, and it runs no other fold meanwhile, so the
+    /// entries in memory are still a superset of `mem`.
+    fn run(self, fs: &dyn FileSystem, path: &Path, shared: &SharedRef) -> Result<()> {
+        let covered = self
+            .files
+            .iter()
+            .map(|(n, p, end, lines)| load::cover(fs, *n, p, *end, *lines))
+            .collect::<Result<Vec<_>>>()?;
+        let entries = Merged::new(self.disk, &self.mem);
+        let written = sidefile::write(fs, path, covered, entries, self.skipped)?;
+        let mut s = write_shared(shared);
+        s.index.disk = Some(Arc::new(written));
+        s.index.mem.remove_sorted(&self.mem);
+        Ok(())
+    }
+}
 
 pub(crate) fn read_shared(s: &SharedRef) -> std::sync::RwLockReadGuard<'_, Shared> {
     s.read().unwrap_or_else(|p| p.into_inner())
@@ -151,6 +233,26 @@ pub(crate) struct JsonWriter {
     /// Opening left an uncommitted end in the active file (no space to save it): move it
     /// aside before writing.
     tail_in_place: bool,
+    /// A side file being written in the background (once the entries in memory reach
+    /// `fold_at`); joined before anything else writes one, and at close.
+    fold: Option<std::thread::JoinHandle<()>>,
+    fold_at: usize,
+    /// `<file>.lock`, taken (with the active file's own lock) around every write.
+    lock_path: PathBuf,
+    lock_wait: std::time::Duration,
+    /// Whether this writer holds the store's locks now (inside [`JsonWriter::exclusive`]).
+    holding: bool,
+    /// The identity of the active file this writer has caught up with.
+    active_id: Option<FileId>,
+    /// The file's length right after a failed write (its bytes past `end` are this
+    /// writer's to cut, unless another process has appended since).
+    failed_end: Option<u64>,
+}
+
+impl Drop for JsonWriter {
+    fn drop(&mut self) {
+        self.join_fold();
+    }
 }
 
 /// Locks a file about to be renamed over the active file, so that an opener through
@@ -175,8 +277,12 @@ impl JsonWriter {
         path: PathBuf,
         shared: SharedRef,
         rotate_after: Option<u64>,
-        active_lock: Option<Box<dyn LockGuard>>,
+        lock_wait: std::time::Duration,
+        fold_at: usize,
     ) -> Self {
+        let active_id = fs.file_id(&path).ok().flatten();
+        let len = fs.len(&path).ok().flatten().unwrap_or(0);
+        write_shared(&shared).seen = (active_id, len);
         let (next_id, tail_in_place) = {
             let s = read_shared(&shared);
             (
@@ -186,7 +292,6 @@ impl JsonWriter {
         };
         JsonWriter {
             fs,
-            path,
             file: None,
             must_cut: false,
             unsynced: false,
@@ -195,8 +300,244 @@ impl JsonWriter {
             buf: Vec::with_capacity(1 << 16),
             rotate_after,
             rotation_pending: false,
-            active_lock,
+            active_lock: None,
             tail_in_place,
+            fold: None,
+            fold_at,
+            lock_path: sibling(&path, ".lock"),
+            lock_wait,
+            holding: false,
+            active_id,
+            failed_end: None,
+            path,
+        }
+    }
+
+    /// Runs `f` holding the store's locks: `<file>.lock` (waiting up to the lock wait),
+    /// then the active file's own (so a hard link or another mount meets it too), after
+    /// catching up with what other processes wrote since this one last did. Writers in
+    /// several processes thus take turns per group, not per lifetime. Nested calls run
+    /// `f` under the locks already held.
+    pub(crate) fn exclusive<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        if self.holding {
+            return f(self);
+        }
+        let name = self.name();
+        let wait = self.lock_wait;
+        let deadline = std::time::Instant::now() + wait;
+        let name_lock = self
+            .fs
+            .lock(&self.lock_path, wait)
+            .map_err(|e| crate::name_lock_error(&name, &self.lock_path, wait, e))?;
+        let exists = self
+            .fs
+            .len(&self.path)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?
+            .is_some();
+        if exists {
+            self.active_lock = Some(crate::lock_active(&*self.fs, &self.path, deadline, &name, wait)?);
+        }
+        self.holding = true;
+        let result = self.catch_up(true).and_then(|()| f(self));
+        self.holding = false;
+        self.active_lock = None;
+        drop(name_lock);
+        result
+    }
+
+    /// Reads what other processes appended to the active file since this writer last
+    /// looked, from where it left off (never the whole file), and indexes it; a file
+    /// that was replaced (rotated or compacted by another process) is loaded afresh.
+    /// `locked`: the caller holds the store's locks, so an uncommitted end is a dead
+    /// writer's and is moved aside (as at open); without them (a read) it is left alone.
+    pub(crate) fn catch_up(&mut self, locked: bool) -> Result<()> {
+        let name = self.name();
+        let io = |what: String| move |e| Error::io(what, e);
+        let id = self
+            .fs
+            .file_id(&self.path)
+            .map_err(io(format!("reading {name}")))?;
+        if id.is_none() && !locked {
+            // Between a rotation's two renames: the next look finds the new file.
+            return Ok(());
+        }
+        if id.is_none() || id != self.active_id {
+            return self.reload(locked);
+        }
+        let (end, lines, active) = {
+            let s = read_shared(&self.shared);
+            (s.end, s.lines, s.active())
+        };
+        let len = self
+            .fs
+            .len(&self.path)
+            .map_err(io(format!("reading {name}")))?
+            .unwrap_or(0);
+        if self.must_cut || self.tail_in_place {
+            if !locked || self.failed_end.is_none_or(|f| f == len) {
+                // Bytes past `end` are this writer's failed write (cut before the next
+                // one) or an end opening could not move aside (moved before it).
+                return Ok(());
+            }
+            // Another process came after them: it took them (moved aside, or committed).
+            self.must_cut = false;
+            self.tail_in_place = false;
+            self.file = None;
+        }
+        write_shared(&self.shared).seen = (id, len);
+        if len == end {
+            return Ok(());
+        }
+        if len < end {
+            return self.reload(locked);
+        }
+        let grown = load::read_new(&*self.fs, &self.path, active, (end, lines), locked)?;
+        self.adopt(grown, active)
+    }
+
+    /// Indexes records other processes appended (a record whose id is indexed already
+    /// keeps its first copy, as at open) and raises the next id past them and past any
+    /// uncommitted end moved aside.
+    fn adopt(&mut self, grown: load::Grown, active: u16) -> Result<()> {
+        let mut aside_top = 0;
+        let mut aside_ids: mark::Ranges = Vec::new();
+        for tail in &grown.report.torn_tails {
+            let aside = mark::read_aside(&*self.fs, &tail.moved_to)?;
+            aside_top = aside_top.max(aside.max_id);
+            aside_ids.extend_from_slice(&aside.whole);
+            tracing::warn!(
+                store = %self.name(),
+                bytes = tail.bytes,
+                moved_to = %tail.moved_to.display(),
+                "an uncommitted end another process left (never acknowledged) was moved aside"
+            );
+        }
+        let mut shared = write_shared(&self.shared);
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::with_capacity(grown.committed.len());
+        for (id, entry) in grown.committed {
+            if seen.insert(id) && shared.index.get(id)?.is_none() {
+                fresh.push((id, entry));
+            }
+        }
+        let top = fresh.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let state = &mut shared.mark.mark;
+        state.high_water = state.high_water.max(top).max(aside_top);
+        mark::add_ranges(&mut state.skipped, &aside_ids);
+        for c in &grown.report.corrupt_lines {
+            shared.skipped.push(SkippedLine::new(active, c));
+        }
+        shared.index.insert_many(fresh);
+        shared.end = grown.end;
+        shared.lines = grown.lines;
+        let next = shared
+            .index
+            .last_id()
+            .unwrap_or(0)
+            .max(shared.mark.mark.high_water)
+            + 1;
+        let in_place = grown.report.tail_left_in_place;
+        drop(shared);
+        self.next_id = self.next_id.max(next);
+        if let Some(bytes) = in_place {
+            self.tail_in_place = true;
+            self.failed_end = None;
+            return Err(Error::io(
+                format!("writing to {}", self.name()),
+                std::io::Error::other(format!(
+                    "an uncommitted end of {bytes} bytes another process left could not be moved aside (a full disk?)"
+                )),
+            ));
+        }
+        self.fold_if_due();
+        Ok(())
+    }
+
+    /// Loads the store afresh: another process replaced the active file (rotation,
+    /// compaction) or cut it. `locked` as in [`JsonWriter::catch_up`].
+    fn reload(&mut self, locked: bool) -> Result<()> {
+        self.join_fold();
+        let loaded = load::load(&*self.fs, &self.path, locked)?;
+        crate::warn_about(&self.name(), &loaded.report);
+        let mut fresh = Shared::open(&*self.fs, loaded)?;
+        let kept = read_shared(&self.shared).mark.clone();
+        let state = &mut fresh.mark.mark;
+        state.high_water = state.high_water.max(kept.mark.high_water);
+        mark::add_ranges(&mut state.skipped, &kept.mark.skipped);
+        let id = self
+            .fs
+            .file_id(&self.path)
+            .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+        let len = self.fs.len(&self.path).ok().flatten().unwrap_or(0);
+        fresh.seen = (id, len);
+        let next = fresh.index.last_id().unwrap_or(0).max(fresh.mark.mark.high_water) + 1;
+        self.next_id = self.next_id.max(next);
+        self.tail_in_place = fresh.tail_in_place;
+        *write_shared(&self.shared) = fresh;
+        self.active_id = id;
+        self.file = None;
+        self.must_cut = false;
+        self.failed_end = None;
+        Ok(())
+    }
+
+    /// Waits for a side file being written in the background.
+    fn join_fold(&mut self) {
+        if let Some(fold) = self.fold.take() {
+            let _ = fold.join();
+        }
+    }
+
+    /// Writes the side file now if it is worth it; a failure is a warning (it is a cache).
+    fn fold_now(&mut self) {
+        self.join_fold();
+        let job = {
+            let s = read_shared(&self.shared);
+            if !s.worth_folding(self.fold_at) {
+                return;
+            }
+            s.fold_job()
+        };
+        if let Err(e) = job.run(&*self.fs, &self.path, &self.shared) {
+            tracing::warn!(
+                store = %self.name(),
+                error = %e,
+                "could not write the index side file; the next open reads what it lacks"
+            );
+        }
+    }
+
+    /// Starts writing the side file in the background once the entries in memory reach
+    /// `fold_at`, so that memory does not grow with the store and appends do not wait.
+    fn fold_if_due(&mut self) {
+        if self.fold.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        let job = {
+            let s = read_shared(&self.shared);
+            if s.index.mem.len() < self.fold_at {
+                return;
+            }
+            s.fold_job()
+        };
+        self.join_fold();
+        let (fs, path, shared) = (self.fs.clone(), self.path.clone(), self.shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name("synclog-json-index".into())
+            .spawn(move || {
+                if let Err(e) = job.run(&*fs, &path, &shared) {
+                    tracing::warn!(
+                        store = %path.display(),
+                        error = %e,
+                        "could not write the index side file; the next open reads what it lacks"
+                    );
+                }
+            });
+        match spawned {
+            Ok(handle) => self.fold = Some(handle),
+            Err(e) => {
+                tracing::warn!(store = %self.name(), error = %e, "could not start writing the index side file")
+            }
         }
     }
 
@@ -206,7 +547,7 @@ impl JsonWriter {
             .rotate_after
             .is_some_and(|max| read_shared(&self.shared).end >= max);
         if self.rotation_pending || full {
-            self.rotate()?;
+            self.rotate_locked()?;
         }
         Ok(())
     }
@@ -252,6 +593,7 @@ impl JsonWriter {
                     .truncate(&self.path, end)
                     .map_err(|e| Error::io(format!("cutting a failed write off {}", self.name()), e))?;
                 self.must_cut = false;
+                self.failed_end = None;
             }
             let f = self
                 .fs
@@ -285,6 +627,7 @@ impl JsonWriter {
             // be retried on it. The next write cuts the file back to `end` first.
             self.file = None;
             self.must_cut = true;
+            self.failed_end = self.fs.len(&self.path).ok().flatten();
             buf.clear();
             self.buf = buf;
             return Err(e);
@@ -305,9 +648,12 @@ impl JsonWriter {
         shared.mark.mark.high_water = shared.mark.mark.high_water.max(top);
         shared.index.insert_many(entries);
         shared.end += buf.len() as u64;
+        shared.lines += records.len() as u64 + 1;
+        shared.seen = (self.active_id, shared.end);
         drop(shared);
         buf.clear();
         self.buf = buf;
+        self.fold_if_due();
         Ok(())
     }
 
@@ -327,6 +673,10 @@ impl JsonWriter {
     }
 
     pub(crate) fn import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.exclusive(|w| w.import_locked(records, durability))
+    }
+
+    fn import_locked(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         let mut report = ImportReport::default();
         let mut fresh: HashMap<u64, usize> = HashMap::new();
         let mut to_write: Vec<LogRecord> = Vec::new();
@@ -335,7 +685,7 @@ impl JsonWriter {
             for rec in records {
                 let stored = shared
                     .index
-                    .get(rec.id.get())
+                    .get(rec.id.get())?
                     .map(|e| e.checksum)
                     .or_else(|| fresh.get(&rec.id.get()).map(|&i| to_write[i].checksum));
                 match stored {
@@ -365,7 +715,7 @@ impl JsonWriter {
     pub(crate) fn sync(&mut self, level: Durability) -> Result<()> {
         if self.rotation_pending {
             // Finishing the rotation syncs everything written before it.
-            return self.rotate().map(drop);
+            return self.exclusive(|w| w.rotate_locked()).map(drop);
         }
         self.sync_file(level)
     }
@@ -377,6 +727,7 @@ impl JsonWriter {
             if let Err(e) = result {
                 self.file = None;
                 self.must_cut = true;
+                self.failed_end = self.fs.len(&self.path).ok().flatten();
                 return Err(Error::io(format!("syncing {name}"), e));
             }
             self.unsynced = false;
@@ -393,11 +744,16 @@ impl JsonWriter {
     /// no `<file>` but a synced `<file>.next`, which opening (or the next write) renames
     /// into place. `None` if the active file holds no records.
     pub(crate) fn rotate(&mut self) -> Result<Option<RotateReport>> {
+        self.exclusive(|w| w.rotate_locked())
+    }
+
+    fn rotate_locked(&mut self) -> Result<Option<RotateReport>> {
+        self.join_fold();
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
-        let (active, end) = {
+        let (active, end, lines) = {
             let s = read_shared(&self.shared);
-            (s.active(), s.end)
+            (s.active(), s.end, s.lines)
         };
         let next_number = active.checked_add(1).ok_or_else(|| Error::Unsupported {
             engine: "json",
@@ -458,22 +814,23 @@ impl JsonWriter {
             .rename(&next, &self.path)
             .map_err(io(format!("renaming {} to {name}", next.display())))?;
         self.active_lock = Some(lock);
+        self.active_id = self
+            .fs
+            .file_id(&self.path)
+            .map_err(io(format!("reading {name}")))?;
         self.rotation_pending = false;
         let reader = self
             .fs
             .open_read_at(&self.path)
             .map_err(io(format!("opening {name} for reading")))?;
         // Counted under the read lock: only this writer changes the index.
-        let records = read_shared(&self.shared)
-            .index
-            .entries()
-            .filter(|e| e.file() == active)
-            .count() as u64;
+        let records = read_shared(&self.shared).index.count_in(active);
         let mut shared = write_shared(&self.shared);
         let mut files = Files::clone(&shared.files);
         if let Some(f) = files.get_mut(&active) {
             f.path = seg.clone();
             f.end = end;
+            f.lines = lines;
         }
         files.insert(
             next_number,
@@ -481,10 +838,16 @@ impl JsonWriter {
                 path: self.path.clone(),
                 reader: Arc::from(reader),
                 end: header.len() as u64,
+                lines: 1,
             },
         );
         shared.files = Arc::new(files);
         shared.end = header.len() as u64;
+        shared.lines = 1;
+        shared.seen = (self.active_id, shared.end);
+        drop(shared);
+        // The sealed segment's entries never change: a good time to write the side file.
+        self.fold_now();
         Ok(Some(RotateReport {
             sealed: seg,
             records,
@@ -513,8 +876,13 @@ impl JsonWriter {
     /// directory synced. Skipped lines are saved to `.rejected-…` files first. A crash at
     /// any step leaves each file whole, old or new.
     pub(crate) fn compact(&mut self) -> Result<CompactReport> {
+        self.exclusive(|w| w.compact_locked())
+    }
+
+    fn compact_locked(&mut self) -> Result<CompactReport> {
+        self.join_fold();
         if self.rotation_pending {
-            self.rotate()?;
+            self.rotate_locked()?;
         }
         self.file()?;
         self.sync_file(Durability::PowerLoss)?;
@@ -523,8 +891,9 @@ impl JsonWriter {
         let (spans, files, active, mut by_file) = {
             let s = read_shared(&self.shared);
             let mut by_file: BTreeMap<u16, Vec<Entry>> = BTreeMap::new();
-            for e in s.index.entries() {
-                by_file.entry(e.file()).or_default().push(*e);
+            for item in s.index.iter() {
+                let (_, e) = item?;
+                by_file.entry(e.file()).or_default().push(e);
             }
             (s.spans(), s.files.clone(), s.active(), by_file)
         };
@@ -559,7 +928,12 @@ impl JsonWriter {
             fresh.mark = kept;
         }
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
-        report.records = fresh.index.len() as u64;
+        report.records = fresh.index.len();
+        self.active_id = self
+            .fs
+            .file_id(&self.path)
+            .map_err(|e| Error::io(format!("reading {}", self.name()), e))?;
+        fresh.seen = (self.active_id, fresh.end);
         *write_shared(&self.shared) = fresh;
         Ok(report)
     }
@@ -665,12 +1039,13 @@ impl JsonWriter {
                 if body.is_empty() || format::commit_count(body).is_some() {
                     continue;
                 }
-                let duplicate = format::check(body).is_ok_and(|(id, sum)| {
-                    read_shared(&self.shared)
+                let duplicate = match format::check(body) {
+                    Ok((id, sum)) => read_shared(&self.shared)
                         .index
-                        .get(id.get())
-                        .is_some_and(|e| e.checksum == sum)
-                });
+                        .get(id.get())?
+                        .is_some_and(|e| e.checksum == sum),
+                    Err(_) => false,
+                };
                 if duplicate {
                     skipped.duplicates += 1;
                 } else {
@@ -706,6 +1081,22 @@ struct Skipped {
 
 impl BatchWriter for JsonWriter {
     fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        self.exclusive(|w| w.commit_group_locked(batches, durability))
+    }
+
+    /// Syncs, then saves the high-water mark if it rose. The records are durable before
+    /// the mark is saved, so a failure to save it (a full disk) is a warning, not an error.
+    fn close(&mut self) -> Result<()> {
+        self.exclusive(|w| w.close_locked())
+    }
+}
+
+impl JsonWriter {
+    fn commit_group_locked(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Vec<LogRecord>>> {
         self.settle_tail()?;
         let now = Utc::now();
         let mut next = self.next_id;
@@ -733,11 +1124,16 @@ impl BatchWriter for JsonWriter {
         Ok(out)
     }
 
-    /// Syncs, then saves the high-water mark if it rose. The records are durable before
-    /// the mark is saved, so a failure to save it (a full disk) is a warning, not an error.
-    fn close(&mut self) -> Result<()> {
+    fn close_locked(&mut self) -> Result<()> {
         self.sync(Durability::PowerLoss)?;
-        let state = read_shared(&self.shared).mark.clone();
+        self.fold_now();
+        let mut state = read_shared(&self.shared).mark.clone();
+        // Another process may have saved ids this one did not see (ends it moved aside).
+        if let Ok(Ok(Some(saved))) = mark::read(&*self.fs, &self.path) {
+            state.mark.high_water = state.mark.high_water.max(saved.high_water);
+            mark::add_ranges(&mut state.mark.skipped, &saved.skipped);
+            state.saved = state.saved.min(saved.high_water);
+        }
         if state.mark.high_water > state.saved {
             match mark::save(&*self.fs, &self.path, &state.mark) {
                 Ok(()) => write_shared(&self.shared).mark.saved = state.mark.high_water,
@@ -748,7 +1144,6 @@ impl BatchWriter for JsonWriter {
                 ),
             }
         }
-        self.active_lock = None;
         Ok(())
     }
 }

@@ -133,16 +133,49 @@ async fn corrupt_middle_line_is_reported_with_its_number_and_skipped() {
 }
 
 #[tokio::test]
-async fn a_second_writer_waits_then_gets_locked_naming_the_file_and_holder() {
+async fn two_writers_on_one_file_take_turns_per_group_and_never_share_an_id() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs.jsonl");
     let first = JsonStore::open(&path).unwrap();
+    let second = JsonStore::open(&path).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..20u64 {
+        let (a, b) = tokio::join!(
+            first.append(NewLog::new("a", Status::Succeeded).counts(n, n, 0)),
+            second.append(NewLog::new("b", Status::Succeeded).counts(n, n, 0))
+        );
+        ids.push(a.unwrap().id.get());
+        ids.push(b.unwrap().id.get());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=40).collect::<Vec<u64>>(), "unique and dense");
+    // Each sees the other's records: reads catch up with what the other appended.
+    assert_eq!(first.last_id().await.unwrap(), LogId::new(40));
+    let all = synclog_conformance::cases::everything(&second).await;
+    assert_eq!(all.len(), 40);
+    assert!(first.verify(VerifyOptions::default()).await.unwrap().is_clean());
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_writer_whose_lock_stays_held_waits_then_gets_locked_naming_the_file_and_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
     let options = JsonOptions {
         lock_wait: Duration::from_millis(200),
         ..JsonOptions::default()
     };
+    let store = JsonStore::open_with(&path, options, Arc::new(RealFs)).unwrap();
+    // Another process holds the store's lock (and says who it is) for a long time.
+    let holder = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("logs.jsonl.lock"))
+        .unwrap();
+    holder.lock().unwrap();
+    std::fs::write(dir.path().join("logs.jsonl.lock"), "4242").unwrap();
     let started = std::time::Instant::now();
-    let err = JsonStore::open_with(&path, options.clone(), Arc::new(RealFs)).unwrap_err();
+    let err = store.append(NewLog::new("x", Status::Started)).await.unwrap_err();
     assert!(
         started.elapsed() >= Duration::from_millis(200),
         "it waited before giving up"
@@ -150,13 +183,11 @@ async fn a_second_writer_waits_then_gets_locked_naming_the_file_and_holder() {
     assert_eq!(err.kind(), ErrorKind::Locked);
     assert!(err.is_retryable());
     let text = err.to_string();
-    assert!(
-        text.contains("logs.jsonl") && text.contains(&format!("pid {}", std::process::id())),
-        "{text}"
-    );
-    first.close().await.unwrap();
-    let second = JsonStore::open_with(&path, options, Arc::new(RealFs)).unwrap();
-    second.close().await.unwrap();
+    assert!(text.contains("logs.jsonl") && text.contains("pid 4242"), "{text}");
+    holder.unlock().unwrap();
+    let rec = store.append(NewLog::new("x", Status::Started)).await.unwrap();
+    assert_eq!(rec.id.get(), 1, "the failed append took no id");
+    store.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -106,6 +106,11 @@ pub(crate) fn busy_timeout_of(wait: Duration) -> Duration {
     Duration::from_millis(wait.min(MAX_BUSY_TIMEOUT).as_millis() as u64)
 }
 
+/// The least time opening waits for SQLite's own brief exclusive steps (WAL recovery by
+/// the first connection after all were closed, another process switching a new file to
+/// WAL), whatever the lock wait.
+const OPEN_GRACE: Duration = Duration::from_millis(250);
+
 /// A deadline bounds a connection's busy handler by the time it has left.
 pub(crate) trait BoundBusy {
     /// Sets `conn`'s busy timeout to the time left, so one more wait cannot overrun it.
@@ -136,8 +141,15 @@ pub(crate) fn open_writer(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags).map_err(e("opening"))?;
     // Switching to WAL needs an exclusive lock, and SQLite answers BUSY at once, without
-    // its busy handler, when another process is opening the same new file.
-    let mode: String = retry_busy(&conn, deadline, |c| {
+    // its busy handler, when another process is opening the same new file. The first
+    // connection after all were closed (a reader's too) runs WAL recovery, holding locks
+    // for a moment: that is SQLite's housekeeping, not another writer, so it is waited
+    // out for at least `OPEN_GRACE` even with no lock wait at all.
+    let switch = match deadline.remaining() < OPEN_GRACE {
+        true => Deadline::after(OPEN_GRACE),
+        false => deadline,
+    };
+    let mode: String = retry_busy(&conn, switch, |c| {
         c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
     })
     .map_err(e("setting journal_mode on"))?;

@@ -49,6 +49,7 @@ mod pairlock;
 mod unavailable;
 mod watermark;
 
+pub use pairlock::presence_path;
 pub use unavailable::Unavailable;
 
 /// Tuning of a [`Guarded`] store.
@@ -309,6 +310,9 @@ pub struct Guarded {
     read_only: bool,
     /// What both copies offer, computed once: it does not change while they are open.
     caps: Capabilities,
+    /// A writing guard's shared lock on the pair's presence file (see
+    /// [`pairlock::presence_path`]), released at close.
+    presence: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -345,6 +349,7 @@ impl Guarded {
             held: None,
         };
         let read_only = leader.options.read_only;
+        let options_lock = leader.options.lock.clone();
         if !read_only {
             leader.watermark = leader
                 .options
@@ -369,6 +374,10 @@ impl Guarded {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(leader.run(rx));
         let caps = joint_capabilities(&*primary, &*backup);
+        let presence = match (&options_lock, read_only) {
+            (Some(lock), false) => pairlock::announce_presence(lock),
+            _ => None,
+        };
         Ok(Guarded {
             primary,
             backup,
@@ -377,6 +386,7 @@ impl Guarded {
             opened,
             read_only,
             caps,
+            presence: std::sync::Mutex::new(presence),
         })
     }
 
@@ -1679,6 +1689,7 @@ impl LogStore for Guarded {
         if self.counters.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        drop(self.presence.lock().unwrap_or_else(|p| p.into_inner()).take());
         let (a, b) = tokio::join!(self.primary.close(), self.backup.close());
         a.and(b)
     }

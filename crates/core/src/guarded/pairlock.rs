@@ -40,6 +40,36 @@ pub(crate) struct Held {
     file: File,
 }
 
+/// The file a writing guard holds a shared lock on for its whole life, next to the pair's
+/// lock (`<lock>` with `.lock` replaced by `.writers`), so that a reader can tell a writer
+/// has the pair open without taking or testing any lock (Linux lists every `flock` in
+/// `/proc/locks`).
+pub fn presence_path(lock: &std::path::Path) -> PathBuf {
+    let text = lock.as_os_str().to_owned().into_string();
+    match text {
+        Ok(s) if s.ends_with(".lock") => PathBuf::from(format!("{}.writers", &s[..s.len() - 5])),
+        _ => {
+            let mut p = lock.as_os_str().to_owned();
+            p.push(".writers");
+            PathBuf::from(p)
+        }
+    }
+}
+
+/// Holds the shared lock of [`presence_path`] while the guard lives. Best effort: a
+/// reader that cannot tell compares the copies as if no writer were there.
+pub(crate) fn announce_presence(lock: &std::path::Path) -> Option<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(presence_path(lock))
+        .ok()?;
+    file.try_lock_shared().ok()?;
+    Some(file)
+}
+
 impl PairLock {
     pub(crate) fn new(path: PathBuf, wait: Duration) -> PairLock {
         PairLock { path, wait }
