@@ -9,16 +9,21 @@
 //! - **Durable appends**: concurrent appends share one group commit: one `write`, then
 //!   `fdatasync`, then the acknowledgement. The directory is fsynced whenever a file is
 //!   created or renamed.
-//! - **One writer per file across processes**: an advisory lock on `<file>.lock` holding
-//!   the owner's pid, and a lock on the active file itself (its inode), so a store opened
-//!   through a symlink (followed: the store's files are next to the real file), a hard
-//!   link, `..` segments or another mount meets the same lock. A file that replaces the
-//!   active one (rotation, compaction) is locked before it is renamed into place, and an
-//!   opener checks after locking that the path still names the file it locked (else it
-//!   tries again). A second opener waits up to [`JsonOptions::lock_wait`], then gets
-//!   [`Error::Locked`] naming the file (and the holder, when it wrote its pid). Short-lived
-//!   processes take turns. A hard link names a file, not a store: after a rotation or a
-//!   compaction it names the old, detached file.
+//! - **Writers in several processes take turns per group**: every write (a group, an
+//!   import, a rotation, a compaction, the close) takes an advisory lock on `<file>.lock`
+//!   (holding the writer's pid) and a lock on the active file itself (its inode), so a
+//!   store opened through a symlink (followed: the store's files are next to the real
+//!   file), a hard link, `..` segments or another mount meets the same lock. Under the
+//!   locks the writer first reads what other processes appended since it last looked,
+//!   from where it left off (never the whole file; a file replaced by another process's
+//!   rotation or compaction is loaded afresh), so ids stay unique and in file order. Reads
+//!   check the active file's identity and length and catch up the same way. A file that
+//!   replaces the active one (rotation, compaction) is locked before it is renamed into
+//!   place, and a writer checks after locking that the path still names the file it
+//!   locked (else it tries again). A writer waits up to [`JsonOptions::lock_wait`] for a
+//!   holder, then gets [`Error::Locked`] naming the file (and the holder, when it wrote
+//!   its pid). Opening takes both locks while it loads. A hard link names a file, not a
+//!   store: after a rotation or a compaction it names the old, detached file.
 //! - **Atomic groups**: each group (a group commit, an import) ends with a commit line.
 //! - **Opening after a crash** ([`OpenReport`]): an uncommitted end (a torn last line, or
 //!   a last group without its commit line) is moved aside whole to `<file>.torn-…` (never
@@ -64,14 +69,17 @@
 //!   writer's open writes a new one. It is a cache, never trusted unchecked and never an
 //!   error: it is written to `<file>.idx.tmp`, synced and renamed into place, at open
 //!   after a full read, at close and at rotation when the records added since are at least
-//!   a 64th of those it holds, at compaction, and in the background once
-//!   [`JsonOptions::index_fold_after`] entries are in memory (never in an append's path).
+//!   a 64th of those it holds, at compaction, and in the background once the entries in
+//!   memory reach [`JsonOptions::index_fold_after`] and a 16th of those it holds (or about
+//!   a million), never in an append's path.
 //!   [`JsonStore::open_read_only`] and [`inspect`] use a valid one and write none.
 //! - **Memory**: lookups in what the side file covers are binary searches by positioned
 //!   reads of it (the first id and checksum of each block are kept in memory: 12 bytes per
 //!   1024 records); only the entries added since it was written (appends, and imports of
-//!   older ids) are in memory, 24 bytes a record, at most about
-//!   [`JsonOptions::index_fold_after`]. Records are read from the files when asked for.
+//!   older ids) are in memory, 24 bytes a record: at least
+//!   [`JsonOptions::index_fold_after`] and a 16th of what the side file holds, at most
+//!   about a million (24 MiB), whatever the store's size. Records are read from the files
+//!   when asked for.
 //!   Compaction still gathers the entries of the files it rewrites.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).
@@ -125,8 +133,9 @@ pub struct JsonOptions {
     /// (the default) rotates only when [`JsonStore::rotate`] is called.
     pub rotate_after_bytes: Option<u64>,
     /// Index entries the writer keeps in memory (records added since the index side file
-    /// was written) before it writes the side file again, in the background. Bounds the
-    /// index's memory whatever the size of the store.
+    /// was written) at least before it writes the side file again, in the background; it
+    /// also waits for a 16th of what the side file holds, up to about a million entries
+    /// (see the crate docs). Bounds the index's memory whatever the size of the store.
     pub index_fold_after: usize,
 }
 

@@ -143,6 +143,20 @@ impl Shared {
 
 pub(crate) type SharedRef = Arc<RwLock<Shared>>;
 
+/// Entries in memory past which the side file is rewritten in the background whatever
+/// the store's size (24 MiB of entries).
+const FOLD_CAP: usize = 1 << 20;
+
+/// Whether `mem` entries in memory are due to be folded into a side file holding `disk`:
+/// at least `fold_at`, and a 16th of what it holds (each rewrite copies the whole side
+/// file, so folding at a fixed count would make a writer rewrite a 10M-record store's
+/// 240 MB side file every `fold_at` appends), or [`FOLD_CAP`]. Memory stays under
+/// `max(fold_at, FOLD_CAP)` entries, and a record's entry is rewritten about 16 times
+/// over its life until the store outgrows 16 × `FOLD_CAP` records.
+fn fold_due(mem: usize, disk: Option<u64>, fold_at: usize) -> bool {
+    mem >= fold_at && disk.is_none_or(|d| mem as u64 * 16 >= d || mem >= FOLD_CAP)
+}
+
 /// A side file to write: a snapshot of what it covers.
 struct FoldJob {
     /// Number, path, end, lines.
@@ -515,7 +529,11 @@ impl JsonWriter {
         }
         let job = {
             let s = read_shared(&self.shared);
-            if s.index.mem.len() < self.fold_at {
+            if !fold_due(
+                s.index.mem.len(),
+                s.index.disk.as_ref().map(|d| d.len()),
+                self.fold_at,
+            ) {
                 return;
             }
             s.fold_job()
@@ -1145,5 +1163,27 @@ impl JsonWriter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_side_file_is_rewritten_when_memory_holds_a_sixteenth_of_it_or_a_million() {
+        assert!(fold_due(10, None, 10), "no side file yet");
+        assert!(!fold_due(9, None, 10));
+        assert!(
+            !fold_due(65_536, Some(10_000_000), 65_536),
+            "a 240 MB rewrite for 65k entries"
+        );
+        assert!(fold_due(625_000, Some(10_000_000), 65_536));
+        assert!(
+            fold_due(FOLD_CAP, Some(100_000_000), 65_536),
+            "memory stays bounded"
+        );
+        assert!(!fold_due(FOLD_CAP - 1, Some(100_000_000), 65_536));
+        assert!(fold_due(65_536, Some(65_536), 65_536));
     }
 }
