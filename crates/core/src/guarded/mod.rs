@@ -715,11 +715,12 @@ impl Leader {
         match state {
             Some(pairlock::State { next, writing: None }) => self.next_id = self.next_id.max(next),
             Some(pairlock::State {
+                next,
                 writing: Some((first, last)),
-                ..
             }) => {
                 self.finish_interrupted(first, last).await;
-                self.next_id = self.stores_next_id().await?;
+                // Never below what the file said was handed out before that group.
+                self.next_id = self.stores_next_id().await?.max(next);
                 self.announce(None);
             }
             None => self.next_id = self.stores_next_id().await?,
