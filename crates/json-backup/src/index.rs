@@ -165,6 +165,11 @@ impl StoreIndex {
         self.mem.insert_many(new);
     }
 
+    /// Whether the side file in use was found damaged when a block of it was read.
+    pub fn side_damaged(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.is_damaged())
+    }
+
     /// Entries of file number `file`.
     pub fn count_in(&self, file: u16) -> u64 {
         let disk = self.disk.as_ref().map_or(0, |d| d.count_in(file));

@@ -367,8 +367,8 @@ impl JsonStore {
 
     /// Before a read: if another process appended to the active file or replaced it
     /// since this one last looked, has the writer read what is new (from where it left
-    /// off), so reads see every group committed before them. A read-only handle reads
-    /// the store as it was when it opened.
+    /// off, taking the store's locks for that moment), so reads see every group committed
+    /// before them. A read-only handle reads the store as it was when it opened.
     async fn refresh(&self) -> Result<()> {
         let Some(group) = &self.inner.group else {
             return Ok(());
@@ -380,7 +380,60 @@ impl JsonStore {
         if read_shared(&self.inner.shared).seen == now {
             return Ok(());
         }
-        group.with_writer(|w| w.catch_up(false)).await?
+        // Under the store's locks, like a write: every group read is one its writer kept
+        // (a failed write is cut before its writer lets go), and a file another process is
+        // replacing is never read half way.
+        self.retrying(|| async { group.with_writer(|w| w.exclusive(|_| Ok(()))).await? })
+            .await
+    }
+
+    async fn get_once(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.blocking(move |inner| {
+            let (entry, files) = {
+                let shared = read_shared(&inner.shared);
+                match shared.index.get(id.get())? {
+                    None => return Ok(None),
+                    Some(e) => (e, shared.files.clone()),
+                }
+            };
+            Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
+        })
+        .await
+    }
+
+    /// Whether a read found a block of the side file in use damaged.
+    fn side_file_damaged(&self) -> bool {
+        read_shared(&self.inner.shared).index.side_damaged()
+    }
+
+    /// Stops using a side file a read found damaged: a writer removes it and loads the
+    /// files whole (writing a new one); a read-only handle loads them whole.
+    async fn drop_damaged_side_file(&self) -> Result<()> {
+        match &self.inner.group {
+            Some(group) => group.with_writer(|w| w.exclusive(|_| Ok(()))).await?,
+            None => {
+                self.blocking(|inner| writer::reload_whole(&*inner.fs, &inner.path, &inner.shared))
+                    .await
+            }
+        }
+    }
+
+    /// Runs `op`; if it failed on a damaged block of the side file, loads the store whole
+    /// (see [`JsonStore::drop_damaged_side_file`]) and runs it again, so a damaged side
+    /// file changes no answer. Safe for writes too: the index is read before anything is
+    /// written.
+    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match op().await {
+            Err(_) if self.side_file_damaged() => {
+                self.drop_damaged_side_file().await?;
+                op().await
+            }
+            other => other,
+        }
     }
 
     async fn blocking<R: Send + 'static>(
@@ -742,31 +795,24 @@ impl LogStore for JsonStore {
     async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
         let group = self.writer("commit")?;
         validate_batch(&batch)?;
-        group.commit(batch, durability).await
+        self.retrying(|| group.commit(batch.clone(), durability)).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         self.check_open()?;
         self.refresh().await?;
-        self.blocking(move |inner| {
-            let (entry, files) = {
-                let shared = read_shared(&inner.shared);
-                match shared.index.get(id.get())? {
-                    None => return Ok(None),
-                    Some(e) => (e, shared.files.clone()),
-                }
-            };
-            Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
-        })
-        .await
+        self.retrying(|| self.get_once(id)).await
     }
 
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
         self.check_open()?;
         self.refresh().await?;
         scan.effective_limit()?;
-        let scan = scan.clone();
-        self.blocking(move |inner| inner.scan(&scan)).await
+        self.retrying(|| {
+            let scan = scan.clone();
+            self.blocking(move |inner| inner.scan(&scan))
+        })
+        .await
     }
 
     async fn last_id(&self) -> Result<Option<LogId>> {
@@ -781,14 +827,17 @@ impl LogStore for JsonStore {
         self.check_open()?;
         self.refresh().await?;
         self.check_open()?;
-        let shared = read_shared(&self.inner.shared);
-        let from = after.map_or(0, |a| a.get() + 1);
-        Ok(shared
-            .index
-            .take(from..u64::MAX, false, limit)?
-            .into_iter()
-            .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
-            .collect())
+        self.retrying(|| async {
+            let shared = read_shared(&self.inner.shared);
+            let from = after.map_or(0, |a| a.get() + 1);
+            Ok(shared
+                .index
+                .take(from..u64::MAX, false, limit)?
+                .into_iter()
+                .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
+                .collect())
+        })
+        .await
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
@@ -798,7 +847,7 @@ impl LogStore for JsonStore {
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         self.check_open()?;
         self.refresh().await?;
-        self.blocking(|inner| inner.verify()).await
+        self.retrying(|| self.blocking(|inner| inner.verify())).await
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
@@ -807,7 +856,11 @@ impl LogStore for JsonStore {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        group.with_writer(move |w| w.import(records, durability)).await?
+        self.retrying(|| async {
+            let records = records.clone();
+            group.with_writer(move |w| w.import(records, durability)).await?
+        })
+        .await
     }
 
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside

@@ -190,6 +190,15 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// left in place (and not indexed), a cut-off rotation is not finished, no header is
 /// created, the mark is not saved.
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loaded> {
+    if writes {
+        sidefile::remove_stale_tmp(fs, path);
+    }
+    load_with(fs, path, writes, true)
+}
+
+/// [`load`], reading every file whole without looking at the side file when `use_side`
+/// is false (one found damaged while in use). A writer's load then writes a new one.
+pub(crate) fn load_with(fs: &dyn FileSystem, path: &Path, writes: bool, use_side: bool) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
     let next = next_path(path);
@@ -213,7 +222,11 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
     all.push((active, path.to_path_buf()));
     // What the side file covers is not read again; a side file that does not describe the
     // files as they are is not used.
-    let disk = match sidefile::open(fs, path).and_then(|d| check_covers(fs, &d, &all).map(|()| d)) {
+    let opened = match use_side {
+        true => sidefile::open(fs, path).and_then(|d| check_covers(fs, &d, &all).map(|()| d)),
+        false => Err("a block of it was found damaged when read".into()),
+    };
+    let disk = match opened {
         Ok(d) => Some(Arc::new(d)),
         Err(why) => {
             report.index_rebuilt = Some(why);
@@ -277,7 +290,13 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
             continue;
         }
         if let (Some(d), true) = (&disk, disk_last.is_some_and(|l| id <= l)) {
-            if let Some(first) = d.get(id)? {
+            let found = match d.get(id) {
+                Ok(found) => found,
+                // A block that does not check out: read everything whole instead.
+                Err(_) if d.is_damaged() => return load_with(fs, path, writes, false),
+                Err(e) => return Err(e),
+            };
+            if let Some(first) = found {
                 repeats.push((id, entry, first.checksum == entry.checksum));
                 continue;
             }
@@ -662,22 +681,6 @@ fn load_file(
         end = group_start;
     }
     Ok((end, group_start_line))
-}
-
-/// Moves the bytes of the file at `path` after `end` (an uncommitted end that opening
-/// could not move aside) to a `.torn-…` file, then cuts them off.
-pub(crate) fn move_tail(fs: &dyn FileSystem, path: &Path, end: u64) -> Result<Option<TornTail>> {
-    let name = path.display().to_string();
-    let len = fs.len(path).map_err(io(format!("reading {name}")))?.unwrap_or(0);
-    if len <= end {
-        return Ok(None);
-    }
-    let reader = fs.open_read_at(path).map_err(io(format!("opening {name}")))?;
-    let mut bytes = vec![0; (len - end) as usize];
-    reader
-        .read_exact_at(&mut bytes, end)
-        .map_err(io(format!("reading {name}")))?;
-    move_aside(fs, path, end, &bytes).map(Some)
 }
 
 /// What [`read_new`] found past what was known of the active file.

@@ -40,6 +40,8 @@ const FOOTER: usize = 32;
 const MAGIC: &[u8; 8] = b"SLJSNIDX";
 /// The side file version this build writes and reads; any other is ignored (rebuilt).
 pub(crate) const VERSION: u32 = 1;
+/// What a side file being written is named after: `<file>.idx.tmp-<pid>-<n>`.
+pub(crate) const TMP_SUFFIX: &str = ".idx.tmp-";
 /// Bytes at each end of a covered prefix whose CRC-32C identifies it.
 const WINDOW: u64 = 4096;
 
@@ -115,6 +117,13 @@ struct Meta {
     files: Vec<Covered>,
     block_crcs: Vec<u32>,
     skipped: Vec<SkippedLine>,
+    /// The first id of each block and the last id: with them, opening need not read the
+    /// entries (each block is checked when it is first read). Absent in side files
+    /// written before they were kept: those are checked whole at open.
+    #[serde(default)]
+    fences: Vec<u64>,
+    #[serde(default)]
+    last: Option<u64>,
 }
 
 /// The identity of the first `bytes` of a file read through `reader`: CRC-32C of its first
@@ -174,6 +183,9 @@ pub(crate) struct DiskIndex {
     pub skipped: Vec<SkippedLine>,
     /// The block read last (lookups in id order often read the same one again).
     cache: Mutex<Option<(usize, Block)>>,
+    /// A block did not check out when it was read: the side file is not to be used again
+    /// (the store loads its files whole and, if it writes, rebuilds the side file).
+    damaged: std::sync::atomic::AtomicBool,
 }
 
 impl DiskIndex {
@@ -199,7 +211,15 @@ impl DiskIndex {
             .sum()
     }
 
-    /// Block `b`, read and checked against its checksum.
+    /// Whether a block failed its check when read (see [`DiskIndex::block`]).
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.damaged.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Block `b`, read and checked: its checksum, its first id (the fence the meta
+    /// gives), ids rising to the next fence (or to the last id), every entry inside the
+    /// files the side file covers. A block that does not check out marks the side file
+    /// damaged and is an error; the store then loads its files whole and answers again.
     pub(crate) fn block(&self, b: usize) -> Result<Block> {
         if let Some((at, block)) = &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
             if *at == b {
@@ -212,16 +232,46 @@ impl DiskIndex {
         self.reader
             .read_exact_at(&mut buf, first * RECORD as u64)
             .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
-        if self.crcs.get(b) != Some(&crc32c::crc32c(&buf)) {
+        let block: Arc<[(u64, Entry)]> = buf.chunks_exact(RECORD).map(decode_entry).collect();
+        if let Err(why) = self.check_block(b, &buf, &block) {
+            self.damaged.store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!(side_file = %self.path.display(), block = b, %why, "the index side file is damaged; the store's files are read whole instead");
             return Err(Error::Corrupt {
                 location: format!("{} block {b}", self.path.display()),
-                detail: "the index side file changed behind the store; reopen the store to rebuild it".into(),
+                detail: format!("the index side file is damaged ({why}); it is not used again"),
                 source: None,
             });
         }
-        let block: Arc<[(u64, Entry)]> = buf.chunks_exact(RECORD).map(decode_entry).collect();
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((b, block.clone()));
         Ok(block)
+    }
+
+    fn check_block(&self, b: usize, bytes: &[u8], block: &[(u64, Entry)]) -> std::result::Result<(), String> {
+        if self.crcs.get(b) != Some(&crc32c::crc32c(bytes)) {
+            return Err("a block does not match its checksum".into());
+        }
+        if block.first().map(|(id, _)| *id) != self.fences.get(b).copied() {
+            return Err("a block does not start where the meta says".into());
+        }
+        let bound = match self.fences.get(b + 1) {
+            Some(next) => Some(*next),
+            None => self.last.map(|l| l + 1),
+        };
+        let mut prev: Option<u64> = None;
+        for (id, e) in block {
+            if prev.is_some_and(|p| p >= *id) || bound.is_some_and(|end| *id >= end) {
+                return Err("ids out of order".into());
+            }
+            prev = Some(*id);
+            match self.files.binary_search_by_key(&e.file(), |f| f.number) {
+                Ok(f) if e.end() <= self.files[f].bytes => {}
+                _ => return Err("an entry points outside the files it covers".into()),
+            }
+        }
+        if self.fences.get(b + 1).is_none() && prev != self.last {
+            return Err("the last block does not end with the last id".into());
+        }
+        Ok(())
     }
 
     /// The block that would hold `id`, if any.
@@ -238,6 +288,33 @@ impl DiskIndex {
             .binary_search_by_key(&id, |(k, _)| *k)
             .ok()
             .map(|i| block[i].1))
+    }
+}
+
+/// Removes side files left half written by a writer that died while writing one
+/// (`<file>.idx.tmp-<pid>-<n>` of a process that is gone; Linux's `/proc` tells). Best
+/// effort: a file whose writer may be alive is left.
+pub(crate) fn remove_stale_tmp(fs: &dyn FileSystem, path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!("{name}{TMP_SUFFIX}");
+    for p in fs.siblings(path).unwrap_or_default() {
+        let Some(file) = p.file_name().map(|f| f.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            pid != std::process::id()
+                && Path::new("/proc/self").exists()
+                && !Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if gone {
+            let _ = fs.remove_file(&p);
+        }
     }
 }
 
@@ -296,7 +373,30 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
     if meta.block_crcs.len() as u64 != blocks {
         return Err("it is damaged (block count)".into());
     }
-    // Every block, in order: its checksum, rising ids, files it names, counts per file.
+    // With the fences in the meta, each block is checked when it is first read: opening
+    // costs the same at 10M records as at 1,000.
+    let counted: u64 = meta.files.iter().map(|f| f.entries).sum();
+    let lazy = meta.fences.len() as u64 == blocks
+        && meta.fences.windows(2).all(|w| w[0] < w[1])
+        && counted == entries
+        && (entries == 0) == meta.last.is_none()
+        && meta.last.zip(meta.fences.last()).is_none_or(|(l, f)| *f <= l);
+    if lazy {
+        return Ok(DiskIndex {
+            path: at,
+            reader,
+            entries,
+            fences: meta.fences,
+            crcs: meta.block_crcs,
+            last: meta.last,
+            files: meta.files,
+            skipped: meta.skipped,
+            cache: Mutex::new(None),
+            damaged: std::sync::atomic::AtomicBool::new(false),
+        });
+    }
+    // An older side file: every block, in order: its checksum, rising ids, files it
+    // names, counts per file.
     let mut stream = fs.open_stream(&at).map_err(io)?;
     let mut fences = Vec::with_capacity(blocks as usize);
     let mut per_file: Vec<u64> = vec![0; meta.files.len()];
@@ -341,6 +441,7 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
         files: meta.files,
         skipped: meta.skipped,
         cache: Mutex::new(None),
+        damaged: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -355,7 +456,10 @@ pub(crate) fn write(
     skipped: Vec<SkippedLine>,
 ) -> Result<DiskIndex> {
     let at = side_path(path);
-    let tmp = sibling(path, ".idx.tmp");
+    // A name of its own: writers in several processes may fold at the same time.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = sibling(path, &format!("{TMP_SUFFIX}{}-{n}", std::process::id()));
     let name = tmp.display().to_string();
     let io = |e: std::io::Error| Error::io(format!("writing {name}"), e);
     if fs.len(&tmp).map_err(io)?.is_some() {
@@ -412,6 +516,8 @@ pub(crate) fn write(
             files: files.clone(),
             block_crcs: crcs.clone(),
             skipped: skipped.clone(),
+            fences: fences.clone(),
+            last,
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| io(std::io::Error::other(e)))?;
         let meta_len = u32::try_from(meta.len()).map_err(|_| io(std::io::Error::other("meta too large")))?;
@@ -428,12 +534,11 @@ pub(crate) fn write(
         out.append(&tail).map_err(io)?;
         out.sync_data().map_err(io)?;
         drop(out);
+        // Opened before the rename: this handle reads what was just written, whatever
+        // another process renames into place after.
+        let reader: Arc<dyn ReadAt> = Arc::from(fs.open_read_at(&tmp).map_err(io)?);
         fs.rename(&tmp, &at)
             .map_err(|e| Error::io(format!("renaming {name} to {}", at.display()), e))?;
-        let reader: Arc<dyn ReadAt> = Arc::from(
-            fs.open_read_at(&at)
-                .map_err(|e| Error::io(format!("opening {}", at.display()), e))?,
-        );
         Ok(DiskIndex {
             path: at.clone(),
             reader,
@@ -444,6 +549,7 @@ pub(crate) fn write(
             files,
             skipped,
             cache: Mutex::new(None),
+            damaged: std::sync::atomic::AtomicBool::new(false),
         })
     })();
     if result.is_err() && fs.len(&tmp).ok().flatten().is_some() {

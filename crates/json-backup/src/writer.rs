@@ -48,8 +48,6 @@ pub(crate) struct Shared {
     pub skipped: Vec<SkippedLine>,
     /// The high-water mark: the highest id handed out, kept up by the writer.
     pub mark: MarkState,
-    /// Opening could not move the active file's uncommitted end aside.
-    pub tail_in_place: bool,
     /// The active file's identity and length when this process last caught up with it
     /// (see [`JsonWriter::catch_up`]): a read that finds either changed has the writer
     /// read what other processes appended.
@@ -92,7 +90,6 @@ impl Shared {
             lines,
             skipped,
             mark: loaded.mark,
-            tail_in_place: loaded.report.tail_left_in_place.is_some(),
             seen: (None, 0),
         })
     }
@@ -189,6 +186,17 @@ pub(crate) fn read_shared(s: &SharedRef) -> std::sync::RwLockReadGuard<'_, Share
     s.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A read-only handle whose side file was found damaged: loads the files whole (writing
+/// nothing) and answers from that from now on.
+pub(crate) fn reload_whole(fs: &dyn FileSystem, path: &Path, shared: &SharedRef) -> Result<()> {
+    if !read_shared(shared).index.side_damaged() {
+        return Ok(());
+    }
+    let fresh = Shared::open(fs, load::load_with(fs, path, false, false)?)?;
+    *write_shared(shared) = fresh;
+    Ok(())
+}
+
 fn write_shared(s: &SharedRef) -> std::sync::RwLockWriteGuard<'_, Shared> {
     s.write().unwrap_or_else(|p| p.into_inner())
 }
@@ -230,8 +238,6 @@ pub(crate) struct JsonWriter {
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
     file: Option<Box<dyn AppendFile>>,
-    /// The file may hold bytes past `end` from a failed write: cut them before appending.
-    must_cut: bool,
     unsynced: bool,
     next_id: u64,
     shared: SharedRef,
@@ -244,9 +250,9 @@ pub(crate) struct JsonWriter {
     /// The lock on the active file itself; a file that replaces it (rotation,
     /// compaction) is locked before it is renamed into place.
     active_lock: Option<Box<dyn LockGuard>>,
-    /// Opening left an uncommitted end in the active file (no space to save it): move it
-    /// aside before writing.
-    tail_in_place: bool,
+    /// An uncommitted end the last catch-up could not move aside (its bytes): writes fail
+    /// until one can.
+    stuck_tail: Option<u64>,
     /// A side file being written in the background (once the entries in memory reach
     /// `fold_at`); joined before anything else writes one, and at close.
     fold: Option<std::thread::JoinHandle<()>>,
@@ -258,9 +264,17 @@ pub(crate) struct JsonWriter {
     holding: bool,
     /// The identity of the active file this writer has caught up with.
     active_id: Option<FileId>,
-    /// The file's length right after a failed write (its bytes past `end` are this
-    /// writer's to cut, unless another process has appended since).
-    failed_end: Option<u64>,
+    /// A write of this writer that failed and could not be cut at once: how many bytes
+    /// it wrote after `end` and their CRC-32C, so that the next locked catch-up cuts them
+    /// only if they are still exactly those bytes.
+    failed: Option<FailedWrite>,
+}
+
+/// See [`JsonWriter::failed`].
+#[derive(Debug, Clone, Copy)]
+struct FailedWrite {
+    bytes: u64,
+    crc: u32,
 }
 
 impl Drop for JsonWriter {
@@ -297,17 +311,15 @@ impl JsonWriter {
         let active_id = fs.file_id(&path).ok().flatten();
         let len = fs.len(&path).ok().flatten().unwrap_or(0);
         write_shared(&shared).seen = (active_id, len);
-        let (next_id, tail_in_place) = {
+        // An uncommitted end opening had to leave in place (no space) is moved aside by
+        // the first write's catch-up, which reads on from `end`.
+        let next_id = {
             let s = read_shared(&shared);
-            (
-                s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1,
-                s.tail_in_place,
-            )
+            s.index.last_id().unwrap_or(0).max(s.mark.mark.high_water) + 1
         };
         JsonWriter {
             fs,
             file: None,
-            must_cut: false,
             unsynced: false,
             next_id,
             shared,
@@ -315,14 +327,14 @@ impl JsonWriter {
             rotate_after,
             rotation_pending: false,
             active_lock: None,
-            tail_in_place,
             fold: None,
+            stuck_tail: None,
             fold_at,
             lock_path: sibling(&path, ".lock"),
             lock_wait,
             holding: false,
             active_id,
-            failed_end: None,
+            failed: None,
             path,
         }
     }
@@ -352,7 +364,10 @@ impl JsonWriter {
             self.active_lock = Some(crate::lock_active(&*self.fs, &self.path, deadline, &name, wait)?);
         }
         self.holding = true;
-        let result = self.catch_up(true).and_then(|()| f(self));
+        let result = self
+            .drop_damaged_side_file()
+            .and_then(|()| self.catch_up())
+            .and_then(|()| f(self));
         self.holding = false;
         self.active_lock = None;
         drop(name_lock);
@@ -362,51 +377,64 @@ impl JsonWriter {
     /// Reads what other processes appended to the active file since this writer last
     /// looked, from where it left off (never the whole file), and indexes it; a file
     /// that was replaced (rotated or compacted by another process) is loaded afresh.
-    /// `locked`: the caller holds the store's locks, so an uncommitted end is a dead
-    /// writer's and is moved aside (as at open); without them (a read) it is left alone.
-    pub(crate) fn catch_up(&mut self, locked: bool) -> Result<()> {
+    /// Only under the store's locks (see [`JsonWriter::exclusive`]): no group is being
+    /// written then, so an uncommitted end is a dead or failed writer's and is moved
+    /// aside (as at open), and every group read is one its writer kept.
+    fn catch_up(&mut self) -> Result<()> {
+        debug_assert!(self.holding);
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
         let id = self
             .fs
             .file_id(&self.path)
             .map_err(io(format!("reading {name}")))?;
-        if id.is_none() && !locked {
-            // Between a rotation's two renames: the next look finds the new file.
-            return Ok(());
-        }
         if id.is_none() || id != self.active_id {
-            return self.reload(locked);
+            return self.reload(true);
         }
         let (end, lines, active) = {
             let s = read_shared(&self.shared);
             (s.end, s.lines, s.active())
         };
-        let len = self
+        let mut len = self
             .fs
             .len(&self.path)
             .map_err(io(format!("reading {name}")))?
             .unwrap_or(0);
-        if self.must_cut || self.tail_in_place {
-            if !locked || self.failed_end.is_none_or(|f| f == len) {
-                // Bytes past `end` are this writer's failed write (cut before the next
-                // one) or an end opening could not move aside (moved before it).
-                return Ok(());
+        if let Some(failed) = self.failed.take() {
+            // This writer's own failed write, if its bytes are still what it wrote right
+            // after `end` (nobody came after them: they would have moved them aside or
+            // kept them as a committed group): cut it.
+            if len == end + failed.bytes && self.bytes_crc(end, failed.bytes)? == Some(failed.crc) {
+                self.fs
+                    .truncate(&self.path, end)
+                    .map_err(io(format!("cutting a failed write off {name}")))?;
+                self.file = None;
+                len = end;
             }
-            // Another process came after them: it took them (moved aside, or committed).
-            self.must_cut = false;
-            self.tail_in_place = false;
-            self.file = None;
         }
         write_shared(&self.shared).seen = (id, len);
         if len == end {
             return Ok(());
         }
         if len < end {
-            return self.reload(locked);
+            return self.reload(true);
         }
-        let grown = load::read_new(&*self.fs, &self.path, active, (end, lines), locked)?;
+        self.stuck_tail = None;
+        let grown = load::read_new(&*self.fs, &self.path, active, (end, lines), true)?;
         self.adopt(grown, active)
+    }
+
+    /// CRC-32C of `bytes` bytes of the active file from `at`, `None` if they cannot be read.
+    fn bytes_crc(&self, at: u64, bytes: u64) -> Result<Option<u32>> {
+        let reader = self
+            .fs
+            .open_read_at(&self.path)
+            .map_err(|e| Error::io(format!("opening {}", self.name()), e))?;
+        let mut buf = vec![0; bytes as usize];
+        Ok(reader
+            .read_exact_at(&mut buf, at)
+            .ok()
+            .map(|()| crc32c::crc32c(&buf)))
     }
 
     /// Indexes records other processes appended (a record whose id is indexed already
@@ -453,25 +481,51 @@ impl JsonWriter {
         let in_place = grown.report.tail_left_in_place;
         drop(shared);
         self.next_id = self.next_id.max(next);
-        if let Some(bytes) = in_place {
-            self.tail_in_place = true;
-            self.failed_end = None;
-            return Err(Error::io(
-                format!("writing to {}", self.name()),
-                std::io::Error::other(format!(
-                    "an uncommitted end of {bytes} bytes another process left could not be moved aside (a full disk?)"
-                )),
-            ));
-        }
+        self.stuck_tail = in_place;
         self.fold_if_due();
         Ok(())
+    }
+
+    /// Refuses to write while an uncommitted end past the last committed group could not
+    /// be moved aside (a full disk): writing after it would bury it.
+    fn check_tail(&self) -> Result<()> {
+        match self.stuck_tail {
+            None => Ok(()),
+            Some(bytes) => Err(Error::io(
+                format!("writing to {}", self.name()),
+                std::io::Error::other(format!(
+                    "an uncommitted end of {bytes} bytes (a dead or failed write) could not be moved aside (a full disk?)"
+                )),
+            )),
+        }
+    }
+
+    /// A side file found damaged when a block of it was read: removed (under the locks)
+    /// and the store loaded whole, which writes a new one.
+    fn drop_damaged_side_file(&mut self) -> Result<()> {
+        if !read_shared(&self.shared).index.side_damaged() {
+            return Ok(());
+        }
+        self.join_fold();
+        let side = sidefile::side_path(&self.path);
+        if self.fs.len(&side).ok().flatten().is_some() {
+            self.fs
+                .remove_file(&side)
+                .map_err(|e| Error::io(format!("removing the damaged {}", side.display()), e))?;
+        }
+        self.reload_with(true, false)
     }
 
     /// Loads the store afresh: another process replaced the active file (rotation,
     /// compaction) or cut it. `locked` as in [`JsonWriter::catch_up`].
     fn reload(&mut self, locked: bool) -> Result<()> {
+        self.reload_with(locked, true)
+    }
+
+    fn reload_with(&mut self, locked: bool, use_side: bool) -> Result<()> {
         self.join_fold();
-        let loaded = load::load(&*self.fs, &self.path, locked)?;
+        let loaded = load::load_with(&*self.fs, &self.path, locked, use_side)?;
+        self.stuck_tail = loaded.report.tail_left_in_place;
         crate::warn_about(&self.name(), &loaded.report);
         let mut fresh = Shared::open(&*self.fs, loaded)?;
         let kept = read_shared(&self.shared).mark.clone();
@@ -486,12 +540,12 @@ impl JsonWriter {
         fresh.seen = (id, len);
         let next = fresh.index.last_id().unwrap_or(0).max(fresh.mark.mark.high_water) + 1;
         self.next_id = self.next_id.max(next);
-        self.tail_in_place = fresh.tail_in_place;
         *write_shared(&self.shared) = fresh;
         self.active_id = id;
         self.file = None;
-        self.must_cut = false;
-        self.failed_end = None;
+        self.failed = None;
+        // Another process finished a rotation this one left half done.
+        self.rotation_pending = false;
         Ok(())
     }
 
@@ -574,45 +628,8 @@ impl JsonWriter {
         self.path.display().to_string()
     }
 
-    /// Moves aside an uncommitted end that opening had to leave in place (no space), and
-    /// raises the next id above the ids it holds. Before any id is handed out or any byte
-    /// written; while it cannot, writes fail.
-    fn settle_tail(&mut self) -> Result<()> {
-        if self.tail_in_place {
-            let end = read_shared(&self.shared).end;
-            if let Some(tail) = load::move_tail(&*self.fs, &self.path, end)? {
-                // Its ids bound the next one, as if opening had moved it.
-                let aside = mark::read_aside(&*self.fs, &tail.moved_to)?;
-                self.next_id = self.next_id.max(aside.max_id + 1);
-                let mut shared = write_shared(&self.shared);
-                let state = &mut shared.mark.mark;
-                state.high_water = state.high_water.max(aside.max_id);
-                let ids: Vec<u64> = aside.whole.iter().flat_map(|&(a, b)| a..=b).collect();
-                mark::add_ids(&mut state.skipped, ids);
-                drop(shared);
-                tracing::warn!(
-                    store = %self.name(),
-                    bytes = tail.bytes,
-                    moved_to = %tail.moved_to.display(),
-                    "an uncommitted end (never acknowledged) was moved aside"
-                );
-            }
-            self.tail_in_place = false;
-        }
-        Ok(())
-    }
-
     fn file(&mut self) -> Result<&mut Box<dyn AppendFile>> {
         if self.file.is_none() {
-            self.settle_tail()?;
-            if self.must_cut {
-                let end = read_shared(&self.shared).end;
-                self.fs
-                    .truncate(&self.path, end)
-                    .map_err(|e| Error::io(format!("cutting a failed write off {}", self.name()), e))?;
-                self.must_cut = false;
-                self.failed_end = None;
-            }
             let f = self
                 .fs
                 .open_append(&self.path)
@@ -642,10 +659,11 @@ impl JsonWriter {
         });
         if let Err(e) = result {
             // Drop the handle: the bytes may be half written, and a failed fsync must not
-            // be retried on it. The next write cuts the file back to `end` first.
+            // be retried on it. Cut them off now, holding the locks (no other process can
+            // have read or written past `end` meanwhile); if the cut fails too, the next
+            // locked catch-up cuts them, if they are still exactly these bytes.
             self.file = None;
-            self.must_cut = true;
-            self.failed_end = self.fs.len(&self.path).ok().flatten();
+            self.cut_failed_write(&buf);
             buf.clear();
             self.buf = buf;
             return Err(e);
@@ -675,6 +693,25 @@ impl JsonWriter {
         Ok(())
     }
 
+    /// After a failed write of `buf` (whose bytes, whole or a prefix, may be past `end`).
+    fn cut_failed_write(&mut self, buf: &[u8]) {
+        let end = read_shared(&self.shared).end;
+        let Ok(Some(len)) = self.fs.len(&self.path) else {
+            return;
+        };
+        if len <= end {
+            return;
+        }
+        if self.fs.truncate(&self.path, end).is_ok() {
+            return;
+        }
+        let written = (len - end) as usize;
+        self.failed = buf.get(..written).map(|part| FailedWrite {
+            bytes: written as u64,
+            crc: crc32c::crc32c(part),
+        });
+    }
+
     fn append_and_sync(&mut self, buf: &[u8], durability: Durability) -> Result<()> {
         let name = self.name();
         let file = self.file()?;
@@ -695,6 +732,7 @@ impl JsonWriter {
     }
 
     fn import_locked(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.check_tail()?;
         let mut report = ImportReport::default();
         let mut fresh: HashMap<u64, usize> = HashMap::new();
         let mut to_write: Vec<LogRecord> = Vec::new();
@@ -743,9 +781,9 @@ impl JsonWriter {
             let name = self.name();
             let result = self.file()?.sync_data();
             if let Err(e) = result {
+                // Never retried on this handle. Nothing past `end` is this writer's: the
+                // groups it synced now were written (and indexed) already.
                 self.file = None;
-                self.must_cut = true;
-                self.failed_end = self.fs.len(&self.path).ok().flatten();
                 return Err(Error::io(format!("syncing {name}"), e));
             }
             self.unsynced = false;
@@ -766,6 +804,7 @@ impl JsonWriter {
     }
 
     fn rotate_locked(&mut self) -> Result<Option<RotateReport>> {
+        self.check_tail()?;
         self.join_fold();
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
@@ -898,6 +937,7 @@ impl JsonWriter {
     }
 
     fn compact_locked(&mut self) -> Result<CompactReport> {
+        self.check_tail()?;
         self.join_fold();
         if self.rotation_pending {
             self.rotate_locked()?;
@@ -1115,7 +1155,7 @@ impl JsonWriter {
         batches: &[&[NewLog]],
         durability: Durability,
     ) -> Result<Vec<Vec<LogRecord>>> {
-        self.settle_tail()?;
+        self.check_tail()?;
         let now = Utc::now();
         let mut next = self.next_id;
         let mut out = Vec::with_capacity(batches.len());

@@ -178,3 +178,48 @@ async fn a_store_on_a_full_disk_opens_for_reading_and_leaves_no_empty_moved_asid
     assert_eq!(aside, 1);
     store.close().await.unwrap();
 }
+
+/// An uncommitted end one writer could not move aside (a full disk) is another writer's to
+/// move once space is back: the first writer's next write then reads on from where it was
+/// and keeps the other's acknowledged group, never moving it aside as its own.
+#[tokio::test]
+async fn an_end_left_in_place_is_moved_once_and_never_takes_a_later_group_with_it() {
+    const FILE: &str = "/sim/logs.jsonl";
+    let fs = SimFs::new();
+    let open = || JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()));
+    let store = open().unwrap();
+    store
+        .commit((1..=3).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let path = std::path::Path::new(FILE);
+    let mut bytes = fs.contents(path).unwrap();
+    bytes.extend_from_slice(br#"{"id":4,"recorded_at":"2026-11-2"#);
+    fs.set_contents(path, bytes);
+
+    // A opens on a full disk: the torn end stays in place.
+    fs.set_disk_full(true);
+    let a = open().unwrap();
+    assert!(a.open_report().tail_left_in_place.is_some());
+    fs.set_disk_full(false);
+    // B moves it aside and appends an acknowledged group.
+    let b = open().unwrap();
+    let kept = b.append(log(7)).await.unwrap();
+    b.close().await.unwrap();
+    // A writes: B's group stays, and A's id comes after it.
+    let next = a.append(log(8)).await.unwrap();
+    assert!(next.id > kept.id, "{} after {}", next.id, kept.id);
+    assert_eq!(a.get(kept.id).await.unwrap().as_ref(), Some(&kept));
+    a.close().await.unwrap();
+    let again = open().unwrap();
+    assert_eq!(again.get(kept.id).await.unwrap().as_ref(), Some(&kept));
+    assert_eq!(again.get(next.id).await.unwrap().as_ref(), Some(&next));
+    let aside = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".torn-"))
+        .count();
+    assert_eq!(aside, 1, "the torn end, once");
+    again.close().await.unwrap();
+}

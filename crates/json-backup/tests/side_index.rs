@@ -179,12 +179,18 @@ async fn damaged_store(fs: &SimFs) {
 #[derive(Debug, Clone)]
 struct Counting {
     inner: SimFs,
+    /// Bytes read of the store's files.
     read: Arc<AtomicU64>,
+    /// Bytes read of the side file.
+    idx_read: Arc<AtomicU64>,
 }
 
 impl Counting {
     fn counts(&self, path: &Path) -> Option<Arc<AtomicU64>> {
         let name = path.to_string_lossy();
+        if name.ends_with(".idx") {
+            return Some(self.idx_read.clone());
+        }
         (name.ends_with(".jsonl") || name.contains(".seg-")).then(|| self.read.clone())
     }
 }
@@ -291,6 +297,7 @@ async fn opening_reads_only_what_the_side_file_does_not_cover() {
     let fs = Counting {
         inner: sim.clone(),
         read: Arc::new(AtomicU64::new(0)),
+        idx_read: Arc::new(AtomicU64::new(0)),
     };
     let open = || JsonStore::open_with(FILE, options(1 << 16), Arc::new(fs.clone())).unwrap();
     // --- step: 3000 records, then a close that writes the side file.
@@ -307,14 +314,21 @@ async fn opening_reads_only_what_the_side_file_does_not_cover() {
     );
 
     // --- step: opening again reads no record line: only the identity of the file (its
-    // first and last 4 KiB).
+    // first and last 4 KiB); and of the side file only its meta and footer, not its
+    // 3000 entries (each block is checked when it is first read).
     fs.read.store(0, Ordering::Relaxed);
+    fs.idx_read.store(0, Ordering::Relaxed);
     let store = open();
     let read = fs.read.swap(0, Ordering::Relaxed);
+    let idx_read = fs.idx_read.swap(0, Ordering::Relaxed);
     assert_eq!(store.open_report().records, 3000);
     assert_eq!(store.open_report().index_rebuilt, None);
     assert_eq!(store.open_report().bytes_read, 0);
     assert!(read <= 2 * 4096, "read {read} bytes of a {size}-byte file");
+    assert!(
+        idx_read < 3000 * 24 / 4,
+        "read {idx_read} bytes of the side file at open"
+    );
 
     // --- step: 20 more records (too few for close to rewrite the side file): the next open
     // reads them, and them only.
@@ -370,14 +384,35 @@ async fn a_missing_truncated_or_flipped_side_file_is_ignored_and_answers_stay_th
         assert!(report.index_rebuilt.is_some(), "cut at {cut}");
     }
 
-    // --- step: one byte flipped, wherever it is.
+    // --- step: one byte flipped, wherever it is. In the meta or the footer, opening
+    // finds it; in an entry, the first read of its block does, and the store reads its
+    // files whole from then on: the answers are the same either way.
+    let footer = good.len() - 32;
+    let entries = u64::from_le_bytes(good[footer + 16..footer + 24].try_into().unwrap()) as usize;
     for at in (0..good.len()).step_by(5).chain([good.len() - 1]) {
         let mut flipped = good.clone();
         flipped[at] ^= 0x10;
         fs.set_contents(Path::new(IDX), flipped);
         let report = same_as_full_load(&fs, &format!("byte {at} flipped")).await;
-        assert!(report.index_rebuilt.is_some(), "byte {at} flipped");
+        if at >= entries * 24 {
+            assert!(report.index_rebuilt.is_some(), "byte {at} flipped");
+        }
     }
+    // A writer whose read found a damaged block replaces the side file.
+    let mut flipped = good.clone();
+    flipped[3] ^= 0x10;
+    fs.set_contents(Path::new(IDX), flipped.clone());
+    let store = open(&fs);
+    assert_eq!(
+        store.open_report().index_rebuilt,
+        None,
+        "the damage is in an entry"
+    );
+    assert!(store.get(LogId::new(1).unwrap()).await.unwrap().is_some());
+    store.close().await.unwrap();
+    assert_ne!(fs.contents(Path::new(IDX)).unwrap(), flipped, "rewritten");
+    let report = same_as_full_load(&fs, "rewritten after a damaged block").await;
+    assert_eq!(report.index_rebuilt, None);
 
     // --- step: a side file of another format version (its footer otherwise intact).
     let mut other = good.clone();
