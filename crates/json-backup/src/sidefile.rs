@@ -39,7 +39,8 @@ pub(crate) const BLOCK_ENTRIES: usize = 1024;
 const FOOTER: usize = 32;
 const MAGIC: &[u8; 8] = b"SLJSNIDX";
 /// The side file version this build writes and reads; any other is ignored (rebuilt).
-pub(crate) const VERSION: u32 = 1;
+/// 2: the meta holds the blocks' first ids and the last id (blocks checked when read).
+pub(crate) const VERSION: u32 = 2;
 /// What a side file being written is named after: `<file>.idx.tmp-<pid>-<n>`.
 pub(crate) const TMP_SUFFIX: &str = ".idx.tmp-";
 /// Bytes at each end of a covered prefix whose CRC-32C identifies it.
