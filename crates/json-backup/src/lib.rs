@@ -60,14 +60,18 @@
 //!   (id, file, offset, length, checksum), sorted by id in fixed 24-byte records checksummed
 //!   by blocks of 1024; and the lines skipped in the covered prefixes, so that
 //!   [`OpenReport`] and `verify` say exactly what a full read says. Opening checks its
-//!   footer, its meta and every block's checksum (reading it once, 24 bytes a record), checks
-//!   that every file it covers is still the same file (not shorter, same inode, same
-//!   identity; every covered file but the last covered whole), and reads and checks only
-//!   the bytes past what it covers. A missing, stale (a file compacted, replaced,
-//!   truncated or restored from an older copy), damaged or other-version side file is
-//!   ignored: the files are read whole, [`OpenReport::index_rebuilt`] says why, and a
-//!   writer's open writes a new one. It is a cache, never trusted unchecked and never an
-//!   error: it is written to `<file>.idx.tmp`, synced and renamed into place, at open
+//!   footer and its meta (which holds each block's checksum and first id), checks that
+//!   every file it covers is still the same file (not shorter, same inode, same identity;
+//!   every covered file but the last covered whole), and reads and checks only the bytes
+//!   past what it covers: its cost does not grow with the history. Each block is checked
+//!   when first read (checksum, first id, ids in order, entries inside the covered
+//!   files). A missing, stale (a file compacted, replaced, truncated or restored from an
+//!   older copy), damaged or other-version side file is ignored: the files are read
+//!   whole, [`OpenReport::index_rebuilt`] says why, and a writer's open writes a new one;
+//!   a block found damaged by a read makes the store read its files whole and answer that
+//!   read again (a writer then replaces the side file). It is a cache, never trusted
+//!   unchecked and never an error: it is written to `<file>.idx.tmp-<pid>-<n>`, synced and
+//!   renamed into place, at open
 //!   after a full read, at close and at rotation when the records added since are at least
 //!   a 64th of those it holds, at compaction, and in the background once the entries in
 //!   memory reach [`JsonOptions::index_fold_after`] and a 16th of those it holds (or about

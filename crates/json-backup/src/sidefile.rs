@@ -9,7 +9,9 @@
 //!   repeats: id (u64), where (u64: the file's number in the high 16 bits, the line's
 //!   offset in the low 48), length without the newline (u32), checksum (u32). Entry `i`
 //!   is at byte `24 * i`, so a lookup is a binary search by positioned reads. They are
-//!   checksummed in blocks of [`BLOCK_ENTRIES`] (CRC-32C of each block, kept in the meta).
+//!   checksummed in blocks of [`BLOCK_ENTRIES`] (CRC-32C and first id of each block, and
+//!   the last id, kept in the meta: opening reads the meta only, and a block is checked
+//!   when it is first read).
 //! - the **meta**, JSON: for each file of the store the prefix covered (bytes, lines) and
 //!   its identity (inode, CRC-32C of its first and last 4 KiB of the prefix), the entries
 //!   of each file, the block checksums, and the lines skipped in the covered prefixes
@@ -17,8 +19,8 @@
 //! - the **footer**, 32 bytes: magic `SLJSNIDX`, version (u32), meta length (u32), entry
 //!   count (u64), CRC-32C of the meta (u32), CRC-32C of the footer's first 28 bytes (u32).
 //!
-//! It is written to `<file>.idx.tmp`, synced and renamed over `<file>.idx`, so a reader
-//! that opened the old one keeps reading it whole.
+//! It is written to `<file>.idx.tmp-<pid>-<n>`, synced, opened, and renamed over
+//! `<file>.idx`, so a reader that opened the old one keeps reading it whole.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
