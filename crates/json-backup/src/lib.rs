@@ -432,7 +432,9 @@ impl JsonStore {
         Fut: std::future::Future<Output = Result<T>>,
     {
         match op().await {
-            Err(_) if self.side_file_damaged() => {
+            // The flag, or the error itself: a caller whose group failed with another's
+            // finds the side file already dropped.
+            Err(e) if self.side_file_damaged() || sidefile::is_damage(&e) => {
                 self.drop_damaged_side_file().await?;
                 op().await
             }

@@ -321,6 +321,11 @@ pub(crate) fn remove_stale_tmp(fs: &dyn FileSystem, path: &Path) {
     }
 }
 
+/// Whether `e` is the error of a side file block that did not check out when read.
+pub(crate) fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { location, .. } if location.contains(".idx block "))
+}
+
 /// Why a side file was not used.
 pub(crate) type Unusable = String;
 
