@@ -87,39 +87,22 @@ impl LogStore for ReadOnly {
     }
 }
 
-/// Whether any process holds an `flock` (shared or exclusive) on the file at `path`,
-/// found without taking or testing a lock, so no writer is made to wait: Linux lists every
-/// `flock` in `/proc/locks`. Elsewhere, or when it cannot be read, `false`: a reader then
-/// reports every difference between the copies.
+/// Whether another process (or handle) holds an `flock` on the file at `path`: a
+/// non-blocking exclusive `flock` is tried and, if it is granted, given back at once. A
+/// writer that opens at that very moment waits those microseconds for its shared lock
+/// (see `synclog_core::guarded::presence_path`); no append ever does. (Reading
+/// `/proc/locks` instead, which takes no lock, missed the lock now and then under load.)
+/// A file that does not exist, or cannot be opened: `false`.
 pub fn flock_held(path: &std::path::Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let id = proc_locks_id(&meta);
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
-        return false;
-    };
-    locks.lines().any(|line| {
-        // `1: FLOCK  ADVISORY  READ 4242 fe:00:6168769 0 EOF` (a waiter's line has `->`).
-        let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "->").collect();
-        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str())
-    })
-}
-
-/// A file's `MAJOR:MINOR:INODE` as `/proc/locks` writes it (hex, hex, decimal).
-fn proc_locks_id(meta: &std::fs::Metadata) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let dev = meta.dev();
-        // Linux's encoding of a dev_t (glibc's gnu_dev_major / gnu_dev_minor).
-        let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
-        let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
-        format!("{major:02x}:{minor:02x}:{}", meta.ino())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        String::new()
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
     }
 }

@@ -42,8 +42,7 @@ pub(crate) struct Held {
 
 /// The file a writing guard holds a shared lock on for its whole life, next to the pair's
 /// lock (`<lock>` with `.lock` replaced by `.writers`), so that a reader can tell a writer
-/// has the pair open without taking or testing any lock (Linux lists every `flock` in
-/// `/proc/locks`).
+/// has the pair open: a non-blocking exclusive lock on it is refused.
 pub fn presence_path(lock: &std::path::Path) -> PathBuf {
     let text = lock.as_os_str().to_owned().into_string();
     match text {
@@ -66,8 +65,18 @@ pub(crate) fn announce_presence(lock: &std::path::Path) -> Option<File> {
         .truncate(false)
         .open(presence_path(lock))
         .ok()?;
-    file.try_lock_shared().ok()?;
-    Some(file)
+    // A reader tests for writers by taking an exclusive lock for an instant: try again
+    // for a moment if one is doing so right now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return Some(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 impl PairLock {
