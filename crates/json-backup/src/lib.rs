@@ -405,11 +405,6 @@ impl JsonStore {
         .await
     }
 
-    /// Whether a read found a block of the side file in use damaged.
-    fn side_file_damaged(&self) -> bool {
-        read_shared(&self.inner.shared).index.side_damaged()
-    }
-
     /// Stops using a side file a read found damaged: a writer removes it and loads the
     /// files whole (writing a new one); a read-only handle loads them whole.
     async fn drop_damaged_side_file(&self) -> Result<()> {
@@ -432,9 +427,9 @@ impl JsonStore {
         Fut: std::future::Future<Output = Result<T>>,
     {
         match op().await {
-            // The flag, or the error itself: a caller whose group failed with another's
-            // finds the side file already dropped.
-            Err(e) if self.side_file_damaged() || sidefile::is_damage(&e) => {
+            // Only the error of a damaged block, which comes before anything is written;
+            // never another failure that merely meets the flag set by someone else.
+            Err(e) if sidefile::is_damage(&e) => {
                 self.drop_damaged_side_file().await?;
                 op().await
             }

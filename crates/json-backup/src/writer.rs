@@ -100,8 +100,11 @@ impl Shared {
     }
 
     /// What a side file written now would cover: every file up to its acknowledged end,
-    /// the entries, the lines skipped. Each file's identity is read later, off the lock.
-    fn fold_job(&self) -> FoldJob {
+    /// the entries, the lines skipped, and which file each path names now (the caller
+    /// holds the store's locks). Each file's identity is read later, off the lock, and the
+    /// job gives up if a path names another file by then (another process compacted or
+    /// rotated it).
+    fn fold_job(&self, fs: &dyn FileSystem) -> FoldJob {
         let active = self.active();
         FoldJob {
             files: self
@@ -111,6 +114,11 @@ impl Shared {
                     true => (n, f.path.clone(), self.end, self.lines),
                     false => (n, f.path.clone(), f.end, f.lines),
                 })
+                .collect(),
+            ids: self
+                .files
+                .values()
+                .map(|f| fs.file_id(&f.path).ok().flatten())
                 .collect(),
             disk: self.index.disk.clone(),
             mem: self.index.mem.items().to_vec(),
@@ -125,7 +133,10 @@ impl Shared {
     fn worth_folding(&self, fold_at: usize) -> bool {
         let mem = self.index.mem.len() as u64;
         let disk = self.index.disk.as_ref().map(|d| d.len());
-        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= fold_at as u64)
+        // `fold_at` alone would rewrite a 10M-record side file, under the store's locks,
+        // at every close or rotation after 65k appends; the next open reads those lines.
+        let cap = (fold_at.max(FOLD_CAP)) as u64;
+        mem > 0 && disk.is_none_or(|d| mem * 64 >= d || mem >= cap)
     }
 
     /// Every file with its path and acknowledged end, in number order.
@@ -158,6 +169,8 @@ fn fold_due(mem: usize, disk: Option<u64>, fold_at: usize) -> bool {
 struct FoldJob {
     /// Number, path, end, lines.
     files: Vec<(u16, PathBuf, u64, u64)>,
+    /// Which file each path named when the job was made.
+    ids: Vec<Option<FileId>>,
     disk: Option<Arc<DiskIndex>>,
     mem: Vec<(u64, Entry)>,
     skipped: Vec<SkippedLine>,
@@ -173,6 +186,18 @@ impl FoldJob {
             .iter()
             .map(|(n, p, end, lines)| load::cover(fs, *n, p, *end, *lines))
             .collect::<Result<Vec<_>>>()?;
+        for ((_, p, _, _), id) in self.files.iter().zip(&self.ids) {
+            let now = fs
+                .file_id(p)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            if now != *id {
+                return Err(Error::Backend {
+                    engine: "json",
+                    context: format!("writing the side file of {}", path.display()),
+                    source: format!("{} was replaced meanwhile (by another process)", p.display()).into(),
+                });
+            }
+        }
         let entries = Merged::new(self.disk, &self.mem);
         let written = sidefile::write(fs, path, covered, entries, self.skipped)?;
         let mut s = write_shared(shared);
@@ -260,8 +285,9 @@ pub(crate) struct JsonWriter {
     /// `<file>.lock`, taken (with the active file's own lock) around every write.
     lock_path: PathBuf,
     lock_wait: std::time::Duration,
-    /// Whether this writer holds the store's locks now (inside [`JsonWriter::exclusive`]).
-    holding: bool,
+    /// `<file>.lock` while this writer holds the store's locks (inside
+    /// [`JsonWriter::exclusive`]).
+    name_lock: Option<Box<dyn LockGuard>>,
     /// The identity of the active file this writer has caught up with.
     active_id: Option<FileId>,
     /// A write of this writer that failed and could not be cut at once: how many bytes
@@ -332,7 +358,7 @@ impl JsonWriter {
             fold_at,
             lock_path: sibling(&path, ".lock"),
             lock_wait,
-            holding: false,
+            name_lock: None,
             active_id,
             failed: None,
             path,
@@ -345,7 +371,9 @@ impl JsonWriter {
     /// several processes thus take turns per group, not per lifetime. Nested calls run
     /// `f` under the locks already held.
     pub(crate) fn exclusive<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
-        if self.holding {
+        // The locks live in `self` while held: if `f` panics, the writer is left still
+        // holding them, never believing it holds them when it does not.
+        if self.name_lock.is_some() {
             return f(self);
         }
         let name = self.name();
@@ -363,15 +391,37 @@ impl JsonWriter {
         if exists {
             self.active_lock = Some(crate::lock_active(&*self.fs, &self.path, deadline, &name, wait)?);
         }
-        self.holding = true;
+        self.name_lock = Some(name_lock);
         let result = self
-            .drop_damaged_side_file()
+            .cut_pending_failed_write()
+            .and_then(|()| self.drop_damaged_side_file())
             .and_then(|()| self.catch_up())
             .and_then(|()| f(self));
-        self.holding = false;
         self.active_lock = None;
-        drop(name_lock);
+        self.name_lock = None;
         result
+    }
+
+    /// This writer's own failed write whose cut failed at the time: cut now if its bytes
+    /// are still exactly what it wrote right after `end` (nobody came after them; anyone
+    /// who did moved them aside or kept them as a committed group). Kept for the next try
+    /// if the cut fails again.
+    fn cut_pending_failed_write(&mut self) -> Result<()> {
+        let Some(failed) = self.failed else {
+            return Ok(());
+        };
+        let name = self.name();
+        let end = read_shared(&self.shared).end;
+        let same_file = self.fs.file_id(&self.path).ok().flatten() == self.active_id;
+        let len = self.fs.len(&self.path).ok().flatten().unwrap_or(0);
+        if same_file && len == end + failed.bytes && self.bytes_crc(end, failed.bytes)? == Some(failed.crc) {
+            self.fs
+                .truncate(&self.path, end)
+                .map_err(|e| Error::io(format!("cutting a failed write off {name}"), e))?;
+            self.file = None;
+        }
+        self.failed = None;
+        Ok(())
     }
 
     /// Reads what other processes appended to the active file since this writer last
@@ -381,7 +431,7 @@ impl JsonWriter {
     /// written then, so an uncommitted end is a dead or failed writer's and is moved
     /// aside (as at open), and every group read is one its writer kept.
     fn catch_up(&mut self) -> Result<()> {
-        debug_assert!(self.holding);
+        debug_assert!(self.name_lock.is_some());
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
         let id = self
@@ -395,25 +445,13 @@ impl JsonWriter {
             let s = read_shared(&self.shared);
             (s.end, s.lines, s.active())
         };
-        let mut len = self
+        let len = self
             .fs
             .len(&self.path)
             .map_err(io(format!("reading {name}")))?
             .unwrap_or(0);
-        if let Some(failed) = self.failed.take() {
-            // This writer's own failed write, if its bytes are still what it wrote right
-            // after `end` (nobody came after them: they would have moved them aside or
-            // kept them as a committed group): cut it.
-            if len == end + failed.bytes && self.bytes_crc(end, failed.bytes)? == Some(failed.crc) {
-                self.fs
-                    .truncate(&self.path, end)
-                    .map_err(io(format!("cutting a failed write off {name}")))?;
-                self.file = None;
-                len = end;
-            }
-        }
-        write_shared(&self.shared).seen = (id, len);
         if len == end {
+            write_shared(&self.shared).seen = (id, len);
             return Ok(());
         }
         if len < end {
@@ -421,7 +459,11 @@ impl JsonWriter {
         }
         self.stuck_tail = None;
         let grown = load::read_new(&*self.fs, &self.path, active, (end, lines), true)?;
-        self.adopt(grown, active)
+        self.adopt(grown, active)?;
+        // Only now: a catch-up that failed leaves the next read to try again.
+        let len = self.fs.len(&self.path).ok().flatten().unwrap_or(0);
+        write_shared(&self.shared).seen = (id, len);
+        Ok(())
     }
 
     /// CRC-32C of `bytes` bytes of the active file from `at`, `None` if they cannot be read.
@@ -524,6 +566,16 @@ impl JsonWriter {
 
     fn reload_with(&mut self, locked: bool, use_side: bool) -> Result<()> {
         self.join_fold();
+        // Groups written at a weaker level through the old handle: sync them before the
+        // handle goes (the file may be a sealed segment now), so a later `sync` cannot
+        // succeed on the new file while they are still unsynced.
+        if self.unsynced {
+            if let Some(file) = self.file.as_mut() {
+                file.sync_data()
+                    .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
+                self.unsynced = false;
+            }
+        }
         let loaded = load::load_with(&*self.fs, &self.path, locked, use_side)?;
         self.stuck_tail = loaded.report.tail_left_in_place;
         crate::warn_about(&self.name(), &loaded.report);
@@ -564,7 +616,7 @@ impl JsonWriter {
             if !s.worth_folding(self.fold_at) {
                 return;
             }
-            s.fold_job()
+            s.fold_job(&*self.fs)
         };
         if let Err(e) = job.run(&*self.fs, &self.path, &self.shared) {
             tracing::warn!(
@@ -590,7 +642,7 @@ impl JsonWriter {
             ) {
                 return;
             }
-            s.fold_job()
+            s.fold_job(&*self.fs)
         };
         self.join_fold();
         let (fs, path, shared) = (self.fs.clone(), self.path.clone(), self.shared.clone());
@@ -821,10 +873,13 @@ impl JsonWriter {
         let header = format::header_line();
         let active_exists = self.fs.len(&self.path).map_err(io(format!("reading {name}")))?;
         if active_exists.is_some() {
-            // Cut a failed write off and make every group durable: a segment is sealed whole.
+            // Make every group durable, this writer's and other processes' written at a
+            // weaker level: a segment is sealed whole.
+            self.unsynced = true;
             self.file()?;
             self.sync_file(Durability::PowerLoss)?;
             if end <= header.len() as u64 {
+                self.rotation_pending = false;
                 return Ok(None);
             }
             if self

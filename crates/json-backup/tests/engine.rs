@@ -408,9 +408,10 @@ async fn a_rotation_cut_off_between_its_renames_is_finished_at_open() {
         .commit((1..=3).map(log).collect(), Durability::PowerLoss)
         .await
         .unwrap();
-    // Rotation's operations: create, write, sync and name the next file (4), seal (1),
+    // Rotation's operations: sync the active file (1: other processes may have written
+    // it at a weaker level), create, write, sync and name the next file (4), seal (1),
     // then rename the next file into place, which the power cut stops.
-    fs.cut_power_after(5);
+    fs.cut_power_after(6);
     let err = store.rotate().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     let _ = store.close().await;
@@ -497,8 +498,9 @@ async fn a_rotation_that_failed_between_its_renames_is_finished_by_the_next_writ
         .commit((1..=3).map(log).collect(), Durability::PowerLoss)
         .await
         .unwrap();
-    // Create, write, sync and name the next file (4), seal (1); the rename into place fails.
-    fs.fail_once_after(5);
+    // Sync the active file (1), create, write, sync and name the next file (4), seal (1);
+    // the rename into place fails.
+    fs.fail_once_after(6);
     let err = store.rotate().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(

@@ -718,9 +718,15 @@ impl Leader {
                 next,
                 writing: Some((first, last)),
             }) => {
-                self.finish_interrupted(first, last).await;
-                // Never below what the file said was handed out before that group.
-                self.next_id = self.stores_next_id().await?.max(next);
+                // Never below what the file said was handed out before that group, nor
+                // below any id of it a copy holds; when the copies cannot be listed, past
+                // the whole group (a gap, never an id handed out twice).
+                let floor = match self.finish_interrupted(first, last).await {
+                    Some(Some(top)) => top + 1,
+                    Some(None) => next,
+                    None => last + 1,
+                };
+                self.next_id = self.stores_next_id().await?.max(next).max(floor);
                 self.announce(None);
             }
             None => self.next_id = self.stores_next_id().await?,
@@ -732,8 +738,10 @@ impl Leader {
     /// each copy holds all of it or none (a group is atomic in every engine), so copy it
     /// to the copy that lacks it. If neither has it, its ids were never acknowledged and
     /// are handed out again. A copy that cannot take it now is left to the next open,
-    /// whose comparison covers it (it is above the watermark).
-    async fn finish_interrupted(&mut self, first: u64, last: u64) {
+    /// whose comparison covers it (it is above the watermark). Returns the highest id of
+    /// the group either copy holds (`Some(None)`: neither holds any), or `None` when the
+    /// copies could not be listed.
+    async fn finish_interrupted(&mut self, first: u64, last: u64) -> Option<Option<u64>> {
         let after = LogId::new(first - 1);
         let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
         let page = self.options.reconcile_page.max(1);
@@ -761,8 +769,9 @@ impl Leader {
                 last,
                 "a group cut off by a dead process could not be listed; the next open compares it"
             );
-            return;
+            return None;
         };
+        let top = p.iter().chain(&b).map(|id| id.get()).max();
         let mut to_backup: Vec<LogId> = p.difference(&b).copied().collect();
         let mut to_primary: Vec<LogId> = b.difference(&p).copied().collect();
         to_backup.sort_unstable();
@@ -785,6 +794,7 @@ impl Leader {
             completed_in_primary = to_primary.len(),
             "finished a group a dead process had started"
         );
+        Some(top)
     }
 
     /// Tells the other processes (through the lock file, while holding it) the next id
