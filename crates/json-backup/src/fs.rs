@@ -257,11 +257,18 @@ impl FileSystem for RealFs {
             });
         }
         // The pid only names the holder in another opener's error: on a full disk the lock
-        // is held without it (an open for reading needs no write).
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| write!(file, "{}", std::process::id()));
+        // is held without it (an open for reading needs no write). Written only when it
+        // changes: the lock is taken for every group, and rewriting the file each time
+        // puts its size change in the journal commit of the group's fdatasync.
+        let mine = std::process::id().to_string();
+        let mut text = String::new();
+        let same = file.read_to_string(&mut text).is_ok() && text == mine;
+        if !same {
+            let _ = file
+                .set_len(0)
+                .and_then(|()| file.seek(SeekFrom::Start(0)))
+                .and_then(|_| file.write_all(mine.as_bytes()));
+        }
         Ok(Box::new(RealLock(file)))
     }
 
