@@ -223,3 +223,61 @@ async fn an_end_left_in_place_is_moved_once_and_never_takes_a_later_group_with_i
     assert_eq!(aside, 1, "the torn end, once");
     again.close().await.unwrap();
 }
+
+/// A group whose fdatasync failed was never acknowledged: its writer cuts it off while it
+/// still holds the store's locks, so another writer never takes it for a committed group,
+/// and its ids are handed out again.
+#[tokio::test]
+async fn a_group_whose_sync_failed_is_cut_before_another_writer_can_see_it() {
+    const FILE: &str = "/sim/logs.jsonl";
+    let fs = SimFs::new();
+    let open = || JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()));
+    let a = open().unwrap();
+    assert_eq!(a.append(log(1)).await.unwrap().id.get(), 1);
+    // The group's append goes through, its fdatasync fails.
+    fs.fail_once_after(1);
+    let err = a.commit(vec![log(2)], Durability::PowerLoss).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+
+    let b = open().unwrap();
+    assert_eq!(b.open_report().records, 1, "the failed group is not there");
+    let taken = b.append(log(3)).await.unwrap();
+    assert_eq!(taken.id.get(), 2, "its id was never acknowledged");
+    b.close().await.unwrap();
+
+    let next = a.append(log(4)).await.unwrap();
+    assert_eq!(next.id.get(), 3);
+    assert_eq!(a.get(taken.id).await.unwrap().as_ref(), Some(&taken));
+    let ids: Vec<u64> = synclog_conformance::cases::everything(&a)
+        .await
+        .iter()
+        .map(|r| r.id.get())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    a.close().await.unwrap();
+}
+
+/// Groups written at a weaker level than power-loss safe stay this writer's to sync even
+/// after another process rotated the file they are in: a later `sync(PowerLoss)` makes
+/// them durable, whatever happened to the file in between.
+#[tokio::test]
+async fn a_sync_after_another_writer_rotated_the_file_still_makes_earlier_groups_durable() {
+    use synclog_json::sim::Tear;
+    const FILE: &str = "/sim/logs.jsonl";
+    let fs = SimFs::new();
+    let open = || JsonStore::open_with(FILE, JsonOptions::default(), Arc::new(fs.clone()));
+    let a = open().unwrap();
+    let weak = a.commit(vec![log(1)], Durability::Process).await.unwrap();
+    let b = open().unwrap();
+    assert!(b.rotate().await.unwrap().is_some());
+    b.close().await.unwrap();
+    // A read makes `a` catch up with the rotation (its handle moves to the new file).
+    assert_eq!(a.get(weak[0].id).await.unwrap().as_ref(), Some(&weak[0]));
+    a.sync(Durability::PowerLoss).await.unwrap();
+    fs.crash(Tear::DropUnsynced);
+    let _ = a.close().await;
+    drop(a);
+    let again = open().unwrap();
+    assert_eq!(again.get(weak[0].id).await.unwrap().as_ref(), Some(&weak[0]));
+    again.close().await.unwrap();
+}
