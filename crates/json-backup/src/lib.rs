@@ -784,7 +784,7 @@ impl LogStore for JsonStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             engine: "json",
-            multi_process: false,
+            multi_process: true,
             persistent: true,
             checkpoint: false,
             deep_verify: false,

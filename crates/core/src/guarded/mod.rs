@@ -373,7 +373,7 @@ impl Guarded {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(leader.run(rx));
-        let caps = joint_capabilities(&*primary, &*backup);
+        let caps = joint_capabilities(&*primary, &*backup, options_lock.is_some() || read_only);
         let presence = match (&options_lock, read_only) {
             (Some(lock), false) => pairlock::announce_presence(lock),
             _ => None,
@@ -1468,12 +1468,14 @@ async fn copy_ids(
     Ok((inserted, damaged))
 }
 
-/// What a pair offers: the durability levels both give, the checkpoint of the primary.
-fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore) -> Capabilities {
+/// What a pair offers: the durability levels both give, the checkpoint of the primary,
+/// several processes when both copies admit them and the pair has its lock (`shared`).
+fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore, shared: bool) -> Capabilities {
     let (p, b) = (primary.capabilities(), backup.capabilities());
     Capabilities {
         engine: "guarded",
-        multi_process: false,
+        // Guards in several processes share a pair through its lock.
+        multi_process: shared && p.multi_process && b.multi_process,
         persistent: p.persistent || b.persistent,
         checkpoint: p.checkpoint,
         deep_verify: p.deep_verify || b.deep_verify,
