@@ -10,32 +10,11 @@ use synclog::{
 use synclog_conformance::cases::everything;
 use synclog_conformance::fault::{DamagedReads, FailEveryNth};
 
-struct Pair {
-    _dir: tempfile::TempDir,
-    primary: PathBuf,
-    backup: PathBuf,
-}
+mod common;
+
+use common::pair::Pair;
 
 impl Pair {
-    fn new() -> Pair {
-        let dir = tempfile::tempdir().unwrap();
-        Pair {
-            primary: dir.path().join("primary.db"),
-            backup: dir.path().join("backup.jsonl"),
-            _dir: dir,
-        }
-    }
-
-    async fn open(&self) -> Guarded {
-        synclog::open_guarded(
-            &format!("sqlite://{}", self.primary.display()),
-            &format!("json://{}", self.backup.display()),
-            GuardedOptions::default(),
-        )
-        .await
-        .unwrap()
-    }
-
     /// The primary alone, by URL (to wrap it in a fault injector).
     async fn sqlite(&self) -> Arc<dyn LogStore> {
         synclog::open_url(&format!("sqlite://{}", self.primary.display()))

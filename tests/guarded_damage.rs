@@ -1,42 +1,17 @@
 //! A damaged copy never stops the guarded pair, and `check` repairs it from the intact one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use synclog::{Guarded, GuardedOptions, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Side, Status};
 use synclog_conformance::cases::everything;
 use synclog_conformance::fault::FailEveryNth;
 
-struct Pair {
-    _dir: tempfile::TempDir,
-    primary: PathBuf,
-    backup: PathBuf,
-}
+mod common;
+
+use common::pair::Pair;
 
 impl Pair {
-    fn new() -> Pair {
-        let dir = tempfile::tempdir().unwrap();
-        Pair {
-            primary: dir.path().join("primary.db"),
-            backup: dir.path().join("backup.jsonl"),
-            _dir: dir,
-        }
-    }
-
-    fn urls(&self) -> (String, String) {
-        (
-            format!("sqlite://{}", self.primary.display()),
-            format!("json://{}", self.backup.display()),
-        )
-    }
-
-    async fn open(&self) -> Guarded {
-        let (p, b) = self.urls();
-        synclog::open_guarded(&p, &b, GuardedOptions::default())
-            .await
-            .unwrap()
-    }
-
     /// A pair holding logs 1..=n, closed again.
     async fn with_logs(n: u64) -> (Pair, Vec<LogRecord>) {
         let pair = Pair::new();

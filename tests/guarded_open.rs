@@ -9,36 +9,11 @@ use synclog::{Durability, Guarded, GuardedOptions, LogId, LogRecord, LogStore, N
 use synclog_conformance::cases::everything;
 use synclog_conformance::fault::FailEveryNth;
 
-struct Pair {
-    _dir: tempfile::TempDir,
-    primary: PathBuf,
-    backup: PathBuf,
-}
+mod common;
+
+use common::pair::Pair;
 
 impl Pair {
-    fn new() -> Pair {
-        let dir = tempfile::tempdir().unwrap();
-        Pair {
-            primary: dir.path().join("primary.db"),
-            backup: dir.path().join("backup.jsonl"),
-            _dir: dir,
-        }
-    }
-
-    fn urls(&self) -> (String, String) {
-        (
-            format!("sqlite://{}", self.primary.display()),
-            format!("json://{}", self.backup.display()),
-        )
-    }
-
-    async fn open(&self) -> Guarded {
-        let (p, b) = self.urls();
-        synclog::open_guarded(&p, &b, GuardedOptions::default())
-            .await
-            .unwrap()
-    }
-
     fn watermark(&self) -> PathBuf {
         PathBuf::from(format!("{}.guard", self.primary.display()))
     }

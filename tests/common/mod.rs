@@ -2,6 +2,8 @@
 //! and the binary run on it.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod pair;
+
 use std::process::{Command, Output};
 
 /// A temporary directory; the store is `s.db` and the backup `b.jsonl` in it.

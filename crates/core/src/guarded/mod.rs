@@ -492,15 +492,7 @@ impl Guarded {
     /// recomputes them. A copy that cannot be listed, and a repair that fails, are
     /// reported in the result, not returned as an error.
     pub async fn reconcile(&self, repair: bool) -> Result<ReconcileReport> {
-        if repair {
-            self.check_writable("a repairing reconcile")?;
-        }
-        self.ask(|reply| Request::Reconcile {
-            repair,
-            deep: false,
-            reply,
-        })
-        .await
+        self.compare(repair, false, "a repairing reconcile").await
     }
 
     /// [`reconcile`](Self::reconcile), and every record of both copies read back with its
@@ -508,15 +500,16 @@ impl Guarded {
     /// replaced by the other copy's intact record (never the reverse); one damaged in both
     /// is reported and left as it is.
     pub async fn check(&self, repair: bool) -> Result<ReconcileReport> {
+        self.compare(repair, true, "check --repair").await
+    }
+
+    /// [`reconcile`](Self::reconcile) or, `deep`, [`check`](Self::check); a repairing one
+    /// (`what`) is refused by a read-only guard.
+    async fn compare(&self, repair: bool, deep: bool, what: &str) -> Result<ReconcileReport> {
         if repair {
-            self.check_writable("check --repair")?;
+            self.check_writable(what)?;
         }
-        self.ask(|reply| Request::Reconcile {
-            repair,
-            deep: true,
-            reply,
-        })
-        .await
+        self.ask(|reply| Request::Reconcile { repair, deep, reply }).await
     }
 
     /// Refuses a level one of the copies cannot give.
@@ -610,6 +603,9 @@ impl Leader {
                     None => return,
                 },
             };
+            // With several processes on the pair, every request runs holding its lock; a
+            // group gathers what arrives while another process holds it.
+            let held = self.hold().await;
             match req {
                 Request::Commit {
                     logs,
@@ -617,9 +613,6 @@ impl Leader {
                     seq,
                     reply,
                 } => {
-                    // With several processes on the pair, take its lock first: what arrives
-                    // while another process holds it joins this group.
-                    let held = self.hold().await;
                     // Gather as `synclog_core::group` does, yielding instead of a timed wait:
                     // while callers answered by the last group are still missing, let them run.
                     self.gathering.start(seq);
@@ -650,10 +643,7 @@ impl Leader {
                         }
                     }
                     match held {
-                        Ok(()) => {
-                            self.commit_group(group).await;
-                            self.release();
-                        }
+                        Ok(()) => self.commit_group(group).await,
                         // Everything gathered while waiting fails with it, not after a wait each.
                         Err(e) => fail_all(group, &e),
                     }
@@ -663,23 +653,15 @@ impl Leader {
                     durability,
                     reply,
                 } => {
-                    let answer = match self.hold().await {
-                        Ok(()) => {
-                            let answer = self.import(records, durability).await;
-                            self.release();
-                            answer
-                        }
+                    let answer = match held {
+                        Ok(()) => self.import(records, durability).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);
                 }
                 Request::Reconcile { repair, deep, reply } => {
-                    let answer = match self.hold().await {
-                        Ok(()) => {
-                            let answer = self.reconcile(repair, deep).await;
-                            self.release();
-                            answer
-                        }
+                    let answer = match held {
+                        Ok(()) => self.reconcile(repair, deep).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);
@@ -689,17 +671,14 @@ impl Leader {
                     durability,
                     reply,
                 } => {
-                    let answer = match self.hold().await {
-                        Ok(()) => {
-                            let answer = self.repair(records, durability).await;
-                            self.release();
-                            answer
-                        }
+                    let answer = match held {
+                        Ok(()) => self.repair(records, durability).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);
                 }
             }
+            self.release();
         }
     }
 
