@@ -455,21 +455,11 @@ fn default_watermark(primary: &str, backup: &str) -> Option<PathBuf> {
     Some(path.into())
 }
 
-/// `path` with symbolic links and `..` resolved (its directory's, if it does not exist
-/// yet), so every spelling of one store meets the same watermark and lock; as given when
-/// that fails.
+/// `path` made absolute, symbolic links and `..` resolved (those of its deepest existing
+/// ancestor, if it does not exist yet: see `paths::canonical`), so every spelling of one
+/// store meets the same watermark and lock; as given when that fails.
 fn real_path(path: PathBuf) -> PathBuf {
-    if let Ok(real) = std::fs::canonicalize(&path) {
-        return real;
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match (std::fs::canonicalize(dir), path.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => path,
-    }
+    paths::canonical(&path).unwrap_or(path)
 }
 
 /// Whether an open failed because the storage itself is damaged or failing, so that the

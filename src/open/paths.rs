@@ -131,7 +131,7 @@ fn dev_ino(_: &std::fs::Metadata) -> Option<(u64, u64)> {
 /// The canonical form of `path`, which need not exist: its deepest existing ancestor
 /// canonicalized, then the rest applied (none of it exists, so none of it is a symlink,
 /// and `..` removes the component before it, as it will once the directories are made).
-fn canonical(path: &Path) -> Result<PathBuf> {
+pub(crate) fn canonical(path: &Path) -> Result<PathBuf> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
