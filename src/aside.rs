@@ -55,11 +55,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Makes a rename durable: fsync of the directory that holds `path`.
 fn sync_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+    synclog_core::durable::sync_parent(path)
+        .map_err(|e| Error::io(format!("syncing the directory of {}", path.display()), e))
 }

@@ -16,6 +16,7 @@
 
 pub mod canonical;
 pub mod deadline;
+pub mod durable;
 pub mod error;
 pub mod group;
 pub mod guarded;

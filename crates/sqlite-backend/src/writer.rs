@@ -116,7 +116,7 @@ impl Writer {
                 Err(e)
                     if e.kind() == synclog_core::ErrorKind::Busy
                         && attempt < self.options.busy_retries
-                        && !deadline.remaining().is_zero() =>
+                        && !deadline.has_passed() =>
                 {
                     attempt += 1;
                     self.counters.busy_retries.fetch_add(1, Ordering::Relaxed);

@@ -356,7 +356,10 @@ impl Guarded {
                 .watermark
                 .clone()
                 .map(|path| watermark::Watermark::new(path, primary.describe(), backup.describe()));
-            leader.trusted = leader.watermark.as_ref().and_then(|m| m.read().ok());
+            if !leader.options.reconcile_at_open {
+                // Otherwise the reconcile at open reads it (see `trusted_start`).
+                leader.trusted = leader.watermark.as_ref().and_then(|m| m.read().ok());
+            }
             leader.pair_lock = (leader.options.lock.clone())
                 .map(|path| pairlock::PairLock::new(path, leader.options.lock_wait));
         }
@@ -366,7 +369,7 @@ impl Guarded {
         } else {
             ReconcileReport::default()
         };
-        leader.next_id = leader.stores_next_id().await?;
+        leader.next_id = leader.stores_next_id().await;
         leader.release();
         if read_only {
             leader.compared_up_to = Some(leader.compared_up_to().await);
@@ -375,7 +378,14 @@ impl Guarded {
         tokio::spawn(leader.run(rx));
         let caps = joint_capabilities(&*primary, &*backup, options_lock.is_some() || read_only);
         let presence = match (&options_lock, read_only) {
-            (Some(lock), false) => pairlock::announce_presence(lock),
+            (Some(lock), false) => {
+                // It may wait a moment for a reader's probe: off the async workers.
+                let lock = lock.clone();
+                tokio::task::spawn_blocking(move || pairlock::announce_presence(&lock))
+                    .await
+                    .ok()
+                    .flatten()
+            }
             _ => None,
         };
         Ok(Guarded {
@@ -705,10 +715,10 @@ impl Leader {
                     Some(None) => next,
                     None => last + 1,
                 };
-                self.next_id = self.stores_next_id().await?.max(next).max(floor);
+                self.next_id = self.stores_next_id().await.max(next).max(floor);
                 self.announce(None);
             }
-            None => self.next_id = self.stores_next_id().await?,
+            None => self.next_id = self.stores_next_id().await,
         }
         Ok(())
     }
@@ -792,11 +802,13 @@ impl Leader {
         self.held = None;
     }
 
-    async fn stores_next_id(&self) -> Result<u64> {
+    /// Above every id either copy holds (a copy that cannot say counts as empty) and
+    /// every id this guard handed out.
+    async fn stores_next_id(&self) -> u64 {
         let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
         let p = p.ok().flatten().map_or(0, LogId::get);
         let b = b.ok().flatten().map_or(0, LogId::get);
-        Ok(p.max(b).max(self.next_id.saturating_sub(1)) + 1)
+        p.max(b).max(self.next_id.saturating_sub(1)) + 1
     }
 
     fn set_pending_counters(&mut self) {
@@ -918,9 +930,7 @@ impl Leader {
             }
             Err(e) => {
                 // Move past any id either copy holds now, so the next group cannot collide.
-                if let Ok(n) = self.stores_next_id().await {
-                    self.next_id = n;
-                }
+                self.next_id = self.stores_next_id().await;
                 fail_all(group, &e)
             }
         }

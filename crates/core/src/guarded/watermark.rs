@@ -12,7 +12,6 @@
 //! `backup <describe>`, `equal-up-to <id>`, `crc32c <hex of the CRC-32C of the lines
 //! above, newlines included>`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &str = "synclog-guard-watermark 1";
@@ -93,7 +92,7 @@ impl Watermark {
         let body = self.body(up_to);
         let text = format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_durably(&path, text.as_bytes()))
+        tokio::task::spawn_blocking(move || crate::durable::replace(&path, text.as_bytes()))
             .await
             .map_err(std::io::Error::other)?
     }
@@ -104,7 +103,7 @@ impl Watermark {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => sync_parent(&path),
+            _ => crate::durable::sync_parent(&path),
         })
         .await
         .map_err(std::io::Error::other)?
@@ -114,35 +113,6 @@ impl Watermark {
 /// A description on one line (a describe() string has none, but a path could).
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_parent(path)
-}
-
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
