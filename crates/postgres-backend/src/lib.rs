@@ -511,6 +511,7 @@ impl Writer {
                 .await
                 .map_err(|e| pg_err(&store, "repairing", e))?;
         }
+        let damaged: std::collections::HashSet<i64> = damaged.into_iter().collect();
         let mut report = ImportReport::default();
         for rec in &records {
             let id = rec.id.get() as i64;
