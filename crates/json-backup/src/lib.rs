@@ -103,7 +103,7 @@ mod writer;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -164,7 +164,6 @@ struct Inner {
     /// The writer; `None` in a handle opened with [`JsonStore::open_read_only`].
     group: Option<GroupCommit<JsonWriter>>,
     shared: SharedRef,
-    lock: Mutex<Option<Box<dyn LockGuard>>>,
     report: OpenReport,
     closed: AtomicBool,
 }
@@ -258,7 +257,6 @@ impl JsonStore {
                 fs,
                 group: Some(group),
                 shared,
-                lock: Mutex::new(None),
                 report,
                 closed: AtomicBool::new(false),
             }),
@@ -303,7 +301,6 @@ impl JsonStore {
                 fs,
                 group: None,
                 shared,
-                lock: Mutex::new(None),
                 report,
                 closed: AtomicBool::new(false),
             }),
@@ -886,7 +883,6 @@ impl LogStore for JsonStore {
             context: "closing".into(),
             source: Box::new(e),
         })?;
-        drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         result
     }
 }

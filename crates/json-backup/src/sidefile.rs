@@ -22,7 +22,6 @@
 //! It is written to `<file>.idx.tmp-<pid>-<n>`, synced, opened, and renamed over
 //! `<file>.idx`, so a reader that opened the old one keeps reading it whole.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -121,11 +120,8 @@ struct Meta {
     block_crcs: Vec<u32>,
     skipped: Vec<SkippedLine>,
     /// The first id of each block and the last id: with them, opening need not read the
-    /// entries (each block is checked when it is first read). Absent in side files
-    /// written before they were kept: those are checked whole at open.
-    #[serde(default)]
+    /// entries (each block is checked when it is first read).
     fences: Vec<u64>,
-    #[serde(default)]
     last: Option<u64>,
 }
 
@@ -329,8 +325,9 @@ pub(crate) fn is_damage(e: &Error) -> bool {
 /// Why a side file was not used.
 pub(crate) type Unusable = String;
 
-/// Opens and checks the side file of the store at `path`: its footer, its meta and every
-/// block's checksum, and that ids rise. Reads it once, sequentially (24 bytes a record).
+/// Opens the side file of the store at `path` and checks its footer and its meta (the
+/// blocks' checksums and first ids, the last id, the entries per file); each block is
+/// checked when first read. Reads only the footer and the meta.
 pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<DiskIndex, Unusable> {
     let at = side_path(path);
     let io = |e: std::io::Error| format!("it could not be read ({e})");
@@ -381,71 +378,24 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path) -> std::result::Result<Disk
     if meta.block_crcs.len() as u64 != blocks {
         return Err("it is damaged (block count)".into());
     }
-    // With the fences in the meta, each block is checked when it is first read: opening
+    // Each block is checked when it is first read (see `DiskIndex::block`): opening
     // costs the same at 10M records as at 1,000.
     let counted: u64 = meta.files.iter().map(|f| f.entries).sum();
-    let lazy = meta.fences.len() as u64 == blocks
+    let consistent = meta.fences.len() as u64 == blocks
         && meta.fences.windows(2).all(|w| w[0] < w[1])
         && counted == entries
         && (entries == 0) == meta.last.is_none()
         && meta.last.zip(meta.fences.last()).is_none_or(|(l, f)| *f <= l);
-    if lazy {
-        return Ok(DiskIndex {
-            path: at,
-            reader,
-            entries,
-            fences: meta.fences,
-            crcs: meta.block_crcs,
-            last: meta.last,
-            files: meta.files,
-            skipped: meta.skipped,
-            cache: Mutex::new(None),
-            damaged: std::sync::atomic::AtomicBool::new(false),
-        });
-    }
-    // An older side file: every block, in order: its checksum, rising ids, files it
-    // names, counts per file.
-    let mut stream = fs.open_stream(&at).map_err(io)?;
-    let mut fences = Vec::with_capacity(blocks as usize);
-    let mut per_file: Vec<u64> = vec![0; meta.files.len()];
-    let mut last: Option<u64> = None;
-    let mut buf = vec![0u8; BLOCK_ENTRIES * RECORD];
-    for (b, want) in meta.block_crcs.iter().enumerate() {
-        let n = (entries - (b * BLOCK_ENTRIES) as u64).min(BLOCK_ENTRIES as u64) as usize;
-        let buf = &mut buf[..n * RECORD];
-        stream.read_exact(buf).map_err(io)?;
-        if crc32c::crc32c(buf) != *want {
-            return Err(format!("it is damaged (block {b} does not match its checksum)"));
-        }
-        for (i, rec) in buf.chunks_exact(RECORD).enumerate() {
-            let (id, e) = decode_entry(rec);
-            if last.is_some_and(|l| l >= id) {
-                return Err(format!("it is damaged (ids out of order in block {b})"));
-            }
-            last = Some(id);
-            if i == 0 {
-                fences.push(id);
-            }
-            match meta.files.binary_search_by_key(&e.file(), |f| f.number) {
-                Ok(f) if e.end() <= meta.files[f].bytes => per_file[f] += 1,
-                _ => {
-                    return Err(format!(
-                        "it is damaged (block {b} points outside the files it covers)"
-                    ))
-                }
-            }
-        }
-    }
-    if meta.files.iter().zip(&per_file).any(|(f, &n)| f.entries != n) {
-        return Err("it is damaged (entry counts per file)".into());
+    if !consistent {
+        return Err("it is damaged (its meta does not add up)".into());
     }
     Ok(DiskIndex {
         path: at,
         reader,
         entries,
-        fences,
+        fences: meta.fences,
         crcs: meta.block_crcs,
-        last,
+        last: meta.last,
         files: meta.files,
         skipped: meta.skipped,
         cache: Mutex::new(None),

@@ -149,6 +149,9 @@ async fn two_writers_on_one_file_take_turns_per_group_and_never_share_an_id() {
     }
     ids.sort_unstable();
     assert_eq!(ids, (1..=40).collect::<Vec<u64>>(), "unique and dense");
+    // The lock file names the last holder, for another waiter's error message.
+    let holder = std::fs::read_to_string(dir.path().join("logs.jsonl.lock")).unwrap();
+    assert_eq!(holder, std::process::id().to_string());
     // Each sees the other's records: reads catch up with what the other appended.
     assert_eq!(first.last_id().await.unwrap(), LogId::new(40));
     let all = synclog_conformance::cases::everything(&second).await;

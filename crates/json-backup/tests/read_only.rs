@@ -42,10 +42,19 @@ async fn a_read_only_open_beside_a_writer_takes_no_lock_and_sees_every_committed
         .commit((1..=3).map(log).collect(), Durability::PowerLoss)
         .await
         .unwrap();
-    // --- step: a reader opens while the writer holds the store
+    // --- step: a reader opens while a writer holds both of the store's locks (as one does
+    // in the middle of a group): it takes neither, so it does not wait
+    let name_lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("logs.jsonl.lock"))
+        .unwrap();
+    name_lock.lock().unwrap();
+    let file_lock = std::fs::File::open(&path).unwrap();
+    file_lock.lock().unwrap();
     let reader = JsonStore::open_read_only(&path, Arc::new(RealFs)).unwrap();
     assert!(reader.is_read_only());
     assert_eq!(reader.last_id().await.unwrap(), LogId::new(3));
+    drop((name_lock, file_lock));
     // --- step: the writer goes on, and its group is acknowledged while the reader is open
     writer.commit(vec![log(4)], Durability::PowerLoss).await.unwrap();
     reader.close().await.unwrap();
