@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use synclog::{Guarded, GuardedOptions, LogStore, OpenOptions, Result};
+use synclog::{
+    Copies, Durability, Error, Guarded, GuardedOptions, LogRecord, LogStore, LogStoreExt, NewLog,
+    OpenOptions, Result,
+};
 
 use super::StoreArgs;
 
-/// The store a command works on: guarded (with a backup) or alone.
+/// The store a command works on: guarded (with a backup) or alone. Cheap to clone.
+#[derive(Clone)]
 pub enum Opened {
-    Guarded(Box<Guarded>),
+    Guarded(Arc<Guarded>),
     Single(Arc<dyn LogStore>),
 }
 
@@ -17,6 +21,32 @@ impl Opened {
         match self {
             Opened::Guarded(g) => &**g,
             Opened::Single(s) => &**s,
+        }
+    }
+
+    /// Appends one log at power-loss durability: the record, and for a guarded pair which
+    /// copies hold it.
+    pub async fn append_one(&self, log: NewLog) -> Result<(LogRecord, Option<Copies>)> {
+        match self {
+            Opened::Guarded(g) => {
+                let receipt = g.append_batch(vec![log], Durability::PowerLoss).await?;
+                let copies = receipt.durable_in;
+                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
+                    engine: "guarded",
+                    context: "append of one log returned no record".into(),
+                    source: "empty receipt".into(),
+                })?;
+                Ok((rec, Some(copies)))
+            }
+            Opened::Single(s) => s.append(log).await.map(|rec| (rec, None)),
+        }
+    }
+
+    /// The primary's and the backup's descriptions, for a guarded pair.
+    pub fn copy_names(&self) -> Option<(String, String)> {
+        match self {
+            Opened::Guarded(g) => Some((g.primary().describe(), g.backup().describe())),
+            Opened::Single(_) => None,
         }
     }
 
@@ -68,6 +98,6 @@ async fn open_with(args: &StoreArgs, options: &OpenOptions) -> Result<Opened> {
                 "the copies were out of step at open and have been reconciled"
             );
         }
-        Ok(Opened::Guarded(Box::new(g)))
+        Ok(Opened::Guarded(Arc::new(g)))
     }
 }

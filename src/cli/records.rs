@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
 use synclog::validate::check_exact_numbers;
-use synclog::{Copies, Durability, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
+use synclog::{Copies, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
 use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
@@ -174,25 +174,8 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
 /// failed close, a copy that missed it, or an unwritable stdout is a warning on stderr,
 /// because a caller who saw an error would append the run again and log it twice.
 async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
-    let acknowledged = match &opened {
-        Opened::Guarded(g) => g
-            .append_batch(vec![log], Durability::PowerLoss)
-            .await
-            .and_then(|receipt| {
-                let copies = receipt.durable_in;
-                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
-                    engine: "guarded",
-                    context: "append of one log returned no record".into(),
-                    source: "empty receipt".into(),
-                })?;
-                Ok((rec, Some(copies)))
-            }),
-        Opened::Single(s) => s.append(log).await.map(|rec| (rec, None)),
-    };
-    let names = match &opened {
-        Opened::Guarded(g) => Some((g.primary().describe(), g.backup().describe())),
-        Opened::Single(_) => None,
-    };
+    let acknowledged = opened.append_one(log).await;
+    let names = opened.copy_names();
     let closed = opened.close().await;
     let (rec, copies) = match acknowledged {
         Ok(acknowledged) => acknowledged,
@@ -404,6 +387,7 @@ mod tests {
 
     use async_trait::async_trait;
     use synclog::memory::MemoryStore;
+    use synclog::Durability;
     use synclog::{
         Capabilities, Guarded, GuardedOptions, ImportReport, LogStore, Scan, VerifyOptions, VerifyReport,
     };
@@ -483,7 +467,7 @@ mod tests {
         let g = Guarded::open(Arc::new(primary), Arc::new(backup), GuardedOptions::default())
             .await
             .unwrap();
-        Opened::Guarded(Box::new(g))
+        Opened::Guarded(Arc::new(g))
     }
 
     fn log() -> NewLog {

@@ -13,16 +13,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, BufRead};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use synclog::validate::check_exact_numbers;
-use synclog::{
-    Copies, Durability, Error, Guarded, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Result, Status,
-};
+use synclog::{Copies, Error, LogId, LogRecord, NewLog, Result, Status};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -296,36 +293,10 @@ type Acked = (LogRecord, Option<Copies>);
 
 type Appending = Pin<Box<dyn Future<Output = Result<Acked>> + Send>>;
 
-/// The store the stream appends to, shareable with the tasks that wait for the appends.
-#[derive(Clone)]
-enum Target {
-    Guarded(Arc<Guarded>),
-    Single(Arc<dyn LogStore>),
-}
-
-impl Target {
-    fn store(&self) -> &dyn LogStore {
-        match self {
-            Target::Guarded(g) => &**g,
-            Target::Single(s) => &**s,
-        }
-    }
-
-    fn append(&self, log: NewLog) -> Appending {
-        match self.clone() {
-            Target::Guarded(g) => Box::pin(async move {
-                let receipt = g.append_batch(vec![log], Durability::PowerLoss).await?;
-                let copies = receipt.durable_in;
-                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
-                    engine: "guarded",
-                    context: "append of one log returned no record".into(),
-                    source: "empty receipt".into(),
-                })?;
-                Ok((rec, Some(copies)))
-            }),
-            Target::Single(s) => Box::pin(async move { s.append(log).await.map(|rec| (rec, None)) }),
-        }
-    }
+/// Appends `log` to `target` in a task of its own (`Opened` is cheap to clone).
+fn append(target: &Opened, log: NewLog) -> Appending {
+    let target = target.clone();
+    Box::pin(async move { target.append_one(log).await })
 }
 
 /// A line on its way: refused, answered by the store, or still appending.
@@ -337,11 +308,7 @@ enum Pending {
 
 /// `synclog append --stdin`: opens the store once, streams standard input into it, closes it.
 pub async fn append_stdin(stores: &StoreArgs, json: bool, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
-    let target = match opened {
-        Opened::Guarded(g) => Target::Guarded(Arc::from(g)),
-        Opened::Single(s) => Target::Single(s),
-    };
+    let target = open(stores).await?;
     let reader = io::BufReader::with_capacity(64 * 1024, io::stdin());
     stream(target, reader, json, out).await
 }
@@ -349,7 +316,7 @@ pub async fn append_stdin(stores: &StoreArgs, json: bool, out: &mut Out) -> Resu
 /// Appends every log `reader` holds to `target` (see the module docs), closes `target` and
 /// returns the exit code.
 async fn stream(
-    target: Target,
+    target: Opened,
     reader: impl BufRead + Send + 'static,
     json: bool,
     out: &mut Out,
@@ -367,10 +334,7 @@ async fn stream(
         }
         return Err(Error::io("starting the thread that reads standard input", e));
     }
-    let names = match &target {
-        Target::Guarded(g) => Some((g.primary().describe(), g.backup().describe())),
-        Target::Single(_) => None,
-    };
+    let names = target.copy_names();
     let mut run = Run {
         out,
         json,
@@ -411,7 +375,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Submits every input line in order and answers each in order, until the input ends
     /// (or stdout fails) and every submitted line is answered.
-    async fn pump(&mut self, target: &Target, mut rx: mpsc::Receiver<Input>) {
+    async fn pump(&mut self, target: &Opened, mut rx: mpsc::Receiver<Input>) {
         let mut queue: VecDeque<Pending> = VecDeque::new();
         let mut reading = true;
         loop {
@@ -449,11 +413,11 @@ impl Run<'_> {
     }
 
     /// Queues one input; false when reading has to stop.
-    async fn submit(&mut self, target: &Target, input: Input, queue: &mut VecDeque<Pending>) -> bool {
+    async fn submit(&mut self, target: &Opened, input: Input, queue: &mut VecDeque<Pending>) -> bool {
         match input {
             Input::Bad { line, error } => queue.push_back(Pending::Bad(line, error)),
             Input::Log { line, log } => {
-                let mut appending = target.append(log);
+                let mut appending = append(target, log);
                 // The first poll queues the append with the store, here and now, so appends
                 // are queued (and get their ids) in input order.
                 let first = std::future::poll_fn(|cx| Poll::Ready(appending.as_mut().poll(cx))).await;
@@ -609,9 +573,12 @@ async fn front_finished(queue: &mut VecDeque<Pending>) -> (u64, Result<Acked>) {
 mod tests {
     use std::io::Cursor;
 
+    use std::sync::Arc;
+
     use async_trait::async_trait;
     use synclog::memory::MemoryStore;
     use synclog::{Capabilities, GuardedOptions, ImportReport, Scan, VerifyOptions, VerifyReport};
+    use synclog::{Durability, Guarded, LogStore};
 
     use super::*;
     use crate::cli::out::tests::{captured, Full};
@@ -783,7 +750,7 @@ mod tests {
         let name = "stdin-failed-append";
         let (mut out, stdout, stderr) = captured();
         let lines = input(&["a", "fail", "b", "not a job\u{1}", "c"]);
-        let code = stream(Target::Single(flaky(name)), lines, false, &mut out)
+        let code = stream(Opened::Single(flaky(name)), lines, false, &mut out)
             .await
             .unwrap();
         assert_eq!(code, exit::STORAGE, "{}", stderr.text());
@@ -799,7 +766,7 @@ mod tests {
         let guarded = Guarded::open(primary, backup, GuardedOptions::default())
             .await
             .unwrap();
-        let target = Target::Guarded(Arc::new(guarded));
+        let target = Opened::Guarded(Arc::new(guarded));
         let jobs: Vec<String> = (1..=3000).map(|i| format!("j{i}")).collect();
         let jobs: Vec<&str> = jobs.iter().map(String::as_str).collect();
         let (mut out, stdout, stderr) = captured();
@@ -817,7 +784,7 @@ mod tests {
             assert_eq!((rec.id.get(), rec.job.as_str()), (i as u64 + 1, *job));
         }
         // Lines that arrived together shared group commits.
-        let Target::Guarded(g) = &target else {
+        let Opened::Guarded(g) = &target else {
             unreachable!()
         };
         assert!(g.stats().groups < jobs.len() as u64, "{:?}", g.stats());
@@ -831,7 +798,7 @@ mod tests {
             .unwrap();
         let (mut out, stdout, stderr) = captured();
         let code = stream(
-            Target::Guarded(Arc::new(guarded)),
+            Opened::Guarded(Arc::new(guarded)),
             input(&["a", "b"]),
             false,
             &mut out,
@@ -860,7 +827,7 @@ mod tests {
         let mut out = Out::new(Box::new(Full), Box::new(io::sink()));
         let jobs: Vec<String> = (1..=5000).map(|i| format!("j{i}")).collect();
         let jobs: Vec<&str> = jobs.iter().map(String::as_str).collect();
-        let code = stream(Target::Single(flaky(name)), input(&jobs), false, &mut out)
+        let code = stream(Opened::Single(flaky(name)), input(&jobs), false, &mut out)
             .await
             .unwrap();
         assert_eq!(code, exit::STORAGE);

@@ -47,7 +47,7 @@ fn unix_us() -> u64 {
 pub async fn worker(stores: &StoreArgs, args: WorkerArgs, out: &mut Out) -> Result<u8> {
     let opened = open::open(stores).await?;
     let store: Arc<dyn LogStore> = match opened {
-        Opened::Guarded(g) => Arc::new(*g),
+        Opened::Guarded(g) => g,
         Opened::Single(s) => s,
     };
     let start_us = unix_us();
