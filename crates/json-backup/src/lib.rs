@@ -82,8 +82,9 @@
 //!   1024 records); only the entries added since it was written (appends, and imports of
 //!   older ids) are in memory, 24 bytes a record: at least
 //!   [`JsonOptions::index_fold_after`] and a 16th of what the side file holds, at most
-//!   about a million (24 MiB), whatever the store's size. Records are read from the files
-//!   when asked for.
+//!   about a million (24 MiB), whatever the store's size, as long as the side file can be
+//!   written (a fold that fails, on a full disk, is tried again `index_fold_after` entries
+//!   later). Records are read from the files when asked for.
 //!   Compaction still gathers the entries of the files it rewrites.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).

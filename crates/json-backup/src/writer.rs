@@ -278,6 +278,8 @@ pub(crate) struct JsonWriter {
     /// An uncommitted end the last catch-up could not move aside (its bytes): writes fail
     /// until one can.
     stuck_tail: Option<u64>,
+    /// Entries in memory when the last background fold started.
+    fold_started_at: usize,
     /// A side file being written in the background (once the entries in memory reach
     /// `fold_at`); joined before anything else writes one, and at close.
     fold: Option<std::thread::JoinHandle<()>>,
@@ -355,6 +357,7 @@ impl JsonWriter {
             active_lock: None,
             fold: None,
             stuck_tail: None,
+            fold_started_at: 0,
             fold_at,
             lock_path: sibling(&path, ".lock"),
             lock_wait,
@@ -635,13 +638,19 @@ impl JsonWriter {
         }
         let job = {
             let s = read_shared(&self.shared);
-            if !fold_due(
-                s.index.mem.len(),
-                s.index.disk.as_ref().map(|d| d.len()),
-                self.fold_at,
-            ) {
+            let mem = s.index.mem.len();
+            // A fold that succeeded took its entries out of memory; one that failed (a full
+            // disk, a file replaced meanwhile) is tried again only `fold_at` entries later,
+            // not at every group.
+            if mem < self.fold_started_at {
+                self.fold_started_at = 0;
+            }
+            if mem < self.fold_started_at + self.fold_at
+                || !fold_due(mem, s.index.disk.as_ref().map(|d| d.len()), self.fold_at)
+            {
                 return;
             }
+            self.fold_started_at = mem;
             s.fold_job(&*self.fs)
         };
         self.join_fold();
