@@ -100,6 +100,14 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn lock_file(&self, path: &Path, wait: Duration) -> Result<(Box<dyn LockGuard>, FileId), LockError>;
     /// The identity of the file at `path`, or `None` if there is none.
     fn file_id(&self, path: &Path) -> io::Result<Option<FileId>>;
+    /// The identity and length of the file at `path` (one look where the file system
+    /// allows it), or `None` if there is none.
+    fn stat(&self, path: &Path) -> io::Result<Option<(FileId, u64)>> {
+        Ok(match (self.file_id(path)?, self.len(path)?) {
+            (Some(id), Some(len)) => Some((id, len)),
+            _ => None,
+        })
+    }
     /// `path` with symbolic links in its last component followed, so that the store's
     /// files (segments, locks, marks) are found next to the real file. The default
     /// (a file system without links) returns `path`.
@@ -283,6 +291,14 @@ impl FileSystem for RealFs {
     fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
         match std::fs::metadata(path) {
             Ok(m) => Ok(Some(id_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<(FileId, u64)>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some((id_of(&m), m.len()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -375,10 +375,10 @@ impl JsonStore {
         let Some(group) = &self.inner.group else {
             return Ok(());
         };
-        let now = (
-            self.inner.fs.file_id(&self.inner.path).ok().flatten(),
-            self.inner.fs.len(&self.inner.path).ok().flatten().unwrap_or(0),
-        );
+        let now = match self.inner.fs.stat(&self.inner.path).ok().flatten() {
+            Some((id, len)) => (Some(id), len),
+            None => (None, 0),
+        };
         if read_shared(&self.inner.shared).seen == now {
             return Ok(());
         }

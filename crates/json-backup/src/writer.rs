@@ -437,22 +437,15 @@ impl JsonWriter {
         debug_assert!(self.name_lock.is_some());
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
-        let id = self
-            .fs
-            .file_id(&self.path)
-            .map_err(io(format!("reading {name}")))?;
-        if id.is_none() || id != self.active_id {
-            return self.reload(true);
-        }
+        let stat = self.fs.stat(&self.path).map_err(io(format!("reading {name}")))?;
+        let (id, len) = match stat {
+            Some((id, len)) if Some(id) == self.active_id => (Some(id), len),
+            _ => return self.reload(true),
+        };
         let (end, lines, active) = {
             let s = read_shared(&self.shared);
             (s.end, s.lines, s.active())
         };
-        let len = self
-            .fs
-            .len(&self.path)
-            .map_err(io(format!("reading {name}")))?
-            .unwrap_or(0);
         if len == end {
             write_shared(&self.shared).seen = (id, len);
             return Ok(());
