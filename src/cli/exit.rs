@@ -17,6 +17,9 @@ pub const BUSY: u8 = 4;
 pub const STORAGE: u8 = 5;
 /// Stored data is corrupt, or two copies conflict.
 pub const CORRUPT: u8 = 6;
+/// Refused by a rule of runs or idempotency keys: the key is stored with other content, or
+/// the run has finished. Nothing was written.
+pub const REFUSED: u8 = 7;
 
 /// The exit code for an error.
 pub fn code_for(e: &Error) -> u8 {
@@ -25,6 +28,7 @@ pub fn code_for(e: &Error) -> u8 {
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Locked | ErrorKind::Busy => BUSY,
         ErrorKind::Corrupt | ErrorKind::Conflict => CORRUPT,
+        ErrorKind::Refused => REFUSED,
         _ => STORAGE,
     }
 }
@@ -51,4 +55,6 @@ pub const HELP: &str = "Exit codes:
      or a checkpoint left WAL frames uncopied (a reader holds them)
   5  I/O or storage error, or the output could not be written (full disk, closed pipe);
      an acknowledged append still exits 0 and warns on stderr
-  6  corrupt data, or the copies conflict";
+  6  corrupt data, or the copies conflict
+  7  refused: the idempotency key is stored with another log, or the run has finished;
+     nothing was written";

@@ -68,6 +68,10 @@ pub struct CheckArgs {
     /// Restore what the store lacks from the backup, and copy what the backup lacks to it.
     #[arg(long)]
     repair: bool,
+    /// A run started longer ago than this and not finished is stale (reported as a problem;
+    /// end it with `synclog finish` or `synclog abandon`).
+    #[arg(long, value_parser = super::runs::parse_duration, default_value = "24h")]
+    stale_after: std::time::Duration,
 }
 
 fn ids(list: &[synclog::LogId]) -> String {
@@ -86,7 +90,8 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
             "check compares the store with its backup; drop --no-backup",
         ));
     }
-    let report = check_once(stores, args.repair).await?;
+    let cutoff = super::runs::stale_cutoff(args.stale_after)?;
+    let (report, stale) = check_once(stores, args.repair, cutoff).await?;
     let mut clean = print_check(&report, args.repair, out);
     if args.repair && !report.unreadable.is_empty() {
         // A copy that cannot be read whole is rebuilt from the other: its files are set
@@ -112,15 +117,61 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
             );
         }
         outln!(out, "rebuilding the {} from the other copy", copy.name());
-        let report = check_once(stores, true).await?;
+        let (report, _) = check_once(stores, true, cutoff).await?;
         clean = print_check(&report, true, out);
+    }
+    let stale_after = humanize(args.stale_after);
+    match stale {
+        Ok(runs) if runs.is_empty() => {
+            outln!(out, "stale runs (unfinished after {stale_after}): none")
+        }
+        Ok(runs) => {
+            clean = false;
+            let more = if runs.len() >= STALE_SHOWN { " or more" } else { "" };
+            outln!(
+                out,
+                "stale runs (unfinished after {stale_after}): {}{more}; end each with `synclog finish` or `synclog abandon`",
+                runs.len()
+            );
+            for run in &runs {
+                outln!(
+                    out,
+                    "  {}  job {}  {}  since {}",
+                    run.key,
+                    run.job,
+                    run.status,
+                    run.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+        }
+        Err(e) => {
+            clean = false;
+            outln!(out, "stale runs: could not be listed: {e}");
+        }
     }
     Ok(if clean { exit::OK } else { exit::PROBLEMS })
 }
 
+/// The most stale runs `check` lists.
+const STALE_SHOWN: usize = 100;
+
+fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Opens the pair as it is (no repair at open), checks it deeply, closes it. Without
 /// `repair` the pair is opened read-only: no writer lock, nothing created or changed.
-async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport> {
+async fn check_once(
+    stores: &StoreArgs,
+    repair: bool,
+    stale_before: synclog::Timestamp,
+) -> Result<(ReconcileReport, Result<Vec<synclog::Run>>)> {
     let guarded = synclog::open_guarded_with(
         &stores.store,
         &stores.backup,
@@ -136,8 +187,16 @@ async fn check_once(stores: &StoreArgs, repair: bool) -> Result<ReconcileReport>
     )
     .await?;
     let report = guarded.check(repair).await;
+    let stale = synclog::LogStore::runs(
+        &guarded,
+        &synclog::RunScan {
+            limit: STALE_SHOWN,
+            ..synclog::RunScan::stale(stale_before)
+        },
+    )
+    .await;
     guarded.close().await?;
-    report
+    Ok((report?, stale))
 }
 
 /// Prints what `check` found and did; returns whether the pair is (now) clean.

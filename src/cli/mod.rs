@@ -8,6 +8,7 @@ mod maintain;
 mod open;
 pub mod out;
 mod records;
+mod runs;
 mod stdin;
 
 use std::time::Duration;
@@ -85,6 +86,25 @@ pub enum Command {
     /// Show one log.
     #[command(after_help = "Examples:\n  synclog show 42\n  synclog show 42 --json")]
     Show(records::ShowArgs),
+    /// Start a run: append its `started` record; prints the run key.
+    #[command(
+        after_help = "Examples:\n  run=$(synclog start --job crm-contacts)\n  synclog start --job orders --run orders-2026-12-01 --attr source=shopify"
+    )]
+    Start(runs::StartArgs),
+    /// Finish a run with its terminal record; prints its id. A finish repeated the same way
+    /// prints the stored id.
+    #[command(
+        after_help = "Examples:\n  synclog finish \"$run\" --status succeeded --seen 120 --written 118 --failed 2\n  synclog finish \"$run\" --status failed --message 'API returned 503'"
+    )]
+    Finish(runs::FinishArgs),
+    /// Give up a run that will never finish: append its terminal `abandoned` record.
+    #[command(after_help = "Examples:\n  synclog abandon \"$run\" --reason 'worker was killed'")]
+    Abandon(runs::AbandonArgs),
+    /// List runs, one row each (latest status, times, counters, record ids).
+    #[command(
+        after_help = "Examples:\n  synclog runs --job crm-contacts --limit 20 --desc\n  synclog runs --stale --older-than 6h --json"
+    )]
+    Runs(runs::RunsArgs),
     /// Verify every record's checksum through an independent read path; exit 1 on problems.
     #[command(after_help = "Examples:\n  synclog verify\n  synclog verify --deep --no-backup")]
     Verify(maintain::VerifyArgs),
@@ -133,6 +153,10 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
         Command::Append(args) => records::append(&cli.stores, args, out).await,
         Command::List(args) => records::list(&cli.stores, args, out).await,
         Command::Show(args) => records::show(&cli.stores, args, out).await,
+        Command::Start(args) => runs::start(&cli.stores, args, out).await,
+        Command::Finish(args) => runs::finish(&cli.stores, args, out).await,
+        Command::Abandon(args) => runs::abandon(&cli.stores, args, out).await,
+        Command::Runs(args) => runs::runs(&cli.stores, args, out).await,
         Command::Verify(args) => maintain::verify(&cli.stores, args, out).await,
         Command::Check(args) => maintain::check(&cli.stores, args, out).await,
         Command::Export(args) => maintain::export(&cli.stores, args, out).await,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use synclog::{
-    Copies, Durability, Error, Guarded, GuardedOptions, LogRecord, LogStore, LogStoreExt, NewLog,
-    OpenOptions, Result,
+    Appended, Copies, Durability, Error, Guarded, GuardedOptions, LogStore, LogStoreExt, NewLog, OpenOptions,
+    Result,
 };
 
 use super::StoreArgs;
@@ -24,21 +24,25 @@ impl Opened {
         }
     }
 
-    /// Appends one log at power-loss durability: the record, and for a guarded pair which
-    /// copies hold it.
-    pub async fn append_one(&self, log: NewLog) -> Result<(LogRecord, Option<Copies>)> {
+    /// Appends one log at power-loss durability: the record (and whether it was stored
+    /// before: a repeat), and for a guarded pair which copies hold it.
+    pub async fn append_one(&self, log: NewLog) -> Result<(Appended, Option<Copies>)> {
         match self {
             Opened::Guarded(g) => {
                 let receipt = g.append_batch(vec![log], Durability::PowerLoss).await?;
                 let copies = receipt.durable_in;
-                let rec = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
+                let repeat = receipt.repeats.first().copied().unwrap_or(false);
+                let record = receipt.records.into_iter().next().ok_or_else(|| Error::Backend {
                     engine: "guarded",
                     context: "append of one log returned no record".into(),
                     source: "empty receipt".into(),
                 })?;
-                Ok((rec, Some(copies)))
+                Ok((Appended { record, repeat }, Some(copies)))
             }
-            Opened::Single(s) => s.append(log).await.map(|rec| (rec, None)),
+            Opened::Single(s) => s
+                .append_report(log, Durability::PowerLoss)
+                .await
+                .map(|a| (a, None)),
         }
     }
 

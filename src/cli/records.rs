@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
 use synclog::validate::check_exact_numbers;
-use synclog::{Copies, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
+use synclog::{Appended, Copies, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
 
 use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
@@ -15,8 +15,19 @@ fn status(s: &str) -> std::result::Result<Status, String> {
 }
 
 /// The flags that describe one log on the command line; `--stdin` takes none of them.
-const ONE_LOG: [&str; 10] = [
-    "job", "status", "message", "attr", "attrs", "started", "finished", "seen", "written", "failed",
+const ONE_LOG: [&str; 12] = [
+    "job",
+    "status",
+    "message",
+    "attr",
+    "attrs",
+    "started",
+    "finished",
+    "seen",
+    "written",
+    "failed",
+    "run",
+    "idempotency_key",
 ];
 
 #[derive(Debug, Args)]
@@ -24,9 +35,18 @@ pub struct AppendArgs {
     /// The job (sync) this run belongs to.
     #[arg(long, required_unless_present = "stdin")]
     job: Option<String>,
-    /// started, succeeded, failed, partial or skipped.
+    /// started, progress, succeeded, failed, partial, skipped or abandoned.
     #[arg(long, value_parser = status, required_unless_present = "stdin")]
     status: Option<Status>,
+    /// The run this log belongs to (see `synclog start`): a run's records are started,
+    /// progress, then one terminal record.
+    #[arg(long, value_name = "KEY")]
+    run: Option<String>,
+    /// Append exactly once: the same key with the same log again prints the stored id (a
+    /// repeat, noted on stderr); with another log it is refused (exit 7). Without
+    /// --started, a repeat takes the stored start time.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// A human-readable message.
     #[arg(long, default_value = "")]
     message: String,
@@ -71,7 +91,12 @@ pub(super) fn time(field: &'static str, s: &str) -> Result<DateTime<Utc>> {
 }
 
 fn attrs(args: &AppendArgs) -> Result<Value> {
-    let mut map = match &args.attrs {
+    attrs_of(args.attrs.as_deref(), &args.attr)
+}
+
+/// Attributes from `--attrs` (a JSON object) and `--attr KEY=VALUE` entries on top.
+pub(super) fn attrs_of(json: Option<&str>, pairs: &[String]) -> Result<Value> {
+    let mut map = match json {
         None => Map::new(),
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => {
@@ -87,7 +112,7 @@ fn attrs(args: &AppendArgs) -> Result<Value> {
             Err(e) => return Err(Error::invalid("attrs", format!("--attrs is not valid JSON: {e}"))),
         },
     };
-    for kv in &args.attr {
+    for kv in pairs {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| Error::invalid("attr", format!("{kv:?} is not KEY=VALUE")))?;
@@ -164,8 +189,22 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
         log.finished_at = Some(time("finished_at", f)?);
     }
     log.attrs = attrs(&args)?;
+    log.run = args.run.clone();
+    log.idempotency_key = args.idempotency_key.clone();
     log.validate()?;
     let opened = open(stores).await?;
+    if let (Some(key), None) = (&args.idempotency_key, &args.started) {
+        // The start time defaults to now, which a retried command would change: a retry
+        // of a stored key takes the stored start time (the store still compares the rest).
+        match opened.store().find_idempotent(key).await {
+            Ok(Some(stored)) => log.started_at = stored.started_at,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = opened.close().await;
+                return Err(e);
+            }
+        }
+    }
     append_to(opened, log, args.json, out).await
 }
 
@@ -173,11 +212,28 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
 /// log (committed and read back), the answer is its id and exit 0 whatever happens next: a
 /// failed close, a copy that missed it, or an unwritable stdout is a warning on stderr,
 /// because a caller who saw an error would append the run again and log it twice.
-async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
+pub(super) async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
+    append_answering(opened, log, out, |rec, out| match json {
+        true => print_json(rec, out),
+        false => {
+            outln!(out, "{}", rec.id);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// [`append_to`], answering with `answer` (the stored record).
+pub(super) async fn append_answering(
+    opened: Opened,
+    log: NewLog,
+    out: &mut Out,
+    answer: impl FnOnce(&LogRecord, &mut Out) -> Result<()>,
+) -> Result<u8> {
     let acknowledged = opened.append_one(log).await;
     let names = opened.copy_names();
     let closed = opened.close().await;
-    let (rec, copies) = match acknowledged {
+    let (Appended { record: rec, repeat }, copies) = match acknowledged {
         Ok(acknowledged) => acknowledged,
         Err(e) => {
             if let Err(c) = closed {
@@ -186,12 +242,20 @@ async fn append_to(opened: Opened, log: NewLog, json: bool, out: &mut Out) -> Re
             return Err(e);
         }
     };
-    if json {
-        print_json(&rec, out)?;
-    } else {
-        outln!(out, "{}", rec.id);
-    }
+    answer(&rec, out)?;
     let id = rec.id;
+    if repeat {
+        out.stderr_line(
+            "note",
+            format_args!(
+                "log {id} was stored before{}; it is the answer, and nothing was written now",
+                rec.idempotency_key
+                    .as_ref()
+                    .map(|k| format!(" under idempotency key {k:?}"))
+                    .unwrap_or_else(|| " (the run had already finished the same way)".into())
+            ),
+        );
+    }
     if let (Some(copies), Some((store, backup))) = (copies, names) {
         warn_missed_copy(id, copies, &store, &backup, out);
     }
@@ -430,8 +494,8 @@ mod tests {
                 ..self.inner.capabilities()
             }
         }
-        async fn commit(&self, batch: Vec<NewLog>, _: Durability) -> Result<Vec<LogRecord>> {
-            self.inner.commit(batch, Durability::Buffered).await
+        async fn commit_report(&self, batch: Vec<NewLog>, _: Durability) -> Result<synclog::Committed> {
+            self.inner.commit_report(batch, Durability::Buffered).await
         }
         async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
             self.inner.get(id).await

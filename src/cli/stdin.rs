@@ -19,7 +19,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use synclog::validate::check_exact_numbers;
-use synclog::{Copies, Error, LogId, LogRecord, NewLog, Result, Status};
+use synclog::{Appended, Copies, Error, LogId, LogRecord, NewLog, Result, Status};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -41,7 +41,7 @@ pub const MAX_IN_FLIGHT: usize = 256;
 const READ_AHEAD: usize = 64;
 
 /// The keys a line's object may have.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 11] = [
     "job",
     "status",
     "message",
@@ -51,12 +51,14 @@ const FIELDS: [&str; 9] = [
     "items_seen",
     "items_written",
     "items_failed",
+    "run",
+    "idempotency_key",
 ];
 
 /// The help text of `--stdin`: what a line must hold.
 pub const HELP: &str = "Read logs from standard input, one JSON object per line, and append each as it arrives.
 
-Each line is an object with \"job\" (string) and \"status\" (started, succeeded, failed, partial, skipped), and optionally \"message\" (string), \"attrs\" (object), \"started_at\" and \"finished_at\" (RFC 3339; started_at defaults to now), \"items_seen\", \"items_written\", \"items_failed\" (whole numbers). null is the same as leaving a key out; any other key, or a key given twice, is refused. Blank lines are skipped. A line may be at most 1 MiB.
+Each line is an object with \"job\" (string) and \"status\" (started, progress, succeeded, failed, partial, skipped, abandoned), and optionally \"message\" (string), \"attrs\" (object), \"started_at\" and \"finished_at\" (RFC 3339; started_at defaults to now), \"items_seen\", \"items_written\", \"items_failed\" (whole numbers), \"run\" (the run key) and \"idempotency_key\" (a line whose key is stored with the same content answers with the stored record; with other content it is refused). null is the same as leaving a key out; any other key, or a key given twice, is refused. Blank lines are skipped. A line may be at most 1 MiB.
 
 One line is printed per log once it is durable, in input order: its id, or the stored record with --json. A bad line (not JSON, not an object, an invalid or unknown field, an attribute number that would be rounded, longer than 1 MiB, not UTF-8) gets an error on stderr naming its line number, and nothing of it is written; the other lines go on. Exit code at the end of input: 0 when every line was appended, 2 when only bad input was refused, the storage error's code when an append failed.";
 
@@ -214,7 +216,9 @@ fn parse_line(text: &str) -> Result<Option<NewLog>> {
             "finished_at" => log.finished_at = Some(time(field, &string(field, raw)?)?),
             "items_seen" => log.items_seen = counter(field, raw)?,
             "items_written" => log.items_written = counter(field, raw)?,
-            _ => log.items_failed = counter(field, raw)?,
+            "items_failed" => log.items_failed = counter(field, raw)?,
+            "run" => log.run = Some(string(field, raw)?),
+            _ => log.idempotency_key = Some(string(field, raw)?),
         }
     }
     log.job = job.ok_or_else(|| Error::invalid("job", "is missing"))?;
@@ -289,7 +293,7 @@ fn read_all(reader: impl BufRead, tx: mpsc::Sender<Input>) {
 }
 
 /// An acknowledged log and, for a guarded pair, which copies hold it.
-type Acked = (LogRecord, Option<Copies>);
+type Acked = (Appended, Option<Copies>);
 
 type Appending = Pin<Box<dyn Future<Output = Result<Acked>> + Send>>;
 
@@ -458,9 +462,10 @@ impl Run<'_> {
                 },
             };
             match result {
-                Ok((rec, copies)) => {
+                Ok((appended, copies)) => {
+                    let rec = &appended.record;
                     first_answered.get_or_insert(rec.id);
-                    self.answer(&rec, copies);
+                    self.answer(rec, copies);
                 }
                 Err(error) => {
                     self.failed += 1;
@@ -695,11 +700,11 @@ mod tests {
                 ..self.0.capabilities()
             }
         }
-        async fn commit(&self, batch: Vec<NewLog>, _: Durability) -> Result<Vec<LogRecord>> {
+        async fn commit_report(&self, batch: Vec<NewLog>, _: Durability) -> Result<synclog::Committed> {
             if batch.iter().any(|l| l.job == "fail") {
                 return Err(Error::io("writing", io::Error::from_raw_os_error(libc::ENOSPC)));
             }
-            self.0.commit(batch, Durability::Buffered).await
+            self.0.commit_report(batch, Durability::Buffered).await
         }
         async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
             self.0.get(id).await

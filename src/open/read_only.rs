@@ -42,7 +42,27 @@ impl LogStore for ReadOnly {
         self.inner.capabilities()
     }
 
-    async fn commit(&self, _batch: Vec<NewLog>, _durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        self.inner.find_idempotent_many(keys).await
+    }
+
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        self.inner.find_idempotent(key).await
+    }
+
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        self.inner.run_records(run).await
+    }
+
+    async fn runs(&self, scan: &synclog_core::RunScan) -> Result<Vec<synclog_core::Run>> {
+        self.inner.runs(scan).await
+    }
+
+    async fn commit_report(
+        &self,
+        _batch: Vec<NewLog>,
+        _durability: Durability,
+    ) -> Result<synclog_core::Committed> {
         Err(self.refuse("commit"))
     }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use synclog_core::{
-    Capabilities, CheckpointMode, CheckpointReport, Durability, Error, ImportReport, LogId, LogRecord,
-    LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, CheckpointMode, CheckpointReport, Committed, Durability, Error, ImportReport, LogId,
+    LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, VerifyOptions, VerifyReport,
 };
 
 /// Wraps a store and fails every `every`-th commit (and import) with an I/O error, before
@@ -56,10 +56,23 @@ impl LogStore for FailEveryNth {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         synclog_core::validate::validate_batch(&batch)?;
         self.maybe_fail("committing")?;
-        self.inner.commit(batch, durability).await
+        self.inner.commit_report(batch, durability).await
+    }
+    async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        self.inner.find_idempotent_many(keys).await
+    }
+
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        self.inner.find_idempotent(key).await
+    }
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        self.inner.run_records(run).await
+    }
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        self.inner.runs(scan).await
     }
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         self.inner.get(id).await
@@ -119,8 +132,8 @@ impl LogStore for DamagedReads {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
-        self.inner.commit(batch, durability).await
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+        self.inner.commit_report(batch, durability).await
     }
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         Ok(self.inner.get(id).await?.map(Self::damage))

@@ -12,12 +12,16 @@
 //! | id | `u64` |
 //! | recorded_at | `i64`, microseconds since the Unix epoch (UTC) |
 //! | job | `u32` length + bytes |
-//! | status | `u8` ([`crate::Status::code`]: started 1, succeeded 2, failed 3, partial 4, skipped 5) |
+//! | status | `u8` ([`crate::Status::code`]: started 1, succeeded 2, failed 3, partial 4, skipped 5, progress 6, abandoned 7) |
 //! | started_at | `i64` microseconds |
 //! | finished_at | `u8` 0 (absent) or 1 followed by `i64` microseconds |
 //! | items_seen, items_written, items_failed | `u64` each |
 //! | message | `u32` length + bytes |
 //! | attrs | `u32` length + bytes of the canonical JSON text (see [`Attrs`]) |
+//! | keys (only when a run or idempotency key is set) | `u8` flags (1: run, 2: idempotency key), then each key present as `u32` length + bytes |
+//!
+//! A record without a run or idempotency key ends at `attrs`, so every record stored
+//! before keys existed keeps its checksum.
 //!
 //! # The checksum
 //! CRC-32C (Castagnoli, the polynomial of iSCSI, ext4 and LevelDB) of those bytes, shown
@@ -98,6 +102,10 @@ pub struct RecordView<'a> {
     pub message: &'a str,
     /// The canonical JSON text of the attributes.
     pub attrs: &'a str,
+    /// The run key, if any.
+    pub run: Option<&'a str>,
+    /// The idempotency key, if any.
+    pub idempotency_key: Option<&'a str>,
 }
 
 impl RecordView<'_> {
@@ -125,6 +133,12 @@ impl RecordView<'_> {
         out(&self.items_failed.to_be_bytes());
         text(out, self.message);
         text(out, self.attrs);
+        if self.run.is_some() || self.idempotency_key.is_some() {
+            out(&[u8::from(self.run.is_some()) | (u8::from(self.idempotency_key.is_some()) << 1)]);
+            for key in [self.run, self.idempotency_key].into_iter().flatten() {
+                text(out, key);
+            }
+        }
     }
 
     /// The canonical bytes.
@@ -209,7 +223,22 @@ pub fn decode(bytes: &[u8]) -> Result<RecordView<'_>> {
         items_failed: r.u64()?,
         message: r.text()?,
         attrs: r.text()?,
+        run: None,
+        idempotency_key: None,
     };
+    let mut view = view;
+    if !r.0.is_empty() {
+        let flags = r.u8()?;
+        if flags == 0 || flags > 3 {
+            return Err(Error::corrupt("canonical record", "bad keys flags"));
+        }
+        if flags & 1 != 0 {
+            view.run = Some(r.text()?);
+        }
+        if flags & 2 != 0 {
+            view.idempotency_key = Some(r.text()?);
+        }
+    }
     if !r.0.is_empty() {
         return Err(Error::corrupt("canonical record", "trailing bytes"));
     }
@@ -394,6 +423,8 @@ mod tests {
             items_failed: 1,
             message: "m",
             attrs: "{}",
+            run: None,
+            idempotency_key: None,
         };
         assert_eq!(v.checksum(), Checksum(crc32c::crc32c(&v.encode())));
         let changed = RecordView { message: "n", ..v };
@@ -432,7 +463,24 @@ mod tests {
                 items_failed: 6,
                 message,
                 attrs,
+                run: None,
+                idempotency_key: None,
             };
+            let keyed = RecordView {
+                run: Some(job),
+                idempotency_key: Some(message),
+                ..v
+            };
+            assert_eq!(
+                keyed.checksum(),
+                Checksum(crc32c::crc32c(&keyed.encode())),
+                "keyed, {} bytes",
+                keyed.encode().len()
+            );
+            assert_ne!(keyed.checksum(), v.checksum(), "the keys are covered");
+            let bytes = keyed.encode();
+            let back = decode(&bytes).unwrap();
+            assert_eq!((back.run, back.idempotency_key), (Some(job), Some(message)));
             assert_eq!(
                 v.checksum(),
                 Checksum(crc32c::crc32c(&v.encode())),
@@ -456,6 +504,8 @@ mod tests {
             items_failed: 3,
             message: "m",
             attrs: "{\"a\":1}",
+            run: None,
+            idempotency_key: None,
         };
         let bytes = v.encode();
         let back = decode(&bytes).unwrap();

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Io,
     /// Any other engine error, with its source.
     Backend,
+    /// The store refused the log by a rule of runs or idempotency keys (its idempotency
+    /// key is stored with other content, or its run has finished); nothing was written.
+    Refused,
 }
 
 /// The error of every synclog operation.
@@ -133,6 +136,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The idempotency key is already stored, with other content. Nothing was written.
+    #[error("idempotency key {key:?} is already stored as log {stored} with other content; nothing was written (use a new key for a new log)")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The id of the record stored under it.
+        stored: LogId,
+    },
+    /// The run has finished (its terminal record is stored): no record joins it after that.
+    /// Nothing was written.
+    #[error("run {run:?} has finished ({status} as log {id}); nothing was written")]
+    RunFinished {
+        /// The run key.
+        run: String,
+        /// Its terminal status.
+        status: crate::record::Status,
+        /// The id of its terminal record.
+        id: LogId,
+    },
     /// Any other engine error.
     #[error("{engine}: {context}: {source}")]
     Backend {
@@ -160,6 +182,7 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Io { .. } => ErrorKind::Io,
             Error::Backend { .. } => ErrorKind::Backend,
+            Error::IdempotencyConflict { .. } | Error::RunFinished { .. } => ErrorKind::Refused,
         }
     }
 
@@ -267,6 +290,15 @@ impl Error {
                 source: text(source),
             },
             Error::Closed { store } => Error::Closed { store: store.clone() },
+            Error::IdempotencyConflict { key, stored } => Error::IdempotencyConflict {
+                key: key.clone(),
+                stored: *stored,
+            },
+            Error::RunFinished { run, status, id } => Error::RunFinished {
+                run: run.clone(),
+                status: *status,
+                id: *id,
+            },
             Error::Unsupported { engine, what } => Error::Unsupported {
                 engine,
                 what: what.clone(),

@@ -25,14 +25,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::record::{LogRecord, NewLog};
+use crate::record::NewLog;
+use crate::run::Committed;
 use crate::store::Durability;
 
 /// An engine's blocking writer, owned by the group-commit thread.
 pub trait BatchWriter: Send + 'static {
-    /// Commits all `batches` in one transaction with one sync at `durability`, all or none,
-    /// and returns each batch's records in order. The logs are already validated.
-    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>>;
+    /// Commits all `batches` in one transaction with one sync at `durability`, and returns
+    /// each batch's outcome in order. The logs are already validated.
+    ///
+    /// A batch the rules of runs and idempotency keys refuse ([`crate::run::Planner`]) gets
+    /// its error and nothing of it is written; the other batches go on. An `Err` of the
+    /// whole call means nothing of the group is visible.
+    fn commit_group(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>>;
 
     /// Called once when the group committer shuts down: flush and release.
     fn close(&mut self) -> Result<()> {
@@ -239,7 +248,7 @@ enum Job<W> {
     Commit {
         logs: Vec<NewLog>,
         durability: Durability,
-        reply: oneshot::Sender<Result<Vec<LogRecord>>>,
+        reply: oneshot::Sender<Result<Committed>>,
     },
     Exclusive(Exclusive<W>),
 }
@@ -304,9 +313,9 @@ impl<W: BatchWriter> GroupCommit<W> {
     /// Queues `logs` (already validated) and waits until the group holding them is
     /// committed and synced at least at `durability`. A lone caller may instead commit
     /// them on its own thread, with the same guarantee (see the module docs).
-    pub async fn commit(&self, logs: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    pub async fn commit(&self, logs: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         if logs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Committed::default());
         }
         let (_in_flight, alone) = InFlight::enter(&self.in_flight);
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
@@ -329,12 +338,7 @@ impl<W: BatchWriter> GroupCommit<W> {
 
     /// Commits a lone caller's `logs` on this thread, if the writer is free and open (else
     /// `None`: queue it). Counts as the caller's return for the writer's gathering.
-    fn commit_inline(
-        &self,
-        seq: u64,
-        logs: &[NewLog],
-        durability: Durability,
-    ) -> Option<Result<Vec<LogRecord>>> {
+    fn commit_inline(&self, seq: u64, logs: &[NewLog], durability: Durability) -> Option<Result<Committed>> {
         let mut slot = match self.slot.try_lock() {
             Ok(slot) => slot,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -349,9 +353,15 @@ impl<W: BatchWriter> GroupCommit<W> {
         drop(slot);
         Some(match result {
             Ok(mut records) if records.len() == 1 => {
-                self.counters.committed(1, logs.len());
+                let one = records.remove(0);
+                match &one {
+                    Ok(_) => self.counters.committed(1, logs.len()),
+                    Err(_) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 self.counters.inline.fetch_add(1, Ordering::Relaxed);
-                Ok(records.remove(0))
+                one
             }
             Ok(records) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -518,7 +528,7 @@ fn run<W: BatchWriter>(
             Ok(records) if records.len() == group.len() => {
                 counters.committed(group.len(), total);
                 for ((_, reply), recs) in group.into_iter().zip(records) {
-                    let _ = reply.send(Ok(recs));
+                    let _ = reply.send(recs);
                 }
             }
             Ok(records) => {
@@ -547,20 +557,22 @@ fn run<W: BatchWriter>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{LogId, Status};
+    use crate::record::{LogId, LogRecord, Status};
 
     /// Seals `batches` with ids after `next`, as a writer would.
-    fn seal_all(next: &mut u64, batches: &[&[NewLog]]) -> Vec<Vec<LogRecord>> {
+    fn seal_all(next: &mut u64, batches: &[&[NewLog]]) -> Vec<Result<Committed>> {
         let now = chrono::Utc::now();
         batches
             .iter()
             .map(|b| {
-                b.iter()
-                    .map(|l| {
-                        *next += 1;
-                        LogRecord::seal(LogId::new(*next).unwrap(), now, l.clone()).unwrap()
-                    })
-                    .collect()
+                Ok(Committed::fresh(
+                    b.iter()
+                        .map(|l| {
+                            *next += 1;
+                            LogRecord::seal(LogId::new(*next).unwrap(), now, l.clone()).unwrap()
+                        })
+                        .collect(),
+                ))
             })
             .collect()
     }
@@ -572,7 +584,7 @@ mod tests {
     }
 
     impl BatchWriter for Counting {
-        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Result<Committed>>> {
             if std::mem::take(&mut self.fail_next) {
                 return Err(Error::io("syncing", std::io::Error::other("injected")));
             }
@@ -630,7 +642,7 @@ mod tests {
             .collect();
         let mut ids = Vec::new();
         for t in tasks {
-            ids.push(t.await.unwrap().unwrap()[0].id.get());
+            ids.push(t.await.unwrap().unwrap().records[0].id.get());
         }
         ids.sort_unstable();
         ids.dedup();
@@ -660,7 +672,7 @@ mod tests {
             .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
             .await
             .unwrap();
-        assert_eq!(ok[0].id.get(), 1);
+        assert_eq!(ok.records[0].id.get(), 1);
         assert_eq!(gc.stats().failed_groups, 1);
     }
 
@@ -696,7 +708,7 @@ mod tests {
     }
 
     impl BatchWriter for Threads {
-        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        fn commit_group(&mut self, batches: &[&[NewLog]], _: Durability) -> Result<Vec<Result<Committed>>> {
             let name = std::thread::current().name().map(str::to_owned);
             self.names.lock().unwrap().push(name);
             Ok(seal_all(&mut self.next, batches))
@@ -722,7 +734,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            ids.push(recs[0].id.get());
+            ids.push(recs.records[0].id.get());
         }
         ids
     }
@@ -794,7 +806,7 @@ mod tests {
     struct Dropped(Arc<std::sync::atomic::AtomicBool>);
 
     impl BatchWriter for Dropped {
-        fn commit_group(&mut self, _: &[&[NewLog]], _: Durability) -> Result<Vec<Vec<LogRecord>>> {
+        fn commit_group(&mut self, _: &[&[NewLog]], _: Durability) -> Result<Vec<Result<Committed>>> {
             Ok(Vec::new())
         }
     }

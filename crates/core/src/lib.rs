@@ -22,6 +22,7 @@ pub mod group;
 pub mod guarded;
 pub mod memory;
 pub mod record;
+pub mod run;
 pub mod store;
 pub mod timefmt;
 pub mod url;
@@ -31,6 +32,7 @@ pub mod verify;
 pub use canonical::{Attrs, Checksum};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use record::{IdRange, LogId, LogRecord, NewLog, Status, Timestamp};
+pub use run::{Appended, Committed, Run, RunScan};
 pub use store::{
     Capabilities, CheckpointMode, CheckpointReport, CorruptRecord, Durability, ImportConflict, ImportReport,
     LogStore, LogStoreExt, Scan, SharedStore, VerifyOptions, VerifyReport,

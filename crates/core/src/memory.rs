@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::run::{seal_batch, Committed, Planner, ScanKeys};
 use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
 use crate::{
@@ -124,7 +125,7 @@ impl LogStore for MemoryStore {
         }
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         validate_batch(&batch)?;
         Self::check_durability(durability)?;
         let mut st = self.state()?;
@@ -133,20 +134,21 @@ impl LogStore for MemoryStore {
             .high_water
             .max(st.records.keys().next_back().map_or(0, |k| k.get()))
             + 1;
-        let mut out = Vec::with_capacity(batch.len());
-        for log in batch {
+        let records = &st.records;
+        let mut keys = ScanKeys(|| Box::new(records.values()) as Box<dyn Iterator<Item = &LogRecord>>);
+        let done = seal_batch(&mut Planner::new(), &batch, &mut keys, &mut |log| {
             let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
                 engine: "memory",
                 what: "more than i64::MAX ids".into(),
             })?;
-            out.push(LogRecord::seal(id, now, log)?);
             next += 1;
-        }
-        for rec in &out {
+            LogRecord::seal_ref(id, now, log)
+        })??;
+        for rec in done.new_records() {
             st.records.insert(rec.id, rec.clone());
         }
         st.high_water = next - 1;
-        Ok(out)
+        Ok(done)
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {

@@ -149,17 +149,37 @@ pub enum Status {
     Partial,
     /// The run decided there was nothing to do.
     Skipped,
+    /// A report from a run that is still going (only in a run's timeline, see
+    /// [`NewLog::run`]).
+    Progress,
+    /// The run was given up for dead: started and never finished (only in a run's
+    /// timeline; `synclog abandon`).
+    Abandoned,
 }
 
 impl Status {
     /// Every status, in code order.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 7] = [
         Status::Started,
         Status::Succeeded,
         Status::Failed,
         Status::Partial,
         Status::Skipped,
+        Status::Progress,
+        Status::Abandoned,
     ];
+
+    /// Whether this status ends a run: succeeded, failed, partial, skipped or abandoned.
+    /// After a run's terminal record, no other record joins that run.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Started | Status::Progress)
+    }
+
+    /// Whether a log with this status must belong to a run (progress and abandoned only
+    /// make sense in a run's timeline).
+    pub fn needs_run(self) -> bool {
+        matches!(self, Status::Progress | Status::Abandoned)
+    }
 
     /// The lowercase name used in every engine and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -169,6 +189,8 @@ impl Status {
             Status::Failed => "failed",
             Status::Partial => "partial",
             Status::Skipped => "skipped",
+            Status::Progress => "progress",
+            Status::Abandoned => "abandoned",
         }
     }
 
@@ -185,13 +207,16 @@ impl Status {
             Status::Failed => 3,
             Status::Partial => 4,
             Status::Skipped => 5,
+            Status::Progress => 6,
+            Status::Abandoned => 7,
         }
     }
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that table columns (`{:<9}`) line up.
+        f.pad(self.as_str())
     }
 }
 
@@ -204,7 +229,9 @@ impl FromStr for Status {
             .ok_or_else(|| {
                 Error::invalid(
                     "status",
-                    format!("{s:?} is not one of started, succeeded, failed, partial, skipped"),
+                    format!(
+                        "{s:?} is not one of started, progress, succeeded, failed, partial, skipped, abandoned"
+                    ),
                 )
             })
     }
@@ -247,6 +274,16 @@ pub struct NewLog {
     /// Free-form attributes: must be a JSON object.
     #[serde(default = "empty_object")]
     pub attrs: Value,
+    /// The run this log belongs to (see [`crate::run`]): a run's records are its
+    /// timeline, `started` first, then progress, then one terminal record. `None`: a lone
+    /// log, as before runs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Makes the append exactly-once: a second append with the same key and the same
+    /// content returns the record stored the first time; with other content it fails
+    /// with [`Error::IdempotencyConflict`] and writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -266,7 +303,21 @@ impl NewLog {
             items_failed: 0,
             message: String::new(),
             attrs: empty_object(),
+            run: None,
+            idempotency_key: None,
         }
+    }
+
+    /// Puts the log in run `key`'s timeline.
+    pub fn run(mut self, key: impl Into<String>) -> Self {
+        self.run = Some(key.into());
+        self
+    }
+
+    /// Sets the idempotency key (see [`NewLog::idempotency_key`]).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
     }
 
     /// Sets the counters: items seen, written and failed.
@@ -343,6 +394,12 @@ pub struct LogRecord {
     pub message: String,
     /// The attributes, as canonical JSON text.
     pub attrs: Attrs,
+    /// See [`NewLog::run`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// See [`NewLog::idempotency_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// CRC-32C of the canonical encoding of all the fields above.
     pub checksum: Checksum,
 }
@@ -402,6 +459,8 @@ impl LogRecord {
             items_failed: log.items_failed,
             message,
             attrs,
+            run: log.run.clone(),
+            idempotency_key: log.idempotency_key.clone(),
             checksum: Checksum(0),
         };
         rec.checksum = rec.compute_checksum();
@@ -422,6 +481,8 @@ impl LogRecord {
             items_failed: self.items_failed,
             message: &self.message,
             attrs: self.attrs.as_str(),
+            run: self.run.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
         }
     }
 
@@ -442,6 +503,8 @@ impl LogRecord {
             items_failed: view.items_failed,
             message: view.message.to_string(),
             attrs: Attrs::from_stored(view.attrs.to_string()),
+            run: view.run.map(str::to_string),
+            idempotency_key: view.idempotency_key.map(str::to_string),
             checksum,
         })
     }
@@ -473,6 +536,8 @@ impl LogRecord {
             items_failed: self.items_failed,
             message: self.message.clone(),
             attrs: self.attrs.to_value()?,
+            run: self.run.clone(),
+            idempotency_key: self.idempotency_key.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::record::{IdRange, LogId, LogRecord, NewLog, Status};
+use crate::run::{Appended, Committed, Run, RunScan};
 
 /// What an acknowledged commit survives. Ordered from weakest to strongest.
 ///
@@ -277,18 +278,29 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// What this engine supports.
     fn capabilities(&self) -> Capabilities;
 
-    /// Appends `batch` atomically: all of it or none of it.
+    /// Appends `batch` atomically: all of it or none of it, and says which records are
+    /// repeats.
     ///
     /// When this returns `Ok`, every record is readable by [`get`](Self::get) and
     /// [`scan`](Self::scan), and survives what `durability` names. The records come back
-    /// in batch order with their ids (strictly increasing, greater than every id committed
-    /// before), `recorded_at` and checksums.
+    /// in batch order: each new one with its id (strictly increasing, greater than every id
+    /// committed before), `recorded_at` and checksum; a repeat (a log whose idempotency
+    /// key is stored with the same content, or a finish of a run that ended the same way,
+    /// see [`crate::run`]) as stored the first time, marked in [`Committed::repeats`].
     ///
-    /// Errors: [`Error::InvalidInput`] (nothing written) when a log breaks a rule of
-    /// [`crate::validate`]; [`Error::Unsupported`] for a durability level the engine
-    /// cannot give; [`Error::Busy`]/[`Error::Locked`] (retryable) when the storage stayed
-    /// busy; I/O and engine errors otherwise, after which nothing of the batch is visible.
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>>;
+    /// Errors, after which nothing of the batch is written: [`Error::InvalidInput`] when a
+    /// log breaks a rule of [`crate::validate`] or of runs (an unknown run, a second start,
+    /// another job); [`Error::IdempotencyConflict`] and [`Error::RunFinished`] (see
+    /// [`crate::run`]); [`Error::Unsupported`] for a durability level the engine cannot
+    /// give; [`Error::Busy`]/[`Error::Locked`] (retryable) when the storage stayed busy;
+    /// I/O and engine errors otherwise.
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed>;
+
+    /// [`commit_report`](Self::commit_report) without the repeat marks: the records in
+    /// batch order.
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        Ok(self.commit_report(batch, durability).await?.records)
+    }
 
     /// The record with `id`, or `None`. Reflects every commit acknowledged before the call.
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>>;
@@ -314,6 +326,79 @@ pub trait LogStore: Send + Sync + fmt::Debug {
             .into_iter()
             .map(|r| (r.id, r.checksum))
             .collect())
+    }
+
+    /// The record stored under idempotency key `key`, if any. The default reads every
+    /// record; engines with an index override it.
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let mut found = None;
+        self.scan_all(&mut |page| {
+            if found.is_none() {
+                found = page
+                    .into_iter()
+                    .find(|r| r.idempotency_key.as_deref() == Some(key));
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// The records stored under each of `keys` (those that are stored), in one call: how a
+    /// guarded store looks up a whole group. The default asks
+    /// [`find_idempotent`](Self::find_idempotent) for each key; engines that can answer
+    /// many keys at once override it.
+    async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        let mut found = Vec::new();
+        for key in keys {
+            found.extend(self.find_idempotent(key).await?);
+        }
+        Ok(found)
+    }
+
+    /// Every record of run `run`, in id order (empty for an unknown run). The default reads
+    /// every record; engines with an index override it.
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let mut records = Vec::new();
+        self.scan_all(&mut |page| records.extend(page.into_iter().filter(|r| r.run.as_deref() == Some(run))))
+            .await?;
+        Ok(records)
+    }
+
+    /// Runs matching `scan`, one row each, ordered and paged by their first record's id.
+    /// The default reads every record (see [`crate::run::runs_by_scanning`]); engines with
+    /// an index override it and give the same answers.
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let limit = Scan {
+            limit: scan.limit,
+            ..Scan::default()
+        }
+        .effective_limit()?;
+        let mut by_run = std::collections::HashMap::<String, Vec<LogRecord>>::new();
+        self.scan_all(&mut |page| {
+            for r in page {
+                if let Some(key) = &r.run {
+                    by_run.entry(key.clone()).or_default().push(r);
+                }
+            }
+        })
+        .await?;
+        Ok(crate::run::select_runs(by_run, scan, limit))
+    }
+
+    /// Every record, in id order, a page at a time (the default lookups use it).
+    #[doc(hidden)]
+    async fn scan_all(&self, each: &mut (dyn FnMut(Vec<LogRecord>) + Send)) -> Result<()> {
+        let mut scan = Scan::all(Scan::MAX_LIMIT / 10);
+        loop {
+            let page = self.scan(&scan).await?;
+            let full = page.len() == scan.limit;
+            let Some(last) = page.last() else { return Ok(()) };
+            scan.after = Some(last.id);
+            each(page);
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// The durability hook: when this returns `Ok`, everything acknowledged so far survives
@@ -378,12 +463,74 @@ pub trait LogStoreExt: LogStore {
 
     /// Appends one log at `durability`.
     async fn append_with(&self, log: NewLog, durability: Durability) -> Result<LogRecord> {
-        let mut recs = self.commit(vec![log], durability).await?;
-        recs.pop().ok_or_else(|| Error::Backend {
-            engine: self.capabilities().engine,
-            context: "commit of one log returned no record".into(),
-            source: "empty result".into(),
-        })
+        Ok(self.append_report(log, durability).await?.record)
+    }
+
+    /// Appends one log at `durability` and says whether it was a repeat (see
+    /// [`crate::run`]): stored before under its idempotency key, or a run's finish stored
+    /// before.
+    async fn append_report(&self, log: NewLog, durability: Durability) -> Result<Appended> {
+        let mut done = self.commit_report(vec![log], durability).await?;
+        match (done.records.pop(), done.repeats.pop()) {
+            (Some(record), Some(repeat)) => Ok(Appended { record, repeat }),
+            _ => Err(Error::Backend {
+                engine: self.capabilities().engine,
+                context: "commit of one log returned no record".into(),
+                source: "empty result".into(),
+            }),
+        }
+    }
+
+    /// Starts a run at `durability`: appends `log` (status `started`; its `run` is set to a new key when
+    /// it has none) and returns its record, whose `run` is the run key.
+    ///
+    /// Errors: [`Error::InvalidInput`] naming `status` for another status (nothing is
+    /// written), or naming `run` when the run has already started.
+    async fn start_run(&self, mut log: NewLog, durability: Durability) -> Result<Appended> {
+        if log.status != Status::Started {
+            return Err(Error::invalid(
+                "status",
+                format!("a run starts with status started, not {}", log.status),
+            ));
+        }
+        if log.run.is_none() {
+            log.run = Some(crate::run::new_run_key());
+        }
+        self.append_report(log, durability).await
+    }
+
+    /// Ends run `run` at `durability` with `log`'s status (a terminal one), counters, message and
+    /// attributes; its job and start time are the run's. Idempotent: a finish the run has
+    /// already stored the same way returns that record as a repeat.
+    ///
+    /// Errors: [`Error::InvalidInput`] naming `status` for a status that does not end a run
+    /// or naming `run` for an unknown run; [`Error::RunFinished`] when it ended otherwise.
+    async fn finish_run(&self, run: &str, mut log: NewLog, durability: Durability) -> Result<Appended> {
+        if !log.status.is_terminal() {
+            return Err(Error::invalid(
+                "status",
+                format!(
+                    "{} does not end a run (succeeded, failed, partial, skipped, abandoned do)",
+                    log.status
+                ),
+            ));
+        }
+        let records = self.run_records(run).await?;
+        let Some(first) = records.first() else {
+            return Err(Error::invalid("run", format!("run {run:?} is not known")));
+        };
+        log.job = first.job.clone();
+        log.started_at = first.started_at;
+        if log.finished_at.is_none() {
+            log.finished_at = Some(chrono::Utc::now().max(first.started_at));
+        }
+        log.run = Some(run.to_string());
+        self.append_report(log, durability).await
+    }
+
+    /// The run `run`, derived from its records, or `None` when it has none.
+    async fn run(&self, run: &str) -> Result<Option<Run>> {
+        Ok(Run::from_records(run, &self.run_records(run).await?))
     }
 
     /// The record with `id`, or [`Error::NotFound`].

@@ -20,6 +20,8 @@ pub const MAX_ATTRS_BYTES: usize = 64 * 1024;
 pub const MAX_ATTRS_DEPTH: usize = 32;
 /// Largest counter value: engines store counters as signed 64-bit integers.
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
+/// Longest run key or idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 200;
 /// Most logs in one committed batch.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -43,13 +45,46 @@ pub fn max_timestamp() -> Timestamp {
 ///   [`MAX_ATTRS_DEPTH`] deep;
 /// - counters: at most [`MAX_COUNTER`];
 /// - timestamps: between [`min_timestamp`] and [`max_timestamp`], `finished_at` not before
-///   `started_at`.
+///   `started_at`;
+/// - `run` and `idempotency_key`: when set, not empty, at most [`MAX_KEY_BYTES`], no
+///   control characters; `progress` and `abandoned` only with a `run`.
 pub fn validate_new(log: &NewLog) -> Result<()> {
     validate_job(&log.job)?;
     validate_message(&log.message)?;
     validate_counters(log.items_seen, log.items_written, log.items_failed)?;
     validate_times(log.started_at, log.finished_at)?;
+    validate_keys(log.run.as_deref(), log.idempotency_key.as_deref(), log.status)?;
     validate_attrs(&log.attrs)
+}
+
+/// The rules of the run key and the idempotency key (see [`validate_new`]).
+pub fn validate_keys(
+    run: Option<&str>,
+    idempotency_key: Option<&str>,
+    status: crate::record::Status,
+) -> Result<()> {
+    for (field, key) in [("run", run), ("idempotency_key", idempotency_key)] {
+        let Some(key) = key else { continue };
+        if key.is_empty() {
+            return Err(Error::invalid(field, "must not be empty when given"));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::invalid(
+                field,
+                format!("{} bytes is longer than {MAX_KEY_BYTES}", key.len()),
+            ));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(Error::invalid(field, "must not contain control characters"));
+        }
+    }
+    if run.is_none() && status.needs_run() {
+        return Err(Error::invalid(
+            "run",
+            format!("a {status} log belongs to a run: give its run key"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a batch: its size and every log, naming the position of the first bad one.
@@ -77,6 +112,7 @@ pub fn validate_record(rec: &LogRecord) -> Result<()> {
     validate_message(&rec.message)?;
     validate_counters(rec.items_seen, rec.items_written, rec.items_failed)?;
     validate_times(rec.started_at, rec.finished_at)?;
+    validate_keys(rec.run.as_deref(), rec.idempotency_key.as_deref(), rec.status)?;
     if rec.attrs.as_str().len() > MAX_ATTRS_BYTES {
         return Err(Error::invalid(
             "attrs",

@@ -163,6 +163,8 @@ mod tests {
             items_failed: 0,
             message: "",
             attrs: "{}",
+            run: None,
+            idempotency_key: None,
         }
     }
 

@@ -1,15 +1,21 @@
 //! The JSON-lines format.
 //!
 //! ```text
-//! {"synclog":"jsonl","version":1}
+//! {"synclog":"jsonl","version":2}
 //! {"id":1,"recorded_at":"2026-11-24T23:08:50.123456Z","job":"crm","status":"succeeded",...,"attrs":{...},"checksum":"0a1b2c3d"}
-//! {"id":2,...}
+//! {"id":2,...,"attrs":{...},"run":"20261124T230850Z-3f9c0a1b2d4e5f60","idempotency_key":"crm-42","checksum":"…"}
 //! {"synclog_commit":2}
 //! ```
 //!
 //! The first line is the header. Every record is one [`LogRecord`] as a JSON object with
 //! its checksum (CRC-32C of the canonical encoding, see `synclog_core::canonical`), so `jq`
-//! or Python's `json` read every line and each line can be checked on its own.
+//! or Python's `json` read every line and each line can be checked on its own. A record's
+//! `run` and `idempotency_key` are on its line only when it has them (a line without them
+//! is exactly what the previous format wrote).
+//!
+//! The header's version is the format of the file: 1 for files written before records had
+//! keys, 2 since. A file of a version above [`FORMAT_VERSION`] is refused; the store as a
+//! whole also carries its format in `<file>.format` (see `crate::version`).
 //!
 //! Records are written in groups (one group commit, one import), each ended by a commit
 //! line `{"synclog_commit":N}` naming how many lines the group has. A group counts only
@@ -22,8 +28,9 @@ use serde_json::value::RawValue;
 use synclog_core::canonical::RecordView;
 use synclog_core::{timefmt, Attrs, Checksum, Error, LogId, LogRecord, Result, Status, Timestamp};
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (and the highest it reads): 2, records may carry
+/// a run key and an idempotency key. Version 1 (the previous release's) reads as before.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The header line, newline included.
 pub fn header_line() -> Vec<u8> {
@@ -62,6 +69,11 @@ pub fn check_header(line: &[u8], file: &str) -> Result<()> {
     Ok(())
 }
 
+/// The version a header line (without its newline) names, if it reads as a header.
+pub fn header_version(line: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<Header>(line).ok().map(|h| h.version)
+}
+
 /// The prefix of a commit line.
 const COMMIT_PREFIX: &[u8] = b"{\"synclog_commit\":";
 
@@ -93,7 +105,7 @@ pub fn split_ending(line: &[u8]) -> (&[u8], usize) {
 /// Appends `rec` as one line (newline included) to `out`: the bytes `serde_json` writes
 /// for a [`LogRecord`].
 ///
-/// A record whose job and message need no escaping is written field by field (what
+/// A record whose job, message and keys need no escaping is written field by field (what
 /// `serde_json` spent most of its time on was escaping strings that need none, and
 /// re-checking the attributes while copying them); anything else goes to `serde_json`.
 /// On an error, nothing is left in `out`.
@@ -140,7 +152,12 @@ fn encode_plain(rec: &LogRecord, out: &mut Vec<u8>) -> bool {
         },
     };
     let attrs = rec.attrs.as_str();
-    if !plain(&rec.job) || !plain(&rec.message) || serde_json::from_str::<IgnoredAny>(attrs).is_err() {
+    let keys_plain = rec.run.as_deref().is_none_or(plain) && rec.idempotency_key.as_deref().is_none_or(plain);
+    if !plain(&rec.job)
+        || !plain(&rec.message)
+        || !keys_plain
+        || serde_json::from_str::<IgnoredAny>(attrs).is_err()
+    {
         return false;
     }
     let mut n = itoa::Buffer::new();
@@ -176,6 +193,15 @@ fn encode_plain(rec: &LogRecord, out: &mut Vec<u8>) -> bool {
     quoted(out, &rec.message);
     out.extend_from_slice(b",\"attrs\":");
     out.extend_from_slice(attrs.as_bytes());
+    // Only when present, as `serde_json` skips them (`skip_serializing_if`).
+    if let Some(run) = &rec.run {
+        out.extend_from_slice(b",\"run\":");
+        quoted(out, run);
+    }
+    if let Some(key) = &rec.idempotency_key {
+        out.extend_from_slice(b",\"idempotency_key\":");
+        quoted(out, key);
+    }
     out.extend_from_slice(b",\"checksum\":");
     out.push(b'"');
     out.extend_from_slice(&rec.checksum.hex());
@@ -226,9 +252,11 @@ pub fn check(line: &[u8]) -> std::result::Result<(LogId, Checksum), String> {
 /// Restoring a backup reads every line twice (once to index and check it when the file is
 /// opened, once to copy it), and `serde_json`'s general decoder took 48% of the
 /// instructions of a restore into SQLite (callgrind, 100,000 records). This reader takes only what `serde_json` would decode to the
-/// same values: fields in [`encode`]'s order without white space, integers without leading
+/// same values: fields in [`encode`]'s order without white space (`run` and
+/// `idempotency_key` after `attrs`, each only when present), integers without leading
 /// zeros, strings without a backslash or a control character, attributes that are valid
-/// JSON. It answers `None` for anything else, and the caller falls back to `serde_json`.
+/// JSON. It answers `None` for anything else (a key given as `null`, keys in another
+/// order), and the caller falls back to `serde_json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line<'a> {
     /// The record's id.
@@ -249,6 +277,10 @@ pub struct Line<'a> {
     pub message: &'a str,
     /// The text of its attributes, as stored.
     pub attrs: &'a str,
+    /// Its run key, if the line has one.
+    pub run: Option<&'a str>,
+    /// Its idempotency key, if the line has one.
+    pub idempotency_key: Option<&'a str>,
     /// The checksum stored on the line.
     pub checksum: Checksum,
 }
@@ -282,6 +314,15 @@ impl<'a> Line<'a> {
         let message = r.string()?;
         r.tag(",\"attrs\":")?;
         let attrs = r.object()?;
+        // The keys, each only when present, in the order `encode` writes them.
+        let run = match r.tag(",\"run\":") {
+            Some(()) => Some(r.string()?),
+            None => None,
+        };
+        let idempotency_key = match r.tag(",\"idempotency_key\":") {
+            Some(()) => Some(r.string()?),
+            None => None,
+        };
         r.tag(",\"checksum\":")?;
         let checksum = r.string()?;
         // `Checksum::from_str` alone would also take a sign (`u32::from_str_radix`), as the
@@ -304,6 +345,8 @@ impl<'a> Line<'a> {
             items: [seen, written, failed],
             message,
             attrs,
+            run,
+            idempotency_key,
             checksum,
         })
     }
@@ -322,6 +365,8 @@ impl<'a> Line<'a> {
             items_failed: self.items[2],
             message: self.message,
             attrs: self.attrs,
+            run: self.run,
+            idempotency_key: self.idempotency_key,
         }
     }
 
@@ -339,6 +384,8 @@ impl<'a> Line<'a> {
             items_failed: self.items[2],
             message: self.message.to_owned(),
             attrs: Attrs::from_stored(self.attrs.to_owned()),
+            run: self.run.map(str::to_owned),
+            idempotency_key: self.idempotency_key.map(str::to_owned),
             checksum: self.checksum,
         }
     }
@@ -447,6 +494,8 @@ mod tests {
             message in text(),
             key in text(),
             value in text(),
+            run in proptest::option::of(text()),
+            idempotency_key in proptest::option::of(text()),
         ) {
             let mut log = NewLog::new(job, Status::ALL[status])
                 .counts(counts[0], counts[1], counts[2])
@@ -455,6 +504,8 @@ mod tests {
             if let Some(f) = finished {
                 log = log.finished(Utc.timestamp_micros(f).unwrap());
             }
+            log.run = run;
+            log.idempotency_key = idempotency_key;
             let rec = sealed(log, id, recorded);
             let line = line_of(&rec);
             prop_assert_eq!(&line, &serde_json::to_vec(&rec).unwrap(), "encode wrote other bytes than serde_json");
@@ -462,10 +513,13 @@ mod tests {
             prop_assert_eq!(&via_serde, &rec);
             prop_assert_eq!(&decode(&line).unwrap(), &rec);
             prop_assert_eq!(check(&line), Ok((rec.id, rec.checksum)));
-            // Escapes in the job or the message send the line to `serde_json`; escapes in
-            // the attributes do not (their text is kept as stored).
+            // Escapes in the job, the message or a key send the line to `serde_json`;
+            // escapes in the attributes do not (their text is kept as stored).
             let escaped = |s: &str| serde_json::to_string(s).unwrap().contains('\\');
-            let plain = !escaped(&rec.job) && !escaped(&rec.message);
+            let plain = !escaped(&rec.job)
+                && !escaped(&rec.message)
+                && !rec.run.as_deref().is_some_and(escaped)
+                && !rec.idempotency_key.as_deref().is_some_and(escaped);
             match Line::parse(&line) {
                 Some(fast) => {
                     prop_assert!(plain);
@@ -597,5 +651,82 @@ mod tests {
         assert!(err.contains("does not match its fields"), "{err}");
         let garbage = check(b"{\"id\":").unwrap_err();
         assert!(garbage.starts_with("not a valid record: "), "{garbage}");
+    }
+    fn keyed() -> LogRecord {
+        let log = NewLog::new("crm-contacts", Status::Progress)
+            .counts(3, 2, 1)
+            .message("page 3")
+            .run("20261201T104512Z-3f9c0a1b2d4e5f60")
+            .idempotency_key("crm:page:3");
+        sealed(log, 43, 1_764_000_000_123_456)
+    }
+
+    /// A record with keys is read in place, keys included; a record without them is the
+    /// line the previous format wrote (no `run`, no `idempotency_key`, the same checksum).
+    #[test]
+    fn keys_are_on_the_line_only_when_present_and_are_read_in_place() {
+        let rec = keyed();
+        let line = String::from_utf8(line_of(&rec)).unwrap();
+        assert!(
+            line.contains(",\"run\":\"20261201T104512Z-3f9c0a1b2d4e5f60\",\"idempotency_key\":\"crm:page:3\",\"checksum\":"),
+            "{line}"
+        );
+        let fast = Line::parse(line.as_bytes()).expect("read in place");
+        assert_eq!(fast.run, rec.run.as_deref());
+        assert_eq!(fast.idempotency_key, rec.idempotency_key.as_deref());
+        assert_eq!(fast.status, Status::Progress);
+        assert_eq!(fast.view().checksum(), rec.checksum);
+        assert_eq!(fast.to_record(), rec);
+        assert_eq!(check(line.as_bytes()), Ok((rec.id, rec.checksum)));
+
+        let old = plain();
+        let old_line = String::from_utf8(line_of(&old)).unwrap();
+        assert!(!old_line.contains("\"run\"") && !old_line.contains("idempotency_key"));
+        assert_eq!(old_line.as_bytes(), &serde_json::to_vec(&old).unwrap()[..]);
+
+        let only_key = sealed(NewLog::new("crm", Status::Abandoned).idempotency_key("k"), 44, 0);
+        let only_key_line = line_of(&only_key);
+        let fast = Line::parse(&only_key_line).expect("read in place");
+        assert_eq!(
+            (fast.run, fast.idempotency_key, fast.status),
+            (None, Some("k"), Status::Abandoned)
+        );
+        assert_eq!(decode(&only_key_line).unwrap(), only_key);
+    }
+
+    /// Keys that need escaping, given as `null`, or in another order go to `serde_json`,
+    /// with its result.
+    #[test]
+    fn unusual_keys_fall_back_to_serde_json() {
+        let mut rec = keyed();
+        rec.idempotency_key = Some("a \"quoted\" \\ key".into());
+        rec.checksum = rec.compute_checksum();
+        let line = line_of(&rec);
+        assert_eq!(line, serde_json::to_vec(&rec).unwrap());
+        assert!(Line::parse(&line).is_none());
+        assert_eq!(decode(&line).unwrap(), rec);
+        assert_eq!(check(&line), Ok((rec.id, rec.checksum)));
+
+        let rec = keyed();
+        let line = String::from_utf8(line_of(&rec)).unwrap();
+        let run = rec.run.clone().unwrap();
+        let key = rec.idempotency_key.clone().unwrap();
+        let swapped = line.replace(
+            &format!(",\"run\":\"{run}\",\"idempotency_key\":\"{key}\""),
+            &format!(",\"idempotency_key\":\"{key}\",\"run\":\"{run}\""),
+        );
+        let old = plain();
+        let old_line = String::from_utf8(line_of(&old)).unwrap();
+        let null_run = old_line.replace(",\"checksum\":", ",\"run\":null,\"checksum\":");
+        for (i, (v, base)) in [(swapped, &line), (null_run, &old_line)].iter().enumerate() {
+            assert_not_read_in_place(i, v, base);
+            let want = serde_json::from_str::<LogRecord>(v).map_err(|e| e.to_string());
+            assert_eq!(
+                decode(v.as_bytes()).map_err(|e| e.to_string()),
+                want,
+                "variant {i}"
+            );
+            assert!(want.is_ok(), "variant {i}");
+        }
     }
 }

@@ -4,8 +4,27 @@
 //! store is its active file (the path it is opened with) plus the sealed segments that
 //! rotation leaves next to it.
 //!
-//! - **Format** ([`format`]): a header line with the format version, then one record per
-//!   line with its checksum. Any JSON tool reads every line.
+//! - **Format** ([`format`](mod@format)): a header line with the format version, then one record per
+//!   line with its checksum (and its `run` and `idempotency_key` when it has them). Any
+//!   JSON tool reads every line.
+//! - **Format version** ([`STORE_FORMAT`], 2): kept in `<file>.format` (checksummed,
+//!   replaced by write-then-rename), read before an open writes anything. A store of a
+//!   later format is refused untouched ([`Error::Unsupported`] naming both versions). A
+//!   store without the marker is the previous release's (format 1) and a writer's open
+//!   upgrades it in place: the active file's header is rewritten to version 2 (a copy
+//!   renamed over it), the store is loaded, and the marker is written last; a crash at any
+//!   step leaves a store the next open finishes upgrading. A release of format 1 refuses
+//!   an upgraded store untouched: the side file is of a version it ignores, so it reads
+//!   the active file's header, whose version is above its own.
+//! - **Runs and idempotency keys** ([`synclog_core::run`]): a group with keys is planned
+//!   under the store's locks, after catching up with other processes, against a book of
+//!   the store's keys in memory (idempotency key → id, run key → ids), so the rules hold
+//!   across processes. The book is built the first time a key is committed or looked up,
+//!   by reading every record once (not at open); then every record this process writes,
+//!   imports or reads from another process is noted in it, and it is built again after
+//!   the files were replaced (another process's rotation or compaction). A group without
+//!   keys never touches it. [`LogStore::find_idempotent`], [`LogStore::run_records`] and
+//!   [`LogStore::runs`] answer from it.
 //! - **Durable appends**: concurrent appends share one group commit: one `write`, then
 //!   `fdatasync`, then the acknowledgement. The directory is fsynced whenever a file is
 //!   created or renamed.
@@ -92,6 +111,7 @@
 //! All file I/O goes through [`fs::FileSystem`]; [`sim::SimFs`] simulates crashes.
 #![deny(missing_docs)]
 
+mod book;
 pub mod format;
 pub mod fs;
 mod index;
@@ -99,6 +119,7 @@ mod load;
 mod mark;
 mod sidefile;
 pub mod sim;
+mod version;
 mod writer;
 
 use std::io::BufRead;
@@ -117,11 +138,14 @@ use synclog_core::{
 };
 
 pub use load::{CorruptLine, LineProblem, OpenReport, TornTail};
+pub use version::STORE_FORMAT;
 pub use writer::{CompactReport, RotateReport};
 
+use book::BookRef;
 use fs::{FileSystem, LockError, LockGuard, RealFs};
 use load::sibling;
-use writer::{read_shared, Files, JsonWriter, Shared, SharedRef};
+use synclog_core::{Committed, Run, RunScan};
+use writer::{read_shared, JsonWriter, Shared, SharedRef};
 
 /// Tuning of a [`JsonStore`].
 #[derive(Debug, Clone)]
@@ -167,6 +191,8 @@ struct Inner {
     shared: SharedRef,
     report: OpenReport,
     closed: AtomicBool,
+    /// The store's keys, built when first needed (see [`book`]); shared with the writer.
+    book: BookRef,
 }
 
 /// A [`LogStore`] over one JSON-lines file. Cheap to clone; clones share the writer.
@@ -202,6 +228,12 @@ impl JsonStore {
         let path = fs
             .resolve(&given)
             .map_err(|e| Error::io(format!("resolving {name}"), e))?;
+        // Before anything is written, the lock file included: a later release's store is
+        // refused untouched. Read again under the locks (another process may have changed
+        // it meanwhile).
+        if version::read(&*fs, &path)?.is_none() {
+            version::check_active_header(&*fs, &path)?;
+        }
         let deadline = Instant::now() + options.lock_wait;
         let lock_path = sibling(&path, ".lock");
         let lock = fs
@@ -217,7 +249,22 @@ impl JsonStore {
             true => Some(lock_active(&*fs, &path, deadline, &name, options.lock_wait)?),
             false => None,
         };
-        let loaded = load::load(&*fs, &path, true)?;
+        let marked = version::read(&*fs, &path)?;
+        let upgrade = marked.is_none_or(|v| v < STORE_FORMAT);
+        if upgrade {
+            // A store of the previous release (or a new one): its active file's header
+            // first, then the load, then, last, the marker (see `version`).
+            if let Some(replaced) = version::upgrade_header(&*fs, &path)? {
+                active_lock = Some(replaced);
+            }
+        }
+        let mut loaded = load::load(&*fs, &path, true)?;
+        if upgrade {
+            version::write(&*fs, &path)?;
+            if !loaded.report.created {
+                loaded.report.format_upgraded = Some(marked.unwrap_or(1));
+            }
+        }
         if active_lock.is_none() {
             active_lock = Some(lock_active(
                 &*fs,
@@ -230,6 +277,7 @@ impl JsonStore {
         let report = loaded.report.clone();
         warn_about(&name, &report);
         let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
+        let book = BookRef::default();
         let writer = JsonWriter::new(
             fs.clone(),
             path.clone(),
@@ -237,6 +285,7 @@ impl JsonStore {
             options.rotate_after_bytes,
             options.lock_wait,
             options.index_fold_after.max(1),
+            book.clone(),
         );
         // Opening is done: other processes may write between this one's groups (each
         // group takes the locks again, see `JsonWriter::exclusive`).
@@ -260,6 +309,7 @@ impl JsonStore {
                 shared,
                 report,
                 closed: AtomicBool::new(false),
+                book,
             }),
         })
     }
@@ -291,6 +341,9 @@ impl JsonStore {
         if !exists {
             return Err(store_not_found(&name));
         }
+        if version::read(&*fs, &path)?.is_none() {
+            version::check_active_header(&*fs, &path)?;
+        }
         let loaded = load::load(&*fs, &path, false)?;
         let report = loaded.report.clone();
         warn_about(&name, &report);
@@ -304,6 +357,7 @@ impl JsonStore {
                 shared,
                 report,
                 closed: AtomicBool::new(false),
+                book: BookRef::default(),
             }),
         })
     }
@@ -398,7 +452,7 @@ impl JsonStore {
                     Some(e) => (e, shared.files.clone()),
                 }
             };
-            Ok(inner.read_entries(&files, &[(id.get(), entry)])?.pop())
+            Ok(book::read_records(&files, &[(id.get(), entry)], &inner.name())?.pop())
         })
         .await
     }
@@ -557,6 +611,9 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<OpenReport> {
     let path = RealFs
         .resolve(given)
         .map_err(|e| Error::io(format!("resolving {}", given.display()), e))?;
+    if version::read(&RealFs, &path)?.is_none() {
+        version::check_active_header(&RealFs, &path)?;
+    }
     Ok(load::load(&RealFs, &path, false)?.report)
 }
 
@@ -583,46 +640,34 @@ impl Inner {
         self.path.display().to_string()
     }
 
-    /// Reads and decodes the records at `entries`, sorted by file and offset (contiguous
-    /// lines in one read).
-    fn read_entries(&self, files: &Files, entries: &[(u64, load::Entry)]) -> Result<Vec<LogRecord>> {
-        let mut out = Vec::with_capacity(entries.len());
-        let mut buf = Vec::new();
-        let mut i = 0;
-        while i < entries.len() {
-            // A run of lines that follow each other in one file.
-            let first = entries[i].1;
-            let mut j = i + 1;
-            while j < entries.len()
-                && entries[j].1.file() == first.file()
-                && entries[j].1.offset() == entries[j - 1].1.end()
-            {
-                j += 1;
-            }
-            let file = files.get(&first.file()).ok_or_else(|| Error::Backend {
-                engine: "json",
-                context: format!("reading {}", self.name()),
-                source: format!("the index names file number {}, which is not open", first.file()).into(),
-            })?;
-            let start = first.offset();
-            let len = (entries[j - 1].1.end() - 1 - start) as usize;
-            buf.resize(len, 0);
-            file.reader
-                .read_exact_at(&mut buf, start)
-                .map_err(|e| Error::io(format!("reading {}", file.path.display()), e))?;
-            for (id, e) in &entries[i..j] {
-                let from = (e.offset() - start) as usize;
-                let line = &buf[from..from + e.len as usize];
-                let rec = format::decode(line).map_err(|err| Error::Corrupt {
-                    location: format!("{} at byte {}", file.path.display(), e.offset()),
-                    detail: format!("log {id} no longer decodes; the file changed behind the store"),
-                    source: Some(Box::new(err)),
-                })?;
-                out.push(rec);
-            }
-            i = j;
+    /// The record stored under idempotency key `key`.
+    fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let name = self.name();
+        let id = book::ready(&self.book, &self.shared, &name)?
+            .keys()
+            .idempotent(key);
+        match id {
+            Some(id) => book::get(&self.shared, &name, id),
+            None => Ok(None),
         }
-        Ok(out)
+    }
+
+    /// The records of run `run`, in id order.
+    fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let name = self.name();
+        let ids = book::ready(&self.book, &self.shared, &name)?
+            .keys()
+            .run_ids(run)
+            .to_vec();
+        book::get_many(&self.shared, &name, &ids)
+    }
+
+    /// Runs matching `scan`, at most `limit`.
+    fn runs(&self, scan: &RunScan, limit: usize) -> Result<Vec<Run>> {
+        let name = self.name();
+        let book = book::ready(&self.book, &self.shared, &name)?;
+        book.keys()
+            .select_runs(scan, limit, |id| book::get(&self.shared, &name, id))
     }
 
     fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
@@ -654,7 +699,7 @@ impl Inner {
             cursor = Some(last.0);
             let mut sorted = entries.clone();
             sorted.sort_by_key(|(_, e)| (e.file(), e.offset()));
-            let mut recs = self.read_entries(&files, &sorted)?;
+            let mut recs = book::read_records(&files, &sorted, &self.name())?;
             recs.sort_by_key(|r| r.id);
             if scan.descending {
                 recs.reverse();
@@ -791,10 +836,51 @@ impl LogStore for JsonStore {
         }
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         let group = self.writer("commit")?;
         validate_batch(&batch)?;
         self.retrying(|| group.commit(batch.clone(), durability)).await
+    }
+
+    /// From the key book (built the first time it is needed, by reading every record
+    /// once), after catching up with other processes' appends as every read does.
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
+        let key = key.to_string();
+        self.retrying(|| {
+            let key = key.clone();
+            self.blocking(move |inner| inner.find_idempotent(&key))
+        })
+        .await
+    }
+
+    /// From the key book, as [`JsonStore::find_idempotent`].
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        self.check_open()?;
+        self.refresh().await?;
+        let run = run.to_string();
+        self.retrying(|| {
+            let run = run.clone();
+            self.blocking(move |inner| inner.run_records(&run))
+        })
+        .await
+    }
+
+    /// From the key book, as [`JsonStore::find_idempotent`].
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let limit = Scan {
+            limit: scan.limit,
+            ..Scan::default()
+        }
+        .effective_limit()?;
+        self.check_open()?;
+        self.refresh().await?;
+        self.retrying(|| {
+            let scan = scan.clone();
+            self.blocking(move |inner| inner.runs(&scan, limit))
+        })
+        .await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {

@@ -91,6 +91,9 @@ pub struct OpenReport {
     /// Bytes of the store's files read and checked at open: what the side file did not
     /// cover.
     pub bytes_read: u64,
+    /// The store was of this format, an earlier release's (it had no `<file>.format`
+    /// marker), and this open upgraded it in place to [`crate::STORE_FORMAT`].
+    pub format_upgraded: Option<u32>,
 }
 
 impl OpenReport {

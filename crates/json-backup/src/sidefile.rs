@@ -41,7 +41,10 @@ const FOOTER: usize = 32;
 const MAGIC: &[u8; 8] = b"SLJSNIDX";
 /// The side file version this build writes and reads; any other is ignored (rebuilt).
 /// 2: the meta holds the blocks' first ids and the last id (blocks checked when read).
-pub(crate) const VERSION: u32 = 2;
+/// 3: the same layout, for stores of format 2 (records with keys): a release of format 1
+/// ignores it, so it reads every file whole, header first, and refuses the store (with a
+/// side file it would read only the lines past what it covers, never the header).
+pub(crate) const VERSION: u32 = 3;
 /// What a side file being written is named after: `<file>.idx.tmp-<pid>-<n>`.
 pub(crate) const TMP_SUFFIX: &str = ".idx.tmp-";
 /// Bytes at each end of a covered prefix whose CRC-32C identifies it.

@@ -9,8 +9,10 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use synclog_core::group::BatchWriter;
+use synclog_core::run::{seal_batch, Committed, Planner};
 use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
 
+use crate::book::{self, BookRef};
 use crate::format;
 use crate::fs::{AppendFile, FileId, FileSystem, LockError, LockGuard, ReadAt};
 use crate::index::{Merged, StoreIndex};
@@ -52,6 +54,11 @@ pub(crate) struct Shared {
     /// (see [`JsonWriter::catch_up`]): a read that finds either changed has the writer
     /// read what other processes appended.
     pub seen: (Option<FileId>, u64),
+    /// The ids indexed since the key book (see [`crate::book`]) was last brought up to date
+    /// that it has not noted: other processes' records read by a catch-up, imported
+    /// records. `None` while no book is kept for this index (none built yet, files loaded
+    /// afresh, or too many ids waited): the next use of the book builds it.
+    pub behind: Option<Vec<u64>>,
 }
 
 impl Shared {
@@ -91,7 +98,18 @@ impl Shared {
             skipped,
             mark: loaded.mark,
             seen: (None, 0),
+            behind: None,
         })
+    }
+
+    /// Lists `ids` (just indexed) for the key book, if one is kept.
+    fn note_behind(&mut self, ids: impl Iterator<Item = u64>) {
+        if let Some(behind) = self.behind.as_mut() {
+            behind.extend(ids);
+            if behind.len() > book::MAX_BEHIND {
+                self.behind = None;
+            }
+        }
     }
 
     /// The active file's number.
@@ -222,7 +240,7 @@ pub(crate) fn reload_whole(fs: &dyn FileSystem, path: &Path, shared: &SharedRef)
     Ok(())
 }
 
-fn write_shared(s: &SharedRef) -> std::sync::RwLockWriteGuard<'_, Shared> {
+pub(crate) fn write_shared(s: &SharedRef) -> std::sync::RwLockWriteGuard<'_, Shared> {
     s.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -296,6 +314,8 @@ pub(crate) struct JsonWriter {
     /// it wrote after `end` and their CRC-32C, so that the next locked catch-up cuts them
     /// only if they are still exactly those bytes.
     failed: Option<FailedWrite>,
+    /// The store's keys (shared with the store's handle), for commits with keys.
+    book: BookRef,
 }
 
 /// See [`JsonWriter::failed`].
@@ -313,7 +333,7 @@ impl Drop for JsonWriter {
 
 /// Locks a file about to be renamed over the active file, so that an opener through
 /// another path (a hard link, another mount) that locks it finds it held.
-fn lock_replacement(fs: &dyn FileSystem, path: &Path) -> Result<Box<dyn LockGuard>> {
+pub(crate) fn lock_replacement(fs: &dyn FileSystem, path: &Path) -> Result<Box<dyn LockGuard>> {
     let name = path.display().to_string();
     fs.lock_file(path, std::time::Duration::ZERO)
         .map(|(guard, _)| guard)
@@ -335,6 +355,7 @@ impl JsonWriter {
         rotate_after: Option<u64>,
         lock_wait: std::time::Duration,
         fold_at: usize,
+        book: BookRef,
     ) -> Self {
         let active_id = fs.file_id(&path).ok().flatten();
         let len = fs.len(&path).ok().flatten().unwrap_or(0);
@@ -364,6 +385,7 @@ impl JsonWriter {
             name_lock: None,
             active_id,
             failed: None,
+            book,
             path,
         }
     }
@@ -507,6 +529,8 @@ impl JsonWriter {
         for c in &grown.report.corrupt_lines {
             shared.skipped.push(SkippedLine::new(active, c));
         }
+        // For the key book, if one is kept: read when it is next used.
+        shared.note_behind(fresh.iter().map(|(id, _)| *id));
         shared.index.insert_many(fresh);
         shared.end = grown.end;
         shared.lines = grown.lines;
@@ -816,6 +840,8 @@ impl JsonWriter {
         }
         self.buf = buf;
         self.write_buffered(&to_write, durability)?;
+        // Their keys count as any record's: noted when the key book is next used.
+        write_shared(&self.shared).note_behind(to_write.iter().map(|r| r.id.get()));
         let max = to_write.iter().map(|r| r.id.get()).max().unwrap_or(0);
         self.next_id = self.next_id.max(max + 1);
         report.inserted = to_write.len() as u64;
@@ -1042,6 +1068,9 @@ impl JsonWriter {
         if kept.mark.high_water >= fresh.mark.mark.high_water {
             fresh.mark = kept;
         }
+        // The same records under the same ids (lines skipped at open were never indexed,
+        // so never in the key book): the book stays valid, with what it has yet to note.
+        fresh.behind = write_shared(&self.shared).behind.take();
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
         report.records = fresh.index.len();
         self.active_id = self
@@ -1195,8 +1224,24 @@ struct Skipped {
 }
 
 impl BatchWriter for JsonWriter {
-    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
-        self.exclusive(|w| w.commit_group_locked(batches, durability))
+    /// A group without keys is written as it always was: the key book is not touched. A
+    /// group with keys is planned ([`Planner`]) under the store's locks, after the
+    /// catch-up, against the key book; the book is built (if need be) before the locks are
+    /// taken, so that other processes do not wait for the first build.
+    fn commit_group(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>> {
+        if !Planner::any_keys(batches.iter().copied()) {
+            let groups = self.exclusive(|w| w.commit_group_locked(batches, durability))?;
+            return Ok(groups
+                .into_iter()
+                .map(|recs| Ok(Committed::fresh(recs)))
+                .collect());
+        }
+        drop(book::ready(&self.book, &self.shared, &self.name())?);
+        self.exclusive(|w| w.commit_keyed_locked(batches, durability))
     }
 
     /// Syncs, then saves the high-water mark if it rose. The records are durable before
@@ -1236,6 +1281,64 @@ impl JsonWriter {
         self.buf = buf;
         self.write_buffered(&all, durability)?;
         self.next_id = next;
+        Ok(out)
+    }
+
+    /// [`JsonWriter::commit_group_locked`] for a group with keys: each batch is planned
+    /// with [`seal_batch`] against the key book (up to date with what the catch-up read)
+    /// and the batches sealed before it; a refused batch writes nothing and takes no id.
+    /// The records written are noted in the book, which is held from planning to noting.
+    fn commit_keyed_locked(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>> {
+        self.check_tail()?;
+        let name = self.name();
+        let (book_ref, shared) = (self.book.clone(), self.shared.clone());
+        let mut book = book::ready(&book_ref, &shared, &name)?;
+        let now = Utc::now();
+        let mut next = self.next_id;
+        let mut planner = Planner::new();
+        let mut out = Vec::with_capacity(batches.len());
+        let mut written: Vec<LogRecord> = Vec::new();
+        let mut repeats = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        {
+            let mut keys = book.keys().keys(|id| book::get(&shared, &name, id));
+            for batch in batches {
+                let done = seal_batch(&mut planner, batch, &mut keys, &mut |log| {
+                    let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                        engine: "json",
+                        what: "more than i64::MAX ids".into(),
+                    })?;
+                    let rec = LogRecord::seal_ref(id, now, log)?;
+                    format::encode(&rec, &mut buf)?;
+                    next += 1;
+                    Ok(rec)
+                })?;
+                if let Ok(done) = &done {
+                    written.extend(done.new_records().cloned());
+                    repeats |= done.repeats.contains(&true);
+                }
+                out.push(done);
+            }
+        }
+        self.buf = buf;
+        if written.is_empty() {
+            // Only repeats (and refusals): nothing to write, but a repeat is answered at
+            // the durability asked for, whoever wrote it and at whatever level.
+            if repeats && durability == Durability::PowerLoss {
+                self.unsynced = true;
+                self.sync_file(Durability::PowerLoss)?;
+            }
+            return Ok(out);
+        }
+        self.write_buffered(&written, durability)?;
+        self.next_id = next;
+        for rec in &written {
+            book.note(rec);
+        }
         Ok(out)
     }
 

@@ -32,7 +32,7 @@ async fn every_line_is_json_and_the_first_is_a_versioned_header() {
     let recs = filled(&path, 3).await;
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines[0], serde_json::json!({"synclog": "jsonl", "version": 1}));
+    assert_eq!(lines[0], serde_json::json!({"synclog": "jsonl", "version": 2}));
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[1]["id"], 1);
     assert_eq!(lines[1]["checksum"], recs[0].checksum.to_string());

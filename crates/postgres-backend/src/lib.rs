@@ -4,7 +4,21 @@
 //!
 //! - **Schema**: created on first use, in a schema whose name is configurable
 //!   ([`PgOptions::schema`], or `?synclog_schema=NAME` in the URL), versioned in its
-//!   `meta` table. A newer version is refused.
+//!   `meta` table ([`SCHEMA_VERSION`]). An older version is upgraded in place at open, in
+//!   one transaction under the store's lock (PostgreSQL's DDL is transactional: a crash
+//!   leaves it as it was); rows keep their data and checksums. A newer version is refused
+//!   with [`Error::Unsupported`] naming both versions, and nothing is changed.
+//! - **Runs and idempotency keys** ([`synclog_core::run`]): stored in `logs.run_key` and
+//!   `logs.idempotency_key`, with a unique index on the key and one on `(run_key, id)`.
+//!   A commit whose logs carry a key looks them up inside its transaction, after taking
+//!   the store's lock, so the rules hold across processes; a commit without keys looks
+//!   nothing up. A `runs` table (one row per run: its first and latest record, latest
+//!   status, whether it ended, when it started), kept by triggers on `logs` in the same
+//!   transaction as every insert, delete or update of a record with a run key, answers
+//!   [`LogStore::runs`] from its indexes (by first id, by job, unfinished runs by first id
+//!   and by start time). Imports and repairs keep the keys; an imported record whose
+//!   idempotency key is stored under another id refuses the import
+//!   ([`Error::IdempotencyConflict`], nothing written).
 //! - **Ids**: `id` is an identity column. synclog assigns each group's ids inside its
 //!   transaction, after taking a transaction-scoped advisory lock, as one more than the
 //!   larger of the stored maximum and a high-water mark kept in `meta` (raised in the same
@@ -39,6 +53,8 @@
 #![deny(missing_docs)]
 
 mod connect;
+#[cfg(test)]
+mod plans;
 mod sql;
 
 use std::collections::{HashMap, HashSet};
@@ -53,19 +69,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
 use synclog_core::group::Gathering;
+use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
 use synclog_core::{
     redact_url, validate::validate_batch, validate::validate_records, Attrs, Capabilities, Checksum,
-    Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan, Status, VerifyOptions,
-    VerifyReport,
+    Committed, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Run, RunScan,
+    Scan, Status, VerifyOptions, VerifyReport,
 };
 
 use connect::{pg_err, server_of, Endpoint, LockTimeout};
 use sql::Sql;
 use synclog_core::deadline::Deadline;
 
-/// The schema version this build creates, kept in `meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build creates (and upgrades older ones to), kept in `meta`.
+/// Version 2 added run and idempotency keys and the `runs` table.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Tuning of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -164,6 +182,102 @@ fn decode(row: &Row, store: &str) -> Result<LogRecord> {
         message: row.try_get(9).map_err(e)?,
         attrs: Attrs::from_stored(row.try_get(10).map_err(e)?),
         checksum: Checksum(row.try_get::<_, i64>(11).map_err(e)? as u32),
+        run: row.try_get(12).map_err(e)?,
+        idempotency_key: row.try_get(13).map_err(e)?,
+    })
+}
+
+/// Parameters of a query built at run time.
+type Params = Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+
+/// The query `PgStore::runs` sends for `scan`, and its parameters.
+fn runs_query(sql: &Sql, scan: &RunScan) -> Result<(String, Params)> {
+    let limit = Scan {
+        limit: scan.limit,
+        ..Scan::default()
+    }
+    .effective_limit()? as i64;
+    let mut text = sql.runs_head.clone();
+    let mut params: Params = Vec::new();
+    let mut arg =
+        |text: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+            params.push(v);
+            text.push_str(&format!(" AND {clause} ${}", params.len()));
+        };
+    if let Some(a) = scan.after {
+        arg(&mut text, "r.first_id >", Box::new(a.get() as i64));
+    }
+    if let Some(b) = scan.before {
+        arg(&mut text, "r.first_id <", Box::new(b.get() as i64));
+    }
+    if let Some(j) = &scan.job {
+        arg(&mut text, "r.job =", Box::new(j.clone()));
+    }
+    if let Some(s) = scan.status {
+        arg(&mut text, "r.status =", Box::new(s.as_str().to_string()));
+    }
+    if let Some(c) = scan.started_before {
+        arg(&mut text, "r.started_at <", Box::new(c));
+    }
+    if scan.only_unfinished() {
+        text.push_str(" AND NOT r.finished");
+    }
+    params.push(Box::new(limit));
+    text.push_str(&format!(
+        " ORDER BY r.first_id {} LIMIT ${}",
+        if scan.descending { "DESC" } else { "ASC" },
+        params.len()
+    ));
+    Ok((text, params))
+}
+
+/// A row of a runs query (see `Sql::runs_head`) as [`Run::from_records`] would make it
+/// from the run's records.
+fn decode_run(row: &Row, store: &str) -> Result<Run> {
+    let e = |err| pg_err(store, "decoding a run of", err);
+    let key: String = row.try_get(0).map_err(e)?;
+    let bad = |what: String| Error::corrupt(format!("{store} run {key:?}"), what);
+    let unsigned = |i: usize| -> Result<u64> {
+        let v: i64 = row.try_get(i).map_err(e)?;
+        u64::try_from(v).map_err(|_| bad(format!("negative counter {v}")))
+    };
+    let status: String = row.try_get(2).map_err(e)?;
+    let status = status
+        .parse::<Status>()
+        .map_err(|_| bad(format!("unknown status {status:?}")))?;
+    let started_at: DateTime<Utc> = row.try_get(3).map_err(e)?;
+    let finished = status.is_terminal();
+    let finished_at = match finished {
+        true => {
+            let at: Option<DateTime<Utc>> = row.try_get(4).map_err(e)?;
+            Some(match at {
+                Some(at) => at,
+                None => row.try_get(5).map_err(e)?,
+            })
+        }
+        false => None,
+    };
+    let ids: Vec<i64> = row.try_get(10).map_err(e)?;
+    let record_ids = ids
+        .into_iter()
+        .map(|i| LogId::new(i as u64).ok_or_else(|| bad(format!("invalid id {i}"))))
+        .collect::<Result<Vec<_>>>()?;
+    if record_ids.is_empty() {
+        return Err(bad("no records".into()));
+    }
+    Ok(Run {
+        job: row.try_get(1).map_err(e)?,
+        status,
+        finished,
+        started_at,
+        finished_at,
+        duration_ms: finished_at.map(|f| (f - started_at).num_milliseconds()),
+        items_seen: unsigned(6)?,
+        items_written: unsigned(7)?,
+        items_failed: unsigned(8)?,
+        message: row.try_get(9).map_err(e)?,
+        record_ids,
+        key,
     })
 }
 
@@ -182,6 +296,8 @@ struct Columns {
     message: Vec<String>,
     attrs: Vec<String>,
     checksum: Vec<i64>,
+    run: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -200,11 +316,13 @@ impl Columns {
             c.message.push(r.message.clone());
             c.attrs.push(r.attrs.as_str().to_string());
             c.checksum.push(r.checksum.0 as i64);
+            c.run.push(r.run.clone());
+            c.idempotency_key.push(r.idempotency_key.clone());
         }
         c
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
         [
             &self.id,
             &self.recorded_at,
@@ -218,6 +336,8 @@ impl Columns {
             &self.message,
             &self.attrs,
             &self.checksum,
+            &self.run,
+            &self.idempotency_key,
         ]
     }
 }
@@ -229,7 +349,7 @@ enum Job {
         logs: Vec<NewLog>,
         durability: Durability,
         seq: u64,
-        reply: Reply<Vec<LogRecord>>,
+        reply: Reply<Committed>,
     },
     Import {
         records: Vec<LogRecord>,
@@ -260,11 +380,25 @@ struct Writer {
     expected_next: Option<i64>,
     /// The group insert, prepared on the current connection.
     insert: Option<tokio_postgres::Statement>,
+    /// The lookups of a keyed group, prepared on the current connection.
+    lookups: Option<Lookups>,
     submitted: Arc<AtomicU64>,
     gathering: Gathering,
     max_group_logs: usize,
     stats: Arc<Stats>,
 }
+
+/// What a group with run or idempotency keys reads under the store's lock, prepared.
+#[derive(Clone)]
+struct Lookups {
+    next_id: tokio_postgres::Statement,
+    by_idempotency_keys: tokio_postgres::Statement,
+    run_ends: tokio_postgres::Statement,
+}
+
+/// What each batch of a group came to: its records, or the error of a batch the rules of
+/// runs and idempotency keys refused (nothing of it written).
+type Outcomes = Vec<Result<Committed>>;
 
 /// Counters of a [`PgStore`].
 #[derive(Debug, Default)]
@@ -302,26 +436,32 @@ impl Writer {
         if result.is_err() {
             self.client = None;
             self.insert = None;
+            self.lookups = None;
             self.expected_next = None;
         }
         result
     }
 
-    async fn commit_group(
-        &mut self,
-        batches: &[Vec<NewLog>],
-        durability: Durability,
-    ) -> Result<Vec<Vec<LogRecord>>> {
-        let r = self.try_commit_group(batches, durability).await;
+    async fn commit_group(&mut self, batches: &[Vec<NewLog>], durability: Durability) -> Result<Outcomes> {
+        let deadline = Deadline::after(self.lock_wait);
+        let r = if Planner::any_keys(batches.iter().map(Vec::as_slice)) {
+            self.insert_keyed_group(batches, durability, deadline).await
+        } else {
+            self.try_commit_group(batches, durability, deadline)
+                .await
+                .map(|out| out.into_iter().map(|recs| Ok(Committed::fresh(recs))).collect())
+        };
         self.settle(r)
     }
 
+    /// A group whose logs carry no run or idempotency key: every log is new, nothing is
+    /// looked up.
     async fn try_commit_group(
         &mut self,
         batches: &[Vec<NewLog>],
         durability: Durability,
+        deadline: Deadline,
     ) -> Result<Vec<Vec<LogRecord>>> {
-        let deadline = Deadline::after(self.lock_wait);
         // First with the next id this writer expects, pipelined into one round trip; if
         // another process wrote since, the guard inserts nothing and nothing is lost. (The
         // insert was prepared along with that id, inside a transaction bounded by its wait.)
@@ -351,10 +491,184 @@ impl Writer {
         Ok(stmt)
     }
 
+    /// The statements of a keyed group, prepared on the current connection (inside a
+    /// transaction bounded by its wait, as preparing takes locks).
+    async fn prepared_lookups(&mut self) -> Result<Lookups> {
+        if let Some(l) = &self.lookups {
+            return Ok(l.clone());
+        }
+        let (store, sql) = (self.store.clone(), self.sql.clone());
+        let client = self.client().await?;
+        let prep = |text: &'static str, q: String| {
+            let store = store.clone();
+            let client = &*client;
+            async move {
+                client
+                    .prepare(&q)
+                    .await
+                    .map_err(|e| pg_err(&store, &format!("preparing the {text} of"), e))
+            }
+        };
+        let (next_id, by_keys, run_ends) = tokio::join!(
+            prep("next id", sql.next_id.clone()),
+            prep("idempotency lookup", sql.by_idempotency_keys.clone()),
+            prep("run lookup", sql.run_ends.clone())
+        );
+        let l = Lookups {
+            next_id: next_id?,
+            by_idempotency_keys: by_keys?,
+            run_ends: run_ends?,
+        };
+        self.lookups = Some(l.clone());
+        Ok(l)
+    }
+
+    /// A group where some log carries a run or idempotency key, in one transaction: the
+    /// store's lock (so the rules hold across processes), the next id and every key the
+    /// group names looked up under it, each batch planned and sealed (a refused batch gets
+    /// its error and spends no id), the new records inserted, commit.
+    async fn insert_keyed_group(
+        &mut self,
+        batches: &[Vec<NewLog>],
+        durability: Durability,
+        deadline: Deadline,
+    ) -> Result<Outcomes> {
+        let (store, sql) = (self.store.clone(), self.sql.clone());
+        let begin = self.begin_sql(durability, deadline);
+        let wanted = Planner::wanted(batches.iter().map(Vec::as_slice));
+        // Once the statements are prepared, the lock and the lookups go in one round trip
+        // (the server runs them in order: the lookups see every commit made before the lock).
+        let prepared = self.insert.is_some() && self.lookups.is_some();
+        if !prepared {
+            self.client()
+                .await?
+                .batch_execute(&begin)
+                .await
+                .map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
+        }
+        let stmt = self.prepared_insert().await?;
+        let lookups = self.prepared_lookups().await?;
+        let client = self.client().await?;
+        let (began, next, by_key, ends) = tokio::join!(
+            async {
+                match prepared {
+                    true => client.batch_execute(&begin).await,
+                    false => Ok(()),
+                }
+            },
+            client.query_one(&lookups.next_id, &[]),
+            async {
+                match wanted.idempotent.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => {
+                        client
+                            .query(&lookups.by_idempotency_keys, &[&wanted.idempotent])
+                            .await
+                    }
+                }
+            },
+            async {
+                match wanted.runs.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => client.query(&lookups.run_ends, &[&wanted.runs]).await,
+                }
+            }
+        );
+        began.map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
+        let first: i64 = next
+            .map_err(|e| pg_err(&store, "reading the next id of", e))?
+            .get(0);
+        let mut keys = Fetched::default();
+        for row in by_key.map_err(|e| pg_err(&store, "looking up idempotency keys in", e))? {
+            let rec = decode(&row, &store)?;
+            if let Some(k) = rec.idempotency_key.clone() {
+                keys.idempotent.insert(k, rec);
+            }
+        }
+        for row in ends.map_err(|e| pg_err(&store, "looking up runs in", e))? {
+            let rec = decode(&row, &store)?;
+            let Some(run) = rec.run.clone() else { continue };
+            match keys.runs.get_mut(&run) {
+                Some(ends) if rec.id < ends.first.id => ends.first = rec,
+                Some(ends) if rec.id > ends.last.id => ends.last = rec,
+                Some(_) => {}
+                None => {
+                    keys.runs.insert(
+                        run,
+                        RunEnds {
+                            first: rec.clone(),
+                            last: rec,
+                        },
+                    );
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut next = first;
+        let mut planner = Planner::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut all = Vec::new();
+        for batch in batches {
+            let outcome = seal_batch(&mut planner, batch, &mut keys, &mut |log| {
+                let id = LogId::new(next as u64).ok_or_else(|| Error::corrupt(&store, "invalid next id"))?;
+                next += 1;
+                LogRecord::seal_ref(id, now, log)
+            })?;
+            if let Ok(done) = &outcome {
+                all.extend(done.new_records().cloned());
+            }
+            outcomes.push(outcome);
+        }
+        if all.is_empty() {
+            // Only repeats (or refusals): nothing to insert. A repeat answers for a record
+            // another transaction committed, maybe at a weaker level: a write here makes
+            // this commit's flush cover it.
+            let repeats = outcomes
+                .iter()
+                .any(|o| o.as_ref().is_ok_and(|c| !c.records.is_empty()));
+            if repeats && durability > Durability::Buffered {
+                client
+                    .execute(&sql.sync, &[])
+                    .await
+                    .map_err(|e| pg_err(&store, "syncing", e))?;
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| pg_err(&store, "committing to", e))?;
+            self.expected_next = Some(first);
+            return Ok(outcomes);
+        }
+        let cols = Columns::of(&all);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
+        params.push(&first);
+        let (inserted, committed) =
+            tokio::join!(client.query_one(&stmt, &params), client.batch_execute("COMMIT"));
+        let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
+        committed.map_err(|e| pg_err(&store, "committing to", e))?;
+        let n: i64 = row.get(0);
+        if n as usize != all.len() {
+            return Err(Error::Busy {
+                resource: store,
+                detail: format!(
+                    "inserted {n} of {} rows: something that does not take synclog's lock wrote ids \
+                     from {first} on; retry",
+                    all.len()
+                ),
+                source: None,
+            });
+        }
+        self.expected_next = Some(next);
+        Ok(outcomes)
+    }
+
     /// `BEGIN` at `durability`, then the store's advisory lock, waited for until `deadline`.
+    /// Read committed (whatever the server's default): each statement after the lock sees
+    /// every transaction that held it before.
     fn begin_sql(&self, durability: Durability, deadline: Deadline) -> String {
         format!(
-            "BEGIN; SET LOCAL synchronous_commit = {}; {}; SELECT pg_advisory_xact_lock({})",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = {}; {}; \
+             SELECT pg_advisory_xact_lock({})",
             synchronous_commit_for(durability),
             deadline.set_lock_timeout(),
             self.lock_key
@@ -469,6 +783,7 @@ impl Writer {
     /// checksum), and inserts the offered records that are not stored intact.
     async fn try_repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.expected_next = None;
+        offered_keys_are_unique(&records)?;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
         let deadline = Deadline::after(self.lock_wait);
         let client = self.client().await?;
@@ -507,9 +822,19 @@ impl Writer {
             .collect();
         if !fresh.is_empty() {
             let cols = Columns::of(&fresh);
-            tx.query(&sql.import, &cols.params())
+            let inserted: HashSet<i64> = tx
+                .query(&sql.import, &cols.params())
                 .await
-                .map_err(|e| pg_err(&store, "repairing", e))?;
+                .map_err(|e| pg_err(&store, "repairing", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let left: Vec<&LogRecord> = fresh
+                .iter()
+                .filter(|r| !inserted.contains(&(r.id.get() as i64)))
+                .collect();
+            // Returning drops the transaction: nothing of the repair is written.
+            key_held_elsewhere(&tx, &sql, &store, &left).await?;
         }
         let damaged: std::collections::HashSet<i64> = damaged.into_iter().collect();
         let mut report = ImportReport::default();
@@ -527,8 +852,12 @@ impl Writer {
         Ok(report)
     }
 
+    /// In one transaction under the store's lock: inserts the records whose ids are free,
+    /// then compares the others' checksums with the stored ones. A record whose idempotency
+    /// key is stored under another id refuses the whole import (nothing is written).
     async fn try_import(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.expected_next = None;
+        offered_keys_are_unique(&records)?;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
         let deadline = Deadline::after(self.lock_wait);
         let client = self.client().await?;
@@ -558,6 +887,16 @@ impl Writer {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
+            // Neither inserted nor stored under its id: its idempotency key is stored under
+            // another id (the only other unique index).
+            let blocked: Vec<&LogRecord> = records
+                .iter()
+                .filter(|r| {
+                    let id = r.id.get() as i64;
+                    !inserted.contains(&id) && !stored.contains_key(&id)
+                })
+                .collect();
+            key_held_elsewhere(&tx, &sql, &store, &blocked).await?;
             for rec in records
                 .iter()
                 .filter(|r| !inserted.contains(&(r.id.get() as i64)))
@@ -640,11 +979,15 @@ impl Writer {
                     self.gathering
                         .answering(replies.len(), self.submitted.load(Ordering::Relaxed));
                     match result {
-                        Ok(records) => {
+                        Ok(outcomes) => {
+                            let written: usize = outcomes
+                                .iter()
+                                .map(|o| o.as_ref().map_or(0, Committed::written))
+                                .sum();
                             self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                            self.stats.logs.fetch_add(total as u64, Ordering::Relaxed);
-                            for (reply, recs) in replies.into_iter().zip(records) {
-                                let _ = reply.send(Ok(recs));
+                            self.stats.logs.fetch_add(written as u64, Ordering::Relaxed);
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(outcome);
                             }
                         }
                         Err(e) => {
@@ -686,7 +1029,9 @@ async fn begin<'a>(
     store: &str,
 ) -> Result<tokio_postgres::Transaction<'a>> {
     let tx = client
-        .transaction()
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
         .await
         .map_err(|e| pg_err(store, "beginning a transaction on", e))?;
     tx.batch_execute(&format!(
@@ -697,6 +1042,55 @@ async fn begin<'a>(
     .await
     .map_err(|e| pg_err(store, "waiting for the store's lock on", e))?;
     Ok(tx)
+}
+
+/// Refuses records offered for import that give one idempotency key to different ids
+/// (the store keeps each key once).
+fn offered_keys_are_unique(records: &[LogRecord]) -> Result<()> {
+    let mut seen: HashMap<&str, LogId> = HashMap::new();
+    for (i, rec) in records.iter().enumerate() {
+        let Some(key) = rec.idempotency_key.as_deref() else {
+            continue;
+        };
+        match seen.insert(key, rec.id) {
+            Some(other) if other != rec.id => {
+                return Err(Error::invalid(
+                    "idempotency_key",
+                    format!("{key:?} is given to logs {other} and {}", rec.id),
+                )
+                .at_index(i))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The error for the first of `records` (offered, not inserted) whose idempotency key is
+/// stored under another id, if any.
+async fn key_held_elsewhere(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &Sql,
+    store: &str,
+    records: &[&LogRecord],
+) -> Result<()> {
+    for rec in records {
+        let Some(key) = &rec.idempotency_key else { continue };
+        let holder = tx
+            .query_opt(&sql.by_idempotency_key, &[key])
+            .await
+            .map_err(|e| pg_err(store, "looking up an idempotency key in", e))?;
+        if let Some(row) = holder {
+            let stored = decode(&row, store)?.id;
+            if stored != rec.id {
+                return Err(Error::IdempotencyConflict {
+                    key: key.clone(),
+                    stored,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Seals a group's logs with ids from `first`: the records per batch, all of them, and the
@@ -720,6 +1114,78 @@ fn seal_group(
     }
     let all = out.iter().flatten().cloned().collect();
     Ok((out, all, next))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction under the store's lock: made
+/// from nothing (the version 1 DDL and every step after it), upgraded in place from an
+/// older version (each step in turn; existing rows keep their data and checksums), or left
+/// as it is. A newer version is refused with [`Error::Unsupported`] and nothing is changed.
+/// PostgreSQL's DDL is transactional: a failure or a crash anywhere leaves the schema as
+/// it was.
+async fn prepare_schema(
+    client: &mut Client,
+    sql: &Sql,
+    store: &str,
+    lock_key: i64,
+    deadline: Deadline,
+) -> Result<()> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(|e| pg_err(store, "beginning schema creation on", e))?;
+    tx.batch_execute(&format!(
+        "{}; SELECT pg_advisory_xact_lock({lock_key})",
+        deadline.set_lock_timeout()
+    ))
+    .await
+    .map_err(|e| pg_err(store, "waiting for the store's lock on", e))?;
+    let has_meta: bool = tx
+        .query_one(&sql.meta_exists, &[&sql.meta_name])
+        .await
+        .map_err(|e| pg_err(store, "looking for the schema of", e))?
+        .get(0);
+    let version: Option<i64> = match has_meta {
+        false => None,
+        true => tx
+            .query_opt(&sql.version, &[])
+            .await
+            .map_err(|e| pg_err(store, "reading the schema version of", e))?
+            .map(|r| r.get(0)),
+    };
+    let from = match version {
+        Some(SCHEMA_VERSION) => return Ok(()),
+        Some(v) if v > SCHEMA_VERSION => {
+            // Dropping the transaction rolls it back: nothing was changed.
+            return Err(Error::Unsupported {
+                engine: "postgres",
+                what: format!(
+                    "schema version {v} of {store}: this synclog knows schema version {SCHEMA_VERSION} and \
+                     older; upgrade synclog (the schema was not changed)"
+                ),
+            });
+        }
+        Some(v) if v >= 1 => v,
+        Some(v) => return Err(Error::corrupt(store, format!("unknown schema version {v}"))),
+        None => {
+            tx.batch_execute(&sql.create_v1)
+                .await
+                .map_err(|e| pg_err(store, "creating the schema of", e))?;
+            1
+        }
+    };
+    for (to, step) in sql.upgrades.iter().filter(|(to, _)| *to > from) {
+        tx.batch_execute(step)
+            .await
+            .map_err(|e| pg_err(store, &format!("upgrading to version {to} the schema of"), e))?;
+    }
+    tx.execute(&sql.set_version, &[&SCHEMA_VERSION])
+        .await
+        .map_err(|e| pg_err(store, "versioning the schema of", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| pg_err(store, "committing the schema of", e))
 }
 
 /// A [`LogStore`] over a PostgreSQL schema.
@@ -779,51 +1245,18 @@ impl PgStore {
                 source: Box::new(e),
             })?;
         let lock_key = (crc32c::crc32c(format!("synclog:{schema}").as_bytes()) as i64) | (0x5359_4e43 << 32);
-        // Create the schema once, under the store's lock, so concurrent first users agree.
+        // Create or upgrade the schema once, under the store's lock, so concurrent first
+        // users agree.
         {
             let mut client = pool.get().await.map_err(|e| endpoint.pool_err(e))?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| pg_err(&store, "beginning schema creation on", e))?;
-            tx.batch_execute(&format!(
-                "{}; SELECT pg_advisory_xact_lock({lock_key})",
-                Deadline::after(options.lock_wait).set_lock_timeout()
-            ))
-            .await
-            .map_err(|e| pg_err(&store, "waiting for the store's lock on", e))?;
-            tx.batch_execute(&sql.create)
-                .await
-                .map_err(|e| pg_err(&store, "creating the schema of", e))?;
-            let version: Option<i64> = tx
-                .query_opt(&sql.version, &[])
-                .await
-                .map_err(|e| pg_err(&store, "reading the schema version of", e))?
-                .map(|r| r.get(0));
-            match version {
-                None => {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {}.meta (key, value) VALUES ('schema_version', $1)",
-                            sql::quote(&schema)
-                        ),
-                        &[&SCHEMA_VERSION],
-                    )
-                    .await
-                    .map_err(|e| pg_err(&store, "versioning the schema of", e))?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(Error::Unsupported {
-                        engine: "postgres",
-                        what: format!("schema version {v} of {store} (this synclog knows {SCHEMA_VERSION}); upgrade synclog"),
-                    })
-                }
-                Some(v) => return Err(Error::corrupt(store, format!("unknown schema version {v}"))),
-            }
-            tx.commit()
-                .await
-                .map_err(|e| pg_err(&store, "committing the schema of", e))?;
+            prepare_schema(
+                &mut client,
+                &sql,
+                &store,
+                lock_key,
+                Deadline::after(options.lock_wait),
+            )
+            .await?;
         }
         let submitted = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(Stats::default());
@@ -841,6 +1274,7 @@ impl PgStore {
             lock_wait: options.lock_wait,
             expected_next: None,
             insert: None,
+            lookups: None,
             submitted: submitted.clone(),
             gathering: Gathering::default(),
             max_group_logs: options.max_group_logs.max(1),
@@ -911,10 +1345,10 @@ impl LogStore for PgStore {
         }
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         validate_batch(&batch)?;
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Committed::default());
         }
         let seq = self.submitted.fetch_add(1, Ordering::Relaxed);
         self.ask(|reply| Job::Commit {
@@ -924,6 +1358,45 @@ impl LogStore for PgStore {
             reply,
         })
         .await
+    }
+
+    /// One probe of `logs_by_idempotency_key`.
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let client = self.reader().await?;
+        let row = client
+            .query_opt(&self.sql.by_idempotency_key, &[&key])
+            .await
+            .map_err(|e| pg_err(&self.store, "looking up an idempotency key in", e))?;
+        row.map(|r| decode(&r, &self.store)).transpose()
+    }
+
+    /// A range of `logs_by_run`.
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let client = self.reader().await?;
+        let rows = client
+            .query(&self.sql.run_records, &[&run])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading a run of", e))?;
+        rows.iter().map(|r| decode(r, &self.store)).collect()
+    }
+
+    /// One query over `runs`, walked in first-id order by `runs_by_first_id`, by
+    /// `runs_by_job` for a job, by `runs_open_by_first_id` for unfinished runs, or through
+    /// `runs_open_by_start` for stale ones; each run of the page joins its latest record
+    /// (primary key) and its record ids (`logs_by_run`). The answers are the default
+    /// implementation's ([`RunScan::matches`]).
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let (sql, params) = runs_query(&self.sql, scan)?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let client = self.reader().await?;
+        let rows = client
+            .query(&sql, &refs)
+            .await
+            .map_err(|e| pg_err(&self.store, "listing the runs of", e))?;
+        rows.iter().map(|r| decode_run(r, &self.store)).collect()
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {

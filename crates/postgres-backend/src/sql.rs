@@ -1,10 +1,30 @@
 //! The SQL, for one configurable schema.
+//!
+//! # Schema versions (kept in `meta` under `schema_version`)
+//!
+//! 1. `logs` (identity ids, the record's fields, its checksum), `logs_by_job`, `meta`.
+//! 2. Runs and idempotency keys: `logs.run_key` and `logs.idempotency_key` (NULL for
+//!    records without them, so rows of version 1 need no backfill); a unique index on
+//!    the idempotency key and one on `(run_key, id)`, both partial (keyed rows only); and
+//!    `runs`, one row per run (its first and latest record, the latest status, whether
+//!    it has ended, when it started), kept by row triggers on `logs` that fire only for
+//!    rows with a run key, in the transaction of every insert (commit, import, repair),
+//!    delete or update, in any id order.
+//!
+//! A new schema is made by the same steps as an upgraded one: the version 1 DDL, then
+//! every step after it ([`Sql::upgrades`]), so both end up identical.
 
 /// Statements for a schema (its name already validated and quoted).
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
-    pub create: String,
+    /// Version 1, as the previous release created it (idempotent).
+    pub create_v1: String,
+    /// `(version, DDL)`: the step that brings a schema from `version - 1` to `version`.
+    pub upgrades: Vec<(i64, String)>,
+    /// Whether the `meta` table exists: `$1` is its qualified name.
+    pub meta_exists: String,
     pub version: String,
+    pub set_version: String,
     pub insert: String,
     pub import: String,
     pub checksums_of: String,
@@ -14,15 +34,31 @@ pub(crate) struct Sql {
     pub id_checksums: String,
     pub sync: String,
     pub next_id: String,
+    /// The records stored under any of the idempotency keys `$1`.
+    pub by_idempotency_keys: String,
+    /// The first and the latest record of each of the runs `$1`.
+    pub run_ends: String,
+    /// The record stored under idempotency key `$1`.
+    pub by_idempotency_key: String,
+    /// Every record of run `$1`, in id order.
+    pub run_records: String,
+    /// The head of a runs query (see `PgStore::runs`): filters and order follow.
+    pub runs_head: String,
     pub table: String,
+    /// `"schema".meta`, unquoted for `to_regclass`.
+    pub meta_name: String,
 }
 
+/// Every column, in the order `decode` reads them.
 pub(crate) const COLUMNS: &str = "id, recorded_at, job, status, started_at, finished_at, \
-    items_seen, items_written, items_failed, message, attrs, checksum";
+    items_seen, items_written, items_failed, message, attrs, checksum, run_key, idempotency_key";
 
 const UNNEST: &str = "SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
     $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
-    $11::text[], $12::bigint[])";
+    $11::text[], $12::bigint[], $13::text[], $14::text[])";
+
+/// Statuses that do not end a run (every other one does, see `Status::is_terminal`).
+const RUNNING: &str = "('started', 'progress')";
 
 /// `name` quoted as an identifier.
 pub(crate) fn quote(name: &str) -> String {
@@ -33,8 +69,9 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = quote(schema);
         let table = format!("{s}.logs");
+        let table_lit = table.replace('\'', "''");
         Sql {
-            create: format!(
+            create_v1: format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
                  CREATE TABLE IF NOT EXISTS {table} (
                      id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -53,30 +90,41 @@ impl Sql {
                  CREATE INDEX IF NOT EXISTS logs_by_job ON {table} (job, id);
                  CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value bigint NOT NULL);"
             ),
+            upgrades: vec![(2, v2(&s, &table))],
+            meta_exists: "SELECT to_regclass($1) IS NOT NULL".into(),
+            meta_name: format!("{s}.meta"),
             version: format!("SELECT value FROM {s}.meta WHERE key = 'schema_version'"),
+            set_version: format!(
+                "INSERT INTO {s}.meta (key, value) VALUES ('schema_version', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
             // The insert also raises the high-water mark (in the transaction) and keeps the
             // identity sequence ahead of every id (for inserts made outside synclog).
-            // $13 is the first id: rows go in only if no stored id and no high-water mark has
+            // $15 is the first id: rows go in only if no stored id and no high-water mark has
             // reached it (another process may have written since this writer last did).
+            // `max(id)` is one probe of the primary key whatever $15 is; `NOT EXISTS (… id >=
+            // $15)` was planned generically (the statement is prepared) as a scan of the
+            // whole table.
             insert: format!(
                 "WITH ins AS (INSERT INTO {table} ({COLUMNS}) OVERRIDING SYSTEM VALUE {UNNEST} \
-                              WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE id >= $13) \
-                              AND coalesce((SELECT value FROM {s}.meta WHERE key = 'high_water'), 0) < $13 \
+                              WHERE coalesce((SELECT max(id) FROM {table}), 0) < $15 \
+                              AND coalesce((SELECT value FROM {s}.meta WHERE key = 'high_water'), 0) < $15 \
                               RETURNING id), \
                  hw AS (INSERT INTO {s}.meta (key, value) SELECT 'high_water', max(id) FROM ins HAVING count(*) > 0 \
                         ON CONFLICT (key) DO UPDATE SET value = GREATEST({s}.meta.value, EXCLUDED.value)), \
                  sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0) \
-                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM sq)",
-                table_lit = table.replace('\'', "''")
+                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM sq)"
             ),
+            // Any conflict skips the row: an id already stored (the caller compares
+            // checksums), or an idempotency key stored under another id (the caller refuses
+            // the import).
             import: format!(
                 "WITH ins AS (INSERT INTO {table} ({COLUMNS}) OVERRIDING SYSTEM VALUE {UNNEST} \
-                              ON CONFLICT (id) DO NOTHING RETURNING id), \
+                              ON CONFLICT DO NOTHING RETURNING id), \
                  hw AS (INSERT INTO {s}.meta (key, value) SELECT 'high_water', max(id) FROM ins HAVING count(*) > 0 \
                         ON CONFLICT (key) DO UPDATE SET value = GREATEST({s}.meta.value, EXCLUDED.value)), \
                  sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0) \
-                 SELECT id, (SELECT count(*) FROM sq) FROM ins",
-                table_lit = table.replace('\'', "''")
+                 SELECT id, (SELECT count(*) FROM sq) FROM ins"
             ),
             next_id: format!(
                 "SELECT GREATEST(coalesce((SELECT max(id) FROM {table}), 0), \
@@ -91,7 +139,132 @@ impl Sql {
                 "INSERT INTO {s}.meta (key, value) VALUES ('syncs', 1) \
                  ON CONFLICT (key) DO UPDATE SET value = {s}.meta.value + 1"
             ),
+            // logs_by_idempotency_key.
+            by_idempotency_keys: format!("SELECT {COLUMNS} FROM {table} WHERE idempotency_key = ANY($1::text[])"),
+            by_idempotency_key: format!("SELECT {COLUMNS} FROM {table} WHERE idempotency_key = $1"),
+            // Two descents of logs_by_run per run (its first and its last entry), then the
+            // primary key.
+            run_ends: format!(
+                "SELECT {COLUMNS} FROM {table} WHERE id IN ( \
+                     SELECT (SELECT x.id FROM {table} x WHERE x.run_key = k ORDER BY x.id LIMIT 1) \
+                     FROM unnest($1::text[]) k \
+                     UNION \
+                     SELECT (SELECT x.id FROM {table} x WHERE x.run_key = k ORDER BY x.id DESC LIMIT 1) \
+                     FROM unnest($1::text[]) k)"
+            ),
+            // logs_by_run.
+            run_records: format!("SELECT {COLUMNS} FROM {table} WHERE run_key = $1 ORDER BY id"),
+            // runs (by one of its indexes), its latest record by primary key, and the ids of
+            // its records from logs_by_run, for the page only.
+            runs_head: format!(
+                "SELECT r.run_key, r.job, r.status, r.started_at, l.finished_at, l.recorded_at, \
+                        l.items_seen, l.items_written, l.items_failed, l.message, \
+                        ARRAY(SELECT x.id FROM {table} x WHERE x.run_key = r.run_key ORDER BY x.id) \
+                 FROM {s}.runs r JOIN {table} l ON l.id = r.last_id WHERE true"
+            ),
             table,
         }
     }
+}
+
+/// Version 1 → 2: run and idempotency keys, the runs table and the triggers that keep it.
+/// Idempotent (`IF NOT EXISTS`, `OR REPLACE`, triggers dropped and made again): run on a
+/// schema that already has part of it (made by hand), it completes it.
+fn v2(s: &str, table: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS run_key text, ADD COLUMN IF NOT EXISTS idempotency_key text;
+         CREATE UNIQUE INDEX IF NOT EXISTS logs_by_idempotency_key ON {table} (idempotency_key)
+             WHERE idempotency_key IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS logs_by_run ON {table} (run_key, id) WHERE run_key IS NOT NULL;
+         CREATE TABLE IF NOT EXISTS {s}.runs (
+             run_key    text        PRIMARY KEY,
+             job        text        NOT NULL, -- the first record's
+             first_id   bigint      NOT NULL,
+             last_id    bigint      NOT NULL,
+             status     text        NOT NULL, -- the latest record's
+             finished   boolean     NOT NULL, -- the latest record is terminal
+             started_at timestamptz NOT NULL  -- the first record's
+         );
+         CREATE INDEX IF NOT EXISTS runs_by_first_id ON {s}.runs (first_id);
+         CREATE INDEX IF NOT EXISTS runs_by_job ON {s}.runs (job, first_id);
+         CREATE INDEX IF NOT EXISTS runs_open_by_first_id ON {s}.runs (first_id) WHERE NOT finished;
+         CREATE INDEX IF NOT EXISTS runs_open_by_start ON {s}.runs (started_at) WHERE NOT finished;
+
+         -- A record joins its run: in any id order (imports, repairs).
+         CREATE OR REPLACE FUNCTION {s}.runs_note() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             INSERT INTO {s}.runs AS r (run_key, job, first_id, last_id, status, finished, started_at)
+             VALUES (NEW.run_key, NEW.job, NEW.id, NEW.id, NEW.status, NEW.status NOT IN {RUNNING}, NEW.started_at)
+             ON CONFLICT (run_key) DO UPDATE SET
+                 job        = CASE WHEN EXCLUDED.first_id < r.first_id THEN EXCLUDED.job ELSE r.job END,
+                 started_at = CASE WHEN EXCLUDED.first_id < r.first_id THEN EXCLUDED.started_at ELSE r.started_at END,
+                 first_id   = LEAST(r.first_id, EXCLUDED.first_id),
+                 status     = CASE WHEN EXCLUDED.last_id > r.last_id THEN EXCLUDED.status ELSE r.status END,
+                 finished   = CASE WHEN EXCLUDED.last_id > r.last_id THEN EXCLUDED.finished ELSE r.finished END,
+                 last_id    = GREATEST(r.last_id, EXCLUDED.last_id);
+             RETURN NULL;
+         END
+         $fn$;
+
+         -- A run's row made again from its records (after a delete or an update).
+         CREATE OR REPLACE FUNCTION {s}.runs_refresh(key text) RETURNS void LANGUAGE plpgsql AS $fn$
+         DECLARE
+             lo bigint;
+             hi bigint;
+         BEGIN
+             SELECT min(id), max(id) INTO lo, hi FROM {table} WHERE run_key = key;
+             IF lo IS NULL THEN
+                 DELETE FROM {s}.runs WHERE run_key = key;
+                 RETURN;
+             END IF;
+             INSERT INTO {s}.runs AS r (run_key, job, first_id, last_id, status, finished, started_at)
+             SELECT key, f.job, lo, hi, l.status, l.status NOT IN {RUNNING}, f.started_at
+             FROM {table} f, {table} l WHERE f.id = lo AND l.id = hi
+             ON CONFLICT (run_key) DO UPDATE SET
+                 job = EXCLUDED.job, first_id = EXCLUDED.first_id, last_id = EXCLUDED.last_id,
+                 status = EXCLUDED.status, finished = EXCLUDED.finished, started_at = EXCLUDED.started_at;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.runs_forget() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             PERFORM {s}.runs_refresh(OLD.run_key);
+             RETURN NULL;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.runs_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             IF OLD.run_key IS NOT NULL THEN
+                 PERFORM {s}.runs_refresh(OLD.run_key);
+             END IF;
+             IF NEW.run_key IS NOT NULL AND NEW.run_key IS DISTINCT FROM OLD.run_key THEN
+                 PERFORM {s}.runs_refresh(NEW.run_key);
+             END IF;
+             RETURN NULL;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.runs_clear() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             DELETE FROM {s}.runs;
+             RETURN NULL;
+         END
+         $fn$;
+
+         -- Rows without a run key fire nothing.
+         DROP TRIGGER IF EXISTS logs_note_run ON {table};
+         CREATE TRIGGER logs_note_run AFTER INSERT ON {table}
+             FOR EACH ROW WHEN (NEW.run_key IS NOT NULL) EXECUTE FUNCTION {s}.runs_note();
+         DROP TRIGGER IF EXISTS logs_forget_run ON {table};
+         CREATE TRIGGER logs_forget_run AFTER DELETE ON {table}
+             FOR EACH ROW WHEN (OLD.run_key IS NOT NULL) EXECUTE FUNCTION {s}.runs_forget();
+         DROP TRIGGER IF EXISTS logs_change_run ON {table};
+         CREATE TRIGGER logs_change_run AFTER UPDATE OF id, run_key, job, status, started_at ON {table}
+             FOR EACH ROW WHEN (OLD.run_key IS NOT NULL OR NEW.run_key IS NOT NULL)
+             EXECUTE FUNCTION {s}.runs_change();
+         DROP TRIGGER IF EXISTS logs_clear_runs ON {table};
+         CREATE TRIGGER logs_clear_runs AFTER TRUNCATE ON {table}
+             FOR EACH STATEMENT EXECUTE FUNCTION {s}.runs_clear();"
+    )
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use synclog_core::canonical::{self, Checksum};
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
+use synclog_core::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
@@ -22,6 +23,11 @@ use synclog_core::{
 
 const RECORD: u8 = 0x01;
 const HIGH_WATER: &[u8] = b"\x00high_water";
+/// The format version of the database, big-endian `u64`. Absent: version 1 (the release
+/// before runs). Version 2 records may carry run and idempotency keys.
+const FORMAT: &[u8] = b"\x00format";
+/// The format version this build writes.
+pub const FORMAT_VERSION: u64 = 2;
 
 fn key(id: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
@@ -145,6 +151,10 @@ struct Writer {
     /// One-record commits since the high-water key was last stored (see
     /// [`SAVE_HIGH_WATER_EVERY`]); while non-zero, the key lags `high_water`.
     unsaved_singles: u64,
+    /// The run and idempotency keys of the stored records, read from the whole database the
+    /// first time they are needed (sled has no secondary index here), then kept up to date
+    /// by this writer, the only one (sled admits one process).
+    book: Option<KeyBook>,
 }
 
 /// How many one-record commits may pass before the high-water key is stored again. A
@@ -218,12 +228,116 @@ impl Writer {
             self.apply(batch, durability)?;
             self.high_water = max;
             self.unsaved_singles = 0;
+            self.note(records);
         }
         Ok(report)
     }
 }
 
+/// Reads record `id` (decoded; its checksum not checked).
+fn read(db: &sled::Db, path: &Path, id: LogId) -> Result<Option<LogRecord>> {
+    db.get(key(id.get()))
+        .map_err(|e| map_err(path, "reading", e))?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+/// Refuses a database of a newer format (nothing written); with `upgrade`, marks an older
+/// one as this format (one key, flushed).
+fn check_format(db: &sled::Db, path: &Path, upgrade: bool) -> Result<()> {
+    let stored = db
+        .get(FORMAT)
+        .map_err(|e| map_err(path, "reading", e))?
+        .map(|v| {
+            <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    Error::corrupt(
+                        format!("sled://{}", path.display()),
+                        "the format key is not 8 bytes",
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or(1);
+    if stored > FORMAT_VERSION {
+        return Err(Error::Unsupported {
+            engine: "sled",
+            what: format!(
+                "format version {stored} of sled://{} (this synclog knows {FORMAT_VERSION}); upgrade synclog",
+                path.display()
+            ),
+        });
+    }
+    if upgrade && stored < FORMAT_VERSION {
+        db.insert(FORMAT, &FORMAT_VERSION.to_be_bytes()[..])
+            .and_then(|_| db.flush())
+            .map_err(|e| map_err(path, "upgrading the format of", e))?;
+    }
+    Ok(())
+}
+
+fn book_missing(path: &Path) -> Error {
+    Error::Backend {
+        engine: "sled",
+        context: format!("the key book of {}", path.display()),
+        source: "not filled".into(),
+    }
+}
+
 impl Writer {
+    /// Reads every record once to fill the book of keys, if it is not filled yet.
+    fn fill_book(&mut self) -> Result<()> {
+        if self.book.is_some() {
+            return Ok(());
+        }
+        let mut book = KeyBook::new();
+        for item in self.db.scan_prefix([RECORD]) {
+            let (_, v) = item.map_err(|e| map_err(&self.path, "reading", e))?;
+            // A record that does not decode has no keys anyone can use; verify reports it.
+            if let Ok(rec) = decode(&v) {
+                book.note(&rec);
+            }
+        }
+        self.book = Some(book);
+        Ok(())
+    }
+
+    /// Notes imported or repaired records in the book, if it is filled.
+    fn note(&mut self, records: &[LogRecord]) {
+        if let Some(book) = &mut self.book {
+            records.iter().for_each(|r| book.note(r));
+        }
+    }
+
+    /// The record under idempotency key `key`.
+    fn find_idempotent(&mut self, key: &str) -> Result<Option<LogRecord>> {
+        self.fill_book()?;
+        let book = self.book.as_ref().ok_or_else(|| book_missing(&self.path))?;
+        match book.idempotent(key) {
+            Some(id) => read(&self.db, &self.path, id),
+            None => Ok(None),
+        }
+    }
+
+    /// The records of run `run`, in id order.
+    fn run_records(&mut self, run: &str) -> Result<Vec<LogRecord>> {
+        self.fill_book()?;
+        let book = self.book.as_ref().ok_or_else(|| book_missing(&self.path))?;
+        let mut out = Vec::new();
+        for id in book.run_ids(run) {
+            out.extend(read(&self.db, &self.path, *id)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs matching `scan`.
+    fn runs(&mut self, scan: &RunScan, limit: usize) -> Result<Vec<Run>> {
+        self.fill_book()?;
+        let book = self.book.as_ref().ok_or_else(|| book_missing(&self.path))?;
+        book.select_runs(scan, limit, |id| read(&self.db, &self.path, id))
+    }
+
     /// Imports records, replacing stored values that are damaged (undecodable, or whose
     /// fields no longer give their stored checksum). See [`LogStore::repair`].
     fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
@@ -255,61 +369,83 @@ impl Writer {
             self.apply(batch, durability)?;
             self.high_water = max;
             self.unsaved_singles = 0;
+            self.note(records);
         }
         Ok(report)
     }
 }
 
 impl BatchWriter for Writer {
-    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+    fn commit_group(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>> {
         let mut next = self.high_water + 1;
         let now = Utc::now();
-        let mut out = Vec::with_capacity(batches.len());
-        for logs in batches {
-            let mut recs = Vec::with_capacity(logs.len());
-            for log in logs.iter() {
-                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                    engine: "sled",
-                    what: "more than i64::MAX ids".into(),
-                })?;
-                recs.push(LogRecord::seal_ref(id, now, log)?);
-                next += 1;
+        let mut seal = |log: &NewLog| -> Result<LogRecord> {
+            let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                engine: "sled",
+                what: "more than i64::MAX ids".into(),
+            })?;
+            next += 1;
+            LogRecord::seal_ref(id, now, log)
+        };
+        let mut outcomes = Vec::with_capacity(batches.len());
+        if Planner::any_keys(batches.iter().copied()) {
+            self.fill_book()?;
+            let (db, path) = (&self.db, &self.path);
+            let book = self.book.as_ref().ok_or_else(|| book_missing(path))?;
+            let mut keys = book.keys(|id| read(db, path, id));
+            let mut planner = Planner::new();
+            for batch in batches {
+                outcomes.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
             }
-            out.push(recs);
+        } else {
+            for batch in batches {
+                let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
+                outcomes.push(Ok(Committed::fresh(records)));
+            }
+        }
+        let written: Vec<&LogRecord> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .flat_map(Committed::new_records)
+            .collect();
+        if written.is_empty() {
+            return Ok(outcomes);
         }
         let last = next - 1;
-        if let [only] = out.as_slice() {
-            if let [one] = only.as_slice() {
-                // One record needs no batch to be atomic, and sled's batches cost a third of
-                // the throughput. The high-water key may lag after a crash; opening takes the
-                // larger of it and the last id.
-                let e = |err| map_err(&self.path, "writing to", err);
-                self.db.insert(key(last), value(one)).map_err(e)?;
-                self.unsaved_singles += 1;
-                if self.unsaved_singles >= SAVE_HIGH_WATER_EVERY {
-                    self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
-                    self.unsaved_singles = 0;
-                }
-                if durability >= Durability::Process {
-                    self.db
-                        .flush()
-                        .map_err(|err| map_err(&self.path, "flushing", err))?;
-                }
-                self.high_water = last;
-                return Ok(out);
+        if let [one] = written.as_slice() {
+            // One record needs no batch to be atomic, and sled's batches cost a third of
+            // the throughput. The high-water key may lag after a crash; opening takes the
+            // larger of it and the last id.
+            let e = |err| map_err(&self.path, "writing to", err);
+            self.db.insert(key(last), value(one)).map_err(e)?;
+            self.unsaved_singles += 1;
+            if self.unsaved_singles >= SAVE_HIGH_WATER_EVERY {
+                self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
+                self.unsaved_singles = 0;
             }
-        }
-        {
+            if durability >= Durability::Process {
+                self.db
+                    .flush()
+                    .map_err(|err| map_err(&self.path, "flushing", err))?;
+            }
+        } else {
             let mut batch = sled::Batch::default();
-            for rec in out.iter().flatten() {
+            for rec in &written {
                 batch.insert(&key(rec.id.get())[..], value(rec));
             }
             batch.insert(HIGH_WATER, &last.to_be_bytes()[..]);
             self.apply(batch, durability)?;
+            self.unsaved_singles = 0;
         }
         self.high_water = last;
-        self.unsaved_singles = 0;
-        Ok(out)
+        if let Some(book) = &mut self.book {
+            written.iter().for_each(|r| book.note(r));
+        }
+        Ok(outcomes)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -353,7 +489,12 @@ impl SledStore {
     /// `lock_wait`, then refused as [`Error::Locked`]; sled-reported corruption is
     /// [`Error::Corrupt`].
     pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_inner(path.as_ref(), options, false)
+    }
+
+    /// Opens; a `read_only` open leaves an older format as it is (nothing written).
+    fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<SledStore> {
+        let path = path.to_path_buf();
         let deadline = Instant::now() + options.lock_wait;
         let mut pause = Duration::from_millis(5);
         let db = loop {
@@ -375,7 +516,9 @@ impl SledStore {
             path: path.clone(),
             high_water: 0,
             unsaved_singles: 0,
+            book: None,
         };
+        check_format(&db, &path, !read_only)?;
         writer.high_water = writer.load_high_water()?;
         let group = Arc::new(GroupCommit::spawn(
             writer,
@@ -423,12 +566,13 @@ impl SledStore {
             }
             Err(e) => return Err(Error::io(format!("inspecting {resource}"), e)),
         }
-        let mut store = Self::open_with(
+        let mut store = Self::open_inner(
             &path,
             SledOptions {
                 lock_wait: Duration::ZERO,
                 ..SledOptions::default()
             },
+            true,
         )
         .map_err(|e| match e {
             Error::Locked { source, .. } => Error::Locked {
@@ -540,7 +684,30 @@ impl LogStore for SledStore {
         }
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    /// From a book of keys the writer fills on first use (one read of every record).
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let key = key.to_string();
+        self.group.with_writer(move |w| w.find_idempotent(&key)).await?
+    }
+
+    /// As [`find_idempotent`](Self::find_idempotent).
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let run = run.to_string();
+        self.group.with_writer(move |w| w.run_records(&run)).await?
+    }
+
+    /// As [`find_idempotent`](Self::find_idempotent), each run read from its records.
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let limit = Scan {
+            limit: scan.limit,
+            ..Scan::default()
+        }
+        .effective_limit()?;
+        let scan = scan.clone();
+        self.group.with_writer(move |w| w.runs(&scan, limit)).await?
+    }
+
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 store: self.describe(),

@@ -120,8 +120,8 @@ async fn close_returns_after_the_database_lock_is_released() {
             sled::open(&path).unwrap_or_else(|e| panic!("round {round}: still locked after close: {e}"));
         assert_eq!(
             raw.len(),
-            round as usize + 2,
-            "the records and the high-water key"
+            round as usize + 3,
+            "the records, the high-water key and the format key"
         );
         drop(raw);
     }

@@ -7,8 +7,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 pub(crate) use synclog_core::deadline::Deadline;
 use synclog_core::{Durability, Error, Result};
 
-/// The schema version this build writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes, kept in `PRAGMA user_version`: 1 until runs and
+/// idempotency keys, 2 with them ([`UPGRADE_TO_2`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// synclog's `PRAGMA application_id` (`"SYNL"`), set on every database it creates, so
 /// another application's database can be told from a synclog one before anything is
@@ -38,6 +39,61 @@ CREATE TABLE logs (
 CREATE INDEX logs_by_job ON logs(job, id);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta(key, value) VALUES ('high_water', 0), ('syncs', 0);
+";
+
+/// What version 2 adds to a version 1 database (a new one gets [`SCHEMA`] then this):
+/// the run and idempotency keys of a record; `idempotency_keys` (key → id) and `runs`
+/// (one row per run: its first and latest record), both kept by triggers on every insert
+/// and delete of a keyed record, whoever writes it (commits, imports, repairs); an index of
+/// each run's records. Rows written before have no keys, so nothing is backfilled: the
+/// upgrade is one transaction of schema changes.
+///
+/// Keys are looked up through tables of their own rather than partial indexes of `logs`:
+/// SQLite prepares a statement again each time a parameter that decides whether a partial
+/// index applies changes, which cost more than the rest of a keyed append.
+pub const UPGRADE_TO_2: &str = "
+ALTER TABLE logs ADD COLUMN run_key TEXT;
+ALTER TABLE logs ADD COLUMN idempotency_key TEXT;
+CREATE INDEX logs_by_run ON logs(run_key, id) WHERE run_key IS NOT NULL;
+CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER logs_into_idempotency_keys AFTER INSERT ON logs WHEN NEW.idempotency_key IS NOT NULL BEGIN
+    INSERT OR IGNORE INTO idempotency_keys VALUES (NEW.idempotency_key, NEW.id);
+    UPDATE idempotency_keys SET id = min(id, NEW.id) WHERE key = NEW.idempotency_key;
+END;
+CREATE TRIGGER logs_out_of_idempotency_keys AFTER DELETE ON logs WHEN OLD.idempotency_key IS NOT NULL BEGIN
+    DELETE FROM idempotency_keys WHERE key = OLD.idempotency_key AND id = OLD.id;
+END;
+CREATE TABLE runs (
+    run_key    TEXT PRIMARY KEY,
+    job        TEXT    NOT NULL,      -- the first record's
+    first_id   INTEGER NOT NULL,
+    last_id    INTEGER NOT NULL,
+    status     TEXT    NOT NULL,      -- the latest record's
+    finished   INTEGER NOT NULL,      -- 1 when the latest record is terminal
+    started_at INTEGER NOT NULL       -- the first record's
+) WITHOUT ROWID;
+CREATE INDEX runs_by_first ON runs(first_id);
+CREATE INDEX runs_by_job ON runs(job, first_id);
+CREATE INDEX runs_unfinished ON runs(first_id) WHERE finished = 0;
+CREATE TRIGGER logs_into_runs AFTER INSERT ON logs WHEN NEW.run_key IS NOT NULL BEGIN
+    INSERT OR IGNORE INTO runs VALUES (NEW.run_key, NEW.job, NEW.id, NEW.id, NEW.status,
+        NEW.status NOT IN ('started', 'progress'), NEW.started_at);
+    UPDATE runs SET
+        job = CASE WHEN NEW.id < first_id THEN NEW.job ELSE job END,
+        started_at = CASE WHEN NEW.id < first_id THEN NEW.started_at ELSE started_at END,
+        first_id = min(first_id, NEW.id),
+        status = CASE WHEN NEW.id > last_id THEN NEW.status ELSE status END,
+        finished = CASE WHEN NEW.id > last_id THEN NEW.status NOT IN ('started', 'progress') ELSE finished END,
+        last_id = max(last_id, NEW.id)
+    WHERE run_key = NEW.run_key;
+END;
+CREATE TRIGGER logs_out_of_runs AFTER DELETE ON logs WHEN OLD.run_key IS NOT NULL BEGIN
+    DELETE FROM runs WHERE run_key = OLD.run_key;
+    INSERT INTO runs SELECT f.run_key, f.job, f.id, l.id, l.status,
+            l.status NOT IN ('started', 'progress'), f.started_at
+        FROM (SELECT run_key, job, id, started_at FROM logs WHERE run_key = OLD.run_key ORDER BY id LIMIT 1) AS f,
+             (SELECT id, status FROM logs WHERE run_key = OLD.run_key ORDER BY id DESC LIMIT 1) AS l;
+END;
 ";
 
 /// The PRAGMA values a writer connection runs with, as read back from SQLite.
@@ -405,6 +461,8 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
                 &format!("{} tables and no synclog schema version", tables.len()),
             )),
             SCHEMA_VERSION if app != 0 || has_synclog_tables(&tables) => Ok(true),
+            // A store of the release before runs: upgraded below, under the write lock.
+            1 if app != 0 || has_synclog_tables(&tables) => Ok(false),
             v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
                 engine: "sqlite",
                 what: format!(
@@ -427,7 +485,17 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(e("locking for schema creation"))?;
     if !check(&tx)? {
-        tx.execute_batch(SCHEMA).map_err(e("creating the schema in"))?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e("reading user_version of"))?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA).map_err(e("creating the schema in"))?;
+        } else {
+            tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "upgrading the schema");
+        }
+        // One transaction: a crash leaves version 1 or version 2, never half of it.
+        tx.execute_batch(UPGRADE_TO_2)
+            .map_err(e("upgrading the schema of"))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(e("setting application_id of"))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -471,6 +539,9 @@ pub(crate) fn check_read_only(path: &Path, busy_timeout: Duration) -> Result<()>
             "the file holds no synclog store yet (a writer has not set it up); nothing was changed",
         )),
         SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
+        // The release before runs: read as it is (its records have no keys); the first
+        // writer to open it upgrades it.
+        1 if has_synclog_tables(&tables) => Ok(()),
         v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
             engine: "sqlite",
             what: format!(

@@ -47,8 +47,8 @@ use async_trait::async_trait;
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::{
-    Capabilities, CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId,
-    LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed, Durability, Error, ImportReport,
+    LogId, LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, VerifyOptions, VerifyReport,
 };
 
 pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
@@ -278,10 +278,41 @@ impl LogStore for SqliteStore {
         }
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         let group = self.writer("commit")?;
         validate_batch(&batch)?;
         group.commit(batch, durability).await
+    }
+
+    /// From the `logs_by_idempotency_key` index.
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let key = key.to_string();
+        self.read(move |c, p| reader::find_idempotent(c, p, &key)).await
+    }
+
+    /// From the `logs_by_idempotency_key` index, on one reader connection.
+    async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        let keys = keys.to_vec();
+        self.read(move |c, p| {
+            let mut found = Vec::new();
+            for key in &keys {
+                found.extend(reader::find_idempotent(c, p, key)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// From the `logs_by_run` index.
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let run = run.to_string();
+        self.read(move |c, p| reader::run_records(c, p, &run)).await
+    }
+
+    /// From the `runs` table (kept by triggers) and its indexes.
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let scan = scan.clone();
+        self.read(move |c, p| reader::runs(c, p, &scan)).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {

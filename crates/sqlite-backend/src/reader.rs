@@ -6,17 +6,51 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::DateTime;
+use rusqlite::OptionalExtension;
 use rusqlite::{Connection, Row};
 use synclog_core::canonical::RecordView;
+use synclog_core::run::RunEnds;
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Attrs, Checksum, Error, LogId, LogRecord, Result, Scan, Status, Timestamp, VerifyOptions, VerifyReport,
+    Attrs, Checksum, Error, LogId, LogRecord, Result, Run, RunScan, Scan, Status, Timestamp, VerifyOptions,
+    VerifyReport,
 };
 
 use crate::connection::{self, map_err};
 
 pub(crate) const COLUMNS: &str = "id, recorded_at, job, status, started_at, finished_at, \
-    items_seen, items_written, items_failed, message, attrs, checksum";
+    items_seen, items_written, items_failed, message, attrs, checksum, run_key, idempotency_key";
+
+/// [`COLUMNS`] of a database of schema version 1 (before runs: no keys), which a read-only
+/// handle reads as it is.
+const COLUMNS_V1: &str = "id, recorded_at, job, status, started_at, finished_at, \
+    items_seen, items_written, items_failed, message, attrs, checksum, NULL, NULL";
+
+/// Whether `err` says the schema lacks what version 2 added (a version 1 database read
+/// by a read-only handle).
+fn is_version_1(err: &rusqlite::Error) -> bool {
+    let text = err.to_string();
+    text.contains("no such column: run_key")
+        || text.contains("no such table: runs")
+        || text.contains("no such table: idempotency_keys")
+        || text.contains("no such column: idempotency_key")
+}
+
+/// Prepares `SELECT <COLUMNS> <rest>`, with the version 1 columns when the database is
+/// still at version 1 (tried only when the current ones are refused).
+fn prepare_select<'c>(
+    conn: &'c Connection,
+    path: &Path,
+    rest: &str,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    match conn.prepare_cached(&format!("SELECT {COLUMNS} {rest}")) {
+        Ok(stmt) => Ok(stmt),
+        Err(err) if is_version_1(&err) => conn
+            .prepare_cached(&format!("SELECT {COLUMNS_V1} {rest}"))
+            .map_err(|e| map_err(path, "preparing a read of", e)),
+        Err(err) => Err(map_err(path, "preparing a read of", err)),
+    }
+}
 
 /// Read-only connections, reused between calls. A connection that saw an error is dropped.
 pub(crate) struct ReaderPool {
@@ -97,13 +131,13 @@ pub(crate) fn decode(row: &Row<'_>, path: &Path) -> Result<LogRecord> {
         message: row.get(9).map_err(e)?,
         attrs: Attrs::from_stored(row.get(10).map_err(e)?),
         checksum: Checksum(row.get::<_, i64>(11).map_err(e)? as u32),
+        run: row.get(12).map_err(e)?,
+        idempotency_key: row.get(13).map_err(e)?,
     })
 }
 
 pub(crate) fn get(conn: &Connection, path: &Path, id: LogId) -> Result<Option<LogRecord>> {
-    let mut stmt = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM logs WHERE id = ?1"))
-        .map_err(|e| map_err(path, "preparing a read of", e))?;
+    let mut stmt = prepare_select(conn, path, "FROM logs WHERE id = ?1")?;
     let mut rows = stmt
         .query([id.get() as i64])
         .map_err(|e| map_err(path, "reading", e))?;
@@ -115,7 +149,7 @@ pub(crate) fn get(conn: &Connection, path: &Path, id: LogId) -> Result<Option<Lo
 
 pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
     let limit = scan.effective_limit()?;
-    let mut sql = format!("SELECT {COLUMNS} FROM logs WHERE 1 = 1");
+    let mut sql = "FROM logs WHERE 1 = 1".to_string();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(a) = scan.after {
         sql.push_str(" AND id > ?");
@@ -139,9 +173,7 @@ pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<Lo
         " ORDER BY id LIMIT ?"
     });
     args.push((limit as i64).into());
-    let mut stmt = conn
-        .prepare_cached(&sql)
-        .map_err(|e| map_err(path, "preparing a scan of", e))?;
+    let mut stmt = prepare_select(conn, path, &sql)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(args))
         .map_err(|e| map_err(path, "scanning", e))?;
@@ -166,9 +198,7 @@ pub(crate) fn verify(path: &Path, busy_timeout: Duration, options: VerifyOptions
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
     let mut v = Verifier::new();
     {
-        let mut stmt = conn
-            .prepare(&format!("SELECT {COLUMNS} FROM logs ORDER BY id"))
-            .map_err(e("preparing verification of"))?;
+        let mut stmt = prepare_select(&conn, path, "FROM logs ORDER BY id")?;
         let mut rows = stmt.query([]).map_err(e("verifying"))?;
         while let Some(row) = rows.next().map_err(e("verifying"))? {
             check_row(row, &mut v);
@@ -199,6 +229,12 @@ fn check_row(row: &Row<'_>, v: &mut Verifier) {
         _ => None,
     };
     let int = |i: usize| row.get::<_, i64>(i).ok();
+    // A key column: NULL (no key) or text; anything else does not decode.
+    let key = |i: usize| match row.get_ref(i) {
+        Ok(ValueRef::Null) => Some(None),
+        Ok(ValueRef::Text(t)) => std::str::from_utf8(t).ok().map(Some),
+        _ => None,
+    };
     let status = text(3).and_then(|s| s.parse::<Status>().ok());
     let parts = (|| {
         Some((
@@ -214,6 +250,8 @@ fn check_row(row: &Row<'_>, v: &mut Verifier) {
                 items_failed: u64::try_from(int(8)?).ok()?,
                 message: text(9)?,
                 attrs: text(10)?,
+                run: key(12)?,
+                idempotency_key: key(13)?,
             },
             Checksum(int(11)? as u32),
         ))
@@ -247,6 +285,124 @@ pub(crate) fn id_checksums(
             Error::corrupt(format!("sqlite://{}", path.display()), format!("invalid id {id}"))
         })?;
         out.push((id, Checksum(sum as u32)));
+    }
+    Ok(out)
+}
+
+/// The record stored under idempotency key `key` (the first, should there be several).
+pub(crate) fn find_idempotent(conn: &Connection, path: &Path, key: &str) -> Result<Option<LogRecord>> {
+    let mut stmt = prepare_select(
+        conn,
+        path,
+        "FROM logs WHERE id = (SELECT id FROM idempotency_keys WHERE key = ?1)",
+    )?;
+    let mut rows = match stmt.query([key]) {
+        Ok(rows) => rows,
+        Err(e) => return Err(map_err(path, "looking up an idempotency key in", e)),
+    };
+    match rows
+        .next()
+        .map_err(|e| map_err(path, "looking up an idempotency key in", e))?
+    {
+        Some(row) => decode(row, path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every record of run `run`, in id order (from the `logs_by_run` index).
+pub(crate) fn run_records(conn: &Connection, path: &Path, run: &str) -> Result<Vec<LogRecord>> {
+    let mut stmt = prepare_select(conn, path, "FROM logs WHERE run_key = ?1 ORDER BY id")?;
+    let mut rows = stmt
+        .query([run])
+        .map_err(|e| map_err(path, "reading a run of", e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| map_err(path, "reading a run of", e))? {
+        out.push(decode(row, path)?);
+    }
+    Ok(out)
+}
+
+/// The first and latest record of run `run`, from the `runs` table.
+pub(crate) fn run_ends(conn: &Connection, path: &Path, run: &str) -> Result<Option<RunEnds>> {
+    let ids: Option<(i64, i64)> = match conn
+        .prepare_cached("SELECT first_id, last_id FROM runs WHERE run_key = ?1")
+        .and_then(|mut s| s.query_row([run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+    {
+        Ok(ids) => ids,
+        Err(e) if is_version_1(&e) => None,
+        Err(e) => return Err(map_err(path, "looking up a run in", e)),
+    };
+    let Some((first, last)) = ids else { return Ok(None) };
+    let id = |n: i64| {
+        LogId::new(n as u64).ok_or_else(|| {
+            Error::corrupt(
+                format!("sqlite://{}", path.display()),
+                format!("runs table: invalid id {n}"),
+            )
+        })
+    };
+    match (get(conn, path, id(first)?)?, get(conn, path, id(last)?)?) {
+        (Some(first), Some(last)) => Ok(Some(RunEnds { first, last })),
+        _ => Ok(None),
+    }
+}
+
+/// Runs matching `scan`, from the `runs` table and its indexes (by first id, by job and
+/// first id, and the unfinished ones), each assembled from its records.
+pub(crate) fn runs(conn: &Connection, path: &Path, scan: &RunScan) -> Result<Vec<Run>> {
+    let limit = Scan {
+        limit: scan.limit,
+        ..Scan::default()
+    }
+    .effective_limit()?;
+    let mut sql = "SELECT run_key FROM runs WHERE 1 = 1".to_string();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(a) = scan.after {
+        sql.push_str(" AND first_id > ?");
+        args.push((a.get() as i64).into());
+    }
+    if let Some(b) = scan.before {
+        sql.push_str(" AND first_id < ?");
+        args.push((b.get() as i64).into());
+    }
+    if let Some(j) = &scan.job {
+        sql.push_str(" AND job = ?");
+        args.push(j.clone().into());
+    }
+    if let Some(s) = scan.status {
+        sql.push_str(" AND status = ?");
+        args.push(s.as_str().to_string().into());
+    }
+    if scan.only_unfinished() {
+        sql.push_str(" AND finished = 0");
+    }
+    if let Some(c) = scan.started_before {
+        sql.push_str(" AND started_at < ?");
+        args.push(c.timestamp_micros().into());
+    }
+    sql.push_str(if scan.descending {
+        " ORDER BY first_id DESC LIMIT ?"
+    } else {
+        " ORDER BY first_id LIMIT ?"
+    });
+    args.push((limit as i64).into());
+    let keys: Vec<String> = {
+        let mut stmt = match conn.prepare_cached(&sql) {
+            Ok(s) => s,
+            Err(e) if is_version_1(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(map_err(path, "preparing a scan of runs in", e)),
+        };
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+            .map_err(|e| map_err(path, "scanning runs in", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| map_err(path, "scanning runs in", e))?
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(run) = Run::from_records(&key, &run_records(conn, path, &key)?) {
+            out.push(run);
+        }
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::group::BatchWriter;
+use synclog_core::run::{seal_batch, Committed, Keys, Planner, RunEnds};
 use synclog_core::{
     CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
     Result,
@@ -18,11 +19,11 @@ use crate::connection::{self, map_err, BoundBusy, Deadline};
 use crate::SqliteOptions;
 
 const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
-    items_seen, items_written, items_failed, message, attrs, checksum) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    items_seen, items_written, items_failed, message, attrs, checksum, run_key, idempotency_key) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 const INSERT_IF_ABSENT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
-    items_seen, items_written, items_failed, message, attrs, checksum) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(id) DO NOTHING";
+    items_seen, items_written, items_failed, message, attrs, checksum, run_key, idempotency_key) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT(id) DO NOTHING";
 
 /// Counters of the writer's connection life, for tests and operators.
 #[derive(Debug, Default)]
@@ -372,43 +373,73 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, rec: &LogRecord) -> rusq
         rec.message,
         rec.attrs.as_str(),
         rec.checksum.0 as i64,
+        rec.run,
+        rec.idempotency_key,
     ])
 }
 
+/// [`Keys`] answered inside the write transaction, from the key indexes.
+struct TxKeys<'a> {
+    tx: &'a Connection,
+    path: &'a std::path::Path,
+}
+
+impl Keys for TxKeys<'_> {
+    fn idempotent(&mut self, key: &str) -> Result<Option<LogRecord>> {
+        crate::reader::find_idempotent(self.tx, self.path, key)
+    }
+    fn run_ends(&mut self, run: &str) -> Result<Option<RunEnds>> {
+        crate::reader::run_ends(self.tx, self.path, run)
+    }
+}
+
 impl BatchWriter for Writer {
-    fn commit_group(&mut self, batches: &[&[NewLog]], durability: Durability) -> Result<Vec<Vec<LogRecord>>> {
+    fn commit_group(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>> {
         let path = self.path.clone();
         let assigned = self.assigned;
         let save = self.unsaved_commits + 1 >= SAVE_HIGH_WATER_EVERY;
-        let out = self.transact(durability, |tx| {
+        let keyed = Planner::any_keys(batches.iter().copied());
+        let (out, last) = self.transact(durability, |tx| {
             let mut next = Self::next_id(tx, &path, assigned)?;
             let now = Utc::now();
             let mut insert = tx
                 .prepare_cached(INSERT)
                 .map_err(|e| map_err(&path, "preparing an insert into", e))?;
+            let mut seal = |log: &NewLog| -> Result<LogRecord> {
+                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                    engine: "sqlite",
+                    what: "more than i64::MAX ids".into(),
+                })?;
+                next += 1;
+                let rec = LogRecord::seal_ref(id, now, log)?;
+                insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
+                Ok(rec)
+            };
             let mut out = Vec::with_capacity(batches.len());
-            for batch in batches {
-                let mut recs = Vec::with_capacity(batch.len());
-                for log in batch.iter() {
-                    let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                        engine: "sqlite",
-                        what: "more than i64::MAX ids".into(),
-                    })?;
-                    next += 1;
-                    let rec = LogRecord::seal_ref(id, now, log)?;
-                    insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
-                    recs.push(rec);
+            if keyed {
+                // The rules of runs and keys, inside the write transaction: every other
+                // writer (thread or process) waits for it, so they hold across processes.
+                let mut planner = Planner::new();
+                let mut keys = TxKeys { tx, path: &path };
+                for batch in batches {
+                    out.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
                 }
-                out.push(recs);
+            } else {
+                for batch in batches {
+                    let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
+                    out.push(Ok(Committed::fresh(records)));
+                }
             }
             if save {
                 Self::raise_high_water(tx, &path, next - 1)?;
             }
-            Ok(out)
+            Ok((out, next - 1))
         })?;
-        if let Some(last) = out.iter().flatten().map(|r| r.id.get()).max() {
-            self.assigned = self.assigned.max(last);
-        }
+        self.assigned = self.assigned.max(last);
         self.unsaved_commits = if save { 0 } else { self.unsaved_commits + 1 };
         Ok(out)
     }

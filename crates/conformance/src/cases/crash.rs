@@ -15,6 +15,21 @@ use crate::harness::{Harness, Location};
 /// The environment variable that puts the test binary in crash-child mode.
 pub const CHILD_ENV: &str = "SYNCLOG_CRASH_CHILD";
 
+/// With [`CHILD_ENV`]: the child appends [`keyed`] logs from this number on, and prints
+/// `id checksum n` after each acknowledgement.
+pub const KEYED_ENV: &str = "SYNCLOG_CRASH_KEYED_FROM";
+
+/// The `n`th log of the idempotency crash case: the same content every time it is built,
+/// under idempotency key `crash-n`.
+pub fn keyed(n: u64) -> synclog_core::NewLog {
+    let at = chrono::DateTime::from_timestamp(1_767_225_600 + n as i64, 0).unwrap_or_default();
+    synclog_core::NewLog::new("crash-keyed", synclog_core::Status::Succeeded)
+        .started(at)
+        .counts(n, n, 0)
+        .message(format!("keyed {n}"))
+        .idempotency_key(format!("crash-{n}"))
+}
+
 /// Rounds per engine: 25, or `SYNCLOG_CRASH_ROUNDS`.
 pub fn rounds() -> usize {
     std::env::var("SYNCLOG_CRASH_ROUNDS")
@@ -36,6 +51,24 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
     };
     let level = store.capabilities().strongest_durability();
     let mut out = std::io::stdout().lock();
+    if let Some(from) = std::env::var(KEYED_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        for n in from.. {
+            match store.append_with(keyed(n), level).await {
+                Ok(rec) => {
+                    if writeln!(out, "{} {} {n}", rec.id, rec.checksum)
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        std::process::exit(0);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("crash child: keyed append failed: {e}");
+                    std::process::exit(4)
+                }
+            }
+        }
+    }
     let mut n = 0u64;
     loop {
         n += 1;
@@ -129,6 +162,107 @@ pub async fn acknowledged_appends_survive_sigkill(ctx: Ctx) {
     assert!(!acked.is_empty(), "no append was acknowledged in {rounds} rounds");
     eprintln!(
         "crash: {kills} kills, {} acknowledged logs all present",
+        acked.len()
+    );
+    ctx.harness.cleanup(&at).await.expect("cleanup");
+}
+
+/// A child appends logs with idempotency keys and is SIGKILLed at random moments; the
+/// parent retries every key whose acknowledgement it did not see (the one in flight).
+/// Afterwards every key is stored exactly once, every acknowledged record is there, and a
+/// retry of an acknowledged key is a repeat with the same id.
+pub async fn idempotent_appends_retried_after_sigkill_are_stored_once(ctx: Ctx) {
+    let at = ctx.harness.create().await.expect("create");
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut acked: BTreeMap<u64, (LogId, Checksum)> = BTreeMap::new();
+    let rounds = rounds().div_ceil(2);
+    let mut next = 1u64;
+    let mut retried_repeats = 0;
+    for round in 0..rounds {
+        eprintln!("--- step: keyed crash round {round}");
+        let mut child = Command::new(&exe)
+            .env(CHILD_ENV, &at.address)
+            .env(KEYED_ENV, next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn crash child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+                .collect::<Vec<_>>()
+        });
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..200))).await;
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("round {round}: crash child exited by itself ({status}); see its stderr above");
+        }
+        child.kill().expect("SIGKILL the child");
+        child.wait().expect("reap the child");
+        let mut last = next - 1;
+        for line in reader.join().expect("reader thread") {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let [id, sum, n] = parts.as_slice() else { continue };
+            let (Ok(id), Ok(sum), Ok(n)) = (id.parse::<LogId>(), sum.parse::<Checksum>(), n.parse::<u64>())
+            else {
+                continue;
+            };
+            acked.insert(n, (id, sum));
+            last = last.max(n);
+        }
+        // The child appends one log at a time: only `last + 1` can be in flight. Retry it
+        // as the app would, and one acknowledged key too (it must come back as a repeat).
+        let store = ctx.reopen(&at).await;
+        let level = ctx.durability();
+        let retry = store.append_report(keyed(last + 1), level).await.expect("retry");
+        assert_eq!(
+            retry.record.idempotency_key.as_deref(),
+            Some(format!("crash-{}", last + 1).as_str())
+        );
+        retried_repeats += usize::from(retry.repeat);
+        acked.insert(last + 1, (retry.record.id, retry.record.checksum));
+        if last >= 1 {
+            let again = store.append_report(keyed(last), level).await.expect("repeat");
+            assert!(
+                again.repeat,
+                "round {round}: an acknowledged key came back as new"
+            );
+            assert_eq!(
+                (again.record.id, again.record.checksum),
+                acked[&last],
+                "round {round}"
+            );
+        }
+        next = last + 2;
+        let all = super::everything(&*store).await;
+        let mut per_key = BTreeMap::new();
+        for rec in &all {
+            if let Some(k) = &rec.idempotency_key {
+                *per_key.entry(k.clone()).or_insert(0) += 1;
+            }
+        }
+        assert!(
+            per_key.values().all(|c| *c == 1),
+            "round {round}: a key stored twice: {per_key:?}"
+        );
+        for (n, (id, sum)) in &acked {
+            let rec = store
+                .get(*id)
+                .await
+                .expect("get")
+                .unwrap_or_else(|| panic!("round {round}: log {id} (key {n}) is gone"));
+            assert_eq!(rec.checksum, *sum, "round {round}: log {id} changed");
+        }
+        assert_eq!(
+            per_key.len(),
+            acked.len(),
+            "round {round}: every key once, nothing else"
+        );
+        store.close().await.expect("close");
+    }
+    eprintln!(
+        "keyed crash: {rounds} kills, {} keys stored once each, {retried_repeats} retries were repeats",
         acked.len()
     );
     ctx.harness.cleanup(&at).await.expect("cleanup");

@@ -19,6 +19,7 @@ pub mod object_safety;
 pub mod read;
 pub mod repair;
 pub mod restore;
+pub mod runs;
 pub mod verify;
 
 /// What a case needs beyond the basic contract.
@@ -174,7 +175,20 @@ cases! {
     bad_input::timestamp_out_of_range_is_rejected,
     bad_input::oversized_batch_is_rejected,
     concurrency::concurrent_appenders_lose_and_duplicate_nothing,
+    runs::a_run_is_started_progressed_and_finished,
+    runs::a_record_after_the_terminal_one_is_refused_and_writes_nothing,
+    runs::a_finish_retried_the_same_way_is_a_repeat,
+    runs::run_rules_refuse_bad_timelines_naming_the_field,
+    runs::a_batch_holds_a_whole_timeline_and_refuses_what_follows_its_end,
+    runs::runs_scan_pages_and_filters,
+    runs::stale_runs_are_unfinished_runs_started_before_the_cutoff,
+    runs::an_idempotency_key_seen_again_returns_the_first_record,
+    runs::an_idempotency_key_with_other_content_is_a_conflict,
+    runs::keys_and_runs_survive_a_reopen,
+    runs::imported_records_count_for_keys_and_runs,
+    runs::concurrent_appends_of_one_key_store_it_once,
     object_safety::shared_dyn_store_works_across_tasks,
     model::random_operations_match_a_btreemap_model,
     crash::acknowledged_appends_survive_sigkill [CrossProcess],
+    crash::idempotent_appends_retried_after_sigkill_are_stored_once [CrossProcess],
 }

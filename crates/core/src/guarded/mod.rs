@@ -38,6 +38,7 @@ use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::group::Gathering;
 use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
+use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
     VerifyReport,
@@ -134,8 +135,11 @@ pub struct Copies {
 /// What [`Guarded::append_batch`] acknowledges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The records, with their ids.
+    /// The records, with their ids (a repeat as stored the first time).
     pub records: Vec<LogRecord>,
+    /// `repeats[i]`: `records[i]` was stored before (an idempotency key or a run's finish
+    /// seen again, see [`crate::run`]); nothing was written for it.
+    pub repeats: Vec<bool>,
     /// Where they are durable at the requested level (at least one copy).
     pub durable_in: Copies,
     /// Whether they were read back through an independent path before the acknowledgement.
@@ -478,6 +482,7 @@ impl Guarded {
         if batch.is_empty() {
             return Ok(Receipt {
                 records: Vec::new(),
+                repeats: Vec::new(),
                 durable_in: Copies {
                     primary: true,
                     backup: true,
@@ -538,6 +543,16 @@ impl Guarded {
         self.counters.pending_primary.load(Ordering::Relaxed) > 0
             || self.counters.pending_backup.load(Ordering::Relaxed) > 0
             || self.counters.diverged.load(Ordering::Relaxed)
+    }
+
+    /// The copy to ask first for a lookup (the primary, unless it is missing records the
+    /// backup holds), and the other.
+    fn lookup_order(&self) -> (&dyn LogStore, &dyn LogStore) {
+        if self.counters.pending_primary.load(Ordering::Relaxed) > 0 {
+            (&*self.backup, &*self.primary)
+        } else {
+            (&*self.primary, &*self.backup)
+        }
     }
 }
 
@@ -879,30 +894,75 @@ impl Leader {
         }
     }
 
+    /// Looks up every run and idempotency key of a group, in the primary (or the backup,
+    /// when the primary is missing records or cannot answer). Called holding the pair lock,
+    /// after the copies were brought level, so the answer covers every process's groups.
+    async fn fetch_keys(&self, wanted: &Wanted) -> Result<Fetched> {
+        let first: &dyn LogStore = if self.pending_primary.is_empty() {
+            &*self.primary
+        } else {
+            &*self.backup
+        };
+        match Self::fetch_keys_from(first, wanted).await {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                let other: &dyn LogStore = if std::ptr::eq(first, &*self.primary) {
+                    &*self.backup
+                } else {
+                    &*self.primary
+                };
+                Self::fetch_keys_from(other, wanted).await.map_err(|_| e)
+            }
+        }
+    }
+
+    async fn fetch_keys_from(store: &dyn LogStore, wanted: &Wanted) -> Result<Fetched> {
+        let mut fetched = Fetched::default();
+        if !wanted.idempotent.is_empty() {
+            for r in store.find_idempotent_many(&wanted.idempotent).await? {
+                if let Some(key) = r.idempotency_key.clone() {
+                    fetched.idempotent.entry(key).or_insert(r);
+                }
+            }
+        }
+        for run in &wanted.runs {
+            if let Some(ends) = RunEnds::of(&store.run_records(run).await?) {
+                fetched.runs.insert(run.clone(), ends);
+            }
+        }
+        Ok(fetched)
+    }
+
     async fn commit_group(&mut self, group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>) {
         let durability = group.iter().map(|g| g.1).max().unwrap_or_default();
         self.flush_pending(durability).await;
         let now = Utc::now();
+        let wanted = Planner::wanted(group.iter().map(|g| g.0.as_slice()));
+        let mut keys = match wanted.is_empty() {
+            true => Fetched::default(),
+            false => match self.fetch_keys(&wanted).await {
+                Ok(k) => k,
+                Err(e) => return fail_all(group, &e),
+            },
+        };
+        let mut planner = Planner::new();
         let mut sealed = Vec::new();
         let mut next = self.next_id;
-        let mut sizes = Vec::with_capacity(group.len());
+        let mut outcomes = Vec::with_capacity(group.len());
         for (logs, _, _) in &group {
-            sizes.push(logs.len());
-            for log in logs {
-                let Some(id) = LogId::new(next) else {
-                    return fail_all(
-                        group,
-                        &Error::Unsupported {
-                            engine: "guarded",
-                            what: "more than i64::MAX ids".into(),
-                        },
-                    );
-                };
-                match LogRecord::seal_ref(id, now, log) {
-                    Ok(r) => sealed.push(r),
-                    Err(e) => return fail_all(group, &e),
-                }
+            let mut seal = |log: &NewLog| {
+                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
+                    engine: "guarded",
+                    what: "more than i64::MAX ids".into(),
+                })?;
+                let rec = LogRecord::seal_ref(id, now, log)?;
                 next += 1;
+                sealed.push(rec.clone());
+                Ok(rec)
+            };
+            match seal_batch(&mut planner, logs, &mut keys, &mut seal) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => return fail_all(group, &e),
             }
         }
         if let (Some(first), Some(last)) = (sealed.first(), sealed.last()) {
@@ -918,11 +978,10 @@ impl Leader {
                 self.counters
                     .logs
                     .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-                let mut rest = sealed.into_iter();
-                for ((_, _, reply), n) in group.into_iter().zip(sizes) {
-                    let records: Vec<_> = rest.by_ref().take(n).collect();
-                    let _ = reply.send(Ok(Receipt {
-                        records,
+                for ((_, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome.map(|done| Receipt {
+                        records: done.records,
+                        repeats: done.repeats,
                         durable_in,
                         verified,
                     }));
@@ -1509,10 +1568,44 @@ impl LogStore for Guarded {
         self.caps.clone()
     }
 
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         self.check_writable("commit")?;
         self.check_durability(durability)?;
-        Ok(self.append_batch(batch, durability).await?.records)
+        let receipt = self.append_batch(batch, durability).await?;
+        Ok(Committed {
+            records: receipt.records,
+            repeats: receipt.repeats,
+        })
+    }
+
+    /// The primary's answer, or the backup's when the primary is missing records or cannot
+    /// answer.
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let (first, second) = self.lookup_order();
+        match first.find_idempotent(key).await {
+            Ok(Some(r)) => Ok(Some(r)),
+            Ok(None) if !self.pending() => Ok(None),
+            Ok(None) => second.find_idempotent(key).await.or(Ok(None)),
+            Err(e) => second.find_idempotent(key).await.map_err(|_| e),
+        }
+    }
+
+    /// As [`find_idempotent`](Self::find_idempotent): the copy that holds every record.
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let (first, second) = self.lookup_order();
+        match first.run_records(run).await {
+            Ok(r) => Ok(r),
+            Err(e) => second.run_records(run).await.map_err(|_| e),
+        }
+    }
+
+    /// As [`find_idempotent`](Self::find_idempotent): the copy that holds every record.
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let (first, second) = self.lookup_order();
+        match first.runs(scan).await {
+            Ok(r) => Ok(r),
+            Err(e) => second.runs(scan).await.map_err(|_| e),
+        }
     }
 
     /// The primary's record, or the backup's when the primary lacks it, cannot read it, or

@@ -61,7 +61,11 @@ impl LogStore for Unavailable {
         }
     }
 
-    async fn commit(&self, _batch: Vec<NewLog>, _durability: Durability) -> Result<Vec<LogRecord>> {
+    async fn commit_report(
+        &self,
+        _batch: Vec<NewLog>,
+        _durability: Durability,
+    ) -> Result<crate::run::Committed> {
         self.fail()
     }
 

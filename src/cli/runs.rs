@@ -1,0 +1,309 @@
+//! start, finish, abandon, runs: a run's timeline from the command line.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Args;
+use synclog::{Error, NewLog, Result, Run, RunScan, Status};
+
+use super::open::{open, open_read_only};
+use super::out::{escape_controls, outln, Out};
+use super::records::{append_answering, attrs_of, print_json, time};
+use super::{exit, StoreArgs};
+
+fn status(s: &str) -> std::result::Result<Status, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// A duration such as `30s`, `90m`, `24h`, `7d` or `2w`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 30s, 90m, 24h, 7d or 2w");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(secs)
+        .filter(|t| *t <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The job the run belongs to.
+    #[arg(long)]
+    job: String,
+    /// The run key (default: a new one, printed).
+    #[arg(long, value_name = "KEY")]
+    run: Option<String>,
+    /// A message for the start record.
+    #[arg(long, default_value = "")]
+    message: String,
+    /// One attribute, KEY=VALUE (as `append --attr`). Repeatable.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    attr: Vec<String>,
+    /// When the run started (RFC 3339); default now.
+    #[arg(long)]
+    started: Option<String>,
+    /// Print the start record as JSON instead of the run key.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `synclog start`: appends the run's `started` record and prints its key.
+pub async fn start(stores: &StoreArgs, args: StartArgs, out: &mut Out) -> Result<u8> {
+    let mut log = NewLog::new(args.job, Status::Started).message(args.message);
+    log.attrs = attrs_of(None, &args.attr)?;
+    if let Some(s) = &args.started {
+        log.started_at = time("started_at", s)?;
+    }
+    log.run = Some(args.run.unwrap_or_else(synclog::run::new_run_key));
+    log.validate()?;
+    let opened = open(stores).await?;
+    let json = args.json;
+    append_answering(opened, log, out, |rec, out| match json {
+        true => print_json(rec, out),
+        false => {
+            outln!(out, "{}", rec.run.as_deref().unwrap_or_default());
+            Ok(())
+        }
+    })
+    .await
+}
+
+#[derive(Debug, Args)]
+pub struct FinishArgs {
+    /// The run key (as `synclog start` printed it).
+    run: String,
+    /// How it ended: succeeded, failed, partial, skipped or abandoned.
+    #[arg(long, value_parser = status)]
+    status: Status,
+    /// Items seen.
+    #[arg(long, default_value_t = 0)]
+    seen: u64,
+    /// Items written.
+    #[arg(long, default_value_t = 0)]
+    written: u64,
+    /// Items failed.
+    #[arg(long, default_value_t = 0)]
+    failed: u64,
+    /// A message.
+    #[arg(long, default_value = "")]
+    message: String,
+    /// One attribute, KEY=VALUE (as `append --attr`). Repeatable.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    attr: Vec<String>,
+    /// Print the terminal record as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `synclog finish`: appends the run's terminal record. Idempotent: a finish the run already
+/// holds the same way prints the stored id.
+pub async fn finish(stores: &StoreArgs, args: FinishArgs, out: &mut Out) -> Result<u8> {
+    let mut log = NewLog::new("-", args.status)
+        .counts(args.seen, args.written, args.failed)
+        .message(args.message);
+    log.attrs = attrs_of(None, &args.attr)?;
+    end(stores, &args.run, log, args.json, out).await
+}
+
+#[derive(Debug, Args)]
+pub struct AbandonArgs {
+    /// The run key.
+    run: String,
+    /// Why it is given up (the terminal record's message).
+    #[arg(long)]
+    reason: String,
+    /// Print the terminal record as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `synclog abandon`: ends a run that will never finish with an `abandoned` record.
+pub async fn abandon(stores: &StoreArgs, args: AbandonArgs, out: &mut Out) -> Result<u8> {
+    let log = NewLog::new("-", Status::Abandoned).message(args.reason);
+    end(stores, &args.run, log, args.json, out).await
+}
+
+/// Ends run `run` with `log` (its job and start time taken from the run's first record).
+async fn end(stores: &StoreArgs, run: &str, mut log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
+    if !log.status.is_terminal() {
+        return Err(Error::invalid(
+            "status",
+            format!(
+                "{} does not end a run (succeeded, failed, partial, skipped, abandoned do)",
+                log.status
+            ),
+        ));
+    }
+    synclog::validate::validate_keys(Some(run), None, log.status)?;
+    let opened = open(stores).await?;
+    let first = match opened.store().run_records(run).await {
+        Ok(records) => records.into_iter().next(),
+        Err(e) => {
+            let _ = opened.close().await;
+            return Err(e);
+        }
+    };
+    let Some(first) = first else {
+        let _ = opened.close().await;
+        return Err(Error::invalid(
+            "run",
+            format!("run {run:?} is not known: nothing was written (start it with `synclog start`)"),
+        ));
+    };
+    log.job = first.job;
+    log.started_at = first.started_at;
+    log.finished_at = Some(Utc::now().max(first.started_at));
+    log.run = Some(run.to_string());
+    log.validate()?;
+    append_answering(opened, log, out, |rec, out| match json {
+        true => print_json(rec, out),
+        false => {
+            outln!(out, "{}", rec.id);
+            Ok(())
+        }
+    })
+    .await
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only runs of this job.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only runs whose latest status is this.
+    #[arg(long, value_parser = status)]
+    status: Option<Status>,
+    /// Only stale runs: started longer ago than --older-than and not finished.
+    #[arg(long)]
+    stale: bool,
+    /// With --stale: how long a run may go unfinished.
+    #[arg(long, value_parser = parse_duration, default_value = "24h", requires = "stale")]
+    older_than: Duration,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Newest first.
+    #[arg(long)]
+    desc: bool,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The instant before which an unfinished run is stale.
+pub fn stale_cutoff(older_than: Duration) -> Result<synclog::Timestamp> {
+    chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .ok_or_else(|| Error::invalid("older_than", "is too long"))
+}
+
+/// `synclog runs`: one row per run.
+pub async fn runs(stores: &StoreArgs, args: RunsArgs, out: &mut Out) -> Result<u8> {
+    let scan = RunScan {
+        job: args.job,
+        status: args.status,
+        started_before: if args.stale {
+            Some(stale_cutoff(args.older_than)?)
+        } else {
+            None
+        },
+        unfinished: args.stale,
+        limit: args.limit,
+        descending: args.desc,
+        ..RunScan::default()
+    };
+    synclog::Scan {
+        limit: scan.limit,
+        ..synclog::Scan::default()
+    }
+    .effective_limit()?;
+    let opened = open_read_only(stores).await?;
+    let runs = opened.store().runs(&scan).await;
+    opened.close().await?;
+    let runs = runs?;
+    if args.json {
+        for run in &runs {
+            let line = serde_json::to_string(run).map_err(|e| Error::Backend {
+                engine: "synclog",
+                context: "encoding JSON".into(),
+                source: Box::new(e),
+            })?;
+            outln!(out, "{line}");
+        }
+    } else {
+        print_runs(&runs, out);
+    }
+    Ok(exit::OK)
+}
+
+fn print_runs(runs: &[Run], out: &mut Out) {
+    outln!(
+        out,
+        "{:<34}  {:<20}  {:<9}  {:<20}  {:>10}  {:>21}  records",
+        "run",
+        "job",
+        "status",
+        "started (UTC)",
+        "duration",
+        "seen/written/failed"
+    );
+    for r in runs {
+        let duration = r
+            .duration_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "running".into());
+        outln!(
+            out,
+            "{:<34}  {:<20}  {:<9}  {:<20}  {:>10}  {:>21}  {}",
+            escape_controls(&r.key),
+            escape_controls(&r.job),
+            r.status,
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            duration,
+            format!("{}/{}/{}", r.items_seen, r.items_written, r.items_failed),
+            r.record_ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    if runs.is_empty() {
+        outln!(out, "(no runs)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_their_unit_and_refuse_the_rest() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in [
+            "",
+            "h",
+            "24",
+            "1.5h",
+            "-1h",
+            "24x",
+            "99999999999999999999d",
+            "1000000w",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
