@@ -8,6 +8,7 @@
 
 mod deployment;
 mod hidden;
+mod runs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +44,8 @@ pub struct BenchArgs {
     #[arg(long, env = "SYNCLOG_BENCH_POSTGRES_URL", hide_env_values = true)]
     postgres: Option<String>,
     /// Run only these figures: `deployment` (a large guarded pair, whole synclog
-    /// processes; see the options below) or `engines` (every other figure).
+    /// processes; see the options below), `runs` (idempotency keys and run queries) or
+    /// `engines` (every other figure).
     #[arg(long, value_enum)]
     only: Option<Only>,
     #[command(flatten)]
@@ -55,8 +57,10 @@ pub struct BenchArgs {
 enum Only {
     /// The deployment-scale figures.
     Deployment,
-    /// The engine figures (every figure but the deployment-scale ones).
+    /// The engine figures (every figure but the deployment-scale and runs ones).
     Engines,
+    /// What idempotency keys cost, and run queries at `--records` logs.
+    Runs,
 }
 
 pub use hidden::{fill, worker, FillArgs, WorkerArgs};
@@ -174,11 +178,15 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
         }
     };
     let mut figures = Vec::new();
-    if args.only != Some(Only::Deployment) {
+    let all = args.only.is_none();
+    if all || args.only == Some(Only::Engines) {
         figures = engines(&args, &dir, &say).await?;
     }
+    if all || args.only == Some(Only::Runs) {
+        figures.extend(runs::figures(&dir, args.each, args.records, &say).await?);
+    }
     let mut deployment = None;
-    if args.only != Some(Only::Engines) {
+    if all || args.only == Some(Only::Deployment) {
         let (figs, pair) = deployment::figures(&args.deploy, &dir, &say).await?;
         figures.extend(figs);
         deployment = Some(pair);
