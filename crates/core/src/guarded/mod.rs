@@ -894,25 +894,52 @@ impl Leader {
         }
     }
 
-    /// Looks up every run and idempotency key of a group, in the primary (or the backup,
-    /// when the primary is missing records or cannot answer). Called holding the pair lock,
-    /// after the copies were brought level, so the answer covers every process's groups.
+    /// Looks up every run and idempotency key of a group in both copies, and merges their
+    /// answers (the lowest id of a key, the widest ends of a run): either copy may lack
+    /// records the other holds (a group one of them missed, here or in another process),
+    /// so asking one could store a key twice. Called holding the pair lock, after this
+    /// process's queues were retried. A copy that cannot answer is left out (a warning):
+    /// the pair goes on with the other, as it does for writes.
     async fn fetch_keys(&self, wanted: &Wanted) -> Result<Fetched> {
-        let first: &dyn LogStore = if self.pending_primary.is_empty() {
-            &*self.primary
-        } else {
-            &*self.backup
-        };
-        match Self::fetch_keys_from(first, wanted).await {
-            Ok(f) => Ok(f),
-            Err(e) => {
-                let other: &dyn LogStore = if std::ptr::eq(first, &*self.primary) {
-                    &*self.backup
-                } else {
-                    &*self.primary
-                };
-                Self::fetch_keys_from(other, wanted).await.map_err(|_| e)
+        let (p, b) = tokio::join!(
+            Self::fetch_keys_from(&*self.primary, wanted),
+            Self::fetch_keys_from(&*self.backup, wanted)
+        );
+        match (p, b) {
+            (Ok(mut p), Ok(b)) => {
+                for (key, rec) in b.idempotent {
+                    match p.idempotent.get(&key) {
+                        Some(have) if have.id <= rec.id => {}
+                        _ => {
+                            p.idempotent.insert(key, rec);
+                        }
+                    }
+                }
+                for (run, ends) in b.runs {
+                    let merged = match p.runs.remove(&run) {
+                        None => ends,
+                        Some(have) => RunEnds {
+                            first: if ends.first.id < have.first.id {
+                                ends.first
+                            } else {
+                                have.first
+                            },
+                            last: if ends.last.id > have.last.id {
+                                ends.last
+                            } else {
+                                have.last
+                            },
+                        },
+                    };
+                    p.runs.insert(run, merged);
+                }
+                Ok(p)
             }
+            (Ok(one), Err(e)) | (Err(e), Ok(one)) => {
+                tracing::warn!(error = %e, "a copy could not look up run and idempotency keys; the other copy answered alone");
+                Ok(one)
+            }
+            (Err(e), Err(_)) => Err(e),
         }
     }
 
@@ -968,7 +995,13 @@ impl Leader {
         if let (Some(first), Some(last)) = (sealed.first(), sealed.last()) {
             self.announce(Some((first.id.get(), last.id.get())));
         }
-        let stored = self.store_both(&sealed, durability).await;
+        let stored = if sealed.is_empty() {
+            // Only repeats (or refusals): nothing to write, but a repeat is answered at this
+            // group's durability, which the record it repeats may not have had yet.
+            self.sync_both(durability).await
+        } else {
+            self.store_both(&sealed, durability).await
+        };
         self.gathering
             .answering(group.len(), self.counters.submitted.load(Ordering::Relaxed));
         match stored {
@@ -992,6 +1025,25 @@ impl Leader {
                 self.next_id = self.stores_next_id().await;
                 fail_all(group, &e)
             }
+        }
+    }
+
+    /// Brings both copies to `durability` (a group of repeats only): where they are.
+    async fn sync_both(&mut self, durability: Durability) -> Result<(Copies, bool)> {
+        let (p, b) = tokio::join!(self.primary.sync(durability), self.backup.sync(durability));
+        match (p, b) {
+            (Err(pe), Err(be)) => Err(Error::Backend {
+                engine: "guarded",
+                context: format!("neither copy could be synced (backup: {be})"),
+                source: Box::new(pe),
+            }),
+            (p, b) => Ok((
+                Copies {
+                    primary: p.is_ok() && self.pending_primary.is_empty(),
+                    backup: b.is_ok() && self.pending_backup.is_empty(),
+                },
+                true,
+            )),
         }
     }
 
