@@ -202,6 +202,8 @@ impl Writer {
         let mut report = ImportReport::default();
         let mut batch = sled::Batch::default();
         let mut fresh = std::collections::HashMap::new();
+        // Only what is written goes in the book: not conflicts, not records already there.
+        let mut written = Vec::new();
         let mut max = self.high_water;
         for rec in records {
             let stored = match fresh.get(&rec.id) {
@@ -218,6 +220,7 @@ impl Writer {
                 None => {
                     batch.insert(&key(rec.id.get())[..], value(rec));
                     fresh.insert(rec.id, rec.checksum);
+                    written.push(rec.clone());
                     max = max.max(rec.id.get());
                     report.inserted += 1;
                 }
@@ -228,7 +231,7 @@ impl Writer {
             self.apply(batch, durability)?;
             self.high_water = max;
             self.unsaved_singles = 0;
-            self.note(records);
+            self.note(&written);
         }
         Ok(report)
     }
@@ -341,6 +344,7 @@ impl Writer {
     /// Imports records, replacing stored values that are damaged (undecodable, or whose
     /// fields no longer give their stored checksum). See [`LogStore::repair`].
     fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
+        let mut written = Vec::new();
         let mut report = ImportReport::default();
         let mut batch = sled::Batch::default();
         let mut max = self.high_water;
@@ -361,6 +365,7 @@ impl Writer {
                 Some(None) => report.replaced += 1,
                 None => report.inserted += 1,
             }
+            written.push(rec.clone());
             batch.insert(&key(rec.id.get())[..], value(rec));
             max = max.max(rec.id.get());
         }
@@ -369,7 +374,7 @@ impl Writer {
             self.apply(batch, durability)?;
             self.high_water = max;
             self.unsaved_singles = 0;
-            self.note(records);
+            self.note(&written);
         }
         Ok(report)
     }
@@ -413,6 +418,13 @@ impl BatchWriter for Writer {
             .flat_map(Committed::new_records)
             .collect();
         if written.is_empty() {
+            // Only repeats (or refusals): the records repeated may have been written at a
+            // weaker durability; answer at this group's.
+            if durability >= Durability::Process && outcomes.iter().any(|o| o.is_ok()) {
+                self.db
+                    .flush()
+                    .map_err(|err| map_err(&self.path, "flushing", err))?;
+            }
             return Ok(outcomes);
         }
         let last = next - 1;

@@ -291,11 +291,14 @@ pub(crate) fn id_checksums(
 
 /// The record stored under idempotency key `key` (the first, should there be several).
 pub(crate) fn find_idempotent(conn: &Connection, path: &Path, key: &str) -> Result<Option<LogRecord>> {
-    let mut stmt = prepare_select(
-        conn,
-        path,
-        "FROM logs WHERE id = (SELECT id FROM idempotency_keys WHERE key = ?1)",
-    )?;
+    let sql =
+        format!("SELECT {COLUMNS} FROM logs WHERE id = (SELECT id FROM idempotency_keys WHERE key = ?1)");
+    let mut stmt = match conn.prepare_cached(&sql) {
+        Ok(stmt) => stmt,
+        // A version 1 database (read-only handle) holds no keys.
+        Err(e) if is_version_1(&e) => return Ok(None),
+        Err(e) => return Err(map_err(path, "preparing a key lookup in", e)),
+    };
     let mut rows = match stmt.query([key]) {
         Ok(rows) => rows,
         Err(e) => return Err(map_err(path, "looking up an idempotency key in", e)),
@@ -311,7 +314,13 @@ pub(crate) fn find_idempotent(conn: &Connection, path: &Path, key: &str) -> Resu
 
 /// Every record of run `run`, in id order (from the `logs_by_run` index).
 pub(crate) fn run_records(conn: &Connection, path: &Path, run: &str) -> Result<Vec<LogRecord>> {
-    let mut stmt = prepare_select(conn, path, "FROM logs WHERE run_key = ?1 ORDER BY id")?;
+    let sql = format!("SELECT {COLUMNS} FROM logs WHERE run_key = ?1 ORDER BY id");
+    let mut stmt = match conn.prepare_cached(&sql) {
+        Ok(stmt) => stmt,
+        // A version 1 database (read-only handle) holds no runs.
+        Err(e) if is_version_1(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(map_err(path, "preparing a run lookup in", e)),
+    };
     let mut rows = stmt
         .query([run])
         .map_err(|e| map_err(path, "reading a run of", e))?;

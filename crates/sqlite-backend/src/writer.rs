@@ -437,6 +437,16 @@ impl BatchWriter for Writer {
             if save {
                 Self::raise_high_water(tx, &path, next - 1)?;
             }
+            // A repeat is answered at this commit's durability: the record it repeats may
+            // have been committed at a weaker one. A transaction that writes nothing is not
+            // synced, so a group with repeats writes one row, and its commit syncs the WAL
+            // up to here (the original record included).
+            let repeats = out.iter().flatten().any(|c| c.repeats.iter().any(|r| *r));
+            if repeats {
+                tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'syncs'")
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(|e| map_err(&path, "recording a repeat in", e))?;
+            }
             Ok((out, next - 1))
         })?;
         self.assigned = self.assigned.max(last);
