@@ -417,3 +417,35 @@ async fn nothing_is_acknowledged_when_no_copy_reads_back_intact() {
         .unwrap_err();
     assert_eq!(err.kind(), synclog::ErrorKind::Corrupt);
 }
+
+/// A key stored only in the backup (a group the primary missed, in this process or
+/// another) is a repeat through the guard, not a second record: the guard looks keys up
+/// in both copies.
+#[tokio::test]
+async fn a_key_only_the_backup_holds_is_a_repeat_through_the_guard() {
+    let pair = Pair::new();
+    let keyed = log(1).idempotency_key("only-in-backup");
+    let backup = pair.json().await;
+    let first = backup.append(keyed.clone()).await.unwrap();
+    backup.close().await.unwrap();
+    drop(backup);
+    let store = Guarded::open(
+        pair.sqlite().await,
+        pair.json().await,
+        GuardedOptions {
+            reconcile_at_open: false,
+            ..GuardedOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let again = store.append_report(keyed, Durability::PowerLoss).await.unwrap();
+    assert!(again.repeat, "the key is stored in the backup");
+    assert_eq!(again.record, first);
+    assert_eq!(
+        store.primary().last_id().await.unwrap(),
+        None,
+        "nothing was written"
+    );
+    store.close().await.unwrap();
+}

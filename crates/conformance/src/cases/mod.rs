@@ -187,6 +187,7 @@ cases! {
     runs::keys_and_runs_survive_a_reopen,
     runs::imported_records_count_for_keys_and_runs,
     runs::concurrent_appends_of_one_key_store_it_once,
+    runs::a_conflicting_import_leaves_no_key_and_no_run,
     object_safety::shared_dyn_store_works_across_tasks,
     model::random_operations_match_a_btreemap_model,
     crash::acknowledged_appends_survive_sigkill [CrossProcess],

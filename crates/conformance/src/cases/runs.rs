@@ -474,3 +474,40 @@ pub async fn concurrent_appends_of_one_key_store_it_once(ctx: Ctx) {
     assert_eq!(everything(&*store).await, vec![answers[0].record.clone()]);
     ctx.done(loc, store).await;
 }
+
+/// An import refused as a conflict leaves no trace: its idempotency key and its run are
+/// not known afterwards (lookups, the rules and run rows all say so).
+pub async fn a_conflicting_import_leaves_no_key_and_no_run(ctx: Ctx) {
+    let (loc, store) = ctx.fresh().await;
+    let d = ctx.durability();
+    let kept = ctx.commit(&*store, vec![start("crm", "a", 0)]).await;
+    // A lookup first, so that engines that keep keys in memory have them loaded.
+    assert_eq!(store.find_idempotent("K").await.unwrap(), None);
+    let mut other = step("crm", "ghost", Status::Succeeded, 0).idempotency_key("K");
+    other.started_at = at(1);
+    let offered = LogRecord::seal(kept[0].id, kept[0].recorded_at, other).unwrap();
+    // With a record that is taken, in the same import.
+    let fresh = LogRecord::seal(kept[0].id.next().unwrap(), kept[0].recorded_at, sample("crm", 3)).unwrap();
+    let report = store.import(vec![offered, fresh], d).await.unwrap();
+    assert_eq!((report.conflicts.len(), report.inserted), (1, 1), "{report:?}");
+    assert_eq!(store.find_idempotent("K").await.unwrap(), None);
+    assert_eq!(store.run("ghost").await.unwrap(), None);
+    let ghost = store
+        .append_with(step("crm", "ghost", Status::Succeeded, 2), d)
+        .await;
+    assert!(
+        matches!(ghost, Err(Error::InvalidInput { field: "run", .. })),
+        "{ghost:?}"
+    );
+    let keyed = store
+        .append_report(sample("crm", 1).idempotency_key("K"), d)
+        .await
+        .unwrap();
+    assert!(!keyed.repeat);
+    assert_eq!(
+        store.runs(&RunScan::default()).await.unwrap().len(),
+        1,
+        "only run a"
+    );
+    ctx.done(loc, store).await;
+}
