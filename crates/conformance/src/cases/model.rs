@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use synclog_core::{Durability, LogId, LogRecord, LogStore, Scan, Status};
+use synclog_core::{Durability, LogId, LogRecord, LogStore, LogStoreExt, Scan, Status};
 
 use super::{sample, Ctx};
 
@@ -29,6 +29,43 @@ enum Op {
         descending: bool,
     },
     Get(u64),
+    /// Append log `n` (0..3) under idempotency key `key` (0..3).
+    Keyed {
+        key: usize,
+        n: u64,
+    },
+    /// Append a record of status `RUN_STEPS[status]` to run `run` (0..2).
+    RunStep {
+        run: usize,
+        status: usize,
+    },
+}
+
+/// The statuses the model appends to runs.
+const RUN_STEPS: [Status; 4] = [
+    Status::Started,
+    Status::Progress,
+    Status::Succeeded,
+    Status::Failed,
+];
+
+/// The same log every time for (`key`, `n`): the same content under the key or not.
+fn keyed_log(key: usize, n: u64) -> synclog_core::NewLog {
+    sample("keyed", n)
+        .started(chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap())
+        .idempotency_key(format!("k{key}"))
+}
+
+/// The same log every time for (`run`, `status`).
+fn run_log(run: usize, status: Status) -> synclog_core::NewLog {
+    let log = synclog_core::NewLog::new("runs", status)
+        .run(format!("r{run}"))
+        .started(chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap())
+        .counts(3, 2, 1);
+    match status.is_terminal() {
+        true => log.finished(chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap()),
+        false => log,
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(job, status, after, limit, descending)| Op::Scan { job, status, after, limit, descending }),
         1 => (1u64..30).prop_map(Op::Get),
+        2 => (0usize..3, 0u64..3).prop_map(|(key, n)| Op::Keyed { key, n }),
+        2 => (0usize..2, 0..RUN_STEPS.len()).prop_map(|(run, status)| Op::RunStep { run, status }),
     ]
 }
 
@@ -53,6 +92,10 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     records: BTreeMap<LogId, LogRecord>,
     high_water: u64,
+    /// Idempotency key → (the `n` stored under it, its record).
+    keys: BTreeMap<usize, (u64, LogRecord)>,
+    /// Run → its terminal record once it has one (`None`: running).
+    runs: BTreeMap<usize, Option<LogRecord>>,
 }
 
 impl Model {
@@ -143,6 +186,81 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
                 let got = store.get(id).await.map_err(fail)?;
                 prop_assert_eq!(got.as_ref(), model.records.get(&id), "step {}", step);
             }
+            Op::Keyed { key, n } => {
+                let got = store.commit_report(vec![keyed_log(*key, *n)], level).await;
+                match model.keys.get(key) {
+                    Some((stored_n, rec)) if stored_n == n => {
+                        let got = got.map_err(fail)?;
+                        prop_assert_eq!(&got.repeats, &vec![true], "step {}: a repeat", step);
+                        prop_assert_eq!(&got.records[0], rec, "step {}", step);
+                    }
+                    Some((_, rec)) => match got {
+                        Err(synclog_core::Error::IdempotencyConflict { stored, .. }) => {
+                            prop_assert_eq!(stored, rec.id, "step {}", step)
+                        }
+                        other => prop_assert!(false, "step {}: expected a conflict, got {:?}", step, other),
+                    },
+                    None => {
+                        let got = got.map_err(fail)?;
+                        let rec = got.records[0].clone();
+                        prop_assert_eq!(rec.id.get(), model.next_id(), "step {}: id", step);
+                        model.high_water = rec.id.get();
+                        model.records.insert(rec.id, rec.clone());
+                        model.keys.insert(*key, (*n, rec));
+                    }
+                }
+            }
+            Op::RunStep { run, status } => {
+                let status = RUN_STEPS[*status];
+                let got = store.commit_report(vec![run_log(*run, status)], level).await;
+                let refused = |got: &synclog_core::Result<synclog_core::Committed>, field: &str| match got {
+                    Err(synclog_core::Error::InvalidInput { field: f, .. }) => *f == field,
+                    _ => false,
+                };
+                let new = match (model.runs.get(run), status) {
+                    (None, Status::Started) => true,
+                    (None, _) => {
+                        prop_assert!(refused(&got, "run"), "step {}: unknown run: {:?}", step, got);
+                        false
+                    }
+                    (Some(None), Status::Started) => {
+                        prop_assert!(refused(&got, "run"), "step {}: second start: {:?}", step, got);
+                        false
+                    }
+                    (Some(None), _) => true,
+                    (Some(Some(terminal)), s) if s == terminal.status => {
+                        let got = got.as_ref().map_err(|e| fail(e.replicate()))?;
+                        prop_assert_eq!(&got.repeats, &vec![true], "step {}: a repeated finish", step);
+                        prop_assert_eq!(&got.records[0], terminal, "step {}", step);
+                        false
+                    }
+                    (Some(Some(terminal)), _) => {
+                        let finished = matches!(&got, Err(synclog_core::Error::RunFinished { id, .. }) if *id == terminal.id);
+                        prop_assert!(finished, "step {}: after the end: {:?}", step, got);
+                        false
+                    }
+                };
+                if new {
+                    let rec = got.map_err(fail)?.records.remove(0);
+                    prop_assert_eq!(rec.id.get(), model.next_id(), "step {}: id", step);
+                    model.high_water = rec.id.get();
+                    model.records.insert(rec.id, rec.clone());
+                    model.runs.insert(*run, status.is_terminal().then_some(rec));
+                }
+                let row = store.run(&format!("r{run}")).await.map_err(fail)?;
+                let ids: Vec<LogId> = model
+                    .records
+                    .values()
+                    .filter(|r| r.run.as_deref() == Some(format!("r{run}").as_str()))
+                    .map(|r| r.id)
+                    .collect();
+                prop_assert_eq!(
+                    row.map(|r| r.record_ids).unwrap_or_default(),
+                    ids,
+                    "step {}: run row",
+                    step
+                );
+            }
         }
     }
     let last = store.last_id().await.map_err(fail)?;
@@ -154,8 +272,9 @@ fn fail(e: synclog_core::Error) -> TestCaseError {
     TestCaseError::fail(format!("store error: {e}"))
 }
 
-/// Random sequences of append, import (new, identical, conflicting), scan and get give
-/// the same results as a `BTreeMap` model. `SYNCLOG_MODEL_CASES` sets the number of sequences.
+/// Random sequences of append, import (new, identical, conflicting), scan, get, appends
+/// under idempotency keys (repeats and conflicts) and run steps (starts, progress,
+/// finishes, repeated and refused ones) give the same results as a `BTreeMap` model. `SYNCLOG_MODEL_CASES` sets the number of sequences.
 pub async fn random_operations_match_a_btreemap_model(ctx: Ctx) {
     let cases = std::env::var("SYNCLOG_MODEL_CASES")
         .ok()
