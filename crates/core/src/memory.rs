@@ -137,12 +137,7 @@ impl LogStore for MemoryStore {
         let records = &st.records;
         let mut keys = ScanKeys(|| Box::new(records.values()) as Box<dyn Iterator<Item = &LogRecord>>);
         let done = seal_batch(&mut Planner::new(), &batch, &mut keys, &mut |log| {
-            let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                engine: "memory",
-                what: "more than i64::MAX ids".into(),
-            })?;
-            next += 1;
-            LogRecord::seal_ref(id, now, log)
+            LogRecord::seal_next("memory", &mut next, now, log)
         })??;
         for rec in done.new_records() {
             st.records.insert(rec.id, rec.clone());

@@ -439,6 +439,24 @@ impl LogRecord {
         ))
     }
 
+    /// [`LogRecord::seal_ref`] under the id `*next`, then moves `*next` on: how every engine
+    /// hands out ids in a group. [`Error::Unsupported`] naming `engine` once ids run out
+    /// (past `i64::MAX`); `*next` is left as it was when sealing fails.
+    pub fn seal_next(
+        engine: &'static str,
+        next: &mut u64,
+        recorded_at: Timestamp,
+        log: &NewLog,
+    ) -> Result<LogRecord> {
+        let id = LogId::new(*next).ok_or_else(|| Error::Unsupported {
+            engine,
+            what: "more than i64::MAX ids".into(),
+        })?;
+        let rec = Self::seal_ref(id, recorded_at, log)?;
+        *next += 1;
+        Ok(rec)
+    }
+
     fn assemble(
         id: LogId,
         recorded_at: Timestamp,

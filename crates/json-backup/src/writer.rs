@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use chrono::Utc;
 use synclog_core::group::BatchWriter;
 use synclog_core::run::{seal_batch, Committed, Planner};
-use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, Result};
+use synclog_core::{Durability, Error, ImportReport, LogRecord, NewLog, Result};
 
 use crate::book::{self, BookRef};
 use crate::format;
@@ -1266,12 +1266,7 @@ impl JsonWriter {
         for batch in batches {
             let mut recs = Vec::with_capacity(batch.len());
             for log in batch.iter() {
-                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                    engine: "json",
-                    what: "more than i64::MAX ids".into(),
-                })?;
-                next += 1;
-                let rec = LogRecord::seal_ref(id, now, log)?;
+                let rec = LogRecord::seal_next("json", &mut next, now, log)?;
                 format::encode(&rec, &mut buf)?;
                 recs.push(rec);
             }
@@ -1308,13 +1303,8 @@ impl JsonWriter {
             let mut keys = book.keys().keys(|id| book::get(&shared, &name, id));
             for batch in batches {
                 let done = seal_batch(&mut planner, batch, &mut keys, &mut |log| {
-                    let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                        engine: "json",
-                        what: "more than i64::MAX ids".into(),
-                    })?;
-                    let rec = LogRecord::seal_ref(id, now, log)?;
+                    let rec = LogRecord::seal_next("json", &mut next, now, log)?;
                     format::encode(&rec, &mut buf)?;
-                    next += 1;
                     Ok(rec)
                 })?;
                 if let Ok(done) = &done {

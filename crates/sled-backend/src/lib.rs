@@ -388,14 +388,7 @@ impl BatchWriter for Writer {
     ) -> Result<Vec<Result<Committed>>> {
         let mut next = self.high_water + 1;
         let now = Utc::now();
-        let mut seal = |log: &NewLog| -> Result<LogRecord> {
-            let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                engine: "sled",
-                what: "more than i64::MAX ids".into(),
-            })?;
-            next += 1;
-            LogRecord::seal_ref(id, now, log)
-        };
+        let mut seal = |log: &NewLog| LogRecord::seal_next("sled", &mut next, now, log);
         let mut outcomes = Vec::with_capacity(batches.len());
         if Planner::any_keys(batches.iter().copied()) {
             self.fill_book()?;

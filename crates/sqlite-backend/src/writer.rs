@@ -11,8 +11,7 @@ use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::group::BatchWriter;
 use synclog_core::run::{seal_batch, Committed, Keys, Planner, RunEnds};
 use synclog_core::{
-    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
-    Result,
+    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogRecord, NewLog, Result,
 };
 
 use crate::connection::{self, map_err, BoundBusy, Deadline};
@@ -410,12 +409,7 @@ impl BatchWriter for Writer {
                 .prepare_cached(INSERT)
                 .map_err(|e| map_err(&path, "preparing an insert into", e))?;
             let mut seal = |log: &NewLog| -> Result<LogRecord> {
-                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                    engine: "sqlite",
-                    what: "more than i64::MAX ids".into(),
-                })?;
-                next += 1;
-                let rec = LogRecord::seal_ref(id, now, log)?;
+                let rec = LogRecord::seal_next("sqlite", &mut next, now, log)?;
                 insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
                 Ok(rec)
             };

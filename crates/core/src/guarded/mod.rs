@@ -978,12 +978,7 @@ impl Leader {
         let mut outcomes = Vec::with_capacity(group.len());
         for (logs, _, _) in &group {
             let mut seal = |log: &NewLog| {
-                let id = LogId::new(next).ok_or_else(|| Error::Unsupported {
-                    engine: "guarded",
-                    what: "more than i64::MAX ids".into(),
-                })?;
-                let rec = LogRecord::seal_ref(id, now, log)?;
-                next += 1;
+                let rec = LogRecord::seal_next("guarded", &mut next, now, log)?;
                 sealed.push(rec.clone());
                 Ok(rec)
             };
