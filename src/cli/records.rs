@@ -10,8 +10,30 @@ use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
 use super::{exit, StoreArgs};
 
-fn status(s: &str) -> std::result::Result<Status, String> {
+/// Parses `--status`.
+pub(super) fn status(s: &str) -> std::result::Result<Status, String> {
     s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// A log's counters, as `append` and `finish` take them.
+#[derive(Debug, Args)]
+pub(super) struct Counts {
+    /// Items seen.
+    #[arg(long, default_value_t = 0)]
+    seen: u64,
+    /// Items written.
+    #[arg(long, default_value_t = 0)]
+    written: u64,
+    /// Items failed.
+    #[arg(long, default_value_t = 0)]
+    failed: u64,
+}
+
+impl Counts {
+    /// `log` with these counters.
+    pub(super) fn on(&self, log: NewLog) -> NewLog {
+        log.counts(self.seen, self.written, self.failed)
+    }
 }
 
 /// The flags that describe one log on the command line; `--stdin` takes none of them.
@@ -62,15 +84,8 @@ pub struct AppendArgs {
     /// When the run finished (RFC 3339).
     #[arg(long)]
     finished: Option<String>,
-    /// Items seen.
-    #[arg(long, default_value_t = 0)]
-    seen: u64,
-    /// Items written.
-    #[arg(long, default_value_t = 0)]
-    written: u64,
-    /// Items failed.
-    #[arg(long, default_value_t = 0)]
-    failed: u64,
+    #[command(flatten)]
+    counts: Counts,
     /// Print the stored record as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -179,8 +194,9 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
             "--job and --status are required (or --stdin)",
         ));
     };
-    let mut log = NewLog::new(job, status)
-        .counts(args.seen, args.written, args.failed)
+    let mut log = args
+        .counts
+        .on(NewLog::new(job, status))
         .message(args.message.clone());
     if let Some(s) = &args.started {
         log.started_at = time("started_at", s)?;

@@ -4,16 +4,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::Args;
-use synclog::{Error, NewLog, Result, Run, RunScan, Status};
+use synclog::{Error, LogStoreExt, NewLog, Result, Run, RunScan, Status};
 
 use super::open::{open, open_read_only};
 use super::out::{escape_controls, outln, Out};
-use super::records::{append_answering, attrs_of, print_json, time};
+use super::records::{append_answering, append_to, attrs_of, print_json, status, time, Counts};
 use super::{exit, StoreArgs};
-
-fn status(s: &str) -> std::result::Result<Status, String> {
-    s.parse().map_err(|e: Error| e.to_string())
-}
 
 /// A duration such as `30s`, `90m`, `24h`, `7d` or `2w`.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
@@ -85,15 +81,8 @@ pub struct FinishArgs {
     /// How it ended: succeeded, failed, partial, skipped or abandoned.
     #[arg(long, value_parser = status)]
     status: Status,
-    /// Items seen.
-    #[arg(long, default_value_t = 0)]
-    seen: u64,
-    /// Items written.
-    #[arg(long, default_value_t = 0)]
-    written: u64,
-    /// Items failed.
-    #[arg(long, default_value_t = 0)]
-    failed: u64,
+    #[command(flatten)]
+    counts: Counts,
     /// A message.
     #[arg(long, default_value = "")]
     message: String,
@@ -108,8 +97,9 @@ pub struct FinishArgs {
 /// `synclog finish`: appends the run's terminal record. Idempotent: a finish the run already
 /// holds the same way prints the stored id.
 pub async fn finish(stores: &StoreArgs, args: FinishArgs, out: &mut Out) -> Result<u8> {
-    let mut log = NewLog::new("-", args.status)
-        .counts(args.seen, args.written, args.failed)
+    let mut log = args
+        .counts
+        .on(NewLog::new("-", args.status))
         .message(args.message);
     log.attrs = attrs_of(None, &args.attr)?;
     end(stores, &args.run, log, args.json, out).await
@@ -133,46 +123,16 @@ pub async fn abandon(stores: &StoreArgs, args: AbandonArgs, out: &mut Out) -> Re
     end(stores, &args.run, log, args.json, out).await
 }
 
-/// Ends run `run` with `log` (its job and start time taken from the run's first record).
-async fn end(stores: &StoreArgs, run: &str, mut log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
-    if !log.status.is_terminal() {
-        return Err(Error::invalid(
-            "status",
-            format!(
-                "{} does not end a run (succeeded, failed, partial, skipped, abandoned do)",
-                log.status
-            ),
-        ));
-    }
-    synclog::validate::validate_keys(Some(run), None, log.status)?;
+/// Ends run `run` with `log` ([`LogStoreExt::finish_log`]: the run's job and start time).
+async fn end(stores: &StoreArgs, run: &str, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
     let opened = open(stores).await?;
-    let first = match opened.store().run_records(run).await {
-        Ok(records) => records.into_iter().next(),
+    match opened.store().finish_log(run, log).await {
+        Ok(log) => append_to(opened, log, json, out).await,
         Err(e) => {
             let _ = opened.close().await;
-            return Err(e);
+            Err(e)
         }
-    };
-    let Some(first) = first else {
-        let _ = opened.close().await;
-        return Err(Error::invalid(
-            "run",
-            format!("run {run:?} is not known: nothing was written (start it with `synclog start`)"),
-        ));
-    };
-    log.job = first.job;
-    log.started_at = first.started_at;
-    log.finished_at = Some(Utc::now().max(first.started_at));
-    log.run = Some(run.to_string());
-    log.validate()?;
-    append_answering(opened, log, out, |rec, out| match json {
-        true => print_json(rec, out),
-        false => {
-            outln!(out, "{}", rec.id);
-            Ok(())
-        }
-    })
-    .await
+    }
 }
 
 #[derive(Debug, Args)]

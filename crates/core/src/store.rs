@@ -505,7 +505,18 @@ pub trait LogStoreExt: LogStore {
     ///
     /// Errors: [`Error::InvalidInput`] naming `status` for a status that does not end a run
     /// or naming `run` for an unknown run; [`Error::RunFinished`] when it ended otherwise.
-    async fn finish_run(&self, run: &str, mut log: NewLog, durability: Durability) -> Result<Appended> {
+    async fn finish_run(&self, run: &str, log: NewLog, durability: Durability) -> Result<Appended> {
+        let log = self.finish_log(run, log).await?;
+        self.append_report(log, durability).await
+    }
+
+    /// The terminal record [`finish_run`](Self::finish_run) appends, without appending it:
+    /// `log` in run `run`, with the run's job and start time, finished now unless it says
+    /// when. For callers that append it their own way (the CLI, for the guarded receipt).
+    ///
+    /// Errors: [`Error::InvalidInput`] naming `status` for a status that does not end a run,
+    /// naming `run` for a bad or unknown run key.
+    async fn finish_log(&self, run: &str, mut log: NewLog) -> Result<NewLog> {
         if !log.status.is_terminal() {
             return Err(Error::invalid(
                 "status",
@@ -515,9 +526,13 @@ pub trait LogStoreExt: LogStore {
                 ),
             ));
         }
+        crate::validate::validate_keys(Some(run), None, log.status)?;
         let records = self.run_records(run).await?;
         let Some(first) = records.first() else {
-            return Err(Error::invalid("run", format!("run {run:?} is not known")));
+            return Err(Error::invalid(
+                "run",
+                format!("run {run:?} is not known: a run starts with a started log; nothing was written"),
+            ));
         };
         log.job = first.job.clone();
         log.started_at = first.started_at;
@@ -525,7 +540,8 @@ pub trait LogStoreExt: LogStore {
             log.finished_at = Some(chrono::Utc::now().max(first.started_at));
         }
         log.run = Some(run.to_string());
-        self.append_report(log, durability).await
+        log.validate()?;
+        Ok(log)
     }
 
     /// The run `run`, derived from its records, or `None` when it has none.
