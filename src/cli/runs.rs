@@ -221,7 +221,10 @@ fn print_runs(runs: &[Run], out: &mut Out) {
     for r in runs {
         let duration = r
             .duration_ms
-            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .map(|ms| match ms {
+                ms if ms < 1000 => format!("{ms}ms"),
+                ms => format!("{:.1}s", ms as f64 / 1000.0),
+            })
             .unwrap_or_else(|| "running".into());
         outln!(
             out,

@@ -281,7 +281,10 @@ pub struct NewLog {
     pub run: Option<String>,
     /// Makes the append exactly-once: a second append with the same key and the same
     /// content returns the record stored the first time; with other content it fails
-    /// with [`Error::IdempotencyConflict`] and writes nothing.
+    /// with [`Error::IdempotencyConflict`] and writes nothing. Every field counts,
+    /// `started_at` included: [`NewLog::new`] stamps it with the current time, so a retry
+    /// must carry the first attempt's (set it with [`NewLog::started`] from the sync's own
+    /// start). [`crate::LogStoreExt::append_report`] says whether an append was a repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
