@@ -89,6 +89,31 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
     }
 }
 
+/// Starts the crash child `command`, SIGKILLs it at a random moment (sometimes while it
+/// is still opening, mostly mid-append) and returns the lines it printed before. A child
+/// that exited by itself fails the case.
+async fn run_and_kill(command: &mut Command, round: usize) -> Vec<String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn crash child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .collect::<Vec<_>>()
+    });
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(5..200))).await;
+    if let Some(status) = child.try_wait().expect("try_wait") {
+        panic!("round {round}: crash child exited by itself ({status}); see its stderr above");
+    }
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    reader.join().expect("reader thread")
+}
+
 /// Every id a SIGKILLed child acknowledged is stored with the same checksum after a
 /// reopen, and the store verifies clean, over many random kill moments.
 pub async fn acknowledged_appends_survive_sigkill(ctx: Ctx) {
@@ -99,34 +124,8 @@ pub async fn acknowledged_appends_survive_sigkill(ctx: Ctx) {
     let mut kills = 0;
     for round in 0..rounds {
         eprintln!("--- step: crash round {round}");
-        let mut child = Command::new(&exe)
-            .env(CHILD_ENV, &at.address)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn crash child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => lines.push(l),
-                    Err(_) => break,
-                }
-            }
-            lines
-        });
-        // Random kill moment: sometimes while it is still opening, mostly mid-append.
-        let delay = Duration::from_millis(fastrand::u64(5..200));
-        tokio::time::sleep(delay).await;
-        let status = child.try_wait().expect("try_wait");
-        if let Some(status) = status {
-            panic!("round {round}: crash child exited by itself ({status}); see its stderr above");
-        }
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
+        let lines = run_and_kill(Command::new(&exe).env(CHILD_ENV, &at.address), round).await;
         kills += 1;
-        let lines = reader.join().expect("reader thread");
         for line in lines {
             // Only whole lines count: a torn last line was never fully reported.
             let mut parts = line.split(' ');
@@ -180,28 +179,11 @@ pub async fn idempotent_appends_retried_after_sigkill_are_stored_once(ctx: Ctx) 
     let mut retried_repeats = 0;
     for round in 0..rounds {
         eprintln!("--- step: keyed crash round {round}");
-        let mut child = Command::new(&exe)
-            .env(CHILD_ENV, &at.address)
-            .env(KEYED_ENV, next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn crash child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(|l| l.ok())
-                .collect::<Vec<_>>()
-        });
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..200))).await;
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("round {round}: crash child exited by itself ({status}); see its stderr above");
-        }
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
+        let mut child = Command::new(&exe);
+        child.env(CHILD_ENV, &at.address).env(KEYED_ENV, next.to_string());
+        let lines = run_and_kill(&mut child, round).await;
         let mut last = next - 1;
-        for line in reader.join().expect("reader thread") {
+        for line in lines {
             let parts: Vec<&str> = line.split(' ').collect();
             let [id, sum, n] = parts.as_slice() else { continue };
             let (Ok(id), Ok(sum), Ok(n)) = (id.parse::<LogId>(), sum.parse::<Checksum>(), n.parse::<u64>())
