@@ -9,33 +9,9 @@ use std::time::{Duration, Instant};
 use synclog_core::{ErrorKind, LogStoreExt, NewLog, Status};
 use synclog_postgres::{PgOptions, PgStore};
 
-fn server() -> Option<String> {
-    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-            None
-        }
-    }
-}
+mod common;
 
-fn schema() -> String {
-    format!("synclog_writers_{}_{}", std::process::id(), fastrand::u32(..))
-}
-
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    raw_client(url)
-        .await
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
-}
+use common::{drop_schema, raw_client, schema, server};
 
 fn opts(schema: &str, lock_wait: Duration) -> PgOptions {
     PgOptions {
@@ -54,7 +30,7 @@ const APPENDS: usize = 40;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_independent_writers_appending_at_once_all_succeed_with_dense_ids() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("writers");
     // --- step: open the four writers (the first one creates the schema)
     let mut stores = Vec::new();
     for _ in 0..WRITERS {
@@ -106,7 +82,7 @@ async fn four_independent_writers_appending_at_once_all_succeed_with_dense_ids()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_waits_for_a_lock_released_within_its_wait() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("writers");
     let store = PgStore::connect(&url, opts(&s, Duration::from_secs(10)))
         .await
         .unwrap();
@@ -133,7 +109,7 @@ async fn a_writer_waits_for_a_lock_released_within_its_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_locked_out_for_longer_than_its_wait_fails_retryable_after_it() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("writers");
     let wait = Duration::from_secs(1);
     let store = PgStore::connect(&url, opts(&s, wait)).await.unwrap();
     let holder = raw_client(&url).await;

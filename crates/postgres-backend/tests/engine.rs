@@ -4,35 +4,11 @@
 use synclog_core::{Durability, ErrorKind, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
 use synclog_postgres::{synchronous_commit_for, PgOptions, PgStore};
 
-fn server() -> Option<String> {
-    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-            None
-        }
-    }
-}
+mod common;
 
-fn schema() -> String {
-    format!("synclog_engine_{}_{}", std::process::id(), fastrand::u32(..))
-}
+use common::{drop_schema, raw_client, schema, server};
 
 /// A plain tokio-postgres client, to act behind the store's back.
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    raw_client(url)
-        .await
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
-}
-
 fn opts(schema: &str) -> PgOptions {
     PgOptions {
         schema: schema.to_string(),
@@ -46,7 +22,7 @@ fn opts(schema: &str) -> PgOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_one_schema_get_unique_dense_ids() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("engine");
     let a = PgStore::connect(&url, opts(&s)).await.unwrap();
     let b = PgStore::connect(&url, opts(&s)).await.unwrap();
     let mut ids = Vec::new();
@@ -70,7 +46,7 @@ async fn two_writers_on_one_schema_get_unique_dense_ids() {
 #[tokio::test]
 async fn a_newer_schema_version_is_refused() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("engine");
     PgStore::connect(&url, opts(&s))
         .await
         .unwrap()
@@ -113,7 +89,7 @@ async fn a_password_never_appears_in_an_error_or_description() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("s3cr3tpw"), "{text}");
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("engine");
     let store = PgStore::connect(&url, opts(&s)).await.unwrap();
     assert!(!store.describe().contains("password"));
     store.close().await.unwrap();
@@ -132,7 +108,7 @@ fn durability_levels_map_to_synchronous_commit() {
 #[tokio::test]
 async fn the_writer_reconnects_after_its_connection_is_killed() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("engine");
     let store = PgStore::connect(&url, opts(&s)).await.unwrap();
     let first = store
         .append(NewLog::new("before", Status::Succeeded))

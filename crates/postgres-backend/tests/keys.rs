@@ -14,19 +14,9 @@ use synclog_core::{
 };
 use synclog_postgres::{PgOptions, PgStore};
 
-fn server() -> Option<String> {
-    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-            None
-        }
-    }
-}
+mod common;
 
-fn schema() -> String {
-    format!("synclog_keys_{}_{}", std::process::id(), fastrand::u32(..))
-}
+use common::{drop_schema, raw_client, schema, server};
 
 fn opts(schema: &str) -> PgOptions {
     PgOptions {
@@ -34,20 +24,6 @@ fn opts(schema: &str) -> PgOptions {
         pool_size: 2,
         ..PgOptions::default()
     }
-}
-
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    raw_client(url)
-        .await
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
 }
 
 /// Two handles on one new schema.
@@ -72,7 +48,7 @@ async fn everything(store: &dyn LogStore) -> Vec<LogRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_committed_through_one_store_is_a_repeat_through_another() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let (a, b) = two(&url, &s).await;
     let log = NewLog::new("crm", Status::Succeeded)
         .counts(3, 3, 0)
@@ -116,7 +92,7 @@ async fn a_key_committed_through_one_store_is_a_repeat_through_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_finished_through_one_store_refuses_records_through_another() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let (a, b) = two(&url, &s).await;
     let start = a
         .start_run(NewLog::new("crm", Status::Started).run("r").started(at(0)), D)
@@ -169,7 +145,7 @@ async fn handles_racing_on_one_key_and_one_finish_agree() {
     const CALLERS: usize = 6;
     const ROUNDS: usize = 12;
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let mut stores = Vec::new();
     for _ in 0..HANDLES {
         stores.push(Arc::new(PgStore::connect(&url, opts(&s)).await.unwrap()));
@@ -243,7 +219,7 @@ async fn handles_racing_on_one_key_and_one_finish_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_of_a_key_held_by_another_id_is_refused_and_writes_nothing() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let store = PgStore::connect(&url, opts(&s)).await.unwrap();
     let mem = MemoryStore::new();
     let b = Durability::Buffered;
@@ -387,7 +363,7 @@ async fn same_answers(store: &PgStore, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_lookups_answer_as_reading_every_record() {
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let store = PgStore::connect(&url, opts(&s)).await.unwrap();
     // Made elsewhere (ids 1..), imported newest page first: runs arrive out of id order.
     let mem = MemoryStore::new();
@@ -510,7 +486,7 @@ async fn indexed_lookups_answer_as_reading_every_record() {
 async fn a_refused_batch_does_not_stop_the_batches_grouped_with_it() {
     const CALLERS: usize = 48;
     let Some(url) = server() else { return };
-    let s = schema();
+    let s = schema("keys");
     let store = Arc::new(PgStore::connect(&url, opts(&s)).await.unwrap());
     store
         .append(NewLog::new("crm", Status::Started).run("done"))

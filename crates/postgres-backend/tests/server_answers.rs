@@ -8,15 +8,9 @@ use std::time::{Duration, Instant};
 use synclog_core::ErrorKind;
 use synclog_postgres::{PgOptions, PgStore};
 
-fn server() -> Option<String> {
-    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-            None
-        }
-    }
-}
+mod common;
+
+use common::server;
 
 /// `url` with its user (and password) and database replaced.
 fn with_user_and_db(url: &str, user: &str, db: &str) -> String {

@@ -13,6 +13,10 @@ use synclog_core::{
 };
 use synclog_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
 
+mod common;
+
+use common::{drop_schema, raw_client, schema, server};
+
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/release-9f44466/postgres"
@@ -20,40 +24,12 @@ const FIXTURE: &str = concat!(
 /// The schema the dump was made from.
 const FIXTURE_SCHEMA: &str = "fixture_9f44466";
 
-fn server() -> Option<String> {
-    match std::env::var("SYNCLOG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-            None
-        }
-    }
-}
-
-fn schema(what: &str) -> String {
-    format!("synclog_{what}_{}_{}", std::process::id(), fastrand::u32(..))
-}
-
 fn opts(schema: &str) -> PgOptions {
     PgOptions {
         schema: schema.to_string(),
         pool_size: 2,
         ..PgOptions::default()
     }
-}
-
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    raw_client(url)
-        .await
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
 }
 
 /// A field of `COPY … FROM stdin` text as an SQL literal. COPY's backslash escapes are
