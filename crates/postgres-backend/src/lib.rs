@@ -639,25 +639,7 @@ impl Writer {
             self.expected_next = Some(first);
             return Ok(outcomes);
         }
-        let cols = Columns::of(&all);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
-        params.push(&first);
-        let (inserted, committed) =
-            tokio::join!(client.query_one(&stmt, &params), client.batch_execute("COMMIT"));
-        let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
-        committed.map_err(|e| pg_err(&store, "committing to", e))?;
-        let n: i64 = row.get(0);
-        if n as usize != all.len() {
-            return Err(Error::Busy {
-                resource: store,
-                detail: format!(
-                    "inserted {n} of {} rows: something that does not take synclog's lock wrote ids \
-                     from {first} on; retry",
-                    all.len()
-                ),
-                source: None,
-            });
-        }
+        insert_and_commit(client, &stmt, &all, first, &store).await?;
         self.expected_next = Some(next);
         Ok(outcomes)
     }
@@ -743,27 +725,7 @@ impl Writer {
             .map_err(|e| pg_err(&store, "reading the next id of", e))?
             .get(0);
         let (out, all, next) = seal_group(batches, first, &store)?;
-        let cols = Columns::of(&all);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
-        params.push(&first);
-        let (inserted, committed) =
-            tokio::join!(client.query_one(&stmt, &params), client.batch_execute("COMMIT"));
-        let row = inserted.map_err(|e| pg_err(&store, "inserting into", e))?;
-        committed.map_err(|e| pg_err(&store, "committing to", e))?;
-        let n: i64 = row.get(0);
-        if n as usize != all.len() {
-            // Under the lock, only a writer that does not take it (not synclog) can have
-            // taken these ids; the transaction wrote nothing.
-            return Err(Error::Busy {
-                resource: store,
-                detail: format!(
-                    "inserted {n} of {} rows: something that does not take synclog's lock wrote ids \
-                     from {first} on; retry",
-                    all.len()
-                ),
-                source: None,
-            });
-        }
+        insert_and_commit(client, &stmt, &all, first, &store).await?;
         self.expected_next = Some(next);
         Ok(out)
     }
@@ -1095,6 +1057,38 @@ async fn key_held_elsewhere(
 
 /// Seals a group's logs with ids from `first`: the records per batch, all of them, and the
 /// id after the last.
+/// Inserts `all` (ids from `first` on) and commits, in one round trip, inside a
+/// transaction that holds the store's lock. Fewer rows than offered means that a writer
+/// that does not take the lock (not synclog) took some of those ids: the transaction wrote
+/// nothing, and the error is retryable.
+async fn insert_and_commit(
+    client: &Client,
+    stmt: &tokio_postgres::Statement,
+    all: &[LogRecord],
+    first: i64,
+    store: &str,
+) -> Result<()> {
+    let cols = Columns::of(all);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
+    params.push(&first);
+    let (inserted, committed) = tokio::join!(client.query_one(stmt, &params), client.batch_execute("COMMIT"));
+    let row = inserted.map_err(|e| pg_err(store, "inserting into", e))?;
+    committed.map_err(|e| pg_err(store, "committing to", e))?;
+    let n: i64 = row.get(0);
+    if n as usize != all.len() {
+        return Err(Error::Busy {
+            resource: store.to_string(),
+            detail: format!(
+                "inserted {n} of {} rows: something that does not take synclog's lock wrote ids \
+                 from {first} on; retry",
+                all.len()
+            ),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
 fn seal_group(
     batches: &[Vec<NewLog>],
     first: i64,
