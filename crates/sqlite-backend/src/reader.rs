@@ -147,32 +147,62 @@ pub(crate) fn get(conn: &Connection, path: &Path, id: LogId) -> Result<Option<Lo
     }
 }
 
+/// A query's filters and their arguments, added one at a time.
+struct Filter {
+    sql: String,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Filter {
+    /// `head` (`FROM …` or `SELECT … FROM …`) with no condition yet.
+    fn new(head: &str) -> Filter {
+        Filter {
+            sql: format!("{head} WHERE 1 = 1"),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds `condition` (one `?`) with `value`, when there is one.
+    fn and(mut self, condition: &str, value: Option<impl Into<rusqlite::types::Value>>) -> Filter {
+        if let Some(v) = value {
+            self.sql.push_str(" AND ");
+            self.sql.push_str(condition);
+            self.args.push(v.into());
+        }
+        self
+    }
+
+    /// Adds `condition` (no parameter) when `yes`.
+    fn and_literal(mut self, condition: &str, yes: bool) -> Filter {
+        if yes {
+            self.sql.push_str(" AND ");
+            self.sql.push_str(condition);
+        }
+        self
+    }
+
+    /// The SQL, ordered by `column` and cut to `limit`, and its arguments.
+    fn order(
+        mut self,
+        column: &str,
+        descending: bool,
+        limit: usize,
+    ) -> (String, Vec<rusqlite::types::Value>) {
+        let dir = if descending { " DESC" } else { "" };
+        self.sql.push_str(&format!(" ORDER BY {column}{dir} LIMIT ?"));
+        self.args.push((limit as i64).into());
+        (self.sql, self.args)
+    }
+}
+
 pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
     let limit = scan.effective_limit()?;
-    let mut sql = "FROM logs WHERE 1 = 1".to_string();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(a) = scan.after {
-        sql.push_str(" AND id > ?");
-        args.push((a.get() as i64).into());
-    }
-    if let Some(b) = scan.before {
-        sql.push_str(" AND id < ?");
-        args.push((b.get() as i64).into());
-    }
-    if let Some(j) = &scan.job {
-        sql.push_str(" AND job = ?");
-        args.push(j.clone().into());
-    }
-    if let Some(s) = scan.status {
-        sql.push_str(" AND status = ?");
-        args.push(s.as_str().to_string().into());
-    }
-    sql.push_str(if scan.descending {
-        " ORDER BY id DESC LIMIT ?"
-    } else {
-        " ORDER BY id LIMIT ?"
-    });
-    args.push((limit as i64).into());
+    let (sql, args) = Filter::new("FROM logs")
+        .and("id > ?", scan.after.map(|a| a.get() as i64))
+        .and("id < ?", scan.before.map(|b| b.get() as i64))
+        .and("job = ?", scan.job.clone())
+        .and("status = ?", scan.status.map(|s| s.as_str().to_string()))
+        .order("id", scan.descending, limit);
     let mut stmt = prepare_select(conn, path, &sql)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(args))
@@ -364,37 +394,19 @@ pub(crate) fn runs(conn: &Connection, path: &Path, scan: &RunScan) -> Result<Vec
         ..Scan::default()
     }
     .effective_limit()?;
-    let mut sql = "SELECT run_key FROM runs WHERE 1 = 1".to_string();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(a) = scan.after {
-        sql.push_str(" AND first_id > ?");
-        args.push((a.get() as i64).into());
-    }
-    if let Some(b) = scan.before {
-        sql.push_str(" AND first_id < ?");
-        args.push((b.get() as i64).into());
-    }
-    if let Some(j) = &scan.job {
-        sql.push_str(" AND job = ?");
-        args.push(j.clone().into());
-    }
-    if let Some(s) = scan.status {
-        sql.push_str(" AND status = ?");
-        args.push(s.as_str().to_string().into());
-    }
-    if scan.only_unfinished() {
-        sql.push_str(" AND finished = 0");
-    }
-    if let Some(c) = scan.started_before {
-        sql.push_str(" AND started_at < ?");
-        args.push(c.timestamp_micros().into());
-    }
-    sql.push_str(if scan.descending {
-        " ORDER BY first_id DESC LIMIT ?"
-    } else {
-        " ORDER BY first_id LIMIT ?"
-    });
-    args.push((limit as i64).into());
+    let (sql, args) = Filter::new("SELECT run_key FROM runs")
+        .and("first_id > ?", scan.after.map(|a| a.get() as i64))
+        .and("first_id < ?", scan.before.map(|b| b.get() as i64))
+        .and("job = ?", scan.job.clone())
+        .and("status = ?", scan.status.map(|s| s.as_str().to_string()))
+        // A literal, not a parameter: only then can SQLite use the partial index of
+        // unfinished runs without preparing the statement again for each value.
+        .and_literal("finished = 0", scan.only_unfinished())
+        .and(
+            "started_at < ?",
+            scan.started_before.map(|c| c.timestamp_micros()),
+        )
+        .order("first_id", scan.descending, limit);
     let keys: Vec<String> = {
         let mut stmt = match conn.prepare_cached(&sql) {
             Ok(s) => s,
