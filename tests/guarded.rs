@@ -449,3 +449,37 @@ async fn a_key_only_the_backup_holds_is_a_repeat_through_the_guard() {
     );
     store.close().await.unwrap();
 }
+
+/// A group of repeats only writes nothing, but syncs both copies to its durability before
+/// it answers (the record it repeats may have been written at a weaker level).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_repeats_syncs_both_copies_before_it_answers() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let keyed = log(1).idempotency_key("k");
+    let first = store
+        .append_batch(vec![keyed.clone()], Durability::Process)
+        .await
+        .unwrap();
+    let syncs = || -> i64 {
+        let conn = rusqlite::Connection::open(&pair.primary).unwrap();
+        conn.query_row("SELECT value FROM meta WHERE key = 'syncs'", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = syncs();
+    let again = store
+        .append_batch(vec![keyed], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.repeats.clone(), again.records.clone()),
+        (vec![true], first.records)
+    );
+    assert!(
+        again.durable_in.primary && again.durable_in.backup,
+        "{:?}",
+        again.durable_in
+    );
+    assert_eq!(syncs(), before + 1, "the primary was synced for the repeat");
+    store.close().await.unwrap();
+}

@@ -301,3 +301,34 @@ async fn calls_after_close_fail_as_closed() {
     );
     assert_eq!(store.last_id().await.unwrap_err().kind(), ErrorKind::Closed);
 }
+
+/// The `syncs` counter of the database at `path` (each write transaction that syncs a
+/// repeat or a `sync` call raises it).
+fn syncs(path: &std::path::Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("SELECT value FROM meta WHERE key = 'syncs'", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A repeat answered at power-loss durability commits a write (and so syncs the WAL up to
+/// it), because the record it repeats may have been committed at a weaker level.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_answered_at_power_loss_syncs_what_it_repeats() {
+    let (dir, store) = fresh();
+    let keyed = log("crm").idempotency_key("k");
+    let first = store
+        .append_report(keyed.clone(), Durability::Process)
+        .await
+        .unwrap();
+    assert!(!first.repeat);
+    let before = syncs(&dir.path().join("logs.db"));
+    let again = store.append_report(keyed, Durability::PowerLoss).await.unwrap();
+    assert!(again.repeat);
+    assert_eq!(again.record, first.record);
+    assert_eq!(
+        syncs(&dir.path().join("logs.db")),
+        before + 1,
+        "the repeat committed a write"
+    );
+    store.close().await.unwrap();
+}
