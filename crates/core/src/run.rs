@@ -655,6 +655,32 @@ pub fn new_run_key() -> String {
     )
 }
 
+/// The page size of the lookups that read every record.
+pub const SCAN_PAGE: usize = 10_000;
+
+/// How a store without an index of runs answers [`crate::LogStore::runs`]: reads every
+/// record, a page at a time, groups them by run and keeps the runs `scan` matches.
+pub async fn runs_by_scanning<S: crate::LogStore + ?Sized>(store: &S, scan: &RunScan) -> Result<Vec<Run>> {
+    use crate::LogStoreExt;
+    let limit = crate::Scan {
+        limit: scan.limit,
+        ..crate::Scan::default()
+    }
+    .effective_limit()?;
+    let mut by_run = HashMap::<String, Vec<LogRecord>>::new();
+    store
+        .for_each_page(SCAN_PAGE, &mut |page| {
+            for r in page {
+                if let Some(key) = &r.run {
+                    by_run.entry(key.clone()).or_default().push(r);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(select_runs(by_run, scan, limit))
+}
+
 /// The runs of `by_run` (each run's records in id order) that match `scan`, ordered by
 /// their first record's id and cut to `limit`: how engines without an index of runs
 /// answer [`crate::LogStore::runs`].

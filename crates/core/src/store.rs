@@ -332,12 +332,13 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// record; engines with an index override it.
     async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
         let mut found = None;
-        self.scan_all(&mut |page| {
+        self.for_each_page(crate::run::SCAN_PAGE, &mut |page| {
             if found.is_none() {
                 found = page
                     .into_iter()
                     .find(|r| r.idempotency_key.as_deref() == Some(key));
             }
+            Ok(())
         })
         .await?;
         Ok(found)
@@ -359,46 +360,19 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// every record; engines with an index override it.
     async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
         let mut records = Vec::new();
-        self.scan_all(&mut |page| records.extend(page.into_iter().filter(|r| r.run.as_deref() == Some(run))))
-            .await?;
+        self.for_each_page(crate::run::SCAN_PAGE, &mut |page| {
+            records.extend(page.into_iter().filter(|r| r.run.as_deref() == Some(run)));
+            Ok(())
+        })
+        .await?;
         Ok(records)
     }
 
     /// Runs matching `scan`, one row each, ordered and paged by their first record's id.
-    /// The default reads every record (see [`crate::run::runs_by_scanning`]); engines with
-    /// an index override it and give the same answers.
+    /// The default reads every record ([`crate::run::runs_by_scanning`]); engines with an
+    /// index override it and give the same answers.
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
-        let limit = Scan {
-            limit: scan.limit,
-            ..Scan::default()
-        }
-        .effective_limit()?;
-        let mut by_run = std::collections::HashMap::<String, Vec<LogRecord>>::new();
-        self.scan_all(&mut |page| {
-            for r in page {
-                if let Some(key) = &r.run {
-                    by_run.entry(key.clone()).or_default().push(r);
-                }
-            }
-        })
-        .await?;
-        Ok(crate::run::select_runs(by_run, scan, limit))
-    }
-
-    /// Every record, in id order, a page at a time (the default lookups use it).
-    #[doc(hidden)]
-    async fn scan_all(&self, each: &mut (dyn FnMut(Vec<LogRecord>) + Send)) -> Result<()> {
-        let mut scan = Scan::all(Scan::MAX_LIMIT / 10);
-        loop {
-            let page = self.scan(&scan).await?;
-            let full = page.len() == scan.limit;
-            let Some(last) = page.last() else { return Ok(()) };
-            scan.after = Some(last.id);
-            each(page);
-            if !full {
-                return Ok(());
-            }
-        }
+        crate::run::runs_by_scanning(self, scan).await
     }
 
     /// The durability hook: when this returns `Ok`, everything acknowledged so far survives

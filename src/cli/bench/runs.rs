@@ -221,22 +221,7 @@ async fn median_query(store: &dyn LogStore, scan: &RunScan) -> Result<(Duration,
 /// The answer to `scan` by reading every record, as an engine without an index gives it.
 async fn by_scanning(store: &dyn LogStore, scan: &RunScan) -> Result<(Duration, usize)> {
     let start = Instant::now();
-    let mut by_run = std::collections::HashMap::<String, Vec<LogRecord>>::new();
-    store
-        .scan_all(&mut |page| {
-            for r in page {
-                if let Some(key) = &r.run {
-                    by_run.entry(key.clone()).or_default().push(r);
-                }
-            }
-        })
-        .await?;
-    let limit = synclog::Scan {
-        limit: scan.limit,
-        ..synclog::Scan::default()
-    }
-    .effective_limit()?;
-    let runs = synclog::run::select_runs(by_run, scan, limit);
+    let runs = synclog::run::runs_by_scanning(store, scan).await?;
     Ok((start.elapsed(), runs.len()))
 }
 
