@@ -197,38 +197,61 @@ fn runs_query(sql: &Sql, scan: &RunScan) -> Result<(String, Params)> {
         ..Scan::default()
     }
     .effective_limit()? as i64;
-    let mut text = sql.runs_head.clone();
-    let mut params: Params = Vec::new();
-    let mut arg =
-        |text: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
-            params.push(v);
-            text.push_str(&format!(" AND {clause} ${}", params.len()));
-        };
-    if let Some(a) = scan.after {
-        arg(&mut text, "r.first_id >", Box::new(a.get() as i64));
+    Ok(Filter::new(sql.runs_head.clone())
+        .and("r.first_id >", scan.after.map(|a| a.get() as i64))
+        .and("r.first_id <", scan.before.map(|b| b.get() as i64))
+        .and("r.job =", scan.job.clone())
+        .and("r.status =", scan.status.map(|s| s.as_str().to_string()))
+        .and("r.started_at <", scan.started_before)
+        .and_literal("NOT r.finished", scan.only_unfinished())
+        .order("r.first_id", scan.descending, limit))
+}
+
+/// A query's filters and their parameters (`$1`, `$2`, …), added one at a time.
+struct Filter {
+    text: String,
+    params: Params,
+}
+
+impl Filter {
+    /// `head`, which ends in a `WHERE` clause the filters are `AND`ed to.
+    fn new(head: String) -> Filter {
+        Filter {
+            text: head,
+            params: Vec::new(),
+        }
     }
-    if let Some(b) = scan.before {
-        arg(&mut text, "r.first_id <", Box::new(b.get() as i64));
+
+    /// Adds `AND <condition> $n` with `value`, when there is one.
+    fn and<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
+        mut self,
+        condition: &str,
+        value: Option<T>,
+    ) -> Filter {
+        if let Some(v) = value {
+            self.params.push(Box::new(v));
+            self.text
+                .push_str(&format!(" AND {condition} ${}", self.params.len()));
+        }
+        self
     }
-    if let Some(j) = &scan.job {
-        arg(&mut text, "r.job =", Box::new(j.clone()));
+
+    /// Adds `AND <condition>` (no parameter) when `yes`.
+    fn and_literal(mut self, condition: &str, yes: bool) -> Filter {
+        if yes {
+            self.text.push_str(&format!(" AND {condition}"));
+        }
+        self
     }
-    if let Some(s) = scan.status {
-        arg(&mut text, "r.status =", Box::new(s.as_str().to_string()));
+
+    /// The query, ordered by `column` and cut to `limit`, and its parameters.
+    fn order(mut self, column: &str, descending: bool, limit: i64) -> (String, Params) {
+        self.params.push(Box::new(limit));
+        let dir = if descending { "DESC" } else { "ASC" };
+        self.text
+            .push_str(&format!(" ORDER BY {column} {dir} LIMIT ${}", self.params.len()));
+        (self.text, self.params)
     }
-    if let Some(c) = scan.started_before {
-        arg(&mut text, "r.started_at <", Box::new(c));
-    }
-    if scan.only_unfinished() {
-        text.push_str(" AND NOT r.finished");
-    }
-    params.push(Box::new(limit));
-    text.push_str(&format!(
-        " ORDER BY r.first_id {} LIMIT ${}",
-        if scan.descending { "DESC" } else { "ASC" },
-        params.len()
-    ));
-    Ok((text, params))
 }
 
 /// A row of a runs query (see `Sql::runs_head`) as [`Run::from_records`] would make it
@@ -1404,31 +1427,16 @@ impl LogStore for PgStore {
 
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
         let limit = scan.effective_limit()? as i64;
-        let mut sql = format!("SELECT {} FROM {} WHERE true", sql::COLUMNS, self.sql.table);
-        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
-        let mut arg =
-            |sql: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
-                params.push(v);
-                sql.push_str(&format!(" AND {clause} ${}", params.len()));
-            };
-        if let Some(a) = scan.after {
-            arg(&mut sql, "id >", Box::new(a.get() as i64));
-        }
-        if let Some(b) = scan.before {
-            arg(&mut sql, "id <", Box::new(b.get() as i64));
-        }
-        if let Some(j) = &scan.job {
-            arg(&mut sql, "job =", Box::new(j.clone()));
-        }
-        if let Some(s) = scan.status {
-            arg(&mut sql, "status =", Box::new(s.as_str().to_string()));
-        }
-        params.push(Box::new(limit));
-        sql.push_str(&format!(
-            " ORDER BY id {} LIMIT ${}",
-            if scan.descending { "DESC" } else { "ASC" },
-            params.len()
-        ));
+        let (sql, params) = Filter::new(format!(
+            "SELECT {} FROM {} WHERE true",
+            sql::COLUMNS,
+            self.sql.table
+        ))
+        .and("id >", scan.after.map(|a| a.get() as i64))
+        .and("id <", scan.before.map(|b| b.get() as i64))
+        .and("job =", scan.job.clone())
+        .and("status =", scan.status.map(|s| s.as_str().to_string()))
+        .order("id", scan.descending, limit);
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
