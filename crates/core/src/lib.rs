@@ -18,9 +18,11 @@ pub mod canonical;
 pub mod deadline;
 pub mod durable;
 pub mod error;
+pub mod follow;
 pub mod group;
 pub mod guarded;
 pub mod memory;
+pub mod query;
 pub mod record;
 pub mod run;
 pub mod store;
@@ -31,6 +33,8 @@ pub mod verify;
 
 pub use canonical::{Attrs, Checksum};
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use follow::Follower;
+pub use query::{AttrEq, Filter, JobSummary, Summary, TimeRange};
 pub use record::{IdRange, LogId, LogRecord, NewLog, Status, Timestamp};
 pub use run::{Appended, Committed, Run, RunScan};
 pub use store::{

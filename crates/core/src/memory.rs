@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::follow::CommitSignal;
 use crate::run::{seal_batch, Committed, Planner, ScanKeys};
 use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
@@ -23,6 +24,8 @@ pub struct MemoryState {
     pub records: BTreeMap<LogId, LogRecord>,
     /// The largest id ever assigned or imported.
     pub high_water: u64,
+    /// Wakes followers after each commit.
+    pub signal: CommitSignal,
 }
 
 type Shared = Arc<Mutex<MemoryState>>;
@@ -143,6 +146,7 @@ impl LogStore for MemoryStore {
             st.records.insert(rec.id, rec.clone());
         }
         st.high_water = next - 1;
+        st.signal.committed_records(done.new_records());
         Ok(done)
     }
 
@@ -163,6 +167,12 @@ impl LogStore for MemoryStore {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         Ok(self.state()?.records.keys().next_back().copied())
+    }
+
+    /// This process's commits, with their records (a memory store has no other process).
+    async fn commit_watch(&self) -> Result<crate::follow::CommitWatch> {
+        let signal = self.state()?.signal.clone();
+        signal.watch(None).await
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::query::Filter;
 use crate::record::{LogId, LogRecord, NewLog, Status, Timestamp};
 
 /// What a commit did: the records in batch order, and which of them were stored before
@@ -465,16 +466,21 @@ impl Run {
 ///
 /// Page by passing the last run's [`Run::first_id`] as `after` (or `before` when
 /// `descending`).
+///
+/// Its [`Filter`] applies to the run as a whole: `jobs` to its job, `statuses` to its
+/// latest status, `started` to when it started, `finished` to when it ended (a run that has
+/// not ended matches only an open range), `run` to its key, `recorded` to when its latest
+/// record was recorded, and `attrs` to its first (`started`) record's attributes, the tags
+/// it was started with.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RunScan {
     /// Only runs whose first record's id is greater than this.
     pub after: Option<LogId>,
     /// Only runs whose first record's id is smaller than this.
     pub before: Option<LogId>,
-    /// Only runs of this job.
-    pub job: Option<String>,
-    /// Only runs whose latest status is this.
-    pub status: Option<Status>,
+    /// The conditions runs must meet (see above).
+    #[serde(flatten)]
+    pub filter: Filter,
     /// Only runs that have not ended.
     pub unfinished: bool,
     /// Only runs that started before this instant and have not ended (stale runs; it
@@ -496,30 +502,44 @@ impl RunScan {
         }
     }
 
+    /// The limit to apply, after checking it and the filter. Engines call this before
+    /// reading.
+    pub fn effective_limit(&self) -> Result<usize> {
+        crate::Scan {
+            limit: self.limit,
+            filter: self.filter.clone(),
+            ..crate::Scan::default()
+        }
+        .effective_limit()
+    }
+
     /// Whether only unfinished runs can match (an engine may then read its index of
     /// running runs instead of every run).
     pub fn only_unfinished(&self) -> bool {
-        self.unfinished || self.started_before.is_some() || self.status.is_some_and(|s| !s.is_terminal())
+        self.unfinished
+            || self.started_before.is_some()
+            || (!self.filter.statuses.is_empty() && self.filter.statuses.iter().all(|s| !s.is_terminal()))
     }
 
-    /// Whether `run` passes the filters (not the limit).
-    pub fn matches(&self, run: &Run) -> bool {
+    /// Whether the run whose records (all of them, in id order) are `records` passes the
+    /// filters (not the limit). `run` is [`Run::from_records`] of them.
+    pub fn matches(&self, run: &Run, records: &[LogRecord]) -> bool {
         let id = run.first_id();
+        let f = &self.filter;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return false;
+        };
         self.after.is_none_or(|a| id > a)
             && self.before.is_none_or(|b| id < b)
-            && self.job.as_deref().is_none_or(|j| run.job == j)
-            && self.status.is_none_or(|s| run.status == s)
+            && (f.jobs.is_empty() || f.jobs.contains(&run.job))
+            && (f.statuses.is_empty() || f.statuses.contains(&run.status))
+            && f.started.contains(run.started_at)
+            && f.finished.contains_opt(run.finished_at)
+            && f.recorded.contains(last.recorded_at)
+            && f.run.as_deref().is_none_or(|k| run.key == k)
+            && f.attrs_match(first.attrs.as_str())
             && (!self.only_unfinished() || !run.finished)
             && self.started_before.is_none_or(|c| run.started_at < c)
-    }
-
-    /// Whether a run whose first record is `start` can match (checks what the first record
-    /// alone decides: its id and job).
-    pub fn may_match_start(&self, start: &LogRecord) -> bool {
-        self.after.is_none_or(|a| start.id > a)
-            && self.before.is_none_or(|b| start.id < b)
-            && self.job.as_deref().is_none_or(|j| start.job == j)
-            && self.started_before.is_none_or(|c| start.started_at < c)
     }
 }
 
@@ -608,7 +628,7 @@ impl KeyBook {
                 }
             }
             if let Some(run) = Run::from_records(key, &records) {
-                if scan.matches(&run) {
+                if scan.matches(&run, &records) {
                     out.push(run);
                 }
             }
@@ -662,11 +682,7 @@ pub const SCAN_PAGE: usize = 10_000;
 /// record, a page at a time, groups them by run and keeps the runs `scan` matches.
 pub async fn runs_by_scanning<S: crate::LogStore + ?Sized>(store: &S, scan: &RunScan) -> Result<Vec<Run>> {
     use crate::LogStoreExt;
-    let limit = crate::Scan {
-        limit: scan.limit,
-        ..crate::Scan::default()
-    }
-    .effective_limit()?;
+    let limit = scan.effective_limit()?;
     let mut by_run = HashMap::<String, Vec<LogRecord>>::new();
     store
         .for_each_page(SCAN_PAGE, &mut |page| {
@@ -687,8 +703,7 @@ pub async fn runs_by_scanning<S: crate::LogStore + ?Sized>(store: &S, scan: &Run
 pub fn select_runs(by_run: HashMap<String, Vec<LogRecord>>, scan: &RunScan, limit: usize) -> Vec<Run> {
     let mut runs: Vec<Run> = by_run
         .iter()
-        .filter_map(|(key, records)| Run::from_records(key, records))
-        .filter(|run| scan.matches(run))
+        .filter_map(|(key, records)| Run::from_records(key, records).filter(|run| scan.matches(run, records)))
         .collect();
     runs.sort_by_key(Run::first_id);
     if scan.descending {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
+use crate::query::{Filter, Summary};
 use crate::record::{IdRange, LogId, LogRecord, NewLog, Status};
 use crate::run::{Appended, Committed, Run, RunScan};
 
@@ -65,20 +66,19 @@ impl Capabilities {
     }
 }
 
-/// A range query over ids, with filters and paging. Results come in id order.
+/// A range query over ids, with a [`Filter`] and paging. Results come in id order.
 ///
 /// Page by passing the last id of one page as `after` of the next (or as `before` when
-/// `descending`).
+/// `descending`): keyset paging, correct under every filter.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Scan {
     /// Only ids greater than this.
     pub after: Option<LogId>,
     /// Only ids smaller than this.
     pub before: Option<LogId>,
-    /// Only this job.
-    pub job: Option<String>,
-    /// Only this status.
-    pub status: Option<Status>,
+    /// The conditions records must meet.
+    #[serde(flatten)]
+    pub filter: Filter,
     /// At most this many records; 0 means [`Scan::DEFAULT_LIMIT`].
     pub limit: usize,
     /// Newest first.
@@ -99,8 +99,19 @@ impl Scan {
         }
     }
 
-    /// The limit to apply, after checking it. Engines call this.
+    /// Records matching `filter`, in pages of `limit`.
+    pub fn filtered(filter: Filter, limit: usize) -> Scan {
+        Scan {
+            filter,
+            limit,
+            ..Scan::default()
+        }
+    }
+
+    /// The limit to apply, after checking it and the filter. Engines call this before
+    /// reading.
     pub fn effective_limit(&self) -> Result<usize> {
+        self.filter.validate()?;
         match self.limit {
             0 => Ok(Self::DEFAULT_LIMIT),
             n if n > Self::MAX_LIMIT => Err(Error::invalid(
@@ -115,8 +126,7 @@ impl Scan {
     pub fn matches(&self, rec: &LogRecord) -> bool {
         self.after.is_none_or(|a| rec.id > a)
             && self.before.is_none_or(|b| rec.id < b)
-            && self.job.as_deref().is_none_or(|j| rec.job == j)
-            && self.status.is_none_or(|s| rec.status == s)
+            && self.filter.matches(rec)
     }
 }
 
@@ -375,6 +385,40 @@ pub trait LogStore: Send + Sync + fmt::Debug {
         crate::run::runs_by_scanning(self, scan).await
     }
 
+    /// How many records match `filter`. The default reads every record; engines with
+    /// indexes override it and give the same answer.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        crate::query::count_by_scanning(self, filter).await
+    }
+
+    /// What each job's records matching `filter` add up to (see
+    /// [`crate::query::JobSummary`]). The default reads every record; engines with
+    /// indexes override it and give the same answer.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
+    async fn summary(&self, filter: &Filter) -> Result<Summary> {
+        crate::query::summary_by_scanning(self, filter).await
+    }
+
+    /// The largest id through which every committed record is readable now: a
+    /// [`crate::follow::Follower`] reads up to it and then goes on after it, so a record
+    /// at or below it that became readable only later would be missed. The default is
+    /// [`last_id`](Self::last_id), right for engines whose commits become readable in id
+    /// order (one writer at a time); a store that writes to several places overrides it.
+    async fn readable_through(&self) -> Result<Option<LogId>> {
+        self.last_id().await
+    }
+
+    /// A watch of this store's commits, for a [`crate::follow::Follower`]: engines that
+    /// hear of commits (their own at once, with the records; other processes' by the
+    /// engine's own means) return one from their [`crate::follow::CommitSignal`]. The
+    /// default wakes every [`crate::follow::POLL`] and has the follower read the store.
+    async fn commit_watch(&self) -> Result<crate::follow::CommitWatch> {
+        Ok(crate::follow::CommitWatch::polling(crate::follow::POLL))
+    }
+
     /// The durability hook: when this returns `Ok`, everything acknowledged so far survives
     /// what `level` names, whatever level it was committed at.
     async fn sync(&self, level: Durability) -> Result<()>;
@@ -523,6 +567,27 @@ pub trait LogStoreExt: LogStore {
         Ok(Run::from_records(run, &self.run_records(run).await?))
     }
 
+    /// Waits until a record newer than `seen` is readable (committed by this process or,
+    /// where the engine can tell, another one), or until `timeout` passes. Returns at once
+    /// when one already is.
+    async fn wait_for_commit(&self, seen: Option<LogId>, timeout: std::time::Duration) -> Result<()> {
+        let end = tokio::time::Instant::now() + timeout;
+        let mut watch = self.commit_watch().await?;
+        loop {
+            // What the watch saw is marked seen before the look, so a commit after the
+            // look wakes the wait below.
+            let _ = watch.take();
+            if self.readable_through().await? > seen {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            watch.changed(end - now).await;
+        }
+    }
+
     /// The record with `id`, or [`Error::NotFound`].
     async fn get_required(&self, id: LogId) -> Result<LogRecord> {
         self.get(id).await?.ok_or(Error::NotFound { id })
@@ -534,7 +599,18 @@ pub trait LogStoreExt: LogStore {
         page_size: usize,
         each: &mut (dyn FnMut(Vec<LogRecord>) -> Result<()> + Send),
     ) -> Result<()> {
-        let mut scan = Scan::all(page_size);
+        self.for_each_match(&Filter::default(), page_size, each).await
+    }
+
+    /// Every record matching `filter`, in id order, read page by page through
+    /// [`scan`](LogStore::scan) and handed to `each` one page at a time.
+    async fn for_each_match(
+        &self,
+        filter: &Filter,
+        page_size: usize,
+        each: &mut (dyn FnMut(Vec<LogRecord>) -> Result<()> + Send),
+    ) -> Result<()> {
+        let mut scan = Scan::filtered(filter.clone(), page_size);
         loop {
             let page = self.scan(&scan).await?;
             let Some(last) = page.last() else { return Ok(()) };

@@ -129,6 +129,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
@@ -193,6 +194,8 @@ struct Inner {
     closed: AtomicBool,
     /// The store's keys, built when first needed (see [`book`]); shared with the writer.
     book: BookRef,
+    /// Wakes this process's followers after each commit and import.
+    signal: CommitSignal,
 }
 
 /// A [`LogStore`] over one JSON-lines file. Cheap to clone; clones share the writer.
@@ -310,6 +313,7 @@ impl JsonStore {
                 report,
                 closed: AtomicBool::new(false),
                 book,
+                signal: CommitSignal::new(),
             }),
         })
     }
@@ -358,6 +362,7 @@ impl JsonStore {
                 report,
                 closed: AtomicBool::new(false),
                 book: BookRef::default(),
+                signal: CommitSignal::new(),
             }),
         })
     }
@@ -677,7 +682,7 @@ impl Inner {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let filtered = scan.job.is_some() || scan.status.is_some();
+        let filtered = !scan.filter.is_empty();
         let mut out = Vec::new();
         let mut cursor: Option<u64> = None;
         loop {
@@ -839,7 +844,9 @@ impl LogStore for JsonStore {
     async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
         let group = self.writer("commit")?;
         validate_batch(&batch)?;
-        self.retrying(|| group.commit(batch.clone(), durability)).await
+        let done = self.retrying(|| group.commit(batch.clone(), durability)).await?;
+        self.inner.signal.committed_records(done.new_records());
+        Ok(done)
     }
 
     /// From the key book (built the first time it is needed, by reading every record
@@ -869,11 +876,7 @@ impl LogStore for JsonStore {
 
     /// From the key book, as [`JsonStore::find_idempotent`].
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
-        let limit = Scan {
-            limit: scan.limit,
-            ..Scan::default()
-        }
-        .effective_limit()?;
+        let limit = scan.effective_limit()?;
         self.check_open()?;
         self.refresh().await?;
         self.retrying(|| {
@@ -898,6 +901,22 @@ impl LogStore for JsonStore {
             self.blocking(move |inner| inner.scan(&scan))
         })
         .await
+    }
+
+    /// This process's commits reach followers with their records at once; another
+    /// process's are seen by the file's size and identity changing (one `stat`, and a read
+    /// of what was added), asked every 25 ms by one task for all followers while any waits.
+    async fn commit_watch(&self) -> Result<CommitWatch> {
+        self.check_open()?;
+        let me = self.clone();
+        let probe: Probe = Box::new(move || {
+            let me = me.clone();
+            Box::pin(async move { me.last_id().await })
+        });
+        self.inner
+            .signal
+            .watch(Some((std::time::Duration::from_millis(25), probe)))
+            .await
     }
 
     async fn last_id(&self) -> Result<Option<LogId>> {
@@ -941,11 +960,17 @@ impl LogStore for JsonStore {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.retrying(|| async {
-            let records = records.clone();
-            group.with_writer(move |w| w.import(records, durability)).await?
-        })
-        .await
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .retrying(|| async {
+                let records = records.clone();
+                group.with_writer(move |w| w.import(records, durability)).await?
+            })
+            .await?;
+        if let Some(top) = top.filter(|_| report.inserted > 0) {
+            self.inner.signal.committed(top);
+        }
+        Ok(report)
     }
 
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside

@@ -106,7 +106,7 @@ async fn answers(store: &JsonStore) -> Answers {
     }
     let filtered = store
         .scan(&Scan {
-            job: Some("job-1".into()),
+            filter: synclog_core::Filter::job("job-1"),
             ..Scan::all(1000)
         })
         .await

@@ -19,6 +19,21 @@
 //!   and by start time). Imports and repairs keep the keys; an imported record whose
 //!   idempotency key is stored under another id refuses the import
 //!   ([`Error::IdempotencyConflict`], nothing written).
+//! - **Queries** ([`synclog_core::query`]): [`LogStore::scan`], [`LogStore::runs`],
+//!   [`LogStore::count`] and [`LogStore::summary`] answer every [`Filter`] field in SQL
+//!   (schema version 3): indexes on `(job, id)`, `(status, id)`, `recorded_at`,
+//!   `started_at`, `finished_at` and `(run_key, id)`; attribute equality through the
+//!   `attrs` table (key, the value's canonical JSON text computed in Rust, id), written in
+//!   the statement that inserts each record, so `1` and `1.0` differ exactly as
+//!   [`Filter::matches`] says; counts and summaries of jobs and statuses from `job_stats`,
+//!   per-(job, status) aggregates kept by statement triggers on every insert, delete and
+//!   update (commit, import, repair, or SQL outside synclog). Queries are sent unnamed, so
+//!   each is planned with its values (no generic plan), and paged by id both ways.
+//! - **Following** ([`LogStore::wait_for_commit`]): this process's commits wake waiters
+//!   through a [`CommitSignal`]; other processes' through LISTEN/NOTIFY on a channel named
+//!   after the schema. The insert statement itself calls `pg_notify` (no extra round
+//!   trip; delivered at commit); a listening connection is opened by the first wait and
+//!   closed by [`LogStore::close`], which also ends the writer's connection and the pool.
 //! - **Ids**: `id` is an identity column. synclog assigns each group's ids inside its
 //!   transaction, after taking a transaction-scoped advisory lock, as one more than the
 //!   larger of the stored maximum and a high-water mark kept in `meta` (raised in the same
@@ -53,9 +68,12 @@
 #![deny(missing_docs)]
 
 mod connect;
+mod filters;
+mod listen;
 #[cfg(test)]
 mod plans;
 mod sql;
+mod summary;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,7 +86,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
+use synclog_core::follow::CommitSignal;
 use synclog_core::group::Gathering;
+use synclog_core::query::{Filter, Summary};
 use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
 use synclog_core::{
@@ -78,12 +98,14 @@ use synclog_core::{
 };
 
 use connect::{pg_err, server_of, Endpoint, LockTimeout};
+use listen::Listener;
 use sql::Sql;
 use synclog_core::deadline::Deadline;
 
 /// The schema version this build creates (and upgrades older ones to), kept in `meta`.
-/// Version 2 added run and idempotency keys and the `runs` table.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added run and idempotency keys and the `runs` table; version 3 the indexes
+/// of queries, the attribute table and per-job aggregates (see the `sql` module).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Tuning of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -187,73 +209,6 @@ fn decode(row: &Row, store: &str) -> Result<LogRecord> {
     })
 }
 
-/// Parameters of a query built at run time.
-type Params = Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
-
-/// The query `PgStore::runs` sends for `scan`, and its parameters.
-fn runs_query(sql: &Sql, scan: &RunScan) -> Result<(String, Params)> {
-    let limit = Scan {
-        limit: scan.limit,
-        ..Scan::default()
-    }
-    .effective_limit()? as i64;
-    Ok(Filter::new(sql.runs_head.clone())
-        .and("r.first_id >", scan.after.map(|a| a.get() as i64))
-        .and("r.first_id <", scan.before.map(|b| b.get() as i64))
-        .and("r.job =", scan.job.clone())
-        .and("r.status =", scan.status.map(|s| s.as_str().to_string()))
-        .and("r.started_at <", scan.started_before)
-        .and_literal("NOT r.finished", scan.only_unfinished())
-        .order("r.first_id", scan.descending, limit))
-}
-
-/// A query's filters and their parameters (`$1`, `$2`, …), added one at a time.
-struct Filter {
-    text: String,
-    params: Params,
-}
-
-impl Filter {
-    /// `head`, which ends in a `WHERE` clause the filters are `AND`ed to.
-    fn new(head: String) -> Filter {
-        Filter {
-            text: head,
-            params: Vec::new(),
-        }
-    }
-
-    /// Adds `AND <condition> $n` with `value`, when there is one.
-    fn and<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
-        mut self,
-        condition: &str,
-        value: Option<T>,
-    ) -> Filter {
-        if let Some(v) = value {
-            self.params.push(Box::new(v));
-            self.text
-                .push_str(&format!(" AND {condition} ${}", self.params.len()));
-        }
-        self
-    }
-
-    /// Adds `AND <condition>` (no parameter) when `yes`.
-    fn and_literal(mut self, condition: &str, yes: bool) -> Filter {
-        if yes {
-            self.text.push_str(&format!(" AND {condition}"));
-        }
-        self
-    }
-
-    /// The query, ordered by `column` and cut to `limit`, and its parameters.
-    fn order(mut self, column: &str, descending: bool, limit: i64) -> (String, Params) {
-        self.params.push(Box::new(limit));
-        let dir = if descending { "DESC" } else { "ASC" };
-        self.text
-            .push_str(&format!(" ORDER BY {column} {dir} LIMIT ${}", self.params.len()));
-        (self.text, self.params)
-    }
-}
-
 /// A row of a runs query (see `Sql::runs_head`) as [`Run::from_records`] would make it
 /// from the run's records.
 fn decode_run(row: &Row, store: &str) -> Result<Run> {
@@ -321,6 +276,10 @@ struct Columns {
     checksum: Vec<i64>,
     run: Vec<Option<String>>,
     idempotency_key: Vec<Option<String>>,
+    /// The `attrs` rows of the records: id, key, canonical value text.
+    attr_id: Vec<i64>,
+    attr_key: Vec<String>,
+    attr_value: Vec<String>,
 }
 
 impl Columns {
@@ -341,8 +300,25 @@ impl Columns {
             c.checksum.push(r.checksum.0 as i64);
             c.run.push(r.run.clone());
             c.idempotency_key.push(r.idempotency_key.clone());
+            for (k, v) in synclog_core::query::attr_entries(r.attrs.as_str()) {
+                c.attr_id.push(r.id.get() as i64);
+                c.attr_key.push(k);
+                c.attr_value.push(v);
+            }
         }
         c
+    }
+
+    /// The arrays of the `attrs` rows.
+    fn attr_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 3] {
+        [&self.attr_id, &self.attr_key, &self.attr_value]
+    }
+
+    /// Every parameter of the import statement: the columns, then the `attrs` rows.
+    fn import_params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        let mut p = self.params().to_vec();
+        p.extend(self.attr_params());
+        p
     }
 
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
@@ -388,6 +364,10 @@ enum Job {
         durability: Durability,
         reply: Reply<ImportReport>,
     },
+    /// Ends the writer: its connection is closed, later jobs are refused.
+    Close {
+        reply: Reply<()>,
+    },
 }
 
 /// The writer task: one connection, one transaction per group.
@@ -409,6 +389,8 @@ struct Writer {
     gathering: Gathering,
     max_group_logs: usize,
     stats: Arc<Stats>,
+    /// Raised to the last id of each acknowledged commit, import and repair.
+    signal: CommitSignal,
 }
 
 /// What a group with run or idempotency keys reads under the store's lock, prepared.
@@ -694,6 +676,7 @@ impl Writer {
         let cols = Columns::of(&all);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
         params.push(&first);
+        params.extend(cols.attr_params());
         let begin = self.begin_sql(durability, deadline);
         let stmt = self
             .insert
@@ -808,7 +791,7 @@ impl Writer {
         if !fresh.is_empty() {
             let cols = Columns::of(&fresh);
             let inserted: HashSet<i64> = tx
-                .query(&sql.import, &cols.params())
+                .query(&sql.import, &cols.import_params())
                 .await
                 .map_err(|e| pg_err(&store, "repairing", e))?
                 .iter()
@@ -834,6 +817,9 @@ impl Writer {
         tx.commit()
             .await
             .map_err(|e| pg_err(&store, "committing to", e))?;
+        if let Some(last) = records.iter().map(|r| r.id).max() {
+            self.signal.committed(last);
+        }
         Ok(report)
     }
 
@@ -849,7 +835,7 @@ impl Writer {
         let tx = begin(client, durability, lock, deadline, &store).await?;
         let cols = Columns::of(&records);
         let inserted: HashSet<i64> = tx
-            .query(&sql.import, &cols.params())
+            .query(&sql.import, &cols.import_params())
             .await
             .map_err(|e| pg_err(&store, "importing into", e))?
             .iter()
@@ -893,6 +879,9 @@ impl Writer {
         tx.commit()
             .await
             .map_err(|e| pg_err(&store, "committing to", e))?;
+        if let Some(last) = inserted.iter().max().and_then(|&i| LogId::new(i as u64)) {
+            self.signal.committed(last);
+        }
         Ok(report)
     }
 
@@ -971,6 +960,12 @@ impl Writer {
                                 .sum();
                             self.stats.groups.fetch_add(1, Ordering::Relaxed);
                             self.stats.logs.fetch_add(written as u64, Ordering::Relaxed);
+                            self.signal.committed_records(
+                                outcomes
+                                    .iter()
+                                    .filter_map(|o| o.as_ref().ok())
+                                    .flat_map(Committed::new_records),
+                            );
                             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                                 let _ = reply.send(outcome);
                             }
@@ -998,6 +993,11 @@ impl Writer {
                     reply,
                 } => {
                     let _ = reply.send(self.repair(records, durability).await);
+                }
+                Job::Close { reply } => {
+                    self.client = None;
+                    let _ = reply.send(Ok(()));
+                    return;
                 }
             }
         }
@@ -1094,6 +1094,7 @@ async fn insert_and_commit(
     let cols = Columns::of(all);
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = cols.params().to_vec();
     params.push(&first);
+    params.extend(cols.attr_params());
     let (inserted, committed) = tokio::join!(client.query_one(stmt, &params), client.batch_execute("COMMIT"));
     let row = inserted.map_err(|e| pg_err(store, "inserting into", e))?;
     committed.map_err(|e| pg_err(store, "committing to", e))?;
@@ -1196,6 +1197,9 @@ async fn prepare_schema(
         tx.batch_execute(step)
             .await
             .map_err(|e| pg_err(store, &format!("upgrading to version {to} the schema of"), e))?;
+        if *to == 3 {
+            backfill_attrs(&tx, sql, store).await?;
+        }
     }
     tx.execute(&sql.set_version, &[&SCHEMA_VERSION])
         .await
@@ -1203,6 +1207,38 @@ async fn prepare_schema(
     tx.commit()
         .await
         .map_err(|e| pg_err(store, "committing the schema of", e))
+}
+
+/// Version 3's attribute table filled from the stored records, a page at a time, inside
+/// the upgrade's transaction: the canonical value text is computed here, in Rust, as for
+/// every record written later.
+async fn backfill_attrs(tx: &tokio_postgres::Transaction<'_>, sql: &Sql, store: &str) -> Result<()> {
+    const PAGE: i64 = 10_000;
+    let mut from = 0i64;
+    loop {
+        let rows = tx
+            .query(&sql.attrs_page, &[&from, &PAGE])
+            .await
+            .map_err(|e| pg_err(store, "reading attributes to index in", e))?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        from = last.get::<_, i64>(0) + 1;
+        let (mut ids, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let id: i64 = row.get(0);
+            let attrs: String = row.get(1);
+            for (k, v) in synclog_core::query::attr_entries(&attrs) {
+                ids.push(id);
+                keys.push(k);
+                values.push(v);
+            }
+        }
+        tx.execute(&sql.attrs_insert, &[&ids, &keys, &values])
+            .await
+            .map_err(|e| pg_err(store, "indexing attributes in", e))?;
+        if (rows.len() as i64) < PAGE {
+            return Ok(());
+        }
+    }
 }
 
 /// A [`LogStore`] over a PostgreSQL schema.
@@ -1215,6 +1251,9 @@ pub struct PgStore {
     submitted: Arc<AtomicU64>,
     stats: Arc<Stats>,
     closed: AtomicBool,
+    /// Raised by this process's writer and by the listener (other processes' commits).
+    signal: CommitSignal,
+    listener: Listener,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -1244,8 +1283,10 @@ impl PgStore {
             store: store.clone(),
             connect_timeout: options.connect_timeout,
         };
+        let mut reader_config = config.clone();
+        reader_config.application_name(format!("synclog-reader:{schema}"));
         let manager = Manager::from_config(
-            config.clone(),
+            reader_config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -1277,6 +1318,8 @@ impl PgStore {
         }
         let submitted = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(Stats::default());
+        let signal = CommitSignal::new();
+        let listener = Listener::new(endpoint.clone(), sql.channel.clone(), signal.clone());
         // The writer's connection names its schema, so operators see it in pg_stat_activity.
         let mut writer_endpoint = endpoint.clone();
         writer_endpoint
@@ -1296,6 +1339,7 @@ impl PgStore {
             gathering: Gathering::default(),
             max_group_logs: options.max_group_logs.max(1),
             stats: stats.clone(),
+            signal: signal.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer.run(rx));
@@ -1308,6 +1352,8 @@ impl PgStore {
             submitted,
             stats,
             closed: AtomicBool::new(false),
+            signal,
+            listener,
         })
     }
 
@@ -1403,14 +1449,10 @@ impl LogStore for PgStore {
     /// (primary key) and its record ids (`logs_by_run`). The answers are the default
     /// implementation's ([`RunScan::matches`]).
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
-        let (sql, params) = runs_query(&self.sql, scan)?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
+        let q = filters::runs_query(&self.sql, scan)?;
         let client = self.reader().await?;
         let rows = client
-            .query(&sql, &refs)
+            .query(&q.text, &q.refs())
             .await
             .map_err(|e| pg_err(&self.store, "listing the runs of", e))?;
         rows.iter().map(|r| decode_run(r, &self.store)).collect()
@@ -1425,28 +1467,75 @@ impl LogStore for PgStore {
         row.map(|r| decode(&r, &self.store)).transpose()
     }
 
+    /// One query, planned with its values: the conditions of the filter (see the
+    /// `filters` module) on the index that suits them, in id order.
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
-        let limit = scan.effective_limit()? as i64;
-        let (sql, params) = Filter::new(format!(
-            "SELECT {} FROM {} WHERE true",
-            sql::COLUMNS,
-            self.sql.table
-        ))
-        .and("id >", scan.after.map(|a| a.get() as i64))
-        .and("id <", scan.before.map(|b| b.get() as i64))
-        .and("job =", scan.job.clone())
-        .and("status =", scan.status.map(|s| s.as_str().to_string()))
-        .order("id", scan.descending, limit);
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
+        let q = filters::scan_query(&self.sql, scan)?;
         let client = self.reader().await?;
         let rows = client
-            .query(&sql, &refs)
+            .query(&q.text, &q.refs())
             .await
             .map_err(|e| pg_err(&self.store, "scanning", e))?;
         rows.iter().map(|r| decode(r, &self.store)).collect()
+    }
+
+    /// From `job_stats` when the filter names only jobs and statuses, else one
+    /// `count(*)` over what the filter's indexes find.
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        let q = filters::count_query(&self.sql, filter)?;
+        let client = self.reader().await?;
+        let n: i64 = client
+            .query_one(&q.text, &q.refs())
+            .await
+            .map_err(|e| pg_err(&self.store, "counting the records of", e))?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    /// See the `summary` module: `job_stats` (at most 7 rows per job) when the filter names
+    /// only jobs and statuses, else one aggregate over the matching records; then the
+    /// latest records by primary key.
+    async fn summary(&self, filter: &Filter) -> Result<Summary> {
+        let client = self.reader().await?;
+        summary::summary(&client, &self.sql, &self.store, filter).await
+    }
+
+    /// This process's commits reach followers with their records at once; other
+    /// processes' through LISTEN/NOTIFY (the listener connection is opened by the first
+    /// watch). One task for all followers also asks for the last id, every second as a
+    /// safety net, or every 50 ms while the listener cannot connect.
+    async fn commit_watch(&self) -> Result<synclog_core::follow::CommitWatch> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        let listening = matches!(
+            tokio::time::timeout(self.endpoint.connect_timeout, self.listener.ensure()).await,
+            Ok(Ok(()))
+        );
+        let every = if listening {
+            Duration::from_secs(1)
+        } else {
+            synclog_core::follow::POLL
+        };
+        let (pool, sql, endpoint, store) = (
+            self.pool.clone(),
+            self.sql.clone(),
+            self.endpoint.clone(),
+            self.store.clone(),
+        );
+        let probe: synclog_core::follow::Probe = Box::new(move || {
+            let (pool, sql, endpoint, store) = (pool.clone(), sql.clone(), endpoint.clone(), store.clone());
+            Box::pin(async move {
+                let client = pool.get().await.map_err(|e| endpoint.pool_err(e))?;
+                let max: Option<i64> = client
+                    .query_one(&sql.last_id, &[])
+                    .await
+                    .map_err(|e| pg_err(&store, "reading the last id of", e))?
+                    .get(0);
+                Ok(max.and_then(|m| LogId::new(m as u64)))
+            })
+        });
+        self.signal.watch(Some((every, probe))).await
     }
 
     async fn last_id(&self) -> Result<Option<LogId>> {
@@ -1535,9 +1624,18 @@ impl LogStore for PgStore {
         .await
     }
 
+    /// Releases every connection: the pool's, the writer's (after the jobs queued before
+    /// the close) and the listener's.
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
+        let first = !self.closed.swap(true, Ordering::AcqRel);
         self.pool.close();
+        self.listener.close().await;
+        if first {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Job::Close { reply }).is_ok() {
+                let _ = rx.await;
+            }
+        }
         Ok(())
     }
 }

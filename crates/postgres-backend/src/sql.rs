@@ -11,6 +11,18 @@
 //!    rows with a run key, in the transaction of every insert (commit, import, repair),
 //!    delete or update, in any id order.
 //!
+//! 3. Queries: indexes on `recorded_at`, `started_at`, `finished_at` and `(status, id)`,
+//!    and on `runs (started_at)`;
+//!    `attrs`, one row per top-level attribute of each record (key, the value's canonical
+//!    JSON text, id), written by the engine in the statement that inserts the record (the
+//!    canonical text is computed in Rust, so `1` and `1.0` stay different) and backfilled
+//!    from Rust on upgrade; `job_stats`, one row per (job, status) with the count, sums of
+//!    the counters, earliest start, latest record time and largest id, kept by statement
+//!    triggers on `logs` (insert adds, delete and update recompute the groups they touch,
+//!    truncate clears), so a summary reads at most 7 rows per job. Delete and update
+//!    triggers also drop the `attrs` rows of the ids they touch (a record changed outside
+//!    synclog then matches no attribute condition; `verify` reports it as damaged).
+//!
 //! A new schema is made by the same steps as an upgraded one: the version 1 DDL, then
 //! every step after it ([`Sql::upgrades`]), so both end up identical.
 
@@ -47,6 +59,16 @@ pub(crate) struct Sql {
     pub table: String,
     /// `"schema".meta`, unquoted for `to_regclass`.
     pub meta_name: String,
+    /// `"schema".attrs`.
+    pub attrs: String,
+    /// `"schema".job_stats`.
+    pub job_stats: String,
+    /// The NOTIFY channel of the store: its schema's name.
+    pub channel: String,
+    /// Records (id, attrs) from `$1` on, in id order, `$2` of them: the upgrade's backfill.
+    pub attrs_page: String,
+    /// Adds `attrs` rows: `$1` ids, `$2` keys, `$3` values.
+    pub attrs_insert: String,
 }
 
 /// Every column, in the order `decode` reads them.
@@ -70,6 +92,7 @@ impl Sql {
         let s = quote(schema);
         let table = format!("{s}.logs");
         let table_lit = table.replace('\'', "''");
+        let channel_lit = schema.replace('\'', "''");
         Sql {
             create_v1: format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
@@ -90,7 +113,7 @@ impl Sql {
                  CREATE INDEX IF NOT EXISTS logs_by_job ON {table} (job, id);
                  CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value bigint NOT NULL);"
             ),
-            upgrades: vec![(2, v2(&s, &table))],
+            upgrades: vec![(2, v2(&s, &table)), (3, v3(&s, &table))],
             meta_exists: "SELECT to_regclass($1) IS NOT NULL".into(),
             meta_name: format!("{s}.meta"),
             version: format!("SELECT value FROM {s}.meta WHERE key = 'schema_version'"),
@@ -112,8 +135,12 @@ impl Sql {
                               RETURNING id), \
                  hw AS (INSERT INTO {s}.meta (key, value) SELECT 'high_water', max(id) FROM ins HAVING count(*) > 0 \
                         ON CONFLICT (key) DO UPDATE SET value = GREATEST({s}.meta.value, EXCLUDED.value)), \
-                 sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0) \
-                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM sq)"
+                 sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0), \
+                 at AS (INSERT INTO {s}.attrs (id, key, value) \
+                        SELECT * FROM UNNEST($16::bigint[], $17::text[], $18::text[]) \
+                        WHERE (SELECT count(*) FROM ins) > 0 ON CONFLICT DO NOTHING), \
+                 nt AS (SELECT pg_notify('{channel_lit}', max(id)::text) FROM ins HAVING count(*) > 0) \
+                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM sq), (SELECT count(*) FROM nt)"
             ),
             // Any conflict skips the row: an id already stored (the caller compares
             // checksums), or an idempotency key stored under another id (the caller refuses
@@ -123,8 +150,12 @@ impl Sql {
                               ON CONFLICT DO NOTHING RETURNING id), \
                  hw AS (INSERT INTO {s}.meta (key, value) SELECT 'high_water', max(id) FROM ins HAVING count(*) > 0 \
                         ON CONFLICT (key) DO UPDATE SET value = GREATEST({s}.meta.value, EXCLUDED.value)), \
-                 sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0) \
-                 SELECT id, (SELECT count(*) FROM sq) FROM ins"
+                 sq AS (SELECT setval(pg_get_serial_sequence('{table_lit}', 'id'), max(id)) FROM ins HAVING count(*) > 0), \
+                 at AS (INSERT INTO {s}.attrs (id, key, value) \
+                        SELECT a.* FROM UNNEST($15::bigint[], $16::text[], $17::text[]) a (id, key, value) \
+                        WHERE a.id IN (SELECT id FROM ins) ON CONFLICT DO NOTHING), \
+                 nt AS (SELECT pg_notify('{channel_lit}', max(id)::text) FROM ins HAVING count(*) > 0) \
+                 SELECT id, (SELECT count(*) FROM sq), (SELECT count(*) FROM nt) FROM ins"
             ),
             next_id: format!(
                 "SELECT GREATEST(coalesce((SELECT max(id) FROM {table}), 0), \
@@ -161,6 +192,14 @@ impl Sql {
                         l.items_seen, l.items_written, l.items_failed, l.message, \
                         ARRAY(SELECT x.id FROM {table} x WHERE x.run_key = r.run_key ORDER BY x.id) \
                  FROM {s}.runs r JOIN {table} l ON l.id = r.last_id WHERE true"
+            ),
+            attrs: format!("{s}.attrs"),
+            job_stats: format!("{s}.job_stats"),
+            channel: schema.to_string(),
+            attrs_page: format!("SELECT id, attrs FROM {table} WHERE id >= $1 ORDER BY id LIMIT $2"),
+            attrs_insert: format!(
+                "INSERT INTO {s}.attrs (id, key, value) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING"
             ),
             table,
         }
@@ -266,5 +305,114 @@ fn v2(s: &str, table: &str) -> String {
          DROP TRIGGER IF EXISTS logs_clear_runs ON {table};
          CREATE TRIGGER logs_clear_runs AFTER TRUNCATE ON {table}
              FOR EACH STATEMENT EXECUTE FUNCTION {s}.runs_clear();"
+    )
+}
+
+/// Version 2 → 3: the indexes filters are answered from, the attribute table (filled by
+/// the engine: the upgrade backfills it from Rust after this DDL) and the per-job
+/// aggregates with the triggers that keep them (backfilled here). Idempotent.
+fn v3(s: &str, table: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS logs_by_recorded ON {table} (recorded_at);
+         CREATE INDEX IF NOT EXISTS logs_by_started ON {table} (started_at);
+         CREATE INDEX IF NOT EXISTS logs_by_finished ON {table} (finished_at) WHERE finished_at IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS logs_by_status ON {table} (status, id);
+         CREATE INDEX IF NOT EXISTS runs_by_start ON {s}.runs (started_at);
+         CREATE TABLE IF NOT EXISTS {s}.attrs (
+             key   text   NOT NULL,
+             value text   NOT NULL, -- the value's canonical JSON text
+             id    bigint NOT NULL,
+             PRIMARY KEY (key, value, id)
+         );
+         CREATE INDEX IF NOT EXISTS attrs_by_id ON {s}.attrs (id);
+         CREATE TABLE IF NOT EXISTS {s}.job_stats (
+             job           text        NOT NULL,
+             status        text        NOT NULL,
+             n             bigint      NOT NULL,
+             items_seen    numeric     NOT NULL,
+             items_written numeric     NOT NULL,
+             items_failed  numeric     NOT NULL,
+             first_started timestamptz NOT NULL,
+             last_recorded timestamptz NOT NULL,
+             last_id       bigint      NOT NULL,
+             PRIMARY KEY (job, status)
+         );
+
+         -- Inserted rows (commit, import, repair) add to their groups.
+         CREATE OR REPLACE FUNCTION {s}.stats_add() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             INSERT INTO {s}.job_stats AS t
+             SELECT job, status, count(*), sum(items_seen), sum(items_written), sum(items_failed),
+                    min(started_at), max(recorded_at), max(id)
+             FROM new_rows GROUP BY job, status
+             ON CONFLICT (job, status) DO UPDATE SET
+                 n = t.n + EXCLUDED.n,
+                 items_seen = t.items_seen + EXCLUDED.items_seen,
+                 items_written = t.items_written + EXCLUDED.items_written,
+                 items_failed = t.items_failed + EXCLUDED.items_failed,
+                 first_started = LEAST(t.first_started, EXCLUDED.first_started),
+                 last_recorded = GREATEST(t.last_recorded, EXCLUDED.last_recorded),
+                 last_id = GREATEST(t.last_id, EXCLUDED.last_id);
+             RETURN NULL;
+         END
+         $fn$;
+
+         -- The groups (job, status) named by `groups` made again from the records.
+         CREATE OR REPLACE FUNCTION {s}.stats_refresh(groups jsonb) RETURNS void LANGUAGE plpgsql AS $fn$
+         BEGIN
+             DELETE FROM {s}.job_stats t USING jsonb_to_recordset(groups) g (job text, status text)
+             WHERE t.job = g.job AND t.status = g.status;
+             INSERT INTO {s}.job_stats
+             SELECT l.job, l.status, count(*), sum(l.items_seen), sum(l.items_written), sum(l.items_failed),
+                    min(l.started_at), max(l.recorded_at), max(l.id)
+             FROM {table} l JOIN (SELECT DISTINCT * FROM jsonb_to_recordset(groups) g (job text, status text)) g
+                  ON l.job = g.job AND l.status = g.status
+             GROUP BY l.job, l.status;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.stats_forget() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             DELETE FROM {s}.attrs WHERE id IN (SELECT id FROM old_rows);
+             PERFORM {s}.stats_refresh((SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('job', job, 'status', status)), '[]') FROM old_rows));
+             RETURN NULL;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.stats_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             DELETE FROM {s}.attrs WHERE id IN (SELECT id FROM old_rows UNION SELECT id FROM new_rows);
+             PERFORM {s}.stats_refresh((SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('job', job, 'status', status)), '[]')
+                                        FROM (SELECT job, status FROM old_rows UNION SELECT job, status FROM new_rows) g));
+             RETURN NULL;
+         END
+         $fn$;
+
+         CREATE OR REPLACE FUNCTION {s}.stats_clear() RETURNS trigger LANGUAGE plpgsql AS $fn$
+         BEGIN
+             DELETE FROM {s}.job_stats;
+             DELETE FROM {s}.attrs;
+             RETURN NULL;
+         END
+         $fn$;
+
+         DROP TRIGGER IF EXISTS logs_stats_add ON {table};
+         CREATE TRIGGER logs_stats_add AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION {s}.stats_add();
+         DROP TRIGGER IF EXISTS logs_stats_forget ON {table};
+         CREATE TRIGGER logs_stats_forget AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION {s}.stats_forget();
+         DROP TRIGGER IF EXISTS logs_stats_change ON {table};
+         CREATE TRIGGER logs_stats_change AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION {s}.stats_change();
+         DROP TRIGGER IF EXISTS logs_stats_clear ON {table};
+         CREATE TRIGGER logs_stats_clear AFTER TRUNCATE ON {table}
+             FOR EACH STATEMENT EXECUTE FUNCTION {s}.stats_clear();
+
+         DELETE FROM {s}.job_stats;
+         INSERT INTO {s}.job_stats
+         SELECT job, status, count(*), sum(items_seen), sum(items_written), sum(items_failed),
+                min(started_at), max(recorded_at), max(id)
+         FROM {table} GROUP BY job, status;"
     )
 }

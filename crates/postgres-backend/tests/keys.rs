@@ -308,8 +308,11 @@ fn scans(mid: LogId, cutoff: Timestamp) -> Vec<RunScan> {
                                 out.push(RunScan {
                                     after,
                                     before,
-                                    job: job.clone(),
-                                    status,
+                                    filter: synclog_core::query::Filter {
+                                        jobs: job.iter().cloned().collect(),
+                                        statuses: status.into_iter().collect(),
+                                        ..Default::default()
+                                    },
                                     unfinished,
                                     started_before,
                                     limit,

@@ -344,3 +344,59 @@ async fn a_schema_of_a_newer_version_is_refused_naming_both_and_left_as_it_is() 
     assert_eq!(version(&admin, &s).await, newer);
     drop_schema(&url, &s).await;
 }
+
+/// Upgrading the previous release's schema fills version 3's attribute table and per-job
+/// aggregates from the old records: attribute filters (compared as canonical JSON text, so
+/// `1` is not `1.0`), counts and summaries over them answer as the records say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_indexes_the_old_records_for_queries() {
+    use synclog_core::query::{AttrEq, Filter, SummaryBuilder};
+    let Some(url) = server() else { return };
+    let s = schema("upgrade_q");
+    let admin = raw_client(&url).await;
+    load_fixture(&url, &s).await;
+    let store = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let expected = expected();
+    // --- step: the side tables were backfilled
+    let attrs: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {s}.attrs"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let want: usize = expected
+        .iter()
+        .map(|r| synclog_core::query::attr_entries(r.attrs.as_str()).len())
+        .sum();
+    assert_eq!(attrs as usize, want);
+    // --- step: every kind of filter answers as the records say
+    let filters = [
+        Filter::default(),
+        Filter::default().attr(AttrEq::parse("source=shopify").unwrap()),
+        Filter::default().attr(AttrEq::parse("http_status=429").unwrap()),
+        Filter::default().attr(AttrEq::parse("attempt=1").unwrap()),
+        Filter::default().attr(AttrEq::parse("attempt=1.0").unwrap()),
+        Filter::default().attr(AttrEq::parse("retry_after_s=300.5").unwrap()),
+        Filter::default().attr(AttrEq::parse("warehouse=north").unwrap()),
+        Filter::job("inventory").attr(AttrEq::parse("warehouse=north").unwrap()),
+        Filter::default().statuses([Status::Failed, Status::Partial]),
+        Filter::job("orders"),
+    ];
+    for f in &filters {
+        let matching: Vec<LogRecord> = expected.iter().filter(|r| f.matches(r)).cloned().collect();
+        let got = store.scan(&Scan::filtered(f.clone(), 100)).await.unwrap();
+        assert_eq!(got, matching, "{f:?}");
+        assert_eq!(store.count(f).await.unwrap(), matching.len() as u64, "{f:?}");
+        let mut b = SummaryBuilder::default();
+        matching.iter().for_each(|r| b.add(r));
+        assert_eq!(store.summary(f).await.unwrap(), b.finish(), "{f:?}");
+    }
+    assert_eq!(
+        store
+            .count(&Filter::default().attr(AttrEq::parse("attempt=1").unwrap()))
+            .await
+            .unwrap(),
+        1
+    );
+    store.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use synclog_core::canonical::{self, Checksum};
+use synclog_core::follow::CommitSignal;
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
 use synclog_core::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
 use synclog_core::validate::{validate_batch, validate_records};
@@ -476,6 +477,8 @@ pub struct SledStore {
     /// Opened with [`SledStore::open_read_only`]: every write is refused.
     read_only: bool,
     closed: AtomicBool,
+    /// Wakes followers after each commit and import (sled has no other process).
+    signal: CommitSignal,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -541,6 +544,7 @@ impl SledStore {
             lock_wait: options.lock_wait,
             read_only: false,
             closed: AtomicBool::new(false),
+            signal: CommitSignal::new(),
         })
     }
 
@@ -703,11 +707,7 @@ impl LogStore for SledStore {
 
     /// As [`find_idempotent`](Self::find_idempotent), each run read from its records.
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
-        let limit = Scan {
-            limit: scan.limit,
-            ..Scan::default()
-        }
-        .effective_limit()?;
+        let limit = scan.effective_limit()?;
         let scan = scan.clone();
         self.group.with_writer(move |w| w.runs(&scan, limit)).await?
     }
@@ -720,7 +720,16 @@ impl LogStore for SledStore {
         }
         self.check_writable("commit")?;
         validate_batch(&batch)?;
-        self.group.commit(batch, durability).await
+        let done = self.group.commit(batch, durability).await?;
+        self.signal.committed_records(done.new_records());
+        Ok(done)
+    }
+
+    /// This process's commits, with their records, and its imports (no other process can
+    /// write to a sled store while this one has it open).
+    async fn commit_watch(&self) -> Result<synclog_core::follow::CommitWatch> {
+        self.db()?;
+        self.signal.watch(None).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
@@ -786,9 +795,15 @@ impl LogStore for SledStore {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.group
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .group
             .with_writer(move |w| w.import(&records, durability))
-            .await?
+            .await??;
+        if let Some(top) = top.filter(|_| report.inserted > 0) {
+            self.signal.committed(top);
+        }
+        Ok(report)
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {

@@ -8,8 +8,9 @@ pub(crate) use synclog_core::deadline::Deadline;
 use synclog_core::{Durability, Error, Result};
 
 /// The schema version this build writes, kept in `PRAGMA user_version`: 1 until runs and
-/// idempotency keys, 2 with them ([`UPGRADE_TO_2`]).
-pub const SCHEMA_VERSION: i64 = 2;
+/// idempotency keys, 2 with them ([`UPGRADE_TO_2`]), 3 with the query indexes
+/// ([`crate::indexes::UPGRADE_TO_3`]).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// synclog's `PRAGMA application_id` (`"SYNL"`), set on every database it creates, so
 /// another application's database can be told from a synclog one before anything is
@@ -341,7 +342,7 @@ fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
     close(conn, path)?;
     match version {
         0 if tables.is_empty() => Ok(()), // an empty database: synclog sets it up
-        SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
+        1..=SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
         _ => Err(foreign(
             path,
             &format!("{} tables, user_version {version}", tables.len()),
@@ -461,8 +462,8 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
                 &format!("{} tables and no synclog schema version", tables.len()),
             )),
             SCHEMA_VERSION if app != 0 || has_synclog_tables(&tables) => Ok(true),
-            // A store of the release before runs: upgraded below, under the write lock.
-            1 if app != 0 || has_synclog_tables(&tables) => Ok(false),
+            // A store of an earlier release: upgraded below, under the write lock.
+            1 | 2 if app != 0 || has_synclog_tables(&tables) => Ok(false),
             v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
                 engine: "sqlite",
                 what: format!(
@@ -493,9 +494,14 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
         } else {
             tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "upgrading the schema");
         }
-        // One transaction: a crash leaves version 1 or version 2, never half of it.
-        tx.execute_batch(UPGRADE_TO_2)
+        // One transaction: a crash leaves the old version or the new one, never half of it.
+        if version < 2 {
+            tx.execute_batch(UPGRADE_TO_2)
+                .map_err(e("upgrading the schema of"))?;
+        }
+        tx.execute_batch(crate::indexes::UPGRADE_TO_3)
             .map_err(e("upgrading the schema of"))?;
+        crate::indexes::backfill(&tx, path)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(e("setting application_id of"))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -539,9 +545,9 @@ pub(crate) fn check_read_only(path: &Path, busy_timeout: Duration) -> Result<()>
             "the file holds no synclog store yet (a writer has not set it up); nothing was changed",
         )),
         SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
-        // The release before runs: read as it is (its records have no keys); the first
-        // writer to open it upgrades it.
-        1 if has_synclog_tables(&tables) => Ok(()),
+        // An earlier release's: read as it is (version 1 records have no keys, neither
+        // has the query indexes); the first writer to open it upgrades it.
+        1 | 2 if has_synclog_tables(&tables) => Ok(()),
         v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
             engine: "sqlite",
             what: format!(

@@ -17,6 +17,15 @@
 //!   [`SqliteOptions::recycle_after_commits`] commits.
 //! - **Separate readers**, and verification on a connection opened for it alone;
 //!   `deep` verification adds `PRAGMA quick_check`.
+//! - **Queries from indexes** (schema version 3, [`UPGRADE_TO_3`]): every
+//!   [`synclog_core::query::Filter`] condition has an index (attributes through the
+//!   `log_attrs` side table the writer fills in each write transaction), summaries of
+//!   everything read per-job totals kept by triggers, and [`SqliteStore::query_plan`] shows
+//!   what a query reads. A read-only handle on an older store reads it as it is, checking
+//!   what it has no index for row by row; the first writer upgrades it.
+//! - **Following** ([`LogStore::commit_watch`]): this handle's commits reach followers
+//!   with their records at once; other connections' are noticed within [`WATCH_EVERY`]
+//!   (`PRAGMA data_version`, asked by one task for all followers).
 //! - **Checkpoints** in all four modes, reporting SQLite's `(busy, log, checkpointed)`.
 //! - **Schema version** in `user_version`, and [`APPLICATION_ID`] in `application_id`; a
 //!   newer schema is refused with a clear error. Another application's database, and a
@@ -35,25 +44,34 @@
 #![deny(missing_docs)]
 
 mod connection;
+mod indexes;
+mod query;
 mod reader;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
+use synclog_core::query::{Filter, Summary};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed, Durability, Error, ImportReport,
     LogId, LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, VerifyOptions, VerifyReport,
 };
 
-pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
+pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION, UPGRADE_TO_2};
+pub use indexes::UPGRADE_TO_3;
+pub use query::PlannedQuery;
 use reader::ReaderPool;
 use writer::{Writer, WriterCounters};
+
+/// How often [`LogStore::wait_for_commit`] asks whether another connection committed.
+pub const WATCH_EVERY: Duration = Duration::from_millis(25);
 
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -78,6 +96,11 @@ pub struct SqliteOptions {
     pub inline_lone_commits: bool,
     /// Idle reader connections kept open.
     pub readers: usize,
+    /// Whether reads on a multi-thread tokio runtime run on the caller's thread, inside
+    /// `tokio::task::block_in_place`, instead of handing over to a blocking thread and
+    /// back: the hand-over costs about as much as a read of 50 records from an index
+    /// (measured by `tests/query_bench.rs`). On by default.
+    pub inline_reads: bool,
 }
 
 impl Default for SqliteOptions {
@@ -90,6 +113,7 @@ impl Default for SqliteOptions {
             max_group_logs: 8192,
             inline_lone_commits: true,
             readers: 4,
+            inline_reads: true,
         }
     }
 }
@@ -113,6 +137,47 @@ struct Inner {
     readers: ReaderPool,
     counters: Arc<WriterCounters>,
     closed: AtomicBool,
+    /// Told of every commit, import and repair of this handle's writer.
+    signal: CommitSignal,
+    /// The connection the commit watch asks `PRAGMA data_version` on, opened at the first
+    /// watch.
+    watcher: Arc<Mutex<Option<rusqlite::Connection>>>,
+}
+
+/// One look of the commit watch: `PRAGMA data_version` on the watcher connection (opened
+/// on first use, dropped after an error), and the last id when the version differs from
+/// the one in `state` (which keeps the version and the id it last saw).
+fn look(inner: &Inner, state: &mut Option<(i64, Option<LogId>)>) -> Result<Option<LogId>> {
+    if inner.closed.load(Ordering::Acquire) {
+        return Err(Error::Closed {
+            store: format!("sqlite://{}", inner.path.display()),
+        });
+    }
+    let mut watcher = inner.watcher.lock().unwrap_or_else(|p| p.into_inner());
+    if watcher.is_none() {
+        *watcher = Some(connection::open_reader(&inner.path, inner.options.busy_timeout)?);
+    }
+    let Some(conn) = watcher.as_ref() else {
+        return Ok(None);
+    };
+    let looked = conn
+        .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+        .and_then(|version| match *state {
+            Some((v, id)) if v == version => Ok((version, id)),
+            _ => conn
+                .query_row("SELECT max(id) FROM logs", [], |r| r.get::<_, Option<i64>>(0))
+                .map(|max| (version, max.and_then(|m| LogId::new(m as u64)))),
+        });
+    match looked {
+        Ok((version, id)) => {
+            *state = Some((version, id));
+            Ok(id)
+        }
+        Err(e) => {
+            *watcher = None;
+            Err(connection::map_err(&inner.path, "watching for commits to", e))
+        }
+    }
 }
 
 /// A [`LogStore`] over one SQLite database file. Cheap to clone; clones share the writer.
@@ -140,7 +205,8 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let counters = Arc::new(WriterCounters::default());
-        let mut writer = Writer::new(path.clone(), options.clone(), counters.clone());
+        let signal = CommitSignal::new();
+        let mut writer = Writer::new(path.clone(), options.clone(), counters.clone(), signal.clone());
         writer.connection()?;
         let group = GroupCommit::spawn(
             writer,
@@ -159,6 +225,8 @@ impl SqliteStore {
                 group: Some(group),
                 counters,
                 closed: AtomicBool::new(false),
+                signal,
+                watcher: Arc::default(),
             }),
         })
     }
@@ -193,6 +261,8 @@ impl SqliteStore {
                 group: None,
                 counters: Arc::new(WriterCounters::default()),
                 closed: AtomicBool::new(false),
+                signal: CommitSignal::new(),
+                watcher: Arc::default(),
             }),
         })
     }
@@ -244,12 +314,28 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// SQLite's `EXPLAIN QUERY PLAN` of the statements that answer `query`, one line per
+    /// step (its `detail` column: each table step names the index it reads): for operators
+    /// asking why a query is slow, and for tests.
+    ///
+    /// Errors: [`Error::Unsupported`] on a database of an older schema read by a read-only
+    /// handle (it has no query indexes); [`Error::InvalidInput`] for a bad filter.
+    pub async fn query_plan(&self, query: PlannedQuery) -> Result<Vec<String>> {
+        self.read(move |c, p| query::plan(c, p, &query)).await
+    }
+
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection, &Path) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         self.check_open()?;
         let inner = self.inner.clone();
+        if self.inner.options.inline_reads
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            return tokio::task::block_in_place(move || inner.readers.with(f));
+        }
         tokio::task::spawn_blocking(move || inner.readers.with(f))
             .await
             .map_err(|e| Error::Backend {
@@ -322,7 +408,57 @@ impl LogStore for SqliteStore {
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
         scan.effective_limit()?;
         let scan = scan.clone();
-        self.read(move |c, p| reader::scan(c, p, &scan)).await
+        self.read(move |c, p| query::scan(c, p, &scan)).await
+    }
+
+    /// From the indexes (schema version 3): one `count(*)` over the narrowest index the
+    /// filter allows, or `log_attrs` alone for one attribute condition. An older schema
+    /// read by a read-only handle is counted row by row.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        filter.validate()?;
+        let filter = filter.clone();
+        self.read(move |c, p| query::count(c, p, &filter)).await
+    }
+
+    /// From `job_stats` (kept by triggers) for an empty filter, else one `GROUP BY job,
+    /// status` over the matching rows; then each job's newest records by id, and its
+    /// failures since its latest success from the `(job, id)` index.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
+    async fn summary(&self, filter: &Filter) -> Result<Summary> {
+        filter.validate()?;
+        let filter = filter.clone();
+        self.read(move |c, p| query::summary(c, p, &filter)).await
+    }
+
+    /// This handle's commits reach followers with their records, at once (no polling);
+    /// other handles' and processes' are seen by `PRAGMA data_version` of a connection kept
+    /// for it, asked every [`WATCH_EVERY`] by one task for all followers while any waits
+    /// (the last id is read only when the version changed).
+    ///
+    /// Errors: [`Error::Closed`] after `close`; errors of reading the database.
+    async fn commit_watch(&self) -> Result<CommitWatch> {
+        self.check_open()?;
+        let inner = self.inner.clone();
+        let state = Arc::new(Mutex::new(None));
+        let probe: Probe = Box::new(move || {
+            let (inner, state) = (inner.clone(), state.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                    look(&inner, &mut state)
+                })
+                .await
+                .map_err(|e| Error::Backend {
+                    engine: "sqlite",
+                    context: "a read task failed".into(),
+                    source: Box::new(e),
+                })?
+            })
+        });
+        self.inner.signal.watch(Some((WATCH_EVERY, probe))).await
     }
 
     async fn last_id(&self) -> Result<Option<LogId>> {
@@ -380,6 +516,11 @@ impl LogStore for SqliteStore {
             return Ok(());
         }
         self.inner.readers.clear();
+        self.inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || match &inner.group {
             Some(group) => group.shutdown(),

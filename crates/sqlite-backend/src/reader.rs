@@ -12,7 +12,7 @@ use synclog_core::canonical::RecordView;
 use synclog_core::run::RunEnds;
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Attrs, Checksum, Error, LogId, LogRecord, Result, Run, RunScan, Scan, Status, Timestamp, VerifyOptions,
+    Attrs, Checksum, Error, LogId, LogRecord, Result, Run, RunScan, Status, Timestamp, VerifyOptions,
     VerifyReport,
 };
 
@@ -38,7 +38,7 @@ fn is_version_1(err: &rusqlite::Error) -> bool {
 
 /// Prepares `SELECT <COLUMNS> <rest>`, with the version 1 columns when the database is
 /// still at version 1 (tried only when the current ones are refused).
-fn prepare_select<'c>(
+pub(crate) fn prepare_select<'c>(
     conn: &'c Connection,
     path: &Path,
     rest: &str,
@@ -172,10 +172,13 @@ impl Filter {
         self
     }
 
-    /// Adds `condition` (no parameter) when `yes`.
+    /// Adds `condition` (no parameter, or parameters the caller adds itself; one starting
+    /// with ` AND ` is taken as it is) when `yes`.
     fn and_literal(mut self, condition: &str, yes: bool) -> Filter {
         if yes {
-            self.sql.push_str(" AND ");
+            if !condition.starts_with(" AND ") {
+                self.sql.push_str(" AND ");
+            }
             self.sql.push_str(condition);
         }
         self
@@ -189,29 +192,16 @@ impl Filter {
         limit: usize,
     ) -> (String, Vec<rusqlite::types::Value>) {
         let dir = if descending { " DESC" } else { "" };
+        if column == "first_id" {
+            // The key and the id paging goes on from.
+            self.sql = self
+                .sql
+                .replacen("SELECT run_key FROM", "SELECT run_key, first_id FROM", 1);
+        }
         self.sql.push_str(&format!(" ORDER BY {column}{dir} LIMIT ?"));
         self.args.push((limit as i64).into());
         (self.sql, self.args)
     }
-}
-
-pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
-    let limit = scan.effective_limit()?;
-    let (sql, args) = Filter::new("FROM logs")
-        .and("id > ?", scan.after.map(|a| a.get() as i64))
-        .and("id < ?", scan.before.map(|b| b.get() as i64))
-        .and("job = ?", scan.job.clone())
-        .and("status = ?", scan.status.map(|s| s.as_str().to_string()))
-        .order("id", scan.descending, limit);
-    let mut stmt = prepare_select(conn, path, &sql)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(args))
-        .map_err(|e| map_err(path, "scanning", e))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| map_err(path, "scanning", e))? {
-        out.push(decode(row, path)?);
-    }
-    Ok(out)
 }
 
 pub(crate) fn last_id(conn: &Connection, path: &Path) -> Result<Option<LogId>> {
@@ -386,44 +376,94 @@ pub(crate) fn run_ends(conn: &Connection, path: &Path, run: &str) -> Result<Opti
     }
 }
 
-/// Runs matching `scan`, from the `runs` table and its indexes (by first id, by job and
-/// first id, and the unfinished ones), each assembled from its records.
+/// Runs matching `scan`: candidates from the `runs` table and its indexes (by first id,
+/// by job and first id, the unfinished ones) under the conditions it holds (job, latest
+/// status, start, key, and on schema version 3 the first record's attributes from
+/// `log_attrs`), each assembled from its records and checked with [`RunScan::matches`],
+/// a page of candidates at a time until `limit` runs match.
 pub(crate) fn runs(conn: &Connection, path: &Path, scan: &RunScan) -> Result<Vec<Run>> {
-    let limit = Scan {
-        limit: scan.limit,
-        ..Scan::default()
+    let limit = scan.effective_limit()?;
+    let version = crate::query::schema_version(conn, path)?;
+    if version < 2 {
+        return Ok(Vec::new()); // version 1 records have no run keys
     }
-    .effective_limit()?;
-    let (sql, args) = Filter::new("SELECT run_key FROM runs")
-        .and("first_id > ?", scan.after.map(|a| a.get() as i64))
-        .and("first_id < ?", scan.before.map(|b| b.get() as i64))
-        .and("job = ?", scan.job.clone())
-        .and("status = ?", scan.status.map(|s| s.as_str().to_string()))
-        // A literal, not a parameter: only then can SQLite use the partial index of
-        // unfinished runs without preparing the statement again for each value.
-        .and_literal("finished = 0", scan.only_unfinished())
-        .and(
-            "started_at < ?",
-            scan.started_before.map(|c| c.timestamp_micros()),
-        )
-        .order("first_id", scan.descending, limit);
-    let keys: Vec<String> = {
-        let mut stmt = match conn.prepare_cached(&sql) {
-            Ok(s) => s,
-            Err(e) if is_version_1(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(map_err(path, "preparing a scan of runs in", e)),
-        };
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
-            .map_err(|e| map_err(path, "scanning runs in", e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| map_err(path, "scanning runs in", e))?
+    let f = &scan.filter;
+    let (from, until) = f.started.micros();
+    let mut jobs = f.jobs.clone();
+    jobs.sort();
+    jobs.dedup();
+    let mut statuses: Vec<String> = f.statuses.iter().map(|s| s.as_str().to_string()).collect();
+    statuses.sort();
+    statuses.dedup();
+    let list = |column: &str, n: usize| match n {
+        0 => String::new(),
+        n => format!(" AND {column} IN ({})", vec!["?"; n].join(", ")),
     };
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        if let Some(run) = Run::from_records(&key, &run_records(conn, path, &key)?) {
-            out.push(run);
+    let attrs = match version {
+        3 => f.attrs.as_slice(),
+        _ => &[],
+    };
+    let (mut after, mut before) = (scan.after, scan.before);
+    let mut out = Vec::new();
+    loop {
+        let (sql, mut args) = Filter::new("SELECT run_key FROM runs")
+            .and("first_id > ?", after.map(|a| a.get() as i64))
+            .and("first_id < ?", before.map(|b| b.get() as i64))
+            // A literal, not a parameter: only then can SQLite use the partial index of
+            // unfinished runs without preparing the statement again for each value.
+            .and_literal("finished = 0", scan.only_unfinished())
+            .and(
+                "started_at < ?",
+                scan.started_before.map(|c| c.timestamp_micros()),
+            )
+            .and("started_at >= ?", from)
+            .and("started_at < ?", until)
+            .and("run_key = ?", f.run.clone())
+            .and_literal(&list("job", jobs.len()), !jobs.is_empty())
+            .and_literal(&list("status", statuses.len()), !statuses.is_empty())
+            .and_literal(
+                &" AND first_id IN (SELECT id FROM log_attrs WHERE key = ? AND value = ?)"
+                    .repeat(attrs.len()),
+                !attrs.is_empty(),
+            )
+            .order("first_id", scan.descending, limit);
+        // The lists' values go before the limit, after the other arguments.
+        let limit_arg = args.pop();
+        args.extend(jobs.iter().cloned().map(rusqlite::types::Value::Text));
+        args.extend(statuses.iter().cloned().map(rusqlite::types::Value::Text));
+        for a in attrs {
+            args.push(rusqlite::types::Value::Text(a.key.clone()));
+            args.push(rusqlite::types::Value::Text(a.value_text()));
+        }
+        args.extend(limit_arg);
+        let keys: Vec<(String, i64)> = {
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| map_err(path, "preparing a scan of runs in", e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| map_err(path, "scanning runs in", e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| map_err(path, "scanning runs in", e))?
+        };
+        for (key, first) in &keys {
+            let records = run_records(conn, path, key)?;
+            if let Some(run) = Run::from_records(key, &records) {
+                if scan.matches(&run, &records) {
+                    out.push(run);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            let first = LogId::new(*first as u64);
+            match scan.descending {
+                true => before = first,
+                false => after = first,
+            }
+        }
+        if keys.len() < limit {
+            return Ok(out);
         }
     }
-    Ok(out)
 }

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode};
+use synclog_core::follow::CommitSignal;
 use synclog_core::group::BatchWriter;
 use synclog_core::run::{seal_batch, Committed, Keys, Planner, RunEnds};
 use synclog_core::{
-    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogRecord, NewLog, Result,
+    CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
+    Result,
 };
 
 use crate::connection::{self, map_err, BoundBusy, Deadline};
+use crate::indexes::{index_attrs, unindex_attrs};
 use crate::SqliteOptions;
 
 const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
@@ -43,6 +46,8 @@ pub(crate) struct Writer {
     assigned: u64,
     /// Commits since the high-water mark was last stored.
     unsaved_commits: u64,
+    /// Told the last id after every commit, import and repair that wrote a record.
+    signal: CommitSignal,
 }
 
 /// How often (in commits and imports) the high-water mark is stored. It is also stored at
@@ -50,7 +55,12 @@ pub(crate) struct Writer {
 const SAVE_HIGH_WATER_EVERY: u64 = 1000;
 
 impl Writer {
-    pub(crate) fn new(path: PathBuf, options: SqliteOptions, counters: Arc<WriterCounters>) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        options: SqliteOptions,
+        counters: Arc<WriterCounters>,
+        signal: CommitSignal,
+    ) -> Self {
         Writer {
             path,
             options,
@@ -60,6 +70,7 @@ impl Writer {
             counters,
             assigned: 0,
             unsaved_commits: 0,
+            signal,
         }
     }
 
@@ -229,6 +240,7 @@ impl Writer {
                 let n = insert_row(&mut insert, rec)
                     .map_err(|e| map_err(&path, &format!("importing log {} into", rec.id), e))?;
                 if n == 1 {
+                    index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                     report.inserted += 1;
                     max = max.max(rec.id.get());
                     continue;
@@ -246,6 +258,7 @@ impl Writer {
         // Like commits, imports keep the mark in memory and store it every
         // SAVE_HIGH_WATER_EVERY writes and at close (a guarded store imports every group).
         self.assigned = self.assigned.max(max);
+        self.signal_committed(max);
         if report.inserted > 0 {
             self.unsaved_commits = if save { 0 } else { self.unsaved_commits + 1 };
         }
@@ -271,6 +284,21 @@ impl Writer {
                     Err(e) => return Err(e),
                 };
                 if damaged {
+                    // The attribute index holds what the row held when it was written: the
+                    // record's own attributes, unless they are what was damaged.
+                    let stored: Option<String> = tx
+                        .query_row(
+                            "SELECT attrs FROM logs WHERE id = ?1",
+                            [rec.id.get() as i64],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .ok();
+                    let texts: Vec<&str> = stored
+                        .iter()
+                        .map(String::as_str)
+                        .chain([rec.attrs.as_str()])
+                        .collect();
+                    unindex_attrs(tx, &path, rec.id, &texts)?;
                     tx.execute("DELETE FROM logs WHERE id = ?1", [rec.id.get() as i64])
                         .map_err(|e| map_err(&path, &format!("removing damaged log {} from", rec.id), e))?;
                     report.replaced += 1;
@@ -282,6 +310,7 @@ impl Writer {
                     .map_err(|e| map_err(&path, "preparing a repair of", e))?;
                 insert_row(&mut insert, rec)
                     .map_err(|e| map_err(&path, &format!("repairing log {} in", rec.id), e))?;
+                index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                 max = max.max(rec.id.get());
             }
             Ok((report, max))
@@ -290,6 +319,7 @@ impl Writer {
         if max > 0 {
             self.unsaved_commits += 1;
         }
+        self.signal_committed(max);
         Ok(report)
     }
 
@@ -411,6 +441,7 @@ impl BatchWriter for Writer {
             let mut seal = |log: &NewLog| -> Result<LogRecord> {
                 let rec = LogRecord::seal_next("sqlite", &mut next, now, log)?;
                 insert_row(&mut insert, &rec).map_err(|e| map_err(&path, "inserting into", e))?;
+                index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                 Ok(rec)
             };
             let mut out = Vec::with_capacity(batches.len());
@@ -445,6 +476,9 @@ impl BatchWriter for Writer {
         })?;
         self.assigned = self.assigned.max(last);
         self.unsaved_commits = if save { 0 } else { self.unsaved_commits + 1 };
+        // The group's new records, in id order, to this process's followers.
+        self.signal
+            .committed_records(out.iter().flatten().flat_map(Committed::new_records));
         Ok(out)
     }
 
@@ -460,5 +494,12 @@ impl BatchWriter for Writer {
 impl Writer {
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Wakes followers: everything up to `last` (0: nothing was written) is committed.
+    fn signal_committed(&self, last: u64) {
+        if let Some(id) = LogId::new(last) {
+            self.signal.committed(id);
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod crash;
 pub mod durability;
 pub mod model;
 pub mod object_safety;
+pub mod query;
 pub mod read;
 pub mod repair;
 pub mod restore;
@@ -37,6 +38,9 @@ pub enum Need {
     Checkpoint,
     /// [`LogStore::repair`] (`Capabilities::repair`).
     Repair,
+    /// Another process can write while this one has the store open
+    /// (`Capabilities::multi_process`, and a harness that can open from another process).
+    SharedProcesses,
 }
 
 /// The context a case runs in: the harness, and what the engine said it supports.
@@ -189,6 +193,14 @@ cases! {
     runs::concurrent_appends_of_one_key_store_it_once,
     runs::a_conflicting_import_leaves_no_key_and_no_run,
     object_safety::shared_dyn_store_works_across_tasks,
+    query::scans_answer_every_filter_like_the_model,
+    query::counts_and_summaries_answer_every_filter_like_the_model,
+    query::runs_answer_every_filter_like_the_model,
+    query::bad_filters_are_refused_naming_the_field,
+    query::a_follower_delivers_every_matching_record_once_in_order,
+    query::a_follower_resumes_from_its_position_after_a_reopen,
+    query::a_follower_refuses_a_bad_filter,
+    query::a_follower_sees_records_another_process_commits [SharedProcesses],
     model::random_operations_match_a_btreemap_model,
     crash::acknowledged_appends_survive_sigkill [CrossProcess],
     crash::idempotent_appends_retried_after_sigkill_are_stored_once [CrossProcess],

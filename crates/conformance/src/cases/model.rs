@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use synclog_core::{Durability, LogId, LogRecord, LogStore, LogStoreExt, Scan, Status};
+use synclog_core::query::{AttrEq, SummaryBuilder, TimeRange};
+use synclog_core::{Durability, Filter, LogId, LogRecord, LogStore, LogStoreExt, Scan, Status};
 
 use super::{sample, Ctx};
 
@@ -22,12 +23,13 @@ enum Op {
     ImportExisting(usize),
     ImportConflicting(usize),
     Scan {
-        job: Option<usize>,
-        status: Option<usize>,
+        filter: RandomFilter,
         after: Option<u64>,
         limit: usize,
         descending: bool,
     },
+    /// Count and summarise what a filter matches.
+    Tally(RandomFilter),
     Get(u64),
     /// Append log `n` (0..3) under idempotency key `key` (0..3).
     Keyed {
@@ -68,20 +70,83 @@ fn run_log(run: usize, status: Status) -> synclog_core::NewLog {
     }
 }
 
+/// The jobs a random filter picks from (those the operations write, and one never written).
+const FILTER_JOBS: [&str; 6] = ["alpha", "beta", "gamma", "keyed", "runs", "nobody"];
+
+/// A random [`Filter`]: jobs, statuses, an attribute condition on `n` (a number, or the
+/// same digits as a string, which must not match), a `started_at` range around the fixed
+/// instant keyed and run logs start at, and a run key.
+#[derive(Debug, Clone)]
+struct RandomFilter {
+    jobs: Vec<usize>,
+    statuses: Vec<usize>,
+    n: Option<(u64, bool)>,
+    started: (Option<i64>, Option<i64>),
+    run: Option<usize>,
+}
+
+impl RandomFilter {
+    fn filter(&self) -> Filter {
+        let fixed = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        let at = |s: i64| fixed + chrono::Duration::seconds(s);
+        let mut f = Filter {
+            jobs: self.jobs.iter().map(|&j| FILTER_JOBS[j].to_string()).collect(),
+            statuses: self.statuses.iter().map(|&s| Status::ALL[s]).collect(),
+            started: TimeRange {
+                from: self.started.0.map(at),
+                until: self.started.1.map(at),
+            },
+            run: self.run.map(|r| format!("r{r}")),
+            ..Filter::default()
+        };
+        if let Some((n, as_text)) = self.n {
+            f.attrs.push(match as_text {
+                true => AttrEq::new("n", n.to_string()),
+                false => AttrEq::new("n", n),
+            });
+        }
+        if let (Some(a), Some(b)) = (f.started.from, f.started.until) {
+            // A reversed range is a bad filter; the model only asks good ones.
+            f.started.until = Some(a.max(b));
+        }
+        f
+    }
+}
+
+fn random_filter() -> impl Strategy<Value = RandomFilter> {
+    (
+        prop::collection::vec(0..FILTER_JOBS.len(), 0..3),
+        prop::collection::vec(0..Status::ALL.len(), 0..3),
+        prop::option::weighted(0.3, (0u64..50, prop::bool::weighted(0.2))),
+        (
+            prop::option::weighted(0.3, -1i64..2),
+            prop::option::weighted(0.3, -1i64..2),
+        ),
+        prop::option::weighted(0.2, 0usize..3),
+    )
+        .prop_map(|(jobs, statuses, n, started, run)| RandomFilter {
+            jobs,
+            statuses,
+            n,
+            started,
+            run,
+        })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec((0..JOBS.len(), 0u64..50), 1..4).prop_map(Op::Append),
         1 => (0u64..3, 1u64..4).prop_map(|(gap, count)| Op::ImportNew { gap, count }),
         1 => any::<prop::sample::Index>().prop_map(|i| Op::ImportExisting(i.index(1 << 16))),
         1 => any::<prop::sample::Index>().prop_map(|i| Op::ImportConflicting(i.index(1 << 16))),
-        2 => (
-            prop::option::of(0..JOBS.len()),
-            prop::option::of(0..Status::ALL.len()),
+        3 => (
+            random_filter(),
             prop::option::of(0u64..30),
             1usize..8,
             any::<bool>()
         )
-            .prop_map(|(job, status, after, limit, descending)| Op::Scan { job, status, after, limit, descending }),
+            .prop_map(|(filter, after, limit, descending)| Op::Scan { filter, after, limit, descending }),
+        1 => random_filter().prop_map(Op::Tally),
         1 => (1u64..30).prop_map(Op::Get),
         2 => (0usize..3, 0u64..3).prop_map(|(key, n)| Op::Keyed { key, n }),
         2 => (0usize..2, 0..RUN_STEPS.len()).prop_map(|(run, status)| Op::RunStep { run, status }),
@@ -157,16 +222,30 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
                     prop_assert_eq!(report.inserted, 0);
                 }
             }
+            Op::Tally(filter) => {
+                let filter = filter.filter();
+                let matching: Vec<_> = model.records.values().filter(|r| filter.matches(r)).collect();
+                let count = store.count(&filter).await.map_err(fail)?;
+                prop_assert_eq!(
+                    count,
+                    matching.len() as u64,
+                    "step {}: count of {:?}",
+                    step,
+                    filter
+                );
+                let mut want = SummaryBuilder::default();
+                matching.iter().for_each(|r| want.add(r));
+                let got = store.summary(&filter).await.map_err(fail)?;
+                prop_assert_eq!(got, want.finish(), "step {}: summary of {:?}", step, filter);
+            }
             Op::Scan {
-                job,
-                status,
+                filter,
                 after,
                 limit,
                 descending,
             } => {
                 let scan = Scan {
-                    job: job.map(|j| JOBS[j].to_string()),
-                    status: status.map(|s| Status::ALL[s]),
+                    filter: filter.filter(),
                     after: after.and_then(LogId::new),
                     limit: *limit,
                     descending: *descending,
@@ -272,7 +351,8 @@ fn fail(e: synclog_core::Error) -> TestCaseError {
     TestCaseError::fail(format!("store error: {e}"))
 }
 
-/// Random sequences of append, import (new, identical, conflicting), scan, get, appends
+/// Random sequences of append, import (new, identical, conflicting), scan under random
+/// filters, count and summary, get, appends
 /// under idempotency keys (repeats and conflicts) and run steps (starts, progress,
 /// finishes, repeated and refused ones) give the same results as a `BTreeMap` model. `SYNCLOG_MODEL_CASES` sets the number of sequences.
 pub async fn random_operations_match_a_btreemap_model(ctx: Ctx) {

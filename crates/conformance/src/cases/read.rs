@@ -1,6 +1,6 @@
 //! Read: get, scan, filters, paging.
 
-use synclog_core::{ErrorKind, LogId, Scan, Status};
+use synclog_core::{ErrorKind, Filter, LogId, Scan, Status};
 
 use super::{everything, sample, Ctx};
 
@@ -40,7 +40,7 @@ pub async fn scan_filters_by_job_and_status(ctx: Ctx) {
     let recs = ctx.commit(&*store, logs).await;
     let by_job = store
         .scan(&Scan {
-            job: Some("even".into()),
+            filter: Filter::job("even"),
             ..Scan::all(100)
         })
         .await
@@ -49,8 +49,7 @@ pub async fn scan_filters_by_job_and_status(ctx: Ctx) {
     assert_eq!(by_job, expect);
     let failed_odd = store
         .scan(&Scan {
-            job: Some("odd".into()),
-            status: Some(Status::Failed),
+            filter: Filter::job("odd").statuses([Status::Failed]),
             ..Scan::all(100)
         })
         .await

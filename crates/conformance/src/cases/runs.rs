@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use chrono::{Duration, TimeZone, Utc};
 use synclog_core::validate::MAX_KEY_BYTES;
-use synclog_core::{Error, LogRecord, LogStore, LogStoreExt, NewLog, Run, RunScan, Status, Timestamp};
+use synclog_core::{
+    Error, Filter, LogRecord, LogStore, LogStoreExt, NewLog, Run, RunScan, Status, Timestamp,
+};
 
 use super::{everything, sample, Ctx};
 
@@ -263,12 +265,12 @@ pub async fn runs_scan_pages_and_filters(ctx: Ctx) {
         assert_eq!(seen, want, "descending {descending}");
     }
     let crm = RunScan {
-        job: Some("crm".into()),
+        filter: Filter::job("crm"),
         ..RunScan::default()
     };
     assert_eq!(keys(&store.runs(&crm).await.unwrap()), ["r1", "r2", "r4", "r5"]);
     let failed = RunScan {
-        status: Some(Status::Failed),
+        filter: Filter::status(Status::Failed),
         ..RunScan::default()
     };
     assert_eq!(keys(&store.runs(&failed).await.unwrap()), ["r2", "r6"]);

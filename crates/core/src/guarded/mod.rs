@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::group::Gathering;
+use crate::query::{Filter, Summary};
 use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
 use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
 use crate::store::{
@@ -260,6 +261,8 @@ pub struct GuardStats {
 
 #[derive(Default)]
 struct Counters {
+    /// Tells this process's followers of every group acknowledged through this guard.
+    signal: crate::follow::CommitSignal,
     groups: AtomicU64,
     logs: AtomicU64,
     primary_failures: AtomicU64,
@@ -553,6 +556,29 @@ impl Guarded {
         } else {
             (&*self.primary, &*self.backup)
         }
+    }
+}
+
+/// See [`Guarded::readable_through`](LogStore::readable_through).
+async fn readable_through(
+    primary: &dyn LogStore,
+    backup: &dyn LogStore,
+    counters: &Counters,
+) -> Result<Option<LogId>> {
+    let pending = counters.pending_primary.load(Ordering::Relaxed) > 0
+        || counters.pending_backup.load(Ordering::Relaxed) > 0
+        || counters.diverged.load(Ordering::Relaxed);
+    if !pending {
+        if let Ok(id) = primary.last_id().await {
+            return Ok(id);
+        }
+    }
+    let (a, b) = tokio::join!(primary.last_id(), backup.last_id());
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a.min(b)),
+        (Ok(a), Err(_)) => Ok(a),
+        (Err(_), Ok(b)) => Ok(b),
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -1002,6 +1028,7 @@ impl Leader {
         match stored {
             Ok((durable_in, verified)) => {
                 self.next_id = next;
+                self.counters.signal.committed_records(&sealed);
                 self.counters.groups.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .logs
@@ -1696,6 +1723,57 @@ impl LogStore for Guarded {
             (Err(_), Ok(b)) => Ok(b),
             (Err(e), Err(_)) => Err(e),
         }
+    }
+
+    /// The primary's count while both copies hold the same records (the backup's when
+    /// the primary cannot answer); while they differ, counted over the merged records
+    /// [`scan`](Self::scan) reads.
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        filter.validate()?;
+        if !self.pending() {
+            match self.primary.count(filter).await {
+                Ok(n) => return Ok(n),
+                Err(e) => return self.backup.count(filter).await.map_err(|_| e),
+            }
+        }
+        crate::query::count_by_scanning(self, filter).await
+    }
+
+    /// As [`count`](Self::count): the primary's while the copies agree, else merged.
+    async fn summary(&self, filter: &Filter) -> Result<Summary> {
+        filter.validate()?;
+        if !self.pending() {
+            match self.primary.summary(filter).await {
+                Ok(s) => return Ok(s),
+                Err(e) => return self.backup.summary(filter).await.map_err(|_| e),
+            }
+        }
+        crate::query::summary_by_scanning(self, filter).await
+    }
+
+    /// The primary's last id while the copies agree (scans read the primary, and a group
+    /// may be in the backup before it is in the primary); while they differ, the smaller
+    /// of the two (scans then merge both).
+    async fn readable_through(&self) -> Result<Option<LogId>> {
+        readable_through(&*self.primary, &*self.backup, &self.counters).await
+    }
+
+    /// Groups acknowledged through this guard reach this process's followers with their
+    /// records; other processes' commits are seen by asking how far the pair is readable
+    /// ([`readable_through`](Self::readable_through)'s answer, the primary's last id while
+    /// the copies agree) every 25 ms, once for all followers.
+    async fn commit_watch(&self) -> Result<crate::follow::CommitWatch> {
+        let primary = self.primary.clone();
+        let backup = self.backup.clone();
+        let counters = self.counters.clone();
+        let probe: crate::follow::Probe = Box::new(move || {
+            let (primary, backup, counters) = (primary.clone(), backup.clone(), counters.clone());
+            Box::pin(async move { readable_through(&*primary, &*backup, &counters).await })
+        });
+        self.counters
+            .signal
+            .watch(Some((std::time::Duration::from_millis(25), probe)))
+            .await
     }
 
     async fn last_id(&self) -> Result<Option<LogId>> {
