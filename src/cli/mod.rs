@@ -7,6 +7,7 @@ pub mod exit;
 mod maintain;
 mod open;
 pub mod out;
+mod query;
 mod records;
 mod runs;
 mod stdin;
@@ -80,9 +81,20 @@ pub enum Command {
     Append(records::AppendArgs),
     /// List logs as a table, or JSON lines with --json.
     #[command(
-        after_help = "Examples:\n  synclog list --job crm-contacts --limit 20\n  synclog list --status failed --since 1000 --json"
+        after_help = "Examples:\n  synclog list --job crm-contacts --limit 20\n  synclog list --status failed --status partial --from 24h --desc\n  synclog list --attr env=prod --attr shard=3 --json"
     )]
     List(records::ListArgs),
+    /// Count the logs a filter matches.
+    #[command(
+        after_help = "Examples:\n  synclog count --status failed --from 7d\n  synclog count --job orders --attr env=prod --json"
+    )]
+    Count(query::CountArgs),
+    /// One row per job: last status, its age, the last success, failures since, counts.
+    #[command(after_help = "Examples:\n  synclog summary\n  synclog summary --from 24h --json")]
+    Summary(query::SummaryArgs),
+    /// Print the newest logs; with -f, print new ones as they are committed.
+    #[command(after_help = "Examples:\n  synclog tail -f\n  synclog tail -f --status failed --json")]
+    Tail(query::TailArgs),
     /// Show one log.
     #[command(after_help = "Examples:\n  synclog show 42\n  synclog show 42 --json")]
     Show(records::ShowArgs),
@@ -152,6 +164,9 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
         Command::BenchWorker(args) => bench::worker(&cli.stores, args, out).await,
         Command::Append(args) => records::append(&cli.stores, args, out).await,
         Command::List(args) => records::list(&cli.stores, args, out).await,
+        Command::Count(args) => query::count(&cli.stores, args, out).await,
+        Command::Summary(args) => query::summary(&cli.stores, args, out).await,
+        Command::Tail(args) => query::tail(&cli.stores, args, out).await,
         Command::Show(args) => records::show(&cli.stores, args, out).await,
         Command::Start(args) => runs::start(&cli.stores, args, out).await,
         Command::Finish(args) => runs::finish(&cli.stores, args, out).await,

@@ -24,6 +24,14 @@ impl Opened {
         }
     }
 
+    /// The store as a shared handle (what a follower holds).
+    pub fn shared(&self) -> Arc<dyn LogStore> {
+        match self {
+            Opened::Guarded(g) => g.clone(),
+            Opened::Single(s) => s.clone(),
+        }
+    }
+
     /// Appends one log at power-loss durability: the record (and whether it was stored
     /// before: a repeat), and for a guarded pair which copies hold it.
     pub async fn append_one(&self, log: NewLog) -> Result<(Appended, Option<Copies>)> {

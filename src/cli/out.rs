@@ -121,6 +121,17 @@ impl Out {
         let _ = self.stderr.flush();
     }
 
+    /// Flushes stdout (a follower shows each line as it lands); false once stdout has
+    /// failed (the reader went away), so a command that would run on can stop.
+    pub fn flush(&mut self) -> bool {
+        if self.failed.is_none() && !self.gave_up {
+            if let Err(e) = self.stdout.flush() {
+                self.failed = Some(e);
+            }
+        }
+        self.failed.is_none() && !self.gave_up
+    }
+
     /// Flushes stdout; returns (and forgets) the first stdout failure, if any. A command
     /// whose result must stand whatever the output did (an acknowledged append) takes it
     /// and warns instead of letting [`Out::finish`] turn it into an error.

@@ -8,6 +8,7 @@ use synclog::{Appended, Copies, Error, LogId, LogRecord, LogStoreExt, NewLog, Re
 
 use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
+use super::query::FilterArgs;
 use super::{exit, StoreArgs};
 
 /// Parses `--status`.
@@ -305,12 +306,8 @@ pub(super) fn warn_missed_copy(id: LogId, copies: Copies, store: &str, backup: &
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only this job.
-    #[arg(long)]
-    job: Option<String>,
-    /// Only this status.
-    #[arg(long, value_parser = status)]
-    status: Option<Status>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Only ids greater than this.
     #[arg(long)]
     since: Option<LogId>,
@@ -328,8 +325,7 @@ pub struct ListArgs {
 pub async fn list(stores: &StoreArgs, args: ListArgs, out: &mut Out) -> Result<u8> {
     let scan = Scan {
         after: args.since,
-        job: args.job,
-        status: args.status,
+        filter: args.filter.filter()?,
         limit: args.limit,
         descending: args.desc,
         ..Scan::default()
@@ -344,7 +340,7 @@ pub async fn list(stores: &StoreArgs, args: ListArgs, out: &mut Out) -> Result<u
             print_json(rec, out)?;
         }
     } else {
-        print_table(&records, out);
+        print_table(&records, out, true);
     }
     Ok(exit::OK)
 }
@@ -425,7 +421,8 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn print_table(records: &[LogRecord], out: &mut Out) {
+/// The header of [`print_table`].
+pub(super) fn print_header(out: &mut Out) {
     outln!(
         out,
         "{:>8}  {:<20}  {:<20}  {:<9}  {:>21}  message",
@@ -435,6 +432,13 @@ fn print_table(records: &[LogRecord], out: &mut Out) {
         "status",
         "seen/written/failed"
     );
+}
+
+/// Logs as table rows; with `header`, the header first and `(no logs)` for none.
+pub(super) fn print_table(records: &[LogRecord], out: &mut Out, header: bool) {
+    if header {
+        print_header(out);
+    }
     for r in records {
         let counts = format!("{}/{}/{}", r.items_seen, r.items_written, r.items_failed);
         // Escaped before cutting, so the columns are measured as they are shown.
@@ -456,7 +460,7 @@ fn print_table(records: &[LogRecord], out: &mut Out) {
             }
         );
     }
-    if records.is_empty() {
+    if header && records.is_empty() {
         outln!(out, "(no logs)");
     }
 }
@@ -649,7 +653,7 @@ mod tests {
         .unwrap();
         rec.job = "j\u{1b}[2Job".into();
         let (mut out, stdout, _) = captured();
-        print_table(&[rec], &mut out);
+        print_table(&[rec], &mut out, true);
         let text = stdout.text();
         let body = text.strip_suffix('\n').unwrap_or(&text);
         assert!(!body.chars().any(|c| c != '\n' && (c.is_control())), "{text:?}");

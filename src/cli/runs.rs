@@ -8,6 +8,7 @@ use synclog::{Error, LogStoreExt, NewLog, Result, Run, RunScan, Status};
 
 use super::open::{open, open_read_only};
 use super::out::{escape_controls, outln, Out};
+use super::query::FilterArgs;
 use super::records::{append_answering, append_to, attrs_of, print_json, status, time, Counts};
 use super::{exit, StoreArgs};
 
@@ -137,12 +138,10 @@ async fn end(stores: &StoreArgs, run: &str, log: NewLog, json: bool, out: &mut O
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
-    /// Only runs of this job.
-    #[arg(long)]
-    job: Option<String>,
-    /// Only runs whose latest status is this.
-    #[arg(long, value_parser = status)]
-    status: Option<Status>,
+    /// Filters on the run as a whole: its job, latest status, start (--from/--until),
+    /// end, key, its latest record's recorded time, and its first record's attributes.
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Only stale runs: started longer ago than --older-than and not finished.
     #[arg(long)]
     stale: bool,
@@ -171,8 +170,7 @@ pub fn stale_cutoff(older_than: Duration) -> Result<synclog::Timestamp> {
 /// `synclog runs`: one row per run.
 pub async fn runs(stores: &StoreArgs, args: RunsArgs, out: &mut Out) -> Result<u8> {
     let scan = RunScan {
-        job: args.job,
-        status: args.status,
+        filter: args.filter.filter()?,
         started_before: if args.stale {
             Some(stale_cutoff(args.older_than)?)
         } else {
@@ -183,11 +181,7 @@ pub async fn runs(stores: &StoreArgs, args: RunsArgs, out: &mut Out) -> Result<u
         descending: args.desc,
         ..RunScan::default()
     };
-    synclog::Scan {
-        limit: scan.limit,
-        ..synclog::Scan::default()
-    }
-    .effective_limit()?;
+    scan.effective_limit()?;
     let opened = open_read_only(stores).await?;
     let runs = opened.store().runs(&scan).await;
     opened.close().await?;
