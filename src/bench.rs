@@ -72,6 +72,71 @@ where
     }
 }
 
+/// Log `i` of the query figures' store of `n` logs: one of 100 jobs, recorded evenly
+/// over the year before `now` (log `n` at `now`), statuses 80% succeeded, 10% failed, 5%
+/// partial, 3% skipped, 2% started, attributes `env` (3 values) and `tenant` (`t-0` to
+/// `t-999`), spread by a hash of `i` so none of them line up.
+pub fn query_log(i: u64, n: u64, now: crate::Timestamp) -> Result<LogRecord> {
+    let h = spread(i);
+    let year_us: i128 = 365 * 86_400 * 1_000_000;
+    let back = ((n - i.min(n)) as i128 * year_us / n.max(1) as i128) as i64;
+    let recorded = now - chrono::Duration::microseconds(back);
+    let started = recorded - chrono::Duration::seconds((h % 3600) as i64);
+    let status = match (h >> 8) % 100 {
+        0..80 => Status::Succeeded,
+        80..90 => Status::Failed,
+        90..95 => Status::Partial,
+        95..98 => Status::Skipped,
+        _ => Status::Started,
+    };
+    let mut log = NewLog::new(format!("job-{:03}", (h >> 20) % 100), status)
+        .started(started)
+        .counts(1000 + h % 100, 990, h % 10)
+        .message("synced 990 contacts, 10 rejected by the target")
+        .attr("env", ["prod", "dev", "staging"][((h >> 32) % 3) as usize])
+        .attr("tenant", format!("t-{}", (h >> 40) % 1000));
+    if status.is_terminal() {
+        log = log.finished(recorded);
+    }
+    LogRecord::seal(
+        LogId::new(i).ok_or_else(|| Error::invalid("records", "ids start at 1"))?,
+        recorded,
+        log,
+    )
+}
+
+/// Fills `store` with logs `1..=n` of [`query_log`] by imports (untimed setup), calling
+/// `progress` every million.
+pub async fn fill_query_store(
+    store: &dyn LogStore,
+    n: u64,
+    now: crate::Timestamp,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(20_000);
+    for i in 1..=n {
+        batch.push(query_log(i, n, now)?);
+        if batch.len() == 20_000 || i == n {
+            store
+                .import(std::mem::take(&mut batch), Durability::Process)
+                .await?;
+            if i % 1_000_000 == 0 {
+                progress(i);
+            }
+        }
+    }
+    store.sync(Durability::PowerLoss).await
+}
+
+/// A well-spread 64-bit value of `n` (splitmix64): keys and fields that do not line up
+/// with the order of ids.
+pub fn spread(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A realistic log for benchmarks (about 250 bytes as JSON).
 pub fn sample_log(n: u64) -> NewLog {
     NewLog::new(format!("sync-job-{:02}", n % 16), Status::Succeeded)

@@ -8,6 +8,8 @@
 
 mod deployment;
 mod hidden;
+#[cfg(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres"))]
+mod queries;
 mod runs;
 
 use std::path::PathBuf;
@@ -44,8 +46,8 @@ pub struct BenchArgs {
     #[arg(long, env = "SYNCLOG_BENCH_POSTGRES_URL", hide_env_values = true)]
     postgres: Option<String>,
     /// Run only these figures: `deployment` (a large guarded pair, whole synclog
-    /// processes; see the options below), `runs` (idempotency keys and run queries) or
-    /// `engines` (every other figure).
+    /// processes; see the options below), `runs` (idempotency keys and run queries),
+    /// `queries` (filters, counts, summaries, following) or `engines` (every other figure).
     #[arg(long, value_enum)]
     only: Option<Only>,
     #[command(flatten)]
@@ -61,6 +63,9 @@ enum Only {
     Engines,
     /// What idempotency keys cost, and run queries at `--records` logs.
     Runs,
+    /// Filtered scans, counts and summaries at `--records` logs against hand-written SQL,
+    /// and what following costs.
+    Queries,
 }
 
 pub use hidden::{fill, worker, FillArgs, WorkerArgs};
@@ -184,6 +189,10 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
     }
     if all || args.only == Some(Only::Runs) {
         figures.extend(runs::figures(&dir, args.each, args.records, &say).await?);
+    }
+    if all || args.only == Some(Only::Queries) {
+        figures
+            .extend(queries::figures(&dir, args.records, args.each, args.postgres.as_deref(), &say).await?);
     }
     let mut deployment = None;
     if all || args.only == Some(Only::Deployment) {

@@ -73,7 +73,7 @@ pub async fn figures(
         ..RunScan::stale(now - chrono::Duration::hours(24))
     };
     let page = RunScan {
-        job: Some(job(7)),
+        filter: synclog::Filter::job(job(7)),
         limit: 50,
         descending: true,
         ..RunScan::default()
@@ -121,14 +121,6 @@ fn job(n: u64) -> String {
     format!("sync-job-{:02}", n % 16)
 }
 
-/// A well-spread 64-bit value of `n` (splitmix64), so keys land all over the key index.
-fn fastrand_key(n: u64) -> u64 {
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `TASKS` appenders, `per` appends each, with or without an idempotency key.
 async fn appenders(store: Arc<dyn LogStore>, base: u64, per: u64, keyed: bool) -> Result<Timing> {
     let start = Instant::now();
@@ -141,7 +133,7 @@ async fn appenders(store: Arc<dyn LogStore>, base: u64, per: u64, keyed: bool) -
                     let mut log = bench::sample_log(n);
                     if keyed {
                         // Keys as apps make them: unrelated to the order of commits.
-                        log.idempotency_key = Some(format!("{:016x}-{n}", fastrand_key(n)));
+                        log.idempotency_key = Some(format!("{:016x}-{n}", bench::spread(n)));
                     }
                     let done = store.append_report(log, Durability::PowerLoss).await?;
                     if done.repeat {
