@@ -415,6 +415,7 @@ fn print_table(figures: &[Figure], out: &mut Out) {
     for f in figures {
         let value = match &f.error {
             Some(e) if f.value.is_nan() => format!("not measured: {e}"),
+            _ if f.unit == "ms" && f.value < 1.0 => format!("{:.3} {}", f.value, f.unit),
             _ if f.unit == "ms" => format!("{:.1} {}", f.value, f.unit),
             _ => format!("{:.0} {}", f.value, f.unit),
         };

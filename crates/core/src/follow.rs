@@ -75,6 +75,11 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 /// store instead.
 const FEED_CAPACITY: usize = 1024;
 
+/// How long a woken follower lets further commits gather before it looks: with many
+/// followers and small groups, waking each for every group would cost the writers more
+/// than the followers need (a follower's delay stays within a few milliseconds).
+pub const GATHER: Duration = Duration::from_millis(4);
+
 /// What an engine tells this process's followers about commits.
 ///
 /// - Its writer calls [`committed_records`](Self::committed_records) after each
@@ -270,13 +275,15 @@ impl CommitWatch {
     }
 
     /// Waits until the hint rises above what [`take`](Self::take) last saw, or `timeout`
-    /// passes (for a polling watch: its interval, or `timeout` if shorter).
-    pub async fn changed(&mut self, timeout: Duration) {
+    /// passes (for a polling watch: its interval, or `timeout` if shorter). Returns whether
+    /// something changed (always true for a polling watch: it cannot tell).
+    pub async fn changed(&mut self, timeout: Duration) -> bool {
         match (&mut self.hint, self.every) {
-            (Some(rx), _) => {
-                let _ = tokio::time::timeout(timeout, rx.changed()).await;
+            (Some(rx), _) => matches!(tokio::time::timeout(timeout, rx.changed()).await, Ok(Ok(()))),
+            (None, every) => {
+                tokio::time::sleep(every.unwrap_or(POLL).min(timeout)).await;
+                true
             }
-            (None, every) => tokio::time::sleep(every.unwrap_or(POLL).min(timeout)).await,
         }
     }
 }
@@ -439,7 +446,9 @@ where
                 return Ok(got);
             }
             if let Some(w) = &mut self.watch {
-                w.changed(end - now).await;
+                if w.changed(end - now).await {
+                    tokio::time::sleep(GATHER.min(end.saturating_duration_since(Instant::now()))).await;
+                }
             }
         }
     }
@@ -452,7 +461,9 @@ where
             }
             if self.fill().await? == 0 {
                 if let Some(w) = &mut self.watch {
-                    w.changed(Duration::from_secs(3600)).await;
+                    if w.changed(Duration::from_secs(3600)).await {
+                        tokio::time::sleep(GATHER).await;
+                    }
                 }
             }
         }

@@ -584,7 +584,7 @@ pub trait LogStoreExt: LogStore {
             if now >= end {
                 return Ok(());
             }
-            watch.changed(end - now).await;
+            let _ = watch.changed(end - now).await;
         }
     }
 

@@ -317,6 +317,7 @@ fn v3(s: &str, table: &str) -> String {
          CREATE INDEX IF NOT EXISTS logs_by_started ON {table} (started_at);
          CREATE INDEX IF NOT EXISTS logs_by_finished ON {table} (finished_at) WHERE finished_at IS NOT NULL;
          CREATE INDEX IF NOT EXISTS logs_by_status ON {table} (status, id);
+         CREATE INDEX IF NOT EXISTS logs_by_status_recorded ON {table} (status, recorded_at);
          CREATE INDEX IF NOT EXISTS runs_by_start ON {s}.runs (started_at);
          CREATE TABLE IF NOT EXISTS {s}.attrs (
              key   text   NOT NULL,

@@ -78,7 +78,7 @@ async fn another_connections_commit_raises_the_watch() {
         let end = Instant::now() + Duration::from_secs(30);
         let mut hint = before;
         while hint < Some(rec.id) && Instant::now() < end {
-            watch.changed(Duration::from_secs(30)).await;
+            let _ = watch.changed(Duration::from_secs(30)).await;
             hint = watch.take().hint;
         }
         assert_eq!(hint, Some(rec.id), "the other connection's commit was seen");

@@ -351,6 +351,9 @@ const NAMES: [&str; 4] = [
     "summary of 100 jobs",
 ];
 
+/// Rounds of the idle-followers comparison (each appender appends `--each` logs a round).
+const ROUNDS: u64 = 5;
+
 /// Every figure of `--only queries`.
 pub async fn figures(
     dir: &std::path::Path,
@@ -421,11 +424,11 @@ pub async fn figures(
     ));
     store.close().await?;
 
-    say("follow: 64 appenders with and without 100 idle followers, in rounds");
+    say("follow: 64 appenders with and without 100 idle followers, in 5 rounds of --each appends per appender");
     let store = synclog::open_url(&format!("sqlite://{}/idle.db", dir.display())).await?;
     let (mut without, mut with) = (Timing::ZERO, Timing::ZERO);
-    let per = (each / 3).max(1);
-    for round in 0..3u64 {
+    let per = each.max(1);
+    for round in 0..ROUNDS {
         without = without.plus(appenders(store.clone(), round * 2 * 64 * per, per).await?);
         let stop = Arc::new(tokio::sync::Notify::new());
         let followers: Vec<_> = (0..100)
