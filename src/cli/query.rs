@@ -256,10 +256,10 @@ pub async fn tail(stores: &StoreArgs, args: TailArgs, out: &mut Out) -> Result<u
     };
     newest.effective_limit()?;
     // A read-only JSON-lines handle sees only what was committed before it opened, so a
-    // JSON-lines store followed alone is opened as a writer opens it (it takes the
+    // store whose primary is JSON lines is followed through a writer's open (it takes the
     // store's lock only for each read that catches up).
-    let json_alone = stores.no_backup && stores.store.starts_with("json://");
-    let opened = if args.follow && json_alone {
+    let json_primary = stores.store.starts_with("json://");
+    let opened = if args.follow && json_primary {
         open(stores).await?
     } else {
         open_read_only(stores).await?
@@ -269,7 +269,9 @@ pub async fn tail(stores: &StoreArgs, args: TailArgs, out: &mut Out) -> Result<u
     // not match, so the follower starts after it and nothing is printed twice.
     let result = async {
         let position = store.readable_through().await?;
-        let mut first = if args.lines == 0 {
+        // Nothing readable yet: nothing to print first (a bound of "none" would let a
+        // commit made meanwhile into the first page and then again to the follower).
+        let mut first = if args.lines == 0 || position.is_none() {
             Vec::new()
         } else {
             let mut scan = newest.clone();
@@ -291,13 +293,16 @@ pub async fn tail(stores: &StoreArgs, args: TailArgs, out: &mut Out) -> Result<u
             return Ok(exit::OK);
         }
         let mut follower = Follower::new(store.clone(), filter, position)?;
+        // One listener for the whole run: an interrupt while a batch prints is kept.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             if !out.flush() {
                 return Ok(exit::OK);
             }
             let batch = tokio::select! {
                 got = follower.next_batch(Duration::from_secs(60)) => got?,
-                _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+                _ = &mut interrupted => return Ok(exit::OK),
             };
             for rec in &batch {
                 print_record(rec, args.json, out)?;

@@ -74,6 +74,22 @@ impl LogStore for ReadOnly {
         self.inner.scan(scan).await
     }
 
+    async fn count(&self, filter: &synclog_core::Filter) -> Result<u64> {
+        self.inner.count(filter).await
+    }
+
+    async fn summary(&self, filter: &synclog_core::Filter) -> Result<synclog_core::Summary> {
+        self.inner.summary(filter).await
+    }
+
+    async fn readable_through(&self) -> Result<Option<LogId>> {
+        self.inner.readable_through().await
+    }
+
+    async fn commit_watch(&self) -> Result<synclog_core::follow::CommitWatch> {
+        self.inner.commit_watch().await
+    }
+
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.inner.last_id().await
     }
@@ -124,5 +140,29 @@ pub fn flock_held(path: &std::path::Path) -> bool {
         }
         Err(std::fs::TryLockError::WouldBlock) => true,
         Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use synclog_core::{LogStoreExt, NewLog, Status};
+
+    /// What the engine does better than the defaults reaches through the view: its commit
+    /// watch (the default one polls and cannot hear), counts and summaries.
+    #[tokio::test]
+    async fn the_view_passes_on_the_engines_own_queries_and_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = synclog_sqlite::SqliteStore::open(dir.path().join("v.db")).unwrap();
+        store
+            .append(NewLog::new("j", Status::Failed).attr("k", 1))
+            .await
+            .unwrap();
+        let view = ReadOnly::new(Arc::new(store));
+        assert!(view.commit_watch().await.unwrap().hears(), "the engine's watch");
+        let filter = synclog_core::Filter::default().attr(synclog_core::AttrEq::new("k", 1));
+        assert_eq!(view.count(&filter).await.unwrap(), 1);
+        assert_eq!(view.summary(&filter).await.unwrap().jobs.len(), 1);
+        assert_eq!(view.readable_through().await.unwrap().map(|i| i.get()), Some(1));
     }
 }

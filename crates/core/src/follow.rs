@@ -72,8 +72,8 @@ pub type Probe = Box<dyn FnMut() -> BoxFuture<Result<Option<LogId>>> + Send>;
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// How many committed batches a follower may fall behind the feed before it reads the
-/// store instead.
-const FEED_CAPACITY: usize = 1024;
+/// store instead (and so the most a follower that stopped asking keeps alive).
+const FEED_CAPACITY: usize = 256;
 
 /// How long a woken follower lets further commits gather before it looks: with many
 /// followers and small groups, waking each for every group would cost the writers more
@@ -170,9 +170,11 @@ impl CommitSignal {
     }
 
     /// A watch for one follower: it sees every commit signalled from now on, and, with a
-    /// `probe` (asked every `every` by one task for all watches, until none is left), other
-    /// processes' commits. Returns once the probe has been asked, so a commit made after
-    /// this returns is never missed.
+    /// `probe` (asked every `every` by one task for all watches, until none is left; the
+    /// task started by the first watch keeps its interval), other processes' commits. When
+    /// this starts the task, it returns once the probe has been asked; a task already
+    /// running asks at its next tick. Either way a commit made after this returns raises
+    /// the hint (a follower reads the store once at its start for what came before).
     pub async fn watch(&self, probe: Option<(Duration, Probe)>) -> Result<CommitWatch> {
         let hint = self.inner.hint.subscribe();
         let feed = self.inner.feed.subscribe();

@@ -194,15 +194,20 @@ impl LogStore for MemoryStore {
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let mut report = ImportReport::default();
+        let mut top = None;
         for rec in records {
             match st.records.get(&rec.id) {
                 Some(stored) => report.note_existing(rec.id, stored.checksum, rec.checksum),
                 None => {
                     st.high_water = st.high_water.max(rec.id.get());
+                    top = top.max(Some(rec.id));
                     st.records.insert(rec.id, rec);
                     report.inserted += 1;
                 }
             }
+        }
+        if let Some(top) = top {
+            st.signal.committed(top);
         }
         Ok(report)
     }

@@ -812,9 +812,15 @@ impl LogStore for SledStore {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
-        self.group
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .group
             .with_writer(move |w| w.repair(&records, durability))
-            .await?
+            .await??;
+        if let Some(top) = top.filter(|_| report.inserted + report.replaced > 0) {
+            self.signal.committed(top);
+        }
+        Ok(report)
     }
 
     async fn close(&self) -> Result<()> {

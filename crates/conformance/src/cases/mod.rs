@@ -199,6 +199,7 @@ cases! {
     query::bad_filters_are_refused_naming_the_field,
     query::a_follower_delivers_every_matching_record_once_in_order,
     query::a_follower_resumes_from_its_position_after_a_reopen,
+    query::a_follower_hands_out_records_imported_above_its_position,
     query::a_follower_refuses_a_bad_filter,
     query::a_follower_sees_records_another_process_commits [SharedProcesses],
     model::random_operations_match_a_btreemap_model,
