@@ -78,7 +78,7 @@ const FEED_CAPACITY: usize = 256;
 /// How long a woken follower lets further commits gather before it looks: with many
 /// followers and small groups, waking each for every group would cost the writers more
 /// than the followers need (a follower's delay stays within a few milliseconds).
-pub const GATHER: Duration = Duration::from_millis(4);
+pub const GATHER: Duration = Duration::from_millis(10);
 
 /// What an engine tells this process's followers about commits.
 ///

@@ -464,14 +464,21 @@ pub async fn a_follower_hands_out_records_imported_above_its_position(ctx: Ctx) 
     let (loc, store) = ctx.fresh().await;
     let recs = ctx.commit(&*store, (0..3).map(lone).collect()).await;
     let mut follower = Follower::new(store.clone(), Filter::default(), Some(recs[2].id)).unwrap();
-    assert!(follower.next_batch(StdDuration::from_millis(10)).await.unwrap().is_empty());
+    assert!(follower
+        .next_batch(StdDuration::from_millis(10))
+        .await
+        .unwrap()
+        .is_empty());
     let imported: Vec<LogRecord> = (4..7)
         .map(|i| {
             let id = synclog_core::LogId::new(i).unwrap();
             LogRecord::seal(id, Utc::now(), lone(i as i64)).unwrap()
         })
         .collect();
-    store.import(imported.clone(), ctx.durability()).await.expect("import");
+    store
+        .import(imported.clone(), ctx.durability())
+        .await
+        .expect("import");
     let got = collect(&mut follower, 3, StdDuration::from_secs(30)).await;
     assert_eq!(ids(&got), ids(&imported));
     ctx.done(loc, store).await;
