@@ -39,29 +39,9 @@ use crate::query::Filter;
 use crate::record::{LogId, LogRecord};
 use crate::store::{LogStore, Scan};
 
-/// How often the default [`LogStore::wait_for_commit`] asks for the last id.
+/// How often followers of a store that hears of no commit (the default
+/// [`LogStore::commit_watch`]) look at it again.
 pub const POLL: Duration = Duration::from_millis(50);
-
-/// The default [`LogStore::wait_for_commit`]: asks `store` how far it is readable
-/// ([`LogStore::readable_through`], by default its last id) every [`POLL`] until that is
-/// past `seen` or `timeout` has passed.
-pub async fn poll_last_id<S: LogStore + ?Sized>(
-    store: &S,
-    seen: Option<LogId>,
-    timeout: Duration,
-) -> Result<()> {
-    let end = Instant::now() + timeout;
-    loop {
-        if store.readable_through().await? > seen {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL.min(end - now)).await;
-    }
-}
 
 /// A cheap look at how far a store's storage goes, for a [`CommitSignal`] to ask on
 /// behalf of every follower in the process: returns the store's last id (or `None` when

@@ -29,11 +29,12 @@
 //!   per-(job, status) aggregates kept by statement triggers on every insert, delete and
 //!   update (commit, import, repair, or SQL outside synclog). Queries are sent unnamed, so
 //!   each is planned with its values (no generic plan), and paged by id both ways.
-//! - **Following** ([`LogStore::wait_for_commit`]): this process's commits wake waiters
-//!   through a [`CommitSignal`]; other processes' through LISTEN/NOTIFY on a channel named
-//!   after the schema. The insert statement itself calls `pg_notify` (no extra round
-//!   trip; delivered at commit); a listening connection is opened by the first wait and
-//!   closed by [`LogStore::close`], which also ends the writer's connection and the pool.
+//! - **Following** ([`LogStore::commit_watch`]): this process's commits reach followers
+//!   with their records through a [`CommitSignal`]; other processes' through LISTEN/NOTIFY
+//!   on a channel named after the schema. The insert statement itself calls `pg_notify`
+//!   (no extra round trip; delivered at commit); a listening connection is opened by the
+//!   first watch and closed by [`LogStore::close`], which also ends the writer's
+//!   connection and the pool.
 //! - **Ids**: `id` is an identity column. synclog assigns each group's ids inside its
 //!   transaction, after taking a transaction-scoped advisory lock, as one more than the
 //!   larger of the stored maximum and a high-water mark kept in `meta` (raised in the same

@@ -1,14 +1,16 @@
-//! Hearing of commits, for [`synclog_core::LogStore::wait_for_commit`]: this process's own
-//! through the store's [`CommitSignal`] (the writer signals each acknowledged commit,
-//! import and repair), other processes' through PostgreSQL's LISTEN/NOTIFY.
+//! Hearing of commits, for [`synclog_core::LogStore::commit_watch`]: this process's own
+//! through the store's [`CommitSignal`] (the writer hands over each acknowledged commit's
+//! records, and signals imports and repairs), other processes' through PostgreSQL's
+//! LISTEN/NOTIFY.
 //!
 //! Every statement that inserts records (`Sql::insert`, `Sql::import`) also calls
 //! `pg_notify(<schema>, <largest id inserted>)`: no extra statement and no extra round
 //! trip, and the server delivers it at commit (never for a rolled-back transaction). A
-//! [`Listener`] connection, opened on the first wait, runs `LISTEN "<schema>"` and drives
-//! its connection with `poll_message`, raising the signal to each notified id. While it
-//! is down (not yet connected, or its connection broke) waits fall back to asking for the
-//! last id every [`synclog_core::follow::POLL`]; the next wait opens it again.
+//! [`Listener`] connection, opened by the first watch, runs `LISTEN "<schema>"` and drives
+//! its connection with `poll_message`, raising the signal to each notified id. The watch's
+//! shared task also asks for the last id, every second as a safety net, or every
+//! [`synclog_core::follow::POLL`] when the listener could not connect; a later watch
+//! opens a broken listener again.
 
 use synclog_core::follow::CommitSignal;
 use synclog_core::{LogId, Result};

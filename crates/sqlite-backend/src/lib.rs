@@ -70,7 +70,7 @@ pub use query::PlannedQuery;
 use reader::ReaderPool;
 use writer::{Writer, WriterCounters};
 
-/// How often [`LogStore::wait_for_commit`] asks whether another connection committed.
+/// How often the commit watch asks whether another connection committed.
 pub const WATCH_EVERY: Duration = Duration::from_millis(25);
 
 /// Tuning of a [`SqliteStore`].

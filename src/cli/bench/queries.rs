@@ -11,7 +11,7 @@
 //! - the count of each status over the last week (7 counts against one `GROUP BY`);
 //! - the summary of 100 jobs over everything.
 //!
-//! Target: each ≤ 20 ms at 10M logs on SQLite, and ≤ 1.5× its baseline. The baselines
+//! Target: each ≤ 20 ms at 10M logs on SQLite, and ≤ 1.5× its baseline (both engines). The baselines
 //! run after synclog's queries, with indexes made for them (`bench_*`) that synclog's own
 //! queries never saw.
 //!
@@ -93,7 +93,9 @@ struct Answers {
     jobs: Vec<(String, u64)>,
 }
 
-fn figure(name: &str, ours: Duration, base: Duration) -> [Figure; 2] {
+/// A question's figure and its baseline's; `max_ms` is the absolute target, if any (the
+/// issue sets one for SQLite only).
+fn figure(name: &str, ours: Duration, base: Duration, max_ms: Option<f64>) -> [Figure; 2] {
     let ms = |name: String, t: Duration| Figure {
         name,
         value: t.as_secs_f64() * 1000.0,
@@ -109,8 +111,11 @@ fn figure(name: &str, ours: Duration, base: Duration) -> [Figure; 2] {
     let ratio = f.value / b.value.max(1e-9);
     f.baseline = Some(b.name.clone());
     f.ratio = Some(ratio);
-    f.target = Some("<= 20 ms and <= 1.5 x hand-written SQL".into());
-    f.met = Some(f.value <= 20.0 && ratio <= 1.5);
+    f.target = Some(match max_ms {
+        Some(max) => format!("<= {max} ms and <= 1.5 x hand-written SQL"),
+        None => "<= 1.5 x hand-written SQL".into(),
+    });
+    f.met = Some(max_ms.is_none_or(|max| f.value <= max) && ratio <= 1.5);
     [f, b]
 }
 
@@ -363,10 +368,12 @@ fn compare(
         .iter()
         .enumerate()
         .flat_map(|(i, name)| {
+            let max_ms = (engine == "sqlite").then_some(20.0);
             figure(
                 &format!("{engine} {name} at {records} logs"),
                 ours.0[i],
                 base.0[i],
+                max_ms,
             )
         })
         .collect())
