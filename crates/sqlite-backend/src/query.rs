@@ -250,6 +250,14 @@ pub(crate) fn scan_sql(scan: &Scan, limit: usize) -> (String, Vec<SqlValue>) {
         let sql = format!("{} ORDER BY 1 {dir} LIMIT ?", parts.join(" UNION ALL "));
         return (sql, args);
     }
+    range_sql(scan, limit)
+}
+
+/// `scan` driven by its time range's index (every condition checked on the rows), or by
+/// the ids alone for a filter without a range.
+fn range_sql(scan: &Scan, limit: SqlValue) -> (String, Vec<SqlValue>) {
+    let f = &scan.filter;
+    let dir = if scan.descending { "DESC" } else { "ASC" };
     let mut c = Conds::default();
     c.ids("l.id", scan.after, scan.before);
     let rest = conds(f, "l.", Skip::default());
@@ -287,12 +295,116 @@ pub(crate) fn scan_sql(scan: &Scan, limit: usize) -> (String, Vec<SqlValue>) {
     (sql, args)
 }
 
+/// How many entries of each job's or status's index the first try of a scan that also has
+/// a time range walks (see [`scan`]).
+const WALK_CAP: i64 = 1000;
+
+/// The first try of a scan with jobs or statuses and a time range: the newest (or
+/// oldest) [`WALK_CAP`] entries of each value's index, checked against the rest.
+fn capped_walk_sql(scan: &Scan, limit: usize) -> (String, Vec<SqlValue>, bool) {
+    let f = &scan.filter;
+    let dir = if scan.descending { "DESC" } else { "ASC" };
+    let (jobs, statuses) = (jobs_of(f), statuses_of(f));
+    let by_jobs = !jobs.is_empty() && (statuses.is_empty() || jobs.len() <= statuses.len());
+    let (index, column, values) = match by_jobs {
+        true => ("logs_by_job", "job", jobs),
+        false => ("logs_by_status", "status", statuses),
+    };
+    let rest = conds(
+        f,
+        "l.",
+        Skip {
+            jobs: by_jobs,
+            statuses: !by_jobs,
+            ..Skip::default()
+        },
+    );
+    let mut ids = Conds::default();
+    ids.ids("w.id", scan.after, scan.before);
+    let mut parts = Vec::new();
+    let mut args = Vec::new();
+    for v in &values {
+        parts.push(format!(
+            "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l WHERE l.id IN (SELECT w.id FROM logs w \
+             INDEXED BY {index} WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT ?){} \
+             ORDER BY l.id {dir} LIMIT ?)",
+            ids.and(),
+            rest.and()
+        ));
+        args.push(SqlValue::Text(v.clone()));
+        args.extend(ids.args.clone());
+        args.push(SqlValue::Integer(WALK_CAP));
+        args.extend(rest.args.clone());
+        args.push(SqlValue::Integer(limit as i64));
+    }
+    let sql = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        args.push(SqlValue::Integer(limit as i64));
+        format!("{} ORDER BY 1 {dir} LIMIT ?", parts.join(" UNION ALL "))
+    };
+    (sql, args, by_jobs)
+}
+
+/// Whether the first try of `scan` stopped at [`WALK_CAP`] for some value (it may then
+/// have missed older matches).
+fn walk_was_capped(conn: &Connection, path: &Path, scan: &Scan, by_jobs: bool) -> Result<bool> {
+    let f = &scan.filter;
+    let (index, column, values) = match by_jobs {
+        true => ("logs_by_job", "job", jobs_of(f)),
+        false => ("logs_by_status", "status", statuses_of(f)),
+    };
+    let mut ids = Conds::default();
+    ids.ids("w.id", scan.after, scan.before);
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM logs w INDEXED BY {index} WHERE w.{column} = ?{} LIMIT ?)",
+        ids.and()
+    );
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(|e| map_err(path, "preparing a scan of", e))?;
+    for v in values {
+        let mut args = vec![SqlValue::Text(v)];
+        args.extend(ids.args.clone());
+        args.push(SqlValue::Integer(WALK_CAP));
+        let n: i64 = stmt
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+            .map_err(|e| map_err(path, "scanning", e))?;
+        if n >= WALK_CAP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The records `scan` asks for.
 pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<LogRecord>> {
     let limit = scan.effective_limit()?;
     let version = schema_version(conn, path)?;
     if version < 3 {
         return scan_old(conn, path, scan, limit, version);
+    }
+    let f = &scan.filter;
+    let ranged = !(f.started.is_open() && f.finished.is_open() && f.recorded.is_open());
+    if ranged && f.run.is_none() && f.attrs.is_empty() && !(f.jobs.is_empty() && f.statuses.is_empty()) {
+        // Jobs or statuses and a time range, and no statistics to say which is narrower:
+        // walk the newest WALK_CAP entries of each value first (enough when matches are
+        // common), and only when that filled no page and stopped at the cap, read the
+        // time range from its index (rare matches: "failed in the last 24 h").
+        // With several values, a value whose walk stopped at the cap may have older
+        // matches that belong in the merged page, so only a walk of one value that filled
+        // the page, or walks that all ended before the cap, answer alone.
+        let (sql, args, by_jobs) = capped_walk_sql(scan, limit);
+        let one_value = match by_jobs {
+            true => jobs_of(f).len() == 1,
+            false => statuses_of(f).len() == 1,
+        };
+        let got = records(conn, path, &sql, args)?;
+        if (one_value && got.len() == limit) || !walk_was_capped(conn, path, scan, by_jobs)? {
+            return Ok(got);
+        }
+        let (sql, args) = range_sql(scan, SqlValue::Integer(limit as i64));
+        return records(conn, path, &sql, args);
     }
     let (sql, args) = scan_sql(scan, limit);
     records(conn, path, &sql, args)
