@@ -297,7 +297,7 @@ fn range_sql(scan: &Scan, limit: SqlValue) -> (String, Vec<SqlValue>) {
 
 /// How many entries of each job's or status's index the first try of a scan that also has
 /// a time range walks (see [`scan`]).
-const WALK_CAP: i64 = 1000;
+const WALK_CAP: i64 = 250;
 
 /// The first try of a scan with jobs or statuses and a time range: the newest (or
 /// oldest) [`WALK_CAP`] entries of each value's index, checked against the rest.
