@@ -209,46 +209,9 @@ pub(crate) fn scan_sql(scan: &Scan, limit: usize) -> (String, Vec<SqlValue>) {
         );
         return (sql, args);
     }
-    let jobs = jobs_of(f);
-    let statuses = statuses_of(f);
-    let by_jobs = !jobs.is_empty() && (statuses.is_empty() || jobs.len() <= statuses.len());
-    if by_jobs || !statuses.is_empty() {
+    if let Some(walk) = Walk::of(f) {
         // One walk of `(job, id)` or `(status, id)` per value, merged.
-        let (index, column, values) = match by_jobs {
-            true => ("logs_by_job", "l.job", jobs),
-            false => ("logs_by_status", "l.status", statuses),
-        };
-        let rest = conds(
-            f,
-            "l.",
-            Skip {
-                jobs: by_jobs,
-                statuses: !by_jobs,
-                ..Skip::default()
-            },
-        );
-        let mut ids = Conds::default();
-        ids.ids("l.id", scan.after, scan.before);
-        let mut parts = Vec::new();
-        let mut args = Vec::new();
-        for v in &values {
-            parts.push(format!(
-                "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE {column} = ?{}{} \
-                 ORDER BY l.id {dir} LIMIT ?)",
-                ids.and(),
-                rest.and()
-            ));
-            args.push(SqlValue::Text(v.clone()));
-            args.extend(ids.args.clone());
-            args.extend(rest.args.clone());
-            args.push(limit.clone());
-        }
-        if parts.len() == 1 {
-            return (parts.remove(0), args);
-        }
-        args.push(limit);
-        let sql = format!("{} ORDER BY 1 {dir} LIMIT ?", parts.join(" UNION ALL "));
-        return (sql, args);
+        return walk.sql(scan, limit, None);
     }
     range_sql(scan, limit)
 }
@@ -299,82 +262,119 @@ fn range_sql(scan: &Scan, limit: SqlValue) -> (String, Vec<SqlValue>) {
 /// a time range walks (see [`scan`]).
 const WALK_CAP: i64 = 250;
 
-/// The first try of a scan with jobs or statuses and a time range: the newest (or
-/// oldest) [`WALK_CAP`] entries of each value's index, checked against the rest.
-fn capped_walk_sql(scan: &Scan, limit: usize) -> (String, Vec<SqlValue>, bool) {
-    let f = &scan.filter;
-    let dir = if scan.descending { "DESC" } else { "ASC" };
-    let (jobs, statuses) = (jobs_of(f), statuses_of(f));
-    let by_jobs = !jobs.is_empty() && (statuses.is_empty() || jobs.len() <= statuses.len());
-    let (index, column, values) = match by_jobs {
-        true => ("logs_by_job", "job", jobs),
-        false => ("logs_by_status", "status", statuses),
-    };
-    let rest = conds(
-        f,
-        "l.",
-        Skip {
-            jobs: by_jobs,
-            statuses: !by_jobs,
-            ..Skip::default()
-        },
-    );
-    let mut ids = Conds::default();
-    ids.ids("w.id", scan.after, scan.before);
-    let mut parts = Vec::new();
-    let mut args = Vec::new();
-    for v in &values {
-        parts.push(format!(
-            "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l WHERE l.id IN (SELECT w.id FROM logs w \
-             INDEXED BY {index} WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT ?){} \
-             ORDER BY l.id {dir} LIMIT ?)",
-            ids.and(),
-            rest.and()
-        ));
-        args.push(SqlValue::Text(v.clone()));
-        args.extend(ids.args.clone());
-        args.push(SqlValue::Integer(WALK_CAP));
-        args.extend(rest.args.clone());
-        args.push(SqlValue::Integer(limit as i64));
-    }
-    let sql = if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        args.push(SqlValue::Integer(limit as i64));
-        format!("{} ORDER BY 1 {dir} LIMIT ?", parts.join(" UNION ALL "))
-    };
-    (sql, args, by_jobs)
+/// A scan driven by one index walk per job or per status (whichever has fewer values),
+/// merged.
+struct Walk {
+    by_jobs: bool,
+    index: &'static str,
+    column: &'static str,
+    values: Vec<String>,
 }
 
-/// Whether the first try of `scan` stopped at [`WALK_CAP`] for some value (it may then
-/// have missed older matches).
-fn walk_was_capped(conn: &Connection, path: &Path, scan: &Scan, by_jobs: bool) -> Result<bool> {
-    let f = &scan.filter;
-    let (index, column, values) = match by_jobs {
-        true => ("logs_by_job", "job", jobs_of(f)),
-        false => ("logs_by_status", "status", statuses_of(f)),
-    };
-    let mut ids = Conds::default();
-    ids.ids("w.id", scan.after, scan.before);
-    let sql = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM logs w INDEXED BY {index} WHERE w.{column} = ?{} LIMIT ?)",
-        ids.and()
-    );
-    let mut stmt = conn
-        .prepare_cached(&sql)
-        .map_err(|e| map_err(path, "preparing a scan of", e))?;
-    for v in values {
-        let mut args = vec![SqlValue::Text(v)];
-        args.extend(ids.args.clone());
-        args.push(SqlValue::Integer(WALK_CAP));
-        let n: i64 = stmt
-            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
-            .map_err(|e| map_err(path, "scanning", e))?;
-        if n >= WALK_CAP {
-            return Ok(true);
+impl Walk {
+    /// The walk for `f`, when it names jobs or statuses.
+    fn of(f: &Filter) -> Option<Walk> {
+        let (jobs, statuses) = (jobs_of(f), statuses_of(f));
+        let by_jobs = !jobs.is_empty() && (statuses.is_empty() || jobs.len() <= statuses.len());
+        if !by_jobs && statuses.is_empty() {
+            return None;
         }
+        let (index, column, values) = match by_jobs {
+            true => ("logs_by_job", "job", jobs),
+            false => ("logs_by_status", "status", statuses),
+        };
+        Some(Walk {
+            by_jobs,
+            index,
+            column,
+            values,
+        })
     }
-    Ok(false)
+
+    /// The walks' SQL: each value's index in id order, checked against the rest of the
+    /// filter; with `cap`, only the first `cap` entries of each (see [`scan`]).
+    fn sql(&self, scan: &Scan, limit: SqlValue, cap: Option<i64>) -> (String, Vec<SqlValue>) {
+        let f = &scan.filter;
+        let dir = if scan.descending { "DESC" } else { "ASC" };
+        let (index, column) = (self.index, self.column);
+        let rest = conds(
+            f,
+            "l.",
+            Skip {
+                jobs: self.by_jobs,
+                statuses: !self.by_jobs,
+                ..Skip::default()
+            },
+        );
+        let mut ids = Conds::default();
+        ids.ids(
+            if cap.is_some() { "w.id" } else { "l.id" },
+            scan.after,
+            scan.before,
+        );
+        let mut parts = Vec::new();
+        let mut args = Vec::new();
+        for v in &self.values {
+            args.push(SqlValue::Text(v.clone()));
+            args.extend(ids.args.clone());
+            parts.push(match cap {
+                None => format!(
+                    "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE l.{column} = ?{}{} \
+                     ORDER BY l.id {dir} LIMIT ?)",
+                    ids.and(),
+                    rest.and()
+                ),
+                Some(cap) => {
+                    args.push(SqlValue::Integer(cap));
+                    format!(
+                        "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l WHERE l.id IN (SELECT w.id FROM logs w \
+                         INDEXED BY {index} WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT ?){} \
+                         ORDER BY l.id {dir} LIMIT ?)",
+                        ids.and(),
+                        rest.and()
+                    )
+                }
+            });
+            args.extend(rest.args.clone());
+            args.push(limit.clone());
+        }
+        if parts.len() == 1 {
+            return (parts.remove(0), args);
+        }
+        args.push(limit);
+        (
+            format!("{} ORDER BY 1 {dir} LIMIT ?", parts.join(" UNION ALL ")),
+            args,
+        )
+    }
+
+    /// Whether a walk capped at [`WALK_CAP`] stopped at the cap for some value (it may
+    /// then have missed older matches).
+    fn capped(&self, conn: &Connection, path: &Path, scan: &Scan) -> Result<bool> {
+        let mut ids = Conds::default();
+        ids.ids("w.id", scan.after, scan.before);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM logs w INDEXED BY {} WHERE w.{} = ?{} LIMIT ?)",
+            self.index,
+            self.column,
+            ids.and()
+        );
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(|e| map_err(path, "preparing a scan of", e))?;
+        for v in &self.values {
+            let mut args = vec![SqlValue::Text(v.clone())];
+            args.extend(ids.args.clone());
+            args.push(SqlValue::Integer(WALK_CAP));
+            let n: i64 = stmt
+                .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+                .map_err(|e| map_err(path, "scanning", e))?;
+            if n >= WALK_CAP {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// The records `scan` asks for.
@@ -386,24 +386,21 @@ pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<Lo
     }
     let f = &scan.filter;
     let ranged = !(f.started.is_open() && f.finished.is_open() && f.recorded.is_open());
-    if ranged && f.run.is_none() && f.attrs.is_empty() && !(f.jobs.is_empty() && f.statuses.is_empty()) {
+    if let (true, None, true, Some(walk)) = (ranged, &f.run, f.attrs.is_empty(), Walk::of(f)) {
         // Jobs or statuses and a time range, and no statistics to say which is narrower:
         // walk the newest WALK_CAP entries of each value first (enough when matches are
-        // common), and only when that filled no page and stopped at the cap, read the
-        // time range from its index (rare matches: "failed in the last 24 h").
-        // With several values, a value whose walk stopped at the cap may have older
-        // matches that belong in the merged page, so only a walk of one value that filled
-        // the page, or walks that all ended before the cap, answer alone.
-        let (sql, args, by_jobs) = capped_walk_sql(scan, limit);
-        let one_value = match by_jobs {
-            true => jobs_of(f).len() == 1,
-            false => statuses_of(f).len() == 1,
-        };
+        // common), and only when that settled no page read the time range from its index
+        // (rare matches: "failed in the last 24 h"). With several values, a value whose
+        // walk stopped at the cap may have older matches that belong in the merged page,
+        // so only a walk of one value that filled the page, or walks that all ended
+        // before the cap, answer alone.
+        let lim = SqlValue::Integer(limit as i64);
+        let (sql, args) = walk.sql(scan, lim.clone(), Some(WALK_CAP));
         let got = records(conn, path, &sql, args)?;
-        if (one_value && got.len() == limit) || !walk_was_capped(conn, path, scan, by_jobs)? {
+        if (walk.values.len() == 1 && got.len() == limit) || !walk.capped(conn, path, scan)? {
             return Ok(got);
         }
-        let (sql, args) = range_sql(scan, SqlValue::Integer(limit as i64));
+        let (sql, args) = range_sql(scan, lim);
         return records(conn, path, &sql, args);
     }
     let (sql, args) = scan_sql(scan, limit);
