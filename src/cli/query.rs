@@ -10,7 +10,7 @@ use synclog::{Error, Filter, Result, Scan, Status, Timestamp};
 
 use super::open::{open, open_read_only};
 use super::out::{escape_controls, outln, Out};
-use super::records::{print_header, print_json, print_table, status};
+use super::records::{print_header, print_json, print_json_line, print_table, status};
 use super::runs::parse_duration;
 use super::{exit, StoreArgs};
 
@@ -153,12 +153,7 @@ pub async fn summary(stores: &StoreArgs, args: SummaryArgs, out: &mut Out) -> Re
     let summary = summary?;
     if args.json {
         for job in &summary.jobs {
-            let line = serde_json::to_string(job).map_err(|e| Error::Backend {
-                engine: "synclog",
-                context: "encoding JSON".into(),
-                source: Box::new(e),
-            })?;
-            out.json(&line);
+            print_json_line(job, out)?;
         }
     } else {
         print_summary(&summary, Utc::now(), out);

@@ -395,11 +395,6 @@ pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u
 /// no longer give its checksum (damaged in every copy there is) carries `"intact": false`,
 /// so that no reader takes it as good.
 pub(super) fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
-    let encode = |e| Error::Backend {
-        engine: "synclog",
-        context: "encoding JSON".into(),
-        source: Box::new(e),
-    };
     let line = if rec.is_intact() {
         serde_json::to_string(rec).map_err(encode)?
     } else {
@@ -410,6 +405,20 @@ pub(super) fn print_json(rec: &LogRecord, out: &mut Out) -> Result<()> {
         value.to_string()
     };
     out.json(&line);
+    Ok(())
+}
+
+fn encode(e: serde_json::Error) -> Error {
+    Error::Backend {
+        engine: "synclog",
+        context: "encoding JSON".into(),
+        source: Box::new(e),
+    }
+}
+
+/// One value as a line of JSON (a run, a job's summary).
+pub(super) fn print_json_line(value: &impl serde::Serialize, out: &mut Out) -> Result<()> {
+    out.json(&serde_json::to_string(value).map_err(encode)?);
     Ok(())
 }
 

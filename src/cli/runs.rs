@@ -9,7 +9,9 @@ use synclog::{Error, LogStoreExt, NewLog, Result, Run, RunScan, Status};
 use super::open::{open, open_read_only};
 use super::out::{escape_controls, outln, Out};
 use super::query::FilterArgs;
-use super::records::{append_answering, append_to, attrs_of, print_json, status, time, Counts};
+use super::records::{
+    append_answering, append_to, attrs_of, print_json, print_json_line, status, time, Counts,
+};
 use super::{exit, StoreArgs};
 
 /// A duration such as `30s`, `90m`, `24h`, `7d` or `2w`.
@@ -188,12 +190,7 @@ pub async fn runs(stores: &StoreArgs, args: RunsArgs, out: &mut Out) -> Result<u
     let runs = runs?;
     if args.json {
         for run in &runs {
-            let line = serde_json::to_string(run).map_err(|e| Error::Backend {
-                engine: "synclog",
-                context: "encoding JSON".into(),
-                source: Box::new(e),
-            })?;
-            outln!(out, "{line}");
+            print_json_line(run, out)?;
         }
     } else {
         print_runs(&runs, out);

@@ -180,6 +180,15 @@ fn look(inner: &Inner, state: &mut Option<(i64, Option<LogId>)>) -> Result<Optio
     }
 }
 
+/// A read task that panicked or was cancelled, as an error.
+fn read_task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Backend {
+        engine: "sqlite",
+        context: "a read task failed".into(),
+        source: Box::new(e),
+    }
+}
+
 /// A [`LogStore`] over one SQLite database file. Cheap to clone; clones share the writer.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -338,11 +347,7 @@ impl SqliteStore {
         }
         tokio::task::spawn_blocking(move || inner.readers.with(f))
             .await
-            .map_err(|e| Error::Backend {
-                engine: "sqlite",
-                context: "a read task failed".into(),
-                source: Box::new(e),
-            })?
+            .map_err(read_task_failed)?
     }
 }
 
@@ -451,11 +456,7 @@ impl LogStore for SqliteStore {
                     look(&inner, &mut state)
                 })
                 .await
-                .map_err(|e| Error::Backend {
-                    engine: "sqlite",
-                    context: "a read task failed".into(),
-                    source: Box::new(e),
-                })?
+                .map_err(read_task_failed)?
             })
         });
         self.inner.signal.watch(Some((WATCH_EVERY, probe))).await

@@ -466,8 +466,8 @@ pub async fn figures(
     let store = synclog::open_url(&format!("sqlite://{}/idle.db", dir.display())).await?;
     let (mut without, mut with) = (Timing::ZERO, Timing::ZERO);
     let per = each.max(1);
-    for round in 0..ROUNDS {
-        without = without.plus(appenders(store.clone(), round * 2 * 64 * per, per).await?);
+    for _ in 0..ROUNDS {
+        without = without.plus(bench::concurrent_appenders(store.clone(), 64, per).await?);
         let stop = Arc::new(tokio::sync::Notify::new());
         let followers: Vec<_> = (0..100)
             .map(|_| {
@@ -483,7 +483,7 @@ pub async fn figures(
                 })
             })
             .collect();
-        with = with.plus(appenders(store.clone(), (round * 2 + 1) * 64 * per, per).await?);
+        with = with.plus(bench::concurrent_appenders(store.clone(), 64, per).await?);
         stop.notify_waiters();
         for f in followers {
             f.await.map_err(|e| Error::Backend {
@@ -624,31 +624,4 @@ async fn cross_process_delays(store: Arc<dyn LogStore>, url: &str) -> Result<Vec
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-/// 64 appenders, `per` appends each, from log `base` on.
-async fn appenders(store: Arc<dyn LogStore>, base: u64, per: u64) -> Result<Timing> {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64u64)
-        .map(|t| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..per {
-                    store.append(bench::sample_log(base + t * per + i)).await?;
-                }
-                Ok::<(), Error>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| Error::Backend {
-            engine: "bench",
-            context: "an appender task".into(),
-            source: Box::new(e),
-        })??;
-    }
-    Ok(Timing {
-        ops: 64 * per,
-        elapsed: start.elapsed(),
-    })
 }
