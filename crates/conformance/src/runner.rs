@@ -38,6 +38,7 @@ fn unsupported(need: Need, ctx: &Ctx) -> Option<String> {
         Need::DestroyHook => (faults.destroy, "the destroy fault hook"),
         Need::Checkpoint => (ctx.caps.checkpoint, "checkpoints"),
         Need::Repair => (ctx.caps.repair, "replacing damaged records (repair)"),
+        Need::Prune => (ctx.caps.prune, "pruning (retention)"),
         Need::SharedProcesses => (
             ctx.harness.cross_process() && ctx.caps.multi_process,
             "writing from another process while this one has the store open",

@@ -24,6 +24,7 @@ pub mod guarded;
 pub mod memory;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod run;
 pub mod store;
 pub mod timefmt;
@@ -36,6 +37,7 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use follow::Follower;
 pub use query::{AttrEq, Filter, JobSummary, Summary, TimeRange};
 pub use record::{IdRange, LogId, LogRecord, NewLog, Status, Timestamp};
+pub use retention::{Policy, PruneMarker, PrunePlan, PruneReport};
 pub use run::{Appended, Committed, Run, RunScan};
 pub use store::{
     Capabilities, CheckpointMode, CheckpointReport, CorruptRecord, Durability, ImportConflict, ImportReport,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::follow::CommitSignal;
+use crate::retention::{Applied, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Planner, ScanKeys};
 use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
@@ -26,6 +27,8 @@ pub struct MemoryState {
     pub high_water: u64,
     /// Wakes followers after each commit.
     pub signal: CommitSignal,
+    /// The prune markers, oldest first.
+    pub prunes: Vec<PruneMarker>,
 }
 
 type Shared = Arc<Mutex<MemoryState>>;
@@ -124,6 +127,7 @@ impl LogStore for MemoryStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
+            prune: true,
             durability: vec![Durability::Buffered],
         }
     }
@@ -183,6 +187,7 @@ impl LogStore for MemoryStore {
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         let st = self.state()?;
         let mut v = Verifier::new();
+        v.prunes(st.prunes.clone());
         for rec in st.records.values() {
             v.check(&rec.view(), rec.checksum, || format!("log {}", rec.id));
         }
@@ -195,7 +200,12 @@ impl LogStore for MemoryStore {
         let mut st = self.state()?;
         let mut report = ImportReport::default();
         let mut top = None;
+        let pruned = Pruned::of(&st.prunes);
         for rec in records {
+            if pruned.contains(rec.id) {
+                report.pruned += 1;
+                continue;
+            }
             match st.records.get(&rec.id) {
                 Some(stored) => report.note_existing(rec.id, stored.checksum, rec.checksum),
                 None => {
@@ -217,7 +227,12 @@ impl LogStore for MemoryStore {
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let mut report = ImportReport::default();
+        let pruned = Pruned::of(&st.prunes);
         for rec in records {
+            if pruned.contains(rec.id) {
+                report.pruned += 1;
+                continue;
+            }
             match st.records.get(&rec.id) {
                 Some(stored) if stored.is_intact() => {
                     report.note_existing(rec.id, stored.checksum, rec.checksum)
@@ -234,6 +249,28 @@ impl LogStore for MemoryStore {
             }
         }
         Ok(report)
+    }
+
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        Ok(self.state()?.prunes.clone())
+    }
+
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        crate::retention::check_marker(marker)?;
+        Self::check_durability(durability)?;
+        let mut st = self.state()?;
+        let already_marked = st.prunes.contains(marker);
+        if !already_marked {
+            st.prunes.push(marker.clone());
+        }
+        let before = st.records.len();
+        st.records.retain(|&id, _| !marker.covers(id));
+        let top = marker.last_id().map_or(0, LogId::get);
+        st.high_water = st.high_water.max(top);
+        Ok(Applied {
+            deleted: (before - st.records.len()) as u64,
+            already_marked,
+        })
     }
 
     async fn close(&self) -> Result<()> {

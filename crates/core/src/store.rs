@@ -11,6 +11,7 @@ use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::query::{Filter, Summary};
 use crate::record::{IdRange, LogId, LogRecord, NewLog, Status};
+use crate::retention::{Applied, PruneMarker};
 use crate::run::{Appended, Committed, Run, RunScan};
 
 /// What an acknowledged commit survives. Ordered from weakest to strongest.
@@ -50,6 +51,8 @@ pub struct Capabilities {
     pub deep_verify: bool,
     /// [`LogStore::repair`] replaces damaged records.
     pub repair: bool,
+    /// [`LogStore::apply_prune`] is implemented (see [`crate::retention`]).
+    pub prune: bool,
     /// The durability levels [`LogStore::commit`] accepts.
     pub durability: Vec<Durability>,
 }
@@ -199,8 +202,9 @@ pub struct VerifyReport {
     pub first_id: Option<LogId>,
     /// See `first_id`.
     pub last_id: Option<LogId>,
-    /// Ids absent inside `first_id..=last_id`, as ranges in ascending order. Stores assign
-    /// ids densely, so a gap is a lost record (or a partial import).
+    /// Ids absent inside `first_id..=last_id` and not removed by a prune, as ranges in
+    /// ascending order. Stores assign ids densely, so a gap is a lost record (or a partial
+    /// import).
     pub missing: Vec<IdRange>,
     /// Records whose checksum did not match or that could not be decoded.
     pub corrupt: Vec<CorruptRecord>,
@@ -210,6 +214,12 @@ pub struct VerifyReport {
     pub engine_problems: Vec<String>,
     /// Whether the engine's own check ran.
     pub deep_checked: bool,
+    /// The prunes the store records (see [`crate::retention`]), oldest first: their ids are
+    /// accounted as pruned, never as missing.
+    pub prunes: Vec<PruneMarker>,
+    /// Records still present under a prune marker (a prune interrupted before it deleted
+    /// them all; running it again completes it). Not a problem: each is present.
+    pub pruned_present: u64,
 }
 
 impl VerifyReport {
@@ -252,6 +262,9 @@ pub struct ImportReport {
     /// Records a copy left out because they were damaged where it read them
     /// ([`LogStoreExt::copy_to`] only); the intact ones were copied.
     pub damaged: Vec<LogId>,
+    /// Records skipped because a prune marker of the store covers their id: a pruned
+    /// record never comes back.
+    pub pruned: u64,
 }
 
 impl ImportReport {
@@ -272,6 +285,7 @@ impl ImportReport {
         self.conflicts.extend(other.conflicts);
         self.replaced += other.replaced;
         self.damaged.extend(other.damaged);
+        self.pruned += other.pruned;
     }
 }
 
@@ -441,6 +455,9 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// The restore hook: imports records keeping their ids and checksums, atomically, at
     /// `durability`.
     ///
+    /// A record whose id a stored prune marker covers is skipped and counted in
+    /// [`ImportReport::pruned`]: a pruned record never comes back.
+    ///
     /// Idempotent: a record already stored and identical is counted as already present.
     /// A different record under the same id is reported as a conflict and the stored one
     /// is kept. After an import, ids assigned by [`commit`](Self::commit) are greater than
@@ -465,6 +482,41 @@ pub trait LogStore: Send + Sync + fmt::Debug {
             engine: self.capabilities().engine,
             what: "replacing damaged records (repair)".into(),
         })
+    }
+
+    /// The prune markers stored (see [`crate::retention`]), oldest first. Engines that
+    /// cannot prune have none.
+    ///
+    /// Errors: [`Error::Corrupt`] for a stored marker whose checksum does not match.
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        Ok(Vec::new())
+    }
+
+    /// Stores `marker` and deletes every record whose id it covers, at `durability`; then
+    /// gives the freed space back where the engine can. When this returns `Ok`, the marker
+    /// survives what `durability` names, no covered record is readable, and no id up to the
+    /// marker's last is ever assigned again.
+    ///
+    /// Crash safe and idempotent: at every moment each record is either present or
+    /// covered by a stored marker, and applying a stored marker again deletes what an
+    /// interrupted application left ([`Applied::already_marked`]). The caller chooses the
+    /// ranges ([`crate::retention::prune`] plans them); the engine does not second-guess
+    /// them.
+    ///
+    /// Errors: [`Error::Corrupt`] for a marker whose checksum does not match (nothing
+    /// written); [`Error::Unsupported`] for engines that cannot delete (the default).
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        let _ = (marker, durability);
+        Err(Error::Unsupported {
+            engine: self.capabilities().engine,
+            what: "pruning".into(),
+        })
+    }
+
+    /// The bytes the store occupies (its files, or its tables and indexes), if the engine
+    /// can tell: what a prune reports before and after.
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        Ok(None)
     }
 
     /// Flushes and releases the storage. Later calls fail with [`Error::Closed`].

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::canonical::{Checksum, RecordView};
 use crate::record::{IdRange, LogId};
+use crate::retention::{PruneMarker, Pruned};
 use crate::store::{CorruptRecord, VerifyReport};
 
 /// The ids seen so far, as disjoint runs `start -> end` (inclusive) merged when they touch:
@@ -65,6 +66,7 @@ pub struct Verifier {
     prev: Option<LogId>,
     seen: IdSet,
     unordered: bool,
+    pruned: Pruned,
 }
 
 impl Verifier {
@@ -82,6 +84,14 @@ impl Verifier {
             unordered: true,
             ..Self::default()
         }
+    }
+
+    /// The store's prune markers (read before its records): their ids count as pruned,
+    /// not missing, and a record still present under one is counted in
+    /// [`VerifyReport::pruned_present`].
+    pub fn prunes(&mut self, markers: Vec<PruneMarker>) {
+        self.pruned = Pruned::of(&markers);
+        self.report.prunes = markers;
     }
 
     /// A record read back as raw fields: its checksum is recomputed from `view`.
@@ -123,8 +133,12 @@ impl Verifier {
         self.prev = Some(self.prev.map_or(id, |p| p.max(id)));
         self.report.first_id = Some(self.report.first_id.map_or(id, |f| f.min(id)));
         self.report.last_id = Some(self.report.last_id.map_or(id, |l| l.max(id)));
-        if !self.seen.insert(id.get()) && self.unordered {
-            self.report.out_of_order.push(id);
+        if !self.seen.insert(id.get()) {
+            if self.unordered {
+                self.report.out_of_order.push(id);
+            }
+        } else if self.pruned.contains(id) {
+            self.report.pruned_present += 1;
         }
     }
 
@@ -141,7 +155,7 @@ impl Verifier {
     /// The report, with the gaps inside the id range listed as missing ranges. Memory stays
     /// bounded by the number of gaps, however far apart the ids are.
     pub fn finish(mut self) -> VerifyReport {
-        self.report.missing = self.seen.gaps();
+        self.report.missing = self.pruned.subtract(&self.seen.gaps());
         self.report
     }
 }
@@ -193,6 +207,27 @@ mod tests {
         let r = v.finish();
         assert_eq!(r.out_of_order, vec![LogId::new(2).unwrap()]);
         assert_eq!(r.missing, vec![IdRange::single(LogId::new(4).unwrap())]);
+    }
+
+    #[test]
+    fn pruned_ids_are_not_missing_and_a_gap_beside_them_still_is() {
+        let id = |n| LogId::new(n).unwrap();
+        let marker = PruneMarker::new(
+            chrono::Utc::now(),
+            crate::retention::Policy::default().before_id(id(5)),
+            vec![IdRange::new(id(2), id(3)).unwrap()],
+            String::new(),
+            None,
+        );
+        let mut v = Verifier::new();
+        v.prunes(vec![marker.clone()]);
+        for n in [1, 3, 6] {
+            v.check(&view(n), view(n).checksum(), || format!("row {n}"));
+        }
+        let r = v.finish();
+        assert_eq!(r.missing, vec![IdRange::new(id(4), id(5)).unwrap()]);
+        assert_eq!(r.pruned_present, 1);
+        assert_eq!(r.prunes, vec![marker]);
     }
 
     #[test]

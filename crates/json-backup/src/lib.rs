@@ -837,6 +837,7 @@ impl LogStore for JsonStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
+            prune: false,
             durability: Durability::ALL.to_vec(),
         }
     }

@@ -1405,6 +1405,7 @@ impl LogStore for PgStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
+            prune: false,
             durability: Durability::ALL.to_vec(),
         }
     }

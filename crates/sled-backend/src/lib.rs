@@ -689,6 +689,7 @@ impl LogStore for SledStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
+            prune: false,
             durability: Durability::ALL.to_vec(),
         }
     }

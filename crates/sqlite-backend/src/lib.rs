@@ -365,6 +365,7 @@ impl LogStore for SqliteStore {
             checkpoint: true,
             deep_verify: true,
             repair: true,
+            prune: false,
             durability: Durability::ALL.to_vec(),
         }
     }

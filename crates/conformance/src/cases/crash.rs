@@ -49,6 +49,9 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
             std::process::exit(3)
         }
     };
+    if std::env::var_os(super::retention::PRUNE_ENV).is_some() {
+        super::retention::prune_child_main(store).await;
+    }
     let level = store.capabilities().strongest_durability();
     let mut out = std::io::stdout().lock();
     if let Some(from) = std::env::var(KEYED_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {

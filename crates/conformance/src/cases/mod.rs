@@ -20,6 +20,7 @@ pub mod query;
 pub mod read;
 pub mod repair;
 pub mod restore;
+pub mod retention;
 pub mod runs;
 pub mod verify;
 
@@ -38,6 +39,8 @@ pub enum Need {
     Checkpoint,
     /// [`LogStore::repair`] (`Capabilities::repair`).
     Repair,
+    /// [`LogStore::apply_prune`] (`Capabilities::prune`).
+    Prune,
     /// Another process can write while this one has the store open
     /// (`Capabilities::multi_process`, and a harness that can open from another process).
     SharedProcesses,
@@ -202,7 +205,19 @@ cases! {
     query::a_follower_hands_out_records_imported_above_its_position,
     query::a_follower_refuses_a_bad_filter,
     query::a_follower_sees_records_another_process_commits [SharedProcesses],
+    retention::a_prune_by_id_removes_exactly_the_selected_records [Prune],
+    retention::each_jobs_newest_record_and_unfinished_runs_are_kept [Prune],
+    retention::policy_conditions_combine [Prune],
+    retention::a_dry_run_reports_the_plan_and_changes_nothing [Prune],
+    retention::nothing_to_prune_and_bad_policies_change_nothing [Prune],
+    retention::verify_reports_pruned_ids_as_pruned_and_losses_as_missing [Prune, RemoveHook],
+    retention::a_pruned_record_is_never_imported_again [Prune],
+    retention::ids_are_never_reused_after_a_prune [Prune],
+    retention::markers_survive_a_reopen_and_a_damaged_one_is_refused [Prune],
+    retention::the_archive_holds_exactly_what_went [Prune],
+    retention::an_archive_that_disagrees_stops_the_prune [Prune],
     model::random_operations_match_a_btreemap_model,
     crash::acknowledged_appends_survive_sigkill [CrossProcess],
     crash::idempotent_appends_retried_after_sigkill_are_stored_once [CrossProcess],
+    retention::a_prune_killed_at_any_moment_leaves_every_record_present_or_marked [CrossProcess, Prune],
 }

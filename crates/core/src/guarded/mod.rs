@@ -1602,6 +1602,7 @@ fn joint_capabilities(primary: &dyn LogStore, backup: &dyn LogStore, shared: boo
         checkpoint: p.checkpoint,
         deep_verify: p.deep_verify || b.deep_verify,
         repair: p.repair && b.repair,
+        prune: p.prune && b.prune,
         durability: p
             .durability
             .into_iter()

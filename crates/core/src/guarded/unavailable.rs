@@ -57,6 +57,7 @@ impl LogStore for Unavailable {
             checkpoint: false,
             deep_verify: false,
             repair: false,
+            prune: false,
             durability: Durability::ALL.to_vec(),
         }
     }
