@@ -8,9 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
+use synclog_core::query::summary_by_scanning;
 use synclog_core::retention::{self, PairDigest, Policy, PruneMarker, PruneOptions};
 use synclog_core::{
-    Checksum, Error, ErrorKind, IdRange, LogId, LogRecord, LogStore, NewLog, Status, Timestamp, VerifyOptions,
+    Checksum, Error, ErrorKind, Filter, IdRange, LogId, LogRecord, LogStore, LogStoreExt, NewLog, RunScan,
+    Status, Timestamp, VerifyOptions,
 };
 
 use super::crash::{rounds, CHILD_ENV};
@@ -117,6 +119,25 @@ pub async fn a_prune_by_id_removes_exactly_the_selected_records(ctx: Ctx) {
     assert!(store.get(id(40)).await.expect("get").is_none());
     assert_eq!(ids(&everything(&*store).await), (41..=52).collect());
     assert_eq!(store.prune_markers().await.expect("markers"), vec![marker]);
+    // Indexes, counts and summaries forget the pruned records too.
+    assert_eq!(store.count(&Filter::default()).await.expect("count"), 12);
+    assert_eq!(
+        store.count(&Filter::default().jobs(["a"])).await.expect("count"),
+        2
+    );
+    let summary = store.summary(&Filter::default()).await.expect("summary");
+    assert_eq!(
+        summary,
+        summary_by_scanning(&*store, &Filter::default())
+            .await
+            .expect("by scanning")
+    );
+    assert_eq!(summary.job("a").map(|j| j.total()), Some(2));
+    let runs = store.runs(&RunScan::default()).await.expect("runs");
+    assert_eq!(
+        runs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["done", "open", "late"]
+    );
     ctx.done(at, store).await;
 }
 
@@ -156,6 +177,19 @@ pub async fn each_jobs_newest_record_and_unfinished_runs_are_kept(ctx: Ctx) {
         .expect("prune");
     let left = ids(&everything(&*store).await);
     assert_eq!(left, [41, 45, 46, 47, 48, 49, 50, 51, 52].into(), "{report:?}");
+    let runs = store.runs(&RunScan::default()).await.expect("runs");
+    assert_eq!(
+        runs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["open", "late"]
+    );
+    assert!(store.run("done").await.expect("run").is_none());
+    let summary = store.summary(&Filter::default()).await.expect("summary");
+    assert_eq!(
+        summary,
+        summary_by_scanning(&*store, &Filter::default())
+            .await
+            .expect("by scanning")
+    );
     ctx.done(at, store).await;
 }
 
