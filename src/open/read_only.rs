@@ -118,6 +118,22 @@ impl LogStore for ReadOnly {
         Err(self.refuse("repair"))
     }
 
+    async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {
+        self.inner.prune_markers().await
+    }
+
+    async fn apply_prune(
+        &self,
+        _marker: &synclog_core::PruneMarker,
+        _durability: Durability,
+    ) -> Result<synclog_core::retention::Applied> {
+        Err(self.refuse("prune"))
+    }
+
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        self.inner.storage_bytes().await
+    }
+
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }

@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::group::Gathering;
 use crate::query::{Filter, Summary};
 use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
+use crate::retention::{Applied, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
@@ -206,6 +207,12 @@ pub struct ReconcileReport {
     pub compared_after: Option<LogId>,
     /// Why the watermark was not used, or could not be saved, if that happened.
     pub watermark_note: Option<String>,
+    /// Prune markers one copy held and the other lacked (a prune interrupted between the
+    /// copies): applied to the copy that lacked them when repairing, so the records they
+    /// cover are pruned there too (never restored).
+    pub prunes_missing: Vec<CopyProblem>,
+    /// How many of `prunes_missing` were applied.
+    pub prunes_applied: u64,
 }
 
 impl ReconcileReport {
@@ -220,6 +227,7 @@ impl ReconcileReport {
             && self.unreadable.is_empty()
             && self.problems.is_empty()
             && self.repair_failures.is_empty()
+            && self.prunes_missing.len() as u64 == self.prunes_applied
     }
 
     /// Whether anything differs, is damaged or could not be read (repaired or not).
@@ -232,7 +240,8 @@ impl ReconcileReport {
             && self.damaged_in_both.is_empty()
             && self.unreadable.is_empty()
             && self.problems.is_empty()
-            && self.repair_failures.is_empty())
+            && self.repair_failures.is_empty()
+            && self.prunes_missing.is_empty())
     }
 }
 
@@ -303,6 +312,11 @@ enum Request {
         records: Vec<LogRecord>,
         durability: Durability,
         reply: Reply<ImportReport>,
+    },
+    Prune {
+        marker: PruneMarker,
+        durability: Durability,
+        reply: Reply<Applied>,
     },
 }
 
@@ -724,6 +738,17 @@ impl Leader {
                 } => {
                     let answer = match held {
                         Ok(()) => self.repair(records, durability).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Request::Prune {
+                    marker,
+                    durability,
+                    reply,
+                } => {
+                    let answer = match held {
+                        Ok(()) => self.prune(&marker, durability).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);
@@ -1346,6 +1371,9 @@ impl Leader {
             ..ReconcileReport::default()
         };
         let common_end = self.compared_up_to;
+        // Prunes first: a copy that missed one has it applied (or, without repair, the ids it
+        // covers are left out of the comparison), so a pruned record is never restored.
+        let pruned = self.sync_prunes(repair, &mut report).await;
         let (mut to_primary, mut to_backup) = match self.diff(page, after, &mut report).await {
             Ok(lists) => lists,
             Err((copy, e)) => {
@@ -1363,6 +1391,10 @@ impl Leader {
                 return Ok(report);
             }
         };
+        if !pruned.is_empty() {
+            to_primary.retain(|&id| !pruned.contains(id));
+            to_backup.retain(|&id| !pruned.contains(id));
+        }
         if let Some(end) = common_end {
             for list in [&mut to_primary, &mut to_backup] {
                 let settled = list.partition_point(|id| id.get() <= end);
@@ -1489,6 +1521,78 @@ impl Leader {
             }
         }
         Ok((to_primary, to_backup))
+    }
+
+    /// Applies `marker` to the primary, then to the backup. A copy that fails leaves the
+    /// marker to the next reconcile (which applies it from the other copy) or to a rerun.
+    async fn prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        self.flush_pending(durability).await;
+        let first = self.primary.apply_prune(marker, durability).await?;
+        let second = self.backup.apply_prune(marker, durability).await.map_err(|e| Error::Backend {
+            engine: "guarded",
+            context: format!(
+                "pruned in the primary {}, not yet in the backup {} (the next open or `synclog check --repair` applies the marker to it)",
+                self.primary.describe(),
+                self.backup.describe()
+            ),
+            source: Box::new(e),
+        })?;
+        Ok(Applied {
+            deleted: first.deleted.max(second.deleted),
+            already_marked: first.already_marked && second.already_marked,
+        })
+    }
+
+    /// Reads both copies' prune markers; a marker one copy lacks is applied to it when
+    /// repairing, and reported either way. Returns every pruned id of either copy.
+    async fn sync_prunes(&mut self, repair: bool, report: &mut ReconcileReport) -> Pruned {
+        let (p, b) = tokio::join!(self.primary.prune_markers(), self.backup.prune_markers());
+        let mut lists = Vec::new();
+        for (side, got) in [(Side::Primary, p), (Side::Backup, b)] {
+            match got {
+                Ok(list) => lists.push((side, list)),
+                Err(e) => report.unreadable.push(CopyProblem {
+                    copy: side,
+                    detail: format!("its prune markers cannot be read: {e}"),
+                }),
+            }
+        }
+        if let [(_, p), (_, b)] = lists.as_slice() {
+            let level = self
+                .primary
+                .capabilities()
+                .strongest_durability()
+                .min(self.backup.capabilities().strongest_durability());
+            for (lacking, has, other, store) in [
+                (Side::Backup, p, b, &self.backup),
+                (Side::Primary, b, p, &self.primary),
+            ] {
+                for m in has.iter().filter(|m| !other.iter().any(|o| o.digest == m.digest)) {
+                    report.prunes_missing.push(CopyProblem {
+                        copy: lacking,
+                        detail: format!(
+                            "lacked the prune marker {} ({}, {} logs)",
+                            m.name(),
+                            m.policy,
+                            m.count
+                        ),
+                    });
+                    if repair {
+                        match store.apply_prune(m, level).await {
+                            Ok(_) => report.prunes_applied += 1,
+                            Err(e) => report.repair_failures.push(format!(
+                                "applying the prune marker {} to the {} {}: {e}",
+                                m.name(),
+                                lacking.name(),
+                                store.describe()
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        let all: Vec<PruneMarker> = lists.into_iter().flat_map(|(_, list)| list).collect();
+        Pruned::of(&all)
     }
 
     /// Repairs into both copies (see [`LogStore::repair`]); a copy that fails is queued.
@@ -1844,7 +1948,21 @@ impl LogStore for Guarded {
         report.out_of_order.extend(b.out_of_order);
         report.engine_problems.extend(b.engine_problems);
         report.deep_checked |= b.deep_checked;
+        report.pruned_present = p.pruned_present.max(b.pruned_present);
+        for m in b.prunes {
+            if !report.prunes.iter().any(|o| o.digest == m.digest) {
+                report.prunes.push(m);
+            }
+        }
+        report.prunes.sort_by_key(|m| m.at);
         let diff = self.reconcile(false).await?;
+        for missing in &diff.prunes_missing {
+            report.engine_problems.push(format!(
+                "the {} {}; `synclog check --repair` applies it",
+                missing.copy.name(),
+                missing.detail
+            ));
+        }
         if !diff.missing_in_primary.is_empty() {
             report.engine_problems.push(format!(
                 "the primary lacks {} logs the backup holds (first {}); `synclog check --repair` restores them",
@@ -1874,6 +1992,39 @@ impl LogStore for Guarded {
             );
         }
         Ok(report)
+    }
+
+    /// Both copies' markers, each once (by digest), oldest first.
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        let (p, b) = tokio::join!(self.primary.prune_markers(), self.backup.prune_markers());
+        let mut all = p?;
+        for m in b? {
+            if !all.iter().any(|o| o.digest == m.digest) {
+                all.push(m);
+            }
+        }
+        all.sort_by_key(|m| m.at);
+        Ok(all)
+    }
+
+    /// Applies `marker` to the primary, then to the backup, under the pair's lock.
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        self.check_writable("prune")?;
+        crate::retention::check_marker(marker)?;
+        self.check_durability(durability)?;
+        let marker = marker.clone();
+        self.ask(|reply| Request::Prune {
+            marker,
+            durability,
+            reply,
+        })
+        .await
+    }
+
+    /// Both copies' bytes, when both can tell.
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        let (p, b) = tokio::join!(self.primary.storage_bytes(), self.backup.storage_bytes());
+        Ok(p?.zip(b?).map(|(p, b)| p + b))
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {

@@ -1,0 +1,168 @@
+//! Retention through the guarded pair: a prune reaches both copies, a prune interrupted
+//! between them is finished from the copy that holds its marker (never undone by a
+//! restore), and `check --repair` never brings a pruned record back.
+
+use std::sync::Arc;
+
+use synclog::retention::{self, Policy, PruneOptions};
+use synclog::{
+    Durability, Guarded, GuardedOptions, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
+};
+use synclog_core::memory::MemoryStore;
+
+fn log(n: u64) -> NewLog {
+    NewLog::new(["a", "b"][(n % 2) as usize], Status::Succeeded).counts(n, n, 0)
+}
+
+fn names(test: &str) -> (String, String) {
+    (format!("{test}-primary"), format!("{test}-backup"))
+}
+
+async fn open(test: &str) -> (Guarded, Arc<dyn LogStore>, Arc<dyn LogStore>) {
+    let (p, b) = names(test);
+    let primary: Arc<dyn LogStore> = Arc::new(MemoryStore::open_named(&p));
+    let backup: Arc<dyn LogStore> = Arc::new(MemoryStore::open_named(&b));
+    let guard = Guarded::open(primary.clone(), backup.clone(), GuardedOptions::default())
+        .await
+        .expect("open the pair");
+    (guard, primary, backup)
+}
+
+async fn ids(store: &dyn LogStore) -> Vec<u64> {
+    let mut out = Vec::new();
+    store
+        .for_each_page(1000, &mut |page| {
+            out.extend(page.iter().map(|r| r.id.get()));
+            Ok(())
+        })
+        .await
+        .expect("scan");
+    out
+}
+
+fn options() -> PruneOptions {
+    PruneOptions {
+        durability: Durability::Buffered,
+        ..PruneOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_prune_through_the_pair_reaches_both_copies() {
+    let (guard, primary, backup) = open("both").await;
+    for n in 1..=20 {
+        guard
+            .append_with(log(n), Durability::Buffered)
+            .await
+            .expect("append");
+    }
+    let report = retention::prune(
+        &guard,
+        &Policy::default().before_id(LogId::new(11).unwrap()),
+        &options(),
+    )
+    .await
+    .expect("prune");
+    assert_eq!(report.deleted, 10);
+    for copy in [&primary, &backup] {
+        assert_eq!(ids(&**copy).await, (11..=20).collect::<Vec<_>>());
+        assert_eq!(copy.prune_markers().await.expect("markers").len(), 1);
+    }
+    assert_eq!(guard.prune_markers().await.expect("markers").len(), 1);
+    let verified = guard.verify(VerifyOptions::default()).await.expect("verify");
+    assert!(verified.is_clean(), "{verified:?}");
+    assert_eq!(verified.prunes.len(), 1);
+    let next = guard
+        .append_with(log(21), Durability::Buffered)
+        .await
+        .expect("append");
+    assert_eq!(next.id.get(), 21);
+    guard.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_prune_interrupted_between_the_copies_is_finished_not_undone() {
+    let (guard, primary, backup) = open("interrupted").await;
+    for n in 1..=20 {
+        guard
+            .append_with(log(n), Durability::Buffered)
+            .await
+            .expect("append");
+    }
+    // The prune reached the primary only (the process died before the backup).
+    let plan = retention::plan_prune(&guard, &Policy::default().keep_last(3), chrono::Utc::now())
+        .await
+        .expect("plan");
+    let marker = plan.marker(None);
+    primary
+        .apply_prune(&marker, Durability::Buffered)
+        .await
+        .expect("primary");
+    assert_eq!(ids(&*backup).await.len(), 20);
+
+    // A read-only comparison reports the difference and restores nothing.
+    let verified = guard.verify(VerifyOptions::default()).await.expect("verify");
+    assert!(
+        verified
+            .engine_problems
+            .iter()
+            .any(|p| p.contains("lacked the prune marker")),
+        "{verified:?}"
+    );
+    let looked = guard.reconcile(false).await.expect("reconcile");
+    assert!(
+        looked.missing_in_primary.is_empty(),
+        "pruned ids offered for restore: {looked:?}"
+    );
+    assert_eq!(looked.prunes_missing.len(), 1);
+    assert!(!looked.in_sync());
+
+    // `check --repair` applies the marker to the backup; nothing comes back.
+    let repaired = guard.check(true).await.expect("check --repair");
+    assert_eq!(
+        (repaired.prunes_applied, repaired.restored_to_primary),
+        (1, 0),
+        "{repaired:?}"
+    );
+    assert!(repaired.in_sync(), "{repaired:?}");
+    let kept = ids(&*primary).await;
+    assert_eq!(kept, vec![15, 16, 17, 18, 19, 20]);
+    assert_eq!(ids(&*backup).await, kept);
+    assert_eq!(backup.prune_markers().await.expect("markers"), vec![marker]);
+    let verified = guard.verify(VerifyOptions::default()).await.expect("verify");
+    assert!(verified.is_clean(), "{verified:?}");
+    guard.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn reopening_the_pair_applies_a_marker_only_one_copy_holds() {
+    let (guard, _, backup) = open("reopen").await;
+    for n in 1..=12 {
+        guard
+            .append_with(log(n), Durability::Buffered)
+            .await
+            .expect("append");
+    }
+    let plan = retention::plan_prune(
+        &guard,
+        &Policy::default().before_id(LogId::new(7).unwrap()),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("plan");
+    // This time only the backup got it.
+    backup
+        .apply_prune(&plan.marker(None), Durability::Buffered)
+        .await
+        .expect("backup");
+    guard.close().await.expect("close");
+    let (guard, primary, backup) = open("reopen").await;
+    assert_eq!(guard.open_report().prunes_applied, 1, "{:?}", guard.open_report());
+    assert_eq!(
+        guard.open_report().restored_to_primary + guard.open_report().copied_to_backup,
+        0
+    );
+    assert_eq!(ids(&*primary).await, (7..=12).collect::<Vec<_>>());
+    assert_eq!(ids(&*backup).await, (7..=12).collect::<Vec<_>>());
+    guard.close().await.expect("close");
+}
