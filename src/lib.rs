@@ -24,7 +24,9 @@ pub mod bench;
 mod open;
 
 pub use aside::set_aside;
-pub use open::{open_guarded, open_guarded_with, open_url, open_url_with, OpenOptions, StoreUrl};
+pub use open::{
+    open_guarded, open_guarded_with, open_url, open_url_with, split_retain, OpenOptions, StoreUrl,
+};
 pub use synclog_core::guarded::{
     Copies, CopyProblem, Guarded, GuardedOptions, Receipt, ReconcileReport, Side, Unavailable,
 };

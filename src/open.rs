@@ -213,8 +213,47 @@ pub async fn open_url(url: &str) -> Result<Arc<dyn LogStore>> {
     open_url_with(url, &OpenOptions::default()).await
 }
 
+/// The URL parameters of automatic retention (see [`synclog_core::retention::AutoRetain`]).
+const RETAIN_PARAMS: [&str; 3] = ["retain", "retain_keep", "retain_every"];
+
+/// `url` without its retention parameters, and the retention they ask for.
+///
+/// Errors: [`Error::InvalidInput`] for a bad value.
+pub fn split_retain(url: &str) -> Result<(String, Option<synclog_core::retention::AutoRetain>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut kept = Vec::new();
+    let mut found: [Option<&str>; 3] = [None; 3];
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match RETAIN_PARAMS.iter().position(|p| *p == key) {
+            Some(i) => found[i] = Some(value),
+            None => kept.push(pair),
+        }
+    }
+    let auto = synclog_core::retention::AutoRetain::from_params(found[0], found[1], found[2])?;
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, auto))
+}
+
 /// [`open_url`] with options.
+///
+/// Automatic retention (`retain=AGE`, `retain_keep=N`) is a parameter of the guarded
+/// pair's primary URL ([`open_guarded`]); for a single store, start
+/// [`synclog_core::retention::spawn_auto_retention`] on it. Given here, it is refused with
+/// [`Error::InvalidInput`].
 pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
+    if split_retain(url)?.1.is_some() {
+        return Err(Error::invalid(
+            "retain",
+            "automatic retention is a parameter of the guarded pair's primary URL; for a single store, start synclog::retention::spawn_auto_retention on it",
+        ));
+    }
     #[allow(unused_variables)] // in a build without any engine
     let wait = options.lock_wait;
     if options.read_only {
@@ -395,6 +434,12 @@ pub async fn open_guarded_with(
     options: GuardedOptions,
     open: &OpenOptions,
 ) -> Result<Guarded> {
+    let (primary, retain) = split_retain(primary)?;
+    let primary = primary.as_str();
+    let options = GuardedOptions {
+        retain: options.retain.or(retain),
+        ..options
+    };
     same::refuse_same_storage(primary, backup)?;
     let read_only = options.read_only || open.read_only;
     let watermark = options

@@ -166,3 +166,72 @@ async fn reopening_the_pair_applies_a_marker_only_one_copy_holds() {
     assert_eq!(ids(&*backup).await, (7..=12).collect::<Vec<_>>());
     guard.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn automatic_retention_prunes_a_pair_opened_with_it() {
+    let (guard, _, _) = open("auto").await;
+    for n in 1..=12 {
+        guard
+            .append_with(log(n), Durability::Buffered)
+            .await
+            .expect("append");
+    }
+    guard.close().await.expect("close");
+    let (p, b) = names("auto");
+    let primary: Arc<dyn LogStore> = Arc::new(MemoryStore::open_named(&p));
+    let backup: Arc<dyn LogStore> = Arc::new(MemoryStore::open_named(&b));
+    let auto = retention::AutoRetain {
+        policy: Policy::default().keep_last(2),
+        every: std::time::Duration::from_secs(3600),
+    };
+    let guard = Guarded::open(
+        primary.clone(),
+        backup.clone(),
+        GuardedOptions {
+            retain: Some(auto),
+            ..GuardedOptions::default()
+        },
+    )
+    .await
+    .expect("open with retention");
+    // The first run is due at open; appends go on meanwhile.
+    let appended = guard
+        .append_with(log(13), Durability::Buffered)
+        .await
+        .expect("append");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut watch = guard.commit_watch().await.expect("watch");
+    while guard.prune_markers().await.expect("markers").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no automatic prune within 10 s"
+        );
+        let _ = watch.changed(std::time::Duration::from_millis(20)).await;
+    }
+    let markers = guard.prune_markers().await.expect("markers");
+    assert_eq!(markers.len(), 1);
+    assert_eq!(markers[0].policy, auto.policy);
+    assert!(guard.get(appended.id).await.expect("get").is_some());
+    guard.close().await.expect("close");
+    for name in [&p, &b] {
+        let copy = MemoryStore::open_named(name);
+        assert_eq!(copy.prune_markers().await.expect("markers").len(), 1);
+    }
+}
+
+#[test]
+fn retention_parameters_ride_on_the_primary_url() {
+    let (url, auto) = synclog::split_retain("sqlite://data/a.db?retain=90d&retain_every=6h").expect("split");
+    assert_eq!(url, "sqlite://data/a.db");
+    let auto = auto.expect("retention");
+    assert_eq!(
+        auto.policy,
+        Policy::default().older_than(std::time::Duration::from_secs(90 * 86_400))
+    );
+    let (url, auto) = synclog::split_retain("json://b.jsonl?rotate_mb=8&retain_keep=100").expect("split");
+    assert_eq!(
+        (url.as_str(), auto.map(|a| a.policy.keep_last)),
+        ("json://b.jsonl?rotate_mb=8", Some(Some(100)))
+    );
+    assert!(synclog::split_retain("sqlite://a.db?retain=soon").is_err());
+}

@@ -54,6 +54,7 @@ pub async fn verify(stores: &StoreArgs, args: VerifyArgs, out: &mut Out) -> Resu
     for p in &report.engine_problems {
         outln!(out, "problem: {p}");
     }
+    super::retention::print_prunes(&report.prunes, report.pruned_present, out);
     if report.is_clean() {
         outln!(out, "clean");
         Ok(exit::OK)
@@ -257,6 +258,14 @@ fn print_check(report: &ReconcileReport, repair: bool, out: &mut Out) -> bool {
     }
     for u in &report.unreadable {
         outln!(out, "unreadable {}: {}", u.copy.name(), u.detail);
+    }
+    for p in &report.prunes_missing {
+        let done = if repair && report.prunes_applied as usize == report.prunes_missing.len() {
+            "; applied now (the logs it covers are pruned there too, never restored)"
+        } else {
+            "; `synclog check --repair` applies it"
+        };
+        outln!(out, "the {} {}{done}", p.copy.name(), p.detail);
     }
     for p in &report.problems {
         outln!(out, "problem in the {}: {}", p.copy.name(), p.detail);

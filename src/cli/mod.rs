@@ -9,6 +9,7 @@ mod open;
 pub mod out;
 mod query;
 mod records;
+mod retention;
 mod runs;
 mod stdin;
 
@@ -149,6 +150,11 @@ pub enum Command {
         after_help = "Examples:\n  synclog compact\n  synclog compact --no-backup --store json://data/logs.jsonl"
     )]
     Compact(compact::CompactArgs),
+    /// Prune old logs by policy (archive first with --archive); leaves a marker verify reads.
+    #[command(
+        after_help = "Conditions combine (a log goes only when it meets each one). Each job's newest log and every run not finished are always kept.\n\nExamples:\n  synclog prune --older-than 90d --dry-run\n  synclog prune --older-than 90d --keep-last 100 --archive json://archive/2026.jsonl\n  synclog prune --before-id 500000 --json"
+    )]
+    Prune(retention::PruneArgs),
     /// Run a WAL checkpoint on the store (SQLite); a blocked checkpoint is reported as blocked.
     #[command(after_help = "Examples:\n  synclog checkpoint\n  synclog checkpoint --mode truncate")]
     Checkpoint(maintain::CheckpointArgs),
@@ -178,5 +184,6 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
         Command::Restore(args) => maintain::restore(&cli.stores, args, out).await,
         Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args, out).await,
         Command::Compact(args) => compact::compact(&cli.stores, args, out).await,
+        Command::Prune(args) => retention::prune(&cli.stores, args, out).await,
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{Map, Value};
 use synclog::validate::check_exact_numbers;
-use synclog::{Appended, Copies, Error, LogId, LogRecord, LogStoreExt, NewLog, Result, Scan, Status};
+use synclog::{Appended, Copies, Error, LogId, LogRecord, NewLog, Result, Scan, Status};
 
 use super::open::{open, open_read_only, Opened};
 use super::out::{escape_controls, outln, Out};
@@ -356,7 +356,15 @@ pub struct ShowArgs {
 
 pub async fn show(stores: &StoreArgs, args: ShowArgs, out: &mut Out) -> Result<u8> {
     let opened = open_read_only(stores).await?;
-    let rec = opened.store().get_required(args.id).await;
+    let rec = match opened.store().get(args.id).await {
+        Ok(Some(rec)) => Ok(rec),
+        Ok(None) => {
+            let said = super::retention::absent(opened.store(), args.id, out).await;
+            opened.close().await?;
+            return said;
+        }
+        Err(e) => Err(e),
+    };
     opened.close().await?;
     let rec = rec?;
     if args.json {

@@ -846,6 +846,147 @@ async fn archive_plan(
     Ok(inserted)
 }
 
+/// Retention that runs by itself: `policy` at most once per `every`, in a task beside the
+/// store's other work (appends go on while it runs; each deletion is one short engine
+/// transaction or file step).
+///
+/// "At most once per `every`" holds across processes too: a run is skipped while the
+/// store's newest prune marker is younger than `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoRetain {
+    /// What each run prunes.
+    pub policy: Policy,
+    /// The least time between two runs.
+    pub every: Duration,
+}
+
+impl AutoRetain {
+    /// The interval when none is given: one hour.
+    pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
+
+    /// From URL-style parameters: `retain` (an age, as [`parse_duration`]), `retain_keep`
+    /// (a count per job) and `retain_every` (an interval, default one hour). `None` when
+    /// neither `retain` nor `retain_keep` is given.
+    ///
+    /// Errors: [`Error::InvalidInput`] naming the parameter.
+    pub fn from_params(
+        retain: Option<&str>,
+        keep: Option<&str>,
+        every: Option<&str>,
+    ) -> Result<Option<AutoRetain>> {
+        let older_than = retain.map(parse_duration).transpose()?;
+        let keep_last = keep
+            .map(|k| {
+                k.parse::<u64>()
+                    .map_err(|_| Error::invalid("retain_keep", format!("{k:?} is not a count")))
+            })
+            .transpose()?;
+        if older_than.is_none() && keep_last.is_none() {
+            if every.is_some() {
+                return Err(Error::invalid(
+                    "retain_every",
+                    "give retain=AGE or retain_keep=N with it",
+                ));
+            }
+            return Ok(None);
+        }
+        let policy = Policy {
+            older_than,
+            keep_last,
+            before_id: None,
+        };
+        policy.validate()?;
+        let every = every
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or(Self::DEFAULT_EVERY);
+        Ok(Some(AutoRetain { policy, every }))
+    }
+}
+
+impl AutoRetain {
+    /// Whether a run is due at `now` for a store holding `markers`: none of them (the
+    /// newest last) is younger than `every`.
+    pub fn is_due(&self, markers: &[PruneMarker], now: Timestamp) -> bool {
+        let Ok(every) = chrono::Duration::from_std(self.every) else {
+            return true;
+        };
+        markers.iter().all(|m| now - m.at >= every)
+    }
+}
+
+/// The task [`spawn_auto_retention`] started; it stops when this is dropped (after the
+/// step it is in, if one is running).
+#[derive(Debug)]
+pub struct AutoRetention {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AutoRetention {
+    /// Stops the task and waits for it to finish the step it is in.
+    pub async fn stop(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AutoRetention {
+    fn drop(&mut self) {
+        self.stop.take();
+    }
+}
+
+/// Starts `auto` on `store` in a tokio task: a run at once if one is due, then one every
+/// `auto.every`. Each run is [`prune`] at the store's strongest durability; what it did is
+/// logged (`info` when it pruned, `warn` when it failed, then it tries again next time).
+pub fn spawn_auto_retention(store: std::sync::Arc<dyn LogStore>, auto: AutoRetain) -> AutoRetention {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let options = PruneOptions {
+            durability: store.capabilities().strongest_durability(),
+            ..PruneOptions::default()
+        };
+        loop {
+            let due = match store.prune_markers().await {
+                Ok(markers) => auto.is_due(&markers, chrono::Utc::now()),
+                Err(e) if e.kind() == crate::ErrorKind::Closed => return,
+                Err(_) => true,
+            };
+            if due {
+                let run = tokio::select! {
+                    run = prune(&*store, &auto.policy, &options) => run,
+                    _ = &mut rx => return,
+                };
+                match run {
+                    Ok(r) if r.deleted > 0 => tracing::info!(
+                        store = %store.describe(), pruned = r.deleted, policy = %auto.policy,
+                        "automatic retention pruned logs"
+                    ),
+                    Ok(_) => {
+                        tracing::debug!(store = %store.describe(), policy = %auto.policy, "automatic retention: nothing to prune")
+                    }
+                    Err(e) if e.kind() == crate::ErrorKind::Closed => return,
+                    Err(e) => tracing::warn!(
+                        store = %store.describe(), error = %e, policy = %auto.policy,
+                        "automatic retention failed; it tries again at the next interval"
+                    ),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(auto.every) => {}
+                _ = &mut rx => return,
+            }
+        }
+    });
+    AutoRetention {
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,6 +1069,53 @@ mod tests {
                 IdRange::new(id(7), id(8)).unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn automatic_retention_runs_at_most_once_per_interval_and_reads_its_parameters() {
+        let auto = AutoRetain::from_params(Some("90d"), Some("10"), Some("6h"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            auto.policy,
+            Policy::default()
+                .older_than(Duration::from_secs(90 * 86_400))
+                .keep_last(10)
+        );
+        assert_eq!(auto.every, Duration::from_secs(6 * 3600));
+        let now = chrono::Utc::now();
+        let marker = |hours_ago| {
+            PruneMarker::new(
+                now - chrono::Duration::hours(hours_ago),
+                auto.policy,
+                Vec::new(),
+                String::new(),
+                None,
+            )
+        };
+        assert!(auto.is_due(&[], now));
+        assert!(auto.is_due(&[marker(7)], now));
+        assert!(!auto.is_due(&[marker(7), marker(5)], now));
+        assert_eq!(AutoRetain::from_params(None, None, None).unwrap(), None);
+        assert_eq!(
+            AutoRetain::from_params(None, Some("5"), None)
+                .unwrap()
+                .unwrap()
+                .every,
+            AutoRetain::DEFAULT_EVERY
+        );
+        for (r, k, e) in [
+            (Some("0d"), None, None),
+            (None, Some("0"), None),
+            (None, Some("x"), None),
+            (None, None, Some("1h")),
+            (Some("90d"), None, Some("soon")),
+        ] {
+            assert_eq!(
+                AutoRetain::from_params(r, k, e).unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput
+            );
+        }
     }
 
     #[test]

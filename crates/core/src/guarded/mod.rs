@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::group::Gathering;
 use crate::query::{Filter, Summary};
 use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
-use crate::retention::{Applied, PruneMarker, Pruned};
+use crate::retention::{spawn_auto_retention, Applied, AutoRetain, AutoRetention, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
@@ -106,6 +106,11 @@ pub struct GuardedOptions {
     /// How long a guard waits for [`lock`](Self::lock) before the write fails with
     /// [`Error::Locked`] (10 s by default).
     pub lock_wait: std::time::Duration,
+    /// Automatic retention: the policy run at most once per interval while the pair is
+    /// open for writing (see [`crate::retention::AutoRetain`]); `synclog::open_guarded`
+    /// also takes it from the primary URL's `retain=AGE`, `retain_keep=N`, `retain_every=D`.
+    /// `None` (the default): nothing is pruned unless asked.
+    pub retain: Option<AutoRetain>,
 }
 
 impl Default for GuardedOptions {
@@ -121,6 +126,7 @@ impl Default for GuardedOptions {
             watermark: None,
             lock: None,
             lock_wait: std::time::Duration::from_secs(10),
+            retain: None,
         }
     }
 }
@@ -334,6 +340,8 @@ pub struct Guarded {
     /// A writing guard's shared lock on the pair's presence file (see
     /// [`pairlock::presence_path`]), released at close.
     presence: std::sync::Mutex<Option<std::fs::File>>,
+    /// The automatic retention task ([`GuardedOptions::retain`]), stopped at close.
+    retention: std::sync::Mutex<Option<AutoRetention>>,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -354,6 +362,7 @@ impl Guarded {
         options: GuardedOptions,
     ) -> Result<Guarded> {
         let counters = Arc::new(Counters::default());
+        let retain = options.retain;
         let mut leader = Leader {
             primary: primary.clone(),
             backup: backup.clone(),
@@ -409,7 +418,7 @@ impl Guarded {
             }
             _ => None,
         };
-        Ok(Guarded {
+        let guarded = Guarded {
             primary,
             backup,
             tx,
@@ -418,7 +427,31 @@ impl Guarded {
             read_only,
             caps,
             presence: std::sync::Mutex::new(presence),
-        })
+            retention: std::sync::Mutex::new(None),
+        };
+        if let (Some(auto), false) = (retain, read_only) {
+            let handle: Arc<dyn LogStore> = Arc::new(guarded.handle());
+            *guarded.retention.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(spawn_auto_retention(handle, auto));
+        }
+        Ok(guarded)
+    }
+
+    /// Another handle on the same pair and leader, for the retention task: it holds no
+    /// presence lock and closes nothing (closing it only marks the pair closed, which the
+    /// owner's close does anyway).
+    fn handle(&self) -> Guarded {
+        Guarded {
+            primary: self.primary.clone(),
+            backup: self.backup.clone(),
+            tx: self.tx.clone(),
+            counters: self.counters.clone(),
+            opened: ReconcileReport::default(),
+            read_only: self.read_only,
+            caps: self.caps.clone(),
+            presence: std::sync::Mutex::new(None),
+            retention: std::sync::Mutex::new(None),
+        }
     }
 
     /// What the reconciliation at open found and restored.
@@ -2058,6 +2091,11 @@ impl LogStore for Guarded {
     }
 
     async fn close(&self) -> Result<()> {
+        // The retention task first: a step it is in is cut short (each is crash safe).
+        let retention = self.retention.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = retention {
+            task.stop().await;
+        }
         if self.counters.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
