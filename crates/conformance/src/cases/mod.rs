@@ -207,6 +207,7 @@ cases! {
     query::a_follower_sees_records_another_process_commits [SharedProcesses],
     retention::a_prune_by_id_removes_exactly_the_selected_records [Prune],
     retention::each_jobs_newest_record_and_unfinished_runs_are_kept [Prune],
+    retention::a_finished_run_goes_whole_or_not_at_all [Prune],
     retention::policy_conditions_combine [Prune],
     retention::a_dry_run_reports_the_plan_and_changes_nothing [Prune],
     retention::nothing_to_prune_and_bad_policies_change_nothing [Prune],

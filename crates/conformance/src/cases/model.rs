@@ -41,6 +41,11 @@ enum Op {
         run: usize,
         status: usize,
     },
+    /// Prune keeping the newest `keep` (1..4) of each job and/or below id `below`.
+    Prune {
+        keep: Option<u64>,
+        below: Option<u64>,
+    },
 }
 
 /// The statuses the model appends to runs.
@@ -150,6 +155,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..30).prop_map(Op::Get),
         2 => (0usize..3, 0u64..3).prop_map(|(key, n)| Op::Keyed { key, n }),
         2 => (0usize..2, 0..RUN_STEPS.len()).prop_map(|(run, status)| Op::RunStep { run, status }),
+        1 => (prop::option::of(1u64..4), prop::option::of(1u64..30))
+            .prop_map(|(keep, below)| Op::Prune { keep: keep.or(below.is_none().then_some(2)), below }),
     ]
 }
 
@@ -161,12 +168,46 @@ struct Model {
     keys: BTreeMap<usize, (u64, LogRecord)>,
     /// Run → its terminal record once it has one (`None`: running).
     runs: BTreeMap<usize, Option<LogRecord>>,
+    /// Every id pruned, and how many prunes removed something.
+    pruned: Vec<LogId>,
+    prunes: usize,
 }
 
 impl Model {
     fn next_id(&self) -> u64 {
         self.high_water + 1
     }
+    /// The ids a prune by (`keep`, `below`) removes, by the rules of `crate::retention`
+    /// written out again: a record goes when it meets every condition, is not its job's
+    /// newest, and (in a run) its run has finished and every record of it goes.
+    fn prunable(&self, keep: Option<u64>, below: Option<u64>) -> Vec<LogId> {
+        let selected = |r: &LogRecord| {
+            let newer_of_job = self
+                .records
+                .range(r.id..)
+                .skip(1)
+                .filter(|(_, o)| o.job == r.job)
+                .count() as u64;
+            below.is_none_or(|b| r.id.get() < b) && keep.is_none_or(|k| newer_of_job >= k) && newer_of_job > 0
+        };
+        let run_goes = |key: &str| {
+            let recs: Vec<_> = self
+                .records
+                .values()
+                .filter(|r| r.run.as_deref() == Some(key))
+                .collect();
+            recs.last().is_some_and(|r| r.status.is_terminal()) && recs.iter().all(|r| selected(r))
+        };
+        self.records
+            .values()
+            .filter(|r| match &r.run {
+                None => selected(r),
+                Some(key) => run_goes(key),
+            })
+            .map(|r| r.id)
+            .collect()
+    }
+
     fn pick(&self, i: usize) -> Option<LogRecord> {
         (!self.records.is_empty()).then(|| self.records.values().nth(i % self.records.len()).cloned())?
     }
@@ -289,6 +330,53 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
                     }
                 }
             }
+            Op::Prune { keep, below } => {
+                if !store.capabilities().prune {
+                    continue;
+                }
+                let policy = synclog_core::retention::Policy {
+                    keep_last: *keep,
+                    before_id: below.and_then(LogId::new),
+                    older_than: None,
+                };
+                let options = synclog_core::retention::PruneOptions {
+                    durability: level,
+                    ..Default::default()
+                };
+                let want = model.prunable(*keep, *below);
+                let report = synclog_core::retention::prune(&**store, &policy, &options)
+                    .await
+                    .map_err(fail)?;
+                let got: Vec<LogId> = report
+                    .plan
+                    .ranges
+                    .iter()
+                    .flat_map(|r| r.first.get()..=r.last.get())
+                    .filter_map(LogId::new)
+                    .collect();
+                prop_assert_eq!(&got, &want, "step {}: pruned by {:?}", step, policy);
+                prop_assert_eq!(report.deleted, want.len() as u64, "step {}", step);
+                for id in &want {
+                    model.records.remove(id);
+                }
+                model.prunes += usize::from(!want.is_empty());
+                model.pruned.extend(want);
+                model
+                    .keys
+                    .retain(|_, (_, rec)| model.records.contains_key(&rec.id));
+                let runs_left: Vec<usize> = model
+                    .runs
+                    .keys()
+                    .copied()
+                    .filter(|run| {
+                        model
+                            .records
+                            .values()
+                            .any(|r| r.run.as_deref() == Some(format!("r{run}").as_str()))
+                    })
+                    .collect();
+                model.runs.retain(|run, _| runs_left.contains(run));
+            }
             Op::RunStep { run, status } => {
                 let status = RUN_STEPS[*status];
                 let got = store.commit_report(vec![run_log(*run, status)], level).await;
@@ -344,6 +432,24 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
     }
     let last = store.last_id().await.map_err(fail)?;
     prop_assert_eq!(last, model.records.keys().next_back().copied());
+    let verified = store
+        .verify(synclog_core::VerifyOptions::default())
+        .await
+        .map_err(fail)?;
+    // Imports with a gap leave ids missing; a pruned id is never among them.
+    prop_assert!(
+        verified.corrupt.is_empty() && verified.out_of_order.is_empty(),
+        "{:?}",
+        verified
+    );
+    for range in &verified.missing {
+        prop_assert!(
+            !model.pruned.iter().any(|id| range.contains(*id)),
+            "a pruned id reported missing: {:?}",
+            verified
+        );
+    }
+    prop_assert_eq!(verified.prunes.len(), model.prunes, "markers");
     Ok(())
 }
 
@@ -353,8 +459,10 @@ fn fail(e: synclog_core::Error) -> TestCaseError {
 
 /// Random sequences of append, import (new, identical, conflicting), scan under random
 /// filters, count and summary, get, appends
-/// under idempotency keys (repeats and conflicts) and run steps (starts, progress,
-/// finishes, repeated and refused ones) give the same results as a `BTreeMap` model. `SYNCLOG_MODEL_CASES` sets the number of sequences.
+/// under idempotency keys (repeats and conflicts), run steps (starts, progress,
+/// finishes, repeated and refused ones) and prunes (by count per job and by id, checked
+/// against the retention rules written out again) give the same results as a `BTreeMap`
+/// model, and the store verifies clean at the end. `SYNCLOG_MODEL_CASES` sets the number of sequences.
 pub async fn random_operations_match_a_btreemap_model(ctx: Ctx) {
     let cases = std::env::var("SYNCLOG_MODEL_CASES")
         .ok()

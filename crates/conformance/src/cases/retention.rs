@@ -193,6 +193,48 @@ pub async fn each_jobs_newest_record_and_unfinished_runs_are_kept(ctx: Ctx) {
     ctx.done(at, store).await;
 }
 
+/// A finished run goes whole or not at all: when its terminal record is among the kept
+/// ones, its older records stay too.
+pub async fn a_finished_run_goes_whole_or_not_at_all(ctx: Ctx) {
+    let (at, store) = ctx.fresh().await;
+    let step = |run: &str, status: Status| NewLog::new("j", status).run(run);
+    let x = ctx
+        .commit(
+            &*store,
+            vec![
+                step("x", Status::Started),
+                step("x", Status::Progress),
+                step("x", Status::Succeeded),
+            ],
+        )
+        .await;
+    let lone = ctx.commit(&*store, vec![sample("j", 1), sample("j", 2)]).await;
+    let gone = retention::prune(&*store, &Policy::default().keep_last(2), &options(&ctx))
+        .await
+        .expect("prune");
+    assert_eq!(in_ranges(&gone.plan.ranges), ids(&x), "the whole of run x goes");
+    let y = ctx
+        .commit(
+            &*store,
+            vec![
+                step("y", Status::Started),
+                step("y", Status::Progress),
+                step("y", Status::Succeeded),
+            ],
+        )
+        .await;
+    // Newest two of job j: y's progress and terminal. y's start is old enough alone: kept.
+    let report = retention::prune(&*store, &Policy::default().keep_last(2), &options(&ctx))
+        .await
+        .expect("prune");
+    assert_eq!(in_ranges(&report.plan.ranges), ids(&lone), "{report:?}");
+    assert_eq!(report.plan.kept_in_runs, 1);
+    assert_eq!(ids(&everything(&*store).await), ids(&y));
+    let run = store.run("y").await.expect("run").expect("run y is whole");
+    assert_eq!(run.record_ids.len(), 3);
+    ctx.done(at, store).await;
+}
+
 /// Conditions narrow each other: older than 10 days *and* below id 20 *and* not among the
 /// newest 25 of its job.
 pub async fn policy_conditions_combine(ctx: Ctx) {
