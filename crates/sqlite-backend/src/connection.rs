@@ -9,8 +9,8 @@ use synclog_core::{Durability, Error, Result};
 
 /// The schema version this build writes, kept in `PRAGMA user_version`: 1 until runs and
 /// idempotency keys, 2 with them ([`UPGRADE_TO_2`]), 3 with the query indexes
-/// ([`crate::indexes::UPGRADE_TO_3`]).
-pub const SCHEMA_VERSION: i64 = 3;
+/// ([`crate::indexes::UPGRADE_TO_3`]), 4 with prune markers ([`crate::prune::UPGRADE_TO_4`]).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// synclog's `PRAGMA application_id` (`"SYNL"`), set on every database it creates, so
 /// another application's database can be told from a synclog one before anything is
@@ -196,16 +196,27 @@ pub(crate) fn open_writer(
     let busy_timeout = busy_timeout_of(busy_timeout);
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // A database created now gives freed pages back to the file system after a prune
+    // (`PRAGMA incremental_vacuum`): auto_vacuum can only be chosen before the first page is
+    // written, and the switch to WAL below writes it.
+    let new_file = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     let mut conn = Connection::open_with_flags(path, flags).map_err(e("opening"))?;
+    let grace = || match deadline.remaining() < OPEN_GRACE {
+        true => Deadline::after(OPEN_GRACE),
+        false => deadline,
+    };
+    if new_file {
+        retry_busy(&conn, grace(), |c| {
+            c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        })
+        .map_err(e("setting auto_vacuum on"))?;
+    }
     // Switching to WAL needs an exclusive lock, and SQLite answers BUSY at once, without
     // its busy handler, when another process is opening the same new file. The first
     // connection after all were closed (a reader's too) runs WAL recovery, holding locks
     // for a moment: that is SQLite's housekeeping, not another writer, so it is waited
     // out for at least `OPEN_GRACE` even with no lock wait at all.
-    let switch = match deadline.remaining() < OPEN_GRACE {
-        true => Deadline::after(OPEN_GRACE),
-        false => deadline,
-    };
+    let switch = grace();
     let mode: String = retry_busy(&conn, switch, |c| {
         c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
     })
@@ -463,7 +474,7 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
             )),
             SCHEMA_VERSION if app != 0 || has_synclog_tables(&tables) => Ok(true),
             // A store of an earlier release: upgraded below, under the write lock.
-            1 | 2 if app != 0 || has_synclog_tables(&tables) => Ok(false),
+            1..SCHEMA_VERSION if app != 0 || has_synclog_tables(&tables) => Ok(false),
             v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
                 engine: "sqlite",
                 what: format!(
@@ -499,9 +510,13 @@ fn ensure_schema(conn: &mut Connection, path: &Path) -> Result<()> {
             tx.execute_batch(UPGRADE_TO_2)
                 .map_err(e("upgrading the schema of"))?;
         }
-        tx.execute_batch(crate::indexes::UPGRADE_TO_3)
+        if version < 3 {
+            tx.execute_batch(crate::indexes::UPGRADE_TO_3)
+                .map_err(e("upgrading the schema of"))?;
+            crate::indexes::backfill(&tx, path)?;
+        }
+        tx.execute_batch(crate::prune::UPGRADE_TO_4)
             .map_err(e("upgrading the schema of"))?;
-        crate::indexes::backfill(&tx, path)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(e("setting application_id of"))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -546,8 +561,9 @@ pub(crate) fn check_read_only(path: &Path, busy_timeout: Duration) -> Result<()>
         )),
         SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
         // An earlier release's: read as it is (version 1 records have no keys, neither
-        // has the query indexes); the first writer to open it upgrades it.
-        1 | 2 if has_synclog_tables(&tables) => Ok(()),
+        // has the query indexes, none has prune markers); the first writer to open it
+        // upgrades it.
+        1..SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
         v if v > SCHEMA_VERSION && app != 0 => Err(Error::Unsupported {
             engine: "sqlite",
             what: format!(

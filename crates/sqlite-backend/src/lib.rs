@@ -27,6 +27,9 @@
 //!   with their records at once; other connections' are noticed within [`WATCH_EVERY`]
 //!   (`PRAGMA data_version`, asked by one task for all followers).
 //! - **Checkpoints** in all four modes, reporting SQLite's `(busy, log, checkpointed)`.
+//! - **Retention** (schema version 4, [`UPGRADE_TO_4`]): prune markers in a table of their
+//!   own, stored in the first of the transactions that delete what they cover (at most
+//!   [`SqliteOptions::prune_chunk_ids`] ids each); see [`LogStore::apply_prune`] on [`SqliteStore`] for the space.
 //! - **Schema version** in `user_version`, and [`APPLICATION_ID`] in `application_id`; a
 //!   newer schema is refused with a clear error. Another application's database, and a
 //!   path that is not a regular file (a directory, a FIFO, a device), are refused before
@@ -45,6 +48,7 @@
 
 mod connection;
 mod indexes;
+mod prune;
 mod query;
 mod reader;
 mod writer;
@@ -58,6 +62,7 @@ use async_trait::async_trait;
 use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::query::{Filter, Summary};
+use synclog_core::retention::{Applied, PruneMarker};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed, Durability, Error, ImportReport,
@@ -66,6 +71,7 @@ use synclog_core::{
 
 pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION, UPGRADE_TO_2};
 pub use indexes::UPGRADE_TO_3;
+pub use prune::UPGRADE_TO_4;
 pub use query::PlannedQuery;
 use reader::ReaderPool;
 use writer::{Writer, WriterCounters};
@@ -101,6 +107,9 @@ pub struct SqliteOptions {
     /// back: the hand-over costs about as much as a read of 50 records from an index
     /// (measured by `tests/query_bench.rs`). On by default.
     pub inline_reads: bool,
+    /// At most how many ids one write transaction of a prune deletes
+    /// ([`LogStore::apply_prune`]): appenders wait for one such transaction at most.
+    pub prune_chunk_ids: u64,
 }
 
 impl Default for SqliteOptions {
@@ -114,6 +123,7 @@ impl Default for SqliteOptions {
             inline_lone_commits: true,
             readers: 4,
             inline_reads: true,
+            prune_chunk_ids: prune::CHUNK_IDS,
         }
     }
 }
@@ -217,6 +227,9 @@ impl SqliteStore {
         let signal = CommitSignal::new();
         let mut writer = Writer::new(path.clone(), options.clone(), counters.clone(), signal.clone());
         writer.connection()?;
+        // A prune cut off between its transactions (its marker stored, records it covers
+        // left): finished before anything else is written.
+        writer.finish_pending_prunes()?;
         let group = GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -274,6 +287,25 @@ impl SqliteStore {
                 watcher: Arc::default(),
             }),
         })
+    }
+
+    /// After a prune: free pages back to the file system (see `apply_prune`), one step per
+    /// writer turn so appends go on between them, then the write-ahead log truncated. A
+    /// checkpoint that readers keep from finishing is left to later ones.
+    async fn give_back_space(&self) -> Result<()> {
+        let group = self.writer("prune")?;
+        while group.with_writer(|w| w.vacuum_step()).await?? {}
+        let report = group
+            .with_writer(|w| w.checkpoint(CheckpointMode::Truncate))
+            .await??;
+        if report.busy {
+            let passive = group
+                .with_writer(|w| w.checkpoint(CheckpointMode::Passive))
+                .await??;
+            tracing::debug!(path = %self.inner.path.display(), busy = passive.busy,
+                "the write-ahead log was not truncated after a prune: readers are in the way");
+        }
+        Ok(())
     }
 
     /// Whether this handle was opened with [`SqliteStore::open_read_only`].
@@ -365,7 +397,7 @@ impl LogStore for SqliteStore {
             checkpoint: true,
             deep_verify: true,
             repair: true,
-            prune: false,
+            prune: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -511,6 +543,82 @@ impl LogStore for SqliteStore {
             return Ok(ImportReport::default());
         }
         group.with_writer(move |w| w.repair(&records, durability)).await?
+    }
+
+    /// From the `prune_markers` table, oldest first (none on a database of an older schema
+    /// read by a read-only handle).
+    ///
+    /// Errors: [`Error::Corrupt`] for a stored marker that does not decode or match its
+    /// checksum.
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        self.read(prune::markers).await
+    }
+
+    /// Stores `marker` and deletes the records it covers, through the writer (between
+    /// groups of appends), in write transactions of at most
+    /// [`SqliteOptions::prune_chunk_ids`] ids each (50,000 by default): the first one
+    /// stores the marker (unless a marker of its digest is stored: then
+    /// [`Applied::already_marked`]) and raises the high-water mark to its last id, so at
+    /// every moment each record is present or covered by a stored marker, and ids are
+    /// never reused. Appenders wait for one of them at most, never for the whole prune; a
+    /// prune interrupted between them is finished by applying the marker again. Each
+    /// deletes its ranges by the primary key, one statement per range, with their attribute
+    /// entries, run rows and keys, and keeps the per-job totals exact.
+    ///
+    /// Space: a database created by this version (`auto_vacuum = INCREMENTAL`) gives the
+    /// freed pages back to the file system afterwards, 1,000 pages per transaction,
+    /// then truncates the write-ahead log (a checkpoint `TRUNCATE`, or
+    /// `PASSIVE` when readers are in the way); neither needs more free disk than the
+    /// deletion did. A database created before (`auto_vacuum = NONE`, which only a `VACUUM`
+    /// can change) keeps its size: its freed pages are reused by later appends. Run
+    /// `VACUUM` on it by hand to shrink it, knowing that it needs as much free disk as the
+    /// database takes, and locks out writers while it runs; it is never run automatically.
+    ///
+    /// Errors: [`Error::Corrupt`] for a marker that does not match its checksum (nothing
+    /// written); [`Error::Unsupported`] through a read-only handle; [`Error::Busy`] when
+    /// another process held the lock too long (applying the marker again finishes).
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        let group = self.writer("prune")?;
+        synclog_core::retention::check_marker(marker)?;
+        let marker = Arc::new(marker.clone());
+        let mut applied = Applied::default();
+        let size = self.inner.options.prune_chunk_ids.max(1);
+        for (i, chunk) in prune::chunks(&marker.ranges, size).into_iter().enumerate() {
+            let m = marker.clone();
+            let (deleted, already) = group
+                .with_writer(move |w| w.prune_chunk(&m, i == 0, &chunk, durability))
+                .await??;
+            applied.deleted += deleted;
+            applied.already_marked |= already;
+        }
+        // Also when nothing was deleted now: an earlier give-back may have been cut off.
+        // The prune is done whatever happens here: a failure is a warning, not its error.
+        if let Err(e) = self.give_back_space().await {
+            tracing::warn!(path = %self.inner.path.display(), error = %e,
+                "the prune is done, but its freed pages were not all given back; the next prune tries again");
+        }
+        Ok(applied)
+    }
+
+    /// The database file and its write-ahead log.
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        self.check_open()?;
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut name = self.inner.path.clone().into_os_string();
+            name.push(suffix);
+            match std::fs::metadata(&name) {
+                Ok(meta) => total += meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("measuring {}", PathBuf::from(name).display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(Some(total))
     }
 
     async fn close(&self) -> Result<()> {

@@ -211,19 +211,33 @@ pub(crate) fn last_id(conn: &Connection, path: &Path) -> Result<Option<LogId>> {
     Ok(max.and_then(|m| LogId::new(m as u64)))
 }
 
-/// The verification pass, on a connection opened for it alone: every row's checksum is
-/// recomputed from the stored bytes (no JSON parsing), and with `deep`, `PRAGMA quick_check`.
+/// The verification pass, on a connection opened for it alone: the prune markers, then
+/// every row, in one read transaction (so a prune committing meanwhile is seen whole or
+/// not at all); every row's checksum is recomputed from the stored bytes (no JSON
+/// parsing), and with `deep`, `PRAGMA quick_check`. A marker that does not decode is
+/// reported corrupt, and the ids it covered as missing: the proof of their pruning is
+/// damaged.
 pub(crate) fn verify(path: &Path, busy_timeout: Duration, options: VerifyOptions) -> Result<VerifyReport> {
     let conn = connection::open_reader(path, busy_timeout)?;
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
     let mut v = Verifier::new();
+    conn.execute_batch("BEGIN").map_err(e("verifying"))?;
     {
+        let mut markers = Vec::new();
+        for (seq, marker) in crate::prune::marker_rows(&conn, path)? {
+            match marker {
+                Ok(m) => markers.push(m),
+                Err(err) => v.corrupt(None, format!("prune marker {seq}: {err}")),
+            }
+        }
+        v.prunes(markers);
         let mut stmt = prepare_select(&conn, path, "FROM logs ORDER BY id")?;
         let mut rows = stmt.query([]).map_err(e("verifying"))?;
         while let Some(row) = rows.next().map_err(e("verifying"))? {
             check_row(row, &mut v);
         }
     }
+    conn.execute_batch("COMMIT").map_err(e("verifying"))?;
     if options.deep {
         let mut stmt = conn
             .prepare("PRAGMA quick_check")
@@ -400,7 +414,7 @@ pub(crate) fn runs(conn: &Connection, path: &Path, scan: &RunScan) -> Result<Vec
         n => format!(" AND {column} IN ({})", vec!["?"; n].join(", ")),
     };
     let attrs = match version {
-        3 => f.attrs.as_slice(),
+        3.. => f.attrs.as_slice(),
         _ => &[],
     };
     let (mut after, mut before) = (scan.after, scan.before);

@@ -10,6 +10,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::BatchWriter;
+use synclog_core::retention::{PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Committed, Keys, Planner, RunEnds};
 use synclog_core::{
     CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
@@ -18,6 +19,7 @@ use synclog_core::{
 
 use crate::connection::{self, map_err, BoundBusy, Deadline};
 use crate::indexes::{index_attrs, unindex_attrs};
+use crate::prune::MarkersKey;
 use crate::SqliteOptions;
 
 const INSERT: &str = "INSERT INTO logs (id, recorded_at, job, status, started_at, finished_at, \
@@ -48,6 +50,9 @@ pub(crate) struct Writer {
     unsaved_commits: u64,
     /// Told the last id after every commit, import and repair that wrote a record.
     signal: CommitSignal,
+    /// The ids the stored prune markers cover, as last read, and what identified the
+    /// markers then (read again when another writer added one).
+    pruned: Option<(MarkersKey, Arc<Pruned>)>,
 }
 
 /// How often (in commits and imports) the high-water mark is stored. It is also stored at
@@ -71,6 +76,7 @@ impl Writer {
             assigned: 0,
             unsaved_commits: 0,
             signal,
+            pruned: None,
         }
     }
 
@@ -227,7 +233,9 @@ impl Writer {
         let path = self.path.clone();
         let save = self.unsaved_commits + 1 >= SAVE_HIGH_WATER_EVERY;
         let assigned = self.assigned;
-        let (report, max) = self.transact(durability, |tx| {
+        let cached = self.pruned.clone();
+        let (report, max, pruned) = self.transact(durability, |tx| {
+            let pruned = crate::prune::pruned(tx, &path, cached.as_ref())?;
             let mut report = ImportReport::default();
             let mut insert = tx
                 .prepare_cached(INSERT_IF_ABSENT)
@@ -237,6 +245,10 @@ impl Writer {
                 .map_err(|e| map_err(&path, "preparing an import into", e))?;
             let mut max = 0u64;
             for rec in records {
+                if pruned.1.contains(rec.id) {
+                    report.pruned += 1;
+                    continue;
+                }
                 let n = insert_row(&mut insert, rec)
                     .map_err(|e| map_err(&path, &format!("importing log {} into", rec.id), e))?;
                 if n == 1 {
@@ -253,8 +265,9 @@ impl Writer {
             if save && max > 0 {
                 Self::raise_high_water(tx, &path, max.max(assigned))?;
             }
-            Ok((report, max))
+            Ok((report, max, pruned))
         })?;
+        self.pruned = Some(pruned);
         // Like commits, imports keep the mark in memory and store it every
         // SAVE_HIGH_WATER_EVERY writes and at close (a guarded store imports every group).
         self.assigned = self.assigned.max(max);
@@ -269,10 +282,16 @@ impl Writer {
     /// [`synclog_core::LogStore::repair`].
     pub(crate) fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
         let path = self.path.clone();
-        let (report, max) = self.transact(durability, |tx| {
+        let cached = self.pruned.clone();
+        let (report, max, pruned) = self.transact(durability, |tx| {
+            let pruned = crate::prune::pruned(tx, &path, cached.as_ref())?;
             let mut report = ImportReport::default();
             let mut max = 0u64;
             for rec in records {
+                if pruned.1.contains(rec.id) {
+                    report.pruned += 1;
+                    continue;
+                }
                 let damaged = match crate::reader::get(tx, &path, rec.id) {
                     Ok(None) => false,
                     Ok(Some(stored)) if stored.is_intact() => {
@@ -313,14 +332,110 @@ impl Writer {
                 index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                 max = max.max(rec.id.get());
             }
-            Ok((report, max))
+            Ok((report, max, pruned))
         })?;
+        self.pruned = Some(pruned);
         self.assigned = self.assigned.max(max);
         if max > 0 {
             self.unsaved_commits += 1;
         }
         self.signal_committed(max);
         Ok(report)
+    }
+
+    /// One transaction of a prune (see [`crate::SqliteStore`]'s `apply_prune`): with
+    /// `first`, stores `marker` unless a marker of its digest is stored (returned as
+    /// `true`) and raises the high-water mark to its last id, so no id it covers is ever
+    /// assigned again; then deletes the records of `ranges`. Returns how many it deleted.
+    pub(crate) fn prune_chunk(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        ranges: &[(i64, i64)],
+        durability: Durability,
+    ) -> Result<(u64, bool)> {
+        let path = self.path.clone();
+        let top = marker.last_id().map_or(0, LogId::get);
+        let done = self.transact(durability, |tx| {
+            let mut already = false;
+            if first {
+                already = crate::prune::store_marker(tx, &path, marker)?;
+                if top > 0 {
+                    Self::raise_high_water(tx, &path, top)?;
+                }
+            }
+            let deleted = crate::prune::delete_ranges(tx, &path, ranges)?;
+            Ok((deleted, already))
+        })?;
+        self.assigned = self.assigned.max(top);
+        Ok(done)
+    }
+
+    /// Deletes the records a stored marker covers that are still there (a prune cut off
+    /// between its transactions), chunk by chunk as a prune does. Returns how many.
+    pub(crate) fn finish_pending_prunes(&mut self) -> Result<u64> {
+        let path = self.path.clone();
+        let markers = crate::prune::markers(self.connection()?, &path)?;
+        let mut deleted = 0;
+        for marker in &markers {
+            let conn = self.connection()?;
+            let mut any = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM logs WHERE id BETWEEN ?1 AND ?2)")
+                .map_err(|e| map_err(&path, "checking the prunes of", e))?;
+            let mut pending = false;
+            for r in &marker.ranges {
+                let (first, last) = (r.first.get() as i64, r.last.get() as i64);
+                if any
+                    .query_row([first, last], |row| row.get::<_, bool>(0))
+                    .map_err(|e| map_err(&path, "checking the prunes of", e))?
+                {
+                    pending = true;
+                    break;
+                }
+            }
+            drop(any);
+            if !pending {
+                continue;
+            }
+            let size = self.options.prune_chunk_ids.max(1);
+            for chunk in crate::prune::chunks(&marker.ranges, size) {
+                deleted += self.prune_chunk(marker, false, &chunk, Durability::PowerLoss)?.0;
+            }
+            tracing::warn!(path = %path.display(), marker = %marker.name(), "a prune cut off by a crash was finished");
+        }
+        Ok(deleted)
+    }
+
+    /// Gives back up to [`crate::prune::VACUUM_PAGES`] free pages to the file system, in one
+    /// transaction, on a database created with `auto_vacuum = INCREMENTAL`. Returns whether
+    /// free pages remain to give back (never on other databases: their free pages are
+    /// reused by later writes).
+    pub(crate) fn vacuum_step(&mut self) -> Result<bool> {
+        let path = self.path.clone();
+        let conn = self.connection()?;
+        let mode: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .map_err(|e| map_err(&path, "reading auto_vacuum of", e))?;
+        if mode != 2 {
+            return Ok(false);
+        }
+        let sql = format!("PRAGMA incremental_vacuum({})", crate::prune::VACUUM_PAGES);
+        let left = self.transact(Durability::Process, |tx| {
+            let step = || -> rusqlite::Result<i64> {
+                let free =
+                    |tx: &Connection| tx.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+                if free(tx)? == 0 {
+                    return Ok(0);
+                }
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                drop(rows);
+                free(tx)
+            };
+            step().map_err(|e| map_err(&path, "giving back the free pages of", e))
+        })?;
+        Ok(left > 0)
     }
 
     /// Stores the high-water mark if commits since the last save left it behind.

@@ -241,6 +241,7 @@ async fn measure_the_upgrade_to_version_3() {
         conn.execute_batch(
             "DROP TRIGGER logs_into_job_stats; DROP TRIGGER logs_out_of_job_stats;
              DROP TRIGGER logs_update_job_stats; DROP TABLE job_stats; DROP TABLE log_attrs;
+             DROP TABLE prune_markers;
              DROP INDEX logs_by_recorded; DROP INDEX logs_by_started; DROP INDEX logs_by_finished;
              DROP INDEX logs_by_status; DROP INDEX logs_by_status_recorded;
              PRAGMA user_version = 2; VACUUM;",

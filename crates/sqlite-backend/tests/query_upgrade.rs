@@ -1,6 +1,7 @@
 //! Stores of schema versions 1 and 2 answer filters identically read as they are
-//! (read-only handle, no upgrade) and after a writer's open upgrades them to version 3,
-//! whose attribute index and per-job totals are backfilled from the records.
+//! (read-only handle, no upgrade) and after a writer's open upgrades them to the current
+//! version, whose attribute index and per-job totals (version 3) are backfilled from the
+//! records.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,12 +24,13 @@ fn user_version(db: &Path) -> i64 {
         .unwrap()
 }
 
-/// Turns a version 3 database back into the version 2 schema.
+/// Turns a version 4 database back into the version 2 schema.
 fn downgrade_to_2(db: &Path) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch(
         "DROP TRIGGER logs_into_job_stats; DROP TRIGGER logs_out_of_job_stats;
          DROP TRIGGER logs_update_job_stats; DROP TABLE job_stats; DROP TABLE log_attrs;
+             DROP TABLE prune_markers;
          DROP INDEX logs_by_recorded; DROP INDEX logs_by_started; DROP INDEX logs_by_finished;
          DROP INDEX logs_by_status; DROP INDEX logs_by_status_recorded;
          PRAGMA user_version = 2;",
@@ -124,7 +126,7 @@ async fn a_version_2_store_answers_filters_identically_before_and_after_its_upgr
 
     // --- step: upgraded by a writer
     let store = SqliteStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), synclog_sqlite::SCHEMA_VERSION);
     assert_eq!(side_table(&db), entries(&all));
     answers_like_the_model(&store, &all, &filters, "upgraded to 3").await;
     let sum = store.summary(&Filter::default()).await.unwrap();
@@ -169,7 +171,7 @@ async fn the_version_1_fixture_answers_filters_identically_before_and_after_its_
     ro.close().await.unwrap();
 
     let store = SqliteStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), synclog_sqlite::SCHEMA_VERSION);
     assert_eq!(side_table(&db), entries(&all));
     assert!(!side_table(&db).is_empty());
     answers_like_the_model(&store, &all, &filters, "upgraded to 3").await;
