@@ -14,6 +14,7 @@ use chrono::Utc;
 use synclog_core::canonical::{self, Checksum};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
+use synclog_core::retention::{check_marker, Applied, PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
@@ -23,17 +24,61 @@ use synclog_core::{
 };
 
 const RECORD: u8 = 0x01;
+/// Prune markers: `0x02` and a big-endian sequence number, the marker's JSON as value.
+const MARKER: u8 = 0x02;
 const HIGH_WATER: &[u8] = b"\x00high_water";
 /// The format version of the database, big-endian `u64`. Absent: version 1 (the release
-/// before runs). Version 2 records may carry run and idempotency keys.
+/// before runs). Version 2 records may carry run and idempotency keys. Version 3 may hold
+/// prune markers (keys `0x02`…), which an older build would ignore: it would report the
+/// pruned ids as missing and let an import bring the pruned records back.
 const FORMAT: &[u8] = b"\x00format";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 fn key(id: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+fn marker_key(seq: u64) -> [u8; 9] {
+    let mut k = [MARKER; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A stored prune marker: its key, its stored bytes, and the marker they decode to (or why
+/// they do not).
+type StoredMarker = (sled::IVec, sled::IVec, Result<PruneMarker>);
+
+/// The stored prune markers, oldest first.
+fn stored_markers(db: &sled::Db, path: &Path) -> Result<Vec<StoredMarker>> {
+    let mut out = Vec::new();
+    for item in db.scan_prefix([MARKER]) {
+        let (k, v) = item.map_err(|e| map_err(path, "reading the prune markers of", e))?;
+        let location = format!(
+            "sled://{} prune marker {}",
+            path.display(),
+            k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or_else(
+                || format!("{:?}", k.as_ref()),
+                |b| u64::from_be_bytes(b).to_string()
+            )
+        );
+        let marker = std::str::from_utf8(&v)
+            .map_err(|e| Error::Corrupt {
+                location: location.clone(),
+                detail: format!("a prune marker is not UTF-8: {e}"),
+                source: None,
+            })
+            .and_then(|text| PruneMarker::decode(text, &location));
+        out.push((k, v, marker));
+    }
+    Ok(out)
+}
+
+/// The stored prune markers, oldest first; a damaged one is an error.
+fn prune_markers(db: &sled::Db, path: &Path) -> Result<Vec<PruneMarker>> {
+    stored_markers(db, path)?.into_iter().map(|(_, _, m)| m).collect()
 }
 
 fn id_of(key: &[u8]) -> Option<u64> {
@@ -156,6 +201,9 @@ struct Writer {
     /// first time they are needed (sled has no secondary index here), then kept up to date
     /// by this writer, the only one (sled admits one process).
     book: Option<KeyBook>,
+    /// The ids the stored prune markers cover, read on first use, then kept up to date by
+    /// this writer: what imports and repairs skip.
+    pruned: Option<Pruned>,
 }
 
 /// How many one-record commits may pass before the high-water key is stored again. A
@@ -186,7 +234,84 @@ impl Writer {
             .map_err(|e| map_err(&self.path, "reading", e))?
             .and_then(|(k, _)| id_of(&k))
             .unwrap_or(0);
-        Ok(hw.max(last))
+        // The prune batch stores the high-water key too; this is for a key lost anyway. A
+        // damaged marker counts for nothing here (verify reports it).
+        let pruned = stored_markers(&self.db, &self.path)?
+            .into_iter()
+            .filter_map(|(_, _, m)| m.ok()?.last_id())
+            .map(LogId::get)
+            .max()
+            .unwrap_or(0);
+        Ok(hw.max(last).max(pruned))
+    }
+
+    /// The ids the stored markers cover (read once).
+    fn pruned(&mut self) -> Result<&Pruned> {
+        if self.pruned.is_none() {
+            let markers = prune_markers(&self.db, &self.path)?;
+            self.pruned = Some(Pruned::of(&markers));
+        }
+        self.pruned.as_ref().ok_or_else(|| Error::Backend {
+            engine: "sled",
+            context: format!("the prune markers of {}", self.path.display()),
+            source: "not read".into(),
+        })
+    }
+
+    /// Stores `marker` (unless stored) and removes the records it covers, with the
+    /// high-water key, in one atomic batch.
+    fn apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        let stored = stored_markers(&self.db, &self.path)?;
+        let already_marked = stored
+            .iter()
+            .any(|(_, _, m)| m.as_ref().is_ok_and(|m| m == marker));
+        let mut batch = sled::Batch::default();
+        if !already_marked {
+            let seq = stored
+                .last()
+                .and_then(|(k, _, _)| k.get(1..9)?.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+                + 1;
+            batch.insert(&marker_key(seq)[..], marker.encode().as_bytes());
+        }
+        let mut deleted = 0u64;
+        for range in &marker.ranges {
+            for item in self
+                .db
+                .range(key(range.first.get())..=key(range.last.get()))
+                .keys()
+            {
+                let k = item.map_err(|e| map_err(&self.path, "reading", e))?;
+                batch.remove(k);
+                deleted += 1;
+            }
+        }
+        let top = self.high_water.max(marker.last_id().map_or(0, LogId::get));
+        if already_marked && deleted == 0 && top == self.high_water {
+            if durability >= Durability::Process {
+                self.db.flush().map_err(|e| map_err(&self.path, "flushing", e))?;
+            }
+            return Ok(Applied {
+                deleted,
+                already_marked,
+            });
+        }
+        batch.insert(HIGH_WATER, &top.to_be_bytes()[..]);
+        self.apply(batch, durability)?;
+        self.high_water = top;
+        self.unsaved_singles = 0;
+        if !already_marked {
+            // Read afresh (with the new marker) when next needed.
+            self.pruned = None;
+        }
+        if deleted > 0 {
+            // The book would name records that are gone: fill it afresh when next needed.
+            self.book = None;
+        }
+        Ok(Applied {
+            deleted,
+            already_marked,
+        })
     }
 
     fn apply(&self, batch: sled::Batch, durability: Durability) -> Result<()> {
@@ -206,7 +331,12 @@ impl Writer {
         // Only what is written goes in the book: not conflicts, not records already there.
         let mut written = Vec::new();
         let mut max = self.high_water;
+        let pruned = self.pruned()?.clone();
         for rec in records {
+            if pruned.contains(rec.id) {
+                report.pruned += 1;
+                continue;
+            }
             let stored = match fresh.get(&rec.id) {
                 Some(c) => Some(*c),
                 None => self
@@ -349,7 +479,12 @@ impl Writer {
         let mut report = ImportReport::default();
         let mut batch = sled::Batch::default();
         let mut max = self.high_water;
+        let pruned = self.pruned()?.clone();
         for rec in records {
+            if pruned.contains(rec.id) {
+                report.pruned += 1;
+                continue;
+            }
             let stored = self
                 .db
                 .get(key(rec.id.get()))
@@ -525,6 +660,7 @@ impl SledStore {
             high_water: 0,
             unsaved_singles: 0,
             book: None,
+            pruned: None,
         };
         check_format(&db, &path, !read_only)?;
         writer.high_water = writer.load_high_water()?;
@@ -689,7 +825,7 @@ impl LogStore for SledStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
-            prune: false,
+            prune: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -774,6 +910,18 @@ impl LogStore for SledStore {
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         self.blocking(|db, path| {
             let mut v = Verifier::new();
+            let mut markers = Vec::new();
+            let mut damaged = Vec::new();
+            for (_, _, m) in stored_markers(db, path)? {
+                match m {
+                    Ok(m) => markers.push(m),
+                    Err(e) => damaged.push(e.to_string()),
+                }
+            }
+            v.prunes(markers);
+            for detail in damaged {
+                v.corrupt(None, detail);
+            }
             for item in db.range(key(0)..=key(u64::MAX)) {
                 let (k, val) = item.map_err(|e| map_err(path, "verifying", e))?;
                 let id = id_of(&k).and_then(LogId::new);
@@ -822,6 +970,37 @@ impl LogStore for SledStore {
             self.signal.committed(top);
         }
         Ok(report)
+    }
+
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        self.blocking(prune_markers).await
+    }
+
+    /// One atomic batch: the marker, the removal of every covered record and the
+    /// high-water key, flushed at `Process` and `PowerLoss`. sled reuses the freed space
+    /// itself (its segments are rewritten as they empty); the files do not shrink at once.
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        check_marker(marker)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                store: self.describe(),
+            });
+        }
+        self.check_writable("prune")?;
+        let marker = marker.clone();
+        self.group
+            .with_writer(move |w| w.apply_prune(&marker, durability))
+            .await?
+    }
+
+    /// sled's `size_on_disk`.
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        self.blocking(|db, path| {
+            db.size_on_disk()
+                .map(Some)
+                .map_err(|e| map_err(path, "measuring", e))
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {
