@@ -90,6 +90,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::Gathering;
 use synclog_core::query::{Filter, Summary};
+use synclog_core::retention::{check_marker, Applied, PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
 use synclog_core::{
@@ -105,8 +106,9 @@ use synclog_core::deadline::Deadline;
 
 /// The schema version this build creates (and upgrades older ones to), kept in `meta`.
 /// Version 2 added run and idempotency keys and the `runs` table; version 3 the indexes
-/// of queries, the attribute table and per-job aggregates (see the `sql` module).
-pub const SCHEMA_VERSION: i64 = 3;
+/// of queries, the attribute table and per-job aggregates; version 4 the prune markers
+/// (see the `sql` module).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Tuning of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -365,6 +367,11 @@ enum Job {
         durability: Durability,
         reply: Reply<ImportReport>,
     },
+    Prune {
+        marker: Box<PruneMarker>,
+        durability: Durability,
+        reply: Reply<Applied>,
+    },
     /// Ends the writer: its connection is closed, later jobs are refused.
     Close {
         reply: Reply<()>,
@@ -392,6 +399,33 @@ struct Writer {
     stats: Arc<Stats>,
     /// Raised to the last id of each acknowledged commit, import and repair.
     signal: CommitSignal,
+    /// The prune markers read so far (they are only ever added, under the store's lock)
+    /// and the last sequence number read: what imports and repairs skip.
+    markers: Markers,
+}
+
+/// The prune markers a writer has read, in sequence order.
+#[derive(Default)]
+struct Markers {
+    seq: i64,
+    markers: Vec<PruneMarker>,
+    pruned: Pruned,
+}
+
+/// Decodes a row of `markers_after` (`seq`, `body`).
+fn decode_marker(row: &Row, store: &str) -> Result<(i64, PruneMarker)> {
+    let e = |err| pg_err(store, "decoding a prune marker of", err);
+    let seq: i64 = row.try_get(0).map_err(e)?;
+    let body: String = row.try_get(1).map_err(e)?;
+    let marker = PruneMarker::decode(&body, &format!("{store} prune marker {seq}"))?;
+    Ok((seq, marker))
+}
+
+/// The markers of rows of `markers_after`, each decoded or the reason it is not.
+fn decode_markers(rows: &[Row], store: &str) -> Vec<Result<PruneMarker>> {
+    rows.iter()
+        .map(|r| decode_marker(r, store).map(|(_, m)| m))
+        .collect()
 }
 
 /// What a group with run or idempotency keys reads under the store's lock, prepared.
@@ -755,8 +789,16 @@ impl Writer {
         offered_keys_are_unique(&records)?;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
         let deadline = Deadline::after(self.lock_wait);
+        // Taken out while the connection is borrowed; an error leaves them to be read
+        // again from the start.
+        let mut markers = std::mem::take(&mut self.markers);
         let client = self.client().await?;
         let tx = begin(client, durability, lock, deadline, &store).await?;
+        Self::refresh_markers(&mut markers, &tx, &sql, &store).await?;
+        let pruned = &markers.pruned;
+        let before = records.len();
+        let records: Vec<LogRecord> = records.into_iter().filter(|r| !pruned.contains(r.id)).collect();
+        let skipped = (before - records.len()) as u64;
         let ids: Vec<i64> = records.iter().map(|r| r.id.get() as i64).collect();
         let rows = tx
             .query(
@@ -806,7 +848,10 @@ impl Writer {
             key_held_elsewhere(&tx, &sql, &store, &left).await?;
         }
         let damaged: std::collections::HashSet<i64> = damaged.into_iter().collect();
-        let mut report = ImportReport::default();
+        let mut report = ImportReport {
+            pruned: skipped,
+            ..ImportReport::default()
+        };
         for rec in &records {
             let id = rec.id.get() as i64;
             match intact.get(&id) {
@@ -818,6 +863,7 @@ impl Writer {
         tx.commit()
             .await
             .map_err(|e| pg_err(&store, "committing to", e))?;
+        self.markers = markers;
         if let Some(last) = records.iter().map(|r| r.id).max() {
             self.signal.committed(last);
         }
@@ -832,8 +878,16 @@ impl Writer {
         offered_keys_are_unique(&records)?;
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
         let deadline = Deadline::after(self.lock_wait);
+        // Taken out while the connection is borrowed; an error leaves them to be read
+        // again from the start.
+        let mut markers = std::mem::take(&mut self.markers);
         let client = self.client().await?;
         let tx = begin(client, durability, lock, deadline, &store).await?;
+        Self::refresh_markers(&mut markers, &tx, &sql, &store).await?;
+        let pruned = &markers.pruned;
+        let before = records.len();
+        let records: Vec<LogRecord> = records.into_iter().filter(|r| !pruned.contains(r.id)).collect();
+        let skipped = (before - records.len()) as u64;
         let cols = Columns::of(&records);
         let inserted: HashSet<i64> = tx
             .query(&sql.import, &cols.import_params())
@@ -844,6 +898,7 @@ impl Writer {
             .collect();
         let mut report = ImportReport {
             inserted: inserted.len() as u64,
+            pruned: skipped,
             ..ImportReport::default()
         };
         let others: Vec<i64> = records
@@ -880,10 +935,79 @@ impl Writer {
         tx.commit()
             .await
             .map_err(|e| pg_err(&store, "committing to", e))?;
+        self.markers = markers;
         if let Some(last) = inserted.iter().max().and_then(|&i| LogId::new(i as u64)) {
             self.signal.committed(last);
         }
         Ok(report)
+    }
+
+    /// Reads the markers stored since the last read (inside `tx`, under the store's lock):
+    /// the ids they cover.
+    async fn refresh_markers(
+        markers: &mut Markers,
+        tx: &tokio_postgres::Transaction<'_>,
+        sql: &Sql,
+        store: &str,
+    ) -> Result<()> {
+        let rows = tx
+            .query(&sql.markers_after, &[&markers.seq])
+            .await
+            .map_err(|e| pg_err(store, "reading the prune markers of", e))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            let (seq, marker) = decode_marker(row, store)?;
+            markers.seq = markers.seq.max(seq);
+            markers.markers.push(marker);
+        }
+        markers.pruned = Pruned::of(&markers.markers);
+        Ok(())
+    }
+
+    async fn apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        let r = self.try_apply_prune(marker, durability).await;
+        self.settle(r)
+    }
+
+    /// In one transaction under the store's lock: stores the marker unless a marker with
+    /// its digest is stored, deletes the records of its ranges (the triggers drop their
+    /// `attrs` rows and make their `job_stats` and `runs` rows again), and raises the
+    /// high-water mark to its last id.
+    async fn try_apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
+        let deadline = Deadline::after(self.lock_wait);
+        let client = self.client().await?;
+        let tx = begin(client, durability, lock, deadline, &store).await?;
+        let stored = tx
+            .execute(&sql.marker_insert, &[&marker.digest, &marker.encode()])
+            .await
+            .map_err(|e| pg_err(&store, "storing a prune marker in", e))?;
+        let firsts: Vec<i64> = marker.ranges.iter().map(|r| r.first.get() as i64).collect();
+        let lasts: Vec<i64> = marker.ranges.iter().map(|r| r.last.get() as i64).collect();
+        let deleted = tx
+            .execute(&sql.prune_delete, &[&firsts, &lasts])
+            .await
+            .map_err(|e| pg_err(&store, "deleting pruned records from", e))?;
+        let top = marker.last_id().map(|l| l.get() as i64);
+        if let Some(top) = top {
+            tx.query(&sql.raise_high_water, &[&top])
+                .await
+                .map_err(|e| pg_err(&store, "raising the high-water mark of", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| pg_err(&store, "committing to", e))?;
+        if let (Some(top), Some(next)) = (top, self.expected_next) {
+            if next <= top {
+                self.expected_next = None;
+            }
+        }
+        Ok(Applied {
+            deleted,
+            already_marked: stored == 0,
+        })
     }
 
     async fn sync(&mut self, level: Durability) -> Result<()> {
@@ -994,6 +1118,13 @@ impl Writer {
                     reply,
                 } => {
                     let _ = reply.send(self.repair(records, durability).await);
+                }
+                Job::Prune {
+                    marker,
+                    durability,
+                    reply,
+                } => {
+                    let _ = reply.send(self.apply_prune(&marker, durability).await);
                 }
                 Job::Close { reply } => {
                     self.client = None;
@@ -1255,6 +1386,8 @@ pub struct PgStore {
     /// Raised by this process's writer and by the listener (other processes' commits).
     signal: CommitSignal,
     listener: Listener,
+    /// How long the vacuum after a prune waits for its lock.
+    lock_wait: Duration,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -1341,6 +1474,7 @@ impl PgStore {
             max_group_logs: options.max_group_logs.max(1),
             stats: stats.clone(),
             signal: signal.clone(),
+            markers: Markers::default(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer.run(rx));
@@ -1355,6 +1489,7 @@ impl PgStore {
             closed: AtomicBool::new(false),
             signal,
             listener,
+            lock_wait: options.lock_wait,
         })
     }
 
@@ -1405,7 +1540,7 @@ impl LogStore for PgStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
-            prune: false,
+            prune: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -1573,12 +1708,37 @@ impl LogStore for PgStore {
 
     /// Pages through every row on a pooled connection (never the writer's), recomputing
     /// each checksum from the stored values.
+    /// The markers and the records are read in one snapshot (a read-only repeatable-read
+    /// transaction), so a prune committed meanwhile is seen whole or not at all.
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
-        let client = self.reader().await?;
+        let mut client = self.reader().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| pg_err(&self.store, "beginning verification of", e))?;
         let mut v = Verifier::new();
+        let mut markers = Vec::new();
+        let mut damaged = Vec::new();
+        let rows = tx
+            .query(&self.sql.markers_after, &[&0i64])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading the prune markers of", e))?;
+        for m in decode_markers(&rows, &self.store) {
+            match m {
+                Ok(m) => markers.push(m),
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        v.prunes(markers);
+        for detail in damaged {
+            v.corrupt(None, detail);
+        }
         let mut after = 0i64;
         loop {
-            let rows = client
+            let rows = tx
                 .query(&self.sql.page, &[&after, &10_000i64])
                 .await
                 .map_err(|e| pg_err(&self.store, "verifying", e))?;
@@ -1597,6 +1757,9 @@ impl LogStore for PgStore {
                 break;
             }
         }
+        tx.commit()
+            .await
+            .map_err(|e| pg_err(&self.store, "ending verification of", e))?;
         Ok(v.finish())
     }
 
@@ -1624,6 +1787,55 @@ impl LogStore for PgStore {
             reply,
         })
         .await
+    }
+
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        let client = self.reader().await?;
+        let rows = client
+            .query(&self.sql.markers_after, &[&0i64])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading the prune markers of", e))?;
+        decode_markers(&rows, &self.store).into_iter().collect()
+    }
+
+    /// One transaction under the store's lock (see the crate docs): the marker, the
+    /// deletion of its ranges with their `attrs`, `job_stats` and `runs` rows, and the
+    /// high-water mark. Then, when records were deleted, `VACUUM` of the tables on a pooled
+    /// connection (the writer goes on meanwhile), so their space is reused; a vacuum that
+    /// cannot run (its lock wait, another vacuum) is left to autovacuum.
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        check_marker(marker)?;
+        let marker = Box::new(marker.clone());
+        let applied = self
+            .ask(|reply| Job::Prune {
+                marker,
+                durability,
+                reply,
+            })
+            .await?;
+        if applied.deleted > 0 {
+            if let Ok(client) = self.reader().await {
+                let ms = self.lock_wait.as_millis().clamp(1, i32::MAX as u128);
+                // VACUUM runs only outside a transaction block: one statement per query.
+                let wait = format!("SET lock_timeout = {ms}");
+                if client.batch_execute(&wait).await.is_ok() {
+                    let _ = client.batch_execute(&self.sql.vacuum).await;
+                    let _ = client.batch_execute("RESET lock_timeout").await;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// `pg_total_relation_size` of every table of the schema (indexes and TOAST included).
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        let client = self.reader().await?;
+        let n: i64 = client
+            .query_one(&self.sql.storage_bytes, &[&self.sql.channel])
+            .await
+            .map_err(|e| pg_err(&self.store, "measuring", e))?
+            .get(0);
+        Ok(Some(n.max(0) as u64))
     }
 
     /// Releases every connection: the pool's, the writer's (after the jobs queued before

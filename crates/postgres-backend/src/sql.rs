@@ -23,6 +23,11 @@
 //!    triggers also drop the `attrs` rows of the ids they touch (a record changed outside
 //!    synclog then matches no attribute condition; `verify` reports it as damaged).
 //!
+//! 4. Retention: `prune_markers`, one row per prune (see [`synclog_core::retention`]): a
+//!    sequence number giving their order, the marker's digest (unique: a marker is stored
+//!    once) and its JSON (`PruneMarker::encode`), written in the transaction that deletes
+//!    the records it covers.
+//!
 //! A new schema is made by the same steps as an upgraded one: the version 1 DDL, then
 //! every step after it ([`Sql::upgrades`]), so both end up identical.
 
@@ -69,6 +74,20 @@ pub(crate) struct Sql {
     pub attrs_page: String,
     /// Adds `attrs` rows: `$1` ids, `$2` keys, `$3` values.
     pub attrs_insert: String,
+    /// The prune markers after sequence number `$1`, oldest first: `(seq, body)`.
+    pub markers_after: String,
+    /// Stores a marker (`$1` digest, `$2` body) unless one with its digest is stored: the
+    /// rows inserted.
+    pub marker_insert: String,
+    /// Deletes the records whose ids are in the ranges `$1` (firsts) to `$2` (lasts).
+    pub prune_delete: String,
+    /// Raises the high-water mark and the identity sequence to `$1` at least.
+    pub raise_high_water: String,
+    /// The tables a prune frees space in, for `VACUUM`.
+    pub vacuum: String,
+    /// The bytes of every table of the schema, with their indexes and TOAST: `$1` the
+    /// schema's name.
+    pub storage_bytes: String,
 }
 
 /// Every column, in the order `decode` reads them.
@@ -113,7 +132,7 @@ impl Sql {
                  CREATE INDEX IF NOT EXISTS logs_by_job ON {table} (job, id);
                  CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value bigint NOT NULL);"
             ),
-            upgrades: vec![(2, v2(&s, &table)), (3, v3(&s, &table))],
+            upgrades: vec![(2, v2(&s, &table)), (3, v3(&s, &table)), (4, v4(&s))],
             meta_exists: "SELECT to_regclass($1) IS NOT NULL".into(),
             meta_name: format!("{s}.meta"),
             version: format!("SELECT value FROM {s}.meta WHERE key = 'schema_version'"),
@@ -201,6 +220,26 @@ impl Sql {
                 "INSERT INTO {s}.attrs (id, key, value) \
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING"
             ),
+            markers_after: format!("SELECT seq, body FROM {s}.prune_markers WHERE seq > $1 ORDER BY seq"),
+            marker_insert: format!(
+                "INSERT INTO {s}.prune_markers (digest, body) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING"
+            ),
+            // One descent of the primary key per range.
+            prune_delete: format!(
+                "DELETE FROM {table} l USING UNNEST($1::bigint[], $2::bigint[]) r (lo, hi) \
+                 WHERE l.id BETWEEN r.lo AND r.hi"
+            ),
+            raise_high_water: format!(
+                "WITH hw AS (INSERT INTO {s}.meta (key, value) VALUES ('high_water', $1) \
+                             ON CONFLICT (key) DO UPDATE SET value = GREATEST({s}.meta.value, EXCLUDED.value)) \
+                 SELECT setval(q.s, $1) FROM (SELECT pg_get_serial_sequence('{table_lit}', 'id')::regclass s) q \
+                 WHERE coalesce(pg_sequence_last_value(q.s), 0) < $1"
+            ),
+            vacuum: format!("VACUUM {table}, {s}.attrs, {s}.job_stats, {s}.runs"),
+            storage_bytes: "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'm')"
+                .into(),
             table,
         }
     }
@@ -415,5 +454,16 @@ fn v3(s: &str, table: &str) -> String {
          SELECT job, status, count(*), sum(items_seen), sum(items_written), sum(items_failed),
                 min(started_at), max(recorded_at), max(id)
          FROM {table} GROUP BY job, status;"
+    )
+}
+
+/// Version 3 → 4: the prune markers. Idempotent.
+fn v4(s: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {s}.prune_markers (
+             seq    bigserial PRIMARY KEY,
+             digest text      UNIQUE NOT NULL, -- SHA-256 of the pruned (id, checksum) pairs
+             body   text      NOT NULL         -- the marker's JSON, checksummed
+         );"
     )
 }

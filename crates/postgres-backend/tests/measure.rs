@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use synclog_core::query::{AttrEq, Filter, TimeRange};
-use synclog_core::{Durability, LogStore, NewLog, Scan, Status};
+use synclog_core::query::{summary_by_scanning, AttrEq, Filter, TimeRange};
+use synclog_core::retention::{Policy, PruneMarker};
+use synclog_core::{Durability, IdRange, LogId, LogStore, NewLog, Scan, Status};
 use synclog_postgres::{PgOptions, PgStore};
 
 mod common;
@@ -214,6 +215,112 @@ async fn queries_at_a_million_logs() {
     let f4 = Filter::default().recorded(week);
     let t = median(3, || store.summary(&f4)).await;
     println!("summary of the last week: synclog {t:?}");
+    store.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}
+
+/// A prune of 1M logs (of 1.2M; 100 jobs, two attributes each, a third of them in runs of
+/// about 100 records): the transaction that deletes them (with their attributes, and the
+/// triggers' `job_stats` and `runs` rows), then the `VACUUM` after it. Prints both rates
+/// and the schema's size before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_a_million_logs() {
+    let Some(url) = enabled() else { return };
+    let gone: i64 = std::env::var("SYNCLOG_PG_MEASURE_LOGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let n = gone + gone / 5;
+    let s = schema("measure_prune");
+    let store = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let admin = raw_client(&url).await;
+    let fill = Instant::now();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO {s}.logs (id, recorded_at, job, status, started_at, finished_at, items_seen,
+                                   items_written, items_failed, message, attrs, checksum, run_key)
+             OVERRIDING SYSTEM VALUE
+             SELECT g, now() - interval '60 days' * (1 - g::float8 / {n}), 'job-' || (g % 100),
+                    CASE WHEN g % 20 = 3 THEN 'failed' WHEN g % 10 = 1 THEN 'skipped'
+                         WHEN g % 20 = 5 THEN 'partial' ELSE 'succeeded' END,
+                    now() - interval '60 days' * (1 - g::float8 / {n}) - interval '5 minutes',
+                    now() - interval '60 days' * (1 - g::float8 / {n}),
+                    g % 1000, g % 900, g % 100, 'm',
+                    '{{\"customer\":\"c-' || (g % 1000) || '\",\"env\":\"' || CASE WHEN g % 3 = 0 THEN 'prod' ELSE 'dev' END || '\"}}', 0,
+                    CASE WHEN g % 3 = 0 THEN 'run-' || (g % 100) || '-' || (g / 30000) END
+             FROM generate_series(1, {n}) g;
+             INSERT INTO {s}.attrs (key, value, id)
+             SELECT 'customer', '\"c-' || (g % 1000) || '\"', g FROM generate_series(1, {n}) g
+             UNION ALL
+             SELECT 'env', CASE WHEN g % 3 = 0 THEN '\"prod\"' ELSE '\"dev\"' END, g FROM generate_series(1, {n}) g;
+             INSERT INTO {s}.meta (key, value) VALUES ('high_water', {n})
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+             SELECT setval(pg_get_serial_sequence('{s}.logs', 'id'), {n});"
+        ))
+        .await
+        .unwrap();
+    for t in ["logs", "attrs", "job_stats", "runs"] {
+        admin
+            .batch_execute(&format!("VACUUM ANALYZE {s}.{t}"))
+            .await
+            .unwrap();
+    }
+    println!("filled {n} logs in {:?}", fill.elapsed());
+    let before = store.storage_bytes().await.unwrap().unwrap();
+    let id = |i: i64| LogId::new(i as u64).unwrap();
+    let marker = PruneMarker::new(
+        chrono::Utc::now(),
+        Policy::default().before_id(id(gone + 1)),
+        vec![IdRange::new(id(1), id(gone)).unwrap()],
+        "0".repeat(64),
+        None,
+    );
+    // When the VACUUM after the deletion starts, seen from another connection.
+    let watcher = raw_client(&url).await;
+    let start = Instant::now();
+    let pattern = format!("VACUUM %{s}%");
+    let watch = tokio::spawn(async move {
+        loop {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'",
+                    &[&pattern],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let applied = store.apply_prune(&marker, Durability::PowerLoss).await.unwrap();
+    let total = start.elapsed();
+    let deleting = tokio::time::timeout(Duration::from_millis(100), watch)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(total);
+    assert_eq!(applied.deleted, gone as u64);
+    let after = store.storage_bytes().await.unwrap().unwrap();
+    let again = Instant::now();
+    admin
+        .batch_execute(&format!("VACUUM {s}.logs, {s}.attrs, {s}.job_stats, {s}.runs"))
+        .await
+        .unwrap();
+    let idle_vacuum = again.elapsed();
+    println!(
+        "prune of {gone} logs: the deleting transaction {deleting:?} ({:.0} logs/s); with the VACUUM after it \
+         {total:?} ({:.0} logs/s); a VACUUM with nothing left to do takes {idle_vacuum:?}; \
+         {before} bytes before, {after} after",
+        gone as f64 / deleting.as_secs_f64(),
+        gone as f64 / total.as_secs_f64()
+    );
+    assert_eq!(
+        store.summary(&Filter::default()).await.unwrap(),
+        summary_by_scanning(&store, &Filter::default()).await.unwrap()
+    );
     store.close().await.unwrap();
     drop_schema(&url, &s).await;
 }
