@@ -7,7 +7,8 @@
 //! - **Format** ([`format`](mod@format)): a header line with the format version, then one record per
 //!   line with its checksum (and its `run` and `idempotency_key` when it has them). Any
 //!   JSON tool reads every line.
-//! - **Format version** ([`STORE_FORMAT`], 2): kept in `<file>.format` (checksummed,
+//! - **Format version** ([`STORE_FORMAT`], 3; a store never pruned stays 2, readable by
+//!   the release before): kept in `<file>.format` (checksummed,
 //!   replaced by write-then-rename), read before an open writes anything. A store of a
 //!   later format is refused untouched ([`Error::Unsupported`] naming both versions). A
 //!   store without the marker is the previous release's (format 1) and a writer's open
@@ -105,6 +106,18 @@
 //!   written (a fold that fails, on a full disk, is tried again `index_fold_after` entries
 //!   later). Records are read from the files when asked for.
 //!   Compaction still gathers the entries of the files it rewrites.
+//! - **Retention** ([`LogStore::apply_prune`]): a prune's marker goes to `<file>.prunes`
+//!   (the whole list replaced by write-then-rename, each marker checksummed) and the
+//!   format marker becomes 3, both durable before anything is deleted; then a compaction
+//!   leaves out every record a marker covers: a sealed segment it empties is removed, one
+//!   it cuts into is rewritten, and the active file is always rewritten (write-then-rename),
+//!   which is how other processes learn of the prune (they load the store afresh when the
+//!   active file is replaced). A crash in between leaves covered records that reads skip
+//!   and the next writer's open deletes. Ids stay above every marker's; imports skip
+//!   covered ids; `verify` counts them as pruned. A markers file that does not check out
+//!   fails the open ([`Error::Corrupt`]). A prune reads every file of the store once
+//!   (the side file no longer matches the files it changed, and is written anew) and
+//!   copies what stays of the files it touches.
 //! - **Reads are by id order**; `job`/`status` filters read every record in the id range
 //!   (this engine is a backup, not a query engine).
 //!
@@ -117,6 +130,7 @@ pub mod fs;
 mod index;
 mod load;
 mod mark;
+mod prunes;
 mod sidefile;
 pub mod sim;
 mod version;
@@ -253,7 +267,7 @@ impl JsonStore {
             false => None,
         };
         let marked = version::read(&*fs, &path)?;
-        let upgrade = marked.is_none_or(|v| v < STORE_FORMAT);
+        let upgrade = marked.is_none_or(|v| v < version::KEYS_FORMAT);
         if upgrade {
             // A store of the previous release (or a new one): its active file's header
             // first, then the load, then, last, the marker (see `version`).
@@ -262,11 +276,17 @@ impl JsonStore {
             }
         }
         let mut loaded = load::load(&*fs, &path, true)?;
-        if upgrade {
-            version::write(&*fs, &path)?;
-            if !loaded.report.created {
-                loaded.report.format_upgraded = Some(marked.unwrap_or(1));
-            }
+        // A pruned store is format 3 (its marker is written before its markers file; one
+        // removed by hand is written again), any other format 2.
+        let format = match loaded.prunes_seen.is_some() {
+            true => version::PRUNES_FORMAT,
+            false => version::KEYS_FORMAT,
+        };
+        if marked.is_none_or(|v| v < format) {
+            version::write(&*fs, &path, format)?;
+        }
+        if upgrade && !loaded.report.created {
+            loaded.report.format_upgraded = Some(marked.unwrap_or(1));
         }
         if active_lock.is_none() {
             active_lock = Some(lock_active(
@@ -281,7 +301,7 @@ impl JsonStore {
         warn_about(&name, &report);
         let shared = Arc::new(RwLock::new(Shared::open(&*fs, loaded)?));
         let book = BookRef::default();
-        let writer = JsonWriter::new(
+        let mut writer = JsonWriter::new(
             fs.clone(),
             path.clone(),
             shared.clone(),
@@ -290,10 +310,11 @@ impl JsonStore {
             options.index_fold_after.max(1),
             book.clone(),
         );
-        // Opening is done: other processes may write between this one's groups (each
-        // group takes the locks again, see `JsonWriter::exclusive`).
-        drop(active_lock);
-        drop(lock);
+        // A prune cut off after its marker was stored: its deletion is finished before
+        // anything else is written. Then opening is done: other processes may write
+        // between this one's groups (each group takes the locks again, see
+        // `JsonWriter::exclusive`).
+        writer.with_open_locks(lock, active_lock, |w| w.finish_prunes().map(drop))?;
         let group = GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -410,11 +431,7 @@ impl JsonStore {
 
     /// The store's files: sealed segments in order, then the active file.
     pub fn files(&self) -> Vec<PathBuf> {
-        read_shared(&self.inner.shared)
-            .files
-            .values()
-            .map(|f| f.path.clone())
-            .collect()
+        self.inner.files_now()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -452,6 +469,10 @@ impl JsonStore {
         self.blocking(move |inner| {
             let (entry, files) = {
                 let shared = read_shared(&inner.shared);
+                if shared.pruned.contains(id) {
+                    // Still in a file only when a prune was cut off: never read again.
+                    return Ok(None);
+                }
                 match shared.index.get(id.get())? {
                     None => return Ok(None),
                     Some(e) => (e, shared.files.clone()),
@@ -640,9 +661,26 @@ pub fn store_files(path: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `(first, last)` pairs as id ranges (pairs with an id of 0 dropped).
+fn to_id_ranges(ranges: &mark::Ranges) -> Vec<synclog_core::IdRange> {
+    ranges
+        .iter()
+        .filter_map(|&(a, b)| synclog_core::IdRange::new(LogId::new(a)?, LogId::new(b)?))
+        .collect()
+}
+
 impl Inner {
     fn name(&self) -> String {
         self.path.display().to_string()
+    }
+
+    /// The paths of the store's files as this handle knows them.
+    fn files_now(&self) -> Vec<PathBuf> {
+        read_shared(&self.shared)
+            .files
+            .values()
+            .map(|f| f.path.clone())
+            .collect()
     }
 
     /// The record stored under idempotency key `key`.
@@ -682,7 +720,8 @@ impl Inner {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let filtered = !scan.filter.is_empty();
+        let pruned = read_shared(&self.shared).pruned.clone();
+        let filtered = !scan.filter.is_empty() || !pruned.is_empty();
         let mut out = Vec::new();
         let mut cursor: Option<u64> = None;
         loop {
@@ -709,7 +748,10 @@ impl Inner {
             if scan.descending {
                 recs.reverse();
             }
-            for rec in recs.into_iter().filter(|r| scan.matches(r)) {
+            for rec in recs
+                .into_iter()
+                .filter(|r| scan.matches(r) && !pruned.contains(r.id))
+            {
                 out.push(rec);
                 if out.len() == limit {
                     return Ok(out);
@@ -727,7 +769,7 @@ impl Inner {
     /// that are in none of the files (cut off behind the store's back); a high-water mark
     /// that does not read. Ids moved aside (never acknowledged) are not reported missing.
     fn verify(&self) -> Result<VerifyReport> {
-        let (spans, last, high_water, skipped, mark_problem) = {
+        let (spans, last, high_water, skipped, mark_problem, prunes) = {
             let s = read_shared(&self.shared);
             (
                 s.spans(),
@@ -735,9 +777,12 @@ impl Inner {
                 s.mark.mark.high_water,
                 s.mark.mark.skipped.clone(),
                 s.mark.problem.clone(),
+                s.prunes.clone(),
             )
         };
+        let pruned = synclog_core::retention::Pruned::of(prunes.iter());
         let mut v = Verifier::unordered();
+        v.prunes(Vec::clone(&prunes));
         for (_, path, end) in spans {
             Self::verify_file(&*self.fs, &path, end, &mut v)?;
         }
@@ -772,6 +817,13 @@ impl Inner {
             if from <= high_water {
                 gone.push((from, high_water));
             }
+            // Ids a marker covers above the last record (one applied from another copy)
+            // were pruned, not lost.
+            let gone: mark::Ranges = pruned
+                .subtract(&to_id_ranges(&gone))
+                .iter()
+                .map(|r| (r.first.get(), r.last.get()))
+                .collect();
             if !gone.is_empty() {
                 report.engine_problems.push(format!(
                     "logs {} were handed out but are in none of the store's files (cut off behind its back?); \
@@ -837,7 +889,7 @@ impl LogStore for JsonStore {
             checkpoint: false,
             deep_verify: false,
             repair: true,
-            prune: false,
+            prune: true,
             durability: Durability::ALL.to_vec(),
         }
     }
@@ -935,12 +987,21 @@ impl LogStore for JsonStore {
         self.retrying(|| async {
             let shared = read_shared(&self.inner.shared);
             let from = after.map_or(0, |a| a.get() + 1);
-            Ok(shared
-                .index
-                .take(from..u64::MAX, false, limit)?
-                .into_iter()
-                .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
-                .collect())
+            let mut out: Vec<(LogId, Checksum)> = Vec::new();
+            let mut cursor = from;
+            // Records a cut-off prune left are skipped (rarely any: a writer's open
+            // deletes them).
+            while out.len() < limit {
+                let got = shared.index.take(cursor..u64::MAX, false, limit - out.len())?;
+                let Some(&(last, _)) = got.last() else { break };
+                out.extend(
+                    got.into_iter()
+                        .filter_map(|(k, e)| LogId::new(k).map(|id| (id, e.checksum)))
+                        .filter(|(id, _)| !shared.pruned.contains(*id)),
+                );
+                cursor = last + 1;
+            }
+            Ok(out)
         })
         .await
     }
@@ -979,6 +1040,52 @@ impl LogStore for JsonStore {
     /// (counted as inserted). The damaged line stays in the file until `compact`.
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.import(records, durability).await
+    }
+
+    async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {
+        self.check_open()?;
+        self.refresh().await?;
+        Ok(Vec::clone(&read_shared(&self.inner.shared).prunes))
+    }
+
+    /// The marker goes to `<file>.prunes` (and the format marker to 3) before anything
+    /// is deleted; then a compaction leaves out what it covers: sealed segments it empties
+    /// are removed, others it touches and the active file are rewritten by
+    /// write-then-rename. Durable at every level (each step is synced).
+    async fn apply_prune(
+        &self,
+        marker: &synclog_core::PruneMarker,
+        _durability: Durability,
+    ) -> Result<synclog_core::retention::Applied> {
+        let group = self.writer("prune")?;
+        synclog_core::retention::check_marker(marker)?;
+        self.retrying(|| {
+            let marker = marker.clone();
+            async move { group.with_writer(move |w| w.apply_prune(marker)).await? }
+        })
+        .await
+    }
+
+    /// Bytes of the store's files (segments, active file), its index side file and its
+    /// markers.
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        self.check_open()?;
+        self.refresh().await?;
+        self.blocking(|inner| {
+            let mut paths = inner.files_now();
+            paths.push(sidefile::side_path(&inner.path));
+            paths.push(prunes::prunes_path(&inner.path));
+            let mut total = 0;
+            for p in paths {
+                total += inner
+                    .fs
+                    .len(&p)
+                    .map_err(|e| Error::io(format!("reading {}", p.display()), e))?
+                    .unwrap_or(0);
+            }
+            Ok(Some(total))
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -135,6 +135,11 @@ pub(crate) struct Loaded {
     /// Sealed segments in number order, then the active file.
     pub files: Vec<StoreFile>,
     pub report: OpenReport,
+    /// The store's prune markers ([`crate::prunes`]), oldest first.
+    pub prunes: Vec<synclog_core::PruneMarker>,
+    /// The markers file's identity and length when read (`None`: no file), so that a
+    /// writer notices another process's prune.
+    pub prunes_seen: Option<(crate::fs::FileId, u64)>,
 }
 
 /// The name a sealed segment of the store at `path` gets: `<file>.seg-000001`, ….
@@ -204,6 +209,13 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loa
 pub(crate) fn load_with(fs: &dyn FileSystem, path: &Path, writes: bool, use_side: bool) -> Result<Loaded> {
     let name = path.display().to_string();
     let mut report = OpenReport::default();
+    // The markers first: read before the files, so that a prune finishing meanwhile in
+    // another process (it writes them before it deletes) is never half seen.
+    let prunes_at = crate::prunes::prunes_path(path);
+    let prunes_seen = fs
+        .stat(&prunes_at)
+        .map_err(io(format!("reading {}", prunes_at.display())))?;
+    let prunes = crate::prunes::read(fs, path)?;
     let next = next_path(path);
     let exists = fs.len(path).map_err(io(format!("reading {name}")))?;
     if writes && exists.is_none() && fs.len(&next).map_err(io(format!("reading {name}")))?.is_some() {
@@ -365,11 +377,24 @@ pub(crate) fn load_with(fs: &dyn FileSystem, path: &Path, writes: bool, use_side
             ),
         }
     }
+    if !writes
+        && fs
+            .stat(&prunes_at)
+            .map_err(io(format!("reading {}", prunes_at.display())))?
+            != prunes_seen
+    {
+        // A reader without the locks met another process's prune: its files may be
+        // pruned past the markers read first. Read again (the prune holds the locks
+        // until it is done, and prunes are rare).
+        return load_with(fs, path, writes, use_side);
+    }
     Ok(Loaded {
         index,
         files,
         report,
         mark,
+        prunes,
+        prunes_seen,
     })
 }
 

@@ -1,5 +1,13 @@
 //! The store's format version, kept in `<file>.format`, and the in-place upgrade of a
-//! store of the previous release.
+//! store of an earlier release.
+//!
+//! The formats: 1, the first release's (no marker file); 2, records with run and
+//! idempotency keys; 3, a store that holds prune markers (`<file>.prunes`, see
+//! [`crate::prunes`]): records are missing from its files on purpose, so a release of format
+//! 2, which does not read the markers and would report the pruned ids as lost (and let a
+//! restore bring them back), refuses it. A store becomes format 3 when its first prune
+//! is applied (the marker file is written after this one); a store never pruned stays
+//! format 2, readable by the release before.
 //!
 //! The marker is one line, `{"synclog":"jsonl","format":2,"checksum":"…"}` (the checksum:
 //! CRC-32C of `jsonl/2`, in hex), replaced by write-then-rename (synced, directory
@@ -12,14 +20,15 @@
 //! - a marker that does not read (damaged) fails the open with [`Error::Corrupt`], and
 //!   nothing is written;
 //! - a header naming a version above [`STORE_FORMAT`] (no marker) is refused the same way;
-//! - no marker (or one naming an older format): a store of the previous release (format
+//! - no marker (or one naming format 1): a store of the first release (format
 //!   1, no keys), or a new one. A
 //!   writer's open upgrades it in place: the active file's header is rewritten to the
 //!   current version (a copy with the new header, synced, renamed over it), so that a
 //!   release of format 1 refuses the store (it reads the header whenever the index side
 //!   file does not suit it, and this build writes side files of a version it ignores);
 //!   then the store is loaded; then, last, the marker is written. A crash at any step
-//!   leaves a store that opens, and the next open finishes the upgrade.
+//!   leaves a store that opens, and the next open finishes the upgrade. A store with a
+//!   `<file>.prunes` gets format 3 (a marker removed by hand is written again).
 //!
 //! A read-only open and [`crate::inspect`] check the marker and upgrade nothing.
 
@@ -33,9 +42,17 @@ use crate::format;
 use crate::fs::{FileSystem, LockGuard};
 use crate::load::sibling;
 
-/// The store format this build writes and the highest it opens: 2, records with run and
-/// idempotency keys. 1: the previous release (no marker file).
-pub const STORE_FORMAT: u32 = format::FORMAT_VERSION;
+/// The highest store format this build writes and opens: 3, a store with prune markers.
+/// 2: records with run and idempotency keys (what a store never pruned stays); 1: the
+/// first release (no marker file).
+pub const STORE_FORMAT: u32 = PRUNES_FORMAT;
+
+/// The format of a store without prune markers: records with run and idempotency keys
+/// (the header version of the files).
+pub(crate) const KEYS_FORMAT: u32 = format::FORMAT_VERSION;
+
+/// The format of a store with prune markers.
+pub(crate) const PRUNES_FORMAT: u32 = 3;
 
 /// The marker's file.
 pub(crate) fn marker_path(path: &Path) -> PathBuf {
@@ -84,7 +101,7 @@ pub(crate) fn read(fs: &dyn FileSystem, path: &Path) -> Result<Option<u32>> {
         location: name.clone(),
         detail: format!(
             "the store's format marker is damaged ({why}); nothing was written. If this release \
-             (format {STORE_FORMAT}) or the previous one wrote the store, remove the marker and open \
+             (format {STORE_FORMAT}) or an earlier one wrote the store, remove the marker and open \
              it again to have it rewritten"
         ),
         source: None,
@@ -117,9 +134,9 @@ fn newer(path: &Path, format: u32) -> Error {
     }
 }
 
-/// Writes the marker for [`STORE_FORMAT`]: to `<file>.format.tmp`, synced, renamed over
+/// Writes the marker for `format`: to `<file>.format.tmp`, synced, renamed over
 /// `<file>.format`, directory synced. No temporary file is left on failure.
-pub(crate) fn write(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+pub(crate) fn write(fs: &dyn FileSystem, path: &Path, format: u32) -> Result<()> {
     let at = marker_path(path);
     let tmp = sibling(path, ".format.tmp");
     let io = |e: std::io::Error| Error::io(format!("writing the format marker {}", at.display()), e);
@@ -127,7 +144,7 @@ pub(crate) fn write(fs: &dyn FileSystem, path: &Path) -> Result<()> {
         fs.remove_file(&tmp).map_err(io)?;
     }
     let written = fs
-        .write_new(&tmp, &marker_bytes(STORE_FORMAT))
+        .write_new(&tmp, &marker_bytes(format))
         .and_then(|()| fs.rename(&tmp, &at));
     if written.is_err() && fs.len(&tmp).ok().flatten().is_some() {
         let _ = fs.remove_file(&tmp);

@@ -9,8 +9,9 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use synclog_core::group::BatchWriter;
+use synclog_core::retention::{check_marker, Applied, Pruned};
 use synclog_core::run::{seal_batch, Committed, Planner};
-use synclog_core::{Durability, Error, ImportReport, LogRecord, NewLog, Result};
+use synclog_core::{Durability, Error, ImportReport, LogId, LogRecord, NewLog, PruneMarker, Result};
 
 use crate::book::{self, BookRef};
 use crate::format;
@@ -59,6 +60,15 @@ pub(crate) struct Shared {
     /// records. `None` while no book is kept for this index (none built yet, files loaded
     /// afresh, or too many ids waited): the next use of the book builds it.
     pub behind: Option<Vec<u64>>,
+    /// The store's prune markers, oldest first.
+    pub prunes: Arc<Vec<PruneMarker>>,
+    /// The ids they cover, merged: never read, imported or handed out again.
+    pub pruned: Pruned,
+    /// The markers file's identity and length as read (see [`crate::load::Loaded`]).
+    pub prunes_seen: Option<(FileId, u64)>,
+    /// Some indexed record is covered by a marker: a prune was cut off before it deleted
+    /// all it marked. Reads skip such records; the writer deletes them at open.
+    pub prune_pending: bool,
 }
 
 impl Shared {
@@ -90,15 +100,31 @@ impl Shared {
                 },
             );
         }
+        let pruned = Pruned::of(loaded.prunes.iter());
+        let mut prune_pending = false;
+        for r in pruned.ranges() {
+            let ids = r.first.get()..r.last.get().saturating_add(1);
+            if !loaded.index.take(ids, false, 1)?.is_empty() {
+                prune_pending = true;
+                break;
+            }
+        }
+        let mut mark = loaded.mark;
+        // Ids stay above every pruned one, even one this copy never held.
+        mark.mark.high_water = mark.mark.high_water.max(pruned.last_id().map_or(0, LogId::get));
         Ok(Shared {
             index: loaded.index,
             files: Arc::new(files),
             end,
             lines,
             skipped,
-            mark: loaded.mark,
+            mark,
             seen: (None, 0),
             behind: None,
+            prunes: Arc::new(loaded.prunes),
+            pruned,
+            prunes_seen: loaded.prunes_seen,
+            prune_pending,
         })
     }
 
@@ -249,6 +275,11 @@ pub(crate) fn write_shared(s: &SharedRef) -> std::sync::RwLockWriteGuard<'_, Sha
 pub struct CompactReport {
     /// Records in the store afterwards.
     pub records: u64,
+    /// Records left out because a prune marker covers them (a prune deletes by
+    /// compacting; a compaction finishes a prune that was cut off).
+    pub pruned: u64,
+    /// Sealed segments removed because a prune left nothing in them.
+    pub segments_removed: u64,
     /// Files rewritten: the active file always, a sealed segment only if it held skipped lines.
     pub files_rewritten: u64,
     /// Bytes of lines skipped at open (corrupt, or repeating an id with another record),
@@ -817,6 +848,10 @@ impl JsonWriter {
         {
             let shared = read_shared(&self.shared);
             for rec in records {
+                if shared.pruned.contains(rec.id) {
+                    report.pruned += 1;
+                    continue;
+                }
                 let stored = shared
                     .index
                     .get(rec.id.get())?
@@ -1029,26 +1064,48 @@ impl JsonWriter {
         self.sync_file(Durability::PowerLoss)?;
         // The writer is the index's only mutator, so a read lock gives a stable view. One
         // pass sorts the entries by file (in id order within each).
-        let (spans, files, active, mut by_file) = {
+        // Records a prune marker covers are left out (a prune deletes this way).
+        let (spans, files, active, mut by_file, mut covered) = {
             let s = read_shared(&self.shared);
             let mut by_file: BTreeMap<u16, Vec<Entry>> = BTreeMap::new();
+            let mut covered: BTreeMap<u16, Vec<Entry>> = BTreeMap::new();
             for item in s.index.iter() {
-                let (_, e) = item?;
-                by_file.entry(e.file()).or_default().push(e);
+                let (id, e) = item?;
+                let pruned = LogId::new(id).is_some_and(|id| s.pruned.contains(id));
+                let to = if pruned { &mut covered } else { &mut by_file };
+                to.entry(e.file()).or_default().push(e);
             }
-            (s.spans(), s.files.clone(), s.active(), by_file)
+            (s.spans(), s.files.clone(), s.active(), by_file, covered)
         };
         let mut report = CompactReport::default();
         for (number, path, end) in spans {
             let Some(file) = files.get(&number) else { continue };
             let entries = by_file.remove(&number).unwrap_or_default();
+            let gone = covered.remove(&number).unwrap_or_default();
             report.bytes_before += end;
-            let skipped = self.save_rejected(&path, &entries, &*file.reader, end)?;
+            let skipped = match gone.is_empty() {
+                true => self.save_rejected(&path, &entries, &*file.reader, end)?,
+                false => {
+                    let indexed: Vec<Entry> = entries.iter().chain(&gone).copied().collect();
+                    self.save_rejected(&path, &indexed, &*file.reader, end)?
+                }
+            };
             report.rejected_bytes += skipped.bytes;
             report.rejected_lines += skipped.lines;
             report.duplicates_dropped += skipped.duplicates;
             report.rejected_to.extend(skipped.saved_to);
-            if number != active && skipped.bytes == 0 && skipped.duplicates == 0 {
+            report.pruned += gone.len() as u64;
+            if number != active && skipped.bytes == 0 && skipped.duplicates == 0 && gone.is_empty() {
+                continue;
+            }
+            if number != active && entries.is_empty() {
+                // A sealed segment the prune emptied goes (what it held that was not a
+                // record was saved aside just above).
+                self.fs
+                    .remove_file(&path)
+                    .and_then(|()| self.fs.sync_dir(&path))
+                    .map_err(|e| Error::io(format!("removing the pruned segment {}", path.display()), e))?;
+                report.segments_removed += 1;
                 continue;
             }
             if number == active {
@@ -1070,7 +1127,11 @@ impl JsonWriter {
         }
         // The same records under the same ids (lines skipped at open were never indexed,
         // so never in the key book): the book stays valid, with what it has yet to note.
-        fresh.behind = write_shared(&self.shared).behind.take();
+        // Unless records were pruned: the book is built again when next used, without them.
+        let behind = write_shared(&self.shared).behind.take();
+        if report.pruned == 0 {
+            fresh.behind = behind;
+        }
         report.bytes_after = fresh.spans().iter().map(|(_, _, end)| end).sum();
         report.records = fresh.index.len();
         self.active_id = self
@@ -1080,6 +1141,81 @@ impl JsonWriter {
         fresh.seen = (self.active_id, fresh.end);
         *write_shared(&self.shared) = fresh;
         Ok(report)
+    }
+}
+
+impl JsonWriter {
+    /// Stores `marker` (unless stored already) and deletes the records it covers, under
+    /// the store's locks. The marker and the format marker are durable before anything is
+    /// deleted; the deletion is a compaction that leaves out every record a marker covers
+    /// (sealed segments it empties are removed, the others rewritten, the active file
+    /// rewritten by write-then-rename). A crash in between leaves covered records that
+    /// reads skip and the next writer's open (or this call, made again) deletes.
+    pub(crate) fn apply_prune(&mut self, marker: PruneMarker) -> Result<Applied> {
+        check_marker(&marker)?;
+        self.exclusive(|w| w.apply_prune_locked(marker))
+    }
+
+    fn apply_prune_locked(&mut self, marker: PruneMarker) -> Result<Applied> {
+        self.check_tail()?;
+        let (markers, already_marked) = {
+            let s = read_shared(&self.shared);
+            (s.prunes.clone(), s.prunes.contains(&marker))
+        };
+        if !already_marked {
+            let mut all = Vec::clone(&markers);
+            all.push(marker.clone());
+            // The format first (a release that cannot read markers refuses the store from
+            // now on), then the markers, then the deletion.
+            crate::version::write(&*self.fs, &self.path, crate::version::PRUNES_FORMAT)?;
+            crate::prunes::write(&*self.fs, &self.path, &all)?;
+            let top = marker.last_id().map_or(0, LogId::get);
+            let seen = self
+                .fs
+                .stat(&crate::prunes::prunes_path(&self.path))
+                .map_err(|e| Error::io(format!("reading the prune markers of {}", self.name()), e))?;
+            let mut s = write_shared(&self.shared);
+            s.pruned = Pruned::of(all.iter());
+            s.prunes = Arc::new(all);
+            s.prunes_seen = seen;
+            // Always compacted, even when nothing here is covered: the active file is
+            // then replaced, which is how other processes learn of the marker (a
+            // replaced active file makes them load the store afresh, markers included).
+            s.prune_pending = true;
+            s.mark.mark.high_water = s.mark.mark.high_water.max(top);
+            drop(s);
+            self.next_id = self.next_id.max(top + 1);
+        }
+        let deleted = self.finish_prunes()?;
+        Ok(Applied {
+            deleted,
+            already_marked,
+        })
+    }
+
+    /// Deletes the records a stored marker covers, if any is still there: how many.
+    pub(crate) fn finish_prunes(&mut self) -> Result<u64> {
+        if !read_shared(&self.shared).prune_pending {
+            return Ok(0);
+        }
+        let report = self.compact_locked()?;
+        Ok(report.pruned)
+    }
+
+    /// Runs `f` under the locks the open took (it loaded the store under them), then lets
+    /// them go: for what the open must finish before other processes write.
+    pub(crate) fn with_open_locks<R>(
+        &mut self,
+        name_lock: Box<dyn LockGuard>,
+        active_lock: Option<Box<dyn LockGuard>>,
+        f: impl FnOnce(&mut Self) -> Result<R>,
+    ) -> Result<R> {
+        self.name_lock = Some(name_lock);
+        self.active_lock = active_lock;
+        let result = f(self);
+        self.active_lock = None;
+        self.name_lock = None;
+        result
     }
 }
 

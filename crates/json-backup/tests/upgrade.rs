@@ -221,7 +221,7 @@ fn assert_refused_untouched(dir: &Path, path: &Path, kind: ErrorKind, words: &[&
 /// marker is refused the same way, as corrupt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_a_later_format_is_refused_untouched() {
-    assert_eq!(STORE_FORMAT, 2);
+    assert_eq!(STORE_FORMAT, 3);
     let (dir, path) = copy_fixture("json-plain");
     let store = JsonStore::open(&path).unwrap();
     store
@@ -236,14 +236,14 @@ async fn a_store_of_a_later_format_is_refused_untouched() {
 
     std::fs::write(
         marker(&path),
-        "{\"synclog\":\"jsonl\",\"format\":3,\"checksum\":\"whatever\"}\n",
+        "{\"synclog\":\"jsonl\",\"format\":4,\"checksum\":\"whatever\"}\n",
     )
     .unwrap();
     assert_refused_untouched(
         dir.path(),
         &path,
         ErrorKind::Unsupported,
-        &["format version 3", "up to 2"],
+        &["format version 4", "up to 3"],
     );
 
     // No marker, but the active file's header says 3.
