@@ -483,6 +483,34 @@ impl PairDigest {
     }
 }
 
+/// `ranges` (ascending) cut into chunks of at most `size` ids each (at least 1), in id
+/// order: for engines that delete a prune in several transactions, the first of which
+/// stores the marker. Always at least one chunk (empty when there are no ranges).
+pub fn chunk_ranges(ranges: &[IdRange], size: u64) -> Vec<Vec<IdRange>> {
+    let size = size.max(1);
+    let mut out = vec![Vec::new()];
+    let mut room = size;
+    for r in ranges {
+        let (mut first, last) = (r.first, r.last);
+        loop {
+            if room == 0 {
+                out.push(Vec::new());
+                room = size;
+            }
+            let end = LogId::new(first.get().saturating_add(room - 1)).map_or(last, |e| e.min(last));
+            if let (Some(chunk), Some(part)) = (out.last_mut(), IdRange::new(first, end)) {
+                room -= part.count();
+                chunk.push(part);
+            }
+            match end.next() {
+                Some(next) if end < last => first = next,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
 /// Maximal runs of consecutive ids, from ascending ids.
 pub fn ranges_of(ids: impl IntoIterator<Item = LogId>) -> Vec<IdRange> {
     let mut ranges: Vec<IdRange> = Vec::new();
@@ -989,6 +1017,32 @@ pub fn spawn_auto_retention(store: std::sync::Arc<dyn LogStore>, auto: AutoRetai
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn chunks_hold_at_most_their_size_in_id_order() {
+        let r = |a: u64, b: u64| IdRange::new(LogId::new(a).unwrap(), LogId::new(b).unwrap()).unwrap();
+        assert_eq!(chunk_ranges(&[], 3), vec![Vec::<IdRange>::new()]);
+        assert_eq!(
+            chunk_ranges(&[r(1, 7), r(9, 9), r(11, 12)], 3),
+            vec![
+                vec![r(1, 3)],
+                vec![r(4, 6)],
+                vec![r(7, 7), r(9, 9), r(11, 11)],
+                vec![r(12, 12)]
+            ]
+        );
+        assert_eq!(chunk_ranges(&[r(5, 6)], 2), vec![vec![r(5, 6)]]);
+        assert_eq!(chunk_ranges(&[r(5, 6)], 0), vec![vec![r(5, 5)], vec![r(6, 6)]]);
+        let top = IdRange::new(LogId::new(LogId::MAX.get() - 1).unwrap(), LogId::MAX).unwrap();
+        assert_eq!(chunk_ranges(&[top], 5), vec![vec![top]]);
+        assert_eq!(
+            chunk_ranges(&[top], 1),
+            vec![
+                vec![IdRange::single(top.first)],
+                vec![IdRange::single(LogId::MAX)]
+            ]
+        );
+    }
     use super::*;
 
     fn id(n: u64) -> LogId {

@@ -56,31 +56,16 @@ pub(crate) const CHUNK_IDS: u64 = 50_000;
 /// Pages given back per `PRAGMA incremental_vacuum` transaction.
 pub(crate) const VACUUM_PAGES: u32 = 1000;
 
-/// `ranges` cut into chunks of at most `size` ids each, in id order, as `(first, last)`
-/// pairs. Always at least one chunk (empty when there are no ranges): the first chunk's
-/// transaction is the one that stores the marker.
+/// [`synclog_core::retention::chunk_ranges`] as `(first, last)` pairs for SQL.
 pub(crate) fn chunks(ranges: &[IdRange], size: u64) -> Vec<Vec<(i64, i64)>> {
-    let mut out = vec![Vec::new()];
-    let mut room = size;
-    for r in ranges {
-        let (mut first, last) = (r.first.get(), r.last.get());
-        while first <= last {
-            if room == 0 {
-                out.push(Vec::new());
-                room = size;
-            }
-            let end = last.min(first.saturating_add(room - 1));
-            if let Some(chunk) = out.last_mut() {
-                chunk.push((first as i64, end as i64));
-            }
-            room -= end - first + 1;
-            if end == u64::MAX {
-                break;
-            }
-            first = end + 1;
-        }
-    }
-    out
+    synclog_core::retention::chunk_ranges(ranges, size)
+        .into_iter()
+        .map(|c| {
+            c.iter()
+                .map(|r| (r.first.get() as i64, r.last.get() as i64))
+                .collect()
+        })
+        .collect()
 }
 
 fn no_table(err: &rusqlite::Error) -> bool {
@@ -480,29 +465,4 @@ fn recompute(
         found.push((key, value));
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use synclog_core::LogId;
-
-    fn r(a: u64, b: u64) -> IdRange {
-        IdRange::new(LogId::new(a).unwrap(), LogId::new(b).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn chunks_hold_at_most_their_size_in_id_order() {
-        assert_eq!(chunks(&[], 3), vec![Vec::<(i64, i64)>::new()]);
-        assert_eq!(
-            chunks(&[r(1, 7), r(9, 9), r(11, 12)], 3),
-            vec![
-                vec![(1, 3)],
-                vec![(4, 6)],
-                vec![(7, 7), (9, 9), (11, 11)],
-                vec![(12, 12)]
-            ]
-        );
-        assert_eq!(chunks(&[r(5, 6)], 2), vec![vec![(5, 6)]]);
-    }
 }
