@@ -90,13 +90,13 @@ use tokio_postgres::{Client, NoTls, Row};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::Gathering;
 use synclog_core::query::{Filter, Summary};
-use synclog_core::retention::{check_marker, Applied, PruneMarker, Pruned};
+use synclog_core::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
 use synclog_core::{
     redact_url, validate::validate_batch, validate::validate_records, Attrs, Capabilities, Checksum,
-    Committed, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Run, RunScan,
-    Scan, Status, VerifyOptions, VerifyReport,
+    Committed, Durability, Error, IdRange, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Run,
+    RunScan, Scan, Status, VerifyOptions, VerifyReport,
 };
 
 use connect::{pg_err, server_of, Endpoint, LockTimeout};
@@ -109,6 +109,10 @@ use synclog_core::deadline::Deadline;
 /// of queries, the attribute table and per-job aggregates; version 4 the prune markers
 /// (see the `sql` module).
 pub const SCHEMA_VERSION: i64 = 4;
+
+/// At most this many ids are deleted per transaction of a prune, so writers (of this
+/// process and others) wait behind one chunk at most, not the whole prune.
+pub const PRUNE_CHUNK_IDS: u64 = 50_000;
 
 /// Tuning of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -367,8 +371,12 @@ enum Job {
         durability: Durability,
         reply: Reply<ImportReport>,
     },
+    /// One transaction of a prune: with `first`, the marker and the high-water mark;
+    /// then the deletion of `ranges` (at most [`PRUNE_CHUNK_IDS`] ids).
     Prune {
         marker: Box<PruneMarker>,
+        first: bool,
+        ranges: Vec<IdRange>,
         durability: Durability,
         reply: Reply<Applied>,
     },
@@ -966,36 +974,51 @@ impl Writer {
         Ok(())
     }
 
-    async fn apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
-        let r = self.try_apply_prune(marker, durability).await;
+    async fn apply_prune(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        ranges: &[IdRange],
+        durability: Durability,
+    ) -> Result<Applied> {
+        let r = self.try_apply_prune(marker, first, ranges, durability).await;
         self.settle(r)
     }
 
-    /// In one transaction under the store's lock: stores the marker unless a marker with
-    /// its digest is stored, deletes the records of its ranges (the triggers drop their
-    /// `attrs` rows and make their `job_stats` and `runs` rows again), and raises the
-    /// high-water mark to its last id.
-    async fn try_apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+    /// One transaction under the store's lock: with `first`, stores the marker unless a
+    /// marker with its digest is stored and raises the high-water mark to its last id;
+    /// then deletes the records of `ranges` (the triggers drop their `attrs` rows and make
+    /// their `job_stats` and `runs` rows again).
+    async fn try_apply_prune(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        ranges: &[IdRange],
+        durability: Durability,
+    ) -> Result<Applied> {
         let (store, sql, lock) = (self.store.clone(), self.sql.clone(), self.lock_key);
         let deadline = Deadline::after(self.lock_wait);
         let client = self.client().await?;
         let tx = begin(client, durability, lock, deadline, &store).await?;
-        let stored = tx
-            .execute(&sql.marker_insert, &[&marker.digest, &marker.encode()])
-            .await
-            .map_err(|e| pg_err(&store, "storing a prune marker in", e))?;
-        let firsts: Vec<i64> = marker.ranges.iter().map(|r| r.first.get() as i64).collect();
-        let lasts: Vec<i64> = marker.ranges.iter().map(|r| r.last.get() as i64).collect();
+        let mut stored = 1;
+        let top = marker.last_id().map(|l| l.get() as i64);
+        if first {
+            stored = tx
+                .execute(&sql.marker_insert, &[&marker.digest, &marker.encode()])
+                .await
+                .map_err(|e| pg_err(&store, "storing a prune marker in", e))?;
+            if let Some(top) = top {
+                tx.query(&sql.raise_high_water, &[&top])
+                    .await
+                    .map_err(|e| pg_err(&store, "raising the high-water mark of", e))?;
+            }
+        }
+        let firsts: Vec<i64> = ranges.iter().map(|r| r.first.get() as i64).collect();
+        let lasts: Vec<i64> = ranges.iter().map(|r| r.last.get() as i64).collect();
         let deleted = tx
             .execute(&sql.prune_delete, &[&firsts, &lasts])
             .await
             .map_err(|e| pg_err(&store, "deleting pruned records from", e))?;
-        let top = marker.last_id().map(|l| l.get() as i64);
-        if let Some(top) = top {
-            tx.query(&sql.raise_high_water, &[&top])
-                .await
-                .map_err(|e| pg_err(&store, "raising the high-water mark of", e))?;
-        }
         tx.commit()
             .await
             .map_err(|e| pg_err(&store, "committing to", e))?;
@@ -1121,10 +1144,12 @@ impl Writer {
                 }
                 Job::Prune {
                     marker,
+                    first,
+                    ranges,
                     durability,
                     reply,
                 } => {
-                    let _ = reply.send(self.apply_prune(&marker, durability).await);
+                    let _ = reply.send(self.apply_prune(&marker, first, &ranges, durability).await);
                 }
                 Job::Close { reply } => {
                     self.client = None;
@@ -1478,7 +1503,7 @@ impl PgStore {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer.run(rx));
-        Ok(PgStore {
+        let opened = PgStore {
             store,
             endpoint,
             sql,
@@ -1490,7 +1515,34 @@ impl PgStore {
             signal,
             listener,
             lock_wait: options.lock_wait,
-        })
+        };
+        opened.finish_cut_off_prunes().await?;
+        Ok(opened)
+    }
+
+    /// Deletes what a stored marker covers and is still there (a prune cut off between
+    /// its transactions, by a crash or a lost connection), as a prune does. Returns how
+    /// many records went.
+    async fn finish_cut_off_prunes(&self) -> Result<u64> {
+        let mut deleted = 0;
+        for marker in self.prune_markers().await? {
+            let firsts: Vec<i64> = marker.ranges.iter().map(|r| r.first.get() as i64).collect();
+            let lasts: Vec<i64> = marker.ranges.iter().map(|r| r.last.get() as i64).collect();
+            let left: bool = self
+                .reader()
+                .await?
+                .query_one(&self.sql.prune_left, &[&firsts, &lasts])
+                .await
+                .map_err(|e| pg_err(&self.store, "checking the prunes of", e))?
+                .get(0);
+            if left {
+                let done = self.apply_prune(&marker, Durability::PowerLoss).await?;
+                tracing::warn!(store = %self.store, marker = %marker.name(), deleted = done.deleted,
+                    "a prune cut off between its transactions was finished");
+                deleted += done.deleted;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Transactions committed, logs committed, writer connections opened (1 plus one per
@@ -1798,21 +1850,36 @@ impl LogStore for PgStore {
         decode_markers(&rows, &self.store).into_iter().collect()
     }
 
-    /// One transaction under the store's lock (see the crate docs): the marker, the
-    /// deletion of its ranges with their `attrs`, `job_stats` and `runs` rows, and the
-    /// high-water mark. Then, when records were deleted, `VACUUM` of the tables on a pooled
-    /// connection (the writer goes on meanwhile), so their space is reused; a vacuum that
-    /// cannot run (its lock wait, another vacuum) is left to autovacuum.
+    /// Transactions under the store's lock of at most [`PRUNE_CHUNK_IDS`] ids each,
+    /// through the writer (appends of every process go on between them): the first stores
+    /// the marker (unless one of its digest is stored: [`Applied::already_marked`]) and
+    /// raises the high-water mark to its last id, so every record is always present or
+    /// covered by a stored marker; each deletes its ranges with their `attrs`, `job_stats`
+    /// and `runs` rows. A prune cut off between them is finished by the next
+    /// [`PgStore::connect`] (or by applying the marker again). Then, when records were
+    /// deleted, `VACUUM` of the tables on a pooled connection (the writer goes on
+    /// meanwhile), so their space is reused; a vacuum that cannot run (its lock wait,
+    /// another vacuum) is left to autovacuum.
     async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
         check_marker(marker)?;
-        let marker = Box::new(marker.clone());
-        let applied = self
-            .ask(|reply| Job::Prune {
-                marker,
-                durability,
-                reply,
-            })
-            .await?;
+        let mut applied = Applied::default();
+        for (i, ranges) in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS)
+            .into_iter()
+            .enumerate()
+        {
+            let marker = Box::new(marker.clone());
+            let done = self
+                .ask(|reply| Job::Prune {
+                    marker,
+                    first: i == 0,
+                    ranges,
+                    durability,
+                    reply,
+                })
+                .await?;
+            applied.deleted += done.deleted;
+            applied.already_marked |= i == 0 && done.already_marked;
+        }
         if applied.deleted > 0 {
             if let Ok(client) = self.reader().await {
                 let ms = self.lock_wait.as_millis().clamp(1, i32::MAX as u128);

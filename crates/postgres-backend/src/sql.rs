@@ -81,6 +81,8 @@ pub(crate) struct Sql {
     pub marker_insert: String,
     /// Deletes the records whose ids are in the ranges `$1` (firsts) to `$2` (lasts).
     pub prune_delete: String,
+    /// Whether any record is in the ranges `$1` (firsts) to `$2` (lasts).
+    pub prune_left: String,
     /// Raises the high-water mark and the identity sequence to `$1` at least.
     pub raise_high_water: String,
     /// The tables a prune frees space in, for `VACUUM`.
@@ -228,6 +230,10 @@ impl Sql {
             prune_delete: format!(
                 "DELETE FROM {table} l USING UNNEST($1::bigint[], $2::bigint[]) r (lo, hi) \
                  WHERE l.id BETWEEN r.lo AND r.hi"
+            ),
+            prune_left: format!(
+                "SELECT EXISTS (SELECT 1 FROM UNNEST($1::bigint[], $2::bigint[]) r (lo, hi) \
+                 WHERE EXISTS (SELECT 1 FROM {table} l WHERE l.id BETWEEN r.lo AND r.hi))"
             ),
             raise_high_water: format!(
                 "WITH hw AS (INSERT INTO {s}.meta (key, value) VALUES ('high_water', $1) \
