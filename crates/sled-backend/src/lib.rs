@@ -14,14 +14,18 @@ use chrono::Utc;
 use synclog_core::canonical::{self, Checksum};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
-use synclog_core::retention::{check_marker, Applied, PruneMarker, Pruned};
+use synclog_core::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    Capabilities, Durability, Error, IdRange, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
     VerifyOptions, VerifyReport,
 };
+
+/// At most this many ids are removed per batch of a prune, so appends wait behind one
+/// batch at most, not the whole prune (and a batch's memory stays bounded).
+pub const PRUNE_CHUNK_IDS: u64 = 50_000;
 
 const RECORD: u8 = 0x01;
 /// Prune markers: `0x02` and a big-endian sequence number, the marker's JSON as value.
@@ -258,24 +262,43 @@ impl Writer {
         })
     }
 
-    /// Stores `marker` (unless stored) and removes the records it covers, with the
-    /// high-water key, in one atomic batch.
-    fn apply_prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
-        let stored = stored_markers(&self.db, &self.path)?;
-        let already_marked = stored
-            .iter()
-            .any(|(_, _, m)| m.as_ref().is_ok_and(|m| m == marker));
+    /// One atomic batch of a prune: with `first`, stores `marker` (unless stored) and
+    /// raises the high-water key to its last id; removes the records of `ranges` (at most
+    /// [`PRUNE_CHUNK_IDS`] ids).
+    fn apply_prune(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        ranges: &[IdRange],
+        durability: Durability,
+    ) -> Result<Applied> {
         let mut batch = sled::Batch::default();
-        if !already_marked {
-            let seq = stored
-                .last()
-                .and_then(|(k, _, _)| k.get(1..9)?.try_into().ok())
-                .map_or(0, u64::from_be_bytes)
-                + 1;
-            batch.insert(&marker_key(seq)[..], marker.encode().as_bytes());
+        let mut already_marked = false;
+        let mut top = self.high_water;
+        if first {
+            let stored = stored_markers(&self.db, &self.path)?;
+            already_marked = stored
+                .iter()
+                .any(|(_, _, m)| m.as_ref().is_ok_and(|m| m == marker));
+            if !already_marked {
+                let seq = match stored.last() {
+                    None => 1,
+                    Some((k, _, _)) => {
+                        let n: [u8; 8] = k.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                            Error::corrupt(
+                                format!("sled://{}", self.path.display()),
+                                "a prune marker's key is malformed; nothing was pruned",
+                            )
+                        })?;
+                        u64::from_be_bytes(n) + 1
+                    }
+                };
+                batch.insert(&marker_key(seq)[..], marker.encode().as_bytes());
+            }
+            top = top.max(marker.last_id().map_or(0, LogId::get));
         }
         let mut deleted = 0u64;
-        for range in &marker.ranges {
+        for range in ranges {
             for item in self
                 .db
                 .range(key(range.first.get())..=key(range.last.get()))
@@ -286,8 +309,7 @@ impl Writer {
                 deleted += 1;
             }
         }
-        let top = self.high_water.max(marker.last_id().map_or(0, LogId::get));
-        if already_marked && deleted == 0 && top == self.high_water {
+        if (!first || already_marked) && deleted == 0 && top == self.high_water {
             if durability >= Durability::Process {
                 self.db.flush().map_err(|e| map_err(&self.path, "flushing", e))?;
             }
@@ -300,7 +322,7 @@ impl Writer {
         self.apply(batch, durability)?;
         self.high_water = top;
         self.unsaved_singles = 0;
-        if !already_marked {
+        if first && !already_marked {
             // Read afresh (with the new marker) when next needed.
             self.pruned = None;
         }
@@ -312,6 +334,33 @@ impl Writer {
             deleted,
             already_marked,
         })
+    }
+
+    /// Removes what a stored marker covers and is still there (a prune cut off between
+    /// its batches), chunk by chunk as a prune does. Returns how many records went.
+    fn finish_cut_off_prunes(&mut self) -> Result<u64> {
+        let mut deleted = 0;
+        for (_, _, marker) in stored_markers(&self.db, &self.path)? {
+            // A damaged marker removes nothing (verify reports it).
+            let Ok(marker) = marker else { continue };
+            let left = marker.ranges.iter().any(|r| {
+                self.db
+                    .range(key(r.first.get())..=key(r.last.get()))
+                    .next()
+                    .is_some()
+            });
+            if !left {
+                continue;
+            }
+            for ranges in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS) {
+                deleted += self
+                    .apply_prune(&marker, false, &ranges, Durability::PowerLoss)?
+                    .deleted;
+            }
+            tracing::warn!(path = %self.path.display(), marker = %marker.name(),
+                "a prune cut off between its batches was finished");
+        }
+        Ok(deleted)
     }
 
     fn apply(&self, batch: sled::Batch, durability: Durability) -> Result<()> {
@@ -664,6 +713,9 @@ impl SledStore {
         };
         check_format(&db, &path, !read_only)?;
         writer.high_water = writer.load_high_water()?;
+        if !read_only {
+            writer.finish_cut_off_prunes()?;
+        }
         let group = Arc::new(GroupCommit::spawn(
             writer,
             GroupOptions {
@@ -987,10 +1039,20 @@ impl LogStore for SledStore {
             });
         }
         self.check_writable("prune")?;
-        let marker = marker.clone();
-        self.group
-            .with_writer(move |w| w.apply_prune(&marker, durability))
-            .await?
+        let mut applied = Applied::default();
+        for (i, ranges) in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS)
+            .into_iter()
+            .enumerate()
+        {
+            let marker = marker.clone();
+            let done = self
+                .group
+                .with_writer(move |w| w.apply_prune(&marker, i == 0, &ranges, durability))
+                .await??;
+            applied.deleted += done.deleted;
+            applied.already_marked |= done.already_marked;
+        }
+        Ok(applied)
     }
 
     /// sled's `size_on_disk`.
