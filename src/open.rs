@@ -243,17 +243,24 @@ pub fn split_retain(url: &str) -> Result<(String, Option<synclog_core::retention
 
 /// [`open_url`] with options.
 ///
-/// Automatic retention (`retain=AGE`, `retain_keep=N`) is a parameter of the guarded
-/// pair's primary URL ([`open_guarded`]); for a single store, start
-/// [`synclog_core::retention::spawn_auto_retention`] on it. Given here, it is refused with
-/// [`Error::InvalidInput`].
+/// Automatic retention: `retain=AGE`, `retain_keep=N` (and `retain_every=INTERVAL`,
+/// default 1h) on the URL run that policy beside the store, at most once per interval,
+/// until the handle is closed or dropped (see
+/// [`synclog_core::retention::AutoRetain`]); they are the same parameters as on a guarded
+/// pair's primary URL ([`open_guarded`]). A read-only open ignores them (it prunes
+/// nothing), so the same URL serves writers and readers. A bad value is
+/// [`Error::InvalidInput`], before anything is opened.
 pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
-    if split_retain(url)?.1.is_some() {
-        return Err(Error::invalid(
-            "retain",
-            "automatic retention is a parameter of the guarded pair's primary URL; for a single store, start synclog::retention::spawn_auto_retention on it",
-        ));
+    let (url, retain) = split_retain(url)?;
+    let store = open_url_plain(&url, options).await?;
+    match retain {
+        Some(auto) if !options.read_only => Ok(Arc::new(read_only::View::retained(store, auto))),
+        _ => Ok(store),
     }
+}
+
+/// [`open_url_with`] without automatic retention.
+async fn open_url_plain(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
     #[allow(unused_variables)] // in a build without any engine
     let wait = options.lock_wait;
     if options.read_only {

@@ -1,6 +1,7 @@
 //! Retention through the guarded pair: a prune reaches both copies, a prune interrupted
 //! between them is finished from the copy that holds its marker (never undone by a
-//! restore), and `check --repair` never brings a pruned record back.
+//! restore), and `check --repair` never brings a pruned record back. Automatic retention
+//! of a pair, and of a store opened alone by URL.
 
 use std::sync::Arc;
 
@@ -234,4 +235,63 @@ fn retention_parameters_ride_on_the_primary_url() {
         ("json://b.jsonl?rotate_mb=8", Some(Some(100)))
     );
     assert!(synclog::split_retain("sqlite://a.db?retain=soon").is_err());
+}
+
+/// `retain_keep=2` on a single store's URL (here SQLite) prunes beside the appends until the
+/// handle is closed; a read-only open of the same URL prunes nothing and reads.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_alone_with_retain_prunes_beside_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?retain_keep=2", dir.path().join("a.db").display());
+    let plain = synclog::open_url(&url.replace("?retain_keep=2", ""))
+        .await
+        .expect("open");
+    for n in 1..=12 {
+        plain.append(log(n)).await.expect("append");
+    }
+    plain.close().await.expect("close");
+    let reader = synclog::open_url_with(
+        &url,
+        &synclog::OpenOptions {
+            read_only: true,
+            ..synclog::OpenOptions::default()
+        },
+    )
+    .await
+    .expect("read-only open");
+    let store = synclog::open_url(&url).await.expect("open with retention");
+    let appended = store.append(log(13)).await.expect("append");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.prune_markers().await.expect("markers").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no automatic prune within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let markers = store.prune_markers().await.expect("markers");
+    assert_eq!(markers.len(), 1);
+    assert_eq!(markers[0].policy, Policy::default().keep_last(2));
+    // Each job keeps its newest two (the first run may come before or after log 13):
+    // what remains is exactly what the marker does not cover.
+    let pruned = retention::Pruned::of(&markers);
+    let left = ids(&*store).await;
+    assert_eq!(
+        left,
+        (1..=13)
+            .filter(|&i| !pruned.contains(LogId::new(i).unwrap()))
+            .collect::<Vec<_>>()
+    );
+    assert!(markers[0].count >= 8, "{:?}", markers[0]);
+    assert_eq!(appended.id.get(), 13);
+    assert!([10, 11, 12, 13].iter().all(|i| left.contains(i)), "{left:?}");
+    store.close().await.expect("close");
+    let report = reader.verify(VerifyOptions::default()).await.expect("verify");
+    assert!(report.is_clean(), "{report:?}");
+    assert!(reader
+        .apply_prune(&markers[0], Durability::PowerLoss)
+        .await
+        .is_err());
+    reader.close().await.expect("close");
 }

@@ -1,39 +1,80 @@
-//! A read-only view of a store whose engine has no read-only mode of its own
-//! (PostgreSQL, memory): reads pass through, every write is refused before it reaches
-//! the engine.
+//! Views of a store that add to what its engine does, through one forwarding
+//! implementation: read-only (for engines without a read-only mode of their own:
+//! PostgreSQL, memory; reads pass through, every write is refused before it reaches the
+//! engine) and automatic retention (for a store opened alone with `retain=`: everything
+//! passes through, and a task prunes beside it until the view is closed or dropped).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use synclog_core::retention::{spawn_auto_retention, AutoRetain, AutoRetention};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId,
     LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
 };
 
-/// Reads through `inner`; refuses writes with [`Error::Unsupported`].
-pub struct ReadOnly {
+/// What a [`View`] adds.
+enum Mode {
+    /// Writes are refused with [`Error::Unsupported`].
+    ReadOnly,
+    /// Writes pass through; automatic retention runs until the view is closed or dropped
+    /// (taken at close).
+    Retained(tokio::sync::Mutex<Option<AutoRetention>>),
+}
+
+/// A store seen through a [`Mode`].
+pub struct View {
     inner: Arc<dyn LogStore>,
+    mode: Mode,
 }
 
-impl std::fmt::Debug for ReadOnly {
+/// The read-only view (the name its users know).
+pub type ReadOnly = View;
+
+impl std::fmt::Debug for View {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ReadOnly").field(&self.inner.describe()).finish()
+        let mode = match self.mode {
+            Mode::ReadOnly => "ReadOnly",
+            Mode::Retained(_) => "Retained",
+        };
+        f.debug_tuple(mode).field(&self.inner.describe()).finish()
     }
 }
 
-impl ReadOnly {
-    /// Wraps `inner`.
+impl View {
+    /// Reads through `inner`; refuses writes with [`Error::Unsupported`].
     pub fn new(inner: Arc<dyn LogStore>) -> Self {
-        ReadOnly { inner }
+        View {
+            inner,
+            mode: Mode::ReadOnly,
+        }
     }
 
-    fn refuse(&self, what: &str) -> Error {
-        Error::read_only(self.inner.capabilities().engine, &self.inner.describe(), what)
+    /// Everything through `inner`, with `auto` running beside it (on the current tokio
+    /// runtime) until the view is closed or dropped.
+    pub fn retained(inner: Arc<dyn LogStore>, auto: AutoRetain) -> Self {
+        let task = spawn_auto_retention(inner.clone(), auto);
+        View {
+            inner,
+            mode: Mode::Retained(tokio::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// The store, for a write `what`; refused in a read-only view.
+    fn writable(&self, what: &str) -> Result<&Arc<dyn LogStore>> {
+        match self.mode {
+            Mode::ReadOnly => Err(Error::read_only(
+                self.inner.capabilities().engine,
+                &self.inner.describe(),
+                what,
+            )),
+            Mode::Retained(_) => Ok(&self.inner),
+        }
     }
 }
 
 #[async_trait]
-impl LogStore for ReadOnly {
+impl LogStore for View {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -60,10 +101,10 @@ impl LogStore for ReadOnly {
 
     async fn commit_report(
         &self,
-        _batch: Vec<NewLog>,
-        _durability: Durability,
+        batch: Vec<NewLog>,
+        durability: Durability,
     ) -> Result<synclog_core::Committed> {
-        Err(self.refuse("commit"))
+        self.writable("commit")?.commit_report(batch, durability).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
@@ -98,24 +139,24 @@ impl LogStore for ReadOnly {
         self.inner.id_checksums(after, limit).await
     }
 
-    async fn sync(&self, _level: Durability) -> Result<()> {
-        Err(self.refuse("sync"))
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.writable("sync")?.sync(level).await
     }
 
-    async fn checkpoint(&self, _mode: CheckpointMode) -> Result<CheckpointReport> {
-        Err(self.refuse("checkpoint"))
+    async fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointReport> {
+        self.writable("checkpoint")?.checkpoint(mode).await
     }
 
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
         self.inner.verify(options).await
     }
 
-    async fn import(&self, _records: Vec<LogRecord>, _durability: Durability) -> Result<ImportReport> {
-        Err(self.refuse("import"))
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.writable("import")?.import(records, durability).await
     }
 
-    async fn repair(&self, _records: Vec<LogRecord>, _durability: Durability) -> Result<ImportReport> {
-        Err(self.refuse("repair"))
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.writable("repair")?.repair(records, durability).await
     }
 
     async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {
@@ -124,17 +165,23 @@ impl LogStore for ReadOnly {
 
     async fn apply_prune(
         &self,
-        _marker: &synclog_core::PruneMarker,
-        _durability: Durability,
+        marker: &synclog_core::PruneMarker,
+        durability: Durability,
     ) -> Result<synclog_core::retention::Applied> {
-        Err(self.refuse("prune"))
+        self.writable("prune")?.apply_prune(marker, durability).await
     }
 
     async fn storage_bytes(&self) -> Result<Option<u64>> {
         self.inner.storage_bytes().await
     }
 
+    /// Stops automatic retention first (after the step it is in), then closes the store.
     async fn close(&self) -> Result<()> {
+        if let Mode::Retained(task) = &self.mode {
+            if let Some(task) = task.lock().await.take() {
+                task.stop().await;
+            }
+        }
         self.inner.close().await
     }
 }
