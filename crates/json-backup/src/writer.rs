@@ -490,6 +490,16 @@ impl JsonWriter {
         debug_assert!(self.name_lock.is_some());
         let name = self.name();
         let io = |what: String| move |e| Error::io(what, e);
+        // Another process's marker (it may have died before deleting anything, so the
+        // active file need not have been replaced): loaded afresh, markers included.
+        let prunes_at = crate::prunes::prunes_path(&self.path);
+        let prunes = self
+            .fs
+            .stat(&prunes_at)
+            .map_err(io(format!("reading {}", prunes_at.display())))?;
+        if prunes != read_shared(&self.shared).prunes_seen {
+            return self.reload(true);
+        }
         let stat = self.fs.stat(&self.path).map_err(io(format!("reading {name}")))?;
         let (id, len) = match stat {
             Some((id, len)) if Some(id) == self.active_id => (Some(id), len),
@@ -1055,6 +1065,19 @@ impl JsonWriter {
     }
 
     fn compact_locked(&mut self) -> Result<CompactReport> {
+        let result = self.compact_steps();
+        if result.is_err() {
+            // Some files may be rewritten or removed already: what this writer holds in
+            // memory no longer describes them, so it loads the store afresh (a failure of
+            // that too leaves the next group's catch-up to try).
+            if let Err(e) = self.reload(true) {
+                tracing::warn!(store = %self.name(), error = %e, "could not reload after a failed compaction");
+            }
+        }
+        result
+    }
+
+    fn compact_steps(&mut self) -> Result<CompactReport> {
         self.check_tail()?;
         self.join_fold();
         if self.rotation_pending {
@@ -1101,10 +1124,12 @@ impl JsonWriter {
             if number != active && entries.is_empty() {
                 // A sealed segment the prune emptied goes (what it held that was not a
                 // record was saved aside just above).
-                self.fs
-                    .remove_file(&path)
-                    .and_then(|()| self.fs.sync_dir(&path))
-                    .map_err(|e| Error::io(format!("removing the pruned segment {}", path.display()), e))?;
+                // Gone already (removed by an earlier try cut off before it reloaded): done.
+                match self.fs.remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => self.fs.sync_dir(&path),
+                }
+                .map_err(|e| Error::io(format!("removing the pruned segment {}", path.display()), e))?;
                 report.segments_removed += 1;
                 continue;
             }
@@ -1158,12 +1183,16 @@ impl JsonWriter {
 
     fn apply_prune_locked(&mut self, marker: PruneMarker) -> Result<Applied> {
         self.check_tail()?;
-        let (markers, already_marked) = {
-            let s = read_shared(&self.shared);
-            (s.prunes.clone(), s.prunes.contains(&marker))
-        };
+        // The markers as stored now (under the locks, so no other process is writing
+        // them): none another process stored is ever dropped by this write.
+        let mut all = crate::prunes::read(&*self.fs, &self.path)?;
+        for known in read_shared(&self.shared).prunes.iter() {
+            if !all.contains(known) {
+                all.push(known.clone());
+            }
+        }
+        let already_marked = all.contains(&marker);
         if !already_marked {
-            let mut all = Vec::clone(&markers);
             all.push(marker.clone());
             // The format first (a release that cannot read markers refuses the store from
             // now on), then the markers, then the deletion.
