@@ -443,6 +443,14 @@ pub async fn open_guarded_with(
 ) -> Result<Guarded> {
     let (primary, retain) = split_retain(primary)?;
     let primary = primary.as_str();
+    if split_retain(backup)?.1.is_some() {
+        // The pair prunes both copies by one marker; a policy of the backup's own would
+        // prune it apart from the primary.
+        return Err(Error::invalid(
+            "backup",
+            format!("retain= belongs on the primary's URL of a guarded pair (it prunes both copies), not on the backup's: {backup}"),
+        ));
+    }
     let options = GuardedOptions {
         retain: options.retain.or(retain),
         ..options
@@ -478,8 +486,8 @@ pub async fn open_guarded_with(
         watermark,
         ..options
     };
-    let b = open_url_with(backup, open).await;
-    let p = open_url_with(primary, open).await;
+    let b = open_url_plain(backup, open).await;
+    let p = open_url_plain(primary, open).await;
     // A reader reads the copy that exists; only a writer needs both.
     let absent = |e: &Error| options.read_only && e.kind() == synclog_core::ErrorKind::NotFound;
     let (p, b) = match (p, b) {

@@ -295,3 +295,18 @@ async fn a_store_opened_alone_with_retain_prunes_beside_appends() {
         .is_err());
     reader.close().await.expect("close");
 }
+
+/// `retain=` on the backup's URL of a guarded pair is refused before anything is opened
+/// (a policy of the backup's own would prune it apart from the primary).
+#[tokio::test]
+async fn retain_on_the_backup_url_is_refused_and_nothing_is_created() {
+    let dir = tempfile::tempdir().expect("dir");
+    let primary = format!("sqlite://{}", dir.path().join("p.db").display());
+    let backup = format!("json://{}?retain=30d", dir.path().join("b.jsonl").display());
+    let err = synclog::open_guarded(&primary, &backup, GuardedOptions::default())
+        .await
+        .expect_err("retain on the backup");
+    assert_eq!(err.kind(), synclog::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("primary"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
+}
