@@ -310,3 +310,123 @@ async fn retain_on_the_backup_url_is_refused_and_nothing_is_created() {
     assert!(err.to_string().contains("primary"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
 }
+
+/// A copy whose prunes wait until the test lets them go.
+#[derive(Debug)]
+struct HeldPrunes {
+    inner: Arc<dyn LogStore>,
+    release: Arc<tokio::sync::Semaphore>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl LogStore for HeldPrunes {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> synclog::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn commit_report(
+        &self,
+        batch: Vec<NewLog>,
+        durability: Durability,
+    ) -> synclog::Result<synclog::Committed> {
+        self.inner.commit_report(batch, durability).await
+    }
+    async fn get(&self, id: LogId) -> synclog::Result<Option<synclog::LogRecord>> {
+        self.inner.get(id).await
+    }
+    async fn scan(&self, scan: &synclog::Scan) -> synclog::Result<Vec<synclog::LogRecord>> {
+        self.inner.scan(scan).await
+    }
+    async fn last_id(&self) -> synclog::Result<Option<LogId>> {
+        self.inner.last_id().await
+    }
+    async fn sync(&self, level: Durability) -> synclog::Result<()> {
+        self.inner.sync(level).await
+    }
+    async fn verify(&self, options: VerifyOptions) -> synclog::Result<synclog::VerifyReport> {
+        self.inner.verify(options).await
+    }
+    async fn import(
+        &self,
+        records: Vec<synclog::LogRecord>,
+        durability: Durability,
+    ) -> synclog::Result<synclog::ImportReport> {
+        self.inner.import(records, durability).await
+    }
+    async fn prune_markers(&self) -> synclog::Result<Vec<retention::PruneMarker>> {
+        self.inner.prune_markers().await
+    }
+    async fn apply_prune(
+        &self,
+        marker: &retention::PruneMarker,
+        durability: Durability,
+    ) -> synclog::Result<retention::Applied> {
+        self.started.notify_one();
+        let _permit = self.release.acquire().await.expect("semaphore");
+        self.inner.apply_prune(marker, durability).await
+    }
+    async fn close(&self) -> synclog::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// Appends through the pair go on while a prune of it is under way in a copy (the prune
+/// runs beside the pair's writer, not inside it), and the prune completes afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_through_the_pair_go_on_while_a_copy_is_pruning() {
+    let (p, b) = names("appends_beside_prune");
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let primary: Arc<dyn LogStore> = Arc::new(HeldPrunes {
+        inner: Arc::new(MemoryStore::open_named(&p)),
+        release: release.clone(),
+        started: started.clone(),
+    });
+    let backup: Arc<dyn LogStore> = Arc::new(MemoryStore::open_named(&b));
+    let guard = Arc::new(
+        Guarded::open(primary, backup, GuardedOptions::default())
+            .await
+            .expect("open"),
+    );
+    for n in 1..=10 {
+        guard
+            .append_with(log(n), Durability::Buffered)
+            .await
+            .expect("append");
+    }
+    let policy = Policy::default().before_id(LogId::new(6).expect("id"));
+    let pruning = {
+        let guard = guard.clone();
+        tokio::spawn(async move { retention::prune(&*guard, &policy, &options()).await })
+    };
+    started.notified().await;
+    // The primary's prune is held: appends still go through both copies.
+    let appended = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        guard.append_with(log(11), Durability::Buffered),
+    )
+    .await
+    .expect("an append waited for the prune")
+    .expect("append");
+    assert_eq!(appended.id.get(), 11);
+    release.add_permits(1);
+    let report = pruning.await.expect("task").expect("prune");
+    assert_eq!(report.deleted, 5);
+    let ids: Vec<u64> = guard
+        .scan(&synclog::Scan::all(100))
+        .await
+        .expect("scan")
+        .iter()
+        .map(|r| r.id.get())
+        .collect();
+    assert_eq!(ids, (6..=11).collect::<Vec<_>>());
+    assert!(guard
+        .verify(VerifyOptions::default())
+        .await
+        .expect("verify")
+        .is_clean());
+    guard.close().await.expect("close");
+}

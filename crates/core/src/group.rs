@@ -404,6 +404,11 @@ impl<W: BatchWriter> GroupCommit<W> {
         })
     }
 
+    /// Callers inside [`GroupCommit::commit`] now (queued, or being committed).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> GroupStats {
         GroupStats {

@@ -319,10 +319,11 @@ enum Request {
         durability: Durability,
         reply: Reply<ImportReport>,
     },
-    Prune {
-        marker: PruneMarker,
+    /// Before a prune: records a copy still lacks are written to it, so that the prune
+    /// meets both copies whole.
+    FlushPending {
         durability: Durability,
-        reply: Reply<Applied>,
+        reply: Reply<()>,
     },
 }
 
@@ -775,13 +776,12 @@ impl Leader {
                     };
                     let _ = reply.send(answer);
                 }
-                Request::Prune {
-                    marker,
-                    durability,
-                    reply,
-                } => {
+                Request::FlushPending { durability, reply } => {
                     let answer = match held {
-                        Ok(()) => self.prune(&marker, durability).await,
+                        Ok(()) => {
+                            self.flush_pending(durability).await;
+                            Ok(())
+                        }
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);
@@ -1556,26 +1556,6 @@ impl Leader {
         Ok((to_primary, to_backup))
     }
 
-    /// Applies `marker` to the primary, then to the backup. A copy that fails leaves the
-    /// marker to the next reconcile (which applies it from the other copy) or to a rerun.
-    async fn prune(&mut self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
-        self.flush_pending(durability).await;
-        let first = self.primary.apply_prune(marker, durability).await?;
-        let second = self.backup.apply_prune(marker, durability).await.map_err(|e| Error::Backend {
-            engine: "guarded",
-            context: format!(
-                "pruned in the primary {}, not yet in the backup {} (the next open or `synclog check --repair` applies the marker to it)",
-                self.primary.describe(),
-                self.backup.describe()
-            ),
-            source: Box::new(e),
-        })?;
-        Ok(Applied {
-            deleted: first.deleted.max(second.deleted),
-            already_marked: first.already_marked && second.already_marked,
-        })
-    }
-
     /// Reads both copies' prune markers; a marker one copy lacks is applied to it when
     /// repairing, and reported either way. Returns every pruned id of either copy.
     async fn sync_prunes(&mut self, repair: bool, report: &mut ReconcileReport) -> Pruned {
@@ -2040,18 +2020,33 @@ impl LogStore for Guarded {
         Ok(all)
     }
 
-    /// Applies `marker` to the primary, then to the backup, under the pair's lock.
+    /// Applies `marker` to the primary, then to the backup, beside the appends: the
+    /// writer task only first writes what a copy still lacks (under the pair's lock), then
+    /// each copy's engine deletes in its own bounded steps, between the groups of appends
+    /// (every engine's prune is safe beside its writes, and a marker applied twice, by a
+    /// reconcile of another process meanwhile, deletes nothing more). A copy that fails
+    /// leaves the marker to the next reconcile (which applies it from the other copy) or
+    /// to a rerun; a close meanwhile cuts the prune short the same way.
     async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
         self.check_writable("prune")?;
         crate::retention::check_marker(marker)?;
         self.check_durability(durability)?;
-        let marker = marker.clone();
-        self.ask(|reply| Request::Prune {
-            marker,
-            durability,
-            reply,
+        self.ask(|reply| Request::FlushPending { durability, reply })
+            .await?;
+        let first = self.primary.apply_prune(marker, durability).await?;
+        let second = self.backup.apply_prune(marker, durability).await.map_err(|e| Error::Backend {
+            engine: "guarded",
+            context: format!(
+                "pruned in the primary {}, not yet in the backup {} (the next open or `synclog check --repair` applies the marker to it)",
+                self.primary.describe(),
+                self.backup.describe()
+            ),
+            source: Box::new(e),
+        })?;
+        Ok(Applied {
+            deleted: first.deleted.max(second.deleted),
+            already_marked: first.already_marked && second.already_marked,
         })
-        .await
     }
 
     /// Both copies' bytes, when both can tell.
