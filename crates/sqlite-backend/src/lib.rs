@@ -110,6 +110,14 @@ pub struct SqliteOptions {
     /// At most how many ids one write transaction of a prune deletes
     /// ([`LogStore::apply_prune`]): appenders wait for one such transaction at most.
     pub prune_chunk_ids: u64,
+    /// After a transaction of a prune, while appends are going on (some waited for the
+    /// writer, or some were committed since the last transaction began), the writer is
+    /// left to them for this many times as long as the transaction took before the next
+    /// one starts (1.0: half of the writer's time; 0: the prune runs flat out). Without
+    /// appends there is no pause. SQLite has one writer: without a pause, each group of
+    /// appends would wait behind a chunk, and appenders that commit one group after
+    /// another would get a small share of it.
+    pub prune_pause: f64,
 }
 
 impl Default for SqliteOptions {
@@ -124,6 +132,7 @@ impl Default for SqliteOptions {
             readers: 4,
             inline_reads: true,
             prune_chunk_ids: prune::CHUNK_IDS,
+            prune_pause: 1.0,
         }
     }
 }
@@ -556,7 +565,7 @@ impl LogStore for SqliteStore {
 
     /// Stores `marker` and deletes the records it covers, through the writer (between
     /// groups of appends), in write transactions of at most
-    /// [`SqliteOptions::prune_chunk_ids`] ids each (50,000 by default): the first one
+    /// [`SqliteOptions::prune_chunk_ids`] ids each (20,000 by default): the first one
     /// stores the marker (unless a marker of its digest is stored: then
     /// [`Applied::already_marked`]) and raises the high-water mark to its last id, so at
     /// every moment each record is present or covered by a stored marker, and ids are
@@ -582,12 +591,28 @@ impl LogStore for SqliteStore {
         synclog_core::retention::check_marker(marker)?;
         let marker = Arc::new(marker.clone());
         let mut applied = Applied::default();
+        let mut spent = Duration::ZERO;
         let size = self.inner.options.prune_chunk_ids.max(1);
+        let pause = self.inner.options.prune_pause;
+        let pause = if pause.is_finite() {
+            pause.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        let mut batches = group.stats().batches;
         for (i, chunk) in prune::chunks(&marker.ranges, size).into_iter().enumerate() {
+            let appending = group.in_flight() > 0 || group.stats().batches != batches;
+            if i > 0 && pause > 0.0 && appending {
+                // Not a wait for the disk: the writer's time between two chunks, for appends.
+                tokio::time::sleep(spent.mul_f64(pause)).await;
+            }
+            batches = group.stats().batches;
             let m = marker.clone();
+            let started = std::time::Instant::now();
             let (deleted, already) = group
                 .with_writer(move |w| w.prune_chunk(&m, i == 0, &chunk, durability))
                 .await??;
+            spent = started.elapsed();
             applied.deleted += deleted;
             applied.already_marked |= already;
         }

@@ -51,7 +51,7 @@ END;
 
 /// At most this many ids are deleted per write transaction, so appenders (of this process
 /// and others) wait a fraction of a second at most behind a large prune.
-pub(crate) const CHUNK_IDS: u64 = 50_000;
+pub(crate) const CHUNK_IDS: u64 = 20_000;
 
 /// Pages given back per `PRAGMA incremental_vacuum` transaction.
 pub(crate) const VACUUM_PAGES: u32 = 1000;
