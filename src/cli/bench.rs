@@ -10,6 +10,7 @@ mod deployment;
 mod hidden;
 #[cfg(all(feature = "sqlite", feature = "json", feature = "sled", feature = "postgres"))]
 mod queries;
+mod retention;
 mod runs;
 
 use std::path::PathBuf;
@@ -47,7 +48,8 @@ pub struct BenchArgs {
     postgres: Option<String>,
     /// Run only these figures: `deployment` (a large guarded pair, whole synclog
     /// processes; see the options below), `runs` (idempotency keys and run queries),
-    /// `queries` (filters, counts, summaries, following) or `engines` (every other figure).
+    /// `queries` (filters, counts, summaries, following), `retention` (pruning half of a
+    /// guarded pair beside a reader and appenders) or `engines` (every other figure).
     #[arg(long, value_enum)]
     only: Option<Only>,
     #[command(flatten)]
@@ -66,6 +68,9 @@ enum Only {
     /// Filtered scans, counts and summaries at `--records` logs against hand-written SQL,
     /// and what following costs.
     Queries,
+    /// Pruning half of a guarded pair of `--records` logs with an archive, beside a reader
+    /// and 16 appenders.
+    Retention,
 }
 
 pub use hidden::{fill, worker, FillArgs, WorkerArgs};
@@ -193,6 +198,9 @@ pub async fn run(args: BenchArgs, out: &mut Out) -> Result<u8> {
     if all || args.only == Some(Only::Queries) {
         figures
             .extend(queries::figures(&dir, args.records, args.each, args.postgres.as_deref(), &say).await?);
+    }
+    if all || args.only == Some(Only::Retention) {
+        figures.extend(retention::figures(&dir, args.records, &say).await?);
     }
     let mut deployment = None;
     if all || args.only == Some(Only::Deployment) {

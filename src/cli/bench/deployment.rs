@@ -89,14 +89,14 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// The `q` quantile (0..=1) of `v`, nearest rank.
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(super) fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
     s.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
-fn figure(name: String, value: f64, unit: &'static str) -> Figure {
+pub(super) fn figure(name: String, value: f64, unit: &'static str) -> Figure {
     Figure {
         name,
         value,
@@ -109,7 +109,7 @@ fn figure(name: String, value: f64, unit: &'static str) -> Figure {
     }
 }
 
-fn at_most(mut f: Figure, max: f64) -> Figure {
+pub(super) fn at_most(mut f: Figure, max: f64) -> Figure {
     f.target = Some(format!("<= {max} {}", f.unit));
     f.met = Some(f.value <= max);
     f
