@@ -59,7 +59,10 @@ impl Target {
             .env_remove("SYNCLOG_LOG")
             .args(&self.args)
             .args(["prune", "--before-id", &CUT.to_string(), "--archive"])
-            .arg(format!("json://{}", self.dir.path().join("archive.jsonl").display()))
+            .arg(format!(
+                "json://{}",
+                self.dir.path().join("archive.jsonl").display()
+            ))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         c
@@ -100,8 +103,16 @@ async fn check_whole(target: &Target, store: &dyn LogStore, top: u64, after: &st
     let mut gone = 0;
     for id in 1..=top {
         let (p, c) = (present[id as usize], covered(id));
-        assert!(p != c, "{} {after}: log {id} present {p}, covered by a marker {c}", target.name);
-        assert!(p || id < CUT, "{} {after}: log {id} above the cut is covered", target.name);
+        assert!(
+            p != c,
+            "{} {after}: log {id} present {p}, covered by a marker {c}",
+            target.name
+        );
+        assert!(
+            p || id < CUT,
+            "{} {after}: log {id} above the cut is covered",
+            target.name
+        );
         gone += u64::from(c);
     }
     gone
@@ -144,21 +155,39 @@ async fn one_kill(target: Target, early: Option<u64>, after_marker: u64) -> &'st
     let running = child.try_wait().unwrap().is_none();
     child.kill().unwrap_or(()); // SIGKILL
     let status = child.wait().unwrap();
-    let after = format!("after a SIGKILL ({early:?}, {after_marker} ms after the marker; running {running}, {:?})", started.elapsed());
+    let after = format!(
+        "after a SIGKILL ({early:?}, {after_marker} ms after the marker; running {running}, {:?})",
+        started.elapsed()
+    );
     if !running {
         assert!(status.success(), "{} {after}: {status:?}", target.name);
     }
     let store = target.open().await;
     let gone = check_whole(&target, &*store, RECORDS, &after).await;
     let next = store.append(NewLog::new("a", Status::Failed)).await.unwrap();
-    assert!(next.id.get() > RECORDS, "{} {after}: id {} handed out again", target.name, next.id);
+    assert!(
+        next.id.get() > RECORDS,
+        "{} {after}: id {} handed out again",
+        target.name,
+        next.id
+    );
     store.close().await.unwrap();
 
     let out = target.prune().output().unwrap();
-    assert!(out.status.success(), "{}: {}", target.name, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        target.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let store = target.open().await;
     let gone_now = check_whole(&target, &*store, RECORDS + 1, "after the rerun").await;
-    assert_eq!(gone_now, CUT - 1, "{}: the rerun completed the prune", target.name);
+    assert_eq!(
+        gone_now,
+        CUT - 1,
+        "{}: the rerun completed the prune",
+        target.name
+    );
     store.close().await.unwrap();
     match (running, gone > 0) {
         (false, _) => "done",
@@ -187,15 +216,24 @@ async fn prune_killed_at_any_moment(make: impl Fn() -> Target) {
         let started = Instant::now();
         assert!(probe.prune().output().unwrap().status.success());
         let whole = started.elapsed().as_millis() as f64;
-        LATE_FRACTIONS.iter().map(|f| (Some((whole * f) as u64), 0)).collect()
+        LATE_FRACTIONS
+            .iter()
+            .map(|f| (Some((whole * f) as u64), 0))
+            .collect()
     };
     for (early, after_marker) in delays {
         seen.push(one_kill(make(), early, after_marker).await);
     }
     eprintln!("{name}: kills landed {seen:?}");
-    assert_eq!(seen[0], "before the marker", "{name}: a kill 30 ms in lands before the marker");
+    assert_eq!(
+        seen[0], "before the marker",
+        "{name}: a kill 30 ms in lands before the marker"
+    );
     if watched {
-        assert!(seen.contains(&"after the marker"), "{name}: no kill landed after the marker: {seen:?}");
+        assert!(
+            seen.contains(&"after the marker"),
+            "{name}: no kill landed after the marker: {seen:?}"
+        );
     }
 }
 
@@ -214,13 +252,19 @@ fn alone(name: &'static str, file: &str, url: impl Fn(&std::path::Path) -> Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_prune_killed_at_any_moment_leaves_a_whole_store_and_a_rerun_completes_it() {
-    prune_killed_at_any_moment(|| alone("sqlite", "s.db", |p| format!("sqlite://{}", p.display()), true)).await;
+    prune_killed_at_any_moment(|| alone("sqlite", "s.db", |p| format!("sqlite://{}", p.display()), true))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_json_prune_killed_at_any_moment_leaves_a_whole_store_and_a_rerun_completes_it() {
     prune_killed_at_any_moment(|| {
-        alone("json", "s.jsonl", |p| format!("json://{}?rotate_mb=1", p.display()), true)
+        alone(
+            "json",
+            "s.jsonl",
+            |p| format!("json://{}?rotate_mb=1", p.display()),
+            true,
+        )
     })
     .await;
 }
@@ -230,12 +274,16 @@ async fn a_sled_prune_killed_at_any_moment_leaves_a_whole_store_and_a_rerun_comp
     // Without a watcher the late kills are by the time a whole prune takes. sled stores
     // the marker and deletes up to 50k ids in one atomic batch at the very end, so these
     // land before it (or after it): it has no state in between to leave.
-    prune_killed_at_any_moment(|| alone("sled", "s.sled", |p| format!("sled://{}", p.display()), false)).await;
+    prune_killed_at_any_moment(|| alone("sled", "s.sled", |p| format!("sled://{}", p.display()), false))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_prune_killed_at_any_moment_leaves_a_whole_store_and_a_rerun_completes_it() {
-    let Some(url) = std::env::var("SYNCLOG_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("SYNCLOG_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         eprintln!("notice: SYNCLOG_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
         return;
     };
@@ -261,7 +309,12 @@ async fn a_guarded_prune_killed_at_any_moment_leaves_a_whole_pair_and_a_rerun_co
         let backup = format!("json://{}", dir.path().join("b.jsonl").display());
         Target {
             name: "guarded",
-            args: vec!["--store".into(), primary.clone(), "--backup".into(), backup.clone()],
+            args: vec![
+                "--store".into(),
+                primary.clone(),
+                "--backup".into(),
+                backup.clone(),
+            ],
             primary: primary.clone(),
             backup: Some(backup),
             // The primary is pruned first: its marker is the first stored.

@@ -49,7 +49,9 @@ async fn filled() -> SimFs {
     let store = open(&fs).unwrap();
     for i in 0..10 {
         let batch = (0..3)
-            .map(|j| NewLog::new("j", Status::Succeeded).message(format!("record {i}.{j} {}", "x".repeat(100))))
+            .map(|j| {
+                NewLog::new("j", Status::Succeeded).message(format!("record {i}.{j} {}", "x".repeat(100)))
+            })
             .collect();
         store.commit(batch, Durability::PowerLoss).await.unwrap();
     }
@@ -80,7 +82,11 @@ async fn a_prune_failing_at_any_step_leaves_the_handle_whole_and_a_rerun_complet
         }
         fs.fail_once_after(u64::MAX / 2);
         let marked = !store.prune_markers().await.unwrap().is_empty();
-        let expected: Vec<u64> = if marked { (21..=30).collect() } else { (1..=30).collect() };
+        let expected: Vec<u64> = if marked {
+            (21..=30).collect()
+        } else {
+            (1..=30).collect()
+        };
         assert_eq!(ids(&store).await, expected, "failure at operation {n}: {first:?}");
         let next = store.append(NewLog::new("j", Status::Failed)).await.unwrap();
         assert_eq!(next.id.get(), 31, "failure at operation {n}");
@@ -88,17 +94,31 @@ async fn a_prune_failing_at_any_step_leaves_the_handle_whole_and_a_rerun_complet
             .apply_prune(&marker(1, 20), Durability::PowerLoss)
             .await
             .unwrap_or_else(|e| panic!("rerun after a failure at operation {n}: {e}"));
-        assert_eq!(ids(&store).await, (21..=31).collect::<Vec<_>>(), "failure at operation {n}");
+        assert_eq!(
+            ids(&store).await,
+            (21..=31).collect::<Vec<_>>(),
+            "failure at operation {n}"
+        );
         let report = store.verify(VerifyOptions::default()).await.unwrap();
-        assert!(report.is_clean() && report.pruned_present == 0, "failure at operation {n}: {report:?}");
+        assert!(
+            report.is_clean() && report.pruned_present == 0,
+            "failure at operation {n}: {report:?}"
+        );
         store.close().await.unwrap();
         let store = open(&fs).unwrap();
-        assert_eq!(ids(&store).await, (21..=31).collect::<Vec<_>>(), "failure at operation {n}");
+        assert_eq!(
+            ids(&store).await,
+            (21..=31).collect::<Vec<_>>(),
+            "failure at operation {n}"
+        );
         assert!(store.verify(VerifyOptions::default()).await.unwrap().is_clean());
         store.close().await.unwrap();
     }
     assert_eq!(ok_in_a_row, 10, "the prune's operations were all visited");
-    assert!(failed > 10, "the prune's operations were visited ({failed} failures)");
+    assert!(
+        failed > 10,
+        "the prune's operations were visited ({failed} failures)"
+    );
 }
 
 /// The power is cut at each file operation of a prune in turn: the store reopens and
@@ -123,7 +143,11 @@ async fn a_power_cut_at_any_step_of_a_prune_leaves_a_store_that_verifies_and_a_r
             fs.crash(tear);
             let store = open(&fs).unwrap_or_else(|e| panic!("open after a cut at operation {n}: {e}"));
             let marked = !store.prune_markers().await.unwrap().is_empty();
-            let expected: Vec<u64> = if marked { (21..=30).collect() } else { (1..=30).collect() };
+            let expected: Vec<u64> = if marked {
+                (21..=30).collect()
+            } else {
+                (1..=30).collect()
+            };
             assert_eq!(ids(&store).await, expected, "cut at operation {n}, {tear:?}");
             let report = store.verify(VerifyOptions::default()).await.unwrap();
             assert!(report.is_clean(), "cut at operation {n}, {tear:?}: {report:?}");
@@ -132,7 +156,15 @@ async fn a_power_cut_at_any_step_of_a_prune_leaves_a_store_that_verifies_and_a_r
                 .await
                 .unwrap_or_else(|e| panic!("rerun after a cut at operation {n}: {e}"));
             assert_eq!(ids(&store).await, (21..=30).collect::<Vec<_>>());
-            assert_eq!(store.append(NewLog::new("j", Status::Failed)).await.unwrap().id.get(), 31);
+            assert_eq!(
+                store
+                    .append(NewLog::new("j", Status::Failed))
+                    .await
+                    .unwrap()
+                    .id
+                    .get(),
+                31
+            );
             store.close().await.unwrap();
         }
         assert!(cut > 10, "the prune's operations were visited ({cut} cuts)");
@@ -155,7 +187,9 @@ async fn a_prune_keeps_the_marker_another_process_stored_before_dying() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.jsonl");
     let b = JsonStore::open(&path).unwrap();
-    let batch = (0..10).map(|i| NewLog::new("j", Status::Succeeded).message(format!("r{i}"))).collect();
+    let batch = (0..10)
+        .map(|i| NewLog::new("j", Status::Succeeded).message(format!("r{i}")))
+        .collect();
     b.commit(batch, Durability::PowerLoss).await.unwrap();
     assert_eq!(ids(&b).await.len(), 10);
 
