@@ -197,11 +197,28 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// With `writes` false (see [`crate::inspect`]) nothing is written: an uncommitted end is
 /// left in place (and not indexed), a cut-off rotation is not finished, no header is
 /// created, the mark is not saved.
+/// How many times a reader's load starts again when a file it listed is gone.
+const READ_RETRIES: u32 = 8;
+
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loaded> {
     if writes {
         sidefile::remove_stale_tmp(fs, path);
     }
-    load_with(fs, path, writes, true)
+    // A reader takes no lock: a writer's prune or compaction may remove a sealed segment
+    // (or replace a file) between listing the files and reading them. Such a store is
+    // read again, a few times (each writer's change is a finished step, so the next read
+    // meets a consistent set).
+    let mut tries = 0;
+    loop {
+        match load_with(fs, path, writes, true) {
+            Err(Error::Io { source, .. })
+                if !writes && source.kind() == std::io::ErrorKind::NotFound && tries < READ_RETRIES =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// [`load`], reading every file whole without looking at the side file when `use_side`

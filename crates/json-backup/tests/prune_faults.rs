@@ -217,3 +217,106 @@ async fn a_prune_keeps_the_marker_another_process_stored_before_dying() {
     assert!(report.is_clean() && report.pruned_present == 0, "{report:?}");
     c.close().await.unwrap();
 }
+
+/// The real file system, except that the first open of a sealed segment finds it gone,
+/// as when a writer's prune removes it between a reader listing the files and reading them.
+#[derive(Debug, Default)]
+struct SegmentGoneOnce {
+    gone: std::sync::atomic::AtomicBool,
+}
+
+impl SegmentGoneOnce {
+    fn check(&self, path: &Path) -> std::io::Result<()> {
+        let segment = path.to_string_lossy().contains(".seg-");
+        if segment && !self.gone.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "removed by a prune",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl synclog_json::fs::FileSystem for SegmentGoneOnce {
+    fn len(&self, path: &Path) -> std::io::Result<Option<u64>> {
+        RealFs.len(path)
+    }
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn synclog_json::fs::AppendFile>> {
+        RealFs.open_append(path)
+    }
+    fn open_read_at(&self, path: &Path) -> std::io::Result<Box<dyn synclog_json::fs::ReadAt>> {
+        self.check(path)?;
+        RealFs.open_read_at(path)
+    }
+    fn open_stream(&self, path: &Path) -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
+        self.check(path)?;
+        RealFs.open_stream(path)
+    }
+    fn open_stream_at(&self, path: &Path, offset: u64) -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
+        self.check(path)?;
+        RealFs.open_stream_at(path, offset)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> std::io::Result<()> {
+        RealFs.truncate(path, len)
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn synclog_json::fs::AppendFile>> {
+        RealFs.create_new(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        RealFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        RealFs.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        RealFs.sync_dir(path)
+    }
+    fn siblings(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        RealFs.siblings(path)
+    }
+    fn lock(
+        &self,
+        path: &Path,
+        wait: std::time::Duration,
+    ) -> Result<Box<dyn synclog_json::fs::LockGuard>, synclog_json::fs::LockError> {
+        RealFs.lock(path, wait)
+    }
+    fn lock_file(
+        &self,
+        path: &Path,
+        wait: std::time::Duration,
+    ) -> Result<(Box<dyn synclog_json::fs::LockGuard>, synclog_json::fs::FileId), synclog_json::fs::LockError>
+    {
+        RealFs.lock_file(path, wait)
+    }
+    fn file_id(&self, path: &Path) -> std::io::Result<Option<synclog_json::fs::FileId>> {
+        RealFs.file_id(path)
+    }
+    fn stat(&self, path: &Path) -> std::io::Result<Option<(synclog_json::fs::FileId, u64)>> {
+        RealFs.stat(path)
+    }
+    fn resolve(&self, path: &Path) -> std::io::Result<std::path::PathBuf> {
+        RealFs.resolve(path)
+    }
+}
+
+/// A reader (no locks) whose open meets a segment a writer's prune removed meanwhile reads
+/// the store again instead of failing, and sees every record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_whose_segment_vanishes_during_its_open_reads_the_store_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let store = JsonStore::open(&path).unwrap();
+    let batch = (0..5)
+        .map(|i| NewLog::new("j", Status::Succeeded).message(format!("r{i}")))
+        .collect();
+    store.commit(batch, Durability::PowerLoss).await.unwrap();
+    store.rotate().await.unwrap().expect("sealed");
+    store.append(NewLog::new("j", Status::Failed)).await.unwrap();
+    store.close().await.unwrap();
+    let reader = JsonStore::open_read_only(&path, Arc::new(SegmentGoneOnce::default()))
+        .unwrap_or_else(|e| panic!("the reader's open: {e}"));
+    assert_eq!(ids(&reader).await, (1..=6).collect::<Vec<_>>());
+    reader.close().await.unwrap();
+}
