@@ -443,7 +443,11 @@ fn recompute(
             }
         }
     }
-    for key in left {
+    // Each group left is read through the job's or the status's index, whichever holds
+    // fewer records; the groups sharing a job (or a status) are read in one pass of it.
+    let mut by_job: HashMap<K, Vec<K>> = HashMap::new();
+    let mut by_status: HashMap<K, Vec<K>> = HashMap::new();
+    for (job, status) in left {
         let count = |column: &str, value: &K| -> Result<i64> {
             tx.prepare_cached(&format!(
                 "SELECT coalesce(sum(n), 0) FROM job_stats WHERE {column} = ?1"
@@ -451,18 +455,42 @@ fn recompute(
             .and_then(|mut s| s.query_row([value], |r| r.get(0)))
             .map_err(e("reading the job totals of"))
         };
-        let index = match count("job", &key.0)? <= count("status", &key.1)? {
-            true => "logs_by_job",
-            false => "logs_by_status",
-        };
-        let value: Value = tx
-            .prepare_cached(&format!(
-                "SELECT {} FROM logs INDEXED BY {index} WHERE job = ?1 AND status = ?2",
-                extreme.aggregate()
-            ))
-            .and_then(|mut s| s.query_row([&key.0, &key.1], |r| r.get(0)))
-            .map_err(e("reading the job totals of"))?;
-        found.push((key, value));
+        match count("job", &job)? <= count("status", &status)? {
+            true => by_job.entry(job).or_default().push(status),
+            false => by_status.entry(status).or_default().push(job),
+        }
+    }
+    let passes = [
+        ("logs_by_job", "job", "status", by_job, true),
+        ("logs_by_status", "status", "job", by_status, false),
+    ];
+    for (index, fixed, other, buckets, job_first) in passes {
+        let sql = format!(
+            "SELECT {other}, {} FROM logs INDEXED BY {index} WHERE {fixed} = ?1 GROUP BY {other}",
+            extreme.aggregate()
+        );
+        for (value, wanted) in buckets {
+            let mut values: HashMap<K, Value> = HashMap::with_capacity(wanted.len());
+            {
+                let mut stmt = tx.prepare_cached(&sql).map_err(e("reading the job totals of"))?;
+                let mut rows = stmt.query([&value]).map_err(e("reading the job totals of"))?;
+                while let Some(row) = rows.next().map_err(e("reading the job totals of"))? {
+                    values.insert(
+                        row.get(0).map_err(e("reading the job totals of"))?,
+                        row.get(1).map_err(e("reading the job totals of"))?,
+                    );
+                }
+            }
+            for w in wanted {
+                // No row left: NULL, as the aggregate over no rows.
+                let got = values.remove(&w).unwrap_or(Value::Null);
+                let key = match job_first {
+                    true => (value.clone(), w),
+                    false => (w, value.clone()),
+                };
+                found.push((key, got));
+            }
+        }
     }
     Ok(found)
 }

@@ -307,6 +307,54 @@ async fn job_totals_equal_a_scan_after_prunes() {
     store.close().await.unwrap();
 }
 
+/// Groups too rare to be met in the first rows of the time index (their earliest records
+/// pruned, the next ones far down it) get their extremes from their job's or status's
+/// index, several groups of one job or status in one pass: the totals still equal what
+/// the remaining records give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rare_groups_keep_exact_totals_when_their_earliest_records_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let rare = [
+        ("b", Status::Failed),
+        ("b", Status::Partial),
+        ("c", Status::Failed),
+        ("d", Status::Skipped),
+    ];
+    let mut all = Vec::new();
+    for n in 1..=25_000u64 {
+        // Started in id order: the time index runs like the ids.
+        let started = common::base() + chrono::Duration::seconds(n as i64);
+        // The rare groups: among the oldest 6,000 and past 17,000 only.
+        let (job, status) = match n % 500 == 0 && !(6_000..17_000).contains(&n) {
+            true => rare[(n / 500 % 4) as usize],
+            false => ("a", Status::Succeeded),
+        };
+        let log = NewLog::new(job, status).started(started).counts(n, 1, 0);
+        all.push(LogRecord::seal(id(n), started, log).unwrap());
+    }
+    for chunk in all.chunks(5000) {
+        store.import(chunk.to_vec(), Durability::Buffered).await.unwrap();
+    }
+    // The oldest 6,000 go: every group loses its earliest records, and the rare groups'
+    // next ones lie past the first 10,000 remaining rows of the time index.
+    let gone: Vec<&LogRecord> = all.iter().take(6_000).collect();
+    store
+        .apply_prune(&marker_of(&gone), Durability::Buffered)
+        .await
+        .unwrap();
+    answers_from_what_remains(&store, &db, "the oldest 6,000").await;
+    // Then everything but the newest 2,000: the rare groups' extremes are far down.
+    let gone: Vec<&LogRecord> = all.iter().skip(6_000).take(17_000).collect();
+    store
+        .apply_prune(&marker_of(&gone), Durability::Buffered)
+        .await
+        .unwrap();
+    answers_from_what_remains(&store, &db, "all but the newest 2,000").await;
+    store.close().await.unwrap();
+}
+
 /// A prune cut off after its first transaction (the marker stored, records it covers
 /// still there: made here by storing a marker by hand) is finished by the next writer's
 /// open: the covered records, their attribute entries and their share of the job totals go.
