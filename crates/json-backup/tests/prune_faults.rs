@@ -218,17 +218,20 @@ async fn a_prune_keeps_the_marker_another_process_stored_before_dying() {
     c.close().await.unwrap();
 }
 
-/// The real file system, except that the first open of a sealed segment finds it gone,
+/// The real file system, except that the first opens of a sealed segment find it gone,
 /// as when a writer's prune removes it between a reader listing the files and reading them.
 #[derive(Debug, Default)]
-struct SegmentGoneOnce {
-    gone: std::sync::atomic::AtomicBool,
+struct SegmentGoneAtFirst {
+    opens: std::sync::atomic::AtomicU32,
 }
 
-impl SegmentGoneOnce {
+/// How many opens of a segment fail.
+const GONE_OPENS: u32 = 3;
+
+impl SegmentGoneAtFirst {
     fn check(&self, path: &Path) -> std::io::Result<()> {
         let segment = path.to_string_lossy().contains(".seg-");
-        if segment && !self.gone.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if segment && self.opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < GONE_OPENS {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "removed by a prune",
@@ -238,7 +241,7 @@ impl SegmentGoneOnce {
     }
 }
 
-impl synclog_json::fs::FileSystem for SegmentGoneOnce {
+impl synclog_json::fs::FileSystem for SegmentGoneAtFirst {
     fn len(&self, path: &Path) -> std::io::Result<Option<u64>> {
         RealFs.len(path)
     }
@@ -315,7 +318,7 @@ async fn a_reader_whose_segment_vanishes_during_its_open_reads_the_store_again()
     store.rotate().await.unwrap().expect("sealed");
     store.append(NewLog::new("j", Status::Failed)).await.unwrap();
     store.close().await.unwrap();
-    let reader = JsonStore::open_read_only(&path, Arc::new(SegmentGoneOnce::default()))
+    let reader = JsonStore::open_read_only(&path, Arc::new(SegmentGoneAtFirst::default()))
         .unwrap_or_else(|e| panic!("the reader's open: {e}"));
     assert_eq!(ids(&reader).await, (1..=6).collect::<Vec<_>>());
     reader.close().await.unwrap();
