@@ -190,16 +190,17 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(context, e)
 }
 
+/// How many times a reader's load starts again when a file it listed is gone.
+const READ_RETRIES: u32 = 8;
+
 /// Loads the store at `path`: every sealed segment, then the active file (created with
 /// its header if it does not exist), into one index. A record stored twice keeps its
 /// first copy (the oldest file's); the others are reported.
 ///
 /// With `writes` false (see [`crate::inspect`]) nothing is written: an uncommitted end is
 /// left in place (and not indexed), a cut-off rotation is not finished, no header is
-/// created, the mark is not saved.
-/// How many times a reader's load starts again when a file it listed is gone.
-const READ_RETRIES: u32 = 8;
-
+/// created, the mark is not saved, and a file found gone meanwhile (a writer's prune or
+/// compaction) makes the load start again, up to [`READ_RETRIES`] times.
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path, writes: bool) -> Result<Loaded> {
     if writes {
         sidefile::remove_stale_tmp(fs, path);
