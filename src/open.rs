@@ -61,7 +61,7 @@ impl StoreUrl {
     /// written: `sqlite://data/a.db` is relative, `sqlite:///var/a.db` absolute.
     ///
     /// A `?` starts the parameters. Each engine knows its own (`json`: `rotate_mb`;
-    /// `postgres`: [libpq's that synclog's client supports](params::POSTGRES_PARAMS) and
+    /// `postgres`: the libpq parameters tokio-postgres supports (`user`, `password`, `dbname`, `host`, `port`, `sslmode`, `connect_timeout`, …) and
     /// `synclog_schema`; `sqlite`, `sled`, `memory`: none); any other is refused with
     /// [`Error::InvalidInput`] listing those that exist. No error prints a password.
     pub fn parse(url: &str) -> Result<StoreUrl> {
@@ -159,7 +159,8 @@ async fn open_blocking<S: LogStore + 'static>(
     engine: &'static str,
     open: impl FnOnce() -> Result<S> + Send + 'static,
 ) -> Result<Arc<dyn LogStore>> {
-    let store = tokio::task::spawn_blocking(open)
+    let store = synclog_core::runtime::current("opening a store")?
+        .spawn_blocking(open)
         .await
         .map_err(|e| Error::Backend {
             engine,
@@ -251,8 +252,18 @@ pub fn split_retain(url: &str) -> Result<(String, Option<synclog_core::retention
 /// nothing), so the same URL serves writers and readers. A bad value is
 /// [`Error::InvalidInput`], before anything is opened.
 pub async fn open_url_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogStore>> {
+    synclog_core::runtime::current("opening a store")?;
     let (url, retain) = split_retain(url)?;
+    let began = std::time::Instant::now();
     let store = open_url_plain(&url, options).await?;
+    tracing::info!(
+        store = %store.describe(),
+        engine = store.capabilities().engine,
+        read_only = options.read_only,
+        retain = retain.as_ref().map(|r| r.policy.to_string()),
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "opened the store"
+    );
     match retain {
         Some(auto) if !options.read_only => Ok(Arc::new(read_only::View::retained(store, auto))),
         _ => Ok(store),
@@ -441,6 +452,7 @@ pub async fn open_guarded_with(
     options: GuardedOptions,
     open: &OpenOptions,
 ) -> Result<Guarded> {
+    synclog_core::runtime::current("opening a guarded store")?;
     let (primary, retain) = split_retain(primary)?;
     let primary = primary.as_str();
     if split_retain(backup)?.1.is_some() {

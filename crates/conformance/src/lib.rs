@@ -8,9 +8,12 @@
 //! name = "conformance"
 //! harness = false
 //! ```
-//! ```ignore
-//! // tests/conformance.rs
-//! synclog_conformance::conformance_main!(MyHarness::new());
+//! ```no_run
+//! // tests/conformance.rs: the suite over the reference memory engine; an engine's
+//! // author passes their own `Harness` instead.
+//! use synclog_conformance::memory::MemoryHarness;
+//!
+//! synclog_conformance::conformance_main!(MemoryHarness);
 //! ```
 //!
 //! Each case becomes a test named `area::case` (`cargo test -p my-engine restore` runs

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::record::LogId;
+use crate::id::LogId;
 
 /// A boxed error from an engine or library, kept as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -151,9 +151,16 @@ pub enum Error {
         /// The run key.
         run: String,
         /// Its terminal status.
-        status: crate::record::Status,
+        status: crate::status::Status,
         /// The id of its terminal record.
         id: LogId,
+    },
+    /// The async API was called from a thread outside a tokio runtime, where it cannot run
+    /// (see [`crate::runtime`]). Nothing was done.
+    #[error("{operation} needs a tokio runtime and was called outside one; nothing was done (call it inside one, such as #[tokio::main], or use synclog::blocking)")]
+    NoRuntime {
+        /// What was asked for.
+        operation: &'static str,
     },
     /// Any other engine error.
     #[error("{engine}: {context}: {source}")]
@@ -179,7 +186,7 @@ impl Error {
             Error::Locked { .. } => ErrorKind::Locked,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Closed { .. } => ErrorKind::Closed,
-            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Unsupported { .. } | Error::NoRuntime { .. } => ErrorKind::Unsupported,
             Error::Io { .. } => ErrorKind::Io,
             Error::Backend { .. } => ErrorKind::Backend,
             Error::IdempotencyConflict { .. } | Error::RunFinished { .. } => ErrorKind::Refused,
@@ -290,6 +297,7 @@ impl Error {
                 source: text(source),
             },
             Error::Closed { store } => Error::Closed { store: store.clone() },
+            Error::NoRuntime { operation } => Error::NoRuntime { operation },
             Error::IdempotencyConflict { key, stored } => Error::IdempotencyConflict {
                 key: key.clone(),
                 stored: *stored,

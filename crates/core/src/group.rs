@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,11 @@ use crate::error::{Error, Result};
 use crate::record::NewLog;
 use crate::run::Committed;
 use crate::store::Durability;
+
+mod gathering;
+
+use gathering::Arrivals;
+pub use gathering::Gathering;
 
 /// An engine's blocking writer, owned by the group-commit thread.
 pub trait BatchWriter: Send + 'static {
@@ -143,105 +148,6 @@ fn may_block_in_place() -> bool {
         .unwrap_or(false)
 }
 
-/// What a group commit waits for before it starts a group: the callers it answered last
-/// time, which in a closed loop come straight back with their next request. Requests carry
-/// their submission number (`seq`); one numbered at or after the last answer comes from a
-/// returning (or new) caller. A lone caller is back as soon as it submits, so it never waits.
-///
-/// Used by the async writers of the guarded store and the PostgreSQL engine (which yield a
-/// bounded number of times). [`GroupCommit`]'s writer thread keeps the same count on the
-/// callers' side instead, so that it can sleep until the last one is back.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Gathering {
-    answered: usize,
-    answered_at: u64,
-    returned: usize,
-}
-
-impl Gathering {
-    /// A group begins with the request numbered `seq`.
-    pub fn start(&mut self, seq: u64) {
-        self.returned = 0;
-        self.join(seq);
-    }
-
-    /// The request numbered `seq` joins the group.
-    pub fn join(&mut self, seq: u64) {
-        self.returned += usize::from(seq >= self.answered_at);
-    }
-
-    /// Whether callers answered last time are still missing (worth waiting for).
-    pub fn waiting_for_more(&self) -> bool {
-        self.returned < self.answered
-    }
-
-    /// The group of `callers` is about to be answered; `submitted` requests were numbered
-    /// so far. Call it before sending the replies.
-    pub fn answering(&mut self, callers: usize, submitted: u64) {
-        self.answered = callers;
-        self.answered_at = submitted;
-    }
-}
-
-/// The writer thread's wait for returning callers, without a wake-up per request: a
-/// request numbered at or after `from` counts itself, and only the one that completes the
-/// expected number wakes the writer. (A wake per request cost the writer one futex round
-/// trip per log, and the callers a futex wake each.)
-#[derive(Debug, Default)]
-struct Arrivals {
-    from: AtomicU64,
-    want: AtomicUsize,
-    returned: AtomicUsize,
-    lock: Mutex<()>,
-    all_back: Condvar,
-}
-
-impl Arrivals {
-    /// The writer is about to answer `callers`; requests numbered from `from` on are theirs
-    /// (or new callers'). Call before sending the replies.
-    fn expect(&self, callers: usize, from: u64) {
-        self.want.store(0, Ordering::SeqCst);
-        self.returned.store(0, Ordering::SeqCst);
-        self.from.store(from, Ordering::SeqCst);
-        self.want.store(callers, Ordering::SeqCst);
-    }
-
-    /// A request numbered `seq` was queued.
-    fn arrived(&self, seq: u64) {
-        if seq < self.from.load(Ordering::SeqCst) {
-            return;
-        }
-        let n = self.returned.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.want.load(Ordering::SeqCst) {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.all_back.notify_one();
-        }
-    }
-
-    /// Whether every caller answered last time is queued again (true before any answer).
-    fn all_back(&self) -> bool {
-        self.returned.load(Ordering::SeqCst) >= self.want.load(Ordering::SeqCst)
-    }
-
-    /// Waits until every expected caller is back (true) or `deadline` passes (false).
-    fn wait(&self, deadline: Instant) -> bool {
-        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if self.returned.load(Ordering::SeqCst) >= self.want.load(Ordering::SeqCst) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            guard = match self.all_back.wait_timeout(guard, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-    }
-}
-
 type Exclusive<W> = Box<dyn FnOnce(&mut W) + Send>;
 
 enum Job<W> {
@@ -349,7 +255,7 @@ impl<W: BatchWriter> GroupCommit<W> {
         }
         let writer = slot.as_mut()?;
         self.arrivals.arrived(seq);
-        let result = tokio::task::block_in_place(|| writer.commit_group(&[logs], durability));
+        let result = tokio::task::block_in_place(|| commit_traced(writer, &[logs], durability, true));
         drop(slot);
         Some(match result {
             Ok(mut records) if records.len() == 1 => {
@@ -444,6 +350,28 @@ impl<W: BatchWriter> Drop for GroupCommit<W> {
     }
 }
 
+/// Runs one group through `writer` inside a `debug` span `group_commit` (fields `batches`,
+/// `logs`, `durability`, `inline`: committed on the caller's thread) and ends it with a
+/// `debug` event giving its latency (`micros`) and whether it was written (`ok`).
+fn commit_traced<W: BatchWriter>(
+    writer: &mut W,
+    batches: &[&[NewLog]],
+    durability: Durability,
+    inline: bool,
+) -> Result<Vec<Result<Committed>>> {
+    let logs: usize = batches.iter().map(|b| b.len()).sum();
+    let span = tracing::debug_span!("group_commit", batches = batches.len(), logs, ?durability, inline);
+    let _entered = span.enter();
+    let began = Instant::now();
+    let result = writer.commit_group(batches, durability);
+    tracing::debug!(
+        micros = began.elapsed().as_micros() as u64,
+        ok = result.is_ok(),
+        "group committed"
+    );
+    result
+}
+
 fn batch_count_mismatch(got: usize, want: usize) -> Error {
     Error::Backend {
         engine: "group-commit",
@@ -522,7 +450,7 @@ fn run<W: BatchWriter>(
         }
         let batches: Vec<&[NewLog]> = group.iter().map(|(l, _)| l.as_slice()).collect();
         let result = match lock(&slot).as_mut() {
-            Some(writer) => writer.commit_group(&batches, durability),
+            Some(writer) => commit_traced(writer, &batches, durability, false),
             None => Err(Error::Closed {
                 store: "the group-commit writer".into(),
             }),

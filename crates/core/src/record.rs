@@ -1,8 +1,5 @@
 //! The record model: what a caller appends ([`NewLog`]) and what a store keeps ([`LogRecord`]).
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,232 +7,8 @@ use serde_json::Value;
 use crate::canonical::{self, Attrs, Checksum};
 use crate::error::{Error, Result};
 
-/// A UTC instant. synclog keeps timestamps at microsecond precision (every engine can store that).
-pub type Timestamp = DateTime<Utc>;
-
-/// The id of a stored log: greater than zero, assigned by the store, strictly increasing
-/// in commit order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u64")]
-pub struct LogId(u64);
-
-impl LogId {
-    /// The smallest id.
-    pub const MIN: LogId = LogId(1);
-    /// The largest id (engines store ids as signed 64-bit integers).
-    pub const MAX: LogId = LogId(i64::MAX as u64);
-
-    /// `Some` when `n` is a valid id (1 ..= `i64::MAX`).
-    pub fn new(n: u64) -> Option<LogId> {
-        (1..=Self::MAX.0).contains(&n).then_some(LogId(n))
-    }
-
-    /// The id as a number.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The next id, if there is one.
-    pub fn next(self) -> Option<LogId> {
-        LogId::new(self.0 + 1)
-    }
-}
-
-/// An inclusive range of ids, `first..=last` (`first <= last`): how reports name runs of
-/// ids, so that their size does not grow with the width of a gap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct IdRange {
-    /// The first id of the range.
-    pub first: LogId,
-    /// The last id of the range (inclusive).
-    pub last: LogId,
-}
-
-impl IdRange {
-    /// `first..=last`, or `None` when `first > last`.
-    pub fn new(first: LogId, last: LogId) -> Option<IdRange> {
-        (first <= last).then_some(IdRange { first, last })
-    }
-
-    /// The range holding `id` alone.
-    pub fn single(id: LogId) -> IdRange {
-        IdRange { first: id, last: id }
-    }
-
-    /// How many ids it holds (at least 1).
-    pub fn count(&self) -> u64 {
-        self.last.0 - self.first.0 + 1
-    }
-
-    /// Whether `id` is inside.
-    pub fn contains(&self, id: LogId) -> bool {
-        self.first <= id && id <= self.last
-    }
-
-    /// The ids where `self` and `other` overlap, if they do.
-    pub fn intersect(&self, other: &IdRange) -> Option<IdRange> {
-        IdRange::new(self.first.max(other.first), self.last.min(other.last))
-    }
-}
-
-impl fmt::Display for IdRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}..={}", self.first, self.last)
-        }
-    }
-}
-
-/// The ids present in two sorted, non-overlapping range lists (both in ascending order).
-pub fn intersect_ranges(a: &[IdRange], b: &[IdRange]) -> Vec<IdRange> {
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < a.len() && j < b.len() {
-        if let Some(r) = a[i].intersect(&b[j]) {
-            out.push(r);
-        }
-        if a[i].last < b[j].last {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
-}
-
-impl TryFrom<u64> for LogId {
-    type Error = Error;
-    fn try_from(n: u64) -> Result<Self> {
-        LogId::new(n).ok_or_else(|| Error::invalid("id", format!("{n} is not in 1..={}", i64::MAX)))
-    }
-}
-
-impl From<LogId> for u64 {
-    fn from(id: LogId) -> u64 {
-        id.0
-    }
-}
-
-impl fmt::Display for LogId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for LogId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let n: u64 = s
-            .trim()
-            .parse()
-            .map_err(|_| Error::invalid("id", format!("{s:?} is not a positive whole number")))?;
-        LogId::try_from(n)
-    }
-}
-
-/// How a sync run (or step) ended, or that it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The run started and has not finished yet.
-    Started,
-    /// Every item was synced.
-    Succeeded,
-    /// The run failed.
-    Failed,
-    /// Some items were synced, some failed.
-    Partial,
-    /// The run decided there was nothing to do.
-    Skipped,
-    /// A report from a run that is still going (only in a run's timeline, see
-    /// [`NewLog::run`]).
-    Progress,
-    /// The run was given up for dead: started and never finished (only in a run's
-    /// timeline; `synclog abandon`).
-    Abandoned,
-}
-
-impl Status {
-    /// Every status, in code order.
-    pub const ALL: [Status; 7] = [
-        Status::Started,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Partial,
-        Status::Skipped,
-        Status::Progress,
-        Status::Abandoned,
-    ];
-
-    /// Whether this status ends a run: succeeded, failed, partial, skipped or abandoned.
-    /// After a run's terminal record, no other record joins that run.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Started | Status::Progress)
-    }
-
-    /// Whether a log with this status must belong to a run (progress and abandoned only
-    /// make sense in a run's timeline).
-    pub fn needs_run(self) -> bool {
-        matches!(self, Status::Progress | Status::Abandoned)
-    }
-
-    /// The lowercase name used in every engine and in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Started => "started",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Partial => "partial",
-            Status::Skipped => "skipped",
-            Status::Progress => "progress",
-            Status::Abandoned => "abandoned",
-        }
-    }
-
-    /// The status with this canonical code.
-    pub fn from_code(code: u8) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.code() == code)
-    }
-
-    /// The one-byte code used in the canonical encoding.
-    pub fn code(self) -> u8 {
-        match self {
-            Status::Started => 1,
-            Status::Succeeded => 2,
-            Status::Failed => 3,
-            Status::Partial => 4,
-            Status::Skipped => 5,
-            Status::Progress => 6,
-            Status::Abandoned => 7,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `pad`, so that table columns (`{:<9}`) line up.
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "status",
-                    format!(
-                        "{s:?} is not one of started, progress, succeeded, failed, partial, skipped, abandoned"
-                    ),
-                )
-            })
-    }
-}
+pub use crate::id::{intersect_ranges, IdRange, LogId, Timestamp};
+pub use crate::status::Status;
 
 /// A log as the caller appends it. The store adds the id, `recorded_at` and the checksum.
 ///
@@ -358,11 +131,6 @@ impl NewLog {
             map.insert(key.into(), value.into());
         }
         self
-    }
-
-    /// Checks every rule of [`crate::validate`].
-    pub fn validate(&self) -> Result<()> {
-        crate::validate::validate_new(self)
     }
 }
 
@@ -540,9 +308,40 @@ impl LogRecord {
         self.compute_checksum() == self.checksum
     }
 
-    /// The attributes as a JSON value.
+    /// The attributes as a JSON value (always an object). [`LogRecord::attrs`] keeps the
+    /// canonical text the checksum covers; this parses it.
     pub fn attrs_value(&self) -> Result<Value> {
         self.attrs.to_value()
+    }
+
+    /// The attributes as a map from key to JSON value.
+    ///
+    /// ```
+    /// use synclog_core::{LogId, LogRecord, NewLog, Status};
+    /// let log = NewLog::new("crm", Status::Succeeded).attr("region", "eu").attr("pages", 3);
+    /// let rec = LogRecord::seal(LogId::MIN, chrono::Utc::now(), log)?;
+    /// assert_eq!(rec.attrs_map()?["pages"], 3);
+    /// assert_eq!(rec.attr("region")?, Some(serde_json::json!("eu")));
+    /// assert_eq!(rec.attr("missing")?, None);
+    /// # Ok::<(), synclog_core::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::Corrupt`] when the stored text is not a JSON object (a record that
+    /// also fails its checksum).
+    pub fn attrs_map(&self) -> Result<serde_json::Map<String, Value>> {
+        match self.attrs.to_value()? {
+            Value::Object(map) => Ok(map),
+            _ => Err(Error::Corrupt {
+                location: format!("log {}", self.id),
+                detail: "attributes are not a JSON object".into(),
+                source: None,
+            }),
+        }
+    }
+
+    /// One attribute's value, `None` when the record has no such key.
+    pub fn attr(&self, key: &str) -> Result<Option<Value>> {
+        Ok(self.attrs_map()?.remove(key))
     }
 
     /// The record without its store-assigned parts, for appending it again elsewhere.

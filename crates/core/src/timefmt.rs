@@ -10,7 +10,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde::{de, Deserializer, Serialize, Serializer};
 
-use crate::record::Timestamp;
+use crate::id::Timestamp;
 
 /// Parses an RFC 3339 timestamp into UTC, as chrono's `Deserialize` for `DateTime<Utc>` does.
 pub fn parse(s: &str) -> Option<Timestamp> {

@@ -7,8 +7,12 @@
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
 
+use std::str::FromStr;
+
 use crate::error::{Error, Result};
-use crate::record::{LogRecord, NewLog, Timestamp};
+use crate::id::{LogId, Timestamp};
+use crate::record::{LogRecord, NewLog};
+use crate::status::Status;
 
 /// Longest `job`, in bytes.
 pub const MAX_JOB_BYTES: usize = 256;
@@ -58,11 +62,7 @@ pub fn validate_new(log: &NewLog) -> Result<()> {
 }
 
 /// The rules of the run key and the idempotency key (see [`validate_new`]).
-pub fn validate_keys(
-    run: Option<&str>,
-    idempotency_key: Option<&str>,
-    status: crate::record::Status,
-) -> Result<()> {
+pub fn validate_keys(run: Option<&str>, idempotency_key: Option<&str>, status: Status) -> Result<()> {
     for (field, key) in [("run", run), ("idempotency_key", idempotency_key)] {
         let Some(key) = key else { continue };
         if key.is_empty() {
@@ -344,6 +344,51 @@ fn depth(v: &Value) -> usize {
         Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
         Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
         _ => 0,
+    }
+}
+
+// Parsing ids and statuses from input: the same rules, with the same errors, as every
+// other input. (Here, so that the value types in `id` and `status` depend on nothing.)
+
+impl TryFrom<u64> for LogId {
+    type Error = Error;
+    fn try_from(n: u64) -> Result<Self> {
+        LogId::new(n).ok_or_else(|| Error::invalid("id", format!("{n} is not in 1..={}", i64::MAX)))
+    }
+}
+
+impl FromStr for LogId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let n: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| Error::invalid("id", format!("{s:?} is not a positive whole number")))?;
+        LogId::try_from(n)
+    }
+}
+
+impl FromStr for Status {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "status",
+                    format!(
+                        "{s:?} is not one of started, progress, succeeded, failed, partial, skipped, abandoned"
+                    ),
+                )
+            })
+    }
+}
+
+impl NewLog {
+    /// Checks every rule of [`crate::validate`].
+    pub fn validate(&self) -> Result<()> {
+        validate_new(self)
     }
 }
 

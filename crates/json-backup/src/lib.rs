@@ -122,6 +122,18 @@
 //!   (this engine is a backup, not a query engine).
 //!
 //! All file I/O goes through [`fs::FileSystem`]; [`sim::SimFs`] simulates crashes.
+//!
+//! ```
+//! use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> synclog_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = synclog_json::JsonStore::open(dir.path().join("logs.jsonl"))?;
+//! let rec = store.append(NewLog::new("crm-sync", Status::Succeeded)).await?;
+//! assert_eq!(store.get(rec.id).await?, Some(rec));
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 mod book;
@@ -521,7 +533,8 @@ impl JsonStore {
     ) -> Result<R> {
         self.check_open()?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
+        synclog_core::runtime::current("reading a JSON-lines store")?
+            .spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| Error::Backend {
                 engine: "json",
@@ -1089,20 +1102,22 @@ impl LogStore for JsonStore {
     }
 
     async fn close(&self) -> Result<()> {
+        let runtime = synclog_core::runtime::current("closing a JSON-lines store")?;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || match &inner.group {
-            Some(group) => group.shutdown(),
-            None => Ok(()),
-        })
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "json",
-            context: "closing".into(),
-            source: Box::new(e),
-        })?;
+        let result = runtime
+            .spawn_blocking(move || match &inner.group {
+                Some(group) => group.shutdown(),
+                None => Ok(()),
+            })
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "json",
+                context: "closing".into(),
+                source: Box::new(e),
+            })?;
         result
     }
 }

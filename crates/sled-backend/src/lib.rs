@@ -2,6 +2,18 @@
 //!
 //! A [`LogStore`] over sled 0.34.7. See the crate README for what sled itself says about
 //! its stability, and how synclog lays records out in it.
+//!
+//! ```
+//! use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> synclog_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = synclog_sled::SledStore::open(dir.path().join("logs.sled"))?;
+//! let rec = store.append(NewLog::new("crm-sync", Status::Succeeded)).await?;
+//! assert_eq!(store.get(rec.id).await?, Some(rec));
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -820,7 +832,8 @@ impl SledStore {
     ) -> Result<R> {
         let db = self.db()?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || f(&db, &path))
+        synclog_core::runtime::current("reading a sled store")?
+            .spawn_blocking(move || f(&db, &path))
             .await
             .map_err(|e| Error::Backend {
                 engine: "sled",
@@ -1066,6 +1079,7 @@ impl LogStore for SledStore {
     }
 
     async fn close(&self) -> Result<()> {
+        let runtime = synclog_core::runtime::current("closing a sled store")?;
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -1073,16 +1087,17 @@ impl LogStore for SledStore {
         drop(db);
         let group = self.group.clone();
         let (path, wait) = (self.path.clone(), self.lock_wait);
-        tokio::task::spawn_blocking(move || {
-            group.shutdown()?;
-            wait_for_lock_release(&path, wait);
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "sled",
-            context: "closing".into(),
-            source: Box::new(e),
-        })?
+        runtime
+            .spawn_blocking(move || {
+                group.shutdown()?;
+                wait_for_lock_release(&path, wait);
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "sled",
+                context: "closing".into(),
+                source: Box::new(e),
+            })?
     }
 }

@@ -25,7 +25,7 @@ use synclog_core::{LogId, Result};
 use crate::connection::map_err;
 
 /// What version 3 adds to a version 2 database (see the module docs); the side tables are
-/// then filled by [`backfill`] in the same transaction.
+/// then filled from the stored records in the same transaction.
 pub const UPGRADE_TO_3: &str = "
 CREATE INDEX logs_by_recorded ON logs(recorded_at);
 CREATE INDEX logs_by_started ON logs(started_at);

@@ -35,14 +35,16 @@
 //!   path that is not a regular file (a directory, a FIFO, a device), are refused before
 //!   anything is changed or created ([`Error::InvalidInput`]).
 //!
-//! ```no_run
-//! # async fn demo() -> synclog_core::Result<()> {
-//! use synclog_core::{LogStoreExt, NewLog, Status};
-//! let store = synclog_sqlite::SqliteStore::open("logs.db")?;
+//! ```
+//! use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> synclog_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = synclog_sqlite::SqliteStore::open(dir.path().join("logs.db"))?;
 //! let rec = store.append(NewLog::new("crm-sync", Status::Succeeded)).await?;
-//! assert_eq!(store.get(rec.id).await?.as_ref(), Some(&rec));
+//! assert_eq!(store.get(rec.id).await?, Some(rec));
+//! store.close().await?;
 //! # Ok(()) }
-//! # use synclog_core::LogStore;
 //! ```
 #![deny(missing_docs)]
 
@@ -386,7 +388,8 @@ impl SqliteStore {
         {
             return tokio::task::block_in_place(move || inner.readers.with(f));
         }
-        tokio::task::spawn_blocking(move || inner.readers.with(f))
+        synclog_core::runtime::current("reading an SQLite store")?
+            .spawn_blocking(move || inner.readers.with(f))
             .await
             .map_err(read_task_failed)?
     }
@@ -527,7 +530,8 @@ impl LogStore for SqliteStore {
         self.check_open()?;
         let path = self.inner.path.clone();
         let timeout = self.inner.options.busy_timeout;
-        tokio::task::spawn_blocking(move || reader::verify(&path, timeout, options))
+        synclog_core::runtime::current("verifying an SQLite store")?
+            .spawn_blocking(move || reader::verify(&path, timeout, options))
             .await
             .map_err(|e| Error::Backend {
                 engine: "sqlite",
@@ -647,6 +651,7 @@ impl LogStore for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
+        let runtime = synclog_core::runtime::current("closing an SQLite store")?;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -657,15 +662,16 @@ impl LogStore for SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || match &inner.group {
-            Some(group) => group.shutdown(),
-            None => Ok(()),
-        })
-        .await
-        .map_err(|e| Error::Backend {
-            engine: "sqlite",
-            context: "closing".into(),
-            source: Box::new(e),
-        })?
+        runtime
+            .spawn_blocking(move || match &inner.group {
+                Some(group) => group.shutdown(),
+                None => Ok(()),
+            })
+            .await
+            .map_err(|e| Error::Backend {
+                engine: "sqlite",
+                context: "closing".into(),
+                source: Box::new(e),
+            })?
     }
 }

@@ -126,6 +126,16 @@ impl Leader {
                 }
             }
         }
+        if repaired > 0 {
+            tracing::warn!(
+                target: super::TARGET,
+                copy = %store.describe(),
+                side = side.name(),
+                repaired,
+                ids = %super::shown_ranges(&records.iter().map(|r| r.id).collect::<Vec<_>>()),
+                "replaced damaged records of a copy by the other copy's intact ones"
+            );
+        }
         if kept_bytes > 0 {
             report.problems.push(CopyProblem {
                 copy: side,

@@ -189,7 +189,7 @@ impl Held {
             .and_then(|_| self.file.write_all(line.as_bytes()))
             .and_then(|_| self.file.set_len(line.len() as u64));
         if let Err(e) = written {
-            tracing::debug!(error = %e, "the pair's lock file did not take its state");
+            tracing::debug!(target: super::TARGET, error = %e, "the pair's lock file did not take its state");
         }
     }
 }
