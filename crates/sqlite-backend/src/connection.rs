@@ -306,6 +306,11 @@ pub(crate) fn check_regular_file(path: &Path) -> Result<()> {
 /// synclog never leaves a database in, would be switched to WAL by opening it: its
 /// schema is read first, on a read-only connection.
 fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
+    inspect_once(path, busy_timeout, false)
+}
+
+/// [`inspect`]; `rolled_back`: a hot journal was rolled back already (it is not tried twice).
+fn inspect_once(path: &Path, busy_timeout: Duration, rolled_back: bool) -> Result<()> {
     use std::io::Read;
     let resource = || format!("sqlite://{}", path.display());
     let file = match std::fs::File::open(path) {
@@ -321,6 +326,13 @@ fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
         return Ok(()); // a new, empty file: SQLite makes it a database
     }
     if header.len() < 100 || &header[..16] != SQLITE_MAGIC {
+        if !rolled_back && has_sqlite_journal(path) {
+            // A database cut off mid-transaction before its first page was written (its
+            // creation, killed): SQLite's own journal is next to it; rolling it back
+            // restores what was committed (nothing, for a creation).
+            roll_back_hot_journal(path, busy_timeout)?;
+            return inspect_once(path, busy_timeout, true);
+        }
         return Err(Error::corrupt(
             resource(),
             "the file is not a SQLite database (its header is not SQLite's); synclog left it untouched",
@@ -338,19 +350,18 @@ fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
     if wal_mode {
         return Ok(());
     }
-    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(e("inspecting"))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(e("setting busy_timeout on"))?;
-    let tables = table_names(&conn, path)?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(e("reading user_version of"))?;
-    close(conn, path)?;
+    let (tables, version) = match read_schema(path, busy_timeout) {
+        Ok(schema) => schema,
+        Err(err) if hot_journal(&err) && !rolled_back => {
+            // A transaction cut off by a crash left a hot journal (a database whose
+            // creation was killed while it switched to WAL, for one). SQLite rolls it back
+            // at the first read-write open, as any SQLite client does, and changes nothing
+            // else; then the file is looked at afresh.
+            roll_back_hot_journal(path, busy_timeout)?;
+            return inspect_once(path, busy_timeout, true);
+        }
+        Err(err) => return Err(map_err(path, "inspecting", err)),
+    };
     match version {
         0 if tables.is_empty() => Ok(()), // an empty database: synclog sets it up
         1..=SCHEMA_VERSION if has_synclog_tables(&tables) => Ok(()),
@@ -359,6 +370,56 @@ fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
             &format!("{} tables, user_version {version}", tables.len()),
         )),
     }
+}
+
+/// The table names and `user_version` of a rollback-journal database, read on a
+/// read-only connection.
+fn read_schema(path: &Path, busy_timeout: Duration) -> rusqlite::Result<(Vec<String>, i64)> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    let tables = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.close().map_err(|(_, e)| e)?;
+    Ok((tables, version))
+}
+
+/// Whether `<path>-journal` is a SQLite rollback journal (it starts with SQLite's journal
+/// magic), one a crash left behind.
+fn has_sqlite_journal(path: &Path) -> bool {
+    use std::io::Read;
+    const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    let mut magic = [0u8; 8];
+    std::fs::File::open(format!("{}-journal", path.display()))
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == JOURNAL_MAGIC)
+}
+
+/// Whether a read-only connection failed because the database has a hot journal it may
+/// not roll back (`SQLITE_READONLY_ROLLBACK`).
+fn hot_journal(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK)
+}
+
+/// Lets SQLite roll back the hot journal of `path`: a read-write connection (creating
+/// nothing) reads the schema, which rolls it back first.
+fn roll_back_hot_journal(path: &Path, busy_timeout: Duration) -> Result<()> {
+    let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(e("opening to roll back a hot journal of"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(e("setting busy_timeout on"))?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+        .map_err(e("rolling back a hot journal of"))?;
+    close(conn, path)
 }
 
 /// The error for another application's database.

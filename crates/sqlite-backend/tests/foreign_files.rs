@@ -158,3 +158,75 @@ fn a_device_is_refused_and_nothing_is_created_next_to_it() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(siblings(path), before);
 }
+
+/// Leaves at `to` what a crash in the middle of a rollback-journal write transaction
+/// leaves: the database file with some of the transaction's pages written (the cache
+/// spilled) and its hot journal, with no process holding a lock. `from` holds what was
+/// committed before (`setup`, possibly nothing).
+fn crashed_mid_transaction(dir: &Path, setup: &str, to: &Path) {
+    let from = dir.join("live.db");
+    if !setup.is_empty() {
+        foreign_db(&from, setup);
+    } else {
+        std::fs::write(&from, b"").unwrap();
+    }
+    let conn = Connection::open(&from).unwrap();
+    conn.execute_batch("PRAGMA cache_size = 1; BEGIN IMMEDIATE; CREATE TABLE spill(x);")
+        .unwrap();
+    for _ in 0..200 {
+        conn.execute("INSERT INTO spill VALUES (randomblob(1000))", [])
+            .unwrap();
+    }
+    // The transaction is open: copying now is what a power cut or SIGKILL would leave.
+    let journal = PathBuf::from(format!("{}-journal", from.display()));
+    assert!(journal.exists(), "the transaction has a rollback journal");
+    std::fs::copy(&from, to).unwrap();
+    std::fs::copy(&journal, format!("{}-journal", to.display())).unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    conn.close().unwrap();
+    assert!(
+        std::fs::metadata(to).unwrap().len() > 0,
+        "the spilled pages reached the file"
+    );
+}
+
+#[tokio::test]
+async fn a_database_whose_creation_was_cut_off_with_a_hot_journal_opens() {
+    use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    crashed_mid_transaction(dir.path(), "", &path);
+    let store = SqliteStore::open(&path).unwrap();
+    let rec = store
+        .append(NewLog::new("after-crash", Status::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(rec.id.get(), 1);
+    store.close().await.unwrap();
+    assert_eq!(journal_mode(&path), "wal");
+}
+
+#[test]
+fn another_applications_database_with_a_hot_journal_is_rolled_back_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("theirs.db");
+    crashed_mid_transaction(
+        dir.path(),
+        "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT);",
+        &path,
+    );
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("another application's"), "{err}");
+    // Its journal was rolled back as any SQLite client would, and it stays in its mode.
+    assert_eq!(journal_mode(&path), "delete");
+    let conn = Connection::open(&path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["customers"]);
+}
