@@ -30,4 +30,4 @@ pub mod memory;
 mod runner;
 
 pub use harness::{Faults, Harness, Location};
-pub use runner::{run, run_skipped};
+pub use runner::{case_deadline, check, run, run_skipped, Outcome, DEADLINE_ENV, DEFAULT_DEADLINE};

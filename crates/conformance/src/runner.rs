@@ -7,10 +7,11 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::cases::{self, crash, Ctx, Need};
+use crate::cases::{self, crash, Case, Ctx, Need};
 use crate::harness::Harness;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -47,15 +48,26 @@ fn unsupported(need: Need, ctx: &Ctx) -> Option<String> {
     (!ok).then(|| format!("{name} does not support {why}"))
 }
 
-/// Runs the whole suite against `harness` and returns the process exit code.
-/// Call it from `main` of a `harness = false` test target (see [`crate::conformance_main`]).
-pub fn run<H: Harness>(harness: H) -> ExitCode {
-    let rt = Arc::new(runtime());
-    let harness: Arc<dyn Harness> = Arc::new(harness);
-    if let Ok(address) = std::env::var(crash::CHILD_ENV) {
-        rt.block_on(crash::child_main(&*harness, &address));
-    }
-    let args = Arguments::from_args();
+/// How long one case may take before it fails as hung: [`DEADLINE_ENV`] in seconds, or
+/// [`DEFAULT_DEADLINE`].
+pub fn case_deadline() -> Duration {
+    std::env::var(DEADLINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_DEADLINE)
+}
+
+/// The environment variable that sets [`case_deadline`], in seconds.
+pub const DEADLINE_ENV: &str = "SYNCLOG_CASE_DEADLINE_SECS";
+
+/// How long a case may take by default: far above the slowest case on a slow machine (the
+/// crash loops), far below "forever".
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Opens a probe store to learn the engine's capabilities.
+fn probe(rt: &tokio::runtime::Runtime, harness: Arc<dyn Harness>) -> Result<Ctx, String> {
     let caps = rt.block_on(async {
         let at = harness.create().await?;
         let store = harness.open(&at).await?;
@@ -65,14 +77,59 @@ pub fn run<H: Harness>(harness: H) -> ExitCode {
         harness.cleanup(&at).await?;
         Ok::<_, synclog_core::Error>(caps)
     });
-    let caps = match caps {
-        Ok(c) => c,
+    match caps {
+        Ok(caps) => Ok(Ctx { harness, caps }),
+        Err(e) => Err(format!("{}: cannot open a probe store: {e}", harness.name())),
+    }
+}
+
+/// Runs one case with a deadline: `Err` with the panic's message, or saying it hung.
+fn run_case(rt: &tokio::runtime::Runtime, case: &Case, ctx: Ctx, deadline: Duration) -> Result<(), String> {
+    let run = case.run;
+    let outcome = rt.block_on(async move {
+        // A task of its own: a panic is caught as a failure, and the deadline can drop it.
+        let task = tokio::spawn(run(ctx));
+        let abort = task.abort_handle();
+        let outcome = tokio::time::timeout(deadline, task).await;
+        abort.abort();
+        outcome
+    });
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is_panic() => {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(msg)
+        }
+        Ok(Err(e)) => Err(format!("the case's task ended without finishing: {e}")),
+        Err(_) => Err(format!(
+            "did not finish within {:.0} s ({DEADLINE_ENV}): the engine hangs, or a loop of the case never ends",
+            deadline.as_secs_f64()
+        )),
+    }
+}
+
+/// Runs the whole suite against `harness` and returns the process exit code.
+/// Call it from `main` of a `harness = false` test target (see [`crate::conformance_main`]).
+pub fn run<H: Harness>(harness: H) -> ExitCode {
+    let rt = Arc::new(runtime());
+    let harness: Arc<dyn Harness> = Arc::new(harness);
+    if let Ok(address) = std::env::var(crash::CHILD_ENV) {
+        rt.block_on(crash::child_main(&*harness, &address));
+    }
+    let args = Arguments::from_args();
+    let ctx = match probe(&rt, harness) {
+        Ok(ctx) => ctx,
         Err(e) => {
-            eprintln!("{}: cannot open a probe store: {e}", harness.name());
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let ctx = Ctx { harness, caps };
+    let deadline = case_deadline();
     let trials = cases::all()
         .into_iter()
         .map(|case| {
@@ -89,14 +146,66 @@ pub fn run<H: Harness>(harness: H) -> ExitCode {
                     let ctx = ctx.clone();
                     let rt = rt.clone();
                     Trial::test(name, move || {
-                        rt.block_on((case.run)(ctx));
-                        Ok(())
+                        run_case(&rt, &case, ctx, deadline).map_err(Failed::from)
                     })
                 }
             }
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit_code()
+    let conclusion = libtest_mimic::run(&args, trials);
+    let trials_gone = Arc::try_unwrap(rt);
+    stop(trials_gone.ok());
+    conclusion.exit_code()
+}
+
+/// Stops the suite's runtime without waiting for its threads: a case that hung past its
+/// deadline inside a blocking section still holds one, and waiting would hang the suite.
+fn stop(rt: Option<tokio::runtime::Runtime>) {
+    if let Some(rt) = rt {
+        rt.shutdown_background();
+    }
+}
+
+/// How one case ended under [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed.
+    Passed,
+    /// It failed, with the message of its failed assertion (or that it hung).
+    Failed(String),
+    /// It did not run: the engine does not support what it needs, or it needs other
+    /// processes (which only the suite's own test binary can start).
+    Skipped(String),
+}
+
+/// Runs every case against `harness` in this process, each with `deadline`, and says how
+/// each ended, as `("area::case", outcome)`; `Err` when no probe store opens. For checking
+/// the suite itself (its tests run deliberately broken engines through it) and for tools;
+/// an engine's tests use [`run`]. Cases that start other processes are skipped.
+pub fn check<H: Harness>(harness: H, deadline: Duration) -> Result<Vec<(String, Outcome)>, String> {
+    let rt = runtime();
+    let ctx = probe(&rt, Arc::new(harness))?;
+    let outcomes = cases::all()
+        .into_iter()
+        .map(|case| {
+            let name = format!("{}::{}", case.area, case.name);
+            let other_processes = case
+                .needs
+                .iter()
+                .any(|n| matches!(n, Need::CrossProcess | Need::SharedProcesses));
+            let outcome = match case.needs.iter().find_map(|n| unsupported(*n, &ctx)) {
+                Some(why) => Outcome::Skipped(why),
+                None if other_processes => Outcome::Skipped("it starts other processes".into()),
+                None => match run_case(&rt, &case, ctx.clone(), deadline) {
+                    Ok(()) => Outcome::Passed,
+                    Err(msg) => Outcome::Failed(msg),
+                },
+            };
+            (name, outcome)
+        })
+        .collect();
+    stop(Some(rt));
+    Ok(outcomes)
 }
 
 /// Lists every case as ignored with `reason` (an engine whose server is not configured):

@@ -30,6 +30,29 @@ pub fn keyed(n: u64) -> synclog_core::NewLog {
         .idempotency_key(format!("crash-{n}"))
 }
 
+/// With [`CHILD_ENV`]: the child commits each log at the weakest level the engine takes,
+/// then calls `sync` at the level that survives a process crash, and only then reports it.
+pub const SYNC_ENV: &str = "SYNCLOG_CRASH_SYNC";
+
+/// The weakest commit level an engine takes, and the level whose `sync` must make what
+/// was committed survive a killed process (`Process`, or the strongest the engine has
+/// when it has nothing in between).
+fn sync_levels(caps: &synclog_core::Capabilities) -> (synclog_core::Durability, synclog_core::Durability) {
+    use synclog_core::Durability;
+    let weakest = caps
+        .durability
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(Durability::Buffered);
+    let hook = if caps.durability.contains(&Durability::Process) {
+        Durability::Process
+    } else {
+        caps.strongest_durability()
+    };
+    (weakest, hook)
+}
+
 /// Rounds per engine: 25, or `SYNCLOG_CRASH_ROUNDS`.
 pub fn rounds() -> usize {
     std::env::var("SYNCLOG_CRASH_ROUNDS")
@@ -54,6 +77,30 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
     }
     let level = store.capabilities().strongest_durability();
     let mut out = std::io::stdout().lock();
+    if std::env::var_os(SYNC_ENV).is_some() {
+        let (weakest, hook) = sync_levels(&store.capabilities());
+        for n in 1.. {
+            let synced = async {
+                let rec = store.append_with(sample("crash-sync", n), weakest).await?;
+                store.sync(hook).await?;
+                Ok::<_, synclog_core::Error>(rec)
+            };
+            match synced.await {
+                Ok(rec) => {
+                    if writeln!(out, "{} {}", rec.id, rec.checksum)
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        std::process::exit(0);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("crash child: append and sync failed: {e}");
+                    std::process::exit(4)
+                }
+            }
+        }
+    }
     if let Some(from) = std::env::var(KEYED_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
         for n in from.. {
             match store.append_with(keyed(n), level).await {
@@ -120,14 +167,34 @@ async fn run_and_kill(command: &mut Command, round: usize) -> Vec<String> {
 /// Every id a SIGKILLed child acknowledged is stored with the same checksum after a
 /// reopen, and the store verifies clean, over many random kill moments.
 pub async fn acknowledged_appends_survive_sigkill(ctx: Ctx) {
+    reported_appends_survive_sigkill(ctx, false).await;
+}
+
+/// A child commits each log at the engine's weakest level, calls `sync` at the level that
+/// survives a killed process, and only then reports the log; SIGKILLed at random moments,
+/// every log it reported is stored after a reopen. (An engine whose `sync` does not flush
+/// what the weakest level keeps in its own buffers loses them here.)
+pub async fn what_sync_covered_survives_sigkill(ctx: Ctx) {
+    reported_appends_survive_sigkill(ctx, true).await;
+}
+
+async fn reported_appends_survive_sigkill(ctx: Ctx, through_sync: bool) {
     let at = ctx.harness.create().await.expect("create");
     let exe = std::env::current_exe().expect("current_exe");
     let mut acked: BTreeMap<LogId, Checksum> = BTreeMap::new();
     let rounds = rounds();
     let mut kills = 0;
     for round in 0..rounds {
-        eprintln!("--- step: crash round {round}");
-        let lines = run_and_kill(Command::new(&exe).env(CHILD_ENV, &at.address), round).await;
+        eprintln!(
+            "--- step: crash round {round}{}",
+            if through_sync { " (through sync)" } else { "" }
+        );
+        let mut child = Command::new(&exe);
+        child.env(CHILD_ENV, &at.address);
+        if through_sync {
+            child.env(SYNC_ENV, "1");
+        }
+        let lines = run_and_kill(&mut child, round).await;
         kills += 1;
         for line in lines {
             // Only whole lines count: a torn last line was never fully reported.
@@ -167,6 +234,76 @@ pub async fn acknowledged_appends_survive_sigkill(ctx: Ctx) {
         acked.len()
     );
     ctx.harness.cleanup(&at).await.expect("cleanup");
+}
+
+/// How long a child takes from its start to its first acknowledged append on a fresh
+/// location: the window in which its first open (the store's creation) runs.
+async fn time_to_first_append(ctx: &Ctx, exe: &std::path::Path) -> Duration {
+    let at = ctx.harness.create().await.expect("create");
+    let began = std::time::Instant::now();
+    let mut child = Command::new(exe)
+        .env(CHILD_ENV, &at.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn crash child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let first = tokio::task::spawn_blocking(move || BufReader::new(stdout).lines().next())
+        .await
+        .expect("reader");
+    let took = began.elapsed();
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    assert!(
+        matches!(first, Some(Ok(_))),
+        "the crash child acknowledged nothing on a fresh location; see its stderr above"
+    );
+    ctx.harness.cleanup(&at).await.expect("cleanup");
+    took
+}
+
+/// A store whose very first open (its creation) a SIGKILL cut at any moment opens clean
+/// afterwards, verifies clean and takes appends: over many rounds, each on a fresh
+/// location, each kill at a random moment of the window from the child's start to its
+/// first acknowledged append.
+pub async fn a_kill_during_the_first_create_leaves_a_store_that_opens(ctx: Ctx) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let window = time_to_first_append(&ctx, &exe).await;
+    let window_ms = (window.as_millis() as u64).max(2);
+    let rounds = rounds();
+    for round in 0..rounds {
+        eprintln!("--- step: first-create kill round {round} (window {window_ms} ms)");
+        let at = ctx.harness.create().await.expect("create");
+        let mut child = Command::new(&exe)
+            .env(CHILD_ENV, &at.address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn crash child");
+        let delay = Duration::from_millis(fastrand::u64(0..=window_ms));
+        tokio::time::sleep(delay).await;
+        child.kill().expect("SIGKILL the child");
+        child.wait().expect("reap the child");
+        let store = ctx.harness.open(&at).await.unwrap_or_else(|e| {
+            panic!("round {round}: the store whose creation was killed after {delay:?} does not open: {e}")
+        });
+        let report = store.verify(VerifyOptions::default()).await.expect("verify");
+        assert!(
+            report.corrupt.is_empty() && report.out_of_order.is_empty() && report.missing.is_empty(),
+            "round {round} (killed after {delay:?}): {report:?}"
+        );
+        let before = store.last_id().await.expect("last_id");
+        let rec = store
+            .append_with(sample("after-create-kill", 1), ctx.durability())
+            .await
+            .unwrap_or_else(|e| panic!("round {round} (killed after {delay:?}): append: {e}"));
+        assert!(
+            before.is_none_or(|b| rec.id > b),
+            "round {round}: id {} not above {before:?}",
+            rec.id
+        );
+        ctx.done(at, store).await;
+    }
 }
 
 /// A child appends logs with idempotency keys and is SIGKILLed at random moments; the

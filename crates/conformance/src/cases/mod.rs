@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use synclog_core::{Capabilities, Durability, LogRecord, LogStore, NewLog, Scan, Status};
+use synclog_core::{Capabilities, Durability, LogId, LogRecord, LogStore, NewLog, Scan, Status};
 
 use crate::harness::{Harness, Location};
 
@@ -103,10 +103,24 @@ pub async fn everything(store: &dyn LogStore) -> Vec<LogRecord> {
     loop {
         let page = store.scan(&scan).await.expect("scan");
         let Some(last) = page.last() else { break };
+        assert_pages_advance(scan.after, last.id, false);
         scan.after = Some(last.id);
         out.extend(page);
     }
     out
+}
+
+/// Fails unless a page read after (or, `descending`, before) `bound` ended past it: an
+/// engine whose bound is inclusive would page forever.
+pub fn assert_pages_advance(bound: Option<LogId>, last: LogId, descending: bool) {
+    if let Some(bound) = bound {
+        let advanced = if descending { last < bound } else { last > bound };
+        assert!(
+            advanced,
+            "paging did not advance: the page {} {bound} ended at {last} (the bounds of a scan are exclusive)",
+            if descending { "before" } else { "after" }
+        );
+    }
 }
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -219,6 +233,8 @@ cases! {
     retention::an_archive_that_disagrees_stops_the_prune [Prune],
     model::random_operations_match_a_btreemap_model,
     crash::acknowledged_appends_survive_sigkill [CrossProcess],
+    crash::what_sync_covered_survives_sigkill [CrossProcess],
     crash::idempotent_appends_retried_after_sigkill_are_stored_once [CrossProcess],
+    crash::a_kill_during_the_first_create_leaves_a_store_that_opens [CrossProcess],
     retention::a_prune_killed_at_any_moment_leaves_every_record_present_or_marked [CrossProcess, Prune],
 }

@@ -24,6 +24,7 @@ pub async fn scan_pages_through_everything_once(ctx: Ctx) {
         let page = store.scan(&scan).await.unwrap();
         assert!(page.len() <= 5);
         let Some(last) = page.last() else { break };
+        super::assert_pages_advance(scan.after, last.id, false);
         scan.after = Some(last.id);
         seen.extend(page);
     }

@@ -252,6 +252,8 @@ pub async fn runs_scan_pages_and_filters(ctx: Ctx) {
             let page = store.runs(&scan).await.unwrap();
             assert!(page.len() <= 2);
             let Some(last) = page.last() else { break };
+            let bound = if descending { scan.before } else { scan.after };
+            super::assert_pages_advance(bound, last.first_id(), descending);
             match descending {
                 false => scan.after = Some(last.first_id()),
                 true => scan.before = Some(last.first_id()),
