@@ -192,7 +192,7 @@ pub(crate) fn open_writer(
 ) -> Result<(Connection, PragmaReport)> {
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
     check_regular_file(path)?;
-    inspect(path, busy_timeout)?;
+    inspect(path, busy_timeout, true)?;
     let busy_timeout = busy_timeout_of(busy_timeout);
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -305,12 +305,19 @@ pub(crate) fn check_regular_file(path: &Path) -> Result<()> {
 /// before writing (opening it changes no byte of it). One in rollback-journal mode, which
 /// synclog never leaves a database in, would be switched to WAL by opening it: its
 /// schema is read first, on a read-only connection.
-fn inspect(path: &Path, busy_timeout: Duration) -> Result<()> {
-    inspect_once(path, busy_timeout, false)
+///
+/// One file is changed: a database whose creation a crash cut off (the file was empty
+/// when the transaction began, and its hot journal says so). Its journal is rolled back,
+/// which leaves the empty file it was, and the writer's open (`may_write`) creates the
+/// database; a read-only open reports it as not yet created. Any other hot journal
+/// belongs to data someone committed: the file is refused untouched.
+fn inspect(path: &Path, busy_timeout: Duration, may_write: bool) -> Result<()> {
+    inspect_once(path, busy_timeout, may_write, false)
 }
 
-/// [`inspect`]; `rolled_back`: a hot journal was rolled back already (it is not tried twice).
-fn inspect_once(path: &Path, busy_timeout: Duration, rolled_back: bool) -> Result<()> {
+/// [`inspect`]; `rolled_back`: a cut-off creation was rolled back already (it is not tried
+/// twice).
+fn inspect_once(path: &Path, busy_timeout: Duration, may_write: bool, rolled_back: bool) -> Result<()> {
     use std::io::Read;
     let resource = || format!("sqlite://{}", path.display());
     let file = match std::fs::File::open(path) {
@@ -326,12 +333,9 @@ fn inspect_once(path: &Path, busy_timeout: Duration, rolled_back: bool) -> Resul
         return Ok(()); // a new, empty file: SQLite makes it a database
     }
     if header.len() < 100 || &header[..16] != SQLITE_MAGIC {
-        if !rolled_back && has_sqlite_journal(path) {
-            // A database cut off mid-transaction before its first page was written (its
-            // creation, killed): SQLite's own journal is next to it; rolling it back
-            // restores what was committed (nothing, for a creation).
-            roll_back_hot_journal(path, busy_timeout)?;
-            return inspect_once(path, busy_timeout, true);
+        // A creation cut off before its first page was written: nothing but zeros yet.
+        if !rolled_back && header.iter().all(|&b| b == 0) && creation_journal(path) {
+            return finish_cut_off_creation(path, busy_timeout, may_write);
         }
         return Err(Error::corrupt(
             resource(),
@@ -352,13 +356,20 @@ fn inspect_once(path: &Path, busy_timeout: Duration, rolled_back: bool) -> Resul
     }
     let (tables, version) = match read_schema(path, busy_timeout) {
         Ok(schema) => schema,
-        Err(err) if hot_journal(&err) && !rolled_back => {
-            // A transaction cut off by a crash left a hot journal (a database whose
-            // creation was killed while it switched to WAL, for one). SQLite rolls it back
-            // at the first read-write open, as any SQLite client does, and changes nothing
-            // else; then the file is looked at afresh.
-            roll_back_hot_journal(path, busy_timeout)?;
-            return inspect_once(path, busy_timeout, true);
+        Err(err) if hot_journal(&err) && !rolled_back && creation_journal(path) => {
+            // Killed while the new file switched to WAL, for one.
+            return finish_cut_off_creation(path, busy_timeout, may_write);
+        }
+        Err(err) if hot_journal(&err) => {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "sqlite://{} has a hot journal: a transaction of data already committed there was cut off by \
+                     a crash, and it is not a synclog database in WAL mode; synclog left it untouched (recover it \
+                     with the application that wrote it, or the sqlite3 shell)",
+                    path.display()
+                ),
+            ))
         }
         Err(err) => return Err(map_err(path, "inspecting", err)),
     };
@@ -389,15 +400,49 @@ fn read_schema(path: &Path, busy_timeout: Duration) -> rusqlite::Result<(Vec<Str
     Ok((tables, version))
 }
 
-/// Whether `<path>-journal` is a SQLite rollback journal (it starts with SQLite's journal
-/// magic), one a crash left behind.
-fn has_sqlite_journal(path: &Path) -> bool {
-    use std::io::Read;
+/// Whether `<path>-journal` is a SQLite rollback journal whose rollback leaves an empty
+/// database: the transaction began on an empty file (the header's initial size, bytes
+/// 16..20, is 0 pages), or on a one-page database whose saved page 1 (the first record
+/// after the header's sector) holds an empty schema (a leaf table b-tree page without
+/// cells). That is what a creation cut off by a crash leaves (SQLite writes page 1, then
+/// switches it to WAL); rolling it back loses nothing anyone committed.
+fn creation_journal(path: &Path) -> bool {
     const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
-    let mut magic = [0u8; 8];
-    std::fs::File::open(format!("{}-journal", path.display()))
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == JOURNAL_MAGIC)
+    let Ok(journal) = std::fs::read(format!("{}-journal", path.display())) else {
+        return false;
+    };
+    let be32 =
+        |at: usize| -> Option<u32> { Some(u32::from_be_bytes(journal.get(at..at + 4)?.try_into().ok()?)) };
+    if journal.get(..8) != Some(&JOURNAL_MAGIC[..]) {
+        return false;
+    }
+    match be32(16) {
+        Some(0) => true,
+        Some(1) => {
+            let (Some(sector), Some(page_size)) = (be32(20), be32(24)) else {
+                return false;
+            };
+            let (sector, page_size) = (sector as usize, page_size as usize);
+            let Some(page) = journal.get(sector + 4..sector + 4 + page_size) else {
+                return false;
+            };
+            be32(sector) == Some(1) && page.len() > 105 && page[100] == 0x0D && page[103..105] == [0, 0]
+        }
+        _ => false,
+    }
+}
+
+/// A creation a crash cut off: a writer rolls its journal back (the file is empty again)
+/// and inspects it afresh; a reader changes nothing and reports the store as not created.
+fn finish_cut_off_creation(path: &Path, busy_timeout: Duration, may_write: bool) -> Result<()> {
+    if !may_write {
+        return Err(Error::StoreNotFound {
+            store: format!("sqlite://{}", path.display()),
+            detail: "its creation was cut off by a crash; the next writer's open creates it".into(),
+        });
+    }
+    roll_back_hot_journal(path, busy_timeout)?;
+    inspect_once(path, busy_timeout, may_write, true)
 }
 
 /// Whether a read-only connection failed because the database has a hot journal it may
@@ -603,7 +648,7 @@ pub(crate) fn check_read_only(path: &Path, busy_timeout: Duration) -> Result<()>
         }
         Err(err) => return Err(Error::io(format!("inspecting {}", path.display()), err)),
     }
-    inspect(path, busy_timeout)?;
+    inspect(path, busy_timeout, false)?;
     let e = |ctx: &'static str| move |err| map_err(path, ctx, err);
     let conn = open_reader(path, busy_timeout)?;
     let int = |name: &'static str| -> Result<i64> {

@@ -206,8 +206,49 @@ async fn a_database_whose_creation_was_cut_off_with_a_hot_journal_opens() {
     assert_eq!(journal_mode(&path), "wal");
 }
 
+#[tokio::test]
+async fn a_creation_cut_off_after_its_first_page_was_written_opens() {
+    use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    // One committed page holding an empty schema, as SQLite leaves a new file before it
+    // switches it to WAL; then a transaction on it cut off.
+    crashed_mid_transaction(
+        dir.path(),
+        "PRAGMA user_version = 7; PRAGMA user_version = 0;",
+        &path,
+    );
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store
+            .append(NewLog::new("after-crash", Status::Succeeded))
+            .await
+            .unwrap()
+            .id
+            .get(),
+        1
+    );
+    store.close().await.unwrap();
+}
+
 #[test]
-fn another_applications_database_with_a_hot_journal_is_rolled_back_and_refused() {
+fn a_cut_off_creation_is_reported_not_created_by_a_read_only_open_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    crashed_mid_transaction(dir.path(), "", &path);
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteStore::open_read_only(&path, std::time::Duration::from_secs(1)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "a read-only open changed the file"
+    );
+    assert!(PathBuf::from(format!("{}-journal", path.display())).exists());
+}
+
+#[test]
+fn another_applications_database_with_a_hot_journal_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("theirs.db");
     crashed_mid_transaction(
@@ -215,18 +256,19 @@ fn another_applications_database_with_a_hot_journal_is_rolled_back_and_refused()
         "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT);",
         &path,
     );
+    let journal = PathBuf::from(format!("{}-journal", path.display()));
+    let (db_before, journal_before) = (std::fs::read(&path).unwrap(), std::fs::read(&journal).unwrap());
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-    assert!(err.to_string().contains("another application's"), "{err}");
-    // Its journal was rolled back as any SQLite client would, and it stays in its mode.
-    assert_eq!(journal_mode(&path), "delete");
-    let conn = Connection::open(&path).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(tables, ["customers"]);
+    assert!(err.to_string().contains("hot journal"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        db_before,
+        "the database's bytes changed"
+    );
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        journal_before,
+        "its journal changed"
+    );
 }
