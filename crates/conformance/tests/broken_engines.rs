@@ -176,7 +176,10 @@ fn failed(fault: Fault, deadline: Duration) -> Vec<String> {
 
 #[test]
 fn the_faithful_wrapper_passes_every_case() {
-    assert_eq!(failed(Fault::None, Duration::from_secs(60)), Vec::<String>::new());
+    assert_eq!(
+        failed(Fault::None, synclog_conformance::case_deadline()),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -196,7 +199,7 @@ fn each_broken_engine_fails_the_case_that_names_its_fault() {
         ),
     ];
     for (fault, case) in expected {
-        let failed = failed(fault, Duration::from_secs(60));
+        let failed = failed(fault, synclog_conformance::case_deadline());
         assert!(
             failed.iter().any(|c| c == case),
             "{fault:?} is not caught by {case}: failed {failed:?}"

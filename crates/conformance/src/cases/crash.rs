@@ -236,24 +236,36 @@ async fn reported_appends_survive_sigkill(ctx: Ctx, through_sync: bool) {
     ctx.harness.cleanup(&at).await.expect("cleanup");
 }
 
+/// A child that is SIGKILLed and reaped when dropped: a case cut short (its deadline)
+/// leaves no process behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// How long a child takes from its start to its first acknowledged append on a fresh
 /// location: the window in which its first open (the store's creation) runs.
 async fn time_to_first_append(ctx: &Ctx, exe: &std::path::Path) -> Duration {
     let at = ctx.harness.create().await.expect("create");
     let began = std::time::Instant::now();
-    let mut child = Command::new(exe)
-        .env(CHILD_ENV, &at.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn crash child");
-    let stdout = child.stdout.take().expect("child stdout");
+    let mut child = KillOnDrop(
+        Command::new(exe)
+            .env(CHILD_ENV, &at.address)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn crash child"),
+    );
+    let stdout = child.0.stdout.take().expect("child stdout");
     let first = tokio::task::spawn_blocking(move || BufReader::new(stdout).lines().next())
         .await
         .expect("reader");
     let took = began.elapsed();
-    child.kill().expect("SIGKILL the child");
-    child.wait().expect("reap the child");
+    drop(child);
     assert!(
         matches!(first, Some(Ok(_))),
         "the crash child acknowledged nothing on a fresh location; see its stderr above"
@@ -274,16 +286,17 @@ pub async fn a_kill_during_the_first_create_leaves_a_store_that_opens(ctx: Ctx) 
     for round in 0..rounds {
         eprintln!("--- step: first-create kill round {round} (window {window_ms} ms)");
         let at = ctx.harness.create().await.expect("create");
-        let mut child = Command::new(&exe)
-            .env(CHILD_ENV, &at.address)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn crash child");
+        let child = KillOnDrop(
+            Command::new(&exe)
+                .env(CHILD_ENV, &at.address)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn crash child"),
+        );
         let delay = Duration::from_millis(fastrand::u64(0..=window_ms));
         tokio::time::sleep(delay).await;
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
+        drop(child); // SIGKILLed and reaped
         let store = ctx.harness.open(&at).await.unwrap_or_else(|e| {
             panic!("round {round}: the store whose creation was killed after {delay:?} does not open: {e}")
         });
