@@ -64,9 +64,10 @@ pub fn open_url(url: &str) -> Result<Store> {
 pub fn open_url_with(url: &str, options: &OpenOptions) -> Result<Store> {
     let runtime = new_runtime()?;
     let (url, options) = (url.to_string(), options.clone());
-    let store = on(&runtime, "opening a store", async move {
+    let opened = on(&runtime, "opening a store", async move {
         crate::open_url_with(&url, &options).await
-    })?;
+    });
+    let (store, runtime) = opened_or_stop(opened, runtime)?;
     Ok(Store {
         store,
         guarded: None,
@@ -88,9 +89,11 @@ pub fn open_guarded_with(
 ) -> Result<Store> {
     let runtime = new_runtime()?;
     let (primary, backup, open) = (primary.to_string(), backup.to_string(), open.clone());
-    let guarded = Arc::new(on(&runtime, "opening a guarded store", async move {
+    let opened = on(&runtime, "opening a guarded store", async move {
         crate::open_guarded_with(&primary, &backup, options, &open).await
-    })?);
+    });
+    let (guarded, runtime) = opened_or_stop(opened, runtime)?;
+    let guarded = Arc::new(guarded);
     Ok(Store {
         store: guarded.clone(),
         guarded: Some(guarded),
@@ -113,10 +116,20 @@ impl Store {
         on(runtime, operation, make(self.store.clone()))
     }
 
-    /// Appends one log, durable against power loss when it returns (as
-    /// [`LogStoreExt::append`]).
+    /// Appends one log, durable at the strongest level the store offers (against power
+    /// loss for every engine but memory) when it returns.
     pub fn append(&self, log: NewLog) -> Result<LogRecord> {
-        self.run("appending a log", |s| async move { s.append(log).await })
+        let level = self.strongest();
+        self.run(
+            "appending a log",
+            |s| async move { s.append_with(log, level).await },
+        )
+    }
+
+    /// The strongest durability the store offers: what `append`, `start_run` and
+    /// `finish_run` commit at.
+    pub fn strongest(&self) -> Durability {
+        self.store.capabilities().strongest_durability()
     }
 
     /// Appends one log at `durability` and says whether it repeated a stored one (its
@@ -137,16 +150,15 @@ impl Store {
     /// Starts a run with its `started` log (a run key is made when the log has none), as
     /// [`LogStoreExt::start_run`].
     pub fn start_run(&self, log: NewLog) -> Result<Appended> {
-        self.run("starting a run", |s| async move {
-            s.start_run(log, Durability::PowerLoss).await
-        })
+        let level = self.strongest();
+        self.run("starting a run", |s| async move { s.start_run(log, level).await })
     }
 
     /// Finishes run `run` with the terminal log `log`, as [`LogStoreExt::finish_run`].
     pub fn finish_run(&self, run: &str, log: NewLog) -> Result<Appended> {
-        let run = run.to_string();
+        let (run, level) = (run.to_string(), self.strongest());
         self.run("finishing a run", |s| async move {
-            s.finish_run(&run, log, Durability::PowerLoss).await
+            s.finish_run(&run, log, level).await
         })
     }
 
@@ -268,6 +280,19 @@ impl Drop for Store {
             if let Err(e) = self.shut() {
                 tracing::warn!(target: "synclog::blocking", store = %self.store.describe(), error = %e, "closing a dropped store failed");
             }
+        }
+    }
+}
+
+/// The opened store with its runtime, or the open's error after stopping the runtime
+/// without waiting (a plain drop waits for its threads, which panics inside another
+/// runtime's thread).
+fn opened_or_stop<T>(opened: Result<T>, runtime: Runtime) -> Result<(T, Runtime)> {
+    match opened {
+        Ok(store) => Ok((store, runtime)),
+        Err(e) => {
+            runtime.shutdown_background();
+            Err(e)
         }
     }
 }

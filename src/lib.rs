@@ -56,8 +56,8 @@
 //! ```
 //!
 //! Programs without an async runtime use [`blocking`]. Recovery is never silent: the
-//! library reports through [`tracing`](https://docs.rs/tracing) (see the README's
-//! "Logging" section for targets and fields).
+//! library reports through [`tracing`](https://docs.rs/tracing) (the README's section
+//! "What it tells you: `tracing` events" lists targets, messages and fields).
 #![deny(missing_docs)]
 
 mod aside;

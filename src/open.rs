@@ -545,7 +545,13 @@ fn damaged_storage(e: &Error) -> bool {
 
 fn stand_in(copy: &str, url: &str, error: Error) -> Arc<dyn LogStore> {
     let url = redact_url(url);
-    tracing::warn!(copy, store = %url, %error, "this copy cannot be opened; the pair goes on with the other copy alone (`synclog check --repair` rebuilds it)");
+    tracing::warn!(
+        target: synclog_core::guarded::TARGET,
+        side = copy,
+        copy = %url,
+        %error,
+        "this copy cannot be opened; the pair goes on with the other copy alone (`synclog check --repair` rebuilds it)"
+    );
     Arc::new(synclog_core::guarded::Unavailable::new(url, error))
 }
 

@@ -154,3 +154,34 @@ fn reading_a_store_outside_its_runtime_is_a_typed_error() {
         });
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_open_inside_a_runtime_is_a_typed_error_not_a_panic() {
+    let err = blocking::open_url("nosuch://x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = urls(dir.path());
+    let err = blocking::open_guarded(&p, &p, GuardedOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+#[test]
+fn appends_commit_at_the_strongest_level_the_store_offers() {
+    // The memory engine offers only Buffered: an append at PowerLoss would be refused.
+    let store = blocking::open_url(&format!("memory://blocking-{}", std::process::id())).unwrap();
+    assert_eq!(store.strongest(), Durability::Buffered);
+    let run = store.start_run(NewLog::new("crm", Status::Started)).unwrap();
+    let key = run.record.run.clone().unwrap();
+    store
+        .finish_run(&key, NewLog::new("crm", Status::Succeeded))
+        .unwrap();
+    assert_eq!(
+        store
+            .append(NewLog::new("crm", Status::Skipped))
+            .unwrap()
+            .id
+            .get(),
+        3
+    );
+    store.close().unwrap();
+}

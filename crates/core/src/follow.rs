@@ -156,6 +156,7 @@ impl CommitSignal {
     /// running asks at its next tick. Either way a commit made after this returns raises
     /// the hint (a follower reads the store once at its start for what came before).
     pub async fn watch(&self, probe: Option<(Duration, Probe)>) -> Result<CommitWatch> {
+        crate::runtime::current("watching a store's commits")?;
         let hint = self.inner.hint.subscribe();
         let feed = self.inner.feed.subscribe();
         if let Some((every, mut probe)) = probe {
@@ -420,6 +421,7 @@ where
     /// The next records: at once if some are committed, else as soon as one is, or
     /// nothing once `timeout` has passed.
     pub async fn next_batch(&mut self, timeout: Duration) -> Result<Vec<LogRecord>> {
+        crate::runtime::current("following a store")?;
         let end = Instant::now() + timeout;
         loop {
             let got = self.try_next_batch().await?;
@@ -437,6 +439,7 @@ where
 
     /// The next record, waiting as long as it takes.
     pub async fn next(&mut self) -> Result<LogRecord> {
+        crate::runtime::current("following a store")?;
         loop {
             if let Some(r) = self.pending.pop_front() {
                 return Ok(r);

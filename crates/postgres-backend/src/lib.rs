@@ -381,6 +381,7 @@ impl PgStore {
     }
 
     async fn reader(&self) -> Result<deadpool_postgres::Object> {
+        synclog_core::runtime::current("reading from PostgreSQL")?;
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed());
         }
@@ -504,6 +505,7 @@ impl LogStore for PgStore {
     /// watch). One task for all followers also asks for the last id, every second as a
     /// safety net, or every 50 ms while the listener cannot connect.
     async fn commit_watch(&self) -> Result<synclog_core::follow::CommitWatch> {
+        synclog_core::runtime::current("watching a PostgreSQL store")?;
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed());
         }
@@ -671,6 +673,7 @@ impl LogStore for PgStore {
     /// meanwhile), so their space is reused; a vacuum that cannot run (its lock wait,
     /// another vacuum) is left to autovacuum.
     async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        synclog_core::runtime::current("pruning a PostgreSQL store")?;
         check_marker(marker)?;
         let mut applied = Applied::default();
         for (i, ranges) in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS)
@@ -718,6 +721,7 @@ impl LogStore for PgStore {
     /// Releases every connection: the pool's, the writer's (after the jobs queued before
     /// the close) and the listener's.
     async fn close(&self) -> Result<()> {
+        synclog_core::runtime::current("closing a PostgreSQL store")?;
         let first = !self.closed.swap(true, Ordering::AcqRel);
         self.pool.close();
         self.listener.close().await;

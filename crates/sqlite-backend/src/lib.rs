@@ -490,6 +490,7 @@ impl LogStore for SqliteStore {
     ///
     /// Errors: [`Error::Closed`] after `close`; errors of reading the database.
     async fn commit_watch(&self) -> Result<CommitWatch> {
+        synclog_core::runtime::current("watching an SQLite store")?;
         self.check_open()?;
         let inner = self.inner.clone();
         let state = Arc::new(Mutex::new(None));
@@ -591,6 +592,7 @@ impl LogStore for SqliteStore {
     /// written); [`Error::Unsupported`] through a read-only handle; [`Error::Busy`] when
     /// another process held the lock too long (applying the marker again finishes).
     async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        synclog_core::runtime::current("pruning an SQLite store")?;
         let group = self.writer("prune")?;
         synclog_core::retention::check_marker(marker)?;
         let marker = Arc::new(marker.clone());

@@ -383,10 +383,15 @@ impl Guarded {
     /// Counts and reports a read served from the other copy because `copy` held it damaged.
     fn served_intact(&self, rec: LogRecord, copy: &str) -> LogRecord {
         self.counters.damaged_served.fetch_add(1, Ordering::Relaxed);
+        let store = match copy {
+            "primary" => self.primary.describe(),
+            _ => self.backup.describe(),
+        };
         tracing::warn!(
             target: TARGET,
             id = rec.id.get(),
-            copy,
+            side = copy,
+            copy = %store,
             "a damaged record was read; served the other copy's intact one (`synclog check --repair` mends it)"
         );
         rec
@@ -895,6 +900,7 @@ impl LogStore for Guarded {
     }
 
     async fn close(&self) -> Result<()> {
+        crate::runtime::current("closing a guarded store")?;
         // The retention task first: a step it is in is cut short (each is crash safe).
         let retention = self.retention.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = retention {
