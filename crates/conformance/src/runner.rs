@@ -228,9 +228,12 @@ pub fn run_skipped(reason: &str) -> ExitCode {
 
 /// Turns a harness into the suite's test binary: one named test per case.
 ///
-/// In `tests/conformance.rs` of an engine (with `harness = false` for that target):
-/// ```ignore
-/// synclog_conformance::conformance_main!(MyHarness::new());
+/// In `tests/conformance.rs` of an engine (with `harness = false` for that target), with
+/// the engine's harness in place of the reference engine's:
+/// ```no_run
+/// use synclog_conformance::memory::MemoryHarness;
+///
+/// synclog_conformance::conformance_main!(MemoryHarness);
 /// ```
 #[macro_export]
 macro_rules! conformance_main {

@@ -1,8 +1,15 @@
 //! Validation: every rule a log must pass before anything is written, with its limit.
 //!
-//! Validation runs once, in core, before an engine sees the batch. A batch with one bad
-//! log is rejected whole with [`Error::InvalidInput`] naming the field and the log's
-//! position; nothing of it is written.
+//! Who calls it: an engine, first thing, in [`LogStore::commit_report`]
+//! ([`validate_batch`]) and in [`LogStore::import`] and [`LogStore::repair`]
+//! ([`validate_records`]), before it writes or plans anything; the conformance suite's
+//! `bad_input` and `restore` cases fail an engine that forgets. A batch with one bad log
+//! is rejected whole with [`Error::InvalidInput`] naming the field and the log's position;
+//! nothing of it is written and no id is spent.
+//!
+//! [`LogStore::commit_report`]: crate::LogStore::commit_report
+//! [`LogStore::import`]: crate::LogStore::import
+//! [`LogStore::repair`]: crate::LogStore::repair
 
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
