@@ -410,7 +410,7 @@ async fn open_read_only(given: &str, url: StoreUrl, options: &OpenOptions) -> Re
                 read_only: false,
                 ..options.clone()
             };
-            let store = Box::pin(open_url_with(given, &writable)).await?;
+            let store = Box::pin(open_url_plain(given, &writable)).await?;
             Ok(Arc::new(read_only::ReadOnly::new(store)))
         }
     }
