@@ -22,6 +22,7 @@ pub mod follow;
 pub mod group;
 pub mod guarded;
 pub mod id;
+pub mod kv;
 pub mod memory;
 pub mod query;
 pub mod record;

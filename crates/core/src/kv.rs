@@ -1,0 +1,561 @@
+//! An engine over an ordered key-value store, in the few lines of a [`KvBackend`].
+//!
+//! An engine author implements [`KvBackend`]: a blocking, ordered map of bytes to bytes
+//! that writes a batch in one transaction at a durability level, gets a key, and reads a
+//! key range in either direction. [`KvStore`] supplies the rest of [`LogStore`]:
+//! validation of every batch and import, id assignment, group commit (one writer thread;
+//! concurrent appends share one `write`), the rules of runs and idempotency keys,
+//! checksums, import and repair accounting, verify, the close lifecycle, and moving every
+//! backend call off the async executor (or [`Error::NoRuntime`] outside one).
+//!
+//! Layout in the backend: each record under `0x01` followed by its id (big-endian `u64`),
+//! its value the record's canonical bytes followed by its checksum (big-endian `u32`);
+//! the largest id ever assigned under `0x00 "high_water"`, so an id is never handed out
+//! twice, even after the newest records are deleted. One process at a time
+//! ([`Capabilities::multi_process`] is false): the backend's own lock keeps others out.
+//!
+//! Retention ([`LogStore::apply_prune`]) and checkpoints are not offered: the
+//! capabilities say so and the conformance suite skips those cases.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::sync::Mutex;
+//! use synclog_core::kv::{KvBackend, KvOp, KvStore};
+//! use synclog_core::{Durability, LogStore, LogStoreExt, NewLog, Result, Status};
+//!
+//! /// An engine in memory: the whole of what an author writes.
+//! #[derive(Default)]
+//! struct Map(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+//!
+//! impl KvBackend for Map {
+//!     fn engine(&self) -> &'static str { "map" }
+//!     fn describe(&self) -> String { "map://".into() }
+//!     fn durabilities(&self) -> Vec<Durability> { vec![Durability::Buffered] }
+//!     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+//!         Ok(self.0.lock().unwrap().get(key).cloned())
+//!     }
+//!     fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+//!         let map = self.0.lock().unwrap();
+//!         let range = map.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone()));
+//!         Ok(if reverse { range.rev().take(limit).collect() } else { range.take(limit).collect() })
+//!     }
+//!     fn write(&self, ops: Vec<KvOp>, _durability: Durability) -> Result<()> {
+//!         let mut map = self.0.lock().unwrap();
+//!         for op in ops {
+//!             match op {
+//!                 KvOp::Put(k, v) => { map.insert(k, v); }
+//!                 KvOp::Delete(k) => { map.remove(&k); }
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//!     fn close(&self) -> Result<()> { Ok(()) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<()> {
+//! let store = KvStore::open(Map::default())?;
+//! let rec = store.append_with(NewLog::new("crm", Status::Succeeded), Durability::Buffered).await?;
+//! assert_eq!(store.get(rec.id).await?, Some(rec));
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::canonical::{self, Checksum};
+use crate::follow::CommitSignal;
+use crate::group::{BatchWriter, GroupCommit, GroupOptions};
+use crate::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
+use crate::validate::{validate_batch, validate_records};
+use crate::verify::Verifier;
+use crate::{
+    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    VerifyOptions, VerifyReport,
+};
+
+/// One change of a [`KvBackend::write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    /// Sets `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Removes `key`.
+    Delete(Vec<u8>),
+}
+
+/// An ordered key-value store, blocking: what an engine author implements. Every method
+/// runs on a blocking thread; [`KvStore`] never calls two `write`s at once.
+pub trait KvBackend: Send + Sync + 'static {
+    /// The engine's short name (`Capabilities::engine`, error messages).
+    fn engine(&self) -> &'static str;
+    /// The store, as a URL or path (never with a password).
+    fn describe(&self) -> String;
+    /// The durability levels [`write`](KvBackend::write) honours; at least one.
+    fn durabilities(&self) -> Vec<Durability>;
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The entries with `from <= key < to` in key order (descending with `reverse`), at
+    /// most `limit` of them.
+    fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies `ops` in one transaction (all or none), durable at `durability` when it
+    /// returns (a level it does not list is never asked for).
+    fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()>;
+    /// Releases the storage, so that the same process can open it again.
+    fn close(&self) -> Result<()>;
+}
+
+const RECORD: u8 = 0x01;
+const HIGH_WATER: &[u8] = b"\x00high_water";
+/// Records read per backend call when every record is read.
+const PAGE: usize = 1000;
+
+fn key(id: u64) -> Vec<u8> {
+    let mut k = vec![RECORD];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn value(rec: &LogRecord) -> Vec<u8> {
+    let mut v = rec.view().encode();
+    v.extend_from_slice(&rec.checksum.0.to_be_bytes());
+    v
+}
+
+fn decode(engine: &str, v: &[u8]) -> Result<LogRecord> {
+    if v.len() < 4 {
+        return Err(Error::corrupt(
+            format!("{engine} value"),
+            "shorter than a checksum",
+        ));
+    }
+    let (body, sum) = v.split_at(v.len() - 4);
+    let sum = Checksum(u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]));
+    LogRecord::from_view(&canonical::decode(body)?, sum)
+}
+
+struct Inner<B> {
+    backend: B,
+    closed: AtomicBool,
+    signal: CommitSignal,
+}
+
+impl<B: KvBackend> Inner<B> {
+    fn read(&self, id: LogId) -> Result<Option<LogRecord>> {
+        match self.backend.get(&key(id.get()))? {
+            Some(v) => decode(self.backend.engine(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The records with `lo <= id < hi`, ascending (or descending), at most `limit`.
+    fn records(&self, lo: u64, hi: u64, descending: bool, limit: usize) -> Result<Vec<LogRecord>> {
+        self.backend
+            .range(&key(lo), &key(hi), descending, limit)?
+            .iter()
+            .map(|(_, v)| decode(self.backend.engine(), v))
+            .collect()
+    }
+
+    /// Calls `f` on every record in id order, a page at a time.
+    fn each(&self, mut f: impl FnMut(LogRecord) -> Result<()>) -> Result<()> {
+        let mut from = 1;
+        loop {
+            let page = self.records(from, u64::MAX, false, PAGE)?;
+            let Some(last) = page.last().map(|r| r.id.get()) else {
+                return Ok(());
+            };
+            page.into_iter().try_for_each(&mut f)?;
+            from = last + 1;
+        }
+    }
+
+    fn last_id(&self) -> Result<Option<LogId>> {
+        Ok(self.records(1, u64::MAX, true, 1)?.first().map(|r| r.id))
+    }
+}
+
+/// The group-commit writer: the only one that writes, so the high-water mark and the book
+/// of keys it keeps stay true.
+struct KvWriter<B> {
+    inner: Arc<Inner<B>>,
+    high_water: u64,
+    /// Idempotency and run keys of every stored record, read on first use.
+    book: Option<KeyBook>,
+}
+
+impl<B: KvBackend> KvWriter<B> {
+    fn book(&mut self) -> Result<&mut KeyBook> {
+        if self.book.is_none() {
+            let mut book = KeyBook::new();
+            self.inner.each(|r| {
+                book.note(&r);
+                Ok(())
+            })?;
+            self.book = Some(book);
+        }
+        Ok(self.book.get_or_insert_with(KeyBook::new))
+    }
+
+    /// Stores `records` (ids kept), skipping those stored already; with `replace_damaged`,
+    /// a stored record that fails its checksum is replaced (a repair).
+    fn import(
+        &mut self,
+        records: &[LogRecord],
+        durability: Durability,
+        replace_damaged: bool,
+    ) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut ops = Vec::new();
+        let mut top = self.high_water;
+        let mut fresh = std::collections::HashMap::new();
+        for rec in records {
+            let stored = match fresh.get(&rec.id) {
+                Some(sum) => Some((*sum, true)),
+                None => self.inner.read(rec.id)?.map(|s| (s.checksum, s.is_intact())),
+            };
+            match stored {
+                Some((_, false)) if replace_damaged => report.replaced += 1,
+                Some((sum, _)) => {
+                    report.note_existing(rec.id, sum, rec.checksum);
+                    continue;
+                }
+                None => report.inserted += 1,
+            }
+            ops.push(KvOp::Put(key(rec.id.get()), value(rec)));
+            fresh.insert(rec.id, rec.checksum);
+            top = top.max(rec.id.get());
+        }
+        if ops.is_empty() {
+            return Ok(report);
+        }
+        ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
+        self.inner.backend.write(ops, durability)?;
+        self.high_water = top;
+        if let Some(book) = &mut self.book {
+            records
+                .iter()
+                .filter(|r| fresh.contains_key(&r.id))
+                .for_each(|r| book.note(r));
+        }
+        Ok(report)
+    }
+}
+
+impl<B: KvBackend> BatchWriter for KvWriter<B> {
+    fn commit_group(
+        &mut self,
+        batches: &[&[NewLog]],
+        durability: Durability,
+    ) -> Result<Vec<Result<Committed>>> {
+        let engine = self.inner.backend.engine();
+        let mut next = self.high_water + 1;
+        let now = Utc::now();
+        let mut seal = |log: &NewLog| LogRecord::seal_next(engine, &mut next, now, log);
+        let mut outcomes = Vec::with_capacity(batches.len());
+        if Planner::any_keys(batches.iter().copied()) {
+            let inner = self.inner.clone();
+            let book = self.book()?;
+            let mut keys = book.keys(|id| inner.read(id));
+            let mut planner = Planner::new();
+            for batch in batches {
+                outcomes.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
+            }
+        } else {
+            for batch in batches {
+                let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
+                outcomes.push(Ok(Committed::fresh(records)));
+            }
+        }
+        let written: Vec<&LogRecord> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .flat_map(Committed::new_records)
+            .collect();
+        // Only repeats or refusals still reach the group's durability: the repeated
+        // records may have been written at a weaker one.
+        let last = next - 1;
+        let mut ops: Vec<KvOp> = written
+            .iter()
+            .map(|r| KvOp::Put(key(r.id.get()), value(r)))
+            .collect();
+        if !written.is_empty() {
+            ops.push(KvOp::Put(HIGH_WATER.to_vec(), last.to_be_bytes().to_vec()));
+        }
+        if !ops.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
+            self.inner.backend.write(ops, durability)?;
+        }
+        if !written.is_empty() {
+            self.high_water = last;
+            if let Some(book) = &mut self.book {
+                written.iter().for_each(|r| book.note(r));
+            }
+            self.inner.signal.committed_records(written.iter().copied());
+        }
+        Ok(outcomes)
+    }
+
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A [`LogStore`] over a [`KvBackend`] (see the module docs).
+pub struct KvStore<B: KvBackend> {
+    inner: Arc<Inner<B>>,
+    group: Arc<GroupCommit<KvWriter<B>>>,
+}
+
+impl<B: KvBackend> std::fmt::Debug for KvStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("store", &self.inner.backend.describe())
+            .finish()
+    }
+}
+
+impl<B: KvBackend> KvStore<B> {
+    /// Wraps `backend` (already opened by its author's code): reads the high-water mark
+    /// and starts the writer thread.
+    pub fn open(backend: B) -> Result<KvStore<B>> {
+        let stored = match backend.get(HIGH_WATER)? {
+            Some(v) => {
+                let bytes: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::corrupt(backend.describe(), "the high-water mark is not 8 bytes"))?;
+                u64::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        let inner = Arc::new(Inner {
+            backend,
+            closed: AtomicBool::new(false),
+            signal: CommitSignal::new(),
+        });
+        let high_water = stored.max(inner.last_id()?.map_or(0, LogId::get));
+        let writer = KvWriter {
+            inner: inner.clone(),
+            high_water,
+            book: None,
+        };
+        let options = GroupOptions {
+            thread_name: format!("synclog-{}-writer", inner.backend.engine()),
+            ..GroupOptions::default()
+        };
+        let group = Arc::new(GroupCommit::spawn(writer, options)?);
+        Ok(KvStore { inner, group })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.inner.closed.load(Ordering::Acquire) {
+            true => Err(Error::Closed {
+                store: self.inner.backend.describe(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    fn check_durability(&self, level: Durability) -> Result<()> {
+        match self.inner.backend.durabilities().contains(&level) {
+            true => Ok(()),
+            false => Err(Error::Unsupported {
+                engine: self.inner.backend.engine(),
+                what: format!("{level:?} durability"),
+            }),
+        }
+    }
+
+    /// Runs `f` on a blocking thread.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner<B>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.check_open()?;
+        let inner = self.inner.clone();
+        let engine = inner.backend.engine();
+        crate::runtime::current("reading a key-value store")?
+            .spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Backend {
+                engine,
+                context: "a blocking read".into(),
+                source: Box::new(e),
+            })?
+    }
+}
+
+#[async_trait]
+impl<B: KvBackend> LogStore for KvStore<B> {
+    fn describe(&self) -> String {
+        self.inner.backend.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            engine: self.inner.backend.engine(),
+            multi_process: false,
+            persistent: true,
+            checkpoint: false,
+            deep_verify: false,
+            repair: true,
+            prune: false,
+            durability: self.inner.backend.durabilities(),
+        }
+    }
+
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+        validate_batch(&batch)?;
+        self.check_durability(durability)?;
+        self.check_open()?;
+        crate::runtime::current("appending to a key-value store")?;
+        self.group.commit(batch, durability).await
+    }
+
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.blocking(move |inner| inner.read(id)).await
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        let limit = scan.effective_limit()?;
+        let scan = scan.clone();
+        self.blocking(move |inner| {
+            let (mut lo, mut hi) = (
+                scan.after.map_or(1, |a| a.get() + 1),
+                scan.before.map_or(u64::MAX, LogId::get),
+            );
+            let mut out = Vec::new();
+            while out.len() < limit && lo < hi {
+                let page = inner.records(lo, hi, scan.descending, PAGE)?;
+                let Some(edge) = page.last().map(|r| r.id.get()) else {
+                    break;
+                };
+                out.extend(page.into_iter().filter(|r| scan.matches(r)));
+                match scan.descending {
+                    true => hi = edge,
+                    false => lo = edge + 1,
+                }
+            }
+            out.truncate(limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.blocking(|inner| inner.last_id()).await
+    }
+
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        let key = key.to_string();
+        self.check_open()?;
+        self.group
+            .with_writer(move |w| {
+                let id = w.book()?.idempotent(&key);
+                id.map_or(Ok(None), |id| w.inner.read(id))
+            })
+            .await?
+    }
+
+    async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
+        let run = run.to_string();
+        self.check_open()?;
+        self.group
+            .with_writer(move |w| {
+                let ids = w.book()?.run_ids(&run).to_vec();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.extend(w.inner.read(id)?);
+                }
+                Ok(out)
+            })
+            .await?
+    }
+
+    async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
+        let limit = scan.effective_limit()?;
+        let scan = scan.clone();
+        self.check_open()?;
+        self.group
+            .with_writer(move |w| {
+                let inner = w.inner.clone();
+                w.book()?.select_runs(&scan, limit, |id| inner.read(id))
+            })
+            .await?
+    }
+
+    async fn commit_watch(&self) -> Result<crate::follow::CommitWatch> {
+        self.check_open()?;
+        self.inner.signal.watch(None).await
+    }
+
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.check_durability(level)?;
+        self.check_open()?;
+        self.blocking(move |inner| inner.backend.write(Vec::new(), level))
+            .await
+    }
+
+    async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
+        self.blocking(|inner| {
+            let mut v = Verifier::new();
+            inner.each(|rec| {
+                v.check(&rec.view(), rec.checksum, || format!("log {}", rec.id));
+                Ok(())
+            })?;
+            Ok(v.finish())
+        })
+        .await
+    }
+
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        self.check_durability(durability)?;
+        self.check_open()?;
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .group
+            .with_writer(move |w| w.import(&records, durability, false))
+            .await??;
+        if let Some(top) = top.filter(|_| report.inserted > 0) {
+            self.inner.signal.committed(top);
+        }
+        Ok(report)
+    }
+
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        validate_records(&records)?;
+        self.check_durability(durability)?;
+        self.check_open()?;
+        self.group
+            .with_writer(move |w| w.import(&records, durability, true))
+            .await?
+    }
+
+    async fn close(&self) -> Result<()> {
+        let runtime = crate::runtime::current("closing a key-value store")?;
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (group, inner) = (self.group.clone(), self.inner.clone());
+        runtime
+            .spawn_blocking(move || {
+                group.shutdown()?;
+                inner.backend.close()
+            })
+            .await
+            .map_err(|e| Error::Backend {
+                engine: self.inner.backend.engine(),
+                context: "closing".into(),
+                source: Box::new(e),
+            })?
+    }
+}
