@@ -10,12 +10,14 @@
 //!
 //! Layout in the backend: each record under `0x01` followed by its id (big-endian `u64`),
 //! its value the record's canonical bytes followed by its checksum (big-endian `u32`);
-//! the largest id ever assigned under `0x00 "high_water"`, so an id is never handed out
-//! twice, even after the newest records are deleted. One process at a time
+//! prune markers under `0x02` followed by a sequence number, their checksummed JSON as
+//! value; the largest id ever assigned under `0x00 "high_water"`, so an id is never handed
+//! out twice, even after the newest records are pruned. One process at a time
 //! ([`Capabilities::multi_process`] is false): the backend's own lock keeps others out.
 //!
-//! Retention ([`LogStore::apply_prune`]) and checkpoints are not offered: the
-//! capabilities say so and the conformance suite skips those cases.
+//! Retention ([`LogStore::apply_prune`]): the marker, the high-water mark and the first
+//! [`PRUNE_CHUNK_IDS`] ids' deletion in one write, then a write per further chunk; a prune
+//! cut off between them is finished at the next open. Checkpoints are not offered.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -70,13 +72,18 @@ use chrono::Utc;
 use crate::canonical::{self, Checksum};
 use crate::follow::CommitSignal;
 use crate::group::{BatchWriter, GroupCommit, GroupOptions};
+use crate::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
 use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
 use crate::{
-    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
+    Capabilities, Durability, Error, IdRange, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
     VerifyOptions, VerifyReport,
 };
+
+/// At most this many ids are deleted per write of a prune, so appends wait behind one
+/// chunk at most.
+pub const PRUNE_CHUNK_IDS: u64 = 50_000;
 
 /// One change of a [`KvBackend::write`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +116,7 @@ pub trait KvBackend: Send + Sync + 'static {
 }
 
 const RECORD: u8 = 0x01;
+const MARKER: u8 = 0x02;
 const HIGH_WATER: &[u8] = b"\x00high_water";
 /// Records read per backend call when every record is read.
 const PAGE: usize = 1000;
@@ -116,6 +124,12 @@ const PAGE: usize = 1000;
 fn key(id: u64) -> Vec<u8> {
     let mut k = vec![RECORD];
     k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn marker_key(seq: u64) -> Vec<u8> {
+    let mut k = vec![MARKER];
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -176,6 +190,40 @@ impl<B: KvBackend> Inner<B> {
     fn last_id(&self) -> Result<Option<LogId>> {
         Ok(self.records(1, u64::MAX, true, 1)?.first().map(|r| r.id))
     }
+
+    /// The stored prune markers with their sequence numbers, oldest first; a damaged one
+    /// is an error.
+    fn markers(&self) -> Result<Vec<(u64, PruneMarker)>> {
+        let stored = self.backend.range(&[MARKER], &[MARKER + 1], false, usize::MAX)?;
+        stored
+            .into_iter()
+            .map(|(k, v)| {
+                let seq = k
+                    .get(1..9)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                let location = format!("{} prune marker {k:?}", self.backend.describe());
+                let seq =
+                    seq.ok_or_else(|| Error::corrupt(location.clone(), "a prune marker's key is malformed"))?;
+                let text = std::str::from_utf8(&v)
+                    .map_err(|_| Error::corrupt(location.clone(), "a prune marker is not UTF-8"))?;
+                Ok((seq, PruneMarker::decode(text, &location)?))
+            })
+            .collect()
+    }
+
+    /// The keys of the records in `ranges` still stored.
+    fn present(&self, ranges: &[IdRange]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        for r in ranges {
+            let hi = r.last.get().saturating_add(1);
+            let found = self
+                .backend
+                .range(&key(r.first.get()), &key(hi), false, usize::MAX)?;
+            keys.extend(found.into_iter().map(|(k, _)| k));
+        }
+        Ok(keys)
+    }
 }
 
 /// The group-commit writer: the only one that writes, so the high-water mark and the book
@@ -185,6 +233,8 @@ struct KvWriter<B> {
     high_water: u64,
     /// Idempotency and run keys of every stored record, read on first use.
     book: Option<KeyBook>,
+    /// The ids the stored markers cover, read on first use: what imports skip.
+    pruned: Option<Pruned>,
 }
 
 impl<B: KvBackend> KvWriter<B> {
@@ -200,8 +250,69 @@ impl<B: KvBackend> KvWriter<B> {
         Ok(self.book.get_or_insert_with(KeyBook::new))
     }
 
-    /// Stores `records` (ids kept), skipping those stored already; with `replace_damaged`,
-    /// a stored record that fails its checksum is replaced (a repair).
+    fn pruned(&mut self) -> Result<&Pruned> {
+        if self.pruned.is_none() {
+            let markers: Vec<PruneMarker> = self.inner.markers()?.into_iter().map(|(_, m)| m).collect();
+            self.pruned = Some(Pruned::of(&markers));
+        }
+        Ok(self.pruned.get_or_insert_with(Pruned::default))
+    }
+
+    /// One write of a prune: with `first`, stores `marker` (unless stored) and raises the
+    /// high-water mark to its last id; deletes the records of `ranges` still stored.
+    fn prune(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        ranges: &[IdRange],
+        durability: Durability,
+    ) -> Result<Applied> {
+        let mut ops = Vec::new();
+        let (mut already_marked, mut top) = (false, self.high_water);
+        if first {
+            let stored = self.inner.markers()?;
+            already_marked = stored.iter().any(|(_, m)| m == marker);
+            if !already_marked {
+                let seq = stored.last().map_or(1, |(seq, _)| seq + 1);
+                ops.push(KvOp::Put(marker_key(seq), marker.encode().into_bytes()));
+            }
+            top = top.max(marker.last_id().map_or(0, LogId::get));
+        }
+        let gone = self.inner.present(ranges)?;
+        let deleted = gone.len() as u64;
+        ops.extend(gone.into_iter().map(KvOp::Delete));
+        if top > self.high_water || (first && !already_marked) {
+            ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
+        }
+        self.inner.backend.write(ops, durability)?;
+        self.high_water = top;
+        if first && !already_marked {
+            self.pruned = None;
+        }
+        if deleted > 0 {
+            self.book = None; // it would name records that are gone
+        }
+        Ok(Applied {
+            deleted,
+            already_marked,
+        })
+    }
+
+    /// Deletes what a stored marker covers and is still there (a prune cut off between
+    /// its writes), chunk by chunk.
+    fn finish_cut_off_prunes(&mut self, durability: Durability) -> Result<()> {
+        for (_, marker) in self.inner.markers()? {
+            for ranges in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS) {
+                if !self.inner.present(&ranges)?.is_empty() {
+                    self.prune(&marker, false, &ranges, durability)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `records` (ids kept), skipping those stored already or pruned; with
+    /// `replace_damaged`, a stored record that fails its checksum is replaced (a repair).
     fn import(
         &mut self,
         records: &[LogRecord],
@@ -209,10 +320,15 @@ impl<B: KvBackend> KvWriter<B> {
         replace_damaged: bool,
     ) -> Result<ImportReport> {
         let mut report = ImportReport::default();
+        let pruned = self.pruned()?.clone();
         let mut ops = Vec::new();
         let mut top = self.high_water;
         let mut fresh = std::collections::HashMap::new();
         for rec in records {
+            if pruned.contains(rec.id) {
+                report.pruned += 1;
+                continue;
+            }
             let stored = match fresh.get(&rec.id) {
                 Some(sum) => Some((*sum, true)),
                 None => self.inner.read(rec.id)?.map(|s| (s.checksum, s.is_intact())),
@@ -337,11 +453,19 @@ impl<B: KvBackend> KvStore<B> {
             signal: CommitSignal::new(),
         });
         let high_water = stored.max(inner.last_id()?.map_or(0, LogId::get));
-        let writer = KvWriter {
+        let mut writer = KvWriter {
             inner: inner.clone(),
             high_water,
             book: None,
+            pruned: None,
         };
+        let strongest = inner
+            .backend
+            .durabilities()
+            .into_iter()
+            .max()
+            .unwrap_or(Durability::Buffered);
+        writer.finish_cut_off_prunes(strongest)?;
         let options = GroupOptions {
             thread_name: format!("synclog-{}-writer", inner.backend.engine()),
             ..GroupOptions::default()
@@ -407,7 +531,7 @@ impl<B: KvBackend> LogStore for KvStore<B> {
             checkpoint: false,
             deep_verify: false,
             repair: true,
-            prune: false,
+            prune: true,
             durability: self.inner.backend.durabilities(),
         }
     }
@@ -507,6 +631,7 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         self.blocking(|inner| {
             let mut v = Verifier::new();
+            v.prunes(inner.markers()?.into_iter().map(|(_, m)| m).collect());
             inner.each(|rec| {
                 v.check(&rec.view(), rec.checksum, || format!("log {}", rec.id));
                 Ok(())
@@ -540,6 +665,32 @@ impl<B: KvBackend> LogStore for KvStore<B> {
             .await?
     }
 
+    async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
+        self.blocking(|inner| Ok(inner.markers()?.into_iter().map(|(_, m)| m).collect()))
+            .await
+    }
+
+    async fn apply_prune(&self, marker: &PruneMarker, durability: Durability) -> Result<Applied> {
+        check_marker(marker)?;
+        self.check_durability(durability)?;
+        self.check_open()?;
+        crate::runtime::current("pruning a key-value store")?;
+        let mut applied = Applied::default();
+        for (i, ranges) in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS)
+            .into_iter()
+            .enumerate()
+        {
+            let marker = marker.clone();
+            let done = self
+                .group
+                .with_writer(move |w| w.prune(&marker, i == 0, &ranges, durability))
+                .await??;
+            applied.deleted += done.deleted;
+            applied.already_marked |= done.already_marked;
+        }
+        Ok(applied)
+    }
+
     async fn close(&self) -> Result<()> {
         let runtime = crate::runtime::current("closing a key-value store")?;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
@@ -557,5 +708,119 @@ impl<B: KvBackend> LogStore for KvStore<B> {
                 context: "closing".into(),
                 source: Box::new(e),
             })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::retention::{prune, PruneOptions};
+    use crate::{LogStoreExt, Policy, Status};
+
+    /// A map shared by every handle, so a "reopen" sees what the last one wrote.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
+
+    impl KvBackend for Shared {
+        fn engine(&self) -> &'static str {
+            "shared-map"
+        }
+        fn describe(&self) -> String {
+            "shared-map://".into()
+        }
+        fn durabilities(&self) -> Vec<Durability> {
+            vec![Durability::Buffered]
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        fn range(
+            &self,
+            from: &[u8],
+            to: &[u8],
+            reverse: bool,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let map = self.0.lock().unwrap();
+            let it = map
+                .range(from.to_vec()..to.to_vec())
+                .map(|(k, v)| (k.clone(), v.clone()));
+            Ok(match reverse {
+                true => it.rev().take(limit).collect(),
+                false => it.take(limit).collect(),
+            })
+        }
+        fn write(&self, ops: Vec<KvOp>, _: Durability) -> Result<()> {
+            let mut map = self.0.lock().unwrap();
+            for op in ops {
+                match op {
+                    KvOp::Put(k, v) => map.insert(k, v),
+                    KvOp::Delete(k) => map.remove(&k),
+                };
+            }
+            Ok(())
+        }
+        fn close(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_prune_cut_off_after_its_marker_is_finished_at_the_next_open() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let mut recs = Vec::new();
+        for i in 0..10 {
+            let log = NewLog::new(format!("job-{}", i % 2), Status::Succeeded);
+            recs.push(store.append_with(log, Durability::Buffered).await.unwrap());
+        }
+        let options = PruneOptions {
+            durability: Durability::Buffered,
+            ..PruneOptions::default()
+        };
+        let report = prune(
+            &store,
+            &Policy::default().before_id(LogId::new(6).unwrap()),
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.deleted, 5);
+        store.close().await.unwrap();
+        // The state a crash between the marker's write and a later chunk leaves: the marker
+        // stored, records it covers still there.
+        map.write(
+            recs[..5]
+                .iter()
+                .map(|r| KvOp::Put(key(r.id.get()), value(r)))
+                .collect(),
+            Durability::Buffered,
+        )
+        .unwrap();
+
+        let store = KvStore::open(map.clone()).unwrap();
+        for r in &recs[..5] {
+            assert_eq!(
+                store.get(r.id).await.unwrap(),
+                None,
+                "log {} is still there",
+                r.id
+            );
+        }
+        let report = store.verify(VerifyOptions::default()).await.unwrap();
+        assert!(
+            report.missing.is_empty() && report.corrupt.is_empty(),
+            "{report:?}"
+        );
+        // And an import of a covered record is skipped as pruned.
+        let again = store
+            .import(vec![recs[0].clone()], Durability::Buffered)
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.pruned), (0, 1));
+        store.close().await.unwrap();
     }
 }
