@@ -139,7 +139,14 @@ fn value(rec: &LogRecord) -> Vec<u8> {
     v
 }
 
-fn decode(engine: &str, v: &[u8]) -> Result<LogRecord> {
+/// The id of a record key.
+fn id_of(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    (key.len() == 9 && key[0] == RECORD).then(|| u64::from_be_bytes(bytes))
+}
+
+/// A stored value as the canonical view and the stored checksum.
+fn parts<'a>(engine: &str, v: &'a [u8]) -> Result<(canonical::RecordView<'a>, Checksum)> {
     if v.len() < 4 {
         return Err(Error::corrupt(
             format!("{engine} value"),
@@ -148,7 +155,12 @@ fn decode(engine: &str, v: &[u8]) -> Result<LogRecord> {
     }
     let (body, sum) = v.split_at(v.len() - 4);
     let sum = Checksum(u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]));
-    LogRecord::from_view(&canonical::decode(body)?, sum)
+    Ok((canonical::decode(body)?, sum))
+}
+
+fn decode(engine: &str, v: &[u8]) -> Result<LogRecord> {
+    let (view, sum) = parts(engine, v)?;
+    LogRecord::from_view(&view, sum)
 }
 
 struct Inner<B> {
@@ -191,11 +203,11 @@ impl<B: KvBackend> Inner<B> {
         Ok(self.records(1, u64::MAX, true, 1)?.first().map(|r| r.id))
     }
 
-    /// The stored prune markers with their sequence numbers, oldest first; a damaged one
-    /// is an error.
-    fn markers(&self) -> Result<Vec<(u64, PruneMarker)>> {
+    /// Every stored prune marker, oldest first, each with its sequence number or why it
+    /// does not decode.
+    fn stored_markers(&self) -> Result<Vec<Result<(u64, PruneMarker)>>> {
         let stored = self.backend.range(&[MARKER], &[MARKER + 1], false, usize::MAX)?;
-        stored
+        Ok(stored
             .into_iter()
             .map(|(k, v)| {
                 let seq = k
@@ -209,7 +221,13 @@ impl<B: KvBackend> Inner<B> {
                     .map_err(|_| Error::corrupt(location.clone(), "a prune marker is not UTF-8"))?;
                 Ok((seq, PruneMarker::decode(text, &location)?))
             })
-            .collect()
+            .collect())
+    }
+
+    /// The stored prune markers, oldest first; a damaged one is an error (nothing that
+    /// depends on what they cover goes on without knowing it).
+    fn markers(&self) -> Result<Vec<(u64, PruneMarker)>> {
+        self.stored_markers()?.into_iter().collect()
     }
 
     /// The keys of the records in `ranges` still stored.
@@ -301,7 +319,8 @@ impl<B: KvBackend> KvWriter<B> {
     /// Deletes what a stored marker covers and is still there (a prune cut off between
     /// its writes), chunk by chunk.
     fn finish_cut_off_prunes(&mut self, durability: Durability) -> Result<()> {
-        for (_, marker) in self.inner.markers()? {
+        // A damaged marker deletes nothing (verify reports it).
+        for (_, marker) in self.inner.stored_markers()?.into_iter().flatten() {
             for ranges in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS) {
                 if !self.inner.present(&ranges)?.is_empty() {
                     self.prune(&marker, false, &ranges, durability)?;
@@ -631,11 +650,34 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         self.blocking(|inner| {
             let mut v = Verifier::new();
-            v.prunes(inner.markers()?.into_iter().map(|(_, m)| m).collect());
-            inner.each(|rec| {
-                v.check(&rec.view(), rec.checksum, || format!("log {}", rec.id));
-                Ok(())
-            })?;
+            let mut markers = Vec::new();
+            for stored in inner.stored_markers()? {
+                match stored {
+                    Ok((_, m)) => markers.push(m),
+                    Err(e) => v.corrupt(None, e.to_string()),
+                }
+            }
+            v.prunes(markers);
+            // Entry by entry, so that a value that does not decode is reported, not fatal.
+            let engine = inner.backend.engine();
+            let mut from = 1;
+            loop {
+                let page = inner.backend.range(&key(from), &key(u64::MAX), false, PAGE)?;
+                let Some(last) = page.last().and_then(|(k, _)| id_of(k)) else {
+                    break;
+                };
+                for (k, val) in &page {
+                    let id = id_of(k).and_then(LogId::new);
+                    match parts(engine, val) {
+                        Ok((view, sum)) if Some(view.id) == id.map(LogId::get) => {
+                            v.check(&view, sum, || format!("log {}", view.id))
+                        }
+                        Ok((view, _)) => v.corrupt(id, format!("key {id:?} holds log {}", view.id)),
+                        Err(e) => v.corrupt(id, format!("key {id:?}: {e}")),
+                    }
+                }
+                from = last + 1;
+            }
             Ok(v.finish())
         })
         .await
@@ -821,6 +863,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.inserted, again.pruned), (0, 1));
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verify_reports_damaged_values_and_markers_by_id_and_goes_on() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let mut recs = Vec::new();
+        for i in 0..6 {
+            let log = NewLog::new(format!("job-{}", i % 2), Status::Succeeded).message("hello");
+            recs.push(store.append_with(log, Durability::Buffered).await.unwrap());
+        }
+        let options = PruneOptions {
+            durability: Durability::Buffered,
+            ..PruneOptions::default()
+        };
+        prune(
+            &store,
+            &Policy::default().before_id(LogId::new(2).unwrap()),
+            &options,
+        )
+        .await
+        .unwrap();
+        store.close().await.unwrap();
+        // Log 3's message changed behind the store's back; log 4's value is garbage; a
+        // second marker's bytes are damaged.
+        let mut altered = value(&recs[2]);
+        let at = altered.windows(5).position(|w| w == b"hello").unwrap();
+        altered[at] = b'j';
+        map.write(
+            vec![
+                KvOp::Put(key(3), altered),
+                KvOp::Put(key(4), b"not a record".to_vec()),
+                KvOp::Put(marker_key(2), b"{not a marker".to_vec()),
+            ],
+            Durability::Buffered,
+        )
+        .unwrap();
+
+        let store = KvStore::open(map.clone()).unwrap();
+        let report = store.verify(VerifyOptions::default()).await.unwrap();
+        let corrupt: Vec<Option<u64>> = report.corrupt.iter().map(|c| c.id.map(LogId::get)).collect();
+        assert_eq!(corrupt, [None, Some(3), Some(4)], "{report:?}");
+        assert!(report.missing.is_empty(), "{report:?}");
+        assert_eq!((report.first_id, report.last_id), (LogId::new(2), LogId::new(6)));
+        // A damaged marker: what depends on the covered ids stops, saying so.
+        let err = store
+            .import(vec![recs[0].clone()], Durability::Buffered)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
         store.close().await.unwrap();
     }
 }
