@@ -109,7 +109,8 @@ pub trait KvBackend: Send + Sync + 'static {
     /// most `limit` of them.
     fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies `ops` in one transaction (all or none), durable at `durability` when it
-    /// returns (a level it does not list is never asked for).
+    /// returns, with every write before it (a level it does not list is never asked for;
+    /// `ops` is never empty).
     fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()>;
     /// Releases the storage, so that the same process can open it again.
     fn close(&self) -> Result<()>;
@@ -417,10 +418,10 @@ impl<B: KvBackend> BatchWriter for KvWriter<B> {
             .iter()
             .map(|r| KvOp::Put(key(r.id.get()), value(r)))
             .collect();
-        if !written.is_empty() {
+        // Repeats only still write (the high-water mark again): a store makes a write
+        // durable, not an empty transaction, and the repeated records must reach this level.
+        if !written.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
             ops.push(KvOp::Put(HIGH_WATER.to_vec(), last.to_be_bytes().to_vec()));
-        }
-        if !ops.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
             self.inner.backend.write(ops, durability)?;
         }
         if !written.is_empty() {
@@ -640,11 +641,20 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         self.inner.signal.watch(None).await
     }
 
+    /// Writes the high-water mark again at `level`: a write at that level makes every
+    /// earlier write durable at it too (an empty transaction may sync nothing).
     async fn sync(&self, level: Durability) -> Result<()> {
         self.check_durability(level)?;
         self.check_open()?;
-        self.blocking(move |inner| inner.backend.write(Vec::new(), level))
-            .await
+        crate::runtime::current("syncing a key-value store")?;
+        self.group
+            .with_writer(move |w| {
+                let hw = w.high_water.to_be_bytes().to_vec();
+                w.inner
+                    .backend
+                    .write(vec![KvOp::Put(HIGH_WATER.to_vec(), hw)], level)
+            })
+            .await?
     }
 
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
