@@ -6,14 +6,16 @@
 //! validation of every batch and import, id assignment, group commit (one writer thread;
 //! concurrent appends share one `write`), the rules of runs and idempotency keys,
 //! checksums, import and repair accounting, verify, the close lifecycle, and moving every
-//! backend call off the async executor (or [`Error::NoRuntime`] outside one).
+//! backend call of the async API off the async executor (or [`Error::NoRuntime`] outside
+//! one). [`KvStore::open`] itself is blocking, like the engines' own opens.
 //!
 //! Layout in the backend: each record under `0x01` followed by its id (big-endian `u64`),
 //! its value the record's canonical bytes followed by its checksum (big-endian `u32`);
 //! prune markers under `0x02` followed by a sequence number, their checksummed JSON as
 //! value; the largest id ever assigned under `0x00 "high_water"`, so an id is never handed
-//! out twice, even after the newest records are pruned. One process at a time
-//! ([`Capabilities::multi_process`] is false): the backend's own lock keeps others out.
+//! out twice, even after the newest records are pruned. One handle at a time
+//! ([`Capabilities::multi_process`] is false): the backend must hold its storage
+//! exclusively while open (see [`KvBackend`]).
 //!
 //! Retention ([`LogStore::apply_prune`]): the marker, the high-water mark and the first
 //! [`PRUNE_CHUNK_IDS`] ids' deletion in one write, then a write per further chunk; a prune
@@ -96,6 +98,11 @@ pub enum KvOp {
 
 /// An ordered key-value store, blocking: what an engine author implements. Every method
 /// runs on a blocking thread; [`KvStore`] never calls two `write`s at once.
+///
+/// While open, the backend must keep every other handle and process out of its storage
+/// (an exclusive lock, as sled takes; SQLite's `locking_mode=EXCLUSIVE`): ids are assigned
+/// from this handle's high-water mark, so a second writer would hand out the same ones. A
+/// second open fails, best as [`Error::Locked`].
 pub trait KvBackend: Send + Sync + 'static {
     /// The engine's short name (`Capabilities::engine`, error messages).
     fn engine(&self) -> &'static str;
@@ -171,37 +178,64 @@ struct Inner<B> {
 }
 
 impl<B: KvBackend> Inner<B> {
+    /// The record under `id`'s key: `Corrupt` when its value does not decode or holds
+    /// another id.
+    fn decode_at(&self, id: u64, v: &[u8]) -> Result<LogRecord> {
+        let rec = decode(self.backend.engine(), v)?;
+        match rec.id.get() == id {
+            true => Ok(rec),
+            false => Err(Error::corrupt(
+                self.backend.describe(),
+                format!("the key of log {id} holds log {}", rec.id),
+            )),
+        }
+    }
+
     fn read(&self, id: LogId) -> Result<Option<LogRecord>> {
         match self.backend.get(&key(id.get()))? {
-            Some(v) => decode(self.backend.engine(), &v).map(Some),
+            Some(v) => self.decode_at(id.get(), &v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The records with `lo <= id < hi`, ascending (or descending), at most `limit`.
-    fn records(&self, lo: u64, hi: u64, descending: bool, limit: usize) -> Result<Vec<LogRecord>> {
-        self.backend
+    /// The entries with `lo <= id < hi` (ascending, or descending), at most `limit`, as
+    /// the id their key names and the value's record (or why it does not decode).
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<LogRecord>)>> {
+        Ok(self
+            .backend
             .range(&key(lo), &key(hi), descending, limit)?
             .iter()
-            .map(|(_, v)| decode(self.backend.engine(), v))
-            .collect()
+            .filter_map(|(k, v)| id_of(k).map(|id| (id, self.decode_at(id, v))))
+            .collect())
     }
 
-    /// Calls `f` on every record in id order, a page at a time.
+    /// Calls `f` on every record in id order, a page at a time (paged by key, so a
+    /// damaged value cannot send it back); values that do not decode are skipped (verify
+    /// reports them).
     fn each(&self, mut f: impl FnMut(LogRecord) -> Result<()>) -> Result<()> {
         let mut from = 1;
         loop {
-            let page = self.records(from, u64::MAX, false, PAGE)?;
-            let Some(last) = page.last().map(|r| r.id.get()) else {
+            let page = self.entries(from, u64::MAX, false, PAGE)?;
+            let Some(last) = page.last().map(|(id, _)| *id) else {
                 return Ok(());
             };
-            page.into_iter().try_for_each(&mut f)?;
+            page.into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .try_for_each(&mut f)?;
             from = last + 1;
         }
     }
 
+    /// The newest id, from the keys alone (whatever the newest value holds).
     fn last_id(&self) -> Result<Option<LogId>> {
-        Ok(self.records(1, u64::MAX, true, 1)?.first().map(|r| r.id))
+        let last = self.backend.range(&key(1), &key(u64::MAX), true, 1)?;
+        Ok(last.first().and_then(|(k, _)| id_of(k)).and_then(LogId::new))
     }
 
     /// Every stored prune marker, oldest first, each with its sequence number or why it
@@ -300,9 +334,9 @@ impl<B: KvBackend> KvWriter<B> {
         let gone = self.inner.present(ranges)?;
         let deleted = gone.len() as u64;
         ops.extend(gone.into_iter().map(KvOp::Delete));
-        if top > self.high_water || (first && !already_marked) {
-            ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
-        }
+        // Always written: the mark is the write that makes this one durable at the level
+        // asked, even when nothing else changes (a marker applied again).
+        ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
         self.inner.backend.write(ops, durability)?;
         self.high_water = top;
         if first && !already_marked {
@@ -344,14 +378,34 @@ impl<B: KvBackend> KvWriter<B> {
         let mut ops = Vec::new();
         let mut top = self.high_water;
         let mut fresh = std::collections::HashMap::new();
+        let mut written = Vec::new();
         for rec in records {
             if pruned.contains(rec.id) {
                 report.pruned += 1;
                 continue;
             }
             let stored = match fresh.get(&rec.id) {
-                Some(sum) => Some((*sum, true)),
-                None => self.inner.read(rec.id)?.map(|s| (s.checksum, s.is_intact())),
+                Some(sum) => Some(Some((*sum, true))),
+                // A value that does not decode is damaged beyond its checksum.
+                None => match self.inner.read(rec.id) {
+                    Ok(found) => found.map(|s| Some((s.checksum, s.is_intact()))),
+                    Err(e) if e.kind() == crate::ErrorKind::Corrupt => Some(None),
+                    Err(e) => return Err(e),
+                },
+            };
+            let stored = match stored {
+                Some(None) if replace_damaged => Some((Checksum(0), false)),
+                Some(None) => {
+                    return Err(Error::corrupt(
+                        self.inner.backend.describe(),
+                        format!(
+                            "log {} is stored damaged (its value does not decode); repair it",
+                            rec.id
+                        ),
+                    ))
+                }
+                Some(Some(found)) => Some(found),
+                None => None,
             };
             match stored {
                 Some((_, false)) if replace_damaged => report.replaced += 1,
@@ -363,6 +417,7 @@ impl<B: KvBackend> KvWriter<B> {
             }
             ops.push(KvOp::Put(key(rec.id.get()), value(rec)));
             fresh.insert(rec.id, rec.checksum);
+            written.push(rec);
             top = top.max(rec.id.get());
         }
         if ops.is_empty() {
@@ -371,11 +426,10 @@ impl<B: KvBackend> KvWriter<B> {
         ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
         self.inner.backend.write(ops, durability)?;
         self.high_water = top;
-        if let Some(book) = &mut self.book {
-            records
-                .iter()
-                .filter(|r| fresh.contains_key(&r.id))
-                .for_each(|r| book.note(r));
+        if report.replaced > 0 {
+            self.book = None; // a replaced record's keys may differ from the damaged one's
+        } else if let Some(book) = &mut self.book {
+            written.iter().for_each(|r| book.note(r));
         }
         Ok(report)
     }
@@ -473,6 +527,12 @@ impl<B: KvBackend> KvStore<B> {
             signal: CommitSignal::new(),
         });
         let high_water = stored.max(inner.last_id()?.map_or(0, LogId::get));
+        if high_water > LogId::MAX.get() {
+            return Err(Error::corrupt(
+                inner.backend.describe(),
+                format!("the high-water mark {high_water} is above the largest id"),
+            ));
+        }
         let mut writer = KvWriter {
             inner: inner.clone(),
             high_water,
@@ -578,11 +638,16 @@ impl<B: KvBackend> LogStore for KvStore<B> {
             );
             let mut out = Vec::new();
             while out.len() < limit && lo < hi {
-                let page = inner.records(lo, hi, scan.descending, PAGE)?;
-                let Some(edge) = page.last().map(|r| r.id.get()) else {
+                let page = inner.entries(lo, hi, scan.descending, PAGE)?;
+                let Some(edge) = page.last().map(|(id, _)| *id) else {
                     break;
                 };
-                out.extend(page.into_iter().filter(|r| scan.matches(r)));
+                for (_, rec) in page {
+                    let rec = rec?;
+                    if scan.matches(&rec) {
+                        out.push(rec);
+                    }
+                }
                 match scan.descending {
                     true => hi = edge,
                     false => lo = edge + 1,
@@ -924,6 +989,52 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_value_under_another_ids_key_is_corrupt_not_a_loop() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let mut recs = Vec::new();
+        for _ in 0..5 {
+            let log = NewLog::new("crm", Status::Succeeded);
+            recs.push(store.append_with(log, Durability::Buffered).await.unwrap());
+        }
+        store.close().await.unwrap();
+        // Log 5's value copied under log 3's key.
+        map.write(vec![KvOp::Put(key(3), value(&recs[4]))], Durability::Buffered)
+            .unwrap();
+        let store = KvStore::open(map.clone()).unwrap();
+        let err = store.scan(&Scan::all(2)).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        // Pages that do not reach it read as before.
+        let below = Scan {
+            before: LogId::new(3),
+            ..Scan::all(10)
+        };
+        let ids: Vec<u64> = store
+            .scan(&below)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.get())
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        // A keyed append still works: the book skips what does not decode.
+        let keyed = NewLog::new("crm", Status::Succeeded).idempotency_key("k-1");
+        assert_eq!(
+            store
+                .append_with(keyed, Durability::Buffered)
+                .await
+                .unwrap()
+                .id
+                .get(),
+            6
+        );
+        let report = store.verify(VerifyOptions::default()).await.unwrap();
+        let corrupt: Vec<Option<u64>> = report.corrupt.iter().map(|c| c.id.map(LogId::get)).collect();
+        assert_eq!(corrupt, [Some(3)], "{report:?}");
         store.close().await.unwrap();
     }
 }

@@ -18,8 +18,9 @@ pub struct TableKv {
 pub fn open(path: impl AsRef<Path>) -> Result<KvStore<TableKv>> {
     let path = path.as_ref().to_path_buf();
     let conn = Connection::open(&path).map_err(|e| fail(&path, e))?;
-    let schema =
-        "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID";
+    // Held exclusively while open (KvBackend's rule): a second handle or process fails.
+    let schema = "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; BEGIN EXCLUSIVE; \
+                  CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID; COMMIT;";
     conn.execute_batch(schema).map_err(|e| fail(&path, e))?;
     KvStore::open(TableKv {
         conn: Mutex::new(Some(conn)),
