@@ -320,6 +320,18 @@ impl<B: KvBackend> KvWriter<B> {
         ranges: &[IdRange],
         durability: Durability,
     ) -> Result<Applied> {
+        let gone = self.inner.present(ranges)?;
+        self.write_prune(marker, first, gone, durability)
+    }
+
+    /// The write of [`prune`](Self::prune), with the keys of the records it deletes.
+    fn write_prune(
+        &mut self,
+        marker: &PruneMarker,
+        first: bool,
+        gone: Vec<Vec<u8>>,
+        durability: Durability,
+    ) -> Result<Applied> {
         let mut ops = Vec::new();
         let (mut already_marked, mut top) = (false, self.high_water);
         if first {
@@ -331,7 +343,6 @@ impl<B: KvBackend> KvWriter<B> {
             }
             top = top.max(marker.last_id().map_or(0, LogId::get));
         }
-        let gone = self.inner.present(ranges)?;
         let deleted = gone.len() as u64;
         ops.extend(gone.into_iter().map(KvOp::Delete));
         // Always written: the mark is the write that makes this one durable at the level
@@ -357,8 +368,9 @@ impl<B: KvBackend> KvWriter<B> {
         // A damaged marker deletes nothing (verify reports it).
         for (_, marker) in self.inner.stored_markers()?.into_iter().flatten() {
             for ranges in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS) {
-                if !self.inner.present(&ranges)?.is_empty() {
-                    self.prune(&marker, false, &ranges, durability)?;
+                let gone = self.inner.present(&ranges)?;
+                if !gone.is_empty() {
+                    self.write_prune(&marker, false, gone, durability)?;
                 }
             }
         }

@@ -77,54 +77,31 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
     }
     let level = store.capabilities().strongest_durability();
     let mut out = std::io::stdout().lock();
-    if std::env::var_os(SYNC_ENV).is_some() {
-        let (weakest, hook) = sync_levels(&store.capabilities());
-        for n in 1.. {
-            let synced = async {
-                let rec = store.append_with(sample("crash-sync", n), weakest).await?;
-                store.sync(hook).await?;
-                Ok::<_, synclog_core::Error>(rec)
-            };
-            match synced.await {
-                Ok(rec) => {
-                    if writeln!(out, "{} {}", rec.id, rec.checksum)
-                        .and_then(|_| out.flush())
-                        .is_err()
-                    {
-                        std::process::exit(0);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("crash child: append and sync failed: {e}");
-                    std::process::exit(4)
-                }
-            }
-        }
-    }
-    if let Some(from) = std::env::var(KEYED_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
-        for n in from.. {
-            match store.append_with(keyed(n), level).await {
-                Ok(rec) => {
-                    if writeln!(out, "{} {} {n}", rec.id, rec.checksum)
-                        .and_then(|_| out.flush())
-                        .is_err()
-                    {
-                        std::process::exit(0);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("crash child: keyed append failed: {e}");
-                    std::process::exit(4)
-                }
-            }
-        }
-    }
-    let mut n = 0u64;
+    // One loop for the three kinds of child: plain appends at the strongest level, keyed
+    // appends (`n` reported too), or appends at the weakest level each followed by `sync`.
+    let synced = std::env::var_os(SYNC_ENV)
+        .is_some()
+        .then(|| sync_levels(&store.capabilities()));
+    let keyed_from = std::env::var(KEYED_ENV).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut n = keyed_from.unwrap_or(1);
     loop {
-        n += 1;
-        match store.append_with(sample("crash", n), level).await {
+        let (log, tail) = match (keyed_from, synced) {
+            (Some(_), _) => (keyed(n), format!(" {n}")),
+            (None, Some(_)) => (sample("crash-sync", n), String::new()),
+            (None, None) => (sample("crash", n), String::new()),
+        };
+        let acked = async {
+            let rec = store
+                .append_with(log, synced.map_or(level, |(weakest, _)| weakest))
+                .await?;
+            if let Some((_, hook)) = synced {
+                store.sync(hook).await?;
+            }
+            Ok::<_, synclog_core::Error>(rec)
+        };
+        match acked.await {
             Ok(rec) => {
-                if writeln!(out, "{} {}", rec.id, rec.checksum)
+                if writeln!(out, "{} {}{tail}", rec.id, rec.checksum)
                     .and_then(|_| out.flush())
                     .is_err()
                 {
@@ -136,6 +113,7 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
                 std::process::exit(4)
             }
         }
+        n += 1;
     }
 }
 
