@@ -11,6 +11,8 @@ mod query;
 mod records;
 mod retention;
 mod runs;
+#[cfg(feature = "server")]
+mod serve;
 mod stdin;
 
 use std::time::Duration;
@@ -155,6 +157,12 @@ pub enum Command {
         after_help = "Conditions combine (a log goes only when it meets each one). Each job's newest log and every run not finished are always kept.\n\nExamples:\n  synclog prune --older-than 90d --dry-run\n  synclog prune --older-than 90d --keep-last 100 --archive json://archive/2026.jsonl\n  synclog prune --before-id 500000 --json"
     )]
     Prune(retention::PruneArgs),
+    /// Serve the store over HTTP: JSON API under /v1, live dashboard at /, /metrics.
+    #[cfg(feature = "server")]
+    #[command(
+        after_help = "Tokens come from files or SYNCLOG_TOKEN / SYNCLOG_READ_TOKEN, never from the command line.\n\nExamples:\n  synclog serve\n  SYNCLOG_TOKEN=$(cat /etc/synclog/token) synclog serve --listen 0.0.0.0:7070 --public-read\n  synclog serve --token-file /etc/synclog/token --read-token-file /etc/synclog/read-token --verify-every 6h"
+    )]
+    Serve(serve::ServeArgs),
     /// Run a WAL checkpoint on the store (SQLite); a blocked checkpoint is reported as blocked.
     #[command(after_help = "Examples:\n  synclog checkpoint\n  synclog checkpoint --mode truncate")]
     Checkpoint(maintain::CheckpointArgs),
@@ -185,5 +193,7 @@ pub async fn run(cli: Cli, out: &mut out::Out) -> Result<u8> {
         Command::Checkpoint(args) => maintain::checkpoint(&cli.stores, args, out).await,
         Command::Compact(args) => compact::compact(&cli.stores, args, out).await,
         Command::Prune(args) => retention::prune(&cli.stores, args, out).await,
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::serve(&cli.stores, args, out).await,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use clap::Args;
 use synclog::follow::Follower;
 use synclog::query::{AttrEq, Summary, TimeRange};
@@ -11,27 +11,12 @@ use synclog::{Error, Filter, Result, Scan, Status, Timestamp};
 use super::open::{open, open_read_only};
 use super::out::{escape_controls, outln, Out};
 use super::records::{print_header, print_json, print_json_line, print_table, status};
-use super::runs::parse_duration;
 use super::{exit, StoreArgs};
 
 /// An instant as the filters take it: RFC 3339 (`2026-11-24T08:30:00Z`), a date
 /// (`2026-11-24`, midnight UTC), or an age (`30m`, `24h`, `7d`: that long ago).
 pub fn parse_when(s: &str) -> std::result::Result<Timestamp, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
-    }
-    let age = parse_duration(s).map_err(|_| {
-        format!("{s:?} is not a time: give RFC 3339 (2026-11-24T08:30:00Z), a date (2026-11-24) or an age (30m, 24h, 7d)")
-    })?;
-    chrono::Duration::from_std(age)
-        .ok()
-        .and_then(|d| Utc::now().checked_sub_signed(d))
-        .ok_or_else(|| format!("{s:?} is too long ago"))
+    synclog::timefmt::parse_when(s, Utc::now())
 }
 
 fn attr(s: &str) -> std::result::Result<AttrEq, String> {

@@ -1,0 +1,621 @@
+//! The handlers of `/v1`, `/metrics` and the OpenAPI document generated from them.
+
+pub mod model;
+pub mod params;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use synclog_core::{Filter, LogId, LogRecord, LogStoreExt, NewLog, RunScan, Scan, Status};
+use utoipa::OpenApi;
+
+use self::model::*;
+use self::params::{next_query, only, parse, FILTER_KEYS, PAGE_KEYS};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+const RUN_KEYS: &[&str] = &["unfinished", "stale", "older_than"];
+const STREAM_KEYS: &[&str] = &["after"];
+
+/// The OpenAPI document, generated from the handlers and the types they parse and write.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "synclog", description = "Durable, verified logs of data-synchronisation runs."),
+    paths(append_logs, start_run, finish_run, abandon_run, list_logs, get_log, list_runs, get_run, summary, count, stream, health, metrics),
+    components(schemas(ErrorBody, LogIn, AppendBody, LogOut, Receipt, StartIn, FinishIn, AbandonIn, RunAppended, RunOut, RunDetail, LogPage, RunPage, CountOut, SummaryOut, Health, Order)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The body, read within the body timeout and the size limit, parsed as JSON.
+async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T> {
+    let read = Bytes::from_request(req, &());
+    let bytes = match tokio::time::timeout(app.inner.config.body_timeout, read).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time; nothing was written",
+            ))
+        }
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is larger than {} bytes; send smaller batches; nothing was written",
+                    app.inner.config.max_body_bytes
+                ),
+            ))
+        }
+        Ok(Err(rejection)) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot read the body: {}",
+                rejection.body_text()
+            )))
+        }
+        Ok(Ok(b)) => b,
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not the JSON expected: {e}; nothing was written"
+        ))
+    })
+}
+
+/// The `Idempotency-Key` header, if sent.
+fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| Some(s.to_string()))
+            .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be visible ASCII text")),
+    }
+}
+
+/// Appends `batch` as one group at the store's strongest durability; answers once it is
+/// durable (and read back, for a guarded pair).
+async fn append(app: &App, batch: Vec<NewLog>) -> ApiResult<(StatusCode, Receipt)> {
+    let started = Instant::now();
+    let n = batch.len();
+    let store = &app.inner.store;
+    let durability = store.capabilities().strongest_durability();
+    let result = match &app.inner.guarded {
+        Some(g) => g
+            .append_batch(batch, durability)
+            .await
+            .map(|r| (r.records, r.repeats, Some(r.durable_in), r.verified)),
+        None => store
+            .commit_report(batch, durability)
+            .await
+            .map(|c| (c.records, c.repeats, None, false)),
+    };
+    let (records, repeats, copies, verified) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let e = ApiError::from(e);
+            app.inner.metrics.append_failed(e.kind);
+            return Err(e);
+        }
+    };
+    let fresh = repeats.iter().filter(|r| !**r).count();
+    app.inner.metrics.appended(n, fresh, started.elapsed(), copies);
+    let status = if fresh > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Receipt {
+            records: records.iter().map(LogOut::from).collect(),
+            repeats,
+            durable_in: copies.map(Into::into),
+            verified,
+        },
+    ))
+}
+
+/// Appends one log or a batch (atomic: all or none).
+///
+/// An `Idempotency-Key` header sets the key of one log; for a batch, log `i` gets
+/// `KEY.i`. A retry with the same key and content returns the stored records (200,
+/// `repeats` true); other content under the key is a 409 that writes nothing.
+#[utoipa::path(post, path = "/v1/logs", request_body = AppendBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the append exactly-once")),
+    responses(
+        (status = 201, description = "stored, durable and read back", body = Receipt),
+        (status = 200, description = "every log was a repeat: stored before", body = Receipt),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "an idempotency key with other content, or a finished run", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn append_logs(State(app): State<App>, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+    let key = idempotency_header(&headers)?;
+    let body: AppendBody = body_json(&app, req).await?;
+    let (logs, batch) = match body {
+        AppendBody::One(log) => (vec![*log], false),
+        AppendBody::Many(logs) => (logs, true),
+    };
+    if logs.is_empty() {
+        return Err(ApiError::bad_request("an empty batch; nothing was written"));
+    }
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(logs.len());
+    for (i, mut log) in logs.into_iter().enumerate() {
+        if let Some(k) = &key {
+            if log.idempotency_key.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "log #{i} has an idempotency_key and the request an Idempotency-Key header; send one; nothing was written"
+                )));
+            }
+            log.idempotency_key = Some(if batch { format!("{k}.{i}") } else { k.clone() });
+        }
+        out.push(log.into_new_log(now).map_err(|mut e| {
+            if batch {
+                e.message = format!("log #{i}: {}", e.message);
+            }
+            e
+        })?);
+    }
+    let (status, receipt) = append(&app, out).await?;
+    Ok((status, Json(receipt)).into_response())
+}
+
+fn run_answer(status: StatusCode, receipt: Receipt) -> ApiResult<Response> {
+    let record = receipt.records.into_iter().next().ok_or_else(|| {
+        ApiError::from(synclog_core::Error::invalid(
+            "run",
+            "the store returned no record",
+        ))
+    })?;
+    let body = RunAppended {
+        run: record.run.clone().unwrap_or_default(),
+        repeat: receipt.repeats.first().copied().unwrap_or(false),
+        record,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// Starts a run: appends its `started` record. The answer carries the run key.
+#[utoipa::path(post, path = "/v1/runs", request_body = StartIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the start exactly-once")),
+    responses((status = 201, body = RunAppended), (status = 200, description = "started before", body = RunAppended),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start_run(State(app): State<App>, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+    let key = idempotency_header(&headers)?;
+    let body: StartIn = body_json(&app, req).await?;
+    let mut log = NewLog::new(body.job, Status::Started).message(body.message);
+    if let Some(a) = body.attrs {
+        log.attrs = a;
+    }
+    if let Some(t) = body.started_at {
+        log.started_at = t;
+    }
+    log.run = Some(body.run.unwrap_or_else(synclog_core::run::new_run_key));
+    log.idempotency_key = key;
+    log.validate()?;
+    let (status, receipt) = append(&app, vec![log]).await?;
+    run_answer(status, receipt)
+}
+
+async fn end_run(app: &App, key: &str, log: NewLog) -> ApiResult<Response> {
+    if app.inner.store.run_records(key).await?.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no run {key:?}; nothing was written"
+        )));
+    }
+    let log = app.inner.store.finish_log(key, log).await?;
+    let (status, receipt) = append(app, vec![log]).await?;
+    run_answer(status, receipt)
+}
+
+/// Finishes a run with its terminal record. Idempotent: the same finish again returns the
+/// stored record (200, `repeat`); another finish of an ended run is a 409.
+#[utoipa::path(post, path = "/v1/runs/{key}/finish", request_body = FinishIn,
+    params(("key" = String, Path, description = "the run key")),
+    responses((status = 201, body = RunAppended), (status = 200, description = "finished the same way before", body = RunAppended),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn finish_run(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body: FinishIn = body_json(&app, req).await?;
+    let mut log = NewLog::new("-", body.status.into())
+        .counts(body.items_seen, body.items_written, body.items_failed)
+        .message(body.message);
+    if let Some(a) = body.attrs {
+        log.attrs = a;
+    }
+    end_run(&app, &key, log).await
+}
+
+/// Gives up a run that will never finish: appends its `abandoned` record.
+#[utoipa::path(post, path = "/v1/runs/{key}/abandon", request_body = AbandonIn,
+    params(("key" = String, Path, description = "the run key")),
+    responses((status = 201, body = RunAppended), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn abandon_run(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body: AbandonIn = body_json(&app, req).await?;
+    end_run(
+        &app,
+        &key,
+        NewLog::new("-", Status::Abandoned).message(body.reason),
+    )
+    .await
+}
+
+fn link_next(path: &str, next: &Option<String>, resp: &mut Response) {
+    if let Some(q) = next {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{path}?{q}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+}
+
+/// Lists logs matching the filters, a page at a time (keyset paging: follow `next`).
+#[utoipa::path(get, path = "/v1/logs", params(model::FilterParams, model::PageParams),
+    responses((status = 200, description = "a page; `Link: rel=\"next\"` names the next", body = LogPage),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let q = q.unwrap_or_default();
+    only(&q, &[FILTER_KEYS, PAGE_KEYS])?;
+    let filter = parse::<FilterParams>(&q)?.filter(Utc::now())?;
+    let page = parse::<PageParams>(&q)?.page()?;
+    let scan = Scan {
+        after: page.after,
+        before: page.before,
+        filter,
+        limit: page.limit,
+        descending: page.descending,
+    };
+    let logs = app.inner.store.scan(&scan).await?;
+    let next = (logs.len() == page.limit)
+        .then(|| logs.last().map(|r| next_query(&q, r.id, page.descending)))
+        .flatten();
+    let body = LogPage {
+        logs: logs.iter().map(LogOut::from).collect(),
+        next,
+    };
+    let next = body.next.clone();
+    let mut resp = Json(body).into_response();
+    link_next("/v1/logs", &next, &mut resp);
+    Ok(resp)
+}
+
+fn parse_id(text: &str) -> ApiResult<LogId> {
+    text.parse::<u64>()
+        .ok()
+        .and_then(LogId::new)
+        .ok_or_else(|| ApiError::bad_request(format!("{text:?} is not an id (a whole number from 1)")))
+}
+
+/// One log by id.
+#[utoipa::path(get, path = "/v1/logs/{id}", params(("id" = u64, Path, description = "the log's id")),
+    responses((status = 200, body = LogOut), (status = 404, body = ErrorBody)))]
+pub async fn get_log(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<LogOut>> {
+    let id = parse_id(&id)?;
+    match app.inner.store.get(id).await? {
+        Some(r) => Ok(Json(LogOut::from(&r))),
+        None => Err(ApiError::not_found(format!("no log {id}"))),
+    }
+}
+
+/// Lists runs (one row each), a page at a time; `stale=true` for runs started more than
+/// `older_than` (default 24h) ago and not ended.
+#[utoipa::path(get, path = "/v1/runs", params(model::FilterParams, model::PageParams, model::RunParams),
+    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody)))]
+pub async fn list_runs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let q = q.unwrap_or_default();
+    only(&q, &[FILTER_KEYS, PAGE_KEYS, RUN_KEYS])?;
+    let now = Utc::now();
+    let filter = parse::<FilterParams>(&q)?.filter(now)?;
+    let page = parse::<PageParams>(&q)?.page()?;
+    let which = parse::<RunParams>(&q)?;
+    let cutoff = stale_cutoff(&which, now)?;
+    let scan = RunScan {
+        after: page.after,
+        before: page.before,
+        filter,
+        unfinished: which.unfinished,
+        started_before: if which.stale { Some(cutoff) } else { None },
+        limit: page.limit,
+        descending: page.descending,
+    };
+    let runs = app.inner.store.runs(&scan).await?;
+    let next = (runs.len() == page.limit)
+        .then(|| runs.last().map(|r| next_query(&q, r.first_id(), page.descending)))
+        .flatten();
+    let body = RunPage {
+        runs: runs.iter().map(|r| RunOut::new(r, Some(cutoff))).collect(),
+        next: next.clone(),
+    };
+    let mut resp = Json(body).into_response();
+    link_next("/v1/runs", &next, &mut resp);
+    Ok(resp)
+}
+
+/// The instant before which an unfinished run is stale.
+pub fn stale_cutoff(which: &RunParams, now: chrono::DateTime<Utc>) -> ApiResult<chrono::DateTime<Utc>> {
+    let age = match &which.older_than {
+        Some(s) => synclog_core::retention::parse_duration(s)?,
+        None => Duration::from_secs(24 * 3600),
+    };
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| ApiError::bad_request("older_than is too long"))
+}
+
+/// One run with its records.
+#[utoipa::path(get, path = "/v1/runs/{key}", params(("key" = String, Path, description = "the run key")),
+    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_run(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Json<RunDetail>> {
+    let records = app.inner.store.run_records(&key).await?;
+    let Some(run) = synclog_core::Run::from_records(&key, &records) else {
+        return Err(ApiError::not_found(format!("no run {key:?}")));
+    };
+    let cutoff = Utc::now() - chrono::Duration::hours(24);
+    Ok(Json(RunDetail {
+        run: RunOut::new(&run, Some(cutoff)),
+        records: records.iter().map(LogOut::from).collect(),
+    }))
+}
+
+/// Per job over the filters: the latest log, the latest success, failures since,
+/// counts by status, sums and first/last time.
+#[utoipa::path(get, path = "/v1/summary", params(model::FilterParams),
+    responses((status = 200, body = SummaryOut), (status = 400, body = ErrorBody)))]
+pub async fn summary(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<SummaryOut>> {
+    let q = q.unwrap_or_default();
+    only(&q, &[FILTER_KEYS])?;
+    let filter = parse::<FilterParams>(&q)?.filter(Utc::now())?;
+    let s = app.inner.store.summary(&filter).await?;
+    Ok(Json(SummaryOut {
+        all_last_succeeded: s.all_last_succeeded(),
+        jobs: s.jobs.iter().map(JobSummaryOut::from).collect(),
+    }))
+}
+
+/// How many logs match the filters.
+#[utoipa::path(get, path = "/v1/count", params(model::FilterParams),
+    responses((status = 200, body = CountOut), (status = 400, body = ErrorBody)))]
+pub async fn count(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<CountOut>> {
+    let q = q.unwrap_or_default();
+    only(&q, &[FILTER_KEYS])?;
+    let filter = parse::<FilterParams>(&q)?.filter(Utc::now())?;
+    Ok(Json(CountOut {
+        count: app.inner.store.count(&filter).await?,
+    }))
+}
+
+/// Server-Sent Events of new logs matching the filters (`event: log`, `id:` the log's
+/// id, `data:` the log). Reconnecting with `Last-Event-ID` resumes after that id: nothing
+/// skipped, nothing repeated.
+#[utoipa::path(get, path = "/v1/stream", params(model::FilterParams, model::StreamParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this id")),
+    responses((status = 200, description = "text/event-stream of `log` events", content_type = "text/event-stream", body = LogOut),
+        (status = 400, body = ErrorBody), (status = 503, description = "too many streams", body = ErrorBody)))]
+pub async fn stream(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let q = q.unwrap_or_default();
+    only(&q, &[FILTER_KEYS, STREAM_KEYS])?;
+    let filter: Filter = parse::<FilterParams>(&q)?.filter(Utc::now())?;
+    let from_header = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a log id"))?,
+        ),
+    };
+    let after = match from_header.or(parse::<StreamParams>(&q)?.after) {
+        Some(n) => LogId::new(n),
+        None => app.inner.store.last_id().await?,
+    };
+    let permit = app
+        .inner
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded("too many open streams; retry shortly", 5))?;
+    let follower = synclog_core::Follower::new(app.inner.store.clone(), filter, after)?;
+    let shutdown = app.inner.shutdown.clone();
+    struct Open {
+        follower: synclog_core::Follower<std::sync::Arc<dyn synclog_core::LogStore>>,
+        pending: VecDeque<LogRecord>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        failed: bool,
+    }
+    let state = Open {
+        follower,
+        pending: VecDeque::new(),
+        shutdown,
+        _permit: permit,
+        failed: false,
+    };
+    let events = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.failed || *s.shutdown.borrow() {
+                return None;
+            }
+            if let Some(rec) = s.pending.pop_front() {
+                let ev = Event::default()
+                    .id(rec.id.get().to_string())
+                    .event("log")
+                    .json_data(LogOut::from(&rec))
+                    .unwrap_or_else(|_| {
+                        Event::default()
+                            .event("error")
+                            .data("a log could not be written as JSON")
+                    });
+                return Some((Ok::<_, std::convert::Infallible>(ev), s));
+            }
+            tokio::select! {
+                changed = s.shutdown.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                got = s.follower.next_batch(Duration::from_secs(30)) => match got {
+                    Ok(batch) => s.pending.extend(batch),
+                    Err(e) => {
+                        s.failed = true;
+                        let ev = Event::default().event("error").data(e.to_string());
+                        return Some((Ok(ev), s));
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The store's state: each copy ok, behind, damaged or full.
+#[utoipa::path(get, path = "/v1/health",
+    responses((status = 200, description = "the store serves; `status` is `degraded` when a copy is not ok", body = Health),
+        (status = 503, description = "the store cannot be read", body = Health)))]
+pub async fn health(State(app): State<App>) -> Response {
+    let last_id = app.inner.store.last_id().await;
+    let verify = app.last_verify();
+    let mut copies = Vec::new();
+    match &app.inner.guarded {
+        Some(g) => {
+            let s = g.stats();
+            for (side, store, pending, failures) in [
+                (
+                    "primary",
+                    g.primary().describe(),
+                    s.pending_primary,
+                    s.primary_failures,
+                ),
+                (
+                    "backup",
+                    g.backup().describe(),
+                    s.pending_backup,
+                    s.backup_failures,
+                ),
+            ] {
+                let damaged = verify
+                    .as_ref()
+                    .is_some_and(|v| v.damaged.iter().any(|d| d == side));
+                let state = if damaged {
+                    "damaged"
+                } else if crate::disk::is_full(&store) {
+                    "full"
+                } else if pending > 0 {
+                    "behind"
+                } else {
+                    "ok"
+                };
+                copies.push(CopyHealth {
+                    copy: side.to_string(),
+                    store,
+                    state: state.to_string(),
+                    pending,
+                    failures,
+                });
+            }
+        }
+        None => {
+            let store = app.inner.store.describe();
+            let state = if verify.as_ref().is_some_and(|v| !v.clean) {
+                "damaged"
+            } else if crate::disk::is_full(&store) {
+                "full"
+            } else {
+                "ok"
+            };
+            copies.push(CopyHealth {
+                copy: "store".into(),
+                store,
+                state: state.into(),
+                pending: 0,
+                failures: 0,
+            });
+        }
+    }
+    let readable = last_id.is_ok();
+    let all_ok = readable && copies.iter().all(|c| c.state == "ok");
+    let body = Health {
+        status: if all_ok { "ok" } else { "degraded" }.into(),
+        last_id: last_id.ok().flatten().map(|i| i.get()),
+        copies,
+        last_verify: verify.map(|v| VerifyOut {
+            at: v.at,
+            clean: v.clean,
+            detail: v.detail,
+        }),
+    };
+    // 503 only when the store cannot be read: a copy that is behind or damaged is
+    // reported in the body (`status: degraded`) while the store still serves.
+    let status = if readable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(app): State<App>) -> Response {
+    let summary = app.inner.store.summary(&Filter::default()).await.ok();
+    let text = app.inner.metrics.render(
+        app.inner.guarded.as_ref().map(|g| g.stats()),
+        app.last_verify().as_ref(),
+        summary.as_ref(),
+        Utc::now(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API.
+pub async fn openapi() -> Response {
+    match ApiDoc::openapi().to_pretty_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+    }
+}

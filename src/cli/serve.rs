@@ -1,0 +1,147 @@
+//! `synclog serve`: the store over HTTP (crates/server).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use synclog::Result;
+use synclog_server::{Access, Config, Token};
+
+use super::open::{open, Opened};
+use super::out::Out;
+use super::{exit, StoreArgs};
+
+/// The environment variables a token may come from instead of a file.
+pub const TOKEN_ENV: &str = "SYNCLOG_TOKEN";
+/// The read-only token's variable.
+pub const READ_TOKEN_ENV: &str = "SYNCLOG_READ_TOKEN";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on. Anything but loopback needs a token.
+    #[arg(long, default_value = synclog_server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// A file holding the token that may write and read (or set SYNCLOG_TOKEN). Never on
+    /// the command line.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// A file holding a token that may only read (or set SYNCLOG_READ_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    read_token_file: Option<PathBuf>,
+    /// Reads (API, dashboard, metrics) need no token; writes still do.
+    #[arg(long)]
+    public_read: bool,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    max_body: usize,
+    /// Requests served at once (streams aside); more get 503 with Retry-After.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_concurrent: usize,
+    /// Event streams open at once.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    max_streams: usize,
+    /// Verify the store in the background this often (30m, 6h, 1d); the outcome is in
+    /// /metrics and /v1/health.
+    #[arg(long, value_name = "DURATION", value_parser = super::runs::parse_duration)]
+    verify_every: Option<Duration>,
+}
+
+fn token(file: &Option<PathBuf>, env: &str) -> Result<Option<Token>> {
+    let bad = |reason: String| synclog::Error::invalid("token", reason);
+    match (file, std::env::var(env)) {
+        (Some(_), Ok(_)) => Err(bad(format!("give a token file or {env}, not both"))),
+        (Some(path), Err(_)) => Token::from_file(path).map(Some).map_err(bad),
+        (None, Ok(text)) => Token::new(&text)
+            .map(Some)
+            .map_err(|e| bad(format!("{env}: {e}"))),
+        (None, Err(_)) => Ok(None),
+    }
+}
+
+/// `synclog serve`: serves until Ctrl-C or SIGTERM, lets appends in flight finish, closes
+/// the store.
+pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result<u8> {
+    let access = Access {
+        write: token(&args.token_file, TOKEN_ENV)?,
+        read: token(&args.read_token_file, READ_TOKEN_ENV)?,
+        public_read: args.public_read,
+    };
+    synclog_server::check_listen(args.listen, &access).map_err(|e| synclog::Error::invalid("listen", e))?;
+    if args.max_concurrent == 0 || args.max_streams == 0 || args.max_body == 0 {
+        return Err(synclog::Error::invalid(
+            "limits",
+            "--max-body, --max-concurrent and --max-streams must be at least 1",
+        ));
+    }
+    let opened = open(stores).await?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = opened.close().await;
+            return Err(synclog::Error::Io {
+                context: format!("cannot listen on {}", args.listen),
+                source: e,
+            });
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    let (store, guarded) = match &opened {
+        Opened::Guarded(g) => (opened.shared(), Some(g.clone())),
+        Opened::Single(_) => (opened.shared(), None),
+    };
+    if !access.has_tokens() {
+        out.stderr_line(
+            "warning",
+            "no token set: anyone who can reach this loopback address may write",
+        );
+    }
+    out.stderr_line(
+        "serving",
+        format_args!(
+            "{} on http://{addr} (dashboard /, API /v1, metrics /metrics)",
+            store.describe()
+        ),
+    );
+    let config = Config {
+        access,
+        max_body_bytes: args.max_body,
+        max_concurrent: args.max_concurrent,
+        max_streams: args.max_streams,
+        verify_every: args.verify_every,
+        ..Config::default()
+    };
+    let served = synclog_server::serve(listener, store, guarded, config, shutdown_signal()).await;
+    let closed = opened.close().await;
+    if let Err(e) = served {
+        return Err(synclog::Error::Io {
+            context: "the server stopped".into(),
+            source: e,
+        });
+    }
+    closed?;
+    out.stderr_line("stopped", "every request answered, the store closed");
+    Ok(exit::OK)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
