@@ -192,7 +192,10 @@ pub fn router(app: App) -> Router {
             }
         }))
         .load_shed()
-        .concurrency_limit(config.max_concurrent);
+        // One semaphore shared by every route (`Router::layer` wraps each route apart).
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent,
+        ));
 
     let writes = Router::new()
         .route("/v1/logs", post(api::append_logs))

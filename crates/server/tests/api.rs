@@ -1,0 +1,690 @@
+//! The API against a real server on a loopback port, over a guarded SQLite + JSON-lines
+//! pair: every endpoint, auth, each error status, idempotent retries, paging, SSE resume,
+//! limits and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use synclog_core::guarded::{Guarded, GuardedOptions};
+use synclog_core::LogStore;
+use synclog_server::{Access, Config, Token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WRITE: &str = "write-token-0123456789";
+const READ: &str = "read-token-0123456789";
+
+struct Server {
+    base: String,
+    addr: std::net::SocketAddr,
+    guarded: Arc<Guarded>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let primary: Arc<dyn LogStore> =
+            Arc::new(synclog_sqlite::SqliteStore::open(dir.path().join("p.db")).unwrap());
+        let backup: Arc<dyn LogStore> =
+            Arc::new(synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap());
+        let guarded = Arc::new(
+            Guarded::open(primary, backup, GuardedOptions::default())
+                .await
+                .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let store: Arc<dyn LogStore> = guarded.clone();
+        let task = tokio::spawn(synclog_server::serve(
+            listener,
+            store,
+            Some(guarded.clone()),
+            config,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            guarded,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn open() -> Server {
+        Server::start(Config::default()).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn count(&self) -> u64 {
+        self.guarded.count(&Default::default()).await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+        self.guarded.close().await.unwrap();
+    }
+}
+
+fn tokens(public_read: bool) -> Config {
+    Config {
+        access: Access {
+            write: Some(Token::new(WRITE).unwrap()),
+            read: Some(Token::new(READ).unwrap()),
+            public_read,
+        },
+        ..Config::default()
+    }
+}
+
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = c.post(url).json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, resp.json().await.unwrap_or(Value::Null), h)
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let resp = c.get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, resp.json().await.unwrap_or(Value::Null), h)
+}
+
+fn kind(v: &Value) -> &str {
+    v["error"]["kind"].as_str().unwrap_or("<no error kind>")
+}
+
+#[tokio::test]
+async fn an_append_answers_with_a_read_back_receipt_and_a_retry_is_a_repeat() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let log = json!({"job": "orders", "status": "succeeded", "started_at": "2026-12-01T10:00:00Z", "items_seen": 5});
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), log.clone(), &[("Idempotency-Key", "k-1")]).await;
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["records"][0]["id"], 1);
+    assert_eq!(r["repeats"], json!([false]));
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["durable_in"], json!({"primary": true, "backup": true}));
+    // The store holds exactly what the receipt says.
+    let stored = s.guarded.get(synclog_core::LogId::MIN).await.unwrap().unwrap();
+    assert_eq!(r["records"][0]["checksum"], stored.checksum.to_string());
+
+    // The retry after a lost answer: same key, same content, same id, nothing written.
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), log.clone(), &[("Idempotency-Key", "k-1")]).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["records"][0]["id"], 1);
+    assert_eq!(r["repeats"], json!([true]));
+    // Other content under the key: 409, nothing written.
+    let other = json!({"job": "orders", "status": "failed", "started_at": "2026-12-01T10:00:00Z"});
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), other, &[("Idempotency-Key", "k-1")]).await;
+    assert_eq!((st, kind(&r)), (409, "refused"), "{r}");
+    assert_eq!(s.count().await, 1);
+
+    // A batch: atomic, keys K.i, ids in order.
+    let batch = json!([{"job": "a", "status": "succeeded", "started_at": "2026-12-01T10:00:00Z"},
+                       {"job": "b", "status": "failed", "started_at": "2026-12-01T10:00:00Z"}]);
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/logs"),
+        batch.clone(),
+        &[("Idempotency-Key", "batch")],
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(
+        (r["records"][0]["id"].clone(), r["records"][1]["id"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(r["records"][1]["idempotency_key"], "batch.1");
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), batch, &[("Idempotency-Key", "batch")]).await;
+    assert_eq!((st, r["repeats"].clone()), (200, json!([true, true])));
+    assert_eq!(s.count().await, 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_with_a_json_error_and_writes_nothing() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let url = s.url("/v1/logs");
+    // One bad log in a batch: nothing of the batch is written.
+    let batch = json!([{"job": "a", "status": "succeeded"}, {"job": "", "status": "succeeded"}]);
+    let (st, r, _) = post(&c, &url, batch, &[]).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("log #1"), "{r}");
+    for bad in [
+        json!([]),
+        json!({"job": "a", "status": "bogus"}),
+        json!({"job": "a", "status": "succeeded", "colour": "red"}),
+        json!({"job": "a", "status": "succeeded", "attrs": [1, 2]}),
+    ] {
+        let (st, r, _) = post(&c, &url, bad.clone(), &[]).await;
+        assert_eq!((st, kind(&r)), (400, "invalid_input"), "{bad} -> {r}");
+    }
+    let resp = c.post(&url).body("{not json").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(kind(&resp.json::<Value>().await.unwrap()), "invalid_input");
+    assert_eq!(s.count().await, 0, "nothing was written");
+
+    // Reads: unknown parameters, bad ids, bad limits, bad times, unknown paths, methods.
+    for (path, status, k) in [
+        ("/v1/logs?jobb=a", 400, "invalid_input"),
+        ("/v1/logs?limit=0", 400, "invalid_input"),
+        ("/v1/logs?limit=5000", 400, "invalid_input"),
+        ("/v1/logs?from=yesterday-ish", 400, "invalid_input"),
+        ("/v1/logs?from=2026-12-02&until=2026-12-01", 400, "invalid_input"),
+        ("/v1/logs/abc", 400, "invalid_input"),
+        ("/v1/logs/99", 404, "not_found"),
+        ("/v1/runs/nope", 404, "not_found"),
+        ("/v1/nothing-here", 404, "not_found"),
+    ] {
+        let (st, r, _) = get(&c, &s.url(path)).await;
+        assert_eq!((st, kind(&r)), (status, k), "{path}: {r}");
+    }
+    let resp = c.delete(s.url("/v1/logs")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn writes_need_the_write_token_and_reads_a_token_unless_public() {
+    let s = Server::start(tokens(false)).await;
+    let c = reqwest::Client::new();
+    let log = json!({"job": "a", "status": "succeeded"});
+    let url = s.url("/v1/logs");
+    let (st, r, h) = post(&c, &url, log.clone(), &[]).await;
+    assert_eq!((st, kind(&r)), (401, "unauthorized"));
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"synclog\"");
+    let (st, r, _) = post(
+        &c,
+        &url,
+        log.clone(),
+        &[("Authorization", "Bearer wrong-token-0123456789")],
+    )
+    .await;
+    assert_eq!((st, kind(&r)), (401, "unauthorized"));
+    let read = format!("Bearer {READ}");
+    let (st, r, _) = post(&c, &url, log.clone(), &[("Authorization", &read)]).await;
+    assert_eq!((st, kind(&r)), (403, "forbidden"));
+    assert_eq!(s.count().await, 0);
+    let write = format!("Bearer {WRITE}");
+    let (st, r, _) = post(&c, &url, log, &[("Authorization", &write)]).await;
+    assert_eq!(st, 201, "{r}");
+    // Reads: no token 401 (the API and the dashboard, which asks a browser for Basic).
+    for path in [
+        "/v1/logs",
+        "/v1/runs",
+        "/v1/count",
+        "/v1/summary",
+        "/v1/health",
+        "/metrics",
+        "/v1/stream",
+        "/v1/openapi.json",
+    ] {
+        let resp = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(
+            !body.contains(WRITE) && !body.contains(READ),
+            "a token is never echoed"
+        );
+    }
+    let resp = c.get(s.url("/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"synclog\"");
+    let resp = c
+        .get(s.url("/"))
+        .basic_auth("me", Some(READ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    for token in [READ, WRITE] {
+        let resp = c.get(s.url("/v1/count")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap()["count"], 1);
+    }
+    s.stop().await;
+
+    let s = Server::start(tokens(true)).await;
+    let (st, r, _) = get(&c, &s.url("/v1/count")).await;
+    assert_eq!(
+        (st, r["count"].clone()),
+        (200, json!(0)),
+        "public reads need no token"
+    );
+    let (st, _, _) = post(
+        &c,
+        &s.url("/v1/logs"),
+        json!({"job": "a", "status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 401, "writes still do");
+    s.stop().await;
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_is_refused_at_start() {
+    let open = Access::default();
+    assert!(synclog_server::check_listen("0.0.0.0:7070".parse().unwrap(), &open).is_err());
+    assert!(synclog_server::check_listen("127.0.0.1:7070".parse().unwrap(), &open).is_ok());
+    assert!(synclog_server::check_listen("[::1]:7070".parse().unwrap(), &open).is_ok());
+    let with = Access {
+        write: Some(Token::new(WRITE).unwrap()),
+        ..Access::default()
+    };
+    assert!(synclog_server::check_listen("0.0.0.0:7070".parse().unwrap(), &with).is_ok());
+}
+
+#[tokio::test]
+async fn a_run_starts_finishes_once_and_shows_its_timeline() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/runs"),
+        json!({"job": "crm", "run": "r-1", "attrs": {"env": "prod"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (st, r["run"].clone(), r["record"]["status"].clone()),
+        (201, json!("r-1"), json!("started"))
+    );
+    let (st, r, _) = post(&c, &s.url("/v1/runs"), json!({"job": "crm"}), &[]).await;
+    assert_eq!(st, 201);
+    let generated = r["run"].as_str().unwrap().to_string();
+    assert!(!generated.is_empty());
+
+    let fin = json!({"status": "partial", "items_seen": 10, "items_written": 8, "items_failed": 2, "message": "2 bad rows"});
+    let (st, r, _) = post(&c, &s.url("/v1/runs/r-1/finish"), fin.clone(), &[]).await;
+    assert_eq!((st, r["repeat"].clone()), (201, json!(false)), "{r}");
+    let terminal = r["record"]["id"].clone();
+    let (st, r, _) = post(&c, &s.url("/v1/runs/r-1/finish"), fin, &[]).await;
+    assert_eq!(
+        (st, r["repeat"].clone(), r["record"]["id"].clone()),
+        (200, json!(true), terminal)
+    );
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/runs/r-1/finish"),
+        json!({"status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!((st, kind(&r)), (409, "refused"));
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/runs/r-1/finish"),
+        json!({"status": "progress"}),
+        &[],
+    )
+    .await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"));
+    let (st, r, _) = post(&c, &s.url("/v1/runs/none/abandon"), json!({"reason": "x"}), &[]).await;
+    assert_eq!((st, kind(&r)), (404, "not_found"));
+    let (st, _, _) = post(
+        &c,
+        &s.url(&format!("/v1/runs/{generated}/abandon")),
+        json!({"reason": "worker killed"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 201);
+
+    let (st, r, _) = get(&c, &s.url("/v1/runs/r-1")).await;
+    assert_eq!(st, 200);
+    assert_eq!(r["run"]["status"], "partial");
+    assert_eq!(r["run"]["items_failed"], 2);
+    let statuses: Vec<&str> = r["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["started", "partial"]);
+
+    // Stale: a run started two days ago and never finished.
+    let old = (chrono::Utc::now() - chrono::Duration::hours(48)).to_rfc3339();
+    post(
+        &c,
+        &s.url("/v1/runs"),
+        json!({"job": "crm", "run": "old", "started_at": old}),
+        &[],
+    )
+    .await;
+    let (_, r, _) = get(&c, &s.url("/v1/runs?stale=true")).await;
+    let keys: Vec<&str> = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["old"]);
+    assert_eq!(r["runs"][0]["stale"], true);
+    let (_, r, _) = get(&c, &s.url("/v1/runs?stale=true&older_than=72h")).await;
+    assert_eq!(r["runs"], json!([]));
+    let (_, r, _) = get(&c, &s.url("/v1/runs?status=abandoned")).await;
+    assert_eq!(r["runs"][0]["key"], generated.as_str());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pages_follow_the_next_link_to_every_match_exactly_once() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let batch: Vec<Value> = (0..25)
+        .map(|i| json!({"job": if i % 2 == 0 { "even" } else { "odd" }, "status": "succeeded", "attrs": {"i": i}}))
+        .collect();
+    let (st, _, _) = post(&c, &s.url("/v1/logs"), Value::Array(batch), &[]).await;
+    assert_eq!(st, 201);
+    for (query, want) in [
+        ("limit=10", (1..=25).collect::<Vec<u64>>()),
+        ("limit=10&order=desc", (1..=25).rev().collect()),
+        ("limit=4&job=even", (1..=25).step_by(2).collect()),
+        ("limit=3&job=odd&order=desc", (2..=24).rev().step_by(2).collect()),
+    ] {
+        let mut url = s.url(&format!("/v1/logs?{query}"));
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let (st, r, h) = get(&c, &url).await;
+            assert_eq!(st, 200, "{r}");
+            seen.extend(
+                r["logs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["id"].as_u64().unwrap()),
+            );
+            match h.get("link") {
+                Some(link) => {
+                    let link = link.to_str().unwrap();
+                    assert!(link.ends_with("rel=\"next\""), "{link}");
+                    let path = &link[1..link.find('>').unwrap()];
+                    assert_eq!(Some(path.trim_start_matches("/v1/logs?")), r["next"].as_str());
+                    url = s.url(path);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, want, "{query}");
+    }
+    let (_, r, _) = get(&c, &s.url("/v1/count?job=even")).await;
+    assert_eq!(r["count"], 13);
+    let (_, r, _) = get(&c, &s.url("/v1/logs?attr=i=7")).await;
+    assert_eq!(r["logs"][0]["id"], 8);
+    let (_, r, _) = get(&c, &s.url("/v1/summary")).await;
+    assert_eq!(r["jobs"][0]["job"], "even");
+    assert_eq!(r["jobs"][0]["counts"]["succeeded"], 13);
+    assert_eq!(r["all_last_succeeded"], true);
+    s.stop().await;
+}
+
+/// Reads SSE events off a streaming response until `n` `log` events came: their ids.
+async fn events(resp: &mut reqwest::Response, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    while ids.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.contains("event: log") {
+                let id = event.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+                let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let log: Value = serde_json::from_str(data).unwrap();
+                assert_eq!(log["id"].as_u64().unwrap().to_string(), id);
+                ids.push(id.parse().unwrap());
+            }
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn the_stream_sends_new_matching_logs_and_resumes_after_last_event_id() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let append = |job: &'static str| {
+        let c = c.clone();
+        let url = s.url("/v1/logs");
+        async move {
+            post(&c, &url, json!({"job": job, "status": "failed"}), &[])
+                .await
+                .0
+        }
+    };
+    assert_eq!(append("orders").await, 201);
+    let mut resp = c.get(s.url("/v1/stream?job=orders")).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // From now on only: log 1 came before the stream opened.
+    append("other").await;
+    append("orders").await;
+    append("orders").await;
+    assert_eq!(events(&mut resp, 2).await, [3, 4]);
+    drop(resp);
+    // While disconnected.
+    append("orders").await;
+    append("other").await;
+    append("orders").await;
+    let mut resp = c
+        .get(s.url("/v1/stream?job=orders"))
+        .header("Last-Event-ID", "4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        events(&mut resp, 2).await,
+        [5, 7],
+        "nothing skipped, nothing repeated"
+    );
+    append("orders").await;
+    assert_eq!(events(&mut resp, 1).await, [8]);
+    let mut all = c.get(s.url("/v1/stream?after=0")).send().await.unwrap();
+    assert_eq!(events(&mut all, 8).await, (1..=8).collect::<Vec<_>>());
+    drop(resp);
+    drop(all);
+    s.stop().await;
+}
+
+/// Sends the head of a POST whose body never fully arrives.
+async fn stuck_post(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"job\":");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
+}
+
+async fn response_head(conn: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test]
+async fn a_slow_body_times_out_without_reaching_the_writer_and_overload_is_a_503() {
+    let s = Server::start(Config {
+        body_timeout: Duration::from_millis(300),
+        max_concurrent: 1,
+        ..Config::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let mut slow = stuck_post(s.addr, "/v1/logs").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The one slot is taken by the stuck request: the next is refused at once.
+    let resp = c.get(s.url("/v1/count")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(kind(&resp.json().await.unwrap()), "overloaded");
+    let head = response_head(&mut slow).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("\"timeout\""), "{head}");
+    // The slot is free again, and nothing was written.
+    let (st, r, _) = get(&c, &s.url("/v1/count")).await;
+    assert_eq!((st, r["count"].clone()), (200, json!(0)));
+    s.stop().await;
+
+    let s = Server::start(Config {
+        max_body_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let big = json!({"job": "a", "status": "succeeded", "message": "x".repeat(2000)});
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), big, &[]).await;
+    assert_eq!((st, kind(&r)), (413, "too_large"), "{r}");
+    assert_eq!(s.count().await, 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_the_append_in_flight_and_ends_streams() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let mut stream = c.get(s.url("/v1/stream")).send().await.unwrap();
+    let mut conn = stuck_post(s.addr, "/v1/logs").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let Server {
+        stop,
+        task,
+        guarded,
+        _dir,
+        ..
+    } = s;
+    let _ = stop.unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!task.is_finished(), "the server waits for the request in flight");
+    // The rest of the body: the append completes and is answered.
+    let rest = "\"late\",\"status\":\"succeeded\"}";
+    let pad = 100 - "{\"job\":".len() - rest.len();
+    conn.write_all(format!("{rest}{}", " ".repeat(pad)).as_bytes())
+        .await
+        .unwrap();
+    let head = response_head(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    drop(conn);
+    // The stream ends rather than holding the shutdown.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .unwrap()
+    {}
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(guarded.count(&Default::default()).await.unwrap(), 1);
+    guarded.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_metrics_and_the_openapi_document_describe_the_store() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    post(&c, &s.url("/v1/runs"), json!({"job": "crm", "run": "r"}), &[]).await;
+    post(&c, &s.url("/v1/runs/r/finish"), json!({"status": "failed"}), &[]).await;
+    let (st, r, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(st, 200);
+    assert_eq!(r["status"], "ok");
+    assert_eq!(r["last_id"], 2);
+    assert_eq!(r["copies"][0]["copy"], "primary");
+    assert_eq!(r["copies"][1]["state"], "ok");
+
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "synclog_appended_logs_total{outcome=\"stored\"} 2",
+        "synclog_append_commit_seconds_count 2",
+        "synclog_job_last_status{job=\"crm\",status=\"failed\"} 1",
+        "synclog_job_consecutive_failures{job=\"crm\"} 1",
+        "synclog_pair_restored_records_total 0",
+        "synclog_receipts_one_copy_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+
+    let (st, doc, _) = get(&c, &s.url("/v1/openapi.json")).await;
+    assert_eq!(st, 200);
+    for path in [
+        "/v1/logs",
+        "/v1/logs/{id}",
+        "/v1/runs",
+        "/v1/runs/{key}",
+        "/v1/runs/{key}/finish",
+        "/v1/runs/{key}/abandon",
+        "/v1/summary",
+        "/v1/count",
+        "/v1/stream",
+        "/v1/health",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    let params: Vec<&str> = doc["paths"]["/v1/logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in synclog_server::api::params::FILTER_KEYS
+        .iter()
+        .chain(synclog_server::api::params::PAGE_KEYS)
+    {
+        assert!(
+            params.contains(p),
+            "the document names every parameter the code takes: {p}"
+        );
+    }
+    assert!(doc["components"]["schemas"]["LogIn"]["properties"]["idempotency_key"].is_object());
+
+    // The verify loop's outcome shows in health and metrics.
+    let app = synclog_server::App::new(
+        s.guarded.clone(),
+        Some(s.guarded.clone()),
+        Config::default(),
+        tokio::sync::watch::channel(false).1,
+    );
+    assert!(app.verify_now().await.clean);
+    s.stop().await;
+}
