@@ -180,6 +180,29 @@ pub mod option {
     }
 }
 
+/// An instant as filters take it, on the command line and over HTTP: RFC 3339
+/// (`2026-11-24T08:30:00Z`), a date (`2026-11-24`, midnight UTC), or an age (`30m`, `24h`,
+/// `7d`: that long before `now`).
+///
+/// Errors: a message saying which forms are taken.
+pub fn parse_when(s: &str, now: Timestamp) -> std::result::Result<Timestamp, String> {
+    if let Some(t) = parse(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    let age = crate::retention::parse_duration(s).map_err(|_| {
+        format!("{s:?} is not a time: give RFC 3339 (2026-11-24T08:30:00Z), a date (2026-11-24) or an age (30m, 24h, 7d)")
+    })?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| format!("{s:?} is too long ago"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,27 +327,4 @@ mod tests {
         let text = serde_json::to_value(t).unwrap();
         assert_eq!(parse(text.as_str().unwrap()), Some(t));
     }
-}
-
-/// An instant as filters take it, on the command line and over HTTP: RFC 3339
-/// (`2026-11-24T08:30:00Z`), a date (`2026-11-24`, midnight UTC), or an age (`30m`, `24h`,
-/// `7d`: that long before `now`).
-///
-/// Errors: a message saying which forms are taken.
-pub fn parse_when(s: &str, now: Timestamp) -> std::result::Result<Timestamp, String> {
-    if let Some(t) = parse(s) {
-        return Ok(t);
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
-    }
-    let age = crate::retention::parse_duration(s).map_err(|_| {
-        format!("{s:?} is not a time: give RFC 3339 (2026-11-24T08:30:00Z), a date (2026-11-24) or an age (30m, 24h, 7d)")
-    })?;
-    chrono::Duration::from_std(age)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| format!("{s:?} is too long ago"))
 }

@@ -42,7 +42,7 @@ fn day_counts(s: &Summary) -> DayCounts {
             let ended: u64 = j
                 .counts
                 .iter()
-                .filter(|(st, _)| st.is_terminal() || **st == Status::Succeeded)
+                .filter(|(st, _)| st.is_terminal())
                 .map(|(_, n)| *n)
                 .sum();
             let failed = j.counts.get(&Status::Failed).copied().unwrap_or(0)
@@ -175,6 +175,17 @@ pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// "850ms", "12.3s", "4m 05s", "2h 10m".
+pub fn took(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m {:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h {:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
 fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
@@ -209,7 +220,7 @@ fn runs_rows(runs: &[Run], cutoff: DateTime<Utc>) -> Markup {
                 td { (r.job) }
                 td.status { (badge(r.status)) @if r.is_stale(cutoff) { " " span.fail { "stale" } } }
                 td { (when(r.started_at)) }
-                td { @if let Some(ms) = r.duration_ms { (format!("{:.1}s", ms as f64 / 1000.0)) } }
+                td { @if let Some(ms) = r.duration_ms { (took(ms)) } }
                 td { (r.items_seen) " / " (r.items_written) " / " (r.items_failed) }
                 td { (r.message) }
             }
@@ -348,7 +359,7 @@ pub async fn run_page(State(app): State<App>, Path(key): Path<String>) -> ApiRes
         p {
             (badge(run.status)) " job " b { (run.job) } ", started " (when(run.started_at))
             @if let Some(f) = run.finished_at { ", ended " (when(f)) }
-            @if let Some(ms) = run.duration_ms { " (" (format!("{:.1}s", ms as f64 / 1000.0)) ")" }
+            @if let Some(ms) = run.duration_ms { " (took " (took(ms)) ")" }
             @if stale { " " span.fail { "stale: started over 24h ago and never finished" } }
         }
         table #timeline {
@@ -380,5 +391,9 @@ mod tests {
         assert_eq!(age(now - chrono::Duration::seconds(5), now), "5s ago");
         assert_eq!(age(now - chrono::Duration::minutes(90), now), "1h ago");
         assert_eq!(age(now - chrono::Duration::days(3), now), "3d ago");
+        assert_eq!(took(850), "850ms");
+        assert_eq!(took(12_345), "12.3s");
+        assert_eq!(took(245_000), "4m 05s");
+        assert_eq!(took(7_800_000), "2h 10m");
     }
 }

@@ -438,6 +438,9 @@ async fn pages_follow_the_next_link_to_every_match_exactly_once() {
     }
     let (_, r, _) = get(&c, &s.url("/v1/count?job=even")).await;
     assert_eq!(r["count"], 13);
+    // An empty value is no condition (an HTML form's "any").
+    let (_, r, _) = get(&c, &s.url("/v1/count?job=even&status=&from=")).await;
+    assert_eq!(r["count"], 13);
     let (_, r, _) = get(&c, &s.url("/v1/logs?attr=i=7")).await;
     assert_eq!(r["logs"][0]["id"], 8);
     let (_, r, _) = get(&c, &s.url("/v1/summary")).await;

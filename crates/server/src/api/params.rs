@@ -43,9 +43,13 @@ pub fn only(query: &str, allowed: &[&[&str]]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Parses the query into `T` (ignoring parameters `T` does not name).
+/// Parses the query into `T` (ignoring parameters `T` does not name). An empty value
+/// (`status=`, what an HTML form sends for "any") means the parameter is not given.
 pub fn parse<T: DeserializeOwned>(query: &str) -> ApiResult<T> {
-    serde_html_form::from_str(query).map_err(|e| ApiError::bad_request(format!("bad query: {e}")))
+    let given: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(_, v)| !v.is_empty()))
+        .finish();
+    serde_html_form::from_str(&given).map_err(|e| ApiError::bad_request(format!("bad query: {e}")))
 }
 
 fn when(field: &str, v: &Option<String>, now: Timestamp) -> ApiResult<Option<Timestamp>> {
