@@ -1,11 +1,15 @@
-//! `synclog serve` against its baseline, side by side in one run: 64 concurrent clients
-//! each appending one log at a time to a guarded SQLite + JSON-lines pair, over HTTP on
-//! loopback (keep-alive) and in-process through `Guarded::append_batch`. The issue's
-//! target: HTTP ≥ 0.5× the in-process records/s.
-//!
-//! `cargo bench --bench serve`
+//! `synclog serve` against its baselines, side by side in one run (`cargo bench --bench
+//! serve`):
+//! - `serve_64_clients`: 64 concurrent clients each appending one log at a time to a
+//!   guarded SQLite + JSON-lines pair, in-process through `Guarded::append_batch`, over
+//!   HTTP on loopback (keep-alive), and over HTTP with 1,000 idle event streams open
+//!   (following a job nobody appends to). Targets: HTTP ≥ 0.5× in-process; the idle
+//!   streams cost ≤ 10%. Each request's latency is kept; p50 and p99 are printed at the
+//!   end.
+//! - `dashboard`: `GET /` with 100 jobs over `SYNCLOG_BENCH_DASHBOARD_LOGS` logs (default
+//!   1,000,000), beside `GET /v1/summary` over the same store. Target: ≤ 50 ms.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -13,112 +17,264 @@ use synclog::{Durability, Guarded, LogStore, NewLog, Status};
 
 const CLIENTS: usize = 64;
 const EACH: usize = 8;
+const IDLE_STREAMS: usize = 1000;
 
-struct Pair {
+struct Served {
     guarded: Arc<Guarded>,
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
-async fn pair() -> Pair {
+async fn pair() -> (Arc<Guarded>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let p = format!("sqlite://{}", dir.path().join("p.db").display());
     let b = format!("json://{}", dir.path().join("b.jsonl").display());
     let guarded = Arc::new(synclog::open_guarded(&p, &b, Default::default()).await.unwrap());
-    Pair { guarded, _dir: dir }
+    (guarded, dir)
 }
 
-fn bench(c: &mut Criterion) {
+async fn serve() -> Served {
+    let (guarded, dir) = pair().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let store: Arc<dyn LogStore> = guarded.clone();
+    let server = tokio::spawn(synclog_server::serve(
+        listener,
+        store,
+        Some(guarded.clone()),
+        synclog_server::Config::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Served {
+        guarded,
+        base,
+        stop: Some(stop),
+        server,
+        _dir: dir,
+    }
+}
+
+impl Served {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+        self.guarded.close().await.unwrap();
+    }
+}
+
+type Latencies = Arc<Mutex<Vec<Duration>>>;
+
+/// `CLIENTS` tasks, each running `one` `EACH` times; every call's latency into `lat`.
+async fn round<F, Fut>(one: F, lat: &Latencies)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (one, lat) = (one.clone(), lat.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::with_capacity(EACH);
+                for _ in 0..EACH {
+                    let t = Instant::now();
+                    one().await;
+                    mine.push(t.elapsed());
+                }
+                lat.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn percentiles(name: &str, lat: &Latencies) {
+    let mut l = lat.lock().unwrap().clone();
+    if l.is_empty() {
+        return;
+    }
+    l.sort_unstable();
+    let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+    println!(
+        "latency {name}: p50 {:.2} ms, p99 {:.2} ms over {} appends",
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        l.len()
+    );
+}
+
+fn http_append(
+    client: reqwest::Client,
+    url: String,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Clone {
+    move || {
+        let (client, url) = (client.clone(), url.clone());
+        Box::pin(async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(r#"{"job":"bench","status":"succeeded"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            r.bytes().await.unwrap();
+        })
+    }
+}
+
+fn appends(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut group = c.benchmark_group("serve_64_clients");
     group.throughput(Throughput::Elements((CLIENTS * EACH) as u64));
     group.sample_size(10).measurement_time(Duration::from_secs(10));
 
-    let inproc = rt.block_on(pair());
+    let (inproc, _dir) = rt.block_on(pair());
+    let lat_inproc: Latencies = Arc::default();
     group.bench_function("in_process_guarded", |b| {
         b.iter_custom(|iters| {
-            let g = inproc.guarded.clone();
-            rt.block_on(async move {
+            let g = inproc.clone();
+            rt.block_on(async {
+                let one = move || {
+                    let g = g.clone();
+                    async move {
+                        g.append_batch(
+                            vec![NewLog::new("bench", Status::Succeeded)],
+                            Durability::PowerLoss,
+                        )
+                        .await
+                        .unwrap();
+                    }
+                };
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let tasks: Vec<_> = (0..CLIENTS)
-                        .map(|_| {
-                            let g = g.clone();
-                            tokio::spawn(async move {
-                                for _ in 0..EACH {
-                                    g.append_batch(
-                                        vec![NewLog::new("bench", Status::Succeeded)],
-                                        Durability::PowerLoss,
-                                    )
-                                    .await
-                                    .unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    round(one.clone(), &lat_inproc).await;
                 }
                 start.elapsed()
             })
         })
     });
 
-    let served = rt.block_on(pair());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("http://{}/v1/logs", listener.local_addr().unwrap());
-    let store: Arc<dyn LogStore> = served.guarded.clone();
-    let server = rt.spawn(synclog_server::serve(
-        listener,
-        store,
-        Some(served.guarded.clone()),
-        synclog_server::Config::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served = rt.block_on(serve());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
         .unwrap();
+    let one = http_append(client.clone(), format!("{}/v1/logs", served.base));
+    let lat_http: Latencies = Arc::default();
     group.bench_function("http_loopback_keepalive", |b| {
         b.iter_custom(|iters| {
-            let (client, url) = (client.clone(), url.clone());
-            rt.block_on(async move {
+            rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let tasks: Vec<_> = (0..CLIENTS)
-                        .map(|_| {
-                            let (client, url) = (client.clone(), url.clone());
-                            tokio::spawn(async move {
-                                for _ in 0..EACH {
-                                    let r = client
-                                        .post(&url)
-                                        .body(r#"{"job":"bench","status":"succeeded"}"#)
-                                        .send()
-                                        .await
-                                        .unwrap();
-                                    assert_eq!(r.status().as_u16(), 201);
-                                    r.bytes().await.unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    round(one.clone(), &lat_http).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    // 1,000 streams open, following a job nobody appends to: each commit still reaches
+    // every follower, which filters it.
+    let streams: Vec<reqwest::Response> = rt.block_on(async {
+        let sse = reqwest::Client::new();
+        let mut open = Vec::with_capacity(IDLE_STREAMS);
+        for _ in 0..IDLE_STREAMS {
+            let r = sse
+                .get(format!("{}/v1/stream?job=nobody", served.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            open.push(r);
+        }
+        open
+    });
+    let lat_idle: Latencies = Arc::default();
+    group.bench_function("http_loopback_keepalive_1000_idle_streams", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    round(one.clone(), &lat_idle).await;
                 }
                 start.elapsed()
             })
         })
     });
     group.finish();
-    let _ = stop.send(());
-    rt.block_on(server).unwrap().unwrap();
-    rt.block_on(served.guarded.close()).unwrap();
-    rt.block_on(inproc.guarded.close()).unwrap();
+    drop(streams);
+    percentiles("in_process_guarded", &lat_inproc);
+    percentiles("http_loopback_keepalive", &lat_http);
+    percentiles("http_loopback_keepalive_1000_idle_streams", &lat_idle);
+    rt.block_on(served.stop());
+    rt.block_on(inproc.close()).unwrap();
 }
 
-criterion_group!(benches, bench);
+fn dashboard(c: &mut Criterion) {
+    let logs: usize = std::env::var("SYNCLOG_BENCH_DASHBOARD_LOGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = rt.block_on(serve());
+    let fill = Instant::now();
+    rt.block_on(async {
+        let day = chrono::Duration::days(1);
+        let now = chrono::Utc::now();
+        let mut i = 0usize;
+        while i < logs {
+            let n = (logs - i).min(10_000);
+            let batch = (i..i + n)
+                .map(|k| {
+                    let status = if k % 7 == 0 {
+                        Status::Failed
+                    } else {
+                        Status::Succeeded
+                    };
+                    // Spread over the last 30 days, oldest first.
+                    let at = now - day * 30 + (day * 30) * (k as i32) / (logs as i32);
+                    NewLog::new(format!("job-{:03}", k % 100), status)
+                        .started(at)
+                        .counts(10, 9, 1)
+                })
+                .collect();
+            served
+                .guarded
+                .append_batch(batch, Durability::Process)
+                .await
+                .unwrap();
+            i += n;
+        }
+    });
+    println!(
+        "dashboard: {logs} logs of 100 jobs written in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+    let client = reqwest::Client::new();
+    let mut group = c.benchmark_group(format!("dashboard_{logs}_logs_100_jobs"));
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    for (name, path) in [("page", "/"), ("summary_api", "/v1/summary")] {
+        let url = format!("{}{path}", served.base);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let r = client.get(&url).send().await.unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    r.bytes().await.unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(served.stop());
+}
+
+criterion_group!(benches, appends, dashboard);
 criterion_main!(benches);

@@ -23,7 +23,7 @@ pub const CHART_DAYS: usize = 14;
 pub const PAGE_RUNS: usize = 50;
 /// How long a finished day's counts are kept before they are read again (a prune or a
 /// late import may change them).
-const PAST_DAY_TTL: Duration = Duration::from_secs(600);
+pub const PAST_DAY_TTL: Duration = Duration::from_secs(600);
 
 /// Per day, per job: (runs ended, of which failed or abandoned).
 type DayCounts = BTreeMap<String, (u64, u64)>;
@@ -228,8 +228,18 @@ fn runs_rows(runs: &[Run], cutoff: DateTime<Utc>) -> Markup {
     }
 }
 
-fn percent(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// `s` as one URL path segment (or query value): every byte but `A-Z a-z 0-9 - . _ ~`
+/// percent-encoded, so a run key with spaces, `/` or `?` links to itself.
+pub fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `GET /`: job tiles, stale runs, the runs table (filters, paging), live logs.
@@ -395,5 +405,6 @@ mod tests {
         assert_eq!(took(12_345), "12.3s");
         assert_eq!(took(245_000), "4m 05s");
         assert_eq!(took(7_800_000), "2h 10m");
+        assert_eq!(percent("run 1/a?b"), "run%201%2Fa%3Fb");
     }
 }

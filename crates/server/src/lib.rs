@@ -1,4 +1,4 @@
-//! `synclog serve`: the [`LogStore`](synclog_core::LogStore) contract over HTTP.
+//! `synclog serve`: the [`LogStore`] contract over HTTP.
 //!
 //! - a JSON API under `/v1` (append one log or a batch with an `Idempotency-Key`, start,
 //!   finish and abandon runs, list logs and runs with every filter and keyset paging, one

@@ -188,10 +188,11 @@ pub async fn append_logs(State(app): State<App>, headers: HeaderMap, req: Reques
 
 fn run_answer(status: StatusCode, receipt: Receipt) -> ApiResult<Response> {
     let record = receipt.records.into_iter().next().ok_or_else(|| {
-        ApiError::from(synclog_core::Error::invalid(
-            "run",
-            "the store returned no record",
-        ))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the store answered the append without its record",
+        )
     })?;
     let body = RunAppended {
         run: record.run.clone().unwrap_or_default(),
