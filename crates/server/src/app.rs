@@ -79,6 +79,7 @@ pub(crate) struct Inner {
     pub shutdown: watch::Receiver<bool>,
     pub verify: Mutex<Option<VerifyOutcome>>,
     pub charts: dashboard::ChartCache,
+    pub hub: tokio::sync::OnceCell<Arc<crate::hub::Hub>>,
 }
 
 impl App {
@@ -101,6 +102,7 @@ impl App {
                 shutdown,
                 verify: Mutex::new(None),
                 charts: dashboard::ChartCache::default(),
+                hub: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -108,6 +110,15 @@ impl App {
     /// The store.
     pub fn store(&self) -> &Arc<dyn LogStore> {
         &self.inner.store
+    }
+
+    /// The follower every event stream shares, started with the first stream.
+    pub(crate) async fn hub(&self) -> synclog_core::Result<Arc<crate::hub::Hub>> {
+        self.inner
+            .hub
+            .get_or_try_init(|| crate::hub::Hub::start(self.inner.store.clone(), self.inner.shutdown.clone()))
+            .await
+            .cloned()
     }
 
     /// The last background verify's outcome.

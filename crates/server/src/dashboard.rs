@@ -25,7 +25,7 @@ pub const PAGE_RUNS: usize = 50;
 /// late import may change them).
 pub const PAST_DAY_TTL: Duration = Duration::from_secs(600);
 
-/// Per day, per job: (runs ended, of which failed or abandoned).
+/// Per day (of `started_at`), per job: (runs ended, of which failed or abandoned).
 type DayCounts = BTreeMap<String, (u64, u64)>;
 
 /// Finished days' counts, kept for [`PAST_DAY_TTL`]: a page costs one summary of today,
@@ -73,7 +73,9 @@ impl ChartCache {
                     let until = (day + chrono::Days::new(1))
                         .and_hms_opt(0, 0, 0)
                         .map(|t| t.and_utc());
-                    let filter = Filter::default().recorded(TimeRange { from, until });
+                    // By the day runs started: indexed, and set by the app (a backfill
+                    // lands on the days it covers, not on the day it was written).
+                    let filter = Filter::default().started(TimeRange { from, until });
                     let c = day_counts(&app.inner.store.summary(&filter).await?);
                     if back > 0 {
                         if let Ok(mut d) = self.days.lock() {

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod disk;
 pub mod error;
+pub mod hub;
 pub mod metrics;
 
 use std::future::Future;

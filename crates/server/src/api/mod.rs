@@ -3,7 +3,6 @@
 pub mod model;
 pub mod params;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -14,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
-use synclog_core::{Filter, LogId, LogRecord, LogStoreExt, NewLog, RunScan, Scan, Status};
+use synclog_core::{Filter, LogId, LogStoreExt, NewLog, RunScan, Scan, Status};
 use utoipa::OpenApi;
 
 use self::model::*;
@@ -452,19 +451,17 @@ pub async fn stream(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded("too many open streams; retry shortly", 5))?;
-    let follower = synclog_core::Follower::new(app.inner.store.clone(), filter, after)?;
-    let shutdown = app.inner.shutdown.clone();
+    let hub = app.hub().await?;
+    let stream = crate::hub::Stream::new(app.inner.store.clone(), hub, filter, after);
     struct Open {
-        follower: synclog_core::Follower<std::sync::Arc<dyn synclog_core::LogStore>>,
-        pending: VecDeque<LogRecord>,
+        stream: crate::hub::Stream,
         shutdown: tokio::sync::watch::Receiver<bool>,
         _permit: tokio::sync::OwnedSemaphorePermit,
         failed: bool,
     }
     let state = Open {
-        follower,
-        pending: VecDeque::new(),
-        shutdown,
+        stream,
+        shutdown: app.inner.shutdown.clone(),
         _permit: permit,
         failed: false,
     };
@@ -473,26 +470,22 @@ pub async fn stream(
             if s.failed || *s.shutdown.borrow() {
                 return None;
             }
-            if let Some(rec) = s.pending.pop_front() {
-                let ev = Event::default()
-                    .id(rec.id.get().to_string())
-                    .event("log")
-                    .json_data(LogOut::from(&rec))
-                    .unwrap_or_else(|_| {
-                        Event::default()
-                            .event("error")
-                            .data("a log could not be written as JSON")
-                    });
-                return Some((Ok::<_, std::convert::Infallible>(ev), s));
-            }
             tokio::select! {
                 changed = s.shutdown.changed() => {
                     if changed.is_err() {
                         return None;
                     }
                 }
-                got = s.follower.next_batch(Duration::from_secs(30)) => match got {
-                    Ok(batch) => s.pending.extend(batch),
+                got = s.stream.next() => match got {
+                    Ok(Some(rec)) => {
+                        let ev = Event::default()
+                            .id(rec.id.get().to_string())
+                            .event("log")
+                            .json_data(LogOut::from(&rec))
+                            .unwrap_or_else(|_| Event::default().event("error").data("a log could not be written as JSON"));
+                        return Some((Ok::<_, std::convert::Infallible>(ev), s));
+                    }
+                    Ok(None) => return None,
                     Err(e) => {
                         s.failed = true;
                         let ev = Event::default().event("error").data(e.to_string());
