@@ -281,6 +281,16 @@ async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
         "only the filtered job's logs, newest first"
     );
 
+    // A run's link opens its timeline: its records in order.
+    page.evaluate("document.querySelector('#runs-body tr[data-run=\"orders-3\"] a').click(); 1")
+        .await
+        .unwrap();
+    let timeline = "location.pathname === '/runs/orders-3' && [...document.querySelectorAll('#timeline tbody tr td:nth-child(3)')].map(td => td.textContent).join(',')";
+    assert_eq!(
+        wait_for(&page, timeline, json!("started,failed")).await,
+        json!("started,failed")
+    );
+
     browser.close().await.unwrap();
     let _ = browser.wait().await;
     events.abort();
