@@ -94,6 +94,16 @@ where
     }
 }
 
+/// The pair's mean commit group since `before`.
+fn mean_group(name: &str, g: &Guarded, before: synclog::guarded::GuardStats) {
+    let now = g.stats();
+    let groups = (now.groups - before.groups).max(1);
+    println!(
+        "groups {name}: {:.1} logs per commit group",
+        (now.logs - before.logs) as f64 / groups as f64
+    );
+}
+
 fn percentiles(name: &str, lat: &Latencies) {
     let mut l = lat.lock().unwrap().clone();
     if l.is_empty() {
@@ -164,6 +174,7 @@ fn appends(c: &mut Criterion) {
 
     let (inproc, _dir) = rt.block_on(pair());
     let lat_inproc: Latencies = Arc::default();
+    let before = inproc.stats();
     group.bench_function("in_process_guarded", |b| {
         b.iter_custom(|iters| {
             let g = inproc.clone();
@@ -188,6 +199,7 @@ fn appends(c: &mut Criterion) {
         })
     });
 
+    mean_group("in_process_guarded", &inproc, before);
     let served = rt.block_on(serve());
     let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse().unwrap();
     let mut conns = rt.block_on(async {
@@ -198,6 +210,7 @@ fn appends(c: &mut Criterion) {
         c
     });
     let lat_http: Latencies = Arc::default();
+    let before = served.guarded.stats();
     group.bench_function("http_loopback_keepalive", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -210,6 +223,7 @@ fn appends(c: &mut Criterion) {
         })
     });
 
+    mean_group("http_loopback_keepalive", &served.guarded, before);
     // 1,000 streams open, following a job nobody appends to: each commit still reaches
     // stream's task (the hub hands it each batch, and it filters it).
     let streams: Vec<reqwest::Response> = rt.block_on(async {
@@ -227,6 +241,7 @@ fn appends(c: &mut Criterion) {
         open
     });
     let lat_idle: Latencies = Arc::default();
+    let before = served.guarded.stats();
     group.bench_function("http_loopback_keepalive_1000_idle_streams", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -239,6 +254,11 @@ fn appends(c: &mut Criterion) {
         })
     });
     group.finish();
+    mean_group(
+        "http_loopback_keepalive_1000_idle_streams",
+        &served.guarded,
+        before,
+    );
     drop(streams);
     percentiles("in_process_guarded", &lat_inproc);
     percentiles("http_loopback_keepalive", &lat_http);

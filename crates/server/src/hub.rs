@@ -9,7 +9,7 @@
 //! (a lagged channel, or a gap in the ids it saw). Either way it hands out every matching
 //! record once, in id order, as a follower does.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,28 @@ pub const CAPACITY: usize = 256;
 /// Records a catching-up stream reads per query.
 pub const PAGE: usize = 1000;
 
+/// One batch the hub hands out: its records in id order, and where each job's are, so a
+/// stream following some jobs looks at their records only (a thousand streams of other
+/// jobs cost a batch a lookup each, not a thousand passes over it).
+#[derive(Debug)]
+pub struct Batch {
+    records: Vec<LogRecord>,
+    by_job: HashMap<String, Vec<usize>>,
+}
+
+impl Batch {
+    fn new(records: Vec<LogRecord>) -> Batch {
+        let mut by_job: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            by_job.entry(r.job.clone()).or_default().push(i);
+        }
+        Batch { records, by_job }
+    }
+}
+
 /// The shared follower.
 pub struct Hub {
-    feed: broadcast::Sender<Arc<[LogRecord]>>,
+    feed: broadcast::Sender<Arc<Batch>>,
     /// Every record up to this id has been published (0: none) or was in the store when
     /// the hub started.
     through: watch::Sender<u64>,
@@ -56,7 +75,7 @@ impl Hub {
                         // Send first, then raise `through`: a stream that reads `through`
                         // after subscribing either receives this batch or reads it from the
                         // store (see `Stream`), never neither.
-                        let _ = hub.feed.send(batch.into());
+                        let _ = hub.feed.send(Arc::new(Batch::new(batch)));
                         hub.through.send_replace(last);
                         drop(hub);
                         tokio::time::sleep(TICK).await;
@@ -82,7 +101,7 @@ impl Hub {
 pub struct Stream {
     store: Arc<dyn LogStore>,
     hub: Arc<Hub>,
-    rx: broadcast::Receiver<Arc<[LogRecord]>>,
+    rx: broadcast::Receiver<Arc<Batch>>,
     filter: Filter,
     /// Every record up to here has been handed out or did not match.
     pos: u64,
@@ -133,8 +152,9 @@ impl Stream {
 
     /// Takes a batch from the hub: its matching records past the position, or, when ids
     /// between the position and the batch were not seen, a catch-up from the store.
-    fn take(&mut self, batch: &[LogRecord]) {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+    fn take(&mut self, batch: &Batch) {
+        let records = &batch.records;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return;
         };
         if last.id.get() <= self.pos {
@@ -145,9 +165,31 @@ impl Stream {
             self.catch_up = Some(last.id.get());
             return;
         }
-        for r in batch.iter().filter(|r| r.id.get() > self.pos) {
-            if self.filter.matches(r) {
-                self.pending.push_back(r.clone());
+        let pos = self.pos;
+        let new = |r: &&LogRecord| r.id.get() > pos;
+        if self.filter.jobs.is_empty() {
+            for r in records.iter().filter(new) {
+                if self.filter.matches(r) {
+                    self.pending.push_back(r.clone());
+                }
+            }
+        } else {
+            let mut at: Vec<usize> = self
+                .filter
+                .jobs
+                .iter()
+                .filter_map(|j| batch.by_job.get(j))
+                .flatten()
+                .copied()
+                .collect();
+            if self.filter.jobs.len() > 1 {
+                at.sort_unstable();
+                at.dedup();
+            }
+            for r in at.iter().map(|&i| &records[i]).filter(new) {
+                if self.filter.matches(r) {
+                    self.pending.push_back(r.clone());
+                }
             }
         }
         self.pos = last.id.get();
@@ -194,7 +236,7 @@ mod tests {
     }
 
     fn publish(hub: &Hub, batch: &[LogRecord]) {
-        hub.feed.send(batch.to_vec().into()).unwrap();
+        hub.feed.send(Arc::new(Batch::new(batch.to_vec()))).unwrap();
         hub.through.send_replace(batch.last().unwrap().id.get());
     }
 
@@ -235,6 +277,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_of_several_jobs_gets_their_records_in_id_order() {
+        let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new());
+        let hub = manual_hub(8, 0);
+        let mut s = Stream::new(
+            store.clone(),
+            hub.clone(),
+            Filter::default().jobs(["c", "a"]),
+            None,
+        );
+        let batch = commit(&store, &["a", "b", "c", "a", "c", "b"]).await;
+        publish(&hub, &batch);
+        assert_eq!(ids(&mut s, 4).await, [1, 3, 4, 5]);
+        assert!(idle(&mut s));
+    }
+
+    #[tokio::test]
     async fn a_stream_that_falls_behind_the_hub_reads_what_it_missed_from_the_store() {
         let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new());
         let hub = manual_hub(2, 0);
@@ -250,7 +308,7 @@ mod tests {
         let skipped = commit(&store, &["a"]).await;
         let next = commit(&store, &["a"]).await;
         assert_eq!(skipped[0].id.get(), 11);
-        hub.feed.send(next.clone().into()).unwrap();
+        hub.feed.send(Arc::new(Batch::new(next.clone()))).unwrap();
         assert_eq!(ids(&mut s, 2).await, [11, 12]);
         assert!(idle(&mut s));
     }

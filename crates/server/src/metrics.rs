@@ -24,7 +24,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     appended: Family<Labels, Counter>,
     append_failures: Family<Labels, Counter>,
-    group_size: Histogram,
+    request_logs: Histogram,
     commit_seconds: Histogram,
     one_copy: Counter,
 }
@@ -34,7 +34,7 @@ impl Default for Metrics {
         Metrics {
             appended: Family::default(),
             append_failures: Family::default(),
-            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            request_logs: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             one_copy: Counter::default(),
         }
@@ -45,7 +45,7 @@ impl Metrics {
     /// An append request of `logs` logs that took `elapsed` and stored `fresh` new records
     /// (the rest were repeats); `copies`: where a guarded pair holds them.
     pub fn appended(&self, logs: usize, fresh: usize, elapsed: Duration, copies: Option<Copies>) {
-        self.group_size.observe(logs as f64);
+        self.request_logs.observe(logs as f64);
         self.commit_seconds.observe(elapsed.as_secs_f64());
         let label = |v: &str| vec![("outcome".to_string(), v.to_string())];
         self.appended.get_or_create(&label("stored")).inc_by(fresh as u64);
@@ -85,9 +85,9 @@ impl Metrics {
             self.append_failures.clone(),
         );
         r.register(
-            "append_group_size",
+            "append_request_logs",
             "Logs per append request",
-            self.group_size.clone(),
+            self.request_logs.clone(),
         );
         r.register(
             "append_commit_seconds",
@@ -110,6 +110,12 @@ impl Metrics {
                 c.inc_by(v);
                 c
             };
+            r.register(
+                "pair_groups",
+                "Commit groups the pair wrote (requests share them: logs / groups is the mean group)",
+                counter(s.groups),
+            );
+            r.register("pair_logs", "Logs the pair wrote", counter(s.logs));
             r.register(
                 "pair_restored_records",
                 "Records restored into the primary from the backup",

@@ -641,6 +641,7 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
         "synclog_job_last_status{job=\"crm\",status=\"failed\"} 1",
         "synclog_job_consecutive_failures{job=\"crm\"} 1",
         "synclog_pair_restored_records_total 0",
+        "synclog_pair_logs_total 2",
         "synclog_receipts_one_copy_total 0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
