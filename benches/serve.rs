@@ -224,8 +224,20 @@ fn appends(c: &mut Criterion) {
     });
 
     mean_group("http_loopback_keepalive", &served.guarded, before);
-    // 1,000 streams open, following a job nobody appends to: each commit still reaches
-    // stream's task (the hub hands it each batch, and it filters it).
+    rt.block_on(served.stop());
+
+    // The same on a fresh pair (a store as small as the one above started), with 1,000
+    // streams open following a job nobody appends to: each commit still reaches every
+    // stream's task (the hub hands it each batch; it looks up its job there).
+    let served = rt.block_on(serve());
+    let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse().unwrap();
+    let mut conns = rt.block_on(async {
+        let mut c = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            c.push(connect(addr).await);
+        }
+        c
+    });
     let streams: Vec<reqwest::Response> = rt.block_on(async {
         let sse = reqwest::Client::new();
         let mut open = Vec::with_capacity(IDLE_STREAMS);
