@@ -147,7 +147,7 @@ async fn http_round(conns: &mut Vec<Conn>, lat: &Latencies) {
                     let t = Instant::now();
                     conn.ready().await.unwrap();
                     let req = hyper::Request::post("/v1/logs")
-                        .header("host", "bench")
+                        .header("host", "127.0.0.1")
                         .header("content-type", "application/json")
                         .body(http_body_util::Full::new(bytes::Bytes::from_static(BODY)))
                         .unwrap();

@@ -136,10 +136,16 @@ impl App {
                     damaged: [
                         ("primary", r.damaged_in_primary.len() + r.missing_in_primary.len()),
                         ("backup", r.damaged_in_backup.len() + r.missing_in_backup.len()),
+                        // Nothing intact left, or two versions of a record: both copies.
+                        ("primary", r.damaged_in_both.len() + r.conflicts.len()),
+                        ("backup", r.damaged_in_both.len() + r.conflicts.len()),
                     ]
                     .into_iter()
+                    .chain(r.unreadable.iter().chain(&r.problems).map(|p| (p.copy.name(), 1)))
                     .filter(|(_, n)| *n > 0)
                     .map(|(side, _)| side.to_string())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect(),
                     detail: format!(
                         "{} in both copies; {} missing in the primary, {} in the backup, {} damaged",
@@ -264,7 +270,16 @@ pub fn router(app: App) -> Router {
 }
 
 async fn require(app: &App, req: Request, next: Next, need: Need, browser: bool) -> Response {
-    match app.inner.config.access.check(req.headers(), need, browser) {
+    let access = &app.inner.config.access;
+    if !access.has_tokens() && !crate::auth::loopback_host(req.headers()) {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "without a token this server answers only requests to a loopback host name (localhost, 127.0.0.1, [::1])",
+        )
+        .into_response();
+    }
+    match access.check(req.headers(), need, browser) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }

@@ -74,6 +74,21 @@ pub struct Access {
     pub public_read: bool,
 }
 
+/// Whether the request's `Host` names a loopback address (`localhost`, `127.0.0.1`,
+/// `[::1]`, any port). A server without tokens answers only those: a page that rebinds its
+/// own host name to 127.0.0.1 cannot read or write through the victim's browser.
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Access {
     /// Whether any token is set (a server without one may listen on loopback only).
     pub fn has_tokens(&self) -> bool {
@@ -94,7 +109,10 @@ impl Access {
             challenge: Some(challenge),
             ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
         };
-        let Some(presented) = presented(headers) else {
+        // Basic (what a browser sends after its prompt, and keeps sending to this origin)
+        // is taken for reads only: a write must carry its token on purpose, so a page on
+        // another site cannot ride on a cached password.
+        let Some(presented) = presented(headers, need == Need::Read) else {
             return Err(unauthorized("this needs `Authorization: Bearer <token>`"));
         };
         let is_write = self.write.as_ref().is_some_and(|t| t.matches(&presented));
@@ -112,15 +130,15 @@ impl Access {
     }
 }
 
-/// The token a request presents: `Bearer <token>`, or the password of `Basic`.
-fn presented(headers: &HeaderMap) -> Option<Vec<u8>> {
+/// The token a request presents: `Bearer <token>`, or (`basic`) the password of `Basic`.
+fn presented(headers: &HeaderMap, basic: bool) -> Option<Vec<u8>> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
     let rest = rest.trim_ascii();
     if scheme.eq_ignore_ascii_case(b"bearer") {
         return Some(rest.to_vec());
     }
-    if scheme.eq_ignore_ascii_case(b"basic") {
+    if basic && scheme.eq_ignore_ascii_case(b"basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
         let colon = decoded.iter().position(|b| *b == b':')?;
         return Some(decoded[colon + 1..].to_vec());
@@ -158,6 +176,33 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         assert_eq!(e.challenge, Some("Bearer"));
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_the_host_check() {
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            loopback_host(&m)
+        };
+        for ok in [
+            "127.0.0.1:7070",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:7070",
+            "127.1.2.3",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7070",
+            "192.168.1.5",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(!host(bad), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]

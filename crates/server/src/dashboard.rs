@@ -282,7 +282,8 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
     let next = (runs.len() == page.limit)
         .then(|| runs.last().map(|r| next_query(&q, r.first_id(), page.descending)))
         .flatten();
-    // The live stream follows what the table shows: the same jobs and statuses.
+    // The live rows follow the table's jobs; not its statuses, since a run's status
+    // changes as its records come (the live table shows each new log as it is).
     let mut stream_q = form_urlencoded::Serializer::new(String::new());
     for j in &fp.job {
         stream_q.append_pair("job", j);

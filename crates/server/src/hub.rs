@@ -69,14 +69,10 @@ impl Hub {
                 let Some(hub) = weak.upgrade() else { break };
                 match got {
                     Ok(batch) => {
-                        let Some(last) = batch.last().map(|r| r.id.get()) else {
+                        if batch.is_empty() {
                             continue;
-                        };
-                        // Send first, then raise `through`: a stream that reads `through`
-                        // after subscribing either receives this batch or reads it from the
-                        // store (see `Stream`), never neither.
-                        let _ = hub.feed.send(Arc::new(Batch::new(batch)));
-                        hub.through.send_replace(last);
+                        }
+                        hub.publish(batch);
                         drop(hub);
                         tokio::time::sleep(TICK).await;
                     }
@@ -89,6 +85,21 @@ impl Hub {
             }
         });
         Ok(hub)
+    }
+
+    /// Hands `records` (committed, readable, in id order) to the streams.
+    ///
+    /// `through` is raised before the batch is sent. A stream subscribes, then reads
+    /// `through` (see [`Stream::new`]): if it subscribed before the send it receives the
+    /// batch; if after, `through` already covers the batch and it reads it from the store.
+    /// (Sending first would leave a stream that subscribed between the send and the raise
+    /// with neither, until a later batch showed it the gap.)
+    fn publish(&self, records: Vec<LogRecord>) {
+        let Some(last) = records.last().map(|r| r.id.get()) else {
+            return;
+        };
+        self.through.send_replace(last);
+        let _ = self.feed.send(Arc::new(Batch::new(records)));
     }
 
     /// Every record up to this id has been handed out.
@@ -128,8 +139,9 @@ impl Stream {
         }
     }
 
-    /// The next matching record, waiting for one as long as it takes; `None` when the hub
-    /// stopped (the server is shutting down).
+    /// The next matching record, waiting for one as long as it takes. (`None` would mean
+    /// the hub's channel closed; the stream holds the hub, so the server's shutdown signal
+    /// is what ends a stream.)
     pub async fn next(&mut self) -> Result<Option<LogRecord>> {
         loop {
             if let Some(rec) = self.pending.pop_front() {
@@ -236,8 +248,7 @@ mod tests {
     }
 
     fn publish(hub: &Hub, batch: &[LogRecord]) {
-        hub.feed.send(Arc::new(Batch::new(batch.to_vec()))).unwrap();
-        hub.through.send_replace(batch.last().unwrap().id.get());
+        hub.publish(batch.to_vec());
     }
 
     async fn ids(stream: &mut Stream, n: usize) -> Vec<u64> {
@@ -274,6 +285,24 @@ mod tests {
         publish(&hub, &batch[..2]);
         assert_eq!(ids(&mut s, 2).await, [6, 8]);
         assert!(idle(&mut s), "nothing is handed out twice");
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_between_raising_through_and_sending_reads_the_batch_once() {
+        let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new());
+        let hub = manual_hub(8, 0);
+        let batch = commit(&store, &["a", "a"]).await;
+        // The first half of a publish: `through` covers the batch ...
+        hub.through.send_replace(2);
+        let mut s = Stream::new(store.clone(), hub.clone(), Filter::default(), None);
+        // ... then the send, which this stream receives too: no repeat.
+        hub.feed.send(Arc::new(Batch::new(batch))).unwrap();
+        assert_eq!(ids(&mut s, 2).await, [1, 2]);
+        assert!(idle(&mut s));
+        // A stream opened after the whole publish reads the batch from the store.
+        let mut late = Stream::new(store.clone(), hub.clone(), Filter::default(), None);
+        assert_eq!(ids(&mut late, 2).await, [1, 2]);
+        assert!(idle(&mut late));
     }
 
     #[tokio::test]

@@ -66,11 +66,17 @@ pub fn check_listen(addr: SocketAddr, access: &Access) -> Result<(), String> {
     Ok(())
 }
 
+/// How long, after the shutdown signal, requests in flight may take before the server
+/// stops waiting for them (a client that stopped reading must not keep the store open).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `store` (`guarded`: the same store as a guarded pair, if it is one) on
 /// `listener` until `shutdown` completes; then lets requests in flight finish (appends are
-/// answered), ends the event streams and returns. The caller closes the store.
+/// answered) for up to [`SHUTDOWN_GRACE`], ends the event streams and returns. The caller
+/// closes the store.
 ///
-/// Errors: the listener's I/O errors.
+/// Errors: the listener's I/O errors; [`std::io::ErrorKind::InvalidInput`] when the
+/// listener is not on a loopback address and `config` has no token ([`check_listen`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn LogStore>,
@@ -78,6 +84,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    check_listen(listener.local_addr()?, &config.access)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let verify_every = config.verify_every;
     let app = App::new(store, guarded, config, rx.clone());
@@ -95,15 +103,35 @@ pub async fn serve(
             }
         })
     });
-    let result = axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests in flight, ending streams");
-            let _ = tx.send(true);
-        })
-        .await;
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests in flight, ending streams");
+        let _ = tx.send(true);
+        let _ = signalled.send(true);
+    });
+    let grace = async move {
+        while !*on_signal.borrow() {
+            if on_signal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = grace => {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "requests still open after the shutdown grace; closing without them (what was answered is durable)"
+            );
+            Ok(())
+        }
+    };
     if let Some(v) = verifier {
         v.abort();
+        // Wait for it to stop: the caller closes the store next.
+        let _ = v.await;
     }
     result
 }

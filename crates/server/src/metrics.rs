@@ -76,7 +76,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("synclog");
         r.register(
             "appended_logs",
-            "Logs acknowledged by POST /v1/logs, by outcome (stored, repeat)",
+            "Logs acknowledged by the write endpoints (logs, starts, finishes, abandons), by outcome (stored, repeat)",
             self.appended.clone(),
         );
         r.register(

@@ -187,9 +187,45 @@ async fn bad_input_is_a_400_with_a_json_error_and_writes_nothing() {
         let (st, r, _) = post(&c, &url, bad.clone(), &[]).await;
         assert_eq!((st, kind(&r)), (400, "invalid_input"), "{bad} -> {r}");
     }
-    let resp = c.post(&url).body("{not json").send().await.unwrap();
+    let resp = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(kind(&resp.json::<Value>().await.unwrap()), "invalid_input");
+    // A body not declared as JSON (what a cross-site form can send without a preflight).
+    let resp = c
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(r#"{"job": "a", "status": "succeeded"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    assert_eq!(
+        kind(&resp.json::<Value>().await.unwrap()),
+        "unsupported_media_type"
+    );
+    // A start retried by key must name its run and start time.
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/runs"),
+        json!({"job": "a"}),
+        &[("Idempotency-Key", "s-1")],
+    )
+    .await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    // A resume point that is no id.
+    let resp = c
+        .get(s.url("/v1/stream"))
+        .header("Last-Event-ID", "18446744073709551615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(s.count().await, 0, "nothing was written");
 
     // Reads: unknown parameters, bad ids, bad limits, bad times, unknown paths, methods.
@@ -232,6 +268,25 @@ async fn writes_need_the_write_token_and_reads_a_token_unless_public() {
     let read = format!("Bearer {READ}");
     let (st, r, _) = post(&c, &url, log.clone(), &[("Authorization", &read)]).await;
     assert_eq!((st, kind(&r)), (403, "forbidden"));
+    assert_eq!(s.count().await, 0);
+    // Every write endpoint, and Basic (a browser's cached password) never writes.
+    let basic = format!("Basic {}", {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("me:{WRITE}"))
+    });
+    for (path, body) in [
+        ("/v1/runs", json!({"job": "a", "run": "r"})),
+        ("/v1/runs/r/finish", json!({"status": "succeeded"})),
+        ("/v1/runs/r/abandon", json!({"reason": "x"})),
+        ("/v1/logs", log.clone()),
+    ] {
+        let (st, _, _) = post(&c, &s.url(path), body.clone(), &[]).await;
+        assert_eq!(st, 401, "{path} without a token");
+        let (st, _, _) = post(&c, &s.url(path), body.clone(), &[("Authorization", &read)]).await;
+        assert_eq!(st, 403, "{path} with the read token");
+        let (st, _, _) = post(&c, &s.url(path), body, &[("Authorization", &basic)]).await;
+        assert_eq!(st, 401, "{path} with Basic");
+    }
     assert_eq!(s.count().await, 0);
     let write = format!("Bearer {WRITE}");
     let (st, r, _) = post(&c, &url, log, &[("Authorization", &write)]).await;
@@ -287,6 +342,28 @@ async fn writes_need_the_write_token_and_reads_a_token_unless_public() {
     )
     .await;
     assert_eq!(st, 401, "writes still do");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_host_names_are_answered() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let resp = c
+        .get(s.url("/v1/count"))
+        .header("host", "rebound.example:7070")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(kind(&resp.json().await.unwrap()), "forbidden");
+    let resp = c
+        .get(s.url("/v1/count"))
+        .header("host", "localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     s.stop().await;
 }
 
@@ -524,7 +601,7 @@ async fn the_stream_sends_new_matching_logs_and_resumes_after_last_event_id() {
 /// Sends the head of a POST whose body never fully arrives.
 async fn stuck_post(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"job\":");
+    let head = format!("POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"job\":");
     conn.write_all(head.as_bytes()).await.unwrap();
     conn
 }

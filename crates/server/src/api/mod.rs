@@ -49,7 +49,24 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The body, read within the body timeout and the size limit, parsed as JSON.
+///
+/// A write must say `Content-Type: application/json` (415 otherwise): a browser sends that
+/// across sites only after a CORS preflight, which this server never grants, so a page
+/// elsewhere cannot post logs through a visitor's browser.
 async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`; nothing was written",
+        ));
+    }
     let read = Bytes::from_request(req, &());
     let bytes = match tokio::time::timeout(app.inner.config.body_timeout, read).await {
         Err(_) => {
@@ -203,7 +220,7 @@ fn run_answer(status: StatusCode, receipt: Receipt) -> ApiResult<Response> {
 
 /// Starts a run: appends its `started` record. The answer carries the run key.
 #[utoipa::path(post, path = "/v1/runs", request_body = StartIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes the start exactly-once")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the start exactly-once; needs `run` and `started_at` in the body")),
     responses((status = 201, body = RunAppended), (status = 200, description = "started before", body = RunAppended),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn start_run(State(app): State<App>, headers: HeaderMap, req: Request) -> ApiResult<Response> {
@@ -215,6 +232,13 @@ pub async fn start_run(State(app): State<App>, headers: HeaderMap, req: Request)
     }
     if let Some(t) = body.started_at {
         log.started_at = t;
+    }
+    if key.is_some() && (body.run.is_none() || body.started_at.is_none()) {
+        // Without them a retry would carry a new run key and start time: other content
+        // under the same key, refused, where the client meant the same start.
+        return Err(ApiError::bad_request(
+            "an Idempotency-Key on a start needs `run` and `started_at` in the body, so that a retry is the same start; nothing was written",
+        ));
     }
     log.run = Some(body.run.unwrap_or_else(synclog_core::run::new_run_key));
     log.idempotency_key = key;
@@ -442,7 +466,8 @@ pub async fn stream(
         ),
     };
     let after = match from_header.or(parse::<StreamParams>(&q)?.after) {
-        Some(n) => LogId::new(n),
+        Some(0) => None,
+        Some(n) => Some(LogId::new(n).ok_or_else(|| ApiError::bad_request(format!("{n} is not a log id")))?),
         None => app.inner.store.last_id().await?,
     };
     let permit = app
@@ -565,7 +590,8 @@ pub async fn health(State(app): State<App>) -> Response {
         }
     }
     let readable = last_id.is_ok();
-    let all_ok = readable && copies.iter().all(|c| c.state == "ok");
+    let verified_clean = verify.as_ref().is_none_or(|v| v.clean);
+    let all_ok = readable && verified_clean && copies.iter().all(|c| c.state == "ok");
     let body = Health {
         status: if all_ok { "ok" } else { "degraded" }.into(),
         last_id: last_id.ok().flatten().map(|i| i.get()),

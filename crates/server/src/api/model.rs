@@ -315,7 +315,7 @@ pub struct RunOut {
     pub message: String,
     /// Its records' ids, in order.
     pub record_ids: Vec<u64>,
-    /// Started before the stale cut-off and not ended (only when asked with `stale`).
+    /// Not ended and started before the stale cut-off (`older_than`, default 24h ago).
     pub stale: bool,
 }
 
@@ -456,7 +456,8 @@ pub struct CopyHealth {
 /// The server's and the store's state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` when every copy is ok, else `degraded`.
+    /// `ok` when every copy is ok and the last verify (if one ran) was clean, else
+    /// `degraded`.
     pub status: String,
     /// The newest id.
     #[serde(skip_serializing_if = "Option::is_none")]
