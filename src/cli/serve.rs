@@ -49,13 +49,19 @@ pub struct ServeArgs {
 
 fn token(file: &Option<PathBuf>, env: &str) -> Result<Option<Token>> {
     let bad = |reason: String| synclog::Error::invalid("token", reason);
-    match (file, std::env::var(env)) {
-        (Some(_), Ok(_)) => Err(bad(format!("give a token file or {env}, not both"))),
-        (Some(path), Err(_)) => Token::from_file(path).map(Some).map_err(bad),
-        (None, Ok(text)) => Token::new(&text)
+    // Set but not text is an error, not "no token": that would serve without one.
+    let from_env = match std::env::var(env) {
+        Ok(text) => Some(text),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => return Err(bad(format!("{env} is not UTF-8 text"))),
+    };
+    match (file, from_env) {
+        (Some(_), Some(_)) => Err(bad(format!("give a token file or {env}, not both"))),
+        (Some(path), None) => Token::from_file(path).map(Some).map_err(bad),
+        (None, Some(text)) => Token::new(&text)
             .map(Some)
             .map_err(|e| bad(format!("{env}: {e}"))),
-        (None, Err(_)) => Ok(None),
+        (None, None) => Ok(None),
     }
 }
 
