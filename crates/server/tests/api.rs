@@ -692,6 +692,84 @@ async fn shutdown_answers_the_append_in_flight_and_ends_streams() {
 }
 
 #[tokio::test]
+async fn health_turns_degraded_when_the_background_verify_finds_a_damaged_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = (dir.path().join("p.db"), dir.path().join("b.jsonl"));
+    let open = || async {
+        let primary: Arc<dyn LogStore> = Arc::new(synclog_sqlite::SqliteStore::open(&p).unwrap());
+        let backup: Arc<dyn LogStore> = Arc::new(synclog_json::JsonStore::open(&b).unwrap());
+        Arc::new(
+            Guarded::open(primary, backup, GuardedOptions::default())
+                .await
+                .unwrap(),
+        )
+    };
+    let g = open().await;
+    let logs = (0..3)
+        .map(|i| synclog_core::NewLog::new("a", synclog_core::Status::Succeeded).message(format!("log {i}")))
+        .collect();
+    g.append_batch(logs, synclog_core::Durability::PowerLoss)
+        .await
+        .unwrap();
+    g.close().await.unwrap();
+    // The backup's copy of log 2 changes under the store: its checksum no longer fits.
+    let text = std::fs::read_to_string(&b).unwrap();
+    assert!(text.contains("\"log 1\""));
+    std::fs::write(&b, text.replace("\"log 1\"", "\"log X\"")).unwrap();
+
+    let g = open().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        verify_every: Some(Duration::from_secs(3600)),
+        ..Config::default()
+    };
+    let store: Arc<dyn LogStore> = g.clone();
+    let task = tokio::spawn(synclog_server::serve(
+        listener,
+        store,
+        Some(g.clone()),
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let c = reqwest::Client::new();
+    let mut health = Value::Null;
+    for _ in 0..200 {
+        health = c
+            .get(format!("{base}/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["last_verify"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(health["last_verify"]["clean"], false, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["copies"][0]["state"], "ok", "{health}");
+    assert_eq!(health["copies"][1]["state"], "damaged", "{health}");
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().any(|l| l == "synclog_last_verify_ok 0"), "{text}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    g.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn health_metrics_and_the_openapi_document_describe_the_store() {
     let s = Server::open().await;
     let c = reqwest::Client::new();
