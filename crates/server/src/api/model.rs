@@ -13,53 +13,37 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 
-/// How a run (or step) ended, or that it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiStatus {
-    /// The run started.
-    Started,
-    /// Every item was synced.
-    Succeeded,
-    /// The run failed.
-    Failed,
-    /// Some items were synced, some failed.
-    Partial,
-    /// Nothing to do.
-    Skipped,
-    /// A report from a run still going.
-    Progress,
-    /// Given up for dead.
-    Abandoned,
-}
+/// How a run (or step) ended, or that it started: core's [`Status`], with the OpenAPI
+/// schema generated from [`Status::ALL`] (so the document lists exactly what the store
+/// takes, with no second list to keep in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiStatus(pub Status);
 
 impl From<ApiStatus> for Status {
     fn from(s: ApiStatus) -> Status {
-        match s {
-            ApiStatus::Started => Status::Started,
-            ApiStatus::Succeeded => Status::Succeeded,
-            ApiStatus::Failed => Status::Failed,
-            ApiStatus::Partial => Status::Partial,
-            ApiStatus::Skipped => Status::Skipped,
-            ApiStatus::Progress => Status::Progress,
-            ApiStatus::Abandoned => Status::Abandoned,
-        }
+        s.0
     }
 }
 
 impl From<Status> for ApiStatus {
     fn from(s: Status) -> ApiStatus {
-        match s {
-            Status::Started => ApiStatus::Started,
-            Status::Succeeded => ApiStatus::Succeeded,
-            Status::Failed => ApiStatus::Failed,
-            Status::Partial => ApiStatus::Partial,
-            Status::Skipped => ApiStatus::Skipped,
-            Status::Progress => ApiStatus::Progress,
-            Status::Abandoned => ApiStatus::Abandoned,
-        }
+        ApiStatus(s)
     }
 }
+
+impl utoipa::PartialSchema for ApiStatus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .description(Some("How a run (or step) ended, or that it started."))
+            .enum_values(Some(Status::ALL.iter().map(|s| s.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ApiStatus {}
 
 /// A log to append.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
