@@ -72,6 +72,8 @@ pub struct App {
 
 pub(crate) struct Inner {
     pub store: Arc<dyn LogStore>,
+    /// The store's strongest durability: what every append asks for (read once).
+    pub durability: synclog_core::Durability,
     pub guarded: Option<Arc<Guarded>>,
     pub config: Config,
     pub metrics: Metrics,
@@ -94,6 +96,7 @@ impl App {
         let streams = Arc::new(Semaphore::new(config.max_streams));
         App {
             inner: Arc::new(Inner {
+                durability: store.capabilities().strongest_durability(),
                 store,
                 guarded,
                 config,

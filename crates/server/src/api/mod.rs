@@ -120,7 +120,7 @@ async fn append(app: &App, batch: Vec<NewLog>) -> ApiResult<(StatusCode, Receipt
     let started = Instant::now();
     let n = batch.len();
     let store = &app.inner.store;
-    let durability = store.capabilities().strongest_durability();
+    let durability = app.inner.durability;
     let result = match &app.inner.guarded {
         Some(g) => g
             .append_batch(batch, durability)
