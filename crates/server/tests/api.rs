@@ -2,85 +2,19 @@
 //! pair: every endpoint, auth, each error status, idempotent retries, paging, SSE resume,
 //! limits and graceful shutdown.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use synclog_core::guarded::{Guarded, GuardedOptions};
 use synclog_core::LogStore;
 use synclog_server::{Access, Config, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+use common::{open_pair, Server};
+
 const WRITE: &str = "write-token-0123456789";
 const READ: &str = "read-token-0123456789";
-
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    guarded: Arc<Guarded>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(config: Config) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let primary: Arc<dyn LogStore> =
-            Arc::new(synclog_sqlite::SqliteStore::open(dir.path().join("p.db")).unwrap());
-        let backup: Arc<dyn LogStore> =
-            Arc::new(synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap());
-        let guarded = Arc::new(
-            Guarded::open(primary, backup, GuardedOptions::default())
-                .await
-                .unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let store: Arc<dyn LogStore> = guarded.clone();
-        let task = tokio::spawn(synclog_server::serve(
-            listener,
-            store,
-            Some(guarded.clone()),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Server {
-            base: format!("http://{addr}"),
-            addr,
-            guarded,
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn open() -> Server {
-        Server::start(Config::default()).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn count(&self) -> u64 {
-        self.guarded.count(&Default::default()).await.unwrap()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("the server stops")
-            .unwrap()
-            .unwrap();
-        self.guarded.close().await.unwrap();
-    }
-}
 
 fn tokens(public_read: bool) -> Config {
     Config {
@@ -694,17 +628,8 @@ async fn shutdown_answers_the_append_in_flight_and_ends_streams() {
 #[tokio::test]
 async fn health_turns_degraded_when_the_background_verify_finds_a_damaged_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let (p, b) = (dir.path().join("p.db"), dir.path().join("b.jsonl"));
-    let open = || async {
-        let primary: Arc<dyn LogStore> = Arc::new(synclog_sqlite::SqliteStore::open(&p).unwrap());
-        let backup: Arc<dyn LogStore> = Arc::new(synclog_json::JsonStore::open(&b).unwrap());
-        Arc::new(
-            Guarded::open(primary, backup, GuardedOptions::default())
-                .await
-                .unwrap(),
-        )
-    };
-    let g = open().await;
+    let b = dir.path().join("b.jsonl");
+    let g = open_pair(dir.path()).await;
     let logs = (0..3)
         .map(|i| synclog_core::NewLog::new("a", synclog_core::Status::Succeeded).message(format!("log {i}")))
         .collect();
@@ -717,24 +642,12 @@ async fn health_turns_degraded_when_the_background_verify_finds_a_damaged_copy()
     assert!(text.contains("\"log 1\""));
     std::fs::write(&b, text.replace("\"log 1\"", "\"log X\"")).unwrap();
 
-    let g = open().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = Config {
         verify_every: Some(Duration::from_secs(3600)),
         ..Config::default()
     };
-    let store: Arc<dyn LogStore> = g.clone();
-    let task = tokio::spawn(synclog_server::serve(
-        listener,
-        store,
-        Some(g.clone()),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let s = Server::serve(open_pair(dir.path()).await, config).await;
+    let base = s.base.clone();
     let c = reqwest::Client::new();
     let mut health = Value::Null;
     for _ in 0..200 {
@@ -764,9 +677,7 @@ async fn health_turns_degraded_when_the_background_verify_finds_a_damaged_copy()
         .await
         .unwrap();
     assert!(text.lines().any(|l| l == "synclog_last_verify_ok 0"), "{text}");
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
-    g.close().await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]

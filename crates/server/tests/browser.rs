@@ -8,7 +8,6 @@
 //! of the dashboard (the one in README).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
@@ -16,8 +15,10 @@ use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use futures::StreamExt;
 use serde_json::json;
-use synclog_core::guarded::{Guarded, GuardedOptions};
 use synclog_core::{LogStore, LogStoreExt, NewLog, Status};
+
+mod common;
+use common::{open_pair, Server};
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("SYNCLOG_CHROMIUM")
@@ -58,15 +59,7 @@ async fn wait_for(page: &Page, js: &str, want: serde_json::Value) -> serde_json:
 async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
     let Some(chrome) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let primary: Arc<dyn LogStore> =
-        Arc::new(synclog_sqlite::SqliteStore::open(dir.path().join("p.db")).unwrap());
-    let backup: Arc<dyn LogStore> =
-        Arc::new(synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap());
-    let guarded = Arc::new(
-        Guarded::open(primary, backup, GuardedOptions::default())
-            .await
-            .unwrap(),
-    );
+    let guarded = open_pair(dir.path()).await;
     let strongest = guarded.capabilities().strongest_durability();
     // Seed: runs of three jobs, some failed, one stale.
     let mut orders_runs = 0;
@@ -109,18 +102,8 @@ async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
         .await
         .unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(synclog_server::serve(
-        listener,
-        guarded.clone(),
-        Some(guarded.clone()),
-        synclog_server::Config::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::serve(guarded.clone(), synclog_server::Config::default()).await;
+    let base = server.base.clone();
 
     let profile = tempfile::tempdir().unwrap();
     let config = BrowserConfig::builder()
@@ -294,7 +277,5 @@ async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
     browser.close().await.unwrap();
     let _ = browser.wait().await;
     events.abort();
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
-    guarded.close().await.unwrap();
+    server.stop().await;
 }
