@@ -133,6 +133,41 @@ async fn connect(addr: std::net::SocketAddr) -> Conn {
     sender
 }
 
+/// `CLIENTS` connections to the server at `base` (`http://ADDR`).
+async fn connect_all(base: &str) -> Vec<Conn> {
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut c = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        c.push(connect(addr).await);
+    }
+    c
+}
+
+/// Benchmarks `name`: rounds of [`http_round`] over `conns`; the pair's mean commit group
+/// printed after.
+fn bench_http(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    served: &Served,
+    lat: &Latencies,
+) {
+    let mut conns = rt.block_on(connect_all(&served.base));
+    let before = served.guarded.stats();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    http_round(&mut conns, lat).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    mean_group(name, &served.guarded, before);
+}
+
 const BODY: &[u8] = br#"{"job":"bench","status":"succeeded"}"#;
 
 /// `CLIENTS` clients, each on its own connection, each appending `EACH` logs one at a time.
@@ -201,43 +236,14 @@ fn appends(c: &mut Criterion) {
 
     mean_group("in_process_guarded", &inproc, before);
     let served = rt.block_on(serve());
-    let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse().unwrap();
-    let mut conns = rt.block_on(async {
-        let mut c = Vec::with_capacity(CLIENTS);
-        for _ in 0..CLIENTS {
-            c.push(connect(addr).await);
-        }
-        c
-    });
     let lat_http: Latencies = Arc::default();
-    let before = served.guarded.stats();
-    group.bench_function("http_loopback_keepalive", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    http_round(&mut conns, &lat_http).await;
-                }
-                start.elapsed()
-            })
-        })
-    });
-
-    mean_group("http_loopback_keepalive", &served.guarded, before);
+    bench_http(&mut group, "http_loopback_keepalive", &rt, &served, &lat_http);
     rt.block_on(served.stop());
 
     // The same on a fresh pair (a store as small as the one above started), with 1,000
     // streams open following a job nobody appends to: each commit still reaches every
     // stream's task (the hub hands it each batch; it looks up its job there).
     let served = rt.block_on(serve());
-    let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse().unwrap();
-    let mut conns = rt.block_on(async {
-        let mut c = Vec::with_capacity(CLIENTS);
-        for _ in 0..CLIENTS {
-            c.push(connect(addr).await);
-        }
-        c
-    });
     let streams: Vec<reqwest::Response> = rt.block_on(async {
         let sse = reqwest::Client::new();
         let mut open = Vec::with_capacity(IDLE_STREAMS);
@@ -253,24 +259,14 @@ fn appends(c: &mut Criterion) {
         open
     });
     let lat_idle: Latencies = Arc::default();
-    let before = served.guarded.stats();
-    group.bench_function("http_loopback_keepalive_1000_idle_streams", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    http_round(&mut conns, &lat_idle).await;
-                }
-                start.elapsed()
-            })
-        })
-    });
-    group.finish();
-    mean_group(
+    bench_http(
+        &mut group,
         "http_loopback_keepalive_1000_idle_streams",
-        &served.guarded,
-        before,
+        &rt,
+        &served,
+        &lat_idle,
     );
+    group.finish();
     drop(streams);
     percentiles("in_process_guarded", &lat_inproc);
     percentiles("http_loopback_keepalive", &lat_http);
