@@ -13,7 +13,7 @@ use synclog_core::query::{Summary, TimeRange};
 use synclog_core::{Filter, LogRecord, Run, RunScan, Status};
 
 use crate::api::model::{FilterParams, Order, PageParams};
-use crate::api::params::{next_query, only, parse, FILTER_KEYS, PAGE_KEYS};
+use crate::api::params::{only, parse, FILTER_KEYS, PAGE_KEYS};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -279,9 +279,7 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
             ..RunScan::stale(cutoff)
         })
         .await?;
-    let next = (runs.len() == page.limit)
-        .then(|| runs.last().map(|r| next_query(&q, r.first_id(), page.descending)))
-        .flatten();
+    let next = page.next(&q, runs.len(), runs.last().map(|r| r.first_id()));
     // The live rows follow the table's jobs; not its statuses, since a run's status
     // changes as its records come (the live table shows each new log as it is).
     let mut stream_q = form_urlencoded::Serializer::new(String::new());

@@ -17,7 +17,7 @@ use synclog_core::{Filter, LogId, LogStoreExt, NewLog, RunScan, Scan, Status};
 use utoipa::OpenApi;
 
 use self::model::*;
-use self::params::{next_query, only, parse, FILTER_KEYS, PAGE_KEYS};
+use self::params::{only, parse, FILTER_KEYS, PAGE_KEYS};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -322,14 +322,11 @@ pub async fn list_logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResu
         descending: page.descending,
     };
     let logs = app.inner.store.scan(&scan).await?;
-    let next = (logs.len() == page.limit)
-        .then(|| logs.last().map(|r| next_query(&q, r.id, page.descending)))
-        .flatten();
+    let next = page.next(&q, logs.len(), logs.last().map(|r| r.id));
     let body = LogPage {
         logs: logs.iter().map(LogOut::from).collect(),
-        next,
+        next: next.clone(),
     };
-    let next = body.next.clone();
     let mut resp = Json(body).into_response();
     link_next("/v1/logs", &next, &mut resp);
     Ok(resp)
@@ -375,9 +372,7 @@ pub async fn list_runs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResu
         descending: page.descending,
     };
     let runs = app.inner.store.runs(&scan).await?;
-    let next = (runs.len() == page.limit)
-        .then(|| runs.last().map(|r| next_query(&q, r.first_id(), page.descending)))
-        .flatten();
+    let next = page.next(&q, runs.len(), runs.last().map(|r| r.first_id()));
     let body = RunPage {
         runs: runs.iter().map(|r| RunOut::new(r, Some(cutoff))).collect(),
         next: next.clone(),

@@ -143,6 +143,16 @@ impl PageParams {
     }
 }
 
+impl Page {
+    /// The query of the next page, when this one came back full (`len` items, the last
+    /// with key `last`); `None` on the last page.
+    pub fn next(&self, query: &str, len: usize, last: Option<LogId>) -> Option<String> {
+        (len == self.limit)
+            .then(|| last.map(|l| next_query(query, l, self.descending)))
+            .flatten()
+    }
+}
+
 /// The query of the page after one that ended at `last`: the same parameters with the
 /// cursor moved (`after` ascending, `before` descending).
 pub fn next_query(query: &str, last: LogId, descending: bool) -> String {
