@@ -230,18 +230,17 @@ fn runs_rows(runs: &[Run], cutoff: DateTime<Utc>) -> Markup {
     }
 }
 
-/// `s` as one URL path segment (or query value): every byte but `A-Z a-z 0-9 - . _ ~`
+/// What [`percent`] leaves as it is: `A-Z a-z 0-9 - . _ ~` (RFC 3986's unreserved).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` as one URL path segment (or query value): every byte but the unreserved ones
 /// percent-encoded, so a run key with spaces, `/` or `?` links to itself.
 pub fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// `GET /`: job tiles, stale runs, the runs table (filters, paging), live logs.
