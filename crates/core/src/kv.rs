@@ -75,7 +75,7 @@ use crate::canonical::{self, Checksum};
 use crate::follow::CommitSignal;
 use crate::group::{BatchWriter, GroupCommit, GroupOptions};
 use crate::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
-use crate::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
+use crate::run::{seal_group, Committed, KeyBook, Planner, Run, RunScan};
 use crate::validate::{validate_batch, validate_records};
 use crate::verify::Verifier;
 use crate::{
@@ -457,21 +457,14 @@ impl<B: KvBackend> BatchWriter for KvWriter<B> {
         let mut next = self.high_water + 1;
         let now = Utc::now();
         let mut seal = |log: &NewLog| LogRecord::seal_next(engine, &mut next, now, log);
-        let mut outcomes = Vec::with_capacity(batches.len());
-        if Planner::any_keys(batches.iter().copied()) {
+        let outcomes = if Planner::any_keys(batches.iter().copied()) {
             let inner = self.inner.clone();
             let book = self.book()?;
             let mut keys = book.keys(|id| inner.read(id));
-            let mut planner = Planner::new();
-            for batch in batches {
-                outcomes.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
-            }
+            seal_group(batches, Some(&mut keys), &mut seal)?
         } else {
-            for batch in batches {
-                let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
-                outcomes.push(Ok(Committed::fresh(records)));
-            }
-        }
+            seal_group(batches, None, &mut seal)?
+        };
         let written: Vec<&LogRecord> = outcomes
             .iter()
             .filter_map(|o| o.as_ref().ok())

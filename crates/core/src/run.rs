@@ -96,6 +96,33 @@ pub fn seal_batch(
     Ok(Ok(done))
 }
 
+/// Seals the batches of one group in order, with `seal` handing out the ids: through one
+/// [`Planner`] when `keys` is given (some log carries an idempotency key or a run, see
+/// [`Planner::any_keys`]), every log fresh otherwise. Each batch's outcome as
+/// [`seal_batch`] gives it; `Err(e)`: a lookup or a seal failed (fail the group).
+pub fn seal_group(
+    batches: &[&[NewLog]],
+    keys: Option<&mut dyn Keys>,
+    seal: &mut dyn FnMut(&NewLog) -> Result<LogRecord>,
+) -> Result<Vec<Result<Committed>>> {
+    let mut out = Vec::with_capacity(batches.len());
+    match keys {
+        Some(keys) => {
+            let mut planner = Planner::new();
+            for batch in batches {
+                out.push(seal_batch(&mut planner, batch, keys, seal)?);
+            }
+        }
+        None => {
+            for batch in batches {
+                let records = batch.iter().map(&mut *seal).collect::<Result<Vec<_>>>()?;
+                out.push(Ok(Committed::fresh(records)));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// [`Keys`] answered by reading records in id order (engines without an index of keys:
 /// the memory engine, and the fallback of others).
 pub struct ScanKeys<I>(pub I);

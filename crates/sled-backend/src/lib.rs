@@ -27,7 +27,7 @@ use synclog_core::canonical::{self, Checksum};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
 use synclog_core::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
-use synclog_core::run::{seal_batch, Committed, KeyBook, Planner, Run, RunScan};
+use synclog_core::run::{seal_group, Committed, KeyBook, Planner, Run, RunScan};
 use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
@@ -586,22 +586,15 @@ impl BatchWriter for Writer {
         let mut next = self.high_water + 1;
         let now = Utc::now();
         let mut seal = |log: &NewLog| LogRecord::seal_next("sled", &mut next, now, log);
-        let mut outcomes = Vec::with_capacity(batches.len());
-        if Planner::any_keys(batches.iter().copied()) {
+        let outcomes = if Planner::any_keys(batches.iter().copied()) {
             self.fill_book()?;
             let (db, path) = (&self.db, &self.path);
             let book = self.book.as_ref().ok_or_else(|| book_missing(path))?;
             let mut keys = book.keys(|id| read(db, path, id));
-            let mut planner = Planner::new();
-            for batch in batches {
-                outcomes.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
-            }
+            seal_group(batches, Some(&mut keys), &mut seal)?
         } else {
-            for batch in batches {
-                let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
-                outcomes.push(Ok(Committed::fresh(records)));
-            }
-        }
+            seal_group(batches, None, &mut seal)?
+        };
         let written: Vec<&LogRecord> = outcomes
             .iter()
             .filter_map(|o| o.as_ref().ok())

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::BatchWriter;
 use synclog_core::retention::{PruneMarker, Pruned};
-use synclog_core::run::{seal_batch, Committed, Keys, Planner, RunEnds};
+use synclog_core::run::{seal_group, Committed, Keys, Planner, RunEnds};
 use synclog_core::{
     CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
     Result,
@@ -559,21 +559,10 @@ impl BatchWriter for Writer {
                 index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                 Ok(rec)
             };
-            let mut out = Vec::with_capacity(batches.len());
-            if keyed {
-                // The rules of runs and keys, inside the write transaction: every other
-                // writer (thread or process) waits for it, so they hold across processes.
-                let mut planner = Planner::new();
-                let mut keys = TxKeys { tx, path: &path };
-                for batch in batches {
-                    out.push(seal_batch(&mut planner, batch, &mut keys, &mut seal)?);
-                }
-            } else {
-                for batch in batches {
-                    let records = batch.iter().map(&mut seal).collect::<Result<Vec<_>>>()?;
-                    out.push(Ok(Committed::fresh(records)));
-                }
-            }
+            // The rules of runs and keys run inside the write transaction: every other
+            // writer (thread or process) waits for it, so they hold across processes.
+            let mut keys = TxKeys { tx, path: &path };
+            let out = seal_group(batches, keyed.then_some(&mut keys as &mut dyn Keys), &mut seal)?;
             if save {
                 Self::raise_high_water(tx, &path, next - 1)?;
             }
