@@ -16,6 +16,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod flush;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,6 +222,8 @@ struct Writer {
     /// The ids the stored prune markers cover, read on first use, then kept up to date by
     /// this writer: what imports and repairs skip.
     pruned: Option<Pruned>,
+    /// What `PowerLoss` syncs beyond sled's `flush` (shared with [`SledStore::sync`]).
+    power: Arc<Mutex<flush::PowerSync>>,
 }
 
 /// How many one-record commits may pass before the high-water key is stored again. A
@@ -322,9 +326,7 @@ impl Writer {
             }
         }
         if (!first || already_marked) && deleted == 0 && top == self.high_water {
-            if durability >= Durability::Process {
-                self.db.flush().map_err(|e| map_err(&self.path, "flushing", e))?;
-            }
+            flush::flush(&self.db, &self.power, durability)?;
             return Ok(Applied {
                 deleted,
                 already_marked,
@@ -379,10 +381,7 @@ impl Writer {
         self.db
             .apply_batch(batch)
             .map_err(|e| map_err(&self.path, "writing to", e))?;
-        if durability >= Durability::Process {
-            self.db.flush().map_err(|e| map_err(&self.path, "flushing", e))?;
-        }
-        Ok(())
+        flush::flush(&self.db, &self.power, durability)
     }
 
     fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
@@ -603,10 +602,8 @@ impl BatchWriter for Writer {
         if written.is_empty() {
             // Only repeats (or refusals): the records repeated may have been written at a
             // weaker durability; answer at this group's.
-            if durability >= Durability::Process && outcomes.iter().any(|o| o.is_ok()) {
-                self.db
-                    .flush()
-                    .map_err(|err| map_err(&self.path, "flushing", err))?;
+            if outcomes.iter().any(|o| o.is_ok()) {
+                flush::flush(&self.db, &self.power, durability)?;
             }
             return Ok(outcomes);
         }
@@ -622,11 +619,7 @@ impl BatchWriter for Writer {
                 self.db.insert(HIGH_WATER, &last.to_be_bytes()[..]).map_err(e)?;
                 self.unsaved_singles = 0;
             }
-            if durability >= Durability::Process {
-                self.db
-                    .flush()
-                    .map_err(|err| map_err(&self.path, "flushing", err))?;
-            }
+            flush::flush(&self.db, &self.power, durability)?;
         } else {
             let mut batch = sled::Batch::default();
             for rec in &written {
@@ -650,10 +643,11 @@ impl BatchWriter for Writer {
                 .map_err(|e| map_err(&self.path, "writing to", e))?;
             self.unsaved_singles = 0;
         }
-        self.db
-            .flush()
-            .map_err(|e| map_err(&self.path, "flushing", e))
-            .map(|_| ())
+        // A clean close leaves everything as durable as the strongest level, and lets go
+        // of the data file.
+        flush::flush(&self.db, &self.power, Durability::PowerLoss)?;
+        flush::release(&self.power);
+        Ok(())
     }
 }
 
@@ -668,6 +662,8 @@ pub struct SledStore {
     closed: AtomicBool,
     /// Wakes followers after each commit and import (sled has no other process).
     signal: CommitSignal,
+    /// What `PowerLoss` syncs beyond sled's `flush` (shared with the writer).
+    power: Arc<Mutex<flush::PowerSync>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -708,7 +704,9 @@ impl SledStore {
                 }
             }
         };
+        let power = Arc::new(flush::PowerSync::new(&path));
         let mut writer = Writer {
+            power: Arc::clone(&power),
             db: db.clone(),
             path: path.clone(),
             high_water: 0,
@@ -738,6 +736,7 @@ impl SledStore {
             read_only: false,
             closed: AtomicBool::new(false),
             signal: CommitSignal::new(),
+            power,
         })
     }
 
@@ -961,8 +960,8 @@ impl LogStore for SledStore {
         if level == Durability::Buffered {
             return self.db().map(|_| ());
         }
-        self.blocking(|db, path| db.flush().map(|_| ()).map_err(|e| map_err(path, "flushing", e)))
-            .await
+        let power = Arc::clone(&self.power);
+        self.blocking(move |db, _| flush::flush(db, &power, level)).await
     }
 
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
