@@ -37,10 +37,10 @@ impl Harness for GuardedHarness {
         "guarded"
     }
 
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let address = dir.path().to_string_lossy().into_owned();
-        Ok(Location::new(address, dir))
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        let at = dir.join("guarded");
+        std::fs::create_dir(&at).map_err(|e| Error::io("creating the store's directory", e))?;
+        Ok(Location::at(at.to_string_lossy()))
     }
 
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {

@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -90,7 +91,22 @@ pub trait Harness: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// A fresh, empty, isolated location.
-    async fn create(&self) -> Result<Location>;
+    ///
+    /// By default a new temporary directory, and [`Harness::create_in`] inside it: an
+    /// engine that keeps its store in files implements `create_in` only.
+    async fn create(&self) -> Result<Location> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("making a temporary directory", e))?;
+        let at = self.create_in(dir.path()).await?;
+        Ok(Location::new(at.address.clone(), (at, dir)))
+    }
+
+    /// A fresh, empty location inside the existing directory `dir`, for an engine that
+    /// keeps its store in files. The power-cut case passes a directory on its power-cut
+    /// file system; unsupported by default (an engine without files implements `create`).
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        let _ = dir;
+        Err(unsupported(self.name(), "create_in"))
+    }
 
     /// Opens the store at `at` (creating it on first use). Called again after the previous
     /// handle was closed to test a reopen, and in a child process by the crash case.
@@ -136,6 +152,6 @@ pub trait Harness: Send + Sync + 'static {
 fn unsupported(engine: &'static str, what: &str) -> Error {
     Error::Unsupported {
         engine,
-        what: format!("the {what} fault hook"),
+        what: format!("the {what} harness hook"),
     }
 }

@@ -7,7 +7,10 @@ pub mod cross;
 pub mod fault;
 pub mod harness;
 pub mod memory;
+pub mod powercut;
 mod runner;
 
 pub use harness::{Faults, Harness, Location};
-pub use runner::{case_deadline, check, run, run_skipped, Outcome, DEADLINE_ENV, DEFAULT_DEADLINE};
+pub use runner::{
+    case_deadline, check, check_cases, run, run_skipped, Outcome, DEADLINE_ENV, DEFAULT_DEADLINE,
+};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use synclog_core::Durability;
 
 use crate::cases::{self, crash, Case, Ctx, Need};
 use crate::harness::Harness;
@@ -44,6 +45,25 @@ fn unsupported(need: Need, ctx: &Ctx) -> Option<String> {
             ctx.harness.cross_process() && ctx.caps.multi_process,
             "writing from another process while this one has the store open",
         ),
+        Need::PowerCut => {
+            let engine = ctx.harness.cross_process()
+                && ctx.files
+                && ctx.caps.strongest_durability() == Durability::PowerLoss;
+            if !engine {
+                (
+                    false,
+                    "a simulated power cut (it needs create_in, opening from another process and PowerLoss)",
+                )
+            } else if let Some(why) = crate::powercut::available() {
+                // Required (CI): the case runs and fails saying why.
+                if std::env::var_os(crate::powercut::REQUIRE_ENV).is_some() {
+                    return None;
+                }
+                return Some(format!("no power-cut case on this machine: {why}"));
+            } else {
+                (true, "")
+            }
+        }
     };
     (!ok).then(|| format!("{name} does not support {why}"))
 }
@@ -75,10 +95,20 @@ fn probe(rt: &tokio::runtime::Runtime, harness: Arc<dyn Harness>) -> Result<Ctx,
         store.close().await?;
         drop(store);
         harness.cleanup(&at).await?;
-        Ok::<_, synclog_core::Error>(caps)
+        let dir =
+            tempfile::tempdir().map_err(|e| synclog_core::Error::io("making a temporary directory", e))?;
+        let files = match harness.create_in(dir.path()).await {
+            Ok(at) => {
+                harness.cleanup(&at).await?;
+                true
+            }
+            Err(synclog_core::Error::Unsupported { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        Ok::<_, synclog_core::Error>((caps, files))
     });
     match caps {
-        Ok(caps) => Ok(Ctx { harness, caps }),
+        Ok((caps, files)) => Ok(Ctx { harness, caps, files }),
         Err(e) => Err(format!("{}: cannot open a probe store: {e}", harness.name())),
     }
 }
@@ -183,16 +213,43 @@ pub enum Outcome {
 /// the suite itself (its tests run deliberately broken engines through it) and for tools;
 /// an engine's tests use [`run`]. Cases that start other processes are skipped.
 pub fn check<H: Harness>(harness: H, deadline: Duration) -> Result<Vec<(String, Outcome)>, String> {
+    check_where(Arc::new(harness), "", false, deadline)
+}
+
+/// Like [`check`], but only the cases whose name contains `filter`, and the cases that
+/// start other processes run too. Call it from `main` of a `harness = false` test target:
+/// started as a crash child, that binary becomes the child here (and never returns). The
+/// power-cut case's own test checks a deliberately broken engine this way.
+pub fn check_cases<H: Harness>(
+    harness: H,
+    filter: &str,
+    deadline: Duration,
+) -> Result<Vec<(String, Outcome)>, String> {
+    let harness: Arc<dyn Harness> = Arc::new(harness);
+    if let Ok(address) = std::env::var(crash::CHILD_ENV) {
+        runtime().block_on(crash::child_main(&*harness, &address));
+    }
+    check_where(harness, filter, true, deadline)
+}
+
+fn check_where(
+    harness: Arc<dyn Harness>,
+    filter: &str,
+    children: bool,
+    deadline: Duration,
+) -> Result<Vec<(String, Outcome)>, String> {
     let rt = runtime();
-    let ctx = probe(&rt, Arc::new(harness))?;
+    let ctx = probe(&rt, harness)?;
     let outcomes = cases::all()
         .into_iter()
+        .filter(|case| format!("{}::{}", case.area, case.name).contains(filter))
         .map(|case| {
             let name = format!("{}::{}", case.area, case.name);
-            let other_processes = case
-                .needs
-                .iter()
-                .any(|n| matches!(n, Need::CrossProcess | Need::SharedProcesses));
+            let other_processes = !children
+                && case
+                    .needs
+                    .iter()
+                    .any(|n| matches!(n, Need::CrossProcess | Need::SharedProcesses | Need::PowerCut));
             let outcome = match case.needs.iter().find_map(|n| unsupported(*n, &ctx)) {
                 Some(why) => Outcome::Skipped(why),
                 None if other_processes => Outcome::Skipped("it starts other processes".into()),

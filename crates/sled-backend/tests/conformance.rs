@@ -1,5 +1,6 @@
 //! The conformance suite against the sled engine.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use synclog_conformance::{Faults, Harness, Location};
@@ -37,10 +38,8 @@ impl Harness for SledHarness {
         "sled"
     }
 
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let path = dir.path().join("db");
-        Ok(Location::new(path.to_string_lossy(), dir))
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        Ok(Location::at(dir.join("db").to_string_lossy()))
     }
 
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {

@@ -1,5 +1,6 @@
 //! The conformance suite against the SQLite engine.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -35,10 +36,8 @@ impl Harness for SqliteHarness {
         "sqlite"
     }
 
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let path = dir.path().join("logs.db");
-        Ok(Location::new(path.to_string_lossy(), dir))
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        Ok(Location::at(dir.join("logs.db").to_string_lossy()))
     }
 
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {

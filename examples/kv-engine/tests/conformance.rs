@@ -1,4 +1,5 @@
 //! The conformance suite against the template engine: its whole harness.
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,12 +16,8 @@ impl Harness for TableHarness {
     fn cross_process(&self) -> bool {
         true
     }
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| synclog_core::Error::io("making a directory", e))?;
-        Ok(Location::new(
-            dir.path().join("logs.kv").display().to_string(),
-            dir,
-        ))
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        Ok(Location::at(dir.join("logs.kv").display().to_string()))
     }
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {
         Ok(Arc::new(synclog_example_kv_engine::open(&at.address)?))

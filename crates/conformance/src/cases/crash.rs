@@ -121,6 +121,15 @@ pub async fn child_main(harness: &dyn Harness, address: &str) -> ! {
 /// is still opening, mostly mid-append) and returns the lines it printed before. A child
 /// that exited by itself fails the case.
 async fn run_and_kill(command: &mut Command, round: usize) -> Vec<String> {
+    run_and_kill_within(command, round, 5..200).await
+}
+
+/// [`run_and_kill`] with the kill at a random moment `within` milliseconds of the start.
+pub(crate) async fn run_and_kill_within(
+    command: &mut Command,
+    round: usize,
+    within: std::ops::Range<u64>,
+) -> Vec<String> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -133,7 +142,7 @@ async fn run_and_kill(command: &mut Command, round: usize) -> Vec<String> {
             .map_while(|l| l.ok())
             .collect::<Vec<_>>()
     });
-    tokio::time::sleep(Duration::from_millis(fastrand::u64(5..200))).await;
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(within))).await;
     if let Some(status) = child.try_wait().expect("try_wait") {
         panic!("round {round}: crash child exited by itself ({status}); see its stderr above");
     }
@@ -174,35 +183,9 @@ async fn reported_appends_survive_sigkill(ctx: Ctx, through_sync: bool) {
         }
         let lines = run_and_kill(&mut child, round).await;
         kills += 1;
-        for line in lines {
-            // Only whole lines count: a torn last line was never fully reported.
-            let mut parts = line.split(' ');
-            let (Some(id), Some(sum), None) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            let (Ok(id), Ok(sum)) = (id.parse::<LogId>(), sum.parse::<Checksum>()) else {
-                continue;
-            };
-            acked.insert(id, sum);
-        }
+        note_acknowledged(&lines, &mut acked);
         let store = ctx.reopen(&at).await;
-        for (id, sum) in &acked {
-            let rec = store
-                .get(*id)
-                .await
-                .expect("get after crash")
-                .unwrap_or_else(|| panic!("round {round}: acknowledged log {id} is gone"));
-            assert_eq!(rec.checksum, *sum, "round {round}: log {id} changed");
-            assert!(rec.is_intact(), "round {round}: log {id} is damaged");
-        }
-        let report = store.verify(VerifyOptions::default()).await.expect("verify");
-        assert!(
-            report.corrupt.is_empty() && report.out_of_order.is_empty(),
-            "round {round}: {report:?}"
-        );
-        // The last id may belong to an append the child never reported; nothing may be missing
-        // below the acknowledged ones.
-        assert!(report.missing.is_empty(), "round {round}: {report:?}");
+        assert_all_present(&*store, &acked, &format!("round {round}")).await;
         store.close().await.expect("close");
     }
     assert_eq!(kills, rounds);
@@ -212,6 +195,47 @@ async fn reported_appends_survive_sigkill(ctx: Ctx, through_sync: bool) {
         acked.len()
     );
     ctx.harness.cleanup(&at).await.expect("cleanup");
+}
+
+/// Adds the `id checksum` lines a child printed to `acked`. Only whole lines count: a torn
+/// last line was never fully reported.
+pub(crate) fn note_acknowledged(lines: &[String], acked: &mut BTreeMap<LogId, Checksum>) {
+    for line in lines {
+        let mut parts = line.split(' ');
+        let (Some(id), Some(sum), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(id), Ok(sum)) = (id.parse::<LogId>(), sum.parse::<Checksum>()) else {
+            continue;
+        };
+        acked.insert(id, sum);
+    }
+}
+
+/// Every log of `acked` is in `store`, intact, with its checksum, and the store verifies
+/// clean with nothing missing (`when` names the moment, for messages).
+pub(crate) async fn assert_all_present(
+    store: &dyn synclog_core::LogStore,
+    acked: &BTreeMap<LogId, Checksum>,
+    when: &str,
+) {
+    for (id, sum) in acked {
+        let rec = store
+            .get(*id)
+            .await
+            .expect("get after crash")
+            .unwrap_or_else(|| panic!("{when}: acknowledged log {id} is gone"));
+        assert_eq!(rec.checksum, *sum, "{when}: log {id} changed");
+        assert!(rec.is_intact(), "{when}: log {id} is damaged");
+    }
+    let report = store.verify(VerifyOptions::default()).await.expect("verify");
+    assert!(
+        report.corrupt.is_empty() && report.out_of_order.is_empty(),
+        "{when}: {report:?}"
+    );
+    // The last id may belong to an append the child never reported; nothing may be missing
+    // below the acknowledged ones.
+    assert!(report.missing.is_empty(), "{when}: {report:?}");
 }
 
 /// A child that is SIGKILLed and reaped when dropped: a case cut short (its deadline)

@@ -16,6 +16,7 @@ pub mod crash;
 pub mod durability;
 pub mod model;
 pub mod object_safety;
+pub mod power;
 pub mod query;
 pub mod read;
 pub mod repair;
@@ -44,6 +45,10 @@ pub enum Need {
     /// Another process can write while this one has the store open
     /// (`Capabilities::multi_process`, and a harness that can open from another process).
     SharedProcesses,
+    /// A power cut can be simulated: the harness makes locations in a given directory
+    /// ([`Harness::create_in`]), a child process can open them, the engine offers
+    /// `PowerLoss`, and this machine has FUSE (see [`crate::powercut::available`]).
+    PowerCut,
 }
 
 /// The context a case runs in: the harness, and what the engine said it supports.
@@ -53,6 +58,8 @@ pub struct Ctx {
     pub harness: Arc<dyn Harness>,
     /// The engine's capabilities, read from a probe store.
     pub caps: Capabilities,
+    /// The harness makes locations in a given directory ([`Harness::create_in`]).
+    pub files: bool,
 }
 
 impl Ctx {
@@ -236,5 +243,6 @@ cases! {
     crash::what_sync_covered_survives_sigkill [CrossProcess],
     crash::idempotent_appends_retried_after_sigkill_are_stored_once [CrossProcess],
     crash::a_kill_during_the_first_create_leaves_a_store_that_opens [CrossProcess],
+    power::what_power_loss_acknowledged_survives_a_power_cut [PowerCut],
     retention::a_prune_killed_at_any_moment_leaves_every_record_present_or_marked [CrossProcess, Prune],
 }

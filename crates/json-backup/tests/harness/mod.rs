@@ -1,5 +1,6 @@
 //! The JSON-lines engine's conformance harness, shared by the plain and the rotating runs.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use synclog_conformance::{Faults, Harness, Location};
@@ -56,10 +57,8 @@ impl Harness for JsonHarness {
         self.name
     }
 
-    async fn create(&self) -> Result<Location> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let path = dir.path().join("logs.jsonl");
-        Ok(Location::new(path.to_string_lossy(), dir))
+    async fn create_in(&self, dir: &Path) -> Result<Location> {
+        Ok(Location::at(dir.join("logs.jsonl").to_string_lossy()))
     }
 
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {
