@@ -16,16 +16,19 @@ pub struct TableKv {
 
 /// Opens (creating it if needed) the store in the file at `path`.
 pub fn open(path: impl AsRef<Path>) -> Result<KvStore<TableKv>> {
+    KvStore::open(backend(path)?)
+}
+
+/// The backend alone, for wrapping (`tests/power_cut.rs` wraps it to break it).
+pub fn backend(path: impl AsRef<Path>) -> Result<TableKv> {
     let path = path.as_ref().to_path_buf();
     let conn = Connection::open(&path).map_err(|e| fail(&path, e))?;
     // Held exclusively while open (KvBackend's rule): a second handle or process fails.
     let schema = "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; BEGIN EXCLUSIVE; \
                   CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID; COMMIT;";
     conn.execute_batch(schema).map_err(|e| fail(&path, e))?;
-    KvStore::open(TableKv {
-        conn: Mutex::new(Some(conn)),
-        path,
-    })
+    let conn = Mutex::new(Some(conn));
+    Ok(TableKv { conn, path })
 }
 
 fn fail(path: &Path, e: rusqlite::Error) -> Error {
@@ -57,10 +60,8 @@ impl KvBackend for TableKv {
         vec![Durability::Buffered, Durability::Process, Durability::PowerLoss]
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|c| {
-            c.query_row("SELECT v FROM kv WHERE k = ?1", [key], |r| r.get(0))
-                .optional()
-        })
+        let sql = "SELECT v FROM kv WHERE k = ?1";
+        self.with(|c| c.query_row(sql, [key], |r| r.get(0)).optional())
     }
     fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let order = if reverse { "DESC" } else { "ASC" };
