@@ -376,11 +376,13 @@ pub struct JobSummary {
     pub consecutive_failures: u64,
     /// How many matching records have each status (statuses with none are left out).
     pub counts: BTreeMap<Status, u64>,
-    /// Sum of `items_seen` over the matching records.
+    /// Sum of `items_seen` over the matching finished records (any status but `started`
+    /// and `progress`, whose counters are a run's progress so far: its terminal record
+    /// carries the totals, so adding them too would count a run's items twice).
     pub items_seen: u64,
-    /// Sum of `items_written`.
+    /// Sum of `items_written`, over the same records as `items_seen`.
     pub items_written: u64,
-    /// Sum of `items_failed`.
+    /// Sum of `items_failed`, over the same records as `items_seen`.
     pub items_failed: u64,
     /// The earliest `started_at` among them.
     #[serde(with = "crate::timefmt")]
@@ -460,9 +462,11 @@ impl SummaryBuilder {
             _ => {}
         }
         *s.counts.entry(rec.status).or_default() += 1;
-        s.items_seen = s.items_seen.saturating_add(rec.items_seen);
-        s.items_written = s.items_written.saturating_add(rec.items_written);
-        s.items_failed = s.items_failed.saturating_add(rec.items_failed);
+        if rec.status.is_terminal() {
+            s.items_seen = s.items_seen.saturating_add(rec.items_seen);
+            s.items_written = s.items_written.saturating_add(rec.items_written);
+            s.items_failed = s.items_failed.saturating_add(rec.items_failed);
+        }
         s.first_started_at = s.first_started_at.min(rec.started_at);
         s.last_recorded_at = s.last_recorded_at.max(rec.recorded_at);
     }

@@ -212,15 +212,17 @@ pub(crate) async fn summary(client: &Client, sql: &Sql, store: &str, filter: &Fi
                 },
             },
         };
+        let finished_groups = || gs.iter().filter(|g| g.status.is_terminal());
         out.push(JobSummary {
             latest: rec(latest)?,
             latest_finished: finished.map(&rec).transpose()?,
             latest_success: success.map(|g| rec(g.last_id)).transpose()?,
             consecutive_failures,
             counts: gs.iter().map(|g| (g.status, g.n)).collect(),
-            items_seen: gs.iter().fold(0u64, |a, g| a.saturating_add(g.seen)),
-            items_written: gs.iter().fold(0u64, |a, g| a.saturating_add(g.written)),
-            items_failed: gs.iter().fold(0u64, |a, g| a.saturating_add(g.failed)),
+            // Over finished records only (see `JobSummary::items_seen`).
+            items_seen: finished_groups().fold(0u64, |a, g| a.saturating_add(g.seen)),
+            items_written: finished_groups().fold(0u64, |a, g| a.saturating_add(g.written)),
+            items_failed: finished_groups().fold(0u64, |a, g| a.saturating_add(g.failed)),
             first_started_at: gs.iter().map(|g| g.first_started).min().unwrap_or_default(),
             last_recorded_at: gs.iter().map(|g| g.last_recorded).max().unwrap_or_default(),
             job,

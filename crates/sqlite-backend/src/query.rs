@@ -738,7 +738,15 @@ fn job_summary(
         Some(s) if newest.failure.is_none_or(|n| n < s) => 0,
         Some(s) => failures_after(conn, path, f, &job, s)?,
     };
-    let sum = |i: usize| u64::try_from(groups.iter().map(|g| g.sums[i]).sum::<u128>()).unwrap_or(u64::MAX);
+    // Over finished records only (see `JobSummary::items_seen`).
+    let sum = |i: usize| {
+        let total = groups
+            .iter()
+            .filter(|g| g.status.is_terminal())
+            .map(|g| g.sums[i])
+            .sum::<u128>();
+        u64::try_from(total).unwrap_or(u64::MAX)
+    };
     let ts = |m: i64, field: &str| {
         chrono::DateTime::from_timestamp_micros(m).ok_or_else(|| {
             Error::corrupt(

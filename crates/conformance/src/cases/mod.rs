@@ -219,6 +219,7 @@ cases! {
     object_safety::shared_dyn_store_works_across_tasks,
     query::scans_answer_every_filter_like_the_model,
     query::counts_and_summaries_answer_every_filter_like_the_model,
+    query::a_summary_sums_a_runs_counters_once_from_its_terminal_record,
     query::runs_answer_every_filter_like_the_model,
     query::bad_filters_are_refused_naming_the_field,
     query::a_follower_delivers_every_matching_record_once_in_order,

@@ -232,6 +232,45 @@ pub async fn counts_and_summaries_answer_every_filter_like_the_model(ctx: Ctx) {
     ctx.done(loc, store).await;
 }
 
+/// A summary adds up a run's counters once, from its terminal record: `started` and
+/// `progress` records report the run so far, so their counters are not added to the sums
+/// (they are still counted by status).
+pub async fn a_summary_sums_a_runs_counters_once_from_its_terminal_record(ctx: Ctx) {
+    let (loc, store) = ctx.fresh().await;
+    let step = |status: Status, counts: (u64, u64, u64)| {
+        let log = NewLog::new("crm", status)
+            .run("r1")
+            .started(at(1))
+            .counts(counts.0, counts.1, counts.2);
+        match status.is_terminal() {
+            true => log.finished(at(2)),
+            false => log,
+        }
+    };
+    ctx.commit(&*store, vec![step(Status::Started, (0, 0, 0))]).await;
+    ctx.commit(&*store, vec![step(Status::Progress, (500, 498, 2))])
+        .await;
+    ctx.commit(&*store, vec![step(Status::Progress, (900, 896, 4))])
+        .await;
+    ctx.commit(&*store, vec![step(Status::Succeeded, (1200, 1195, 5))])
+        .await;
+    // A lone log adds its own counters.
+    let lone = NewLog::new("crm", Status::Failed).started(at(3)).counts(10, 7, 3);
+    ctx.commit(&*store, vec![lone]).await;
+    for filter in [Filter::default(), Filter::default().jobs(["crm"])] {
+        let summary = store.summary(&filter).await.expect("summary");
+        let crm = summary.job("crm").expect("crm");
+        assert_eq!(
+            (crm.items_seen, crm.items_written, crm.items_failed),
+            (1210, 1202, 8),
+            "the sums of {filter:?} count the run's terminal record and the lone log, not its progress"
+        );
+        assert_eq!(crm.counts.get(&Status::Progress), Some(&2), "{filter:?}");
+        assert_eq!(crm.total(), 5, "{filter:?}");
+    }
+    ctx.done(loc, store).await;
+}
+
 /// Runs under every filter (applied to the run as a whole) and page size match the model
 /// built from the records.
 pub async fn runs_answer_every_filter_like_the_model(ctx: Ctx) {
