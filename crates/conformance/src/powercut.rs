@@ -13,6 +13,13 @@
 //! Writes from other processes reach the file system one `write(2)` at a time (no
 //! write-back cache is negotiated), so once the writing process is dead nothing it wrote
 //! is still in flight. Only Linux has FUSE here: elsewhere [`available`] says why not.
+//!
+//! Simplifications, each on the side of a harsher cut or a refused call, never a milder
+//! one: a torn write keeps a prefix cut at any byte, not at a sector boundary; `syncfs(2)`
+//! and `sync(2)` do not count as syncs (only `fsync`/`fdatasync` on the file, or
+//! `O_SYNC`/`O_DSYNC`); `fallocate(2)` and `rename(2)` with flags (`RENAME_EXCHANGE`,
+//! `RENAME_NOREPLACE`) are refused. The bytes a write overwrote are kept in memory until
+//! the next sync of that file, so a test should not write gigabytes between syncs.
 
 use std::fmt;
 use std::path::Path;
@@ -93,6 +100,7 @@ pub fn mount(backing: &Path, mountpoint: &Path) -> std::io::Result<Mounted> {
 
 #[cfg(target_os = "linux")]
 mod imp {
+    use std::collections::hash_map::Entry;
     use std::collections::HashMap;
     use std::ffi::OsStr;
     use std::fs::{self, File, OpenOptions};
@@ -122,6 +130,9 @@ mod imp {
 
     /// A file's writes since its last sync.
     struct Unsynced {
+        /// A handle on the backing file, open for writing: the cut undoes through it, so a
+        /// rename or a second name never sends the undo to another file.
+        file: File,
         synced_len: u64,
         undo: Vec<Undo>,
     }
@@ -161,13 +172,23 @@ mod imp {
             ino
         }
 
-        /// Records what a write of `len` bytes at `at` to `file` (inode `ino`) overwrites.
+        /// The unsynced changes of inode `ino`, begun at `file`'s current length (`cur`).
+        fn unsynced(&mut self, ino: u64, file: &File, cur: u64) -> io::Result<&mut Unsynced> {
+            Ok(match self.unsynced.entry(ino) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(Unsynced {
+                    file: file.try_clone()?,
+                    synced_len: cur,
+                    undo: Vec::new(),
+                }),
+            })
+        }
+
+        /// Records what a write of `len` bytes at `at` to `file` (inode `ino`, open for
+        /// writing) overwrites.
         fn before_write(&mut self, ino: u64, file: &File, at: u64, len: u64) -> io::Result<()> {
             let cur = file.metadata()?.len();
-            let entry = self.unsynced.entry(ino).or_insert(Unsynced {
-                synced_len: cur,
-                undo: Vec::new(),
-            });
+            let entry = self.unsynced(ino, file, cur)?;
             let end = (at + len).min(cur);
             if at < end {
                 let mut old = vec![0; (end - at) as usize];
@@ -179,16 +200,13 @@ mod imp {
             Ok(())
         }
 
-        /// Records what truncating `file` to `len` cuts off.
+        /// Records what truncating `file` (open for writing) to `len` cuts off.
         fn before_truncate(&mut self, ino: u64, file: &File, len: u64) -> io::Result<()> {
             let cur = file.metadata()?.len();
             if len == cur {
                 return Ok(());
             }
-            let entry = self.unsynced.entry(ino).or_insert(Unsynced {
-                synced_len: cur,
-                undo: Vec::new(),
-            });
+            let entry = self.unsynced(ino, file, cur)?;
             let mut old = Vec::new();
             if len < cur {
                 old = vec![0; (cur - len) as usize];
@@ -735,39 +753,88 @@ mod imp {
         session: Option<fuser::BackgroundSession>,
         state: Arc<Mutex<State>>,
         mountpoint: PathBuf,
-        /// The FUSE connection's number (the mount's device minor), for aborting it.
-        connection: u64,
+        /// This connection's `abort` file in the FUSE control file system, opened at mount
+        /// time: held open, it names this connection even after its number is reused.
+        abort: Option<File>,
+    }
+
+    /// How long the serving thread may take to end once the mount is gone.
+    const SESSION_END: Duration = Duration::from_secs(10);
+
+    /// Opens the `abort` file of FUSE connection `connection`, mounting the FUSE control
+    /// file system at `/sys/fs/fuse/connections` when it is not (root only); `None` when
+    /// neither works.
+    fn open_abort(connection: u64) -> Option<File> {
+        let abort = std::path::Path::new("/sys/fs/fuse/connections")
+            .join(connection.to_string())
+            .join("abort");
+        if !abort.exists() {
+            let (none, fusectl) = (c"none", c"fusectl");
+            let at = c"/sys/fs/fuse/connections";
+            // SAFETY: valid NUL-terminated strings; no data argument. A failure (not root,
+            // already mounted) leaves `abort` missing, which the open below reports.
+            unsafe { libc::mount(none.as_ptr(), at.as_ptr(), fusectl.as_ptr(), 0, std::ptr::null()) };
+        }
+        OpenOptions::new().write(true).open(abort).ok()
     }
 
     /// Detaches the mount and ends its FUSE connection, then waits for the serving thread.
     /// A plain unmount fails while anything still has a file open there, and a process
     /// exiting with a thread blocked on its own FUSE mount never finishes exiting; so the
-    /// mount is detached lazily and the connection aborted through the FUSE control file
-    /// system (mounted at `/sys/fs/fuse/connections` when it is not), which fails whatever
+    /// mount is detached lazily (`umount2(MNT_DETACH)`, or `fusermount3 -u -z` without
+    /// root) and the connection aborted through its control file, which fails whatever
     /// still uses it with `ENOTCONN`.
     fn unmount(
         session: fuser::BackgroundSession,
         mountpoint: &std::path::Path,
-        connection: u64,
+        abort: Option<File>,
     ) -> io::Result<()> {
+        use std::io::Write;
         use std::os::unix::ffi::OsStrExt;
         let c_path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: a valid NUL-terminated path; umount2 reads it only.
         if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } != 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EPERM) {
+                return Err(err);
+            }
+            // Not root: the setuid helper unmounts mounts its user made.
+            let helped = ["fusermount3", "fusermount"].iter().any(|helper| {
+                std::process::Command::new(helper)
+                    .args(["-u", "-z"])
+                    .arg(mountpoint)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            if !helped {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!(
+                        "unmounting {}: {err}, and fusermount3 -u -z failed",
+                        mountpoint.display()
+                    ),
+                ));
+            }
         }
-        let control = std::path::Path::new("/sys/fs/fuse/connections");
-        let abort = control.join(connection.to_string()).join("abort");
-        if !abort.exists() {
-            let (none, fusectl) = (c"none", c"fusectl");
-            let at = c"/sys/fs/fuse/connections";
-            // SAFETY: valid NUL-terminated strings; no data argument.
-            unsafe { libc::mount(none.as_ptr(), at.as_ptr(), fusectl.as_ptr(), 0, std::ptr::null()) };
+        if let Some(mut abort) = abort {
+            // The connection may already be gone (nothing used the detached mount).
+            let _ = abort.write_all(b"1");
         }
-        // The connection may already be gone (nothing used the detached mount).
-        let _ = fs::write(&abort, b"1");
-        session.join()
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(session.join());
+        });
+        ended.recv_timeout(SESSION_END).unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the power-cut file system's session did not end within {} s of its unmount \
+                     (a process still uses it, and the FUSE control file system could not abort it)",
+                    SESSION_END.as_secs()
+                ),
+            ))
+        })
     }
 
     impl std::fmt::Debug for Mounted {
@@ -801,7 +868,7 @@ mod imp {
         Ok(Mounted {
             session: Some(session),
             state,
-            connection: libc::minor(dev) as u64,
+            abort: open_abort(libc::minor(dev) as u64),
             mountpoint,
         })
     }
@@ -811,35 +878,31 @@ mod imp {
         /// Call it once every process writing through the mount is dead.
         pub fn cut(mut self, how: Cut) -> io::Result<CutReport> {
             if let Some(session) = self.session.take() {
-                unmount(session, &self.mountpoint, self.connection)?;
+                unmount(session, &self.mountpoint, self.abort.take())?;
             }
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let mut report = CutReport::default();
-            let last = state.last_write.take();
-            for (ino, unsynced) in std::mem::take(&mut state.unsynced) {
-                let Some(path) = state.paths.get(&ino) else {
-                    continue;
-                };
-                let Ok(file) = OpenOptions::new().write(true).open(path) else {
-                    continue;
-                };
+            // The file the last unsynced write went to, if it still has a name.
+            let last = match state.last_write.take() {
+                Some((ino, at, data)) => match state.unsynced.get(&ino) {
+                    Some(u) => Some((u.file.try_clone()?, at, data)),
+                    None => None,
+                },
+                None => None,
+            };
+            for (_, unsynced) in std::mem::take(&mut state.unsynced) {
                 report.files += 1;
                 report.writes_dropped += unsynced.undo.len();
                 for undo in unsynced.undo.iter().rev() {
-                    file.write_all_at(&undo.old, undo.at)?;
+                    unsynced.file.write_all_at(&undo.old, undo.at)?;
                 }
-                file.set_len(unsynced.synced_len)?;
+                unsynced.file.set_len(unsynced.synced_len)?;
             }
-            if let (Cut::TearLast, Some((ino, at, data))) = (how, last) {
-                if let Some(path) = state.paths.get(&ino) {
-                    if data.len() > 1 {
-                        let kept = fastrand::usize(1..data.len());
-                        OpenOptions::new()
-                            .write(true)
-                            .open(path)?
-                            .write_all_at(&data[..kept], at)?;
-                        report.torn = Some((kept, data.len()));
-                    }
+            if let (Cut::TearLast, Some((file, at, data))) = (how, last) {
+                if data.len() > 1 {
+                    let kept = fastrand::usize(1..data.len());
+                    file.write_all_at(&data[..kept], at)?;
+                    report.torn = Some((kept, data.len()));
                 }
             }
             Ok(report)
@@ -849,7 +912,7 @@ mod imp {
     impl Drop for Mounted {
         fn drop(&mut self) {
             if let Some(session) = self.session.take() {
-                let _ = unmount(session, &self.mountpoint, self.connection);
+                let _ = unmount(session, &self.mountpoint, self.abort.take());
             }
         }
     }
