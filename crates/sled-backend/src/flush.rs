@@ -8,7 +8,7 @@
 //! power-cut case found it: through sled's `flush` alone, every log acknowledged at
 //! `PowerLoss` was lost at the simulated cut.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -27,10 +27,12 @@ pub(crate) struct PowerSync {
     /// sled's data file, kept open for syncing. sled locks it with `flock`, which closing
     /// another descriptor of the file does not release.
     data: Option<File>,
-    /// The blob files synced already (the listing is pruned as sled collects them).
-    blobs: HashSet<OsString>,
-    /// The database directory was synced once by this handle (it names `db`, `conf`,
-    /// `blobs`, which sled makes at open).
+    /// The blob files synced already, with the length each had then (a blob another
+    /// thread was still writing is synced again once it has grown); the listing is pruned
+    /// as sled collects them.
+    blobs: HashMap<OsString, u64>,
+    /// The database directory, its `conf` file and the directory that names it were
+    /// synced once by this handle (sled makes `db`, `conf` and `blobs` at open).
     dir_synced: bool,
 }
 
@@ -40,7 +42,7 @@ impl PowerSync {
         Mutex::new(PowerSync {
             dir: dir.to_path_buf(),
             data: None,
-            blobs: HashSet::new(),
+            blobs: HashMap::new(),
             dir_synced: false,
         })
     }
@@ -54,20 +56,28 @@ impl PowerSync {
         let blobs = self.dir.join("blobs");
         match fs::read_dir(&blobs) {
             Ok(entries) => {
-                let mut listed = HashSet::new();
+                let mut listed = HashMap::new();
                 let mut new = false;
                 for entry in entries {
-                    let name = entry?.file_name();
-                    if !self.blobs.contains(&name) {
-                        match File::open(blobs.join(&name)) {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    let was = self.blobs.get(&name).copied();
+                    let len = match entry.metadata() {
+                        Ok(md) => md.len(),
+                        // Collected by sled between the listing and the stat.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if was != Some(len) {
+                        match File::open(entry.path()) {
+                            // Synced at the length it has now or more.
                             Ok(blob) => blob.sync_data()?,
-                            // Collected by sled between the listing and the open.
                             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                             Err(e) => return Err(e),
                         }
-                        new = true;
+                        new |= was.is_none();
                     }
-                    listed.insert(name);
+                    listed.insert(name, len);
                 }
                 self.blobs = listed;
                 if new {
@@ -78,7 +88,16 @@ impl PowerSync {
             Err(e) => return Err(e),
         }
         if !self.dir_synced {
+            match File::open(self.dir.join("conf")) {
+                Ok(conf) => conf.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
             File::open(&self.dir)?.sync_all()?;
+            // The directory's own name, when this open made it.
+            if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
             self.dir_synced = true;
         }
         Ok(())
