@@ -1006,4 +1006,30 @@ mod tests {
         want.extend_from_slice(&b"second-write"[..kept]);
         assert_eq!(after, want);
     }
+
+    #[test]
+    fn the_undo_follows_the_file_when_a_rename_replaces_one_of_its_names() {
+        let Some((backing, mnt, fs)) = mounted() else {
+            return;
+        };
+        let (a, b, y) = (mnt.path().join("a"), mnt.path().join("b"), mnt.path().join("y"));
+        let mut file = fs::File::create(&a).unwrap();
+        file.write_all(b"synced").unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        // The file gets a second name, then an unsynced overwrite through the first.
+        fs::hard_link(&a, &b).unwrap();
+        let mut file = OpenOptions::new().write(true).open(&a).unwrap();
+        file.write_all(b"LOST!!").unwrap();
+        drop(file);
+        // Another file, synced, is renamed over the first name.
+        let mut other = fs::File::create(&y).unwrap();
+        other.write_all(b"other file").unwrap();
+        other.sync_all().unwrap();
+        drop(other);
+        fs::rename(&y, &a).unwrap();
+        fs.cut(Cut::DropUnsynced).unwrap();
+        assert_eq!(fs::read(backing.path().join("b")).unwrap(), b"synced");
+        assert_eq!(fs::read(backing.path().join("a")).unwrap(), b"other file");
+    }
 }
