@@ -13,7 +13,9 @@
 //! its value the record's canonical bytes followed by its checksum (big-endian `u32`);
 //! prune markers under `0x02` followed by a sequence number, their checksummed JSON as
 //! value; the largest id ever assigned under `0x00 "high_water"`, so an id is never handed
-//! out twice, even after the newest records are pruned. One handle at a time
+//! out twice, even after the newest records are pruned (a lone one-record commit writes
+//! it only every 1000 commits, see [`KvBackend::write`]'s single-key case); the layout
+//! version under `0x00 "format"` ([`FORMAT_VERSION`]). One handle at a time
 //! ([`Capabilities::multi_process`] is false): the backend must hold its storage
 //! exclusively while open (see [`KvBackend`]).
 //!
@@ -73,7 +75,7 @@ use chrono::Utc;
 
 use crate::canonical::{self, Checksum};
 use crate::follow::CommitSignal;
-use crate::group::{BatchWriter, GroupCommit, GroupOptions};
+use crate::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
 use crate::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use crate::run::{seal_group, Committed, KeyBook, Planner, Run, RunScan};
 use crate::validate::{validate_batch, validate_records};
@@ -117,11 +119,58 @@ pub trait KvBackend: Send + Sync + 'static {
     fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies `ops` in one transaction (all or none), durable at `durability` when it
     /// returns, with every write before it (a level it does not list is never asked for;
-    /// `ops` is never empty).
+    /// `ops` is never empty). A lone one-record commit is a single `Put`: a backend whose
+    /// single writes are cheaper than its transactions (sled) may take that path.
     fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()>;
     /// Releases the storage, so that the same process can open it again.
     fn close(&self) -> Result<()>;
+    /// The bytes the store takes on disk, if the engine can tell
+    /// ([`LogStore::storage_bytes`]); `None` by default.
+    fn storage_bytes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
+
+/// How a [`KvStore`] is opened: [`KvStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct KvOptions {
+    /// Every write (commit, import, repair, prune, sync) is refused with
+    /// [`Error::Unsupported`] and nothing is written, not even the format mark or the end
+    /// of a prune cut off earlier.
+    pub read_only: bool,
+    /// Most logs in one group commit ([`GroupOptions::max_group_logs`]).
+    pub max_group_logs: usize,
+    /// Whether a lone appender commits on its own thread
+    /// ([`GroupOptions::inline_lone_commits`]).
+    pub inline_lone_commits: bool,
+}
+
+impl Default for KvOptions {
+    fn default() -> Self {
+        let group = GroupOptions::default();
+        KvOptions {
+            read_only: false,
+            max_group_logs: group.max_group_logs,
+            inline_lone_commits: group.inline_lone_commits,
+        }
+    }
+}
+
+/// The layout version a store holds, under the key `\x00format` (big-endian `u64`).
+/// Absent: version 1 (before runs). Version 2 records may carry run and idempotency keys.
+/// Version 3 may hold prune markers, which an older build would ignore: it would report
+/// the pruned ids as missing and let an import bring the pruned records back. A writable
+/// open marks an older store with this version; a newer store is refused, untouched.
+pub const FORMAT_VERSION: u64 = 3;
+const FORMAT: &[u8] = b"\x00format";
+
+/// How many one-record commits may pass before the high-water mark is stored again. A
+/// lagging mark costs nothing after a crash (opening takes the largest of it, the last id
+/// and the prune markers' last ids); it matters only if the newest records are also
+/// deleted behind the store's back before a crash. Batches, imports, prunes, syncs and a
+/// clean close store it. Storing it with every record would make each lone append a
+/// two-key transaction (a third of sled's throughput).
+const SAVE_HIGH_WATER_EVERY: u64 = 1000;
 
 const RECORD: u8 = 0x01;
 const MARKER: u8 = 0x02;
@@ -284,6 +333,9 @@ impl<B: KvBackend> Inner<B> {
 struct KvWriter<B> {
     inner: Arc<Inner<B>>,
     high_water: u64,
+    /// One-record commits since the high-water mark was last stored (see
+    /// [`SAVE_HIGH_WATER_EVERY`]); while non-zero, the stored mark lags `high_water`.
+    unsaved_singles: u64,
     /// Idempotency and run keys of every stored record, read on first use.
     book: Option<KeyBook>,
     /// The ids the stored markers cover, read on first use: what imports skip.
@@ -350,6 +402,7 @@ impl<B: KvBackend> KvWriter<B> {
         ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
         self.inner.backend.write(ops, durability)?;
         self.high_water = top;
+        self.unsaved_singles = 0;
         if first && !already_marked {
             self.pruned = None;
         }
@@ -438,6 +491,7 @@ impl<B: KvBackend> KvWriter<B> {
         ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
         self.inner.backend.write(ops, durability)?;
         self.high_water = top;
+        self.unsaved_singles = 0;
         if report.replaced > 0 {
             self.book = None; // a replaced record's keys may differ from the damaged one's
         } else if let Some(book) = &mut self.book {
@@ -470,18 +524,22 @@ impl<B: KvBackend> BatchWriter for KvWriter<B> {
             .filter_map(|o| o.as_ref().ok())
             .flat_map(Committed::new_records)
             .collect();
-        // Only repeats or refusals still reach the group's durability: the repeated
-        // records may have been written at a weaker one.
         let last = next - 1;
         let mut ops: Vec<KvOp> = written
             .iter()
             .map(|r| KvOp::Put(key(r.id.get()), value(r)))
             .collect();
-        // Repeats only still write (the high-water mark again): a store makes a write
-        // durable, not an empty transaction, and the repeated records must reach this level.
-        if !written.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
+        if written.len() == 1 && self.unsaved_singles + 1 < SAVE_HIGH_WATER_EVERY {
+            // One record is atomic without the mark (see SAVE_HIGH_WATER_EVERY).
+            self.inner.backend.write(ops, durability)?;
+            self.unsaved_singles += 1;
+        } else if !written.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
+            // Repeats only still write (the high-water mark again): a store makes a write
+            // durable, not an empty transaction, and the repeated records (which may have
+            // been written at a weaker level) must reach this group's.
             ops.push(KvOp::Put(HIGH_WATER.to_vec(), last.to_be_bytes().to_vec()));
             self.inner.backend.write(ops, durability)?;
+            self.unsaved_singles = 0;
         }
         if !written.is_empty() {
             self.high_water = last;
@@ -493,15 +551,61 @@ impl<B: KvBackend> BatchWriter for KvWriter<B> {
         Ok(outcomes)
     }
 
+    /// Stores a lagging high-water mark, at the strongest level the backend has.
     fn close(&mut self) -> Result<()> {
+        if self.unsaved_singles > 0 {
+            let hw = self.high_water.to_be_bytes().to_vec();
+            let strongest = strongest(&self.inner.backend);
+            self.inner
+                .backend
+                .write(vec![KvOp::Put(HIGH_WATER.to_vec(), hw)], strongest)?;
+            self.unsaved_singles = 0;
+        }
         Ok(())
     }
+}
+
+/// The strongest durability `backend` honours.
+fn strongest<B: KvBackend>(backend: &B) -> Durability {
+    backend
+        .durabilities()
+        .into_iter()
+        .max()
+        .unwrap_or(Durability::Buffered)
+}
+
+/// Refuses a store of a newer layout (nothing written); unless `read_only`, marks an
+/// older one with [`FORMAT_VERSION`] at `durability`.
+fn check_format<B: KvBackend>(backend: &B, read_only: bool, durability: Durability) -> Result<()> {
+    let stored = match backend.get(FORMAT)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupt(backend.describe(), "the format key is not 8 bytes"))?,
+        ),
+        None => 1,
+    };
+    if stored > FORMAT_VERSION {
+        return Err(Error::Unsupported {
+            engine: backend.engine(),
+            what: format!(
+                "format version {stored} of {} (this synclog knows {FORMAT_VERSION}); upgrade synclog",
+                backend.describe()
+            ),
+        });
+    }
+    if !read_only && stored < FORMAT_VERSION {
+        let mark = KvOp::Put(FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
+        backend.write(vec![mark], durability)?;
+    }
+    Ok(())
 }
 
 /// A [`LogStore`] over a [`KvBackend`] (see the module docs).
 pub struct KvStore<B: KvBackend> {
     inner: Arc<Inner<B>>,
     group: Arc<GroupCommit<KvWriter<B>>>,
+    read_only: bool,
 }
 
 impl<B: KvBackend> std::fmt::Debug for KvStore<B> {
@@ -513,9 +617,17 @@ impl<B: KvBackend> std::fmt::Debug for KvStore<B> {
 }
 
 impl<B: KvBackend> KvStore<B> {
-    /// Wraps `backend` (already opened by its author's code): reads the high-water mark
-    /// and starts the writer thread.
+    /// Wraps `backend` (already opened by its author's code): checks (and marks) the
+    /// layout version, reads the high-water mark, finishes a prune cut off earlier and
+    /// starts the writer thread.
     pub fn open(backend: B) -> Result<KvStore<B>> {
+        KvStore::open_with(backend, KvOptions::default())
+    }
+
+    /// As [`open`](Self::open), with options.
+    pub fn open_with(backend: B, options: KvOptions) -> Result<KvStore<B>> {
+        let strongest = strongest(&backend);
+        check_format(&backend, options.read_only, strongest)?;
         let stored = match backend.get(HIGH_WATER)? {
             Some(v) => {
                 let bytes: [u8; 8] = v
@@ -531,7 +643,16 @@ impl<B: KvBackend> KvStore<B> {
             closed: AtomicBool::new(false),
             signal: CommitSignal::new(),
         });
-        let high_water = stored.max(inner.last_id()?.map_or(0, LogId::get));
+        // The mark may lag (see SAVE_HIGH_WATER_EVERY). A damaged marker counts for
+        // nothing here (verify reports it).
+        let marked = inner
+            .stored_markers()?
+            .into_iter()
+            .filter_map(|m| m.ok()?.1.last_id())
+            .map(LogId::get)
+            .max()
+            .unwrap_or(0);
+        let high_water = stored.max(inner.last_id()?.map_or(0, LogId::get)).max(marked);
         if high_water > LogId::MAX.get() {
             return Err(Error::corrupt(
                 inner.backend.describe(),
@@ -541,22 +662,47 @@ impl<B: KvBackend> KvStore<B> {
         let mut writer = KvWriter {
             inner: inner.clone(),
             high_water,
+            unsaved_singles: 0,
             book: None,
             pruned: None,
         };
-        let strongest = inner
-            .backend
-            .durabilities()
-            .into_iter()
-            .max()
-            .unwrap_or(Durability::Buffered);
-        writer.finish_cut_off_prunes(strongest)?;
-        let options = GroupOptions {
+        if !options.read_only {
+            writer.finish_cut_off_prunes(strongest)?;
+        }
+        let group_options = GroupOptions {
             thread_name: format!("synclog-{}-writer", inner.backend.engine()),
+            max_group_logs: options.max_group_logs,
+            inline_lone_commits: options.inline_lone_commits,
             ..GroupOptions::default()
         };
-        let group = Arc::new(GroupCommit::spawn(writer, options)?);
-        Ok(KvStore { inner, group })
+        let group = Arc::new(GroupCommit::spawn(writer, group_options)?);
+        Ok(KvStore {
+            inner,
+            group,
+            read_only: options.read_only,
+        })
+    }
+
+    /// Whether this handle was opened with [`KvOptions::read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Group-commit counters.
+    pub fn group_stats(&self) -> GroupStats {
+        self.group.stats()
+    }
+
+    /// Refuses `what` through a read-only handle.
+    fn check_writable(&self, what: &str) -> Result<()> {
+        match self.read_only {
+            true => Err(Error::read_only(
+                self.inner.backend.engine(),
+                &self.inner.backend.describe(),
+                what,
+            )),
+            false => Ok(()),
+        }
     }
 
     /// The backend.
@@ -625,6 +771,7 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         validate_batch(&batch)?;
         self.check_durability(durability)?;
         self.check_open()?;
+        self.check_writable("commit")?;
         crate::runtime::current("appending to a key-value store")?;
         self.group.commit(batch, durability).await
     }
@@ -716,13 +863,16 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     async fn sync(&self, level: Durability) -> Result<()> {
         self.check_durability(level)?;
         self.check_open()?;
+        self.check_writable("sync")?;
         crate::runtime::current("syncing a key-value store")?;
         self.group
             .with_writer(move |w| {
                 let hw = w.high_water.to_be_bytes().to_vec();
                 w.inner
                     .backend
-                    .write(vec![KvOp::Put(HIGH_WATER.to_vec(), hw)], level)
+                    .write(vec![KvOp::Put(HIGH_WATER.to_vec(), hw)], level)?;
+                w.unsaved_singles = 0;
+                Ok(())
             })
             .await?
     }
@@ -767,6 +917,7 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         validate_records(&records)?;
         self.check_durability(durability)?;
         self.check_open()?;
+        self.check_writable("import")?;
         let top = records.iter().map(|r| r.id).max();
         let report = self
             .group
@@ -782,9 +933,16 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         validate_records(&records)?;
         self.check_durability(durability)?;
         self.check_open()?;
-        self.group
+        self.check_writable("repair")?;
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .group
             .with_writer(move |w| w.import(&records, durability, true))
-            .await?
+            .await??;
+        if let Some(top) = top.filter(|_| report.inserted + report.replaced > 0) {
+            self.inner.signal.committed(top);
+        }
+        Ok(report)
     }
 
     async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
@@ -796,6 +954,7 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         check_marker(marker)?;
         self.check_durability(durability)?;
         self.check_open()?;
+        self.check_writable("prune")?;
         crate::runtime::current("pruning a key-value store")?;
         let mut applied = Applied::default();
         for (i, ranges) in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS)
@@ -811,6 +970,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
             applied.already_marked |= done.already_marked;
         }
         Ok(applied)
+    }
+
+    async fn storage_bytes(&self) -> Result<Option<u64>> {
+        self.blocking(|inner| inner.backend.storage_bytes()).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -1041,5 +1204,101 @@ mod tests {
         let corrupt: Vec<Option<u64>> = report.corrupt.iter().map(|c| c.id.map(LogId::get)).collect();
         assert_eq!(corrupt, [Some(3)], "{report:?}");
         store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_only_handle_refuses_every_write_and_leaves_an_older_store_unmarked() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let rec = store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        // An older store: no format key.
+        map.0.lock().unwrap().remove(FORMAT);
+        let before = map.0.lock().unwrap().clone();
+        let reader = KvStore::open_with(
+            map.clone(),
+            KvOptions {
+                read_only: true,
+                ..KvOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(reader.is_read_only());
+        assert_eq!(reader.get(rec.id).await.unwrap(), Some(rec.clone()));
+        let log = NewLog::new("a", Status::Succeeded);
+        let refused = [
+            reader
+                .commit_report(vec![log], Durability::Buffered)
+                .await
+                .map(drop),
+            reader
+                .import(vec![rec.clone()], Durability::Buffered)
+                .await
+                .map(drop),
+            reader
+                .repair(vec![rec.clone()], Durability::Buffered)
+                .await
+                .map(drop),
+            reader.sync(Durability::Buffered).await,
+        ];
+        for r in refused {
+            assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        }
+        reader.close().await.unwrap();
+        assert_eq!(*map.0.lock().unwrap(), before, "nothing was written");
+        // A writer marks it.
+        KvStore::open(map.clone()).unwrap().close().await.unwrap();
+        assert_eq!(
+            map.0.lock().unwrap().get(FORMAT).cloned(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_of_a_newer_format_is_refused_untouched() {
+        let map = Shared::default();
+        map.0
+            .lock()
+            .unwrap()
+            .insert(FORMAT.to_vec(), (FORMAT_VERSION + 1).to_be_bytes().to_vec());
+        let before = map.0.lock().unwrap().clone();
+        let err = KvStore::open(map.clone()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unsupported, "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("format version {}", FORMAT_VERSION + 1)),
+            "{err}"
+        );
+        assert_eq!(*map.0.lock().unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn lone_appends_leave_the_mark_behind_yet_a_reopen_never_reuses_an_id() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        for _ in 0..3 {
+            store
+                .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+                .await
+                .unwrap();
+        }
+        // The mark lags (lone appends write one key each) until the close stores it.
+        assert_eq!(map.0.lock().unwrap().get(HIGH_WATER), None);
+        // A crash now (no close): the reopen takes the last id.
+        drop(store);
+        let store = KvStore::open(map.clone()).unwrap();
+        let next = store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap();
+        assert_eq!(next.id.get(), 4);
+        store.close().await.unwrap();
+        assert_eq!(
+            map.0.lock().unwrap().get(HIGH_WATER).cloned(),
+            Some(4u64.to_be_bytes().to_vec())
+        );
     }
 }
