@@ -329,7 +329,7 @@ async fn open_url_plain(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogS
                     lock_wait: wait,
                     ..Default::default()
                 };
-                open_blocking("sled", move || synclog_sled::SledStore::open_with(path, opts)).await
+                open_blocking("sled", move || synclog_sled::open_with(path, opts)).await
             }
             #[cfg(not(feature = "sled"))]
             {
@@ -397,7 +397,7 @@ async fn open_read_only(given: &str, url: StoreUrl, options: &OpenOptions) -> Re
             #[cfg(feature = "sled")]
             {
                 check_kind("sled", &path, Expect::Dir)?;
-                open_blocking("sled", move || synclog_sled::SledStore::open_read_only(path)).await
+                open_blocking("sled", move || synclog_sled::open_read_only(path)).await
             }
             #[cfg(not(feature = "sled"))]
             {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use synclog_conformance::{Faults, Harness, Location};
 use synclog_core::canonical;
 use synclog_core::{Error, LogId, LogStore, Result};
-use synclog_sled::SledStore;
 
 struct SledHarness;
 
@@ -43,7 +42,7 @@ impl Harness for SledHarness {
     }
 
     async fn open(&self, at: &Location) -> Result<Arc<dyn LogStore>> {
-        Ok(Arc::new(SledStore::open(&at.address)?))
+        Ok(Arc::new(synclog_sled::open(&at.address)?))
     }
 
     fn faults(&self) -> Faults {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use synclog_core::{Durability, ErrorKind, LogStore, LogStoreExt, NewLog, Status};
-use synclog_sled::{SledOptions, SledStore};
+use synclog_sled::SledOptions;
 
 fn log(n: u64) -> NewLog {
     NewLog::new("sled-job", Status::Succeeded)
@@ -15,20 +15,20 @@ fn log(n: u64) -> NewLog {
 async fn a_second_open_is_locked_naming_the_path_and_does_not_hang() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let first = SledStore::open(&path).unwrap();
+    let first = synclog_sled::open(&path).unwrap();
     first.append(log(1)).await.unwrap();
     let started = Instant::now();
     let options = SledOptions {
         lock_wait: Duration::from_millis(200),
         ..SledOptions::default()
     };
-    let err = SledStore::open_with(&path, options.clone()).unwrap_err();
+    let err = synclog_sled::open_with(&path, options.clone()).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "bounded wait");
     assert_eq!(err.kind(), ErrorKind::Locked);
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     first.close().await.unwrap();
     drop(first);
-    let second = SledStore::open_with(&path, options).unwrap();
+    let second = synclog_sled::open_with(&path, options).unwrap();
     assert_eq!(second.last_id().await.unwrap().map(|i| i.get()), Some(1));
 }
 
@@ -37,7 +37,7 @@ async fn a_second_open_is_locked_naming_the_path_and_does_not_hang() {
 async fn damaged(from: impl Fn(usize) -> usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     store
         .commit((0..200).map(log).collect(), Durability::PowerLoss)
         .await
@@ -61,7 +61,7 @@ async fn damaged(from: impl Fn(usize) -> usize) -> (tempfile::TempDir, std::path
 #[tokio::test]
 async fn damaged_header_is_reported_as_corrupt_with_the_path() {
     let (_dir, path) = damaged(|_| 0).await;
-    let err = SledStore::open(&path).unwrap_err();
+    let err = synclog_sled::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err:?}");
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
@@ -72,7 +72,7 @@ async fn damaged_header_is_reported_as_corrupt_with_the_path() {
 #[tokio::test]
 async fn damaged_data_is_dropped_silently_but_never_returned_wrong() {
     let (_dir, path) = damaged(|n| (n / 4).max(4096)).await;
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let all = synclog_conformance::cases::everything(&store).await;
     assert!(all.len() < 200, "sled returned every record despite the damage");
     assert!(all.iter().all(|r| r.is_intact()));
@@ -86,7 +86,7 @@ async fn damaged_data_is_dropped_silently_but_never_returned_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_one_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(SledStore::open(dir.path().join("db")).unwrap());
+    let store = std::sync::Arc::new(synclog_sled::open(dir.path().join("db")).unwrap());
     let tasks: Vec<_> = (0..32)
         .map(|t| {
             let s = store.clone();
@@ -112,7 +112,7 @@ async fn close_returns_after_the_database_lock_is_released() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     for round in 0..20 {
-        let store = SledStore::open(&path).unwrap();
+        let store = synclog_sled::open(&path).unwrap();
         store.append(log(round)).await.unwrap();
         store.close().await.unwrap();
         drop(store);
@@ -134,7 +134,7 @@ async fn close_returns_after_the_database_lock_is_released() {
 async fn a_clean_close_keeps_ids_unique_after_the_newest_records_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     for n in 1..=3 {
         assert_eq!(store.append(log(n)).await.unwrap().id.get(), n);
     }
@@ -145,7 +145,7 @@ async fn a_clean_close_keeps_ids_unique_after_the_newest_records_are_removed() {
     assert!(raw.remove(&newest).unwrap().is_some());
     raw.flush().unwrap();
     drop(raw);
-    let store = SledStore::open_with(&path, SledOptions::default()).unwrap();
+    let store = synclog_sled::open_with(&path, SledOptions::default()).unwrap();
     assert_eq!(store.last_id().await.unwrap().map(|id| id.get()), Some(2));
     assert_eq!(
         store.append(log(4)).await.unwrap().id.get(),

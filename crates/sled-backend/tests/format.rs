@@ -2,7 +2,7 @@
 //! when a writer opens it; a newer one is refused and left as it was.
 
 use synclog_core::{ErrorKind, LogStore, LogStoreExt, NewLog, Status};
-use synclog_sled::{SledStore, FORMAT_VERSION};
+use synclog_sled::FORMAT_VERSION;
 
 const FORMAT: &[u8] = b"\x00format";
 
@@ -26,7 +26,7 @@ async fn a_writer_marks_an_unmarked_database_and_a_newer_one_is_refused_untouche
         db.flush().unwrap();
     }
     assert_eq!(stored_format(&path), None);
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let rec = store
         .append_with(
             NewLog::new("j", Status::Succeeded),
@@ -43,14 +43,14 @@ async fn a_writer_marks_an_unmarked_database_and_a_newer_one_is_refused_untouche
             .unwrap();
         db.flush().unwrap();
     }
-    let err = SledStore::open(&path).unwrap_err();
+    let err = synclog_sled::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(
         err.to_string()
             .contains(&format!("format version {}", FORMAT_VERSION + 1)),
         "{err}"
     );
-    let err = SledStore::open_read_only(&path).unwrap_err();
+    let err = synclog_sled::open_read_only(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert_eq!(stored_format(&path), Some(FORMAT_VERSION + 1), "left as it was");
     let db = sled::open(&path).unwrap();

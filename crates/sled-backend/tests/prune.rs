@@ -8,7 +8,7 @@ use synclog_core::{
     Durability, ErrorKind, Filter, IdRange, LogId, LogStore, LogStoreExt, NewLog, RunScan, Status,
     VerifyOptions,
 };
-use synclog_sled::{SledStore, FORMAT_VERSION};
+use synclog_sled::FORMAT_VERSION;
 
 fn id(n: u64) -> LogId {
     LogId::new(n).unwrap()
@@ -34,7 +34,7 @@ fn marker(first: u64, last: u64) -> PruneMarker {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pruned_idempotency_key_finds_its_new_record() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path().join("db")).unwrap();
+    let store = synclog_sled::open(dir.path().join("db")).unwrap();
     let first = store.append(log("j").idempotency_key("nightly-1")).await.unwrap();
     store.append(log("j")).await.unwrap();
     let run = store
@@ -80,7 +80,7 @@ async fn a_pruned_idempotency_key_finds_its_new_record() {
 async fn a_damaged_marker_is_reported_and_stops_imports() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let recs = store
         .commit((0..4).map(|_| log("j")).collect(), Durability::PowerLoss)
         .await
@@ -101,7 +101,7 @@ async fn a_damaged_marker_is_reported_and_stops_imports() {
         db.insert(k, text.as_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let err = store.prune_markers().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     let report = store.verify(VerifyOptions::default()).await.unwrap();
@@ -125,7 +125,7 @@ async fn a_damaged_marker_is_reported_and_stops_imports() {
 async fn an_older_store_is_marked_and_a_read_only_handle_reads_markers_but_does_not_prune() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     store
         .commit((0..5).map(|_| log("j")).collect(), Durability::PowerLoss)
         .await
@@ -137,7 +137,7 @@ async fn an_older_store_is_marked_and_a_read_only_handle_reads_markers_but_does_
         db.insert(b"\x00format", &2u64.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let m = marker(1, 3);
     store.apply_prune(&m, Durability::PowerLoss).await.unwrap();
     store.close().await.unwrap();
@@ -148,7 +148,7 @@ async fn an_older_store_is_marked_and_a_read_only_handle_reads_markers_but_does_
         assert_eq!(u64::from_be_bytes(v.as_ref().try_into().unwrap()), FORMAT_VERSION);
         assert_eq!(FORMAT_VERSION, 3);
     }
-    let reader = SledStore::open_read_only(&path).unwrap();
+    let reader = synclog_sled::open_read_only(&path).unwrap();
     assert_eq!(reader.prune_markers().await.unwrap(), vec![m.clone()]);
     let report = reader.verify(VerifyOptions::default()).await.unwrap();
     assert!(report.is_clean() && report.checked == 2, "{report:?}");
@@ -168,7 +168,7 @@ async fn an_older_store_is_marked_and_a_read_only_handle_reads_markers_but_does_
 async fn a_prune_cut_off_between_batches_is_finished_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     store
         .commit((0..10).map(|_| log("j")).collect(), Durability::PowerLoss)
         .await
@@ -183,7 +183,7 @@ async fn a_prune_cut_off_between_batches_is_finished_at_open() {
         db.insert(k, m.encode().as_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = synclog_sled::open(&path).unwrap();
     let left: Vec<u64> = store
         .scan(&synclog_core::Scan::all(100))
         .await

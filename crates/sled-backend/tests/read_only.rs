@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use synclog_core::{Durability, ErrorKind, LogId, LogStore, NewLog, Status};
-use synclog_sled::SledStore;
 
 fn log() -> NewLog {
     NewLog::new("billing", Status::Succeeded)
@@ -14,13 +13,13 @@ fn log() -> NewLog {
 async fn a_read_only_open_beside_a_writer_is_locked_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let writer = SledStore::open(&path).unwrap();
+    let writer = synclog_sled::open(&path).unwrap();
     writer
         .commit(vec![log(), log()], Durability::PowerLoss)
         .await
         .unwrap();
     let started = Instant::now();
-    let err = SledStore::open_read_only(&path).unwrap_err();
+    let err = synclog_sled::open_read_only(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -30,7 +29,7 @@ async fn a_read_only_open_beside_a_writer_is_locked_at_once() {
     writer.close().await.unwrap();
 
     // --- step: with the writer gone it reads, and refuses writes
-    let reader = SledStore::open_read_only(&path).unwrap();
+    let reader = synclog_sled::open_read_only(&path).unwrap();
     assert!(reader.is_read_only());
     assert_eq!(reader.last_id().await.unwrap(), LogId::new(2));
     let sample = reader.get(LogId::new(1).unwrap()).await.unwrap().unwrap();
@@ -53,7 +52,7 @@ async fn a_read_only_open_beside_a_writer_is_locked_at_once() {
         assert_eq!(r.map_err(|e| e.kind()), Err(ErrorKind::Unsupported), "write #{i}");
     }
     reader.close().await.unwrap();
-    let again = SledStore::open(&path).unwrap();
+    let again = synclog_sled::open(&path).unwrap();
     assert_eq!(again.last_id().await.unwrap(), LogId::new(2));
     again.close().await.unwrap();
 }
@@ -61,7 +60,7 @@ async fn a_read_only_open_beside_a_writer_is_locked_at_once() {
 #[test]
 fn a_read_only_open_of_a_missing_database_is_not_found_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let err = SledStore::open_read_only(dir.path().join("db")).unwrap_err();
+    let err = synclog_sled::open_read_only(dir.path().join("db")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
