@@ -119,8 +119,10 @@ pub trait KvBackend: Send + Sync + 'static {
     fn range(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies `ops` in one transaction (all or none), durable at `durability` when it
     /// returns, with every write before it (a level it does not list is never asked for;
-    /// `ops` is never empty). A lone one-record commit is a single `Put`: a backend whose
-    /// single writes are cheaper than its transactions (sled) may take that path.
+    /// `ops` is never empty). Every write, a single `Put` included, must be durable at
+    /// `durability` together with every earlier write: `sync`, the format mark and a
+    /// lone one-record commit are single `Put`s, and a backend whose single writes are
+    /// cheaper than its transactions (sled) may take that path for them.
     fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()>;
     /// Releases the storage, so that the same process can open it again.
     fn close(&self) -> Result<()>;
@@ -308,6 +310,24 @@ impl<B: KvBackend> Inner<B> {
             .collect())
     }
 
+    /// The sequence number of the newest stored marker's key, whatever its value holds.
+    fn last_marker_seq(&self) -> Result<Option<u64>> {
+        let last = self.backend.range(&[MARKER], &[MARKER + 1], true, 1)?;
+        let Some((k, _)) = last.first() else {
+            return Ok(None);
+        };
+        let seq = k
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .ok_or_else(|| {
+                Error::corrupt(
+                    self.backend.describe(),
+                    "a prune marker's key is malformed; nothing was pruned",
+                )
+            })?;
+        Ok(Some(u64::from_be_bytes(seq)))
+    }
+
     /// The stored prune markers, oldest first; a damaged one is an error (nothing that
     /// depends on what they cover goes on without knowing it).
     fn markers(&self) -> Result<Vec<(u64, PruneMarker)>> {
@@ -343,6 +363,21 @@ struct KvWriter<B> {
 }
 
 impl<B: KvBackend> KvWriter<B> {
+    /// The backend's `write`. A write that failed may still have reached the store (the
+    /// data applied, its sync failed): the high-water mark then takes the newest id
+    /// stored, so no id is handed out again.
+    fn write(&mut self, ops: Vec<KvOp>, durability: Durability) -> Result<()> {
+        let written = self.inner.backend.write(ops, durability);
+        if written.is_err() {
+            if let Ok(Some(last)) = self.inner.last_id() {
+                self.high_water = self.high_water.max(last.get());
+                // The stored mark may be below it now.
+                self.unsaved_singles = self.unsaved_singles.max(1);
+            }
+        }
+        written
+    }
+
     fn book(&mut self) -> Result<&mut KeyBook> {
         if self.book.is_none() {
             let mut book = KeyBook::new();
@@ -387,10 +422,12 @@ impl<B: KvBackend> KvWriter<B> {
         let mut ops = Vec::new();
         let (mut already_marked, mut top) = (false, self.high_water);
         if first {
-            let stored = self.inner.markers()?;
-            already_marked = stored.iter().any(|(_, m)| m == marker);
+            // A damaged marker does not stop a prune (verify reports it); its key still
+            // counts for the next sequence number.
+            let stored = self.inner.stored_markers()?;
+            already_marked = stored.iter().any(|m| m.as_ref().is_ok_and(|(_, m)| m == marker));
             if !already_marked {
-                let seq = stored.last().map_or(1, |(seq, _)| seq + 1);
+                let seq = self.inner.last_marker_seq()?.map_or(1, |seq| seq + 1);
                 ops.push(KvOp::Put(marker_key(seq), marker.encode().into_bytes()));
             }
             top = top.max(marker.last_id().map_or(0, LogId::get));
@@ -400,7 +437,7 @@ impl<B: KvBackend> KvWriter<B> {
         // Always written: the mark is the write that makes this one durable at the level
         // asked, even when nothing else changes (a marker applied again).
         ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
-        self.inner.backend.write(ops, durability)?;
+        self.write(ops, durability)?;
         self.high_water = top;
         self.unsaved_singles = 0;
         if first && !already_marked {
@@ -485,11 +522,13 @@ impl<B: KvBackend> KvWriter<B> {
             written.push(rec);
             top = top.max(rec.id.get());
         }
-        if ops.is_empty() {
+        if ops.is_empty() && report == ImportReport::default() {
             return Ok(report);
         }
+        // Records found already stored are written again in effect: the mark is the write
+        // that makes them durable at the level asked (they may have come at a weaker one).
         ops.push(KvOp::Put(HIGH_WATER.to_vec(), top.to_be_bytes().to_vec()));
-        self.inner.backend.write(ops, durability)?;
+        self.write(ops, durability)?;
         self.high_water = top;
         self.unsaved_singles = 0;
         if report.replaced > 0 {
@@ -531,14 +570,14 @@ impl<B: KvBackend> BatchWriter for KvWriter<B> {
             .collect();
         if written.len() == 1 && self.unsaved_singles + 1 < SAVE_HIGH_WATER_EVERY {
             // One record is atomic without the mark (see SAVE_HIGH_WATER_EVERY).
-            self.inner.backend.write(ops, durability)?;
+            self.write(ops, durability)?;
             self.unsaved_singles += 1;
         } else if !written.is_empty() || outcomes.iter().any(|o| o.is_ok()) {
             // Repeats only still write (the high-water mark again): a store makes a write
             // durable, not an empty transaction, and the repeated records (which may have
             // been written at a weaker level) must reach this group's.
             ops.push(KvOp::Put(HIGH_WATER.to_vec(), last.to_be_bytes().to_vec()));
-            self.inner.backend.write(ops, durability)?;
+            self.write(ops, durability)?;
             self.unsaved_singles = 0;
         }
         if !written.is_empty() {
@@ -629,13 +668,21 @@ impl<B: KvBackend> KvStore<B> {
         let strongest = strongest(&backend);
         check_format(&backend, options.read_only, strongest)?;
         let stored = match backend.get(HIGH_WATER)? {
-            Some(v) => {
-                let bytes: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::corrupt(backend.describe(), "the high-water mark is not 8 bytes"))?;
-                u64::from_be_bytes(bytes)
-            }
+            Some(v) => match <[u8; 8]>::try_from(v.as_slice()) {
+                Ok(bytes) => u64::from_be_bytes(bytes),
+                // A reader can still read (and export) the records; a writer may not
+                // guess where ids go on.
+                Err(_) if options.read_only => {
+                    tracing::warn!(store = %backend.describe(), "the high-water mark is not 8 bytes; reading without it");
+                    0
+                }
+                Err(_) => {
+                    return Err(Error::corrupt(
+                        backend.describe(),
+                        "the high-water mark is not 8 bytes",
+                    ))
+                }
+            },
             None => 0,
         };
         let inner = Arc::new(Inner {
@@ -662,7 +709,8 @@ impl<B: KvBackend> KvStore<B> {
         let mut writer = KvWriter {
             inner: inner.clone(),
             high_water,
-            unsaved_singles: 0,
+            // A mark that lagged (a crash after lone appends) is stored at the close.
+            unsaved_singles: u64::from(high_water > stored),
             book: None,
             pruned: None,
         };
@@ -768,10 +816,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     }
 
     async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        validate_batch(&batch)?;
-        self.check_durability(durability)?;
         self.check_open()?;
         self.check_writable("commit")?;
+        validate_batch(&batch)?;
+        self.check_durability(durability)?;
         crate::runtime::current("appending to a key-value store")?;
         self.group.commit(batch, durability).await
     }
@@ -914,10 +962,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     }
 
     async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
-        self.check_durability(durability)?;
         self.check_open()?;
         self.check_writable("import")?;
+        validate_records(&records)?;
+        self.check_durability(durability)?;
         let top = records.iter().map(|r| r.id).max();
         let report = self
             .group
@@ -930,10 +978,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
     }
 
     async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
-        self.check_durability(durability)?;
         self.check_open()?;
         self.check_writable("repair")?;
+        validate_records(&records)?;
+        self.check_durability(durability)?;
         let top = records.iter().map(|r| r.id).max();
         let report = self
             .group
@@ -984,8 +1032,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         let (group, inner) = (self.group.clone(), self.inner.clone());
         runtime
             .spawn_blocking(move || {
-                group.shutdown()?;
-                inner.backend.close()
+                // The storage is released even when the writer's last write failed.
+                let stopped = group.shutdown();
+                let released = inner.backend.close();
+                stopped.and(released)
             })
             .await
             .map_err(|e| Error::Backend {
@@ -1287,8 +1337,8 @@ mod tests {
         }
         // The mark lags (lone appends write one key each) until the close stores it.
         assert_eq!(map.0.lock().unwrap().get(HIGH_WATER), None);
-        // A crash now (no close): the reopen takes the last id.
-        drop(store);
+        // A crash now (no close, and the writer never stops): the reopen takes the last id.
+        std::mem::forget(store);
         let store = KvStore::open(map.clone()).unwrap();
         let next = store
             .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
@@ -1300,5 +1350,159 @@ mod tests {
             map.0.lock().unwrap().get(HIGH_WATER).cloned(),
             Some(4u64.to_be_bytes().to_vec())
         );
+    }
+
+    /// A [`Shared`] map that records the level of each write, can fail a write after
+    /// applying it (a sync that fails), and notes its close.
+    #[derive(Clone, Default)]
+    struct Faulty {
+        map: Shared,
+        levels: Arc<Mutex<Vec<Durability>>>,
+        fail_after_apply: Arc<AtomicBool>,
+        closed: Arc<AtomicBool>,
+    }
+
+    impl KvBackend for Faulty {
+        fn engine(&self) -> &'static str {
+            "faulty"
+        }
+        fn describe(&self) -> String {
+            "faulty://".into()
+        }
+        fn durabilities(&self) -> Vec<Durability> {
+            Durability::ALL.to_vec()
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.map.get(key)
+        }
+        fn range(
+            &self,
+            from: &[u8],
+            to: &[u8],
+            reverse: bool,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.map.range(from, to, reverse, limit)
+        }
+        fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()> {
+            self.map.write(ops, durability)?;
+            self.levels.lock().unwrap().push(durability);
+            match self.fail_after_apply.load(Ordering::SeqCst) {
+                true => Err(Error::io(
+                    "syncing",
+                    std::io::Error::other("injected sync failure"),
+                )),
+                false => Ok(()),
+            }
+        }
+        fn close(&self) -> Result<()> {
+            self.closed.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_after_reaching_the_store_never_leads_to_a_reused_id() {
+        let kv = Faulty::default();
+        let store = KvStore::open(kv.clone()).unwrap();
+        let log = |m: &str| NewLog::new("a", Status::Succeeded).message(m);
+        store
+            .append_with(log("one"), Durability::PowerLoss)
+            .await
+            .unwrap();
+        kv.fail_after_apply.store(true, Ordering::SeqCst);
+        let err = store
+            .append_with(log("two"), Durability::PowerLoss)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Io, "{err}");
+        kv.fail_after_apply.store(false, Ordering::SeqCst);
+        let three = store
+            .append_with(log("three"), Durability::PowerLoss)
+            .await
+            .unwrap();
+        assert_eq!(
+            three.id.get(),
+            3,
+            "id 2 reached the store: it is not handed out again"
+        );
+        let two = store.get(LogId::new(2).unwrap()).await.unwrap().expect("log 2");
+        assert_eq!(two.message, "two");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_releases_the_storage_even_when_the_last_write_fails() {
+        let kv = Faulty::default();
+        let store = KvStore::open(kv.clone()).unwrap();
+        // A lone append leaves the mark for the close to store; that write fails.
+        store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::PowerLoss)
+            .await
+            .unwrap();
+        kv.fail_after_apply.store(true, Ordering::SeqCst);
+        assert!(store.close().await.is_err());
+        assert!(kv.closed.load(Ordering::SeqCst), "the backend was not closed");
+    }
+
+    #[tokio::test]
+    async fn an_import_of_records_already_stored_reaches_the_durability_asked() {
+        let kv = Faulty::default();
+        let store = KvStore::open(kv.clone()).unwrap();
+        let rec = store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap();
+        kv.levels.lock().unwrap().clear();
+        let report = store.import(vec![rec], Durability::PowerLoss).await.unwrap();
+        assert_eq!((report.inserted, report.already_present), (0, 1));
+        assert_eq!(*kv.levels.lock().unwrap(), [Durability::PowerLoss]);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_prune_marker_does_not_stop_the_next_prune() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        for _ in 0..6 {
+            store
+                .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+                .await
+                .unwrap();
+        }
+        let options = PruneOptions {
+            durability: Durability::Buffered,
+            ..PruneOptions::default()
+        };
+        prune(
+            &store,
+            &Policy::default().before_id(LogId::new(3).unwrap()),
+            &options,
+        )
+        .await
+        .unwrap();
+        map.0.lock().unwrap().insert(marker_key(1), b"damaged".to_vec());
+        let report = prune(
+            &store,
+            &Policy::default().before_id(LogId::new(5).unwrap()),
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.deleted, 2);
+        let markers: Vec<Vec<u8>> = map
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.first() == Some(&MARKER))
+            .cloned()
+            .collect();
+        assert_eq!(
+            markers,
+            [marker_key(1), marker_key(2)],
+            "the new marker took the next number"
+        );
+        store.close().await.unwrap();
     }
 }

@@ -186,6 +186,9 @@ impl KvBackend for SledBackend {
     /// One key is a plain insert (sled's batches cost a third of the throughput); more
     /// are one atomic batch. Then sled's `flush`, and the fsyncs `PowerLoss` needs.
     fn write(&self, ops: Vec<KvOp>, durability: Durability) -> Result<()> {
+        if self.read_only {
+            return Err(Error::read_only("sled", &self.describe(), "a write"));
+        }
         let db = self.db()?;
         match ops.as_slice() {
             [KvOp::Put(k, v)] => db.insert(k.as_slice(), v.as_slice()).map(drop),
