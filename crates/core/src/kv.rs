@@ -457,11 +457,17 @@ impl<B: KvBackend> KvWriter<B> {
     fn finish_cut_off_prunes(&mut self, durability: Durability) -> Result<()> {
         // A damaged marker deletes nothing (verify reports it).
         for (_, marker) in self.inner.stored_markers()?.into_iter().flatten() {
+            let mut finished = false;
             for ranges in chunk_ranges(&marker.ranges, PRUNE_CHUNK_IDS) {
                 let gone = self.inner.present(&ranges)?;
                 if !gone.is_empty() {
                     self.write_prune(&marker, false, gone, durability)?;
+                    finished = true;
                 }
+            }
+            if finished {
+                tracing::warn!(store = %self.inner.backend.describe(), marker = %marker.name(),
+                    "a prune cut off between its writes was finished");
             }
         }
         Ok(())
