@@ -53,6 +53,10 @@ END;
 /// and others) wait a fraction of a second at most behind a large prune.
 pub(crate) const CHUNK_IDS: u64 = 20_000;
 
+/// The most ids one `DELETE` statement of a prune covers: its statement journal (in
+/// memory, see `connection::open_writer`) holds every page it changes.
+pub(crate) const DELETE_STATEMENT_IDS: i64 = 5_000;
+
 /// Pages given back per `PRAGMA incremental_vacuum` transaction.
 pub(crate) const VACUUM_PAGES: u32 = 1000;
 
@@ -258,7 +262,12 @@ pub(crate) fn delete_ranges(tx: &Connection, path: &Path, ranges: &[(i64, i64)])
         let mut unindex = tx
             .prepare_cached("DELETE FROM log_attrs WHERE id BETWEEN ?1 AND ?2")
             .map_err(e("preparing a prune of"))?;
-        for &(first, last) in ranges {
+        let statements = ranges.iter().flat_map(|&(first, last)| {
+            (first..=last)
+                .step_by(DELETE_STATEMENT_IDS as usize)
+                .map(move |lo| (lo, last.min(lo.saturating_add(DELETE_STATEMENT_IDS - 1))))
+        });
+        for (first, last) in statements {
             let mut rows = delete.query([first, last]).map_err(e("pruning"))?;
             while let Some(row) = rows.next().map_err(e("pruning"))? {
                 let get = |i: usize| row.get::<_, Value>(i).map_err(e("pruning"));
