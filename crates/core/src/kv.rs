@@ -1109,6 +1109,21 @@ mod tests {
         }
     }
 
+    /// Prunes every log below `id`, at `Buffered`.
+    async fn prune_below<B: KvBackend>(store: &KvStore<B>, id: u64) -> crate::retention::PruneReport {
+        let options = PruneOptions {
+            durability: Durability::Buffered,
+            ..PruneOptions::default()
+        };
+        prune(
+            store,
+            &Policy::default().before_id(LogId::new(id).unwrap()),
+            &options,
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_prune_cut_off_after_its_marker_is_finished_at_the_next_open() {
         let map = Shared::default();
@@ -1118,17 +1133,7 @@ mod tests {
             let log = NewLog::new(format!("job-{}", i % 2), Status::Succeeded);
             recs.push(store.append_with(log, Durability::Buffered).await.unwrap());
         }
-        let options = PruneOptions {
-            durability: Durability::Buffered,
-            ..PruneOptions::default()
-        };
-        let report = prune(
-            &store,
-            &Policy::default().before_id(LogId::new(6).unwrap()),
-            &options,
-        )
-        .await
-        .unwrap();
+        let report = prune_below(&store, 6).await;
         assert_eq!(report.deleted, 5);
         store.close().await.unwrap();
         // The state a crash between the marker's write and a later chunk leaves: the marker
@@ -1174,17 +1179,7 @@ mod tests {
             let log = NewLog::new(format!("job-{}", i % 2), Status::Succeeded).message("hello");
             recs.push(store.append_with(log, Durability::Buffered).await.unwrap());
         }
-        let options = PruneOptions {
-            durability: Durability::Buffered,
-            ..PruneOptions::default()
-        };
-        prune(
-            &store,
-            &Policy::default().before_id(LogId::new(2).unwrap()),
-            &options,
-        )
-        .await
-        .unwrap();
+        prune_below(&store, 2).await;
         store.close().await.unwrap();
         // Log 3's message changed behind the store's back; log 4's value is garbage; a
         // second marker's bytes are damaged.
@@ -1476,25 +1471,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let options = PruneOptions {
-            durability: Durability::Buffered,
-            ..PruneOptions::default()
-        };
-        prune(
-            &store,
-            &Policy::default().before_id(LogId::new(3).unwrap()),
-            &options,
-        )
-        .await
-        .unwrap();
+        prune_below(&store, 3).await;
         map.0.lock().unwrap().insert(marker_key(1), b"damaged".to_vec());
-        let report = prune(
-            &store,
-            &Policy::default().before_id(LogId::new(5).unwrap()),
-            &options,
-        )
-        .await
-        .unwrap();
+        let report = prune_below(&store, 5).await;
         assert_eq!(report.deleted, 2);
         let markers: Vec<Vec<u8>> = map
             .0
@@ -1510,5 +1489,69 @@ mod tests {
             "the new marker took the next number"
         );
         store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_or_read_only_store_says_so_before_it_looks_at_the_input() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let rec = store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        // An empty job is invalid input; a bad record, its checksum not matching.
+        let bad = || vec![NewLog::new("", Status::Succeeded)];
+        let mut forged = rec.clone();
+        forged.message = "changed".into();
+        let err = store
+            .commit_report(bad(), Durability::Buffered)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Closed, "{err}");
+        let reader = KvStore::open_with(
+            map,
+            KvOptions {
+                read_only: true,
+                ..KvOptions::default()
+            },
+        )
+        .unwrap();
+        let refused = [
+            reader.commit_report(bad(), Durability::Buffered).await.map(drop),
+            reader
+                .import(vec![forged.clone()], Durability::Buffered)
+                .await
+                .map(drop),
+            reader.repair(vec![forged], Durability::Buffered).await.map(drop),
+        ];
+        for r in refused {
+            assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        }
+        reader.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_high_water_mark_stops_a_writer_but_not_a_reader() {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let rec = store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        map.0.lock().unwrap().insert(HIGH_WATER.to_vec(), b"bad".to_vec());
+        let err = KvStore::open(map.clone()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        let reader = KvStore::open_with(
+            map,
+            KvOptions {
+                read_only: true,
+                ..KvOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(reader.get(rec.id).await.unwrap(), Some(rec));
+        reader.close().await.unwrap();
     }
 }

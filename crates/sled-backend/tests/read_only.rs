@@ -51,6 +51,13 @@ async fn a_read_only_open_beside_a_writer_is_locked_at_once() {
     for (i, r) in kinds.into_iter().enumerate() {
         assert_eq!(r.map_err(|e| e.kind()), Err(ErrorKind::Unsupported), "write #{i}");
     }
+    // Not even the backend itself writes through a read-only handle.
+    let raw = synclog_core::kv::KvBackend::write(
+        reader.backend(),
+        vec![synclog_core::kv::KvOp::Delete(vec![0x01])],
+        Durability::PowerLoss,
+    );
+    assert_eq!(raw.map_err(|e| e.kind()), Err(ErrorKind::Unsupported));
     reader.close().await.unwrap();
     let again = synclog_sled::open(&path).unwrap();
     assert_eq!(again.last_id().await.unwrap(), LogId::new(2));
