@@ -8,7 +8,7 @@
 //! power-cut case found it: through sled's `flush` alone, every log acknowledged at
 //! `PowerLoss` was lost at the simulated cut.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -27,10 +27,10 @@ pub(crate) struct PowerSync {
     /// sled's data file, kept open for syncing. sled locks it with `flock`, which closing
     /// another descriptor of the file does not release.
     data: Option<File>,
-    /// The blob files synced already, with the length each had then (a blob another
-    /// thread was still writing is synced again once it has grown); the listing is pruned
-    /// as sled collects them.
-    blobs: HashMap<OsString, u64>,
+    /// The blob files synced already (the listing is pruned as sled collects them). A
+    /// listed blob is complete: sled writes it inside the insert, and every insert and
+    /// every sync of this store runs on the kv adapter's one writer, never beside another.
+    blobs: HashSet<OsString>,
     /// The database directory, its `conf` file and the directory that names it were
     /// synced once by this handle (sled makes `db`, `conf` and `blobs` at open).
     dir_synced: bool,
@@ -42,7 +42,7 @@ impl PowerSync {
         Mutex::new(PowerSync {
             dir: dir.to_path_buf(),
             data: None,
-            blobs: HashMap::new(),
+            blobs: HashSet::new(),
             dir_synced: false,
         })
     }
@@ -56,28 +56,21 @@ impl PowerSync {
         let blobs = self.dir.join("blobs");
         match fs::read_dir(&blobs) {
             Ok(entries) => {
-                let mut listed = HashMap::new();
+                let mut listed = HashSet::new();
                 let mut new = false;
                 for entry in entries {
                     let entry = entry?;
                     let name = entry.file_name();
-                    let was = self.blobs.get(&name).copied();
-                    let len = match entry.metadata() {
-                        Ok(md) => md.len(),
-                        // Collected by sled between the listing and the stat.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if was != Some(len) {
+                    if !self.blobs.contains(&name) {
                         match File::open(entry.path()) {
-                            // Synced at the length it has now or more.
                             Ok(blob) => blob.sync_data()?,
+                            // Collected by sled between the listing and the open.
                             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                             Err(e) => return Err(e),
                         }
-                        new |= was.is_none();
+                        new = true;
                     }
-                    listed.insert(name, len);
+                    listed.insert(name);
                 }
                 self.blobs = listed;
                 if new {
