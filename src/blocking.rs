@@ -140,7 +140,7 @@ impl Store {
         })
     }
 
-    /// Appends a batch atomically at `durability`, as [`LogStore::commit`].
+    /// Appends a batch atomically at `durability`, as [`LogStoreExt::commit`].
     pub fn append_batch(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
         self.run("appending a batch", |s| async move {
             s.commit(batch, durability).await

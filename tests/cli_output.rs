@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use synclog::LogStoreExt;
 
 use synclog::{Durability, NewLog, Status};
 

@@ -86,6 +86,36 @@ async fn receipt_says_both_copies_hold_a_verified_append() {
     }
 }
 
+/// The guard's own append path refuses bad input as the store's commit does: nothing
+/// reaches either copy, and no id is spent.
+#[tokio::test]
+async fn append_batch_refuses_bad_input_and_spends_no_id() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let first = store
+        .append_batch(vec![log(1)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    for bad in [
+        vec![log(2), NewLog::new("", Status::Succeeded)],
+        vec![NewLog::new("job", Status::Progress)],
+        vec![log(3); synclog::validate::MAX_BATCH + 1],
+    ] {
+        let err = store.append_batch(bad, Durability::PowerLoss).await.unwrap_err();
+        assert_eq!(err.kind(), synclog::ErrorKind::InvalidInput, "{err}");
+    }
+    assert_eq!(
+        store.primary().last_id().await.unwrap(),
+        Some(first.records[0].id)
+    );
+    assert_eq!(store.backup().last_id().await.unwrap(), Some(first.records[0].id));
+    let next = store
+        .append_batch(vec![log(4)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert_eq!(next.records[0].id.get(), first.records[0].id.get() + 1);
+}
+
 #[tokio::test]
 async fn deleted_primary_comes_back_from_the_backup() {
     let pair = Pair::new();
@@ -374,6 +404,12 @@ async fn a_level_one_copy_cannot_give_is_refused_and_nothing_is_written() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), synclog::ErrorKind::Unsupported);
+    // The guard's own append path (the server's and the CLI's) refuses it the same way.
+    let err = store
+        .append_batch(vec![log(1)], Durability::PowerLoss)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), synclog::ErrorKind::Unsupported, "{err}");
     assert_eq!(sqlite.last_id().await.unwrap(), None);
     let rec = store.append_with(log(2), Durability::Buffered).await.unwrap();
     assert_eq!(rec.id.get(), 1);

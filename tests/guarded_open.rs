@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use synclog::LogStoreExt;
 
 use synclog::{Durability, Guarded, GuardedOptions, LogId, LogRecord, LogStore, NewLog, Status};
 use synclog_conformance::cases::everything;

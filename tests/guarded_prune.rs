@@ -327,12 +327,12 @@ impl LogStore for HeldPrunes {
     fn capabilities(&self) -> synclog::Capabilities {
         self.inner.capabilities()
     }
-    async fn commit_report(
+    async fn commit_valid(
         &self,
-        batch: Vec<NewLog>,
+        batch: synclog::ValidBatch,
         durability: Durability,
     ) -> synclog::Result<synclog::Committed> {
-        self.inner.commit_report(batch, durability).await
+        self.inner.commit_valid(batch, durability).await
     }
     async fn get(&self, id: LogId) -> synclog::Result<Option<synclog::LogRecord>> {
         self.inner.get(id).await
@@ -349,12 +349,12 @@ impl LogStore for HeldPrunes {
     async fn verify(&self, options: VerifyOptions) -> synclog::Result<synclog::VerifyReport> {
         self.inner.verify(options).await
     }
-    async fn import(
+    async fn import_valid(
         &self,
-        records: Vec<synclog::LogRecord>,
+        records: synclog::ValidRecords,
         durability: Durability,
     ) -> synclog::Result<synclog::ImportReport> {
-        self.inner.import(records, durability).await
+        self.inner.import_valid(records, durability).await
     }
     async fn prune_markers(&self) -> synclog::Result<Vec<retention::PruneMarker>> {
         self.inner.prune_markers().await

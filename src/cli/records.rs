@@ -531,8 +531,12 @@ mod tests {
                 ..self.inner.capabilities()
             }
         }
-        async fn commit_report(&self, batch: Vec<NewLog>, _: Durability) -> Result<synclog::Committed> {
-            self.inner.commit_report(batch, Durability::Buffered).await
+        async fn commit_valid(
+            &self,
+            batch: synclog::ValidBatch,
+            _: Durability,
+        ) -> Result<synclog::Committed> {
+            self.inner.commit_valid(batch, Durability::Buffered).await
         }
         async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
             self.inner.get(id).await
@@ -549,11 +553,11 @@ mod tests {
         async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
             self.inner.verify(options).await
         }
-        async fn import(&self, records: Vec<LogRecord>, _: Durability) -> Result<ImportReport> {
+        async fn import_valid(&self, records: synclog::ValidRecords, _: Durability) -> Result<ImportReport> {
             if self.fail_import {
                 return Err(disk_full("writing the records"));
             }
-            self.inner.import(records, Durability::Buffered).await
+            self.inner.import_valid(records, Durability::Buffered).await
         }
         async fn close(&self) -> Result<()> {
             self.inner.close().await?;

@@ -700,11 +700,15 @@ mod tests {
                 ..self.0.capabilities()
             }
         }
-        async fn commit_report(&self, batch: Vec<NewLog>, _: Durability) -> Result<synclog::Committed> {
+        async fn commit_valid(
+            &self,
+            batch: synclog::ValidBatch,
+            _: Durability,
+        ) -> Result<synclog::Committed> {
             if batch.iter().any(|l| l.job == "fail") {
                 return Err(Error::io("writing", io::Error::from_raw_os_error(libc::ENOSPC)));
             }
-            self.0.commit_report(batch, Durability::Buffered).await
+            self.0.commit_valid(batch, Durability::Buffered).await
         }
         async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
             self.0.get(id).await
@@ -721,11 +725,11 @@ mod tests {
         async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
             self.0.verify(options).await
         }
-        async fn import(&self, records: Vec<LogRecord>, _: Durability) -> Result<ImportReport> {
+        async fn import_valid(&self, records: synclog::ValidRecords, _: Durability) -> Result<ImportReport> {
             if self.1 {
                 return Err(Error::io("importing", io::Error::from_raw_os_error(libc::ENOSPC)));
             }
-            self.0.import(records, Durability::Buffered).await
+            self.0.import_valid(records, Durability::Buffered).await
         }
         async fn close(&self) -> Result<()> {
             self.0.close().await

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use synclog_core::retention::{spawn_auto_retention, AutoRetain, AutoRetention};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId,
-    LogRecord, LogStore, NewLog, Result, Scan, VerifyOptions, VerifyReport,
+    LogRecord, LogStore, Result, Scan, ValidBatch, ValidRecords, VerifyOptions, VerifyReport,
 };
 
 /// What a [`View`] adds.
@@ -99,12 +99,12 @@ impl LogStore for View {
         self.inner.runs(scan).await
     }
 
-    async fn commit_report(
+    async fn commit_valid(
         &self,
-        batch: Vec<NewLog>,
+        batch: ValidBatch,
         durability: Durability,
     ) -> Result<synclog_core::Committed> {
-        self.writable("commit")?.commit_report(batch, durability).await
+        self.writable("commit")?.commit_valid(batch, durability).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
@@ -151,12 +151,12 @@ impl LogStore for View {
         self.inner.verify(options).await
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.writable("import")?.import(records, durability).await
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.writable("import")?.import_valid(records, durability).await
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.writable("repair")?.repair(records, durability).await
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.writable("repair")?.repair_valid(records, durability).await
     }
 
     async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Committed, Durability, Error, ImportReport, LogId,
-    LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, VerifyOptions, VerifyReport,
+    LogRecord, LogStore, Result, Run, RunScan, Scan, ValidBatch, ValidRecords, VerifyOptions, VerifyReport,
 };
 
 /// Wraps a store and fails every `every`-th commit (and import) with an I/O error, before
@@ -56,10 +56,9 @@ impl LogStore for FailEveryNth {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        synclog_core::validate::validate_batch(&batch)?;
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         self.maybe_fail("committing")?;
-        self.inner.commit_report(batch, durability).await
+        self.inner.commit_valid(batch, durability).await
     }
     async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
         self.inner.find_idempotent_many(keys).await
@@ -92,13 +91,13 @@ impl LogStore for FailEveryNth {
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
         self.inner.verify(options).await
     }
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.maybe_fail("importing")?;
-        self.inner.import(records, durability).await
+        self.inner.import_valid(records, durability).await
     }
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.maybe_fail("repairing")?;
-        self.inner.repair(records, durability).await
+        self.inner.repair_valid(records, durability).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
@@ -132,8 +131,8 @@ impl LogStore for DamagedReads {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        self.inner.commit_report(batch, durability).await
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
+        self.inner.commit_valid(batch, durability).await
     }
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         Ok(self.inner.get(id).await?.map(Self::damage))
@@ -156,11 +155,11 @@ impl LogStore for DamagedReads {
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
         self.inner.verify(options).await
     }
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.inner.import(records, durability).await
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.inner.import_valid(records, durability).await
     }
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.inner.repair(records, durability).await
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.inner.repair_valid(records, durability).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

@@ -945,6 +945,14 @@ mod tests {
         Some((backing, mnt, fs))
     }
 
+    /// A new file at `path` holding `bytes`, synced; still open for more writes.
+    fn synced(path: &std::path::Path, bytes: &[u8]) -> fs::File {
+        let mut file = fs::File::create(path).unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+        file
+    }
+
     #[test]
     fn a_cut_drops_exactly_the_writes_no_fsync_covered() {
         let Some((backing, mnt, fs)) = mounted() else {
@@ -996,9 +1004,7 @@ mod tests {
         let Some((backing, mnt, fs)) = mounted() else {
             return;
         };
-        let mut file = fs::File::create(mnt.path().join("t")).unwrap();
-        file.write_all(b"base").unwrap();
-        file.sync_all().unwrap();
+        let mut file = synced(&mnt.path().join("t"), b"base");
         file.write_all(b"first").unwrap();
         file.write_all(b"second-write").unwrap();
         drop(file);
@@ -1020,20 +1026,14 @@ mod tests {
             return;
         };
         let (a, b, y) = (mnt.path().join("a"), mnt.path().join("b"), mnt.path().join("y"));
-        let mut file = fs::File::create(&a).unwrap();
-        file.write_all(b"synced").unwrap();
-        file.sync_all().unwrap();
-        drop(file);
+        drop(synced(&a, b"synced"));
         // The file gets a second name, then an unsynced overwrite through the first.
         fs::hard_link(&a, &b).unwrap();
         let mut file = OpenOptions::new().write(true).open(&a).unwrap();
         file.write_all(b"LOST!!").unwrap();
         drop(file);
         // Another file, synced, is renamed over the first name.
-        let mut other = fs::File::create(&y).unwrap();
-        other.write_all(b"other file").unwrap();
-        other.sync_all().unwrap();
-        drop(other);
+        drop(synced(&y, b"other file"));
         fs::rename(&y, &a).unwrap();
         fs.cut(Cut::DropUnsynced).unwrap();
         assert_eq!(fs::read(backing.path().join("b")).unwrap(), b"synced");

@@ -12,8 +12,8 @@ use synclog_conformance::{Faults, Harness, Location, Outcome};
 use synclog_core::follow::CommitWatch;
 use synclog_core::retention::Applied;
 use synclog_core::{
-    Capabilities, Committed, Durability, ImportReport, LogId, LogRecord, LogStore, NewLog, PruneMarker,
-    Result, Scan, VerifyOptions, VerifyReport,
+    Capabilities, Committed, Durability, ImportReport, LogId, LogRecord, LogStore, PruneMarker, Result, Scan,
+    ValidBatch, ValidRecords, VerifyOptions, VerifyReport,
 };
 
 /// One fault each.
@@ -25,8 +25,6 @@ enum Fault {
     InclusiveAfter,
     /// `close` does nothing: the store goes on taking commits.
     CloseDoesNothing,
-    /// Invalid logs are stored anyway (validation forgotten).
-    NoValidation,
     /// An import answers as if it stored the records, and stores nothing.
     ImportStoresNothing,
     /// Nothing is kept across a reopen (no durable storage).
@@ -51,22 +49,8 @@ impl LogStore for Broken {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        if self.fault == Fault::NoValidation && synclog_core::validate::validate_batch(&batch).is_err() {
-            // Stored unchecked: sealed as they are, under the next ids.
-            let mut next = self.inner.last_id().await?.map_or(1, |id| id.get() + 1);
-            let mut records = Vec::new();
-            for log in batch {
-                let id = LogId::new(next).unwrap_or(LogId::MAX);
-                next += 1;
-                if let Ok(rec) = LogRecord::seal(id, chrono::Utc::now(), log) {
-                    records.push(rec);
-                }
-            }
-            let _ = self.inner.import(records.clone(), durability).await;
-            return Ok(Committed::fresh(records));
-        }
-        self.inner.commit_report(batch, durability).await
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
+        self.inner.commit_valid(batch, durability).await
     }
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         self.inner.get(id).await
@@ -97,17 +81,17 @@ impl LogStore for Broken {
             _ => self.inner.verify(options).await,
         }
     }
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         if self.fault == Fault::ImportStoresNothing {
             return Ok(ImportReport {
                 inserted: records.len() as u64,
                 ..ImportReport::default()
             });
         }
-        self.inner.import(records, durability).await
+        self.inner.import_valid(records, durability).await
     }
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.inner.repair(records, durability).await
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.inner.repair_valid(records, durability).await
     }
     async fn prune_markers(&self) -> Result<Vec<PruneMarker>> {
         self.inner.prune_markers().await
@@ -187,7 +171,6 @@ fn each_broken_engine_fails_the_case_that_names_its_fault() {
     let expected = [
         (Fault::InclusiveAfter, "read::scan_pages_through_everything_once"),
         (Fault::CloseDoesNothing, "commit::commit_after_close_is_closed"),
-        (Fault::NoValidation, "bad_input::overlong_job_is_rejected"),
         (
             Fault::ImportStoresNothing,
             "restore::import_keeps_ids_and_checksums",

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::record::NewLog;
 use crate::run::Committed;
 use crate::store::Durability;
+use crate::validate::ValidBatch;
 
 mod gathering;
 
@@ -216,10 +217,12 @@ impl<W: BatchWriter> GroupCommit<W> {
         guard.as_ref().ok_or_else(closed)?.send(job).map_err(|_| closed())
     }
 
-    /// Queues `logs` (already validated) and waits until the group holding them is
-    /// committed and synced at least at `durability`. A lone caller may instead commit
-    /// them on its own thread, with the same guarantee (see the module docs).
-    pub async fn commit(&self, logs: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    /// Queues `logs` (validated: a [`ValidBatch`] is made only by the check) and waits
+    /// until the group holding them is committed and synced at least at `durability`. A
+    /// lone caller may instead commit them on its own thread, with the same guarantee (see
+    /// the module docs).
+    pub async fn commit(&self, logs: ValidBatch, durability: Durability) -> Result<Committed> {
+        let logs = logs.into_inner();
         if logs.is_empty() {
             return Ok(Committed::default());
         }
@@ -490,6 +493,10 @@ fn run<W: BatchWriter>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn valid(logs: Vec<NewLog>) -> ValidBatch {
+        ValidBatch::new(logs).unwrap()
+    }
     use crate::record::{LogId, LogRecord, Status};
 
     /// Seals `batches` with ids after `next`, as a writer would.
@@ -566,7 +573,7 @@ mod tests {
                 let gc = gc.clone();
                 tokio::spawn(async move {
                     gc.commit(
-                        vec![NewLog::new(format!("j{i}"), Status::Succeeded)],
+                        valid(vec![NewLog::new(format!("j{i}"), Status::Succeeded)]),
                         Durability::PowerLoss,
                     )
                     .await
@@ -597,12 +604,18 @@ mod tests {
         )
         .unwrap();
         let err = gc
-            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .commit(
+                valid(vec![NewLog::new("j", Status::Failed)]),
+                Durability::PowerLoss,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Io);
         let ok = gc
-            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .commit(
+                valid(vec![NewLog::new("j", Status::Failed)]),
+                Durability::PowerLoss,
+            )
             .await
             .unwrap();
         assert_eq!(ok.records[0].id.get(), 1);
@@ -662,7 +675,7 @@ mod tests {
         for i in 0..3 {
             let recs = gc
                 .commit(
-                    vec![NewLog::new(format!("j{i}"), Status::Succeeded)],
+                    valid(vec![NewLog::new(format!("j{i}"), Status::Succeeded)]),
                     Durability::PowerLoss,
                 )
                 .await
@@ -718,7 +731,10 @@ mod tests {
         let (gc, names) = threads(GroupOptions::default());
         gc.shutdown().unwrap();
         let err = gc
-            .commit(vec![NewLog::new("j", Status::Failed)], Durability::PowerLoss)
+            .commit(
+                valid(vec![NewLog::new("j", Status::Failed)]),
+                Durability::PowerLoss,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Closed);

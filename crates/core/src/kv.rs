@@ -2,8 +2,8 @@
 //!
 //! An engine author implements [`KvBackend`]: a blocking, ordered map of bytes to bytes
 //! that writes a batch in one transaction at a durability level, gets a key, and reads a
-//! key range in either direction. [`KvStore`] supplies the rest of [`LogStore`]:
-//! validation of every batch and import, id assignment, group commit (one writer thread;
+//! key range in either direction. [`KvStore`] supplies the rest of [`LogStore`] (core
+//! has validated every batch and import before it is called): id assignment, group commit (one writer thread;
 //! concurrent appends share one `write`), the rules of runs and idempotency keys,
 //! checksums, import and repair accounting, verify, the close lifecycle, and moving every
 //! backend call of the async API off the async executor (or [`Error::NoRuntime`] outside
@@ -78,7 +78,7 @@ use crate::follow::CommitSignal;
 use crate::group::{BatchWriter, GroupCommit, GroupOptions, GroupStats};
 use crate::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use crate::run::{seal_group, Committed, KeyBook, Planner, Run, RunScan};
-use crate::validate::{validate_batch, validate_records};
+use crate::validate::{ValidBatch, ValidRecords};
 use crate::verify::Verifier;
 use crate::{
     Capabilities, Durability, Error, IdRange, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
@@ -821,10 +821,9 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         }
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         self.check_open()?;
         self.check_writable("commit")?;
-        validate_batch(&batch)?;
         self.check_durability(durability)?;
         crate::runtime::current("appending to a key-value store")?;
         self.group.commit(batch, durability).await
@@ -967,10 +966,9 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         .await
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.check_open()?;
         self.check_writable("import")?;
-        validate_records(&records)?;
         self.check_durability(durability)?;
         let top = records.iter().map(|r| r.id).max();
         let report = self
@@ -983,10 +981,9 @@ impl<B: KvBackend> LogStore for KvStore<B> {
         Ok(report)
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.check_open()?;
         self.check_writable("repair")?;
-        validate_records(&records)?;
         self.check_durability(durability)?;
         let top = records.iter().map(|r| r.id).max();
         let report = self
@@ -1107,6 +1104,53 @@ mod tests {
         fn close(&self) -> Result<()> {
             Ok(())
         }
+    }
+
+    /// Appends one log of job `a` at `Buffered`.
+    async fn append_a<B: KvBackend>(store: &KvStore<B>) -> LogRecord {
+        store
+            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
+            .await
+            .unwrap()
+    }
+
+    /// A map holding one record, its store closed.
+    async fn one_record_closed() -> (Shared, LogRecord) {
+        let map = Shared::default();
+        let store = KvStore::open(map.clone()).unwrap();
+        let rec = append_a(&store).await;
+        store.close().await.unwrap();
+        (map, rec)
+    }
+
+    /// A read-only handle on `map`.
+    fn reader(map: Shared) -> KvStore<Shared> {
+        KvStore::open_with(
+            map,
+            KvOptions {
+                read_only: true,
+                ..KvOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// What a read-only handle answers to a commit, an import and a repair of `rec`.
+    async fn writes_of(store: &KvStore<Shared>, rec: &LogRecord) -> [Result<()>; 3] {
+        [
+            store
+                .commit_report(vec![NewLog::new("a", Status::Succeeded)], Durability::Buffered)
+                .await
+                .map(drop),
+            store
+                .import(vec![rec.clone()], Durability::Buffered)
+                .await
+                .map(drop),
+            store
+                .repair(vec![rec.clone()], Durability::Buffered)
+                .await
+                .map(drop),
+        ]
     }
 
     /// Prunes every log below `id`, at `Buffered`.
@@ -1259,42 +1303,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_only_handle_refuses_every_write_and_leaves_an_older_store_unmarked() {
-        let map = Shared::default();
-        let store = KvStore::open(map.clone()).unwrap();
-        let rec = store
-            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-            .await
-            .unwrap();
-        store.close().await.unwrap();
+        let (map, rec) = one_record_closed().await;
         // An older store: no format key.
         map.0.lock().unwrap().remove(FORMAT);
         let before = map.0.lock().unwrap().clone();
-        let reader = KvStore::open_with(
-            map.clone(),
-            KvOptions {
-                read_only: true,
-                ..KvOptions::default()
-            },
-        )
-        .unwrap();
+        let reader = reader(map.clone());
         assert!(reader.is_read_only());
         assert_eq!(reader.get(rec.id).await.unwrap(), Some(rec.clone()));
-        let log = NewLog::new("a", Status::Succeeded);
-        let refused = [
-            reader
-                .commit_report(vec![log], Durability::Buffered)
-                .await
-                .map(drop),
-            reader
-                .import(vec![rec.clone()], Durability::Buffered)
-                .await
-                .map(drop),
-            reader
-                .repair(vec![rec.clone()], Durability::Buffered)
-                .await
-                .map(drop),
-            reader.sync(Durability::Buffered).await,
-        ];
+        let [commit, import, repair] = writes_of(&reader, &rec).await;
+        let refused = [commit, import, repair, reader.sync(Durability::Buffered).await];
         for r in refused {
             assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Unsupported);
         }
@@ -1331,20 +1348,14 @@ mod tests {
         let map = Shared::default();
         let store = KvStore::open(map.clone()).unwrap();
         for _ in 0..3 {
-            store
-                .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-                .await
-                .unwrap();
+            append_a(&store).await;
         }
         // The mark lags (lone appends write one key each) until the close stores it.
         assert_eq!(map.0.lock().unwrap().get(HIGH_WATER), None);
         // A crash now (no close, and the writer never stops): the reopen takes the last id.
         std::mem::forget(store);
         let store = KvStore::open(map.clone()).unwrap();
-        let next = store
-            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-            .await
-            .unwrap();
+        let next = append_a(&store).await;
         assert_eq!(next.id.get(), 4);
         store.close().await.unwrap();
         assert_eq!(
@@ -1450,10 +1461,7 @@ mod tests {
     async fn an_import_of_records_already_stored_reaches_the_durability_asked() {
         let kv = Faulty::default();
         let store = KvStore::open(kv.clone()).unwrap();
-        let rec = store
-            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-            .await
-            .unwrap();
+        let rec = append_a(&store).await;
         kv.levels.lock().unwrap().clear();
         let report = store.import(vec![rec], Durability::PowerLoss).await.unwrap();
         assert_eq!((report.inserted, report.already_present), (0, 1));
@@ -1466,10 +1474,7 @@ mod tests {
         let map = Shared::default();
         let store = KvStore::open(map.clone()).unwrap();
         for _ in 0..6 {
-            store
-                .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-                .await
-                .unwrap();
+            append_a(&store).await;
         }
         prune_below(&store, 3).await;
         map.0.lock().unwrap().insert(marker_key(1), b"damaged".to_vec());
@@ -1492,65 +1497,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_or_read_only_store_says_so_before_it_looks_at_the_input() {
+    async fn a_closed_or_read_only_store_refuses_writes_and_bad_input_never_reaches_it() {
         let map = Shared::default();
         let store = KvStore::open(map.clone()).unwrap();
-        let rec = store
-            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-            .await
-            .unwrap();
+        let rec = append_a(&store).await;
         store.close().await.unwrap();
-        // An empty job is invalid input; a bad record, its checksum not matching.
-        let bad = || vec![NewLog::new("", Status::Succeeded)];
-        let mut forged = rec.clone();
-        forged.message = "changed".into();
+        let good = || vec![NewLog::new("b", Status::Succeeded)];
         let err = store
-            .commit_report(bad(), Durability::Buffered)
+            .commit_report(good(), Durability::Buffered)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Closed, "{err}");
-        let reader = KvStore::open_with(
-            map,
-            KvOptions {
-                read_only: true,
-                ..KvOptions::default()
-            },
-        )
-        .unwrap();
-        let refused = [
-            reader.commit_report(bad(), Durability::Buffered).await.map(drop),
-            reader
-                .import(vec![forged.clone()], Durability::Buffered)
-                .await
-                .map(drop),
-            reader.repair(vec![forged], Durability::Buffered).await.map(drop),
-        ];
-        for r in refused {
+        let reader = reader(map);
+        for r in writes_of(&reader, &rec).await {
             assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        }
+        // Core checks the input before any engine sees it: an empty job is invalid input,
+        // a record whose checksum does not match its fields is corrupt, read-only or not.
+        let mut forged = rec.clone();
+        forged.message = "changed".into();
+        let bad = reader
+            .commit_report(vec![NewLog::new("", Status::Succeeded)], Durability::Buffered)
+            .await
+            .unwrap_err();
+        assert_eq!(bad.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+        for r in [
+            reader.import(vec![forged.clone()], Durability::Buffered).await,
+            reader.repair(vec![forged], Durability::Buffered).await,
+        ] {
+            assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Corrupt);
         }
         reader.close().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_damaged_high_water_mark_stops_a_writer_but_not_a_reader() {
-        let map = Shared::default();
-        let store = KvStore::open(map.clone()).unwrap();
-        let rec = store
-            .append_with(NewLog::new("a", Status::Succeeded), Durability::Buffered)
-            .await
-            .unwrap();
-        store.close().await.unwrap();
+        let (map, rec) = one_record_closed().await;
         map.0.lock().unwrap().insert(HIGH_WATER.to_vec(), b"bad".to_vec());
         let err = KvStore::open(map.clone()).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
-        let reader = KvStore::open_with(
-            map,
-            KvOptions {
-                read_only: true,
-                ..KvOptions::default()
-            },
-        )
-        .unwrap();
+        let reader = reader(map);
         assert_eq!(reader.get(rec.id).await.unwrap(), Some(rec));
         reader.close().await.unwrap();
     }

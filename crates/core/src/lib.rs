@@ -48,3 +48,4 @@ pub use store::{
     LogStore, LogStoreExt, Scan, SharedStore, VerifyOptions, VerifyReport,
 };
 pub use url::redact_url;
+pub use validate::{Valid, ValidBatch, ValidRecords};

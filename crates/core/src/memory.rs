@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::follow::CommitSignal;
 use crate::retention::{Applied, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Planner, ScanKeys};
-use crate::validate::{validate_batch, validate_records};
+use crate::validate::{ValidBatch, ValidRecords};
 use crate::verify::Verifier;
 use crate::{
-    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
-    VerifyOptions, VerifyReport,
+    Capabilities, Durability, Error, ImportReport, LogId, LogRecord, LogStore, Result, Scan, VerifyOptions,
+    VerifyReport,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -132,8 +132,7 @@ impl LogStore for MemoryStore {
         }
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        validate_batch(&batch)?;
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let now = Utc::now();
@@ -194,8 +193,7 @@ impl LogStore for MemoryStore {
         Ok(v.finish())
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let mut report = ImportReport::default();
@@ -222,8 +220,7 @@ impl LogStore for MemoryStore {
         Ok(report)
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         Self::check_durability(durability)?;
         let mut st = self.state()?;
         let mut report = ImportReport::default();

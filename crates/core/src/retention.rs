@@ -37,7 +37,7 @@ use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::query::{Filter, TimeRange};
 use crate::record::{IdRange, LogId, LogRecord, Timestamp};
-use crate::store::{Durability, LogStore, Scan};
+use crate::store::{Durability, LogStore, LogStoreExt, Scan};
 
 /// The records a prune reads per page.
 pub const PRUNE_PAGE: usize = 10_000;

@@ -13,6 +13,7 @@ use crate::query::{Filter, Summary};
 use crate::record::{IdRange, LogId, LogRecord, NewLog, Status};
 use crate::retention::{Applied, PruneMarker};
 use crate::run::{Appended, Committed, Run, RunScan};
+use crate::validate::{ValidBatch, ValidRecords};
 
 /// What an acknowledged commit survives. Ordered from weakest to strongest.
 ///
@@ -49,11 +50,11 @@ pub struct Capabilities {
     pub checkpoint: bool,
     /// [`VerifyOptions::deep`] runs an engine-level check.
     pub deep_verify: bool,
-    /// [`LogStore::repair`] replaces damaged records.
+    /// [`LogStoreExt::repair`] replaces damaged records.
     pub repair: bool,
     /// [`LogStore::apply_prune`] is implemented (see [`crate::retention`]).
     pub prune: bool,
-    /// The durability levels [`LogStore::commit`] accepts.
+    /// The durability levels [`LogStoreExt::commit`] accepts.
     pub durability: Vec<Durability>,
 }
 
@@ -248,7 +249,7 @@ pub struct ImportConflict {
     pub offered: Checksum,
 }
 
-/// What [`LogStore::import`] did.
+/// What [`LogStoreExt::import`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ImportReport {
     /// Records written.
@@ -257,7 +258,7 @@ pub struct ImportReport {
     pub already_present: u64,
     /// Records refused because a different one is stored under the same id.
     pub conflicts: Vec<ImportConflict>,
-    /// Damaged records replaced by the intact ones offered ([`LogStore::repair`] only).
+    /// Damaged records replaced by the intact ones offered ([`LogStoreExt::repair`] only).
     pub replaced: u64,
     /// Records a copy left out because they were damaged where it read them
     /// ([`LogStoreExt::copy_to`] only); the intact ones were copied.
@@ -303,7 +304,8 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Appends `batch` atomically: all of it or none of it, and says which records are
-    /// repeats.
+    /// repeats. Callers use [`LogStoreExt::commit_report`], which validates the batch and
+    /// calls this; an engine never sees logs that did not pass [`crate::validate`].
     ///
     /// When this returns `Ok`, every record is readable by [`get`](Self::get) and
     /// [`scan`](Self::scan), and survives what `durability` names. The records come back
@@ -313,18 +315,12 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// see [`crate::run`]) as stored the first time, marked in [`Committed::repeats`].
     ///
     /// Errors, after which nothing of the batch is written: [`Error::InvalidInput`] when a
-    /// log breaks a rule of [`crate::validate`] or of runs (an unknown run, a second start,
-    /// another job); [`Error::IdempotencyConflict`] and [`Error::RunFinished`] (see
-    /// [`crate::run`]); [`Error::Unsupported`] for a durability level the engine cannot
-    /// give; [`Error::Busy`]/[`Error::Locked`] (retryable) when the storage stayed busy;
-    /// I/O and engine errors otherwise.
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed>;
-
-    /// [`commit_report`](Self::commit_report) without the repeat marks: the records in
-    /// batch order.
-    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
-        Ok(self.commit_report(batch, durability).await?.records)
-    }
+    /// log breaks a rule of runs (an unknown run, a second start, another job);
+    /// [`Error::IdempotencyConflict`] and [`Error::RunFinished`] (see [`crate::run`]);
+    /// [`Error::Unsupported`] for a durability level the engine cannot give;
+    /// [`Error::Busy`]/[`Error::Locked`] (retryable) when the storage stayed busy; I/O and
+    /// engine errors otherwise.
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed>;
 
     /// The record with `id`, or `None`. Reflects every commit acknowledged before the call.
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>>;
@@ -453,30 +449,29 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport>;
 
     /// The restore hook: imports records keeping their ids and checksums, atomically, at
-    /// `durability`.
+    /// `durability`. Callers use [`LogStoreExt::import`], which validates the records
+    /// (field rules and checksums) and calls this.
     ///
     /// A record whose id a stored prune marker covers is skipped and counted in
     /// [`ImportReport::pruned`]: a pruned record never comes back.
     ///
     /// Idempotent: a record already stored and identical is counted as already present.
     /// A different record under the same id is reported as a conflict and the stored one
-    /// is kept. After an import, ids assigned by [`commit`](Self::commit) are greater than
-    /// every imported id.
-    ///
-    /// Errors: [`Error::Corrupt`] for an offered record whose checksum does not match,
-    /// [`Error::InvalidInput`] for one that breaks a field rule; nothing is written then.
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport>;
+    /// is kept. After an import, ids assigned by [`commit_valid`](Self::commit_valid) are
+    /// greater than every imported id.
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport>;
 
-    /// The repair hook: like [`import`](Self::import), except that a stored record that is
-    /// **damaged** (its fields no longer give its stored checksum, or it cannot be decoded)
-    /// is replaced by the offered record under its id. An intact stored record is never
-    /// replaced: a different one is a conflict, as with `import`. Engines that set damaged
-    /// records aside when they read their storage (they are then absent) insert the offered
-    /// record instead; either way, afterwards `get` returns the offered record.
+    /// The repair hook: like [`import_valid`](Self::import_valid), except that a stored
+    /// record that is **damaged** (its fields no longer give its stored checksum, or it
+    /// cannot be decoded) is replaced by the offered record under its id. An intact stored
+    /// record is never replaced: a different one is a conflict, as with an import. Engines
+    /// that set damaged records aside when they read their storage (they are then absent)
+    /// insert the offered record instead; either way, afterwards `get` returns the offered
+    /// record. Callers use [`LogStoreExt::repair`], which checks every offered record is
+    /// intact first.
     ///
-    /// Every offered record must be intact ([`Error::Corrupt`] otherwise, nothing written).
     /// Engines that cannot replace a record return [`Error::Unsupported`] (the default).
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         let _ = (records, durability);
         Err(Error::Unsupported {
             engine: self.capabilities().engine,
@@ -526,6 +521,45 @@ pub trait LogStore: Send + Sync + fmt::Debug {
 /// Conveniences for every [`LogStore`]; implemented for all of them, not overridable.
 #[async_trait]
 pub trait LogStoreExt: LogStore {
+    /// Validates `batch` ([`ValidBatch::new`]) and commits it with
+    /// [`LogStore::commit_valid`]: all of it or none of it, the records in batch order,
+    /// repeats marked.
+    ///
+    /// The input is checked before the store is asked anything: bad input is refused as
+    /// such even by a closed or read-only store, or at a durability it cannot give (the
+    /// same for [`import`](Self::import) and [`repair`](Self::repair)).
+    ///
+    /// Errors: [`Error::InvalidInput`] naming the first bad log's position and field
+    /// (nothing written, no id spent), then whatever
+    /// [`commit_valid`](LogStore::commit_valid) says.
+    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+        self.commit_valid(ValidBatch::new(batch)?, durability).await
+    }
+
+    /// [`commit_report`](Self::commit_report) without the repeat marks: the records in
+    /// batch order.
+    async fn commit(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Vec<LogRecord>> {
+        Ok(self.commit_report(batch, durability).await?.records)
+    }
+
+    /// Validates `records` ([`ValidRecords::new`]) and imports them with
+    /// [`LogStore::import_valid`], keeping their ids and checksums.
+    ///
+    /// Errors: [`Error::Corrupt`] for an offered record whose checksum does not match,
+    /// [`Error::InvalidInput`] for one that breaks a field rule; nothing is written then.
+    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.import_valid(ValidRecords::new(records)?, durability).await
+    }
+
+    /// Validates `records` and repairs with them ([`LogStore::repair_valid`]): a damaged
+    /// stored record is replaced by the offered one under its id.
+    ///
+    /// Errors: every offered record must be intact ([`Error::Corrupt`] otherwise, nothing
+    /// written); [`Error::Unsupported`] for engines that cannot replace a record.
+    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.repair_valid(ValidRecords::new(records)?, durability).await
+    }
+
     /// Appends one log at power-loss durability.
     async fn append(&self, log: NewLog) -> Result<LogRecord> {
         self.append_with(log, Durability::PowerLoss).await

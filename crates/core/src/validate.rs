@@ -1,15 +1,17 @@
 //! Validation: every rule a log must pass before anything is written, with its limit.
 //!
-//! Who calls it: an engine, first thing, in [`LogStore::commit_report`]
-//! ([`validate_batch`]) and in [`LogStore::import`] and [`LogStore::repair`]
-//! ([`validate_records`]), before it writes or plans anything; the conformance suite's
-//! `bad_input` and `restore` cases fail an engine that forgets. A batch with one bad log
-//! is rejected whole with [`Error::InvalidInput`] naming the field and the log's position;
-//! nothing of it is written and no id is spent.
+//! Who calls it: core, never the engine. An engine receives logs to commit only as a
+//! [`ValidBatch`] and records to import or repair only as [`ValidRecords`], and the only
+//! way to make either is to pass these rules ([`ValidBatch::new`], [`ValidRecords::new`]);
+//! [`LogStoreExt::commit_report`], [`LogStoreExt::import`] and [`LogStoreExt::repair`]
+//! make them before they call the engine. So no engine can forget it, and no engine
+//! needs to call anything here. A batch with one bad log is rejected whole with
+//! [`Error::InvalidInput`] naming the field and the log's position; nothing of it is
+//! written and no id is spent.
 //!
-//! [`LogStore::commit_report`]: crate::LogStore::commit_report
-//! [`LogStore::import`]: crate::LogStore::import
-//! [`LogStore::repair`]: crate::LogStore::repair
+//! [`LogStoreExt::commit_report`]: crate::LogStoreExt::commit_report
+//! [`LogStoreExt::import`]: crate::LogStoreExt::import
+//! [`LogStoreExt::repair`]: crate::LogStoreExt::repair
 
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
@@ -46,6 +48,96 @@ pub fn max_timestamp() -> Timestamp {
     Utc.timestamp_opt(253_402_300_799, 999_999_000)
         .single()
         .unwrap_or_default()
+}
+
+/// Input that passed core's checks: what an engine's
+/// [`LogStore::commit_valid`](crate::LogStore::commit_valid) ([`ValidBatch`]),
+/// [`import_valid`](crate::LogStore::import_valid) and
+/// [`repair_valid`](crate::LogStore::repair_valid) ([`ValidRecords`]) receive. Made only
+/// by [`ValidBatch::new`] and [`ValidRecords::new`] (and by core from records it sealed
+/// itself from a [`ValidBatch`]), so holding one proves the rules were checked. Read it as
+/// a slice; take the items with [`into_inner`](Self::into_inner).
+///
+/// An engine cannot make one without the check:
+///
+/// ```compile_fail
+/// use synclog_core::validate::{Valid, ValidBatch};
+/// let unchecked: ValidBatch = Valid(vec![]); // the field is private
+/// ```
+///
+/// ```compile_fail
+/// use synclog_core::validate::{Valid, ValidRecords};
+/// let unchecked: ValidRecords = Valid(vec![]); // the field is private
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Valid<T>(Vec<T>);
+
+/// A batch of logs that passed [`validate_batch`].
+pub type ValidBatch = Valid<NewLog>;
+
+/// Records offered for import or repair that passed [`validate_records`] (field rules and
+/// checksums).
+pub type ValidRecords = Valid<LogRecord>;
+
+impl Valid<NewLog> {
+    /// Checks `batch` with [`validate_batch`].
+    ///
+    /// Errors: [`Error::InvalidInput`] naming the first bad log's position and field.
+    pub fn new(batch: Vec<NewLog>) -> Result<ValidBatch> {
+        validate_batch(&batch)?;
+        Ok(Valid(batch))
+    }
+}
+
+impl Valid<LogRecord> {
+    /// Checks `records` with [`validate_records`].
+    ///
+    /// Errors: [`Error::InvalidInput`] for a record that breaks a field rule,
+    /// [`Error::Corrupt`] for one whose checksum does not match its fields; each names
+    /// the record's position.
+    pub fn new(records: Vec<LogRecord>) -> Result<ValidRecords> {
+        validate_records(&records)?;
+        Ok(Valid(records))
+    }
+
+    /// Records core made valid itself: sealed from logs that passed [`validate_batch`]
+    /// (their checksums computed from their fields), or kept from a [`ValidRecords`]. Not
+    /// checked again (debug builds do).
+    pub(crate) fn already_valid(records: Vec<LogRecord>) -> ValidRecords {
+        debug_assert!(validate_records(&records).is_ok());
+        Valid(records)
+    }
+}
+
+impl<T> Valid<T> {
+    /// The items, in the order given.
+    pub fn into_inner(self) -> Vec<T> {
+        self.0
+    }
+}
+
+impl<T> Default for Valid<T> {
+    /// None: nothing to check.
+    fn default() -> Self {
+        Valid(Vec::new())
+    }
+}
+
+impl<T> IntoIterator for Valid<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<T> std::ops::Deref for Valid<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
 }
 
 /// Checks one log against every rule.
@@ -97,18 +189,19 @@ pub fn validate_keys(run: Option<&str>, idempotency_key: Option<&str>, status: S
 /// Checks a batch: its size and every log, naming the position of the first bad one.
 pub fn validate_batch(batch: &[NewLog]) -> Result<()> {
     if batch.len() > MAX_BATCH {
-        return Err(Error::invalid(
-            "batch",
-            format!(
-                "{} logs is more than the limit of {MAX_BATCH}; split it",
-                batch.len()
-            ),
-        ));
+        return Err(too_many(batch.len()));
     }
     for (i, log) in batch.iter().enumerate() {
         validate_new(log).map_err(|e| e.at_index(i))?;
     }
     Ok(())
+}
+
+fn too_many(n: usize) -> Error {
+    Error::invalid(
+        "batch",
+        format!("{n} logs is more than the limit of {MAX_BATCH}; split it"),
+    )
 }
 
 /// Checks a record offered for import: the same field rules (its attributes must be a JSON
@@ -514,5 +607,118 @@ mod tests {
         validate_record(&rec).unwrap();
         rec.message.push('x');
         assert_eq!(validate_record(&rec).unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    /// An engine that counts what reaches it, over the memory engine.
+    #[derive(Debug, Default)]
+    struct Probe {
+        inner: crate::memory::MemoryStore,
+        reached: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Probe {
+        fn reached(&self) -> usize {
+            self.reached.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn reach(&self) {
+            self.reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::LogStore for Probe {
+        fn describe(&self) -> String {
+            "probe".into()
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            self.inner.capabilities()
+        }
+        async fn commit_valid(&self, batch: ValidBatch, d: crate::Durability) -> Result<crate::Committed> {
+            self.reach();
+            self.inner.commit_valid(batch, d).await
+        }
+        async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+            self.inner.get(id).await
+        }
+        async fn scan(&self, scan: &crate::Scan) -> Result<Vec<LogRecord>> {
+            self.inner.scan(scan).await
+        }
+        async fn last_id(&self) -> Result<Option<LogId>> {
+            self.inner.last_id().await
+        }
+        async fn sync(&self, level: crate::Durability) -> Result<()> {
+            self.inner.sync(level).await
+        }
+        async fn verify(&self, options: crate::VerifyOptions) -> Result<crate::VerifyReport> {
+            self.inner.verify(options).await
+        }
+        async fn import_valid(
+            &self,
+            records: ValidRecords,
+            d: crate::Durability,
+        ) -> Result<crate::ImportReport> {
+            self.reach();
+            self.inner.import_valid(records, d).await
+        }
+        async fn repair_valid(
+            &self,
+            records: ValidRecords,
+            d: crate::Durability,
+        ) -> Result<crate::ImportReport> {
+            self.reach();
+            self.inner.repair_valid(records, d).await
+        }
+        async fn close(&self) -> Result<()> {
+            self.inner.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_input_never_reaches_an_engine_on_any_write_path() {
+        use crate::{Durability::Buffered, LogStore, LogStoreExt};
+        let probe = Probe::default();
+        let good = probe.commit(vec![ok()], Buffered).await.unwrap().remove(0);
+        assert_eq!(probe.reached(), 1);
+        let mut forged = good.clone();
+        forged.message = "changed after sealing".into();
+        let mut not_an_object = good.clone();
+        not_an_object.attrs = crate::Attrs::from_stored("[]".into());
+        not_an_object.checksum = not_an_object.compute_checksum();
+
+        let empty_job = vec![ok(), NewLog::new("", Status::Succeeded)];
+        let err = probe
+            .commit_report(empty_job.clone(), Buffered)
+            .await
+            .unwrap_err();
+        match err {
+            Error::InvalidInput { field, index, .. } => assert_eq!((field, index), ("job", Some(1))),
+            other => panic!("expected invalid input, got {other}"),
+        }
+        let err = probe.commit(empty_job, Buffered).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let err = probe
+            .append_with(NewLog::new("j", Status::Progress), Buffered)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "progress needs a run: {err}");
+        let too_many = vec![ok(); MAX_BATCH + 1];
+        assert_eq!(
+            probe.commit(too_many, Buffered).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        for records in [vec![forged.clone()], vec![good.clone(), forged]] {
+            let err = probe.import(records.clone(), Buffered).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+            let err = probe.repair(records, Buffered).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+        let err = probe.import(vec![not_an_object], Buffered).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert_eq!(probe.reached(), 1, "a write with bad input reached the engine");
+        assert_eq!(
+            probe.inner.last_id().await.unwrap(),
+            Some(good.id),
+            "nothing else was written"
+        );
     }
 }

@@ -157,11 +157,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
-use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    Capabilities, Checksum, Durability, Error, ImportReport, LogId, LogRecord, LogStore, NewLog, Result,
-    Scan, VerifyOptions, VerifyReport,
+    Capabilities, Checksum, Durability, Error, ImportReport, LogId, LogRecord, LogStore, Result, Scan,
+    ValidBatch, ValidRecords, VerifyOptions, VerifyReport,
 };
 
 pub use load::{CorruptLine, LineProblem, OpenReport, TornTail};
@@ -907,9 +906,8 @@ impl LogStore for JsonStore {
         }
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         let group = self.writer("commit")?;
-        validate_batch(&batch)?;
         let done = self.retrying(|| group.commit(batch.clone(), durability)).await?;
         self.inner.signal.committed_records(done.new_records());
         Ok(done)
@@ -1029,9 +1027,8 @@ impl LogStore for JsonStore {
         self.retrying(|| self.blocking(|inner| inner.verify())).await
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         let group = self.writer("import")?;
-        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
@@ -1039,7 +1036,9 @@ impl LogStore for JsonStore {
         let report = self
             .retrying(|| async {
                 let records = records.clone();
-                group.with_writer(move |w| w.import(records, durability)).await?
+                group
+                    .with_writer(move |w| w.import(records.into_inner(), durability))
+                    .await?
             })
             .await?;
         if let Some(top) = top.filter(|_| report.inserted > 0) {
@@ -1051,8 +1050,8 @@ impl LogStore for JsonStore {
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside
     /// when the file is opened, so its id is absent: repairing it appends the intact record
     /// (counted as inserted). The damaged line stays in the file until `compact`.
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.import(records, durability).await
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.import_valid(records, durability).await
     }
 
     async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {

@@ -1,6 +1,7 @@
 //! Compaction is the operator's answer to repeated and corrupt lines: identical repeats are
 //! dropped, anything else is saved aside (never deleted), and `verify` is clean afterwards.
 
+use synclog_core::LogStoreExt;
 use synclog_core::{Durability, LogStore, NewLog, Status, VerifyOptions};
 use synclog_json::JsonStore;
 

@@ -4,6 +4,7 @@
 //! must survive, and the file must reopen and verify clean.
 
 use std::sync::Arc;
+use synclog_core::LogStoreExt;
 
 use synclog_core::{Checksum, Durability, LogId, LogStore, NewLog, Status, VerifyOptions};
 use synclog_json::sim::{SimFs, Tear};

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
+use synclog_core::LogStoreExt;
 
 use synclog_core::{Durability, ErrorKind, LogId, LogStore, NewLog, Status};
 use synclog_json::fs::RealFs;

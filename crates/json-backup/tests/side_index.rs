@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use synclog_core::LogStoreExt;
 
 use chrono::Utc;
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! Cron-style callers: several processes appending to one file take turns on its lock.
 
+use synclog_core::LogStoreExt;
 use synclog_core::{Durability, LogStore, NewLog, Status, VerifyOptions};
 use synclog_json::JsonStore;
 

@@ -109,9 +109,9 @@ use synclog_core::retention::{check_marker, chunk_ranges, Applied, PruneMarker, 
 use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
 use synclog_core::{
-    redact_url, validate::validate_batch, validate::validate_records, Attrs, Capabilities, Checksum,
-    Committed, Durability, Error, IdRange, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Run,
-    RunScan, Scan, Status, VerifyOptions, VerifyReport,
+    redact_url, Attrs, Capabilities, Checksum, Committed, Durability, Error, IdRange, ImportReport, LogId,
+    LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, Status, ValidBatch, ValidRecords, VerifyOptions,
+    VerifyReport,
 };
 
 use connect::{pg_err, server_of, Endpoint, LockTimeout};
@@ -408,14 +408,13 @@ impl LogStore for PgStore {
         }
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
-        validate_batch(&batch)?;
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         if batch.is_empty() {
             return Ok(Committed::default());
         }
         let seq = self.submitted.fetch_add(1, Ordering::Relaxed);
         self.ask(|reply| Job::Commit {
-            logs: batch,
+            logs: batch.into_inner(),
             durability,
             seq,
             reply,
@@ -627,26 +626,24 @@ impl LogStore for PgStore {
         Ok(v.finish())
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
         self.ask(|reply| Job::Import {
-            records,
+            records: records.into_inner(),
             durability,
             reply,
         })
         .await
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        validate_records(&records)?;
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
         self.ask(|reply| Job::Repair {
-            records,
+            records: records.into_inner(),
             durability,
             reply,
         })

@@ -5,6 +5,7 @@
 //! `SYNCLOG_PG_MEASURE=1 cargo test --release -p synclog-postgres --test measure -- --nocapture`
 
 use std::time::{Duration, Instant};
+use synclog_core::LogStoreExt;
 
 use synclog_core::query::{summary_by_scanning, AttrEq, Filter, TimeRange};
 use synclog_core::retention::{Policy, PruneMarker};

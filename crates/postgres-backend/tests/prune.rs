@@ -6,6 +6,7 @@
 
 use chrono::Utc;
 use synclog_core::retention::{self, Policy, PruneMarker, PruneOptions};
+use synclog_core::LogStoreExt;
 use synclog_core::{Durability, IdRange, LogId, LogStore, NewLog, Status, VerifyOptions};
 use synclog_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
 

@@ -232,7 +232,7 @@ impl Stream {
 mod tests {
     use super::*;
     use synclog_core::memory::MemoryStore;
-    use synclog_core::{Durability, NewLog, Status};
+    use synclog_core::{Durability, LogStoreExt, NewLog, Status};
 
     /// A hub that publishes only what a test hands it, with room for `capacity` batches.
     fn manual_hub(capacity: usize, through: u64) -> Arc<Hub> {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use synclog_core::memory::MemoryStore;
 use synclog_core::{
-    Capabilities, Committed, Durability, ImportReport, LogId, LogRecord, LogStore, NewLog, Result, Scan,
-    VerifyOptions, VerifyReport,
+    Capabilities, Committed, Durability, ImportReport, LogId, LogRecord, LogStore, Result, Scan, ValidBatch,
+    ValidRecords, VerifyOptions, VerifyReport,
 };
 use synclog_server::Config;
 use tokio::sync::{oneshot, Mutex, Notify};
@@ -35,13 +35,13 @@ impl LogStore for Hooked {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         let gate = self.gate.lock().await.take();
         if let Some(gate) = gate {
             self.arrived.notify_one();
             let _ = gate.await;
         }
-        self.inner.commit_report(batch, durability).await
+        self.inner.commit_valid(batch, durability).await
     }
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
         panic!("{PANIC_TEXT}: get({id})");
@@ -58,8 +58,8 @@ impl LogStore for Hooked {
     async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
         self.inner.verify(options).await
     }
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
-        self.inner.import(records, durability).await
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.inner.import_valid(records, durability).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

@@ -2,6 +2,7 @@
 //! beside a writer is refused, typed, at once.
 
 use std::time::{Duration, Instant};
+use synclog_core::LogStoreExt;
 
 use synclog_core::{Durability, ErrorKind, LogId, LogStore, NewLog, Status};
 

@@ -65,10 +65,10 @@ use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
 use synclog_core::query::{Filter, Summary};
 use synclog_core::retention::{Applied, PruneMarker};
-use synclog_core::validate::{validate_batch, validate_records};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed, Durability, Error, ImportReport,
-    LogId, LogRecord, LogStore, NewLog, Result, Run, RunScan, Scan, VerifyOptions, VerifyReport,
+    LogId, LogRecord, LogStore, Result, Run, RunScan, Scan, ValidBatch, ValidRecords, VerifyOptions,
+    VerifyReport,
 };
 
 pub use connection::{synchronous_for, PragmaReport, APPLICATION_ID, SCHEMA, SCHEMA_VERSION, UPGRADE_TO_2};
@@ -414,9 +414,8 @@ impl LogStore for SqliteStore {
         }
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         let group = self.writer("commit")?;
-        validate_batch(&batch)?;
         group.commit(batch, durability).await
     }
 
@@ -541,18 +540,16 @@ impl LogStore for SqliteStore {
             })?
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         let group = self.writer("import")?;
-        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }
         group.with_writer(move |w| w.import(&records, durability)).await?
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         let group = self.writer("repair")?;
-        validate_records(&records)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
         }

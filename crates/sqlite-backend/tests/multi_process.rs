@@ -4,6 +4,7 @@
 //! normal runs) with the database path in `SYNCLOG_CHILD_DB`.
 
 use std::collections::HashMap;
+use synclog_core::LogStoreExt;
 
 use synclog_core::{Durability, LogStore, NewLog, Scan, Status, VerifyOptions};
 use synclog_sqlite::SqliteStore;

@@ -5,6 +5,7 @@
 //! `SYNCLOG_QUERY_BENCH=1000000 cargo test --release -p synclog-sqlite --test query_bench -- --nocapture`
 
 use std::time::{Duration, Instant};
+use synclog_core::LogStoreExt;
 
 use chrono::{DateTime, Utc};
 use synclog_core::query::{AttrEq, Filter, TimeRange};

@@ -4,6 +4,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use synclog_core::query::{Filter, TimeRange};
+use synclog_core::LogStoreExt;
 use synclog_core::{Durability, LogId, LogRecord, LogStore, NewLog, Scan, Status};
 use synclog_sqlite::SqliteStore;
 

@@ -2,6 +2,7 @@
 //! that holds its write lock, writes refused.
 
 use std::time::Duration;
+use synclog_core::LogStoreExt;
 
 use rusqlite::{Connection, TransactionBehavior};
 use synclog_core::{CheckpointMode, Durability, ErrorKind, LogId, LogStore, NewLog, Status, VerifyOptions};

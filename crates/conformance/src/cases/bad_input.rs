@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use synclog_core::validate::{
     max_timestamp, MAX_ATTRS_BYTES, MAX_ATTRS_DEPTH, MAX_BATCH, MAX_COUNTER, MAX_JOB_BYTES, MAX_MESSAGE_BYTES,
 };
+use synclog_core::LogStoreExt;
 use synclog_core::{Error, NewLog, Status};
 
 use super::{everything, sample, Ctx};

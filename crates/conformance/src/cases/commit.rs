@@ -1,6 +1,7 @@
 //! Commit: atomic batches, ids, checksums.
 
 use synclog_core::ErrorKind;
+use synclog_core::LogStoreExt;
 
 use super::{sample, Ctx};
 

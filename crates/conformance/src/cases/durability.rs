@@ -1,5 +1,6 @@
 //! Durability: what survives a reopen, the levels, the sync and checkpoint hooks.
 
+use synclog_core::LogStoreExt;
 use synclog_core::{CheckpointMode, Durability, ErrorKind};
 
 use super::{everything, sample, Ctx};

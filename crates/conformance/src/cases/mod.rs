@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use synclog_core::LogStoreExt;
 
 use synclog_core::{Capabilities, Durability, LogId, LogRecord, LogStore, NewLog, Scan, Status};
 
@@ -38,7 +39,7 @@ pub enum Need {
     DestroyHook,
     /// [`LogStore::checkpoint`].
     Checkpoint,
-    /// [`LogStore::repair`] (`Capabilities::repair`).
+    /// [`LogStoreExt::repair`] (`Capabilities::repair`).
     Repair,
     /// [`LogStore::apply_prune`] (`Capabilities::prune`).
     Prune,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration as StdDuration;
+use synclog_core::LogStoreExt;
 
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;

@@ -1,5 +1,6 @@
 //! Repair: a damaged record is replaced by an intact one; an intact one never is.
 
+use synclog_core::LogStoreExt;
 use synclog_core::{ErrorKind, LogRecord, VerifyOptions};
 
 use super::{everything, sample, Ctx};

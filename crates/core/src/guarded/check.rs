@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{CopyProblem, Leader, ReconcileReport, Side};
 use crate::record::{LogId, LogRecord};
-use crate::store::{LogStore, VerifyOptions};
+use crate::store::{LogStore, LogStoreExt, VerifyOptions};
 
 /// Most ids repaired in one call to a copy's repair hook.
 const REPAIR_PAGE: usize = 1000;

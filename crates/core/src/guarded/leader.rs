@@ -11,7 +11,12 @@ pub(super) struct Leader {
     pub(super) primary: Arc<dyn LogStore>,
     pub(super) backup: Arc<dyn LogStore>,
     pub(super) next_id: u64,
+    /// Records a copy missed, retried before the next group. Only records that are valid
+    /// go in (sealed by the guard from a [`ValidBatch`], or taken from [`ValidRecords`]):
+    /// they are written back unchecked ([`ValidRecords::already_valid`]), so a record
+    /// read back from a copy must never be queued here.
     pub(super) pending_primary: Vec<LogRecord>,
+    /// As `pending_primary`, for the backup.
     pub(super) pending_backup: Vec<LogRecord>,
     pub(super) options: GuardedOptions,
     pub(super) counters: Arc<Counters>,
@@ -280,7 +285,11 @@ impl Leader {
     pub(super) async fn flush_pending(&mut self, durability: Durability) {
         if !self.pending_primary.is_empty() {
             let records = self.pending_primary.clone();
-            if let Ok(report) = self.primary.import(records, durability).await {
+            if let Ok(report) = self
+                .primary
+                .import_valid(ValidRecords::already_valid(records), durability)
+                .await
+            {
                 self.counters
                     .restored
                     .fetch_add(report.inserted, Ordering::Relaxed);
@@ -290,7 +299,11 @@ impl Leader {
         }
         if !self.pending_backup.is_empty() {
             let records = self.pending_backup.clone();
-            if let Ok(report) = self.backup.import(records, durability).await {
+            if let Ok(report) = self
+                .backup
+                .import_valid(ValidRecords::already_valid(records), durability)
+                .await
+            {
                 self.counters.copied.fetch_add(report.inserted, Ordering::Relaxed);
                 warn_caught_up(&*self.backup, &self.pending_backup, report.inserted);
                 self.pending_backup.clear();
@@ -388,11 +401,11 @@ impl Leader {
         Ok(fetched)
     }
 
-    pub(super) async fn commit_group(&mut self, group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>) {
+    pub(super) async fn commit_group(&mut self, group: Vec<(ValidBatch, Durability, Reply<Receipt>)>) {
         let durability = group.iter().map(|g| g.1).max().unwrap_or_default();
         self.flush_pending(durability).await;
         let now = Utc::now();
-        let wanted = Planner::wanted(group.iter().map(|g| g.0.as_slice()));
+        let wanted = Planner::wanted(group.iter().map(|g| &g.0[..]));
         let mut keys = match wanted.is_empty() {
             true => Fetched::default(),
             false => match self.fetch_keys(&wanted).await {
@@ -478,8 +491,10 @@ impl Leader {
         durability: Durability,
     ) -> Result<(Copies, bool)> {
         let (p, b) = tokio::join!(
-            self.primary.import(sealed.to_vec(), durability),
-            self.backup.import(sealed.to_vec(), durability)
+            self.primary
+                .import_valid(ValidRecords::already_valid(sealed.to_vec()), durability),
+            self.backup
+                .import_valid(ValidRecords::already_valid(sealed.to_vec()), durability)
         );
         let conflict = |r: &Result<ImportReport>| match r {
             Ok(rep) => rep.conflicts.first().map(|c| c.id),
@@ -522,7 +537,11 @@ impl Leader {
             self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
             // Restore at once: the primary's writer reopens its connection after an error.
             let retried = match again_primary {
-                true => Some(self.primary.import(sealed.to_vec(), durability).await),
+                true => Some(
+                    self.primary
+                        .import_valid(ValidRecords::already_valid(sealed.to_vec()), durability)
+                        .await,
+                ),
                 false => None,
             };
             match retried {
@@ -536,7 +555,11 @@ impl Leader {
         if !in_backup {
             self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
             let retried = match again_backup {
-                true => Some(self.backup.import(sealed.to_vec(), durability).await),
+                true => Some(
+                    self.backup
+                        .import_valid(ValidRecords::already_valid(sealed.to_vec()), durability)
+                        .await,
+                ),
                 false => None,
             };
             match retried {
@@ -578,7 +601,7 @@ impl Leader {
 
     pub(super) async fn import(
         &mut self,
-        records: Vec<LogRecord>,
+        records: ValidRecords,
         durability: Durability,
     ) -> Result<ImportReport> {
         self.flush_pending(durability).await;
@@ -589,8 +612,8 @@ impl Leader {
         }
         self.next_id = self.next_id.max(max + 1);
         let (p, b) = tokio::join!(
-            self.primary.import(records.clone(), durability),
-            self.backup.import(records.clone(), durability)
+            self.primary.import_valid(records.clone(), durability),
+            self.backup.import_valid(records.clone(), durability)
         );
         let report = match (p, b) {
             (Ok(p), Ok(b)) => {
@@ -604,15 +627,23 @@ impl Leader {
             (Ok(p), Err(_)) => {
                 self.counters.backup_failures.fetch_add(1, Ordering::Relaxed);
                 let conflicted: HashSet<LogId> = p.conflicts.iter().map(|c| c.id).collect();
-                self.pending_backup
-                    .extend(records.into_iter().filter(|r| !conflicted.contains(&r.id)));
+                self.pending_backup.extend(
+                    records
+                        .into_inner()
+                        .into_iter()
+                        .filter(|r| !conflicted.contains(&r.id)),
+                );
                 p
             }
             (Err(_), Ok(b)) => {
                 self.counters.primary_failures.fetch_add(1, Ordering::Relaxed);
                 let conflicted: HashSet<LogId> = b.conflicts.iter().map(|c| c.id).collect();
-                self.pending_primary
-                    .extend(records.into_iter().filter(|r| !conflicted.contains(&r.id)));
+                self.pending_primary.extend(
+                    records
+                        .into_inner()
+                        .into_iter()
+                        .filter(|r| !conflicted.contains(&r.id)),
+                );
                 b
             }
             (Err(e), Err(_)) => return Err(e),
@@ -623,7 +654,7 @@ impl Leader {
     }
 }
 
-pub(super) fn fail_all(group: Vec<(Vec<NewLog>, Durability, Reply<Receipt>)>, err: &Error) {
+pub(super) fn fail_all(group: Vec<(ValidBatch, Durability, Reply<Receipt>)>, err: &Error) {
     for (_, _, reply) in group {
         let _ = reply.send(Err(err.replicate()));
     }

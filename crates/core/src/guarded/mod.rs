@@ -41,10 +41,10 @@ use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
 use crate::retention::{spawn_auto_retention, Applied, AutoRetain, AutoRetention, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
 use crate::store::{
-    Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
-    VerifyReport,
+    Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, LogStoreExt, Scan,
+    VerifyOptions, VerifyReport,
 };
-use crate::validate::{validate_batch, validate_records};
+use crate::validate::{ValidBatch, ValidRecords};
 
 mod check;
 mod leader;
@@ -166,13 +166,13 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum Request {
     Commit {
-        logs: Vec<NewLog>,
+        logs: ValidBatch,
         durability: Durability,
         seq: u64,
         reply: Reply<Receipt>,
     },
     Import {
-        records: Vec<LogRecord>,
+        records: ValidRecords,
         durability: Durability,
         reply: Reply<ImportReport>,
     },
@@ -182,7 +182,7 @@ enum Request {
         reply: Reply<ReconcileReport>,
     },
     Repair {
-        records: Vec<LogRecord>,
+        records: ValidRecords,
         durability: Durability,
         reply: Reply<ImportReport>,
     },
@@ -418,9 +418,18 @@ impl Guarded {
 
     /// Appends `batch` atomically; the receipt says where it is durable and whether it was
     /// read back. Fails only if neither copy took it (then nothing was acknowledged).
+    ///
+    /// Errors: [`Error::InvalidInput`] for a batch [`ValidBatch::new`] refuses (nothing
+    /// written, no id spent), then the errors of a commit.
     pub async fn append_batch(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Receipt> {
         self.check_writable("append")?;
-        validate_batch(&batch)?;
+        self.append_valid(ValidBatch::new(batch)?, durability).await
+    }
+
+    /// [`append_batch`](Self::append_batch) after its checks of the handle and the input:
+    /// checks the durability and commits.
+    async fn append_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Receipt> {
+        self.check_durability(durability)?;
         if batch.is_empty() {
             return Ok(Receipt {
                 records: Vec::new(),
@@ -574,10 +583,9 @@ impl LogStore for Guarded {
         self.caps.clone()
     }
 
-    async fn commit_report(&self, batch: Vec<NewLog>, durability: Durability) -> Result<Committed> {
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
         self.check_writable("commit")?;
-        self.check_durability(durability)?;
-        let receipt = self.append_batch(batch, durability).await?;
+        let receipt = self.append_valid(batch, durability).await?;
         Ok(Committed {
             records: receipt.records,
             repeats: receipt.repeats,
@@ -869,9 +877,8 @@ impl LogStore for Guarded {
         Ok(p?.zip(b?).map(|(p, b)| p + b))
     }
 
-    async fn repair(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.check_writable("repair")?;
-        validate_records(&records)?;
         self.check_durability(durability)?;
         if records.is_empty() {
             return Ok(ImportReport::default());
@@ -884,9 +891,8 @@ impl LogStore for Guarded {
         .await
     }
 
-    async fn import(&self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
         self.check_writable("import")?;
-        validate_records(&records)?;
         self.check_durability(durability)?;
         if records.is_empty() {
             return Ok(ImportReport::default());

@@ -390,16 +390,18 @@ impl Leader {
         Pruned::of(&all)
     }
 
-    /// Repairs into both copies (see [`LogStore::repair`]); a copy that fails is queued.
+    /// Repairs into both copies (see [`LogStoreExt::repair`](crate::LogStoreExt::repair)); when
+    /// one copy fails, the pair is marked diverged and the watermark lowered, so `check
+    /// --repair` and the next open try again.
     pub(super) async fn repair(
         &mut self,
-        records: Vec<LogRecord>,
+        records: ValidRecords,
         durability: Durability,
     ) -> Result<ImportReport> {
         let first = records.iter().map(|r| r.id.get()).min();
         let (p, b) = tokio::join!(
-            self.primary.repair(records.clone(), durability),
-            self.backup.repair(records, durability)
+            self.primary.repair_valid(records.clone(), durability),
+            self.backup.repair_valid(records, durability)
         );
         match (p, b) {
             (Ok(mut p), Ok(b)) => {

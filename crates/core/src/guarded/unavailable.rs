@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::record::{LogId, LogRecord, NewLog};
+use crate::record::{LogId, LogRecord};
 use crate::store::{
     Capabilities, CheckpointMode, CheckpointReport, Durability, ImportReport, LogStore, Scan, VerifyOptions,
     VerifyReport,
 };
+use crate::validate::{ValidBatch, ValidRecords};
 
 /// Stands in for a copy of a guarded pair that could not be opened (its file is damaged,
 /// its disk is full or gone): every call fails with the error the open met, so the guard
@@ -62,9 +63,9 @@ impl LogStore for Unavailable {
         }
     }
 
-    async fn commit_report(
+    async fn commit_valid(
         &self,
-        _batch: Vec<NewLog>,
+        _batch: ValidBatch,
         _durability: Durability,
     ) -> Result<crate::run::Committed> {
         self.fail()
@@ -94,7 +95,7 @@ impl LogStore for Unavailable {
         self.fail()
     }
 
-    async fn import(&self, _records: Vec<LogRecord>, _durability: Durability) -> Result<ImportReport> {
+    async fn import_valid(&self, _records: ValidRecords, _durability: Durability) -> Result<ImportReport> {
         self.fail()
     }
 

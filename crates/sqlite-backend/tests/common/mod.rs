@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use synclog_core::query::{AttrEq, Filter, TimeRange};
-use synclog_core::{Durability, LogId, LogRecord, LogStore, NewLog, Status};
+use synclog_core::LogStoreExt;
+use synclog_core::{Durability, LogId, LogRecord, NewLog, Status};
 use synclog_sqlite::SqliteStore;
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
