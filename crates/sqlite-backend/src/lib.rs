@@ -48,6 +48,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bulk;
 mod connection;
 mod indexes;
 mod prune;
@@ -148,6 +149,10 @@ pub struct WriterStats {
     pub connection_opens: u64,
     /// Whole-transaction retries after SQLITE_BUSY.
     pub busy_retries: u64,
+    /// Imports committed in bulk: large enough (1,000 records or more) that the `logs`
+    /// table's insert triggers were set aside for them and their work done once, over all
+    /// the inserted rows.
+    pub bulk_imports: u64,
 }
 
 struct Inner {
@@ -344,6 +349,7 @@ impl SqliteStore {
             group: self.inner.group.as_ref().map(|g| g.stats()).unwrap_or_default(),
             connection_opens: self.inner.counters.opens.load(Ordering::Relaxed),
             busy_retries: self.inner.counters.busy_retries.load(Ordering::Relaxed),
+            bulk_imports: self.inner.counters.bulk_imports.load(Ordering::Relaxed),
         }
     }
 

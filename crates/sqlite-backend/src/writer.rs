@@ -17,6 +17,7 @@ use synclog_core::{
     Result,
 };
 
+use crate::bulk::{Bulk, BULK_IMPORT_RECORDS};
 use crate::connection::{self, map_err, BoundBusy, Deadline};
 use crate::indexes::{index_attrs, unindex_attrs};
 use crate::prune::MarkersKey;
@@ -34,6 +35,7 @@ const INSERT_IF_ABSENT: &str = "INSERT INTO logs (id, recorded_at, job, status, 
 pub(crate) struct WriterCounters {
     pub opens: AtomicU64,
     pub busy_retries: AtomicU64,
+    pub bulk_imports: AtomicU64,
 }
 
 pub(crate) struct Writer {
@@ -228,15 +230,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Imports records keeping their ids. See [`synclog_core::LogStore::import`].
+    /// Imports records keeping their ids. See [`synclog_core::LogStoreExt::import`].
     pub(crate) fn import(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
         let path = self.path.clone();
         let save = self.unsaved_commits + 1 >= SAVE_HIGH_WATER_EVERY;
         let assigned = self.assigned;
         let cached = self.pruned.clone();
+        let in_bulk = records.len() >= BULK_IMPORT_RECORDS;
         let (report, max, pruned) = self.transact(durability, |tx| {
             let pruned = crate::prune::pruned(tx, &path, cached.as_ref())?;
             let mut report = ImportReport::default();
+            // Set aside first: the insert statement then runs without them (SQLite prepares
+            // a cached statement again at its first step after a schema change).
+            let bulk = match in_bulk {
+                true => Some(Bulk::begin(tx, &path)?),
+                false => None,
+            };
             let mut insert = tx
                 .prepare_cached(INSERT_IF_ABSENT)
                 .map_err(|e| map_err(&path, "preparing an import into", e))?;
@@ -252,6 +261,9 @@ impl Writer {
                 let n = insert_row(&mut insert, rec)
                     .map_err(|e| map_err(&path, &format!("importing log {} into", rec.id), e))?;
                 if n == 1 {
+                    if let Some(bulk) = &bulk {
+                        bulk.inserted(tx, &path, rec.id)?;
+                    }
                     index_attrs(tx, &path, rec.id, rec.attrs.as_str())?;
                     report.inserted += 1;
                     max = max.max(rec.id.get());
@@ -262,12 +274,18 @@ impl Writer {
                     .map_err(|e| map_err(&path, "reading a stored checksum of", e))?;
                 report.note_existing(rec.id, Checksum(stored as u32), rec.checksum);
             }
+            if let Some(bulk) = bulk {
+                bulk.finish(tx, &path)?;
+            }
             if save && max > 0 {
                 Self::raise_high_water(tx, &path, max.max(assigned))?;
             }
             Ok((report, max, pruned))
         })?;
         self.pruned = Some(pruned);
+        if in_bulk {
+            self.counters.bulk_imports.fetch_add(1, Ordering::Relaxed);
+        }
         // Like commits, imports keep the mark in memory and store it every
         // SAVE_HIGH_WATER_EVERY writes and at close (a guarded store imports every group).
         self.assigned = self.assigned.max(max);
@@ -279,7 +297,7 @@ impl Writer {
     }
 
     /// Imports records, replacing stored ones that are damaged. See
-    /// [`synclog_core::LogStore::repair`].
+    /// [`synclog_core::LogStoreExt::repair`].
     pub(crate) fn repair(&mut self, records: &[LogRecord], durability: Durability) -> Result<ImportReport> {
         let path = self.path.clone();
         let cached = self.pruned.clone();
