@@ -425,23 +425,17 @@ impl LogStore for SqliteStore {
         group.commit(batch, durability).await
     }
 
-    /// From the `logs_by_idempotency_key` index.
+    /// From the `idempotency_keys` table, by its primary key.
     async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
         let key = key.to_string();
         self.read(move |c, p| reader::find_idempotent(c, p, &key)).await
     }
 
-    /// From the `logs_by_idempotency_key` index, on one reader connection.
+    /// From the `idempotency_keys` table: one statement on one reader connection for the whole list.
     async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
         let keys = keys.to_vec();
-        self.read(move |c, p| {
-            let mut found = Vec::new();
-            for key in &keys {
-                found.extend(reader::find_idempotent(c, p, key)?);
-            }
-            Ok(found)
-        })
-        .await
+        self.read(move |c, p| reader::find_idempotent_many(c, p, &keys))
+            .await
     }
 
     /// From the `logs_by_run` index.

@@ -346,6 +346,45 @@ pub(crate) fn find_idempotent(conn: &Connection, path: &Path, key: &str) -> Resu
     }
 }
 
+/// The records stored under each of `keys` (those stored), in one statement: the keys
+/// go in as one JSON array, and each is looked up in `idempotency_keys` by its primary key.
+pub(crate) fn find_idempotent_many(
+    conn: &Connection,
+    path: &Path,
+    keys: &[String],
+) -> Result<Vec<LogRecord>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(keys).map_err(|e| {
+        Error::corrupt(
+            format!("sqlite://{}", path.display()),
+            format!("listing keys: {e}"),
+        )
+    })?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM logs WHERE id IN \
+         (SELECT id FROM idempotency_keys WHERE key IN (SELECT value FROM json_each(?1)))"
+    );
+    let mut stmt = match conn.prepare_cached(&sql) {
+        Ok(stmt) => stmt,
+        // A version 1 database (read-only handle) holds no keys.
+        Err(e) if is_version_1(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(map_err(path, "preparing a key lookup in", e)),
+    };
+    let mut rows = stmt
+        .query([list])
+        .map_err(|e| map_err(path, "looking up idempotency keys in", e))?;
+    let mut found = Vec::new();
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| map_err(path, "looking up idempotency keys in", e))?
+    {
+        found.push(decode(row, path)?);
+    }
+    Ok(found)
+}
+
 /// Every record of run `run`, in id order (from the `logs_by_run` index).
 pub(crate) fn run_records(conn: &Connection, path: &Path, run: &str) -> Result<Vec<LogRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM logs WHERE run_key = ?1 ORDER BY id");

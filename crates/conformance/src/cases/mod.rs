@@ -213,6 +213,7 @@ cases! {
     runs::stale_runs_are_unfinished_runs_started_before_the_cutoff,
     runs::an_idempotency_key_seen_again_returns_the_first_record,
     runs::an_idempotency_key_with_other_content_is_a_conflict,
+    runs::many_keys_at_once_answer_as_each_key_alone,
     runs::keys_and_runs_survive_a_reopen,
     runs::imported_records_count_for_keys_and_runs,
     runs::concurrent_appends_of_one_key_store_it_once,

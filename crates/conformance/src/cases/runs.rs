@@ -368,6 +368,52 @@ pub async fn an_idempotency_key_seen_again_returns_the_first_record(ctx: Ctx) {
     ctx.done(loc, store).await;
 }
 
+/// Many keys asked at once (`find_idempotent_many`, how a guarded pair looks up a group)
+/// answer what asking each key alone answers: every stored key's record once, nothing for
+/// keys never stored, whatever characters a key holds.
+pub async fn many_keys_at_once_answer_as_each_key_alone(ctx: Ctx) {
+    let (loc, store) = ctx.fresh().await;
+    let d = ctx.durability();
+    let odd = [
+        "plain",
+        "with \"quotes\"",
+        "back\\slash",
+        "\"]",
+        "ünï 💾",
+        "comma,and,[brackets]",
+    ];
+    let mut stored = Vec::new();
+    for (n, key) in odd.iter().enumerate() {
+        ctx.commit(&*store, vec![sample("filler", n as u64)]).await;
+        let rec = store
+            .append_with(sample("crm", n as u64).idempotency_key(*key), d)
+            .await
+            .unwrap();
+        stored.push(rec);
+    }
+    let mut asked: Vec<String> = odd.iter().map(|k| k.to_string()).collect();
+    asked.extend(["never stored".to_string(), "plain ".to_string(), String::new()]);
+    let mut alone = Vec::new();
+    for key in &asked {
+        alone.extend(store.find_idempotent(key).await.unwrap());
+    }
+    let mut many = store.find_idempotent_many(&asked).await.unwrap();
+    many.sort_by_key(|r| r.id);
+    alone.sort_by_key(|r| r.id);
+    assert_eq!(many, alone, "asked at once as asked alone");
+    assert_eq!(many, stored, "every stored key, once, and nothing else");
+    let some = vec![odd[4].to_string(), "never stored".to_string()];
+    assert_eq!(
+        store.find_idempotent_many(&some).await.unwrap(),
+        vec![stored[4].clone()]
+    );
+    assert_eq!(
+        store.find_idempotent_many(&[]).await.unwrap(),
+        Vec::<LogRecord>::new()
+    );
+    ctx.done(loc, store).await;
+}
+
 /// The same idempotency key with other content is refused with `IdempotencyConflict`
 /// naming the stored id; nothing of its batch is written.
 pub async fn an_idempotency_key_with_other_content_is_a_conflict(ctx: Ctx) {
