@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, ErrorCode};
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::BatchWriter;
 use synclog_core::retention::{PruneMarker, Pruned};
-use synclog_core::run::{seal_group, Committed, Keys, Planner, RunEnds};
+use synclog_core::run::{seal_group, Committed, Fetched, Keys, Planner};
 use synclog_core::{
     CheckpointMode, CheckpointReport, Checksum, Durability, Error, ImportReport, LogId, LogRecord, NewLog,
     Result,
@@ -540,19 +540,23 @@ fn insert_row(stmt: &mut rusqlite::CachedStatement<'_>, rec: &LogRecord) -> rusq
     ])
 }
 
-/// [`Keys`] answered inside the write transaction, from the key indexes.
-struct TxKeys<'a> {
-    tx: &'a Connection,
-    path: &'a std::path::Path,
-}
-
-impl Keys for TxKeys<'_> {
-    fn idempotent(&mut self, key: &str) -> Result<Option<LogRecord>> {
-        crate::reader::find_idempotent(self.tx, self.path, key)
+/// Every key of a group looked up inside its write transaction, at once: the idempotency
+/// keys in one statement, the runs one by one (a group of 64 keyed appends asked 64
+/// statements before).
+fn fetch_keys(tx: &Connection, path: &std::path::Path, batches: &[&[NewLog]]) -> Result<Fetched> {
+    let wanted = Planner::wanted(batches.iter().copied());
+    let mut fetched = Fetched::default();
+    for rec in crate::reader::find_idempotent_many(tx, path, &wanted.idempotent)? {
+        if let Some(key) = rec.idempotency_key.clone() {
+            fetched.idempotent.entry(key).or_insert(rec);
+        }
     }
-    fn run_ends(&mut self, run: &str) -> Result<Option<RunEnds>> {
-        crate::reader::run_ends(self.tx, self.path, run)
+    for run in wanted.runs {
+        if let Some(ends) = crate::reader::run_ends(tx, path, &run)? {
+            fetched.runs.insert(run, ends);
+        }
     }
+    Ok(fetched)
 }
 
 impl BatchWriter for Writer {
@@ -579,8 +583,11 @@ impl BatchWriter for Writer {
             };
             // The rules of runs and keys run inside the write transaction: every other
             // writer (thread or process) waits for it, so they hold across processes.
-            let mut keys = TxKeys { tx, path: &path };
-            let out = seal_group(batches, keyed.then_some(&mut keys as &mut dyn Keys), &mut seal)?;
+            let mut keys = match keyed {
+                true => Some(fetch_keys(tx, &path, batches)?),
+                false => None,
+            };
+            let out = seal_group(batches, keys.as_mut().map(|k| k as &mut dyn Keys), &mut seal)?;
             if save {
                 Self::raise_high_water(tx, &path, next - 1)?;
             }
