@@ -365,13 +365,17 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     }
 
     /// The records stored under each of `keys` (those that are stored), in one call: how a
-    /// guarded store looks up a whole group. The default asks
-    /// [`find_idempotent`](Self::find_idempotent) for each key; engines that can answer
-    /// many keys at once override it.
+    /// guarded store looks up a whole group. Each stored record comes once, however often
+    /// its key is listed, in no particular order. The default asks
+    /// [`find_idempotent`](Self::find_idempotent) for each distinct key; engines that can
+    /// answer many keys at once override it.
     async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        let mut asked = std::collections::HashSet::new();
         let mut found = Vec::new();
         for key in keys {
-            found.extend(self.find_idempotent(key).await?);
+            if asked.insert(key.as_str()) {
+                found.extend(self.find_idempotent(key).await?);
+            }
         }
         Ok(found)
     }

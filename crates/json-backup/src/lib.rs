@@ -710,11 +710,14 @@ impl Inner {
     /// The records stored under each of `keys` (those stored), read in one pass.
     fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
         let name = self.name();
-        let ids: Vec<LogId> = {
+        let mut ids: Vec<LogId> = {
             let book = book::ready(&self.book, &self.shared, &name)?;
             let keys_book = book.keys();
             keys.iter().filter_map(|k| keys_book.idempotent(k)).collect()
         };
+        // A key listed twice is answered once.
+        ids.sort_unstable();
+        ids.dedup();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
