@@ -323,27 +323,33 @@ pub(crate) fn id_checksums(
     Ok(out)
 }
 
+/// Runs `SELECT <COLUMNS> FROM logs <rest>` with `param` and decodes every row: the
+/// lookups by run or idempotency key. A version 1 database (read by a read-only handle)
+/// holds no keys, so it answers none.
+fn by_key(conn: &Connection, path: &Path, rest: &str, param: &str, doing: &str) -> Result<Vec<LogRecord>> {
+    let mut stmt = match conn.prepare_cached(&format!("SELECT {COLUMNS} FROM logs {rest}")) {
+        Ok(stmt) => stmt,
+        Err(e) if is_version_1(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(map_err(path, doing, e)),
+    };
+    let mut rows = stmt.query([param]).map_err(|e| map_err(path, doing, e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| map_err(path, doing, e))? {
+        out.push(decode(row, path)?);
+    }
+    Ok(out)
+}
+
 /// The record stored under idempotency key `key` (the first, should there be several).
 pub(crate) fn find_idempotent(conn: &Connection, path: &Path, key: &str) -> Result<Option<LogRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM logs WHERE id = (SELECT id FROM idempotency_keys WHERE key = ?1)");
-    let mut stmt = match conn.prepare_cached(&sql) {
-        Ok(stmt) => stmt,
-        // A version 1 database (read-only handle) holds no keys.
-        Err(e) if is_version_1(&e) => return Ok(None),
-        Err(e) => return Err(map_err(path, "preparing a key lookup in", e)),
-    };
-    let mut rows = match stmt.query([key]) {
-        Ok(rows) => rows,
-        Err(e) => return Err(map_err(path, "looking up an idempotency key in", e)),
-    };
-    match rows
-        .next()
-        .map_err(|e| map_err(path, "looking up an idempotency key in", e))?
-    {
-        Some(row) => decode(row, path).map(Some),
-        None => Ok(None),
-    }
+    let found = by_key(
+        conn,
+        path,
+        "WHERE id = (SELECT id FROM idempotency_keys WHERE key = ?1)",
+        key,
+        "looking up an idempotency key in",
+    )?;
+    Ok(found.into_iter().next())
 }
 
 /// The records stored under each of `keys` (those stored), in one statement: the keys
@@ -362,46 +368,24 @@ pub(crate) fn find_idempotent_many(
             format!("listing keys: {e}"),
         )
     })?;
-    let sql = format!(
-        "SELECT {COLUMNS} FROM logs WHERE id IN \
-         (SELECT id FROM idempotency_keys WHERE key IN (SELECT value FROM json_each(?1)))"
-    );
-    let mut stmt = match conn.prepare_cached(&sql) {
-        Ok(stmt) => stmt,
-        // A version 1 database (read-only handle) holds no keys.
-        Err(e) if is_version_1(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(map_err(path, "preparing a key lookup in", e)),
-    };
-    let mut rows = stmt
-        .query([list])
-        .map_err(|e| map_err(path, "looking up idempotency keys in", e))?;
-    let mut found = Vec::new();
-    while let Some(row) = rows
-        .next()
-        .map_err(|e| map_err(path, "looking up idempotency keys in", e))?
-    {
-        found.push(decode(row, path)?);
-    }
-    Ok(found)
+    by_key(
+        conn,
+        path,
+        "WHERE id IN (SELECT id FROM idempotency_keys WHERE key IN (SELECT value FROM json_each(?1)))",
+        &list,
+        "looking up idempotency keys in",
+    )
 }
 
 /// Every record of run `run`, in id order (from the `logs_by_run` index).
 pub(crate) fn run_records(conn: &Connection, path: &Path, run: &str) -> Result<Vec<LogRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM logs WHERE run_key = ?1 ORDER BY id");
-    let mut stmt = match conn.prepare_cached(&sql) {
-        Ok(stmt) => stmt,
-        // A version 1 database (read-only handle) holds no runs.
-        Err(e) if is_version_1(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(map_err(path, "preparing a run lookup in", e)),
-    };
-    let mut rows = stmt
-        .query([run])
-        .map_err(|e| map_err(path, "reading a run of", e))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| map_err(path, "reading a run of", e))? {
-        out.push(decode(row, path)?);
-    }
-    Ok(out)
+    by_key(
+        conn,
+        path,
+        "WHERE run_key = ?1 ORDER BY id",
+        run,
+        "reading a run of",
+    )
 }
 
 /// The first and latest record of run `run`, from the `runs` table.
