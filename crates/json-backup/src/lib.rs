@@ -526,6 +526,21 @@ impl JsonStore {
         }
     }
 
+    /// A read after catching up with other processes' appends: `f` runs on the blocking
+    /// pool, once more if it met a damaged side file (see [`retrying`](Self::retrying)).
+    async fn read_fresh<R: Send + 'static>(
+        &self,
+        f: impl Fn(&Inner) -> Result<R> + Clone + Send + 'static,
+    ) -> Result<R> {
+        self.check_open()?;
+        self.refresh().await?;
+        self.retrying(|| {
+            let f = f.clone();
+            self.blocking(move |inner| f(inner))
+        })
+        .await
+    }
+
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<R> + Send + 'static,
@@ -933,14 +948,8 @@ impl LogStore for JsonStore {
     /// From the key book (built the first time it is needed, by reading every record
     /// once), after catching up with other processes' appends as every read does.
     async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
-        self.check_open()?;
-        self.refresh().await?;
         let key = key.to_string();
-        self.retrying(|| {
-            let key = key.clone();
-            self.blocking(move |inner| inner.find_idempotent(&key))
-        })
-        .await
+        self.read_fresh(move |inner| inner.find_idempotent(&key)).await
     }
 
     /// From the key book, as [`JsonStore::find_idempotent`]: one catch-up and one pass
@@ -950,37 +959,22 @@ impl LogStore for JsonStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.refresh().await?;
         let keys = keys.to_vec();
-        self.retrying(|| {
-            let keys = keys.clone();
-            self.blocking(move |inner| inner.find_idempotent_many(&keys))
-        })
-        .await
+        self.read_fresh(move |inner| inner.find_idempotent_many(&keys))
+            .await
     }
 
     /// From the key book, as [`JsonStore::find_idempotent`].
     async fn run_records(&self, run: &str) -> Result<Vec<LogRecord>> {
-        self.check_open()?;
-        self.refresh().await?;
         let run = run.to_string();
-        self.retrying(|| {
-            let run = run.clone();
-            self.blocking(move |inner| inner.run_records(&run))
-        })
-        .await
+        self.read_fresh(move |inner| inner.run_records(&run)).await
     }
 
     /// From the key book, as [`JsonStore::find_idempotent`].
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
         let limit = scan.effective_limit()?;
-        self.check_open()?;
-        self.refresh().await?;
-        self.retrying(|| {
-            let scan = scan.clone();
-            self.blocking(move |inner| inner.runs(&scan, limit))
-        })
-        .await
+        let scan = scan.clone();
+        self.read_fresh(move |inner| inner.runs(&scan, limit)).await
     }
 
     async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
