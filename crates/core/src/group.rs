@@ -493,11 +493,11 @@ fn run<W: BatchWriter>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{LogId, LogRecord, Status};
 
     fn valid(logs: Vec<NewLog>) -> ValidBatch {
         ValidBatch::new(logs).unwrap()
     }
-    use crate::record::{LogId, LogRecord, Status};
 
     /// Seals `batches` with ids after `next`, as a writer would.
     fn seal_all(next: &mut u64, batches: &[&[NewLog]]) -> Vec<Result<Committed>> {

@@ -3,11 +3,12 @@
 //! An engine author implements [`KvBackend`]: a blocking, ordered map of bytes to bytes
 //! that writes a batch in one transaction at a durability level, gets a key, and reads a
 //! key range in either direction. [`KvStore`] supplies the rest of [`LogStore`] (core
-//! has validated every batch and import before it is called): id assignment, group commit (one writer thread;
-//! concurrent appends share one `write`), the rules of runs and idempotency keys,
-//! checksums, import and repair accounting, verify, the close lifecycle, and moving every
-//! backend call of the async API off the async executor (or [`Error::NoRuntime`] outside
-//! one). [`KvStore::open`] itself is blocking, like the engines' own opens.
+//! has validated every batch and import before it is called): id assignment, group
+//! commit (one writer thread; concurrent appends share one `write`), the rules of runs
+//! and idempotency keys, checksums, import and repair accounting, verify, the close
+//! lifecycle, and moving every backend call of the async API off the async executor (or
+//! [`Error::NoRuntime`] outside one). [`KvStore::open`] itself is blocking, like the
+//! engines' own opens.
 //!
 //! Layout in the backend: each record under `0x01` followed by its id (big-endian `u64`),
 //! its value the record's canonical bytes followed by its checksum (big-endian `u32`);

@@ -189,19 +189,18 @@ pub fn validate_keys(run: Option<&str>, idempotency_key: Option<&str>, status: S
 /// Checks a batch: its size and every log, naming the position of the first bad one.
 pub fn validate_batch(batch: &[NewLog]) -> Result<()> {
     if batch.len() > MAX_BATCH {
-        return Err(too_many(batch.len()));
+        return Err(Error::invalid(
+            "batch",
+            format!(
+                "{} logs is more than the limit of {MAX_BATCH}; split it",
+                batch.len()
+            ),
+        ));
     }
     for (i, log) in batch.iter().enumerate() {
         validate_new(log).map_err(|e| e.at_index(i))?;
     }
     Ok(())
-}
-
-fn too_many(n: usize) -> Error {
-    Error::invalid(
-        "batch",
-        format!("{n} logs is more than the limit of {MAX_BATCH}; split it"),
-    )
 }
 
 /// Checks a record offered for import: the same field rules (its attributes must be a JSON
