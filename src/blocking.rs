@@ -30,7 +30,7 @@ use synclog_core::guarded::{Guarded, GuardedOptions, ReconcileReport};
 use synclog_core::retention::PruneOptions;
 use synclog_core::{
     Appended, Durability, Error, Filter, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Policy,
-    PruneReport, Result, Run, RunScan, Scan, Summary, VerifyOptions, VerifyReport,
+    PruneReport, Result, Run, RunScan, Scan, StatusCounts, Summary, VerifyOptions, VerifyReport,
 };
 use tokio::runtime::Runtime;
 
@@ -194,6 +194,15 @@ impl Store {
     pub fn count(&self, filter: &Filter) -> Result<u64> {
         let filter = filter.clone();
         self.run("counting logs", |s| async move { s.count(&filter).await })
+    }
+
+    /// How many records `filter` matches for each status, as [`LogStore::count_by_status`].
+    pub fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
+        let filter = filter.clone();
+        self.run(
+            "counting logs",
+            |s| async move { s.count_by_status(&filter).await },
+        )
     }
 
     /// A summary per job of what `filter` matches, as [`LogStore::summary`].

@@ -102,8 +102,8 @@ pub use synclog_core::{
     redact_url, AttrEq, Attrs, BoxError, Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed,
     CorruptRecord, Durability, Error, ErrorKind, Filter, Follower, IdRange, ImportConflict, ImportReport,
     JobSummary, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Policy, PruneMarker, PrunePlan, PruneReport,
-    Result, Run, RunScan, Scan, SharedStore, Status, Summary, TimeRange, Timestamp, ValidBatch, ValidRecords,
-    VerifyOptions, VerifyReport,
+    Result, Run, RunScan, Scan, SharedStore, Status, StatusCounts, Summary, TimeRange, Timestamp, ValidBatch,
+    ValidRecords, VerifyOptions, VerifyReport,
 };
 // The engine kit: what engines are built from. Public for engine authors (through
 // `synclog_core`), kept off this crate's front page.

@@ -30,6 +30,11 @@ fn use_the_pair(dir: &std::path::Path) -> Vec<u64> {
     assert_eq!(store.get(a.id).unwrap(), Some(a.clone()));
     assert_eq!(store.last_id().unwrap(), Some(done.record.id));
     assert_eq!(store.count(&Filter::default()).unwrap(), 3);
+    let by_status = store.count_by_status(&Filter::default()).unwrap();
+    assert_eq!(
+        by_status.into_iter().collect::<Vec<_>>(),
+        [(Status::Started, 1), (Status::Succeeded, 1), (Status::Failed, 1)]
+    );
     let run = store.run_of(&key).unwrap().unwrap();
     assert_eq!(
         (run.status, run.finished, run.record_ids.len()),

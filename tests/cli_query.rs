@@ -103,7 +103,8 @@ fn list_filters_by_jobs_statuses_times_and_attributes() {
     );
 }
 
-/// `count` prints the number of matching logs; `summary` one row per job with its last
+/// `count` prints the number of matching logs (`--by status`: of each status, then the
+/// total); `summary` one row per job with its last
 /// status and failures since the last success, and `--json` the same as objects.
 #[test]
 fn count_and_summary_answer_over_a_filter() {
@@ -118,6 +119,15 @@ fn count_and_summary_answer_over_a_filter() {
         env.expect(0, &["count", "--attr", "env=prod", "--from", "2026-11-21"])
             .trim(),
         "3"
+    );
+    assert_eq!(
+        env.expect(0, &["count", "--by", "status", "--job", "orders", "--job", "crm"]),
+        "succeeded  2\nfailed     2\npartial    1\ntotal      5\n"
+    );
+    assert_eq!(
+        env.expect(0, &["count", "--by", "status", "--json", "--status", "failed"])
+            .trim(),
+        r#"{"by_status":{"failed":2},"count":2}"#
     );
     let rows = records(&env.expect(0, &["summary", "--json"]));
     let jobs: Vec<&str> = rows.iter().map(|r| r["job"].as_str().unwrap()).collect();

@@ -99,22 +99,45 @@ impl FilterArgs {
 pub struct CountArgs {
     #[command(flatten)]
     filter: FilterArgs,
-    /// JSON ({"count": N}) instead of the bare number.
+    /// Also count each status (one line per status with any, then the total).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    by: Option<CountBy>,
+    /// JSON ({"count": N}, with "by_status" for `--by status`) instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// `synclog count`: how many logs match.
+/// What `count --by` breaks a count down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CountBy {
+    /// One count per status.
+    Status,
+}
+
+/// `synclog count`: how many logs match, and with `--by status` how many of each status.
 pub async fn count(stores: &StoreArgs, args: CountArgs, out: &mut Out) -> Result<u8> {
     let filter = args.filter.filter()?;
     let opened = open_read_only(stores).await?;
-    let n = opened.store().count(&filter).await;
+    let counted = match args.by {
+        None => opened.store().count(&filter).await.map(|n| (n, None)),
+        Some(CountBy::Status) => opened
+            .store()
+            .count_by_status(&filter)
+            .await
+            .map(|c| (c.values().sum(), Some(c))),
+    };
     opened.close().await?;
-    let n = n?;
-    if args.json {
-        out.json(&serde_json::json!({ "count": n }).to_string());
-    } else {
-        outln!(out, "{n}");
+    let (n, by_status) = counted?;
+    match (args.json, by_status) {
+        (true, None) => out.json(&serde_json::json!({ "count": n }).to_string()),
+        (true, Some(c)) => out.json(&serde_json::json!({ "count": n, "by_status": c }).to_string()),
+        (false, None) => outln!(out, "{n}"),
+        (false, Some(c)) => {
+            for (status, k) in &c {
+                outln!(out, "{:<10} {k}", status.as_str());
+            }
+            outln!(out, "{:<10} {n}", "total");
+        }
     }
     Ok(exit::OK)
 }

@@ -119,6 +119,10 @@ impl LogStore for View {
         self.inner.count(filter).await
     }
 
+    async fn count_by_status(&self, filter: &synclog_core::Filter) -> Result<synclog_core::StatusCounts> {
+        self.inner.count_by_status(filter).await
+    }
+
     async fn summary(&self, filter: &synclog_core::Filter) -> Result<synclog_core::Summary> {
         self.inner.summary(filter).await
     }

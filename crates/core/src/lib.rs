@@ -39,7 +39,7 @@ pub mod verify;
 pub use canonical::{Attrs, Checksum};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use follow::Follower;
-pub use query::{AttrEq, Filter, JobSummary, Summary, TimeRange};
+pub use query::{AttrEq, Filter, JobSummary, StatusCounts, Summary, TimeRange};
 pub use record::{IdRange, LogId, LogRecord, NewLog, Status, Timestamp};
 pub use retention::{Policy, PruneMarker, PrunePlan, PruneReport};
 pub use run::{Appended, Committed, Run, RunScan};

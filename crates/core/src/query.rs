@@ -359,6 +359,10 @@ impl Filter {
     }
 }
 
+/// How many records have each status, statuses with none left out:
+/// [`crate::LogStore::count_by_status`], and [`JobSummary::counts`].
+pub type StatusCounts = BTreeMap<Status, u64>;
+
 /// What one job's records matching a filter add up to: [`crate::LogStore::summary`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobSummary {
@@ -375,7 +379,7 @@ pub struct JobSummary {
     /// when there is none).
     pub consecutive_failures: u64,
     /// How many matching records have each status (statuses with none are left out).
-    pub counts: BTreeMap<Status, u64>,
+    pub counts: StatusCounts,
     /// Sum of `items_seen` over the matching finished records (any status but `started`
     /// and `progress`, whose counters are a run's progress so far: its terminal record
     /// carries the totals, so adding them too would count a run's items twice).
@@ -490,6 +494,24 @@ pub async fn count_by_scanning<S: LogStore + ?Sized>(store: &S, filter: &Filter)
         })
         .await?;
     Ok(n)
+}
+
+/// How many records match `filter` for each status:
+/// [`count_by_status`](crate::LogStore::count_by_status), read through [`LogStore::scan`]
+/// (its default).
+pub async fn count_by_status_by_scanning<S: LogStore + ?Sized>(
+    store: &S,
+    filter: &Filter,
+) -> Result<StatusCounts> {
+    let mut counts = StatusCounts::new();
+    store
+        .for_each_match(filter, crate::run::SCAN_PAGE, &mut |page| {
+            page.iter()
+                .for_each(|r| *counts.entry(r.status).or_default() += 1);
+            Ok(())
+        })
+        .await?;
+    Ok(counts)
 }
 
 /// The [`Summary`] of the records matching `filter`, read through [`LogStore::scan`]: the

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use synclog_core::query::{Filter, TimeRange};
-use synclog_core::{Error, Result, RunScan, Scan};
+use synclog_core::{Error, Result, RunScan, Scan, Status};
 use tokio_postgres::types::ToSql;
 
 use crate::sql::{Sql, COLUMNS};
@@ -180,6 +180,38 @@ pub(crate) fn count_query(sql: &Sql, filter: &Filter) -> Result<Query> {
     }
     let mut q = Query::new(format!("SELECT count(*) FROM {} l WHERE true", sql.table));
     records(&mut q, sql, filter)?;
+    Ok(q)
+}
+
+/// The counts by status of `filter` (rows of status text and count): from `job_stats`
+/// when it names only jobs and statuses, else one `GROUP BY status` over the records the
+/// indexes find.
+pub(crate) fn count_by_status_query(sql: &Sql, filter: &Filter) -> Result<Query> {
+    filter.validate()?;
+    let mut q;
+    if by_job_and_status_only(filter) {
+        q = Query::new(format!(
+            "SELECT l.status, sum(l.n)::bigint FROM {} l WHERE true",
+            sql.job_stats
+        ));
+        q.any_of("l.job", filter.jobs.clone());
+        q.any_of("l.status", status_texts(filter));
+    } else {
+        q = Query::new(format!(
+            "SELECT l.status, count(*) FROM {} l WHERE true",
+            sql.table
+        ));
+        records(&mut q, sql, filter)?;
+        if filter.statuses.is_empty() && !filter.recorded.is_open() {
+            // Every status, named: lets the planner answer from `(status, recorded_at)`
+            // alone (an index-only scan where the pages are all-visible); where they are
+            // not, it reads the `recorded_at` range as it would without this.
+            let all: Vec<String> = Status::ALL.iter().map(|s| s.as_str().to_string()).collect();
+            let p = q.param(all);
+            q.and(format!("l.status = ANY({p}::text[])"));
+        }
+    }
+    q.push(" GROUP BY l.status");
     Ok(q)
 }
 

@@ -104,7 +104,7 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use synclog_core::follow::CommitSignal;
 use synclog_core::group::Gathering;
-use synclog_core::query::{Filter, Summary};
+use synclog_core::query::{Filter, StatusCounts, Summary};
 use synclog_core::retention::{check_marker, chunk_ranges, Applied, PruneMarker, Pruned};
 use synclog_core::run::{seal_batch, Fetched, Planner, RunEnds};
 use synclog_core::verify::Verifier;
@@ -489,6 +489,29 @@ impl LogStore for PgStore {
             .map_err(|e| pg_err(&self.store, "counting the records of", e))?
             .get(0);
         Ok(n.max(0) as u64)
+    }
+
+    /// From `job_stats` when the filter names only jobs and statuses, else one
+    /// `GROUP BY status` over what the filter's indexes find.
+    async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
+        let q = filters::count_by_status_query(&self.sql, filter)?;
+        let client = self.reader().await?;
+        let rows = client
+            .query(&q.text, &q.refs())
+            .await
+            .map_err(|e| pg_err(&self.store, "counting by status the records of", e))?;
+        let mut out = StatusCounts::new();
+        for row in rows {
+            let text: String = row.get(0);
+            let status = text
+                .parse::<Status>()
+                .map_err(|_| Error::corrupt(self.store.clone(), format!("unknown status {text:?}")))?;
+            let n: i64 = row.get(1);
+            if n > 0 {
+                *out.entry(status).or_default() += n as u64;
+            }
+        }
+        Ok(out)
     }
 
     /// See the `summary` module: `job_stats` (at most 7 rows per job) when the filter names

@@ -461,6 +461,30 @@ async fn pages_follow_the_next_link_to_every_match_exactly_once() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_count_by_status_gives_each_status_from_one_request_and_refuses_an_unknown_breakdown() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let batch: Vec<Value> = (0..9)
+        .map(|i| {
+            let status = ["succeeded", "failed", "failed"][i % 3];
+            json!({"job": if i < 6 { "a" } else { "b" }, "status": status})
+        })
+        .collect();
+    let (st, _, _) = post(&c, &s.url("/v1/logs"), Value::Array(batch), &[]).await;
+    assert_eq!(st, 201);
+    let (st, r, _) = get(&c, &s.url("/v1/count?by=status")).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r, json!({"count": 9, "by_status": {"failed": 6, "succeeded": 3}}));
+    let (_, r, _) = get(&c, &s.url("/v1/count?by=status&job=b&status=failed")).await;
+    assert_eq!(r, json!({"count": 2, "by_status": {"failed": 2}}));
+    let (_, r, _) = get(&c, &s.url("/v1/count?job=b")).await;
+    assert_eq!(r, json!({"count": 3}), "no breakdown unless asked");
+    let (st, r, _) = get(&c, &s.url("/v1/count?by=job")).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    s.stop().await;
+}
+
 /// Reads SSE events off a streaming response until `n` `log` events came: their ids.
 async fn events(resp: &mut reqwest::Response, n: usize) -> Vec<u64> {
     let mut ids = Vec::new();

@@ -64,7 +64,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use synclog_core::follow::{CommitSignal, CommitWatch, Probe};
 use synclog_core::group::{GroupCommit, GroupOptions, GroupStats};
-use synclog_core::query::{Filter, Summary};
+use synclog_core::query::{Filter, StatusCounts, Summary};
 use synclog_core::retention::{Applied, PruneMarker};
 use synclog_core::{
     Capabilities, CheckpointMode, CheckpointReport, Checksum, Committed, Durability, Error, ImportReport,
@@ -469,6 +469,17 @@ impl LogStore for SqliteStore {
         filter.validate()?;
         let filter = filter.clone();
         self.read(move |c, p| query::count(c, p, &filter)).await
+    }
+
+    /// From `job_stats` for jobs and statuses alone, one index count per status for a
+    /// `recorded` range, else one `GROUP BY status` (see `query::count_by_status`). An older schema
+    /// read by a read-only handle is counted row by row.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
+    async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
+        filter.validate()?;
+        let filter = filter.clone();
+        self.read(move |c, p| query::count_by_status(c, p, &filter)).await
     }
 
     /// From `job_stats` (kept by triggers) for an empty filter, else one `GROUP BY job,

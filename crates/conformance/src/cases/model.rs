@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use synclog_core::query::{AttrEq, SummaryBuilder, TimeRange};
+use synclog_core::query::{AttrEq, StatusCounts, SummaryBuilder, TimeRange};
 use synclog_core::{Durability, Filter, LogId, LogRecord, LogStore, LogStoreExt, Scan, Status};
 
 use super::{sample, Ctx};
@@ -274,6 +274,12 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
                     step,
                     filter
                 );
+                let mut by_status = StatusCounts::new();
+                matching
+                    .iter()
+                    .for_each(|r| *by_status.entry(r.status).or_default() += 1);
+                let got = store.count_by_status(&filter).await.map_err(fail)?;
+                prop_assert_eq!(got, by_status, "step {}: count by status of {:?}", step, filter);
                 let mut want = SummaryBuilder::default();
                 matching.iter().for_each(|r| want.add(r));
                 let got = store.summary(&filter).await.map_err(fail)?;

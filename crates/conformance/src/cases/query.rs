@@ -12,7 +12,7 @@ use synclog_core::LogStoreExt;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 use synclog_core::follow::Follower;
-use synclog_core::query::{AttrEq, SummaryBuilder, TimeRange};
+use synclog_core::query::{AttrEq, StatusCounts, SummaryBuilder, TimeRange};
 use synclog_core::run::select_runs;
 use synclog_core::{Error, Filter, LogRecord, LogStore, NewLog, RunScan, Scan, Status, Timestamp};
 
@@ -116,6 +116,12 @@ fn filters(recs: &[LogRecord]) -> Vec<Filter> {
         Filter::default().finished(TimeRange::since(at(0))),
         Filter::default().recorded(TimeRange::between(rec_at(12), rec_at(36))),
         Filter::default().recorded(TimeRange::since(rec_at(50))),
+        Filter::default()
+            .statuses([Status::Failed, Status::Succeeded, Status::Failed])
+            .recorded(TimeRange::since(rec_at(20))),
+        Filter::default()
+            .jobs(["orders", "crm"])
+            .statuses([Status::Succeeded, Status::Started]),
         Filter::default().attr(AttrEq::new("env", "prod")),
         Filter::default()
             .attr(AttrEq::new("env", "prod"))
@@ -205,7 +211,8 @@ pub async fn scans_answer_every_filter_like_the_model(ctx: Ctx) {
     ctx.done(loc, store).await;
 }
 
-/// Counts and summaries under every filter equal what the matching records add up to.
+/// Counts (in all and by status) and summaries under every filter equal what the matching
+/// records add up to.
 pub async fn counts_and_summaries_answer_every_filter_like_the_model(ctx: Ctx) {
     let (loc, store) = ctx.fresh().await;
     let recs = data_set(&ctx, &*store).await;
@@ -215,6 +222,15 @@ pub async fn counts_and_summaries_answer_every_filter_like_the_model(ctx: Ctx) {
             store.count(&filter).await.expect("count"),
             matching.len() as u64,
             "count of {filter:?}"
+        );
+        let mut by_status = StatusCounts::new();
+        matching
+            .iter()
+            .for_each(|r| *by_status.entry(r.status).or_default() += 1);
+        assert_eq!(
+            store.count_by_status(&filter).await.expect("count by status"),
+            by_status,
+            "count by status of {filter:?}"
         );
         let mut model = SummaryBuilder::default();
         matching.iter().for_each(|r| model.add(r));
@@ -355,6 +371,11 @@ pub async fn bad_filters_are_refused_naming_the_field(ctx: Ctx) {
             "scan {filter:?}"
         );
         assert_eq!(field_of(store.count(&filter).await.unwrap_err()), field, "count");
+        assert_eq!(
+            field_of(store.count_by_status(&filter).await.unwrap_err()),
+            field,
+            "count by status"
+        );
         assert_eq!(
             field_of(store.summary(&filter).await.unwrap_err()),
             field,

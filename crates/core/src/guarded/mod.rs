@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::canonical::Checksum;
 use crate::error::{Error, Result};
 use crate::group::Gathering;
-use crate::query::{Filter, Summary};
+use crate::query::{Filter, StatusCounts, Summary};
 use crate::record::{intersect_ranges, LogId, LogRecord, NewLog};
 use crate::retention::{spawn_auto_retention, Applied, AutoRetain, AutoRetention, PruneMarker, Pruned};
 use crate::run::{seal_batch, Committed, Fetched, Planner, Run, RunEnds, RunScan, Wanted};
@@ -677,6 +677,18 @@ impl LogStore for Guarded {
             }
         }
         crate::query::count_by_scanning(self, filter).await
+    }
+
+    /// As [`count`](Self::count): the primary's while the copies agree, else merged.
+    async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
+        filter.validate()?;
+        if !self.pending() {
+            match self.primary.count_by_status(filter).await {
+                Ok(n) => return Ok(n),
+                Err(e) => return self.backup.count_by_status(filter).await.map_err(|_| e),
+            }
+        }
+        crate::query::count_by_status_by_scanning(self, filter).await
     }
 
     /// As [`count`](Self::count): the primary's while the copies agree, else merged.

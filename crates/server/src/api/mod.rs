@@ -23,13 +23,14 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 
 const RUN_KEYS: &[&str] = &["unfinished", "stale", "older_than"];
 const STREAM_KEYS: &[&str] = &["after"];
+const COUNT_KEYS: &[&str] = &["by"];
 
 /// The OpenAPI document, generated from the handlers and the types they parse and write.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "synclog", description = "Durable, verified logs of data-synchronisation runs."),
     paths(append_logs, start_run, finish_run, abandon_run, list_logs, get_log, list_runs, get_run, summary, count, stream, health, metrics),
-    components(schemas(ErrorBody, LogIn, AppendBody, LogOut, Receipt, StartIn, FinishIn, AbandonIn, RunAppended, RunOut, RunDetail, LogPage, RunPage, CountOut, SummaryOut, Health, Order)),
+    components(schemas(ErrorBody, LogIn, AppendBody, LogOut, Receipt, StartIn, FinishIn, AbandonIn, RunAppended, RunOut, RunDetail, LogPage, RunPage, CountOut, CountBy, SummaryOut, Health, Order)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -424,16 +425,27 @@ pub async fn summary(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult
     }))
 }
 
-/// How many logs match the filters.
-#[utoipa::path(get, path = "/v1/count", params(model::FilterParams),
+/// How many logs match the filters; with `by=status`, also how many of each status.
+#[utoipa::path(get, path = "/v1/count", params(model::FilterParams, model::CountParams),
     responses((status = 200, body = CountOut), (status = 400, body = ErrorBody)))]
 pub async fn count(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<CountOut>> {
     let q = q.unwrap_or_default();
-    only(&q, &[FILTER_KEYS])?;
+    only(&q, &[FILTER_KEYS, COUNT_KEYS])?;
     let filter = parse::<FilterParams>(&q)?.filter(Utc::now())?;
-    Ok(Json(CountOut {
-        count: app.inner.store.count(&filter).await?,
-    }))
+    let out = match parse::<CountParams>(&q)?.by {
+        None => CountOut {
+            count: app.inner.store.count(&filter).await?,
+            by_status: None,
+        },
+        Some(CountBy::Status) => {
+            let counts = app.inner.store.count_by_status(&filter).await?;
+            CountOut {
+                count: counts.values().sum(),
+                by_status: Some(counts.iter().map(|(s, n)| (s.as_str().to_string(), *n)).collect()),
+            }
+        }
+    };
+    Ok(Json(out))
 }
 
 /// Server-Sent Events of new logs matching the filters (`event: log`, `id:` the log's

@@ -359,6 +359,26 @@ pub struct RunPage {
 pub struct CountOut {
     /// The count.
     pub count: u64,
+    /// With `by=status`: the count of each status (statuses with none left out); they add
+    /// up to `count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_status: Option<BTreeMap<String, u64>>,
+}
+
+/// What a count is broken down by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CountBy {
+    /// One count per status.
+    Status,
+}
+
+/// How a count is given.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountParams {
+    /// `status`: also the count of each status, from one query.
+    pub by: Option<CountBy>,
 }
 
 /// One job's figures over a filter.
