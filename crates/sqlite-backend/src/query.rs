@@ -307,34 +307,39 @@ impl Walk {
             },
         );
         let mut ids = Conds::default();
-        ids.ids(
-            if cap.is_some() { "w.id" } else { "l.id" },
-            scan.after,
-            scan.before,
-        );
+        ids.ids("l.id", scan.after, scan.before);
+        let mut walked = Conds::default();
+        walked.ids("w.id", scan.after, scan.before);
+        // With a cap: the id of the value's cap-th entry from the walk's start bounds the
+        // walk (found in the index alone); no bound when it has fewer entries.
+        let (cmp, unbounded) = match scan.descending {
+            true => (">=", 0),
+            false => ("<=", i64::MAX),
+        };
         let mut parts = Vec::new();
         let mut args = Vec::new();
         for v in &self.values {
             args.push(SqlValue::Text(v.clone()));
             args.extend(ids.args.clone());
-            parts.push(match cap {
-                None => format!(
-                    "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE l.{column} = ?{}{} \
-                     ORDER BY l.id {dir} LIMIT ?)",
-                    ids.and(),
-                    rest.and()
-                ),
+            let bound = match cap {
+                None => String::new(),
                 Some(cap) => {
-                    args.push(SqlValue::Integer(cap));
+                    args.push(SqlValue::Text(v.clone()));
+                    args.extend(walked.args.clone());
+                    args.push(SqlValue::Integer(cap - 1));
                     format!(
-                        "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l WHERE l.id IN (SELECT w.id FROM logs w \
-                         INDEXED BY {index} WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT ?){} \
-                         ORDER BY l.id {dir} LIMIT ?)",
-                        ids.and(),
-                        rest.and()
+                        " AND l.id {cmp} coalesce((SELECT w.id FROM logs w INDEXED BY {index} \
+                         WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT 1 OFFSET ?), {unbounded})",
+                        walked.and()
                     )
                 }
-            });
+            };
+            parts.push(format!(
+                "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE l.{column} = ?{}{bound}{} \
+                 ORDER BY l.id {dir} LIMIT ?)",
+                ids.and(),
+                rest.and()
+            ));
             args.extend(rest.args.clone());
             args.push(limit.clone());
         }
