@@ -472,8 +472,8 @@ impl LogStore for SqliteStore {
     }
 
     /// From `job_stats` for jobs and statuses alone, one index count per status for a
-    /// `recorded` range, else one `GROUP BY status` (see `query::count_by_status`). An older schema
-    /// read by a read-only handle is counted row by row.
+    /// `recorded` range, else one `GROUP BY status` (see `query::count_by_status`). An
+    /// older schema read by a read-only handle is counted row by row.
     ///
     /// Errors: [`Error::InvalidInput`] for a filter [`Filter::validate`] refuses.
     async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
