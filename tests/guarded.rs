@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use synclog::{
-    Durability, Guarded, GuardedOptions, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
+    Durability, Filter, Guarded, GuardedOptions, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
 };
 use synclog_conformance::cases::everything;
 use synclog_conformance::fault::{DamagedReads, FailEveryNth};
@@ -316,6 +316,17 @@ async fn a_primary_that_keeps_failing_leaves_logs_in_the_backup_until_reconcile(
         receipt.records[0]
     );
     assert_eq!(everything(&store).await, receipt.records);
+    // So do counts, in all and by status, though the primary holds none of them.
+    assert_eq!(store.count(&Filter::default()).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count_by_status(&Filter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(Status::Succeeded, 2)]
+    );
     store.close().await.unwrap();
     drop(store);
     backup.close().await.unwrap();
