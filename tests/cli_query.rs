@@ -104,8 +104,8 @@ fn list_filters_by_jobs_statuses_times_and_attributes() {
 }
 
 /// `count` prints the number of matching logs (`--by status`: of each status, then the
-/// total); `summary` one row per job with its last
-/// status and failures since the last success, and `--json` the same as objects.
+/// total); `summary` one row per job with its last status and failures since the last
+/// success, and `--json` the same as objects.
 #[test]
 fn count_and_summary_answer_over_a_filter() {
     let env = Env::new();
