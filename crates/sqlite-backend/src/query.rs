@@ -591,12 +591,21 @@ pub(crate) fn count_by_status(conn: &Connection, path: &Path, f: &Filter) -> Res
         return Ok(out);
     }
     if let Some(each) = per_status(f) {
+        // One read transaction: every status counted in the same snapshot, so that the
+        // counts add up to one `count` even while others commit.
+        let e = |err| map_err(path, "counting by status in", err);
+        let tx = conn.unchecked_transaction().map_err(e)?;
         for one in each {
-            let n = count(conn, path, &one)?;
+            let (sql, args) = count_sql(&one);
+            let n: i64 = tx
+                .prepare_cached(&sql)
+                .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args), |r| r.get(0)))
+                .map_err(e)?;
             if n > 0 {
-                out.insert(one.statuses[0], n);
+                out.insert(one.statuses[0], n as u64);
             }
         }
+        tx.commit().map_err(e)?;
         return Ok(out);
     }
     let (sql, args) = count_by_status_sql(f);

@@ -53,3 +53,49 @@ async fn job_totals_follow_damage_repair_and_deletes() {
     }
     same("deleted").await;
 }
+
+/// The counts by status of a `recorded` range (one count per status) are taken from one
+/// snapshot: while a writer commits one `started` and one `skipped` log per transaction,
+/// every answer holds as many of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_by_status_of_a_recorded_range_come_from_one_snapshot() {
+    use std::sync::Arc;
+    use synclog_core::query::TimeRange;
+    use synclog_core::Durability;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+    let filter =
+        Filter::default().recorded(TimeRange::since(chrono::Utc::now() - chrono::Duration::hours(1)));
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..1500 {
+                let pair = vec![
+                    NewLog::new("j", Status::Started),
+                    NewLog::new("j", Status::Skipped),
+                ];
+                store.commit(pair, Durability::Buffered).await.unwrap();
+            }
+        })
+    };
+    let (mut asked, mut uneven) = (0, Vec::new());
+    while !writer.is_finished() {
+        let counts = store.count_by_status(&filter).await.unwrap();
+        asked += 1;
+        let (s, a) = (counts.get(&Status::Started), counts.get(&Status::Skipped));
+        if s != a {
+            uneven.push((s.copied(), a.copied()));
+        }
+    }
+    writer.await.unwrap();
+    assert!(asked > 10, "the counts ran beside the writer ({asked} times)");
+    assert!(
+        uneven.is_empty(),
+        "{} of {asked} answers mixed two snapshots: {:?}",
+        uneven.len(),
+        &uneven[..uneven.len().min(5)]
+    );
+    let last = store.count_by_status(&filter).await.unwrap();
+    assert_eq!(last.values().sum::<u64>(), 3000);
+}
