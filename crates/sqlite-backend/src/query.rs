@@ -762,6 +762,12 @@ pub(crate) fn summary(conn: &Connection, path: &Path, f: &Filter) -> Result<Summ
         each_old(conn, path, f, version, |r| b.add(r))?;
         return Ok(b.finish());
     }
+    // One read transaction: the groups, the newest records and the failures since a
+    // success are read from one snapshot (a prune committing between them would leave a
+    // counted record unreadable, and the summary would call the store damaged).
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| map_err(path, "summing the records of", e))?;
     let (sql, args) = summary_sql(f);
     let mut by_job = BTreeMap::<String, Vec<Group>>::new();
     for g in groups(conn, path, &sql, args)? {
@@ -782,6 +788,8 @@ pub(crate) fn summary(conn: &Connection, path: &Path, f: &Filter) -> Result<Summ
     for (job, groups) in by_job {
         out.jobs.push(job_summary(conn, path, f, job, &groups, &records)?);
     }
+    tx.commit()
+        .map_err(|e| map_err(path, "summing the records of", e))?;
     Ok(out)
 }
 

@@ -99,3 +99,56 @@ async fn counts_by_status_of_a_recorded_range_come_from_one_snapshot() {
     let last = store.count_by_status(&filter).await.unwrap();
     assert_eq!(last.values().sum::<u64>(), 3000);
 }
+
+/// A summary is read from one snapshot: while another handle keeps appending a job's log
+/// and pruning every record of that job, no summary reports a counted record as
+/// unreadable (it sees the job whole or not at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_beside_prunes_of_a_whole_job_never_calls_the_store_damaged() {
+    use std::sync::Arc;
+    use synclog_core::retention::{self, Policy, PruneOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    store
+        .append(NewLog::new("stays", Status::Succeeded))
+        .await
+        .unwrap();
+    let pruner = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                let rec = store.append(NewLog::new("goes", Status::Failed)).await.unwrap();
+                let next = rec.id.next().unwrap();
+                let policy = Policy::default().before_id(next);
+                retention::prune(&*store, &policy, &PruneOptions::default())
+                    .await
+                    .unwrap();
+                // `stays` went with it: it comes back, so summaries keep finding a job.
+                store
+                    .append(NewLog::new("stays", Status::Succeeded))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (mut asked, mut errors) = (0, Vec::new());
+    while !pruner.is_finished() {
+        asked += 1;
+        if let Err(e) = store
+            .summary(&Filter::default().statuses([Status::Failed, Status::Succeeded]))
+            .await
+        {
+            errors.push(e.to_string());
+        }
+    }
+    pruner.await.unwrap();
+    assert!(asked > 10, "the summaries ran beside the prunes ({asked} times)");
+    assert!(
+        errors.is_empty(),
+        "{} of {asked} summaries failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+}
