@@ -164,6 +164,9 @@ struct Counters {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// What a copy's `LogStore` method answers (an `async_trait` future).
+type Answer<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
 enum Request {
     Commit {
         logs: ValidBatch,
@@ -496,6 +499,19 @@ impl Guarded {
             || self.counters.diverged.load(Ordering::Relaxed)
     }
 
+    /// The answer of an aggregate read while the copies agree: the primary's, or the
+    /// backup's when the primary cannot answer (the primary's error when neither can).
+    /// `None` while they may differ: the caller then reads the merged records.
+    async fn agreed<'a, T>(&'a self, ask: impl Fn(&'a dyn LogStore) -> Answer<'a, T>) -> Option<Result<T>> {
+        if self.pending() {
+            return None;
+        }
+        Some(match ask(&*self.primary).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => ask(&*self.backup).await.map_err(|_| e),
+        })
+    }
+
     /// The copy to ask first for a lookup (the primary, unless it is missing records the
     /// backup holds), and the other.
     fn lookup_order(&self) -> (&dyn LogStore, &dyn LogStore) {
@@ -670,37 +686,28 @@ impl LogStore for Guarded {
     /// [`scan`](Self::scan) reads.
     async fn count(&self, filter: &Filter) -> Result<u64> {
         filter.validate()?;
-        if !self.pending() {
-            match self.primary.count(filter).await {
-                Ok(n) => return Ok(n),
-                Err(e) => return self.backup.count(filter).await.map_err(|_| e),
-            }
+        match self.agreed(|s| s.count(filter)).await {
+            Some(answer) => answer,
+            None => crate::query::count_by_scanning(self, filter).await,
         }
-        crate::query::count_by_scanning(self, filter).await
     }
 
     /// As [`count`](Self::count): the primary's while the copies agree, else merged.
     async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
         filter.validate()?;
-        if !self.pending() {
-            match self.primary.count_by_status(filter).await {
-                Ok(n) => return Ok(n),
-                Err(e) => return self.backup.count_by_status(filter).await.map_err(|_| e),
-            }
+        match self.agreed(|s| s.count_by_status(filter)).await {
+            Some(answer) => answer,
+            None => crate::query::count_by_status_by_scanning(self, filter).await,
         }
-        crate::query::count_by_status_by_scanning(self, filter).await
     }
 
     /// As [`count`](Self::count): the primary's while the copies agree, else merged.
     async fn summary(&self, filter: &Filter) -> Result<Summary> {
         filter.validate()?;
-        if !self.pending() {
-            match self.primary.summary(filter).await {
-                Ok(s) => return Ok(s),
-                Err(e) => return self.backup.summary(filter).await.map_err(|_| e),
-            }
+        match self.agreed(|s| s.summary(filter)).await {
+            Some(answer) => answer,
+            None => crate::query::summary_by_scanning(self, filter).await,
         }
-        crate::query::summary_by_scanning(self, filter).await
     }
 
     /// The primary's last id while the copies agree (scans read the primary, and a group
