@@ -2,7 +2,11 @@
 //! stay equal to the records through damage to a row's job, status or counters, its
 //! repair, and rows deleted behind the store's back.
 
-use synclog_core::query::{summary_by_scanning, Filter};
+use std::future::Future;
+use std::sync::Arc;
+
+use synclog_core::query::{summary_by_scanning, Filter, TimeRange};
+use synclog_core::retention::{self, Policy, PruneOptions};
 use synclog_core::{Durability, LogStore, LogStoreExt, NewLog, Status};
 use synclog_sqlite::SqliteStore;
 
@@ -54,15 +58,33 @@ async fn job_totals_follow_damage_repair_and_deletes() {
     same("deleted").await;
 }
 
+/// Asks `ask` again and again until `task` finishes, then asserts that it was asked more
+/// than ten times and never answered a problem (`what` names the answers).
+async fn ask_beside<F, Fut>(task: tokio::task::JoinHandle<()>, what: &str, mut ask: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    let (mut asked, mut problems) = (0, Vec::new());
+    while !task.is_finished() {
+        asked += 1;
+        problems.extend(ask().await);
+    }
+    task.await.unwrap();
+    assert!(asked > 10, "the {what} ran beside the task ({asked} times)");
+    assert!(
+        problems.is_empty(),
+        "{} of {asked} {what} went wrong: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+}
+
 /// The counts by status of a `recorded` range (one count per status) are taken from one
 /// snapshot: while a writer commits one `started` and one `skipped` log per transaction,
 /// every answer holds as many of each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_by_status_of_a_recorded_range_come_from_one_snapshot() {
-    use std::sync::Arc;
-    use synclog_core::query::TimeRange;
-    use synclog_core::Durability;
-
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
     let filter =
@@ -79,23 +101,12 @@ async fn counts_by_status_of_a_recorded_range_come_from_one_snapshot() {
             }
         })
     };
-    let (mut asked, mut uneven) = (0, Vec::new());
-    while !writer.is_finished() {
+    ask_beside(writer, "counts (mixing two snapshots)", || async {
         let counts = store.count_by_status(&filter).await.unwrap();
-        asked += 1;
-        let (s, a) = (counts.get(&Status::Started), counts.get(&Status::Skipped));
-        if s != a {
-            uneven.push((s.copied(), a.copied()));
-        }
-    }
-    writer.await.unwrap();
-    assert!(asked > 10, "the counts ran beside the writer ({asked} times)");
-    assert!(
-        uneven.is_empty(),
-        "{} of {asked} answers mixed two snapshots: {:?}",
-        uneven.len(),
-        &uneven[..uneven.len().min(5)]
-    );
+        let (s, k) = (counts.get(&Status::Started), counts.get(&Status::Skipped));
+        (s != k).then(|| format!("started {s:?}, skipped {k:?}"))
+    })
+    .await;
     let last = store.count_by_status(&filter).await.unwrap();
     assert_eq!(last.values().sum::<u64>(), 3000);
 }
@@ -105,12 +116,8 @@ async fn counts_by_status_of_a_recorded_range_come_from_one_snapshot() {
 /// unreadable (it sees the job whole or not at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_summary_beside_prunes_of_a_whole_job_never_calls_the_store_damaged() {
-    use std::sync::Arc;
-    use synclog_core::retention::{self, Policy, PruneOptions};
-
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("p.db");
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.path().join("p.db")).unwrap());
     store
         .append(NewLog::new("stays", Status::Succeeded))
         .await
@@ -120,8 +127,7 @@ async fn a_summary_beside_prunes_of_a_whole_job_never_calls_the_store_damaged() 
         tokio::spawn(async move {
             for _ in 0..400 {
                 let rec = store.append(NewLog::new("goes", Status::Failed)).await.unwrap();
-                let next = rec.id.next().unwrap();
-                let policy = Policy::default().before_id(next);
+                let policy = Policy::default().before_id(rec.id.next().unwrap());
                 retention::prune(&*store, &policy, &PruneOptions::default())
                     .await
                     .unwrap();
@@ -133,22 +139,9 @@ async fn a_summary_beside_prunes_of_a_whole_job_never_calls_the_store_damaged() 
             }
         })
     };
-    let (mut asked, mut errors) = (0, Vec::new());
-    while !pruner.is_finished() {
-        asked += 1;
-        if let Err(e) = store
-            .summary(&Filter::default().statuses([Status::Failed, Status::Succeeded]))
-            .await
-        {
-            errors.push(e.to_string());
-        }
-    }
-    pruner.await.unwrap();
-    assert!(asked > 10, "the summaries ran beside the prunes ({asked} times)");
-    assert!(
-        errors.is_empty(),
-        "{} of {asked} summaries failed: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(3)]
-    );
+    let filter = Filter::default().statuses([Status::Failed, Status::Succeeded]);
+    ask_beside(pruner, "summaries", || async {
+        store.summary(&filter).await.err().map(|e| e.to_string())
+    })
+    .await;
 }
