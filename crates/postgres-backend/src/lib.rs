@@ -380,6 +380,15 @@ impl PgStore {
         rx.await.map_err(|_| self.closed())?
     }
 
+    /// The rows of `q`, sent on a pooled connection (`doing` names the work in errors).
+    async fn rows(&self, q: &filters::Query, doing: &str) -> Result<Vec<Row>> {
+        let client = self.reader().await?;
+        client
+            .query(&q.text, &q.refs())
+            .await
+            .map_err(|e| pg_err(&self.store, doing, e))
+    }
+
     async fn reader(&self) -> Result<deadpool_postgres::Object> {
         synclog_core::runtime::current("reading from PostgreSQL")?;
         if self.closed.load(Ordering::Acquire) {
@@ -448,12 +457,9 @@ impl LogStore for PgStore {
     /// (primary key) and its record ids (`logs_by_run`). The answers are the default
     /// implementation's ([`RunScan::matches`]).
     async fn runs(&self, scan: &RunScan) -> Result<Vec<Run>> {
-        let q = filters::runs_query(&self.sql, scan)?;
-        let client = self.reader().await?;
-        let rows = client
-            .query(&q.text, &q.refs())
-            .await
-            .map_err(|e| pg_err(&self.store, "listing the runs of", e))?;
+        let rows = self
+            .rows(&filters::runs_query(&self.sql, scan)?, "listing the runs of")
+            .await?;
         rows.iter().map(|r| decode_run(r, &self.store)).collect()
     }
 
@@ -469,12 +475,9 @@ impl LogStore for PgStore {
     /// One query, planned with its values: the conditions of the filter (see the
     /// `filters` module) on the index that suits them, in id order.
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
-        let q = filters::scan_query(&self.sql, scan)?;
-        let client = self.reader().await?;
-        let rows = client
-            .query(&q.text, &q.refs())
-            .await
-            .map_err(|e| pg_err(&self.store, "scanning", e))?;
+        let rows = self
+            .rows(&filters::scan_query(&self.sql, scan)?, "scanning")
+            .await?;
         rows.iter().map(|r| decode(r, &self.store)).collect()
     }
 
@@ -495,11 +498,7 @@ impl LogStore for PgStore {
     /// `GROUP BY status` over what the filter's indexes find.
     async fn count_by_status(&self, filter: &Filter) -> Result<StatusCounts> {
         let q = filters::count_by_status_query(&self.sql, filter)?;
-        let client = self.reader().await?;
-        let rows = client
-            .query(&q.text, &q.refs())
-            .await
-            .map_err(|e| pg_err(&self.store, "counting by status the records of", e))?;
+        let rows = self.rows(&q, "counting by status the records of").await?;
         let mut out = StatusCounts::new();
         for row in rows {
             let text: String = row.get(0);
