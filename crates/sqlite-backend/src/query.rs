@@ -969,3 +969,51 @@ pub(crate) fn plan(conn: &Connection, path: &Path, query: &PlannedQuery) -> Resu
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rusqlite::StatementStatus;
+    use synclog_core::query::TimeRange;
+    use synclog_core::Durability;
+
+    use super::*;
+    use crate::connection::{open_reader, open_writer, Deadline};
+
+    /// A scan asked again with another status runs its cached statement as it was
+    /// prepared: SQLite does not parse and plan it again for the new value.
+    #[test]
+    fn a_scan_asked_with_another_status_is_not_prepared_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let wait = Duration::from_secs(5);
+        let (writer, _) = open_writer(&path, Deadline::after(wait), wait, 1000, Durability::Process).unwrap();
+        let reader = open_reader(&path, wait).unwrap();
+        let day = TimeRange::since(chrono::Utc::now() - chrono::Duration::hours(24));
+        let scan_of = |status| Scan {
+            filter: Filter::status(status).started(day.clone()),
+            limit: 50,
+            descending: true,
+            ..Scan::default()
+        };
+        let statuses = [Status::Failed, Status::Succeeded, Status::Partial];
+        for conn in [&writer, &reader] {
+            for status in statuses.iter().cycle().take(9) {
+                scan(conn, &path, &scan_of(*status)).unwrap();
+            }
+            // The capped walk every one of those scans ran first (see `scan`).
+            let f = scan_of(Status::Failed);
+            let (sql, _) = Walk::of(&f.filter)
+                .unwrap()
+                .sql(&f, SqlValue::Integer(50), Some(WALK_CAP));
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(StatementStatus::Run),
+                9,
+                "the cached statement ran"
+            );
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        }
+    }
+}
