@@ -310,36 +310,35 @@ impl Walk {
         ids.ids("l.id", scan.after, scan.before);
         let mut walked = Conds::default();
         walked.ids("w.id", scan.after, scan.before);
-        // With a cap: the id of the value's cap-th entry from the walk's start bounds the
-        // walk (found in the index alone); no bound when it has fewer entries.
-        let (cmp, unbounded) = match scan.descending {
-            true => (">=", 0),
-            false => ("<=", i64::MAX),
-        };
         let mut parts = Vec::new();
         let mut args = Vec::new();
         for v in &self.values {
             args.push(SqlValue::Text(v.clone()));
-            args.extend(ids.args.clone());
-            let bound = match cap {
-                None => String::new(),
-                Some(cap) => {
-                    args.push(SqlValue::Text(v.clone()));
-                    args.extend(walked.args.clone());
-                    args.push(SqlValue::Integer(cap - 1));
+            parts.push(match cap {
+                None => {
+                    args.extend(ids.args.clone());
                     format!(
-                        " AND l.id {cmp} coalesce((SELECT w.id FROM logs w INDEXED BY {index} \
-                         WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT 1 OFFSET ?), {unbounded})",
-                        walked.and()
+                        "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE l.{column} = ?{}{} \
+                         ORDER BY l.id {dir} LIMIT ?)",
+                        ids.and(),
+                        rest.and()
                     )
                 }
-            };
-            parts.push(format!(
-                "SELECT * FROM (SELECT {L_COLUMNS} FROM logs l INDEXED BY {index} WHERE l.{column} = ?{}{bound}{} \
-                 ORDER BY l.id {dir} LIMIT ?)",
-                ids.and(),
-                rest.and()
-            ));
+                // With a cap: the value's first `cap` index entries, produced one at a
+                // time (a co-routine, already in id order, so nothing is sorted) and each
+                // looked up in `logs` until the page is full.
+                Some(cap) => {
+                    args.extend(walked.args.clone());
+                    args.push(SqlValue::Integer(cap));
+                    format!(
+                        "SELECT * FROM (SELECT {L_COLUMNS} FROM (SELECT w.id FROM logs w INDEXED BY {index} \
+                         WHERE w.{column} = ?{} ORDER BY w.id {dir} LIMIT ?) AS s CROSS JOIN logs l ON l.id = s.id \
+                         WHERE 1{} ORDER BY s.id {dir} LIMIT ?)",
+                        walked.and(),
+                        rest.and()
+                    )
+                }
+            });
             args.extend(rest.args.clone());
             args.push(limit.clone());
         }
@@ -356,6 +355,23 @@ impl Walk {
     /// Whether a walk capped at [`WALK_CAP`] stopped at the cap for some value (it may
     /// then have missed older matches).
     fn capped(&self, conn: &Connection, path: &Path, scan: &Scan) -> Result<bool> {
+        for v in &self.values {
+            let (sql, args) = self.capped_sql(scan, v);
+            let n: i64 = conn
+                .prepare_cached(&sql)
+                .map_err(|e| map_err(path, "preparing a scan of", e))?
+                .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+                .map_err(|e| map_err(path, "scanning", e))?;
+            if n >= WALK_CAP {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The SQL of [`Walk::capped`] for one value: how many of its entries (at most
+    /// [`WALK_CAP`]) the walk had, from its index alone.
+    fn capped_sql(&self, scan: &Scan, value: &str) -> (String, Vec<SqlValue>) {
         let mut ids = Conds::default();
         ids.ids("w.id", scan.after, scan.before);
         let sql = format!(
@@ -364,21 +380,21 @@ impl Walk {
             self.column,
             ids.and()
         );
-        let mut stmt = conn
-            .prepare_cached(&sql)
-            .map_err(|e| map_err(path, "preparing a scan of", e))?;
-        for v in &self.values {
-            let mut args = vec![SqlValue::Text(v.clone())];
-            args.extend(ids.args.clone());
-            args.push(SqlValue::Integer(WALK_CAP));
-            let n: i64 = stmt
-                .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
-                .map_err(|e| map_err(path, "scanning", e))?;
-            if n >= WALK_CAP {
-                return Ok(true);
-            }
+        let mut args = vec![SqlValue::Text(value.to_string())];
+        args.extend(ids.args);
+        args.push(SqlValue::Integer(WALK_CAP));
+        (sql, args)
+    }
+
+    /// The walk a scan of jobs or statuses with a time range (and no run or attribute)
+    /// tries first, capped at [`WALK_CAP`] entries a value (see [`scan`]).
+    fn capped_first(scan: &Scan) -> Option<Walk> {
+        let f = &scan.filter;
+        let ranged = !(f.started.is_open() && f.finished.is_open() && f.recorded.is_open());
+        match (ranged, &f.run, f.attrs.is_empty()) {
+            (true, None, true) => Walk::of(f),
+            _ => None,
         }
-        Ok(false)
     }
 }
 
@@ -389,9 +405,7 @@ pub(crate) fn scan(conn: &Connection, path: &Path, scan: &Scan) -> Result<Vec<Lo
     if version < 3 {
         return scan_old(conn, path, scan, limit, version);
     }
-    let f = &scan.filter;
-    let ranged = !(f.started.is_open() && f.finished.is_open() && f.recorded.is_open());
-    if let (true, None, true, Some(walk)) = (ranged, &f.run, f.attrs.is_empty(), Walk::of(f)) {
+    if let Some(walk) = Walk::capped_first(scan) {
         // Jobs or statuses and a time range, and no statistics to say which is narrower:
         // walk the newest WALK_CAP entries of each value first (enough when matches are
         // common), and only when that settled no page read the time range from its index
@@ -950,7 +964,20 @@ pub(crate) fn plan(conn: &Connection, path: &Path, query: &PlannedQuery) -> Resu
         });
     }
     let statements = match query {
-        PlannedQuery::Scan(s) => vec![scan_sql(s, s.effective_limit()?)],
+        PlannedQuery::Scan(s) => {
+            let limit = s.effective_limit()?;
+            match Walk::capped_first(s) {
+                // Every statement `scan` may run, in its order.
+                Some(walk) => {
+                    let lim = SqlValue::Integer(limit as i64);
+                    let mut all = vec![walk.sql(s, lim.clone(), Some(WALK_CAP))];
+                    all.extend(walk.values.iter().map(|v| walk.capped_sql(s, v)));
+                    all.push(range_sql(s, lim));
+                    all
+                }
+                None => vec![scan_sql(s, limit)],
+            }
+        }
         PlannedQuery::Count(f) => vec![count_sql(f)],
         PlannedQuery::CountByStatus(f) => match per_status(f) {
             Some(each) => each.iter().map(count_sql).collect(),
