@@ -108,7 +108,9 @@ pub(crate) fn decode(row: &Row<'_>, path: &Path) -> Result<LogRecord> {
     let e = |err| map_err(path, "decoding a row of", err);
     let id: i64 = row.get(0).map_err(e)?;
     let corrupt = |detail: String| Error::corrupt(format!("sqlite://{} log {id}", path.display()), detail);
-    let status: String = row.get(3).map_err(e)?;
+    // Borrowed: a status is parsed, not kept as text.
+    let status = row.get_ref(3).map_err(e)?;
+    let status = status.as_str().map_err(|err| e(err.into()))?;
     let unsigned = |i: usize| -> Result<u64> {
         let v: i64 = row.get(i).map_err(e)?;
         u64::try_from(v).map_err(|_| corrupt(format!("counter {v} is negative")))
