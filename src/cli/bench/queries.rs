@@ -153,6 +153,11 @@ fn sqlite_baselines(path: &std::path::Path, now: Timestamp) -> Result<(Vec<Durat
         }
     };
     let conn = Connection::open(path).map_err(e("opening"))?;
+    // As synclog's connections: without the planner's stability guarantee, SQLite (built
+    // with STAT4, and with the statistics of the ANALYZE below) would parse and plan each
+    // of these statements again at every run, for its new bound value.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(e("enabling stable query plans"))?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS bench_status_started ON logs(status, started_at);
          CREATE INDEX IF NOT EXISTS bench_tenant ON logs(json_extract(attrs, '$.tenant'), id);
