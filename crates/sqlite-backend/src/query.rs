@@ -963,6 +963,10 @@ pub(crate) fn plan(conn: &Connection, path: &Path, query: &PlannedQuery) -> Resu
             ),
         });
     }
+    // A scan's filter is checked with its limit below.
+    if let PlannedQuery::Count(f) | PlannedQuery::CountByStatus(f) | PlannedQuery::Summary(f) = query {
+        f.validate()?;
+    }
     let statements = match query {
         PlannedQuery::Scan(s) => {
             let limit = s.effective_limit()?;

@@ -173,3 +173,27 @@ async fn a_capped_walk_sorts_nothing_and_is_followed_by_its_fallbacks() {
         "{plan:?}"
     );
 }
+
+/// A plan is asked for what the store would answer: a filter the store refuses is refused
+/// here too, with the same kind of error, for every kind of question.
+#[tokio::test]
+async fn a_plan_of_a_bad_filter_is_refused_as_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("q.db")).unwrap();
+    let backwards = Filter::default().recorded(TimeRange::between(
+        common::base(),
+        common::base() - Duration::days(1),
+    ));
+    for q in [
+        PlannedQuery::Scan(Scan::filtered(backwards.clone(), 50)),
+        PlannedQuery::Count(backwards.clone()),
+        PlannedQuery::CountByStatus(backwards.clone()),
+        PlannedQuery::Summary(backwards.clone()),
+    ] {
+        let what = format!("{q:?}");
+        match store.query_plan(q).await {
+            Err(synclog_core::Error::InvalidInput { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
