@@ -712,11 +712,12 @@ pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
 /// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`): a
 /// statement's plan no longer depends on the values bound to it.
 ///
-/// Without it, SQLite marks a parameter the planner compared with a literal while choosing
-/// a plan (`status = ?` on `logs`, for one) as "re-prepare on every new binding", and a
-/// cached statement is then parsed and planned again on each run: 1,211 re-prepares in
-/// 1,212 runs of the scan "newest 50 failed in 24 h", which took 2.4× as long as with
-/// the status written into the SQL. synclog pins its plans (`INDEXED BY`, `CROSS JOIN`)
+/// Without it, SQLite marks a bound parameter whose value might change the plan as
+/// "re-prepare on every new binding" (for STAT4 statistics, or when the planner compares it
+/// with the terms of a partial or expression index), and a cached statement is then parsed
+/// and planned again on each run. The scan "newest 50 failed in 24 h" was one: 1,211
+/// re-prepares in 1,212 runs (`status = ?`), and 2.4× the time of the same SQL with the
+/// status written into it. synclog pins its plans (`INDEXED BY`, `CROSS JOIN`)
 /// and runs no `ANALYZE`, so a plan chosen per value gains it nothing.
 pub(crate) fn stable_plans(conn: &Connection, path: &Path) -> Result<()> {
     let on = conn
