@@ -515,10 +515,25 @@ impl LogStore for PgStore {
 
     /// See the `summary` module: `job_stats` (at most 7 rows per job) when the filter names
     /// only jobs and statuses, else one aggregate over the matching records; then the
-    /// latest records by primary key.
+    /// latest records by primary key. Its statements share one snapshot (a read-only,
+    /// repeatable-read transaction): a record a prune deleted between them would otherwise
+    /// be named by the first and missing from the last.
     async fn summary(&self, filter: &Filter) -> Result<Summary> {
-        let client = self.reader().await?;
-        summary::summary(&client, &self.sql, &self.store, filter).await
+        filter.validate()?;
+        let mut client = self.reader().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| pg_err(&self.store, "starting a summary of", e))?;
+        let out = summary::summary(&tx, &self.sql, &self.store, filter).await?;
+        // Nothing was written; ending the transaction only lets its snapshot go.
+        tx.commit()
+            .await
+            .map_err(|e| pg_err(&self.store, "ending a summary of", e))?;
+        Ok(out)
     }
 
     /// This process's commits reach followers with their records at once; other

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use synclog_core::query::{Filter, JobSummary, Summary};
 use synclog_core::{Error, LogId, LogRecord, Result, Status};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Row, Transaction};
 
 use crate::connect::pg_err;
 use crate::filters::{by_job_and_status_only, records, Query};
@@ -72,7 +72,7 @@ fn failing(filter: &Filter) -> Vec<String> {
 }
 
 /// The groups of `filter`.
-async fn groups(client: &Client, sql: &Sql, store: &str, filter: &Filter) -> Result<Vec<Group>> {
+async fn groups(client: &Transaction<'_>, sql: &Sql, store: &str, filter: &Filter) -> Result<Vec<Group>> {
     let cols = "count(*), sum(m.items_seen)::text, sum(m.items_written)::text, sum(m.items_failed)::text, \
                 min(m.started_at), max(m.recorded_at), max(m.id)";
     let q = if by_job_and_status_only(filter) {
@@ -113,7 +113,12 @@ async fn groups(client: &Client, sql: &Sql, store: &str, filter: &Filter) -> Res
 }
 
 /// The summary of the records matching `filter`.
-pub(crate) async fn summary(client: &Client, sql: &Sql, store: &str, filter: &Filter) -> Result<Summary> {
+pub(crate) async fn summary(
+    client: &Transaction<'_>,
+    sql: &Sql,
+    store: &str,
+    filter: &Filter,
+) -> Result<Summary> {
     filter.validate()?;
     let groups = groups(client, sql, store, filter).await?;
     let mut by_job: BTreeMap<String, Vec<Group>> = BTreeMap::new();

@@ -1,7 +1,8 @@
 //! Pruning in the PostgreSQL engine, beyond the conformance cases: a schema of version 3
 //! (the release before retention) is upgraded to 4 at open and prunes; the side tables
 //! (`attrs`, `job_stats`, `runs`) hold exactly what the remaining records give; applying
-//! a marker again deletes nothing. A server is needed: `SYNCLOG_TEST_POSTGRES_URL`; without
+//! a marker again deletes nothing; a summary reads one snapshot while a delete commits
+//! between its statements. A server is needed: `SYNCLOG_TEST_POSTGRES_URL`; without
 //! it each test prints a notice and returns.
 
 use chrono::Utc;
@@ -204,6 +205,68 @@ async fn a_prune_cut_off_between_transactions_is_finished_at_connect() {
         verified.is_clean() && verified.pruned_present == 0,
         "{verified:?}"
     );
+    store.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}
+
+/// A summary's statements share one snapshot. Here a delete of a job's latest success
+/// commits between them: it is held behind a table lock until the summary's count of
+/// failures (its second statement, the first to read `logs`) waits on that lock. Read in
+/// one snapshot, the summary still names the success and reads it; read statement by
+/// statement, it named a record its last statement no longer found (`NotFound`).
+#[tokio::test]
+async fn a_summary_is_one_snapshot_when_a_delete_commits_between_its_statements() {
+    let Some(url) = server() else { return };
+    let s = schema("summary_snapshot");
+    let store = std::sync::Arc::new(PgStore::connect(&url, opts(&s)).await.unwrap());
+    let ok = store.append(NewLog::new("a", Status::Succeeded)).await.unwrap();
+    let failed = store.append(NewLog::new("a", Status::Failed)).await.unwrap();
+    let deleter = raw_client(&url).await;
+    deleter
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM {s}.logs WHERE id = {}; LOCK TABLE {s}.logs IN ACCESS EXCLUSIVE MODE",
+            ok.id.get()
+        ))
+        .await
+        .unwrap();
+    let summary = {
+        let store = store.clone();
+        tokio::spawn(async move { store.summary(&synclog_core::query::Filter::default()).await })
+    };
+    // Until the summary waits for the lock on `logs`.
+    let watcher = raw_client(&url).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%unnest%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the summary never waited for the lock"
+        );
+        assert!(!summary.is_finished(), "the summary ended before reading logs");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    deleter.batch_execute("COMMIT").await.unwrap();
+    let summary = summary.await.unwrap().expect("a summary of one snapshot");
+    let job = &summary.jobs[0];
+    assert_eq!(job.latest.id, failed.id);
+    assert_eq!(job.latest_success.as_ref().map(|r| r.id), Some(ok.id));
+    assert_eq!(job.consecutive_failures, 1);
+    // The delete did commit: a summary asked now no longer has the success.
+    let after = store
+        .summary(&synclog_core::query::Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(after.jobs[0].latest_success, None);
     store.close().await.unwrap();
     drop_schema(&url, &s).await;
 }
