@@ -1023,7 +1023,7 @@ mod tests {
         let reader = open_reader(&path, wait).unwrap();
         let day = TimeRange::since(chrono::Utc::now() - chrono::Duration::hours(24));
         let scan_of = |status| Scan {
-            filter: Filter::status(status).started(day.clone()),
+            filter: Filter::status(status).started(day),
             limit: 50,
             descending: true,
             ..Scan::default()

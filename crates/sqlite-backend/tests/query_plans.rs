@@ -123,9 +123,9 @@ async fn a_capped_walk_sorts_nothing_and_is_followed_by_its_fallbacks() {
     let store = common::store_with(dir.path(), &common::records(&mut rng, 300)).await;
     let day = TimeRange::since(common::base() - Duration::hours(24));
     for filter in [
-        Filter::status(Status::Failed).started(day.clone()),
-        Filter::job("orders").finished(day.clone()),
-        Filter::status(Status::Partial).recorded(day.clone()),
+        Filter::status(Status::Failed).started(day),
+        Filter::job("orders").finished(day),
+        Filter::status(Status::Partial).recorded(day),
     ] {
         for descending in [false, true] {
             let scan = Scan {
