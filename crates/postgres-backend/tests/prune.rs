@@ -233,14 +233,17 @@ async fn a_summary_is_one_snapshot_when_a_delete_commits_between_its_statements(
         let store = store.clone();
         tokio::spawn(async move { store.summary(&synclog_core::query::Filter::default()).await })
     };
-    // Until the summary waits for the lock on `logs`.
+    // Until the summary waits for the lock on this schema's `logs` (other tests run
+    // statements of their own schemas beside this one).
     let watcher = raw_client(&url).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let waiting: i64 = watcher
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%unnest%'",
-                &[],
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND position('unnest' in query) > 0 AND position($1 in query) > 0 \
+                 AND pid <> pg_backend_pid()",
+                &[&format!("\"{s}\".logs")],
             )
             .await
             .unwrap()
