@@ -247,10 +247,19 @@ fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<Sled
     let path = path.to_path_buf();
     let deadline = Instant::now() + options.lock_wait;
     let mut pause = Duration::from_millis(5);
+    let mut cleared = false;
     let db = loop {
         match sled::Config::new().path(&path).open() {
             Ok(db) => break db,
             Err(e) => {
+                // sled answers Corruption only after it took the database's lock, so no
+                // other process is writing a snapshot now.
+                if matches!(e, sled::Error::Corruption { at: None, .. }) && !read_only && !cleared {
+                    cleared = true;
+                    if remove_unfinished_snapshots(&path)? > 0 {
+                        continue;
+                    }
+                }
                 let err = map_err(&path, "opening", e);
                 if err.kind() == synclog_core::ErrorKind::Locked && Instant::now() + pause < deadline {
                     std::thread::sleep(pause);
@@ -280,6 +289,38 @@ fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<Sled
             inline_lone_commits: options.inline_lone_commits,
         },
     )
+}
+
+/// Removes the snapshots a crash cut off while sled was writing them
+/// (`snap.<lsn>.generating`), and returns how many there were.
+///
+/// sled 0.34.7 writes a snapshot to that name and renames it when complete, but at open
+/// it reads the newest file whose name starts with `snap.`, the unfinished one included
+/// (it skips only `.in___motion`): a SIGKILL at the wrong moment left a database that
+/// every later open refused as corrupt (sled issues 1527 and 1533; our prune crash loop
+/// hit it). Such a file was never a snapshot: without it sled starts from the last
+/// complete one and replays its log from there.
+fn remove_unfinished_snapshots(path: &Path) -> Result<usize> {
+    let resource = || format!("sled://{}", path.display());
+    let mut removed = 0;
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("listing {}", resource()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", resource()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(format!("removing {name} of {}", resource()), e))?;
+            tracing::warn!(store = %resource(), file = %name, "removed a snapshot a crash cut off while sled wrote it; sled 0.34 would refuse the database as corrupt");
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        std::fs::File::open(path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing the directory of {}", resource()), e))?;
+    }
+    Ok(removed)
 }
 
 /// Opens the existing database at `path` for reading. sled has no read-only mode and

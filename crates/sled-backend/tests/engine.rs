@@ -154,3 +154,33 @@ async fn a_clean_close_keeps_ids_unique_after_the_newest_records_are_removed() {
     );
     store.close().await.unwrap();
 }
+
+/// A snapshot a crash cut off while sled wrote it (`snap.<lsn>.generating`, named past the
+/// last complete one) does not make the database unreadable: sled 0.34.7 reads it at open
+/// and reports corruption, so the writer's open removes it and finds every record. A
+/// read-only open changes nothing and reports the corruption.
+#[tokio::test]
+async fn a_snapshot_a_crash_cut_off_is_removed_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = synclog_sled::open(&path).unwrap();
+    for n in 1..=10 {
+        store.append(log(n)).await.unwrap();
+    }
+    store.close().await.unwrap();
+    // What a SIGKILL inside sled's `write_snapshot`, before its rename, leaves.
+    let unfinished = path.join("snap.7FFFFFFFFFFFFFFF.generating");
+    std::fs::write(&unfinished, b"half of a snapshot").unwrap();
+    let err = synclog_sled::open_read_only(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(unfinished.exists());
+    let store = synclog_sled::open(&path).unwrap();
+    assert!(!unfinished.exists());
+    assert_eq!(store.last_id().await.unwrap().map(|id| id.get()), Some(10));
+    let report = store
+        .verify(synclog_core::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    store.close().await.unwrap();
+}
