@@ -389,6 +389,22 @@ impl PgStore {
             .map_err(|e| pg_err(&self.store, doing, e))
     }
 
+    /// A read-only, repeatable-read transaction on `client`: every statement in it sees
+    /// one snapshot (`doing` names the work in errors).
+    async fn snapshot<'a>(
+        &self,
+        client: &'a mut deadpool_postgres::Object,
+        doing: &str,
+    ) -> Result<deadpool_postgres::Transaction<'a>> {
+        client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| pg_err(&self.store, doing, e))
+    }
+
     async fn reader(&self) -> Result<deadpool_postgres::Object> {
         synclog_core::runtime::current("reading from PostgreSQL")?;
         if self.closed.load(Ordering::Acquire) {
@@ -521,13 +537,7 @@ impl LogStore for PgStore {
     async fn summary(&self, filter: &Filter) -> Result<Summary> {
         filter.validate()?;
         let mut client = self.reader().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| pg_err(&self.store, "starting a summary of", e))?;
+        let tx = self.snapshot(&mut client, "starting a summary of").await?;
         let out = summary::summary(&tx, &self.sql, &self.store, filter).await?;
         // Nothing was written; ending the transaction only lets its snapshot go.
         tx.commit()
@@ -612,13 +622,7 @@ impl LogStore for PgStore {
     /// transaction), so a prune committed meanwhile is seen whole or not at all.
     async fn verify(&self, _options: VerifyOptions) -> Result<VerifyReport> {
         let mut client = self.reader().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| pg_err(&self.store, "beginning verification of", e))?;
+        let tx = self.snapshot(&mut client, "beginning verification of").await?;
         let mut v = Verifier::new();
         let mut markers = Vec::new();
         let mut damaged = Vec::new();
