@@ -715,10 +715,10 @@ pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
 /// Without it, SQLite marks a bound parameter whose value might change the plan as
 /// "re-prepare on every new binding" (for STAT4 statistics, or when the planner compares it
 /// with the terms of a partial or expression index), and a cached statement is then parsed
-/// and planned again on each run. The scan "newest 50 failed in 24 h" was one: 1,211
-/// re-prepares in 1,212 runs (`status = ?`), and 2.4× the time of the same SQL with the
-/// status written into it. synclog pins its plans (`INDEXED BY`, `CROSS JOIN`)
-/// and runs no `ANALYZE`, so a plan chosen per value gains it nothing.
+/// and planned again on each run. The scan "newest 50 failed in 24 h" was one (`status =
+/// ?`; see `query::tests::a_scan_asked_with_another_status_is_not_prepared_again`).
+/// synclog pins its plans (`INDEXED BY`, `CROSS JOIN`) and runs no `ANALYZE`, so a plan
+/// chosen per value gains it nothing.
 pub(crate) fn stable_plans(conn: &Connection, path: &Path) -> Result<()> {
     let on = conn
         .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
