@@ -254,10 +254,25 @@ fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<Sled
             Err(e) => {
                 // sled answers Corruption only after it took the database's lock, so no
                 // other process is writing a snapshot now.
-                if matches!(e, sled::Error::Corruption { at: None, .. }) && !read_only && !cleared {
+                if matches!(e, sled::Error::Corruption { at: None, .. }) && !cleared {
                     cleared = true;
-                    if remove_unfinished_snapshots(&path)? > 0 {
-                        continue;
+                    let unfinished = unfinished_snapshots(&path)?;
+                    match (unfinished.first(), read_only) {
+                        (None, _) => {}
+                        (Some(_), false) => {
+                            remove_unfinished_snapshots(&path, &unfinished)?;
+                            continue;
+                        }
+                        (Some(first), true) => {
+                            return Err(Error::Corrupt {
+                                location: format!("sled://{}", path.display()),
+                                detail: format!(
+                                    "sled reads {} as a snapshot, but a crash cut off its writing; an open for writing (any command that writes, such as `append`) removes it",
+                                    first.display()
+                                ),
+                                source: None,
+                            })
+                        }
                     }
                 }
                 let err = map_err(&path, "opening", e);
@@ -291,8 +306,7 @@ fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<Sled
     )
 }
 
-/// Removes the snapshots a crash cut off while sled was writing them
-/// (`snap.<lsn>.generating`), and returns how many there were.
+/// The snapshots a crash cut off while sled was writing them (`snap.<lsn>.generating`).
 ///
 /// sled 0.34.7 writes a snapshot to that name and renames it when complete, but at open
 /// it reads the newest file whose name starts with `snap.`, the unfinished one included
@@ -300,27 +314,31 @@ fn open_inner(path: &Path, options: SledOptions, read_only: bool) -> Result<Sled
 /// every later open refused as corrupt (sled issues 1527 and 1533; our prune crash loop
 /// hit it). Such a file was never a snapshot: without it sled starts from the last
 /// complete one and replays its log from there.
-fn remove_unfinished_snapshots(path: &Path) -> Result<usize> {
-    let resource = || format!("sled://{}", path.display());
-    let mut removed = 0;
-    let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("listing {}", resource()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", resource()), e))?;
+fn unfinished_snapshots(path: &Path) -> Result<Vec<PathBuf>> {
+    let listing = |e| Error::io(format!("listing sled://{}", path.display()), e);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(listing)? {
+        let entry = entry.map_err(listing)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("snap.") && name.ends_with(".generating") {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| Error::io(format!("removing {name} of {}", resource()), e))?;
-            tracing::warn!(store = %resource(), file = %name, "removed a snapshot a crash cut off while sled wrote it; sled 0.34 would refuse the database as corrupt");
-            removed += 1;
+            out.push(entry.path());
         }
     }
-    if removed > 0 {
-        std::fs::File::open(path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing the directory of {}", resource()), e))?;
+    Ok(out)
+}
+
+/// Removes `files` ([`unfinished_snapshots`] of `path`) and makes the removal durable.
+fn remove_unfinished_snapshots(path: &Path, files: &[PathBuf]) -> Result<()> {
+    let resource = format!("sled://{}", path.display());
+    for file in files {
+        std::fs::remove_file(file)
+            .map_err(|e| Error::io(format!("removing {} of {resource}", file.display()), e))?;
+        tracing::warn!(store = %resource, file = %file.display(), "removed a snapshot a crash cut off while sled wrote it; sled 0.34 would refuse the database as corrupt");
     }
-    Ok(removed)
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing the directory of {resource}"), e))
 }
 
 /// Opens the existing database at `path` for reading. sled has no read-only mode and

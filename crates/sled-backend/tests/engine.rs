@@ -173,6 +173,12 @@ async fn a_snapshot_a_crash_cut_off_is_removed_by_the_next_open() {
     std::fs::write(&unfinished, b"half of a snapshot").unwrap();
     let err = synclog_sled::open_read_only(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    // It names the file, and what removes it.
+    let text = err.to_string();
+    assert!(
+        text.contains("snap.7FFFFFFFFFFFFFFF.generating") && text.contains("an open for writing"),
+        "{text}"
+    );
     assert!(unfinished.exists());
     let store = synclog_sled::open(&path).unwrap();
     assert!(!unfinished.exists());
