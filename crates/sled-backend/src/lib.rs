@@ -328,7 +328,7 @@ fn unfinished_snapshots(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Removes `files` ([`unfinished_snapshots`] of `path`) and makes the removal durable.
+/// Removes `files` ([`unfinished_snapshots`] of `path`), then syncs the directory.
 fn remove_unfinished_snapshots(path: &Path, files: &[PathBuf]) -> Result<()> {
     let resource = format!("sled://{}", path.display());
     for file in files {
