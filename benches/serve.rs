@@ -241,8 +241,8 @@ fn appends(c: &mut Criterion) {
     rt.block_on(served.stop());
 
     // The same on a fresh pair (a store as small as the one above started), with 1,000
-    // streams open following a job nobody appends to: each commit still reaches every
-    // stream's task (the hub hands it each batch; it looks up its job there).
+    // streams open following a job nobody appends to: they share that job's channel of
+    // the hub, which no batch reaches (a batch goes to the channels of the jobs in it).
     let served = rt.block_on(serve());
     let streams: Vec<reqwest::Response> = rt.block_on(async {
         let sse = reqwest::Client::new();
