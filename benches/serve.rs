@@ -94,13 +94,21 @@ where
     }
 }
 
-/// The pair's mean commit group since `before`.
-fn mean_group(name: &str, g: &Guarded, before: synclog::guarded::GuardStats) {
+/// The pair's mean commit group since `before` (taken at `since`): its size, the time it
+/// held the pair, and the share of the wall time the pair spent committing. With the pair
+/// busy part of the time only, the rest is the round trip of the clients a group answered
+/// (they send their next appends only then).
+fn mean_group(name: &str, g: &Guarded, before: synclog::guarded::GuardStats, since: Instant) {
+    let wall = since.elapsed();
     let now = g.stats();
     let groups = (now.groups - before.groups).max(1);
+    let busy = (now.commit_nanos - before.commit_nanos) as f64 / 1e9;
     println!(
-        "groups {name}: {:.1} logs per commit group",
-        (now.logs - before.logs) as f64 / groups as f64
+        "groups {name}: {:.1} logs per commit group, {:.2} ms committing each, pair busy {:.0}% of {:.1} s",
+        (now.logs - before.logs) as f64 / groups as f64,
+        busy * 1e3 / groups as f64,
+        busy * 100.0 / wall.as_secs_f64(),
+        wall.as_secs_f64()
     );
 }
 
@@ -153,7 +161,7 @@ fn bench_http(
     lat: &Latencies,
 ) {
     let mut conns = rt.block_on(connect_all(&served.base));
-    let before = served.guarded.stats();
+    let (before, since) = (served.guarded.stats(), Instant::now());
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -165,7 +173,7 @@ fn bench_http(
             })
         })
     });
-    mean_group(name, &served.guarded, before);
+    mean_group(name, &served.guarded, before, since);
 }
 
 const BODY: &[u8] = br#"{"job":"bench","status":"succeeded"}"#;
@@ -209,7 +217,7 @@ fn appends(c: &mut Criterion) {
 
     let (inproc, _dir) = rt.block_on(pair());
     let lat_inproc: Latencies = Arc::default();
-    let before = inproc.stats();
+    let (before, since) = (inproc.stats(), Instant::now());
     group.bench_function("in_process_guarded", |b| {
         b.iter_custom(|iters| {
             let g = inproc.clone();
@@ -234,7 +242,7 @@ fn appends(c: &mut Criterion) {
         })
     });
 
-    mean_group("in_process_guarded", &inproc, before);
+    mean_group("in_process_guarded", &inproc, before, since);
     let served = rt.block_on(serve());
     let lat_http: Latencies = Arc::default();
     bench_http(&mut group, "http_loopback_keepalive", &rt, &served, &lat_http);

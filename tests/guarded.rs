@@ -86,6 +86,28 @@ async fn receipt_says_both_copies_hold_a_verified_append() {
     }
 }
 
+#[tokio::test]
+async fn stats_count_the_groups_and_the_time_they_held_the_pair() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let before = store.stats();
+    let started = std::time::Instant::now();
+    store
+        .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    let after_one = store.stats();
+    store.append(log(3)).await.unwrap();
+    let wall = u64::try_from(started.elapsed().as_nanos()).unwrap();
+    let after = store.stats();
+    assert_eq!((after.groups - before.groups, after.logs - before.logs), (2, 3));
+    let first = after_one.commit_nanos - before.commit_nanos;
+    let both = after.commit_nanos - before.commit_nanos;
+    // Each group wrote and synced two files: it took time, all of it within the appends.
+    assert!(first > 0 && both > first, "{before:?} {after_one:?} {after:?}");
+    assert!(both <= wall, "{both} ns committing within {wall} ns of appends");
+}
+
 /// The guard's own append path refuses bad input as the store's commit does: nothing
 /// reaches either copy, and no id is spent.
 #[tokio::test]

@@ -116,6 +116,13 @@ impl Metrics {
                 counter(s.groups),
             );
             r.register("pair_logs", "Logs the pair wrote", counter(s.logs));
+            let busy: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+            busy.inc_by(s.commit_nanos as f64 / 1e9);
+            r.register(
+                "pair_commit_seconds",
+                "Time the pair spent writing the groups it acknowledged (its rate is the share of time the pair is busy)",
+                busy,
+            );
             r.register(
                 "pair_restored_records",
                 "Records restored into the primary from the backup",

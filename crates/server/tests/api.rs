@@ -736,6 +736,13 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
+    let busy: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("synclog_pair_commit_seconds_total "))
+        .unwrap_or_else(|| panic!("no pair_commit_seconds in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(busy > 0.0 && busy < 60.0, "{busy} s committing two groups");
     assert!(text.ends_with("# EOF\n"));
 
     let (st, doc, _) = get(&c, &s.url("/v1/openapi.json")).await;

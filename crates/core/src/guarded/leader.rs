@@ -402,6 +402,7 @@ impl Leader {
     }
 
     pub(super) async fn commit_group(&mut self, group: Vec<(ValidBatch, Durability, Reply<Receipt>)>) {
+        let started = std::time::Instant::now();
         let durability = group.iter().map(|g| g.1).max().unwrap_or_default();
         self.flush_pending(durability).await;
         let now = Utc::now();
@@ -445,6 +446,8 @@ impl Leader {
                 self.next_id = next;
                 self.counters.signal.committed_records(&sealed);
                 self.counters.groups.fetch_add(1, Ordering::Relaxed);
+                let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.counters.commit_nanos.fetch_add(spent, Ordering::Relaxed);
                 self.counters
                     .logs
                     .fetch_add(sealed.len() as u64, Ordering::Relaxed);

@@ -147,6 +147,7 @@ struct Counters {
     signal: crate::follow::CommitSignal,
     groups: AtomicU64,
     logs: AtomicU64,
+    commit_nanos: AtomicU64,
     primary_failures: AtomicU64,
     backup_failures: AtomicU64,
     restored: AtomicU64,
@@ -364,6 +365,7 @@ impl Guarded {
         GuardStats {
             groups: c.groups.load(Ordering::Relaxed),
             logs: c.logs.load(Ordering::Relaxed),
+            commit_nanos: c.commit_nanos.load(Ordering::Relaxed),
             primary_failures: c.primary_failures.load(Ordering::Relaxed),
             backup_failures: c.backup_failures.load(Ordering::Relaxed),
             restored_to_primary: c.restored.load(Ordering::Relaxed),

@@ -133,6 +133,11 @@ pub struct GuardStats {
     pub groups: u64,
     /// Logs acknowledged.
     pub logs: u64,
+    /// Nanoseconds the pair's leader spent on the groups it acknowledged, from taking a
+    /// group to answering it (key lookups, both copies' writes and syncs, read-backs):
+    /// `commit_nanos / groups` is the mean time a group holds the pair, and its share of
+    /// the wall time shows how busy the pair is.
+    pub commit_nanos: u64,
     /// Groups the primary failed to take.
     pub primary_failures: u64,
     /// Groups the backup failed to take.
