@@ -10,7 +10,7 @@
 //! only batches that hold a record of the job: a stream of a job nobody appends to is
 //! never woken. (With one channel for all, each of 1,000 such streams was woken 20 times
 //! a second to find nothing.) Each delivery says from which id on it is complete for its
-//! channel ([`Delivery::after`]), so a stream tells the batches its channel skipped (no
+//! channel (`Delivery::after`), so a stream tells the batches its channel skipped (no
 //! record of its job) from batches it missed.
 //!
 //! A stream reads the store itself only to catch up: from its `Last-Event-ID` to what the
