@@ -292,26 +292,43 @@ fn validate_counters(seen: u64, written: u64, failed: u64) -> Result<()> {
 }
 
 fn validate_times(started: Timestamp, finished: Option<Timestamp>) -> Result<()> {
-    let in_range = |t: Timestamp| t >= min_timestamp() && t <= max_timestamp();
-    if !in_range(started) {
-        return Err(Error::invalid(
-            "started_at",
-            format!("{started} is outside 1970..=9999"),
-        ));
-    }
+    check_time("started_at", started)?;
     if let Some(f) = finished {
-        if !in_range(f) {
-            return Err(Error::invalid(
-                "finished_at",
-                format!("{f} is outside 1970..=9999"),
-            ));
-        }
+        check_time("finished_at", f)?;
         if f < started {
             return Err(Error::invalid(
                 "finished_at",
                 format!("{f} is before started_at {started}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A time in 1970..=9999 that is not a leap second. A leap second (`23:59:60`) has no
+/// place in stored UTC at microsecond precision: the engines that store a number (SQLite,
+/// PostgreSQL) would keep the next second and the text engines `:60`, so the copies of a
+/// pair would disagree, and a retry under an idempotency key would no longer match.
+fn check_time(field: &'static str, t: Timestamp) -> Result<()> {
+    use chrono::Timelike;
+    if t < min_timestamp() || t > max_timestamp() {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} is outside 1970-01-01T00:00:00Z..=9999-12-31T23:59:59.999999Z",
+                t.to_rfc3339()
+            ),
+        ));
+    }
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} is a leap second, which is not stored; give the next second ({}) instead",
+                t.to_rfc3339(),
+                (t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)).to_rfc3339()
+            ),
+        ));
     }
     Ok(())
 }
@@ -511,6 +528,13 @@ mod tests {
         v
     }
 
+    /// 2016-12-31T23:59:60Z, the last leap second (chrono keeps it as 59 s and 1e9 ns).
+    fn leap_second() -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339("2016-12-31T23:59:60Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     #[rstest]
     #[case::empty_job(NewLog { job: String::new(), ..ok() }, "job")]
     #[case::long_job(NewLog { job: "j".repeat(MAX_JOB_BYTES + 1), ..ok() }, "job")]
@@ -524,6 +548,8 @@ mod tests {
     #[case::counter_too_large(NewLog { items_seen: MAX_COUNTER + 1, ..ok() }, "items_seen")]
     #[case::finished_before_started(ok().finished(ok().started_at - Duration::seconds(1)), "finished_at")]
     #[case::started_before_1970(NewLog { started_at: min_timestamp() - Duration::seconds(1), ..ok() }, "started_at")]
+    #[case::leap_second_started(NewLog { started_at: leap_second(), ..ok() }, "started_at")]
+    #[case::leap_second_finished(NewLog { started_at: leap_second() - Duration::seconds(5), finished_at: Some(leap_second()), ..ok() }, "finished_at")]
     fn rule_rejects_with_invalid_input_naming_the_field(#[case] log: NewLog, #[case] field: &str) {
         let err = validate_new(&log).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
