@@ -340,15 +340,9 @@ async fn open_url_plain(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogS
         StoreUrl::Postgres(url) => {
             #[cfg(feature = "postgres")]
             {
-                // The lock wait bounds waits for other writers; a server that does not
-                // answer is not one of those (an I/O error naming it), and gets at least 1 s
-                // even with --lock-wait 0.
-                let opts = synclog_postgres::PgOptions {
-                    lock_wait: wait,
-                    connect_timeout: wait.max(std::time::Duration::from_secs(1)),
-                    ..Default::default()
-                };
-                Ok(Arc::new(synclog_postgres::PgStore::connect(&url, opts).await?))
+                Ok(Arc::new(
+                    synclog_postgres::PgStore::connect(&url, pg_options(wait, false)).await?,
+                ))
             }
             #[cfg(not(feature = "postgres"))]
             {
@@ -357,6 +351,20 @@ async fn open_url_plain(url: &str, options: &OpenOptions) -> Result<Arc<dyn LogS
             }
         }
         StoreUrl::Memory(name) => Ok(Arc::new(synclog_core::memory::MemoryStore::open_named(&name))),
+    }
+}
+
+/// How the command and library connect to PostgreSQL: the lock wait bounds waits for
+/// other writers; a server that does not answer is not one of those (an I/O error naming
+/// it), and gets at least 1 s even with a lock wait of 0. `must_exist`: a read-only open,
+/// which creates no schema.
+#[cfg(feature = "postgres")]
+fn pg_options(wait: std::time::Duration, must_exist: bool) -> synclog_postgres::PgOptions {
+    synclog_postgres::PgOptions {
+        lock_wait: wait,
+        connect_timeout: wait.max(std::time::Duration::from_secs(1)),
+        must_exist,
+        ..Default::default()
     }
 }
 
@@ -405,7 +413,20 @@ async fn open_read_only(given: &str, url: StoreUrl, options: &OpenOptions) -> Re
                 Err(disabled("sled"))
             }
         }
-        StoreUrl::Postgres(_) | StoreUrl::Memory(_) => {
+        StoreUrl::Postgres(url) => {
+            #[cfg(feature = "postgres")]
+            {
+                // A schema without a store is not created: StoreNotFound, as for a file.
+                let store = synclog_postgres::PgStore::connect(&url, pg_options(wait, true)).await?;
+                Ok(Arc::new(read_only::ReadOnly::new(Arc::new(store))))
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = (url, given);
+                Err(disabled("postgres"))
+            }
+        }
+        StoreUrl::Memory(_) => {
             let writable = OpenOptions {
                 read_only: false,
                 ..options.clone()

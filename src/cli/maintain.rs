@@ -9,7 +9,7 @@ use synclog::{
     Side, VerifyOptions,
 };
 
-use super::open::{open, open_read_only, options, read_options, Opened};
+use super::open::{open, open_existing, open_read_only, options, read_options, Opened};
 use super::out::{outln, Out};
 use super::{exit, StoreArgs};
 
@@ -380,7 +380,9 @@ pub async fn export(stores: &StoreArgs, args: ExportArgs, out: &mut Out) -> Resu
 }
 
 pub async fn restore(stores: &StoreArgs, args: RestoreArgs, out: &mut Out) -> Result<u8> {
-    let source = synclog::open_url_with(&args.from, &options(stores)).await?;
+    // The source is only read: a typo in it is a store that does not exist (exit 3), not
+    // an empty store created there and "restored".
+    let source = synclog::open_url_with(&args.from, &read_options(stores)).await?;
     let target = match &args.into {
         Some(url) => Opened::Single(synclog::open_url_with(url, &options(stores)).await?),
         None => open(stores).await?,
@@ -399,7 +401,7 @@ pub struct CheckpointArgs {
 }
 
 pub async fn checkpoint(stores: &StoreArgs, args: CheckpointArgs, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
+    let opened = open_existing(stores).await?;
     let report = opened.store().checkpoint(args.mode).await;
     opened.close().await?;
     let r = report?;

@@ -94,7 +94,32 @@ pub async fn open_read_only(args: &StoreArgs) -> Result<Opened> {
     open_with(args, &read_options(args)).await
 }
 
+/// Opens for a command that changes a store which must already exist (finish, abandon,
+/// prune, checkpoint): a store that does not exist is [`Error::StoreNotFound`] (exit 3),
+/// and nothing is created. A read-only open tells, since it creates nothing; any other
+/// error of it is left to the writer's open, which reports its own.
+pub async fn open_existing(args: &StoreArgs) -> Result<Opened> {
+    match open_read_only(args).await {
+        Ok(probe) => probe.close().await?,
+        Err(e @ Error::StoreNotFound { .. }) => return Err(e),
+        Err(_) => {}
+    }
+    open(args).await
+}
+
 async fn open_with(args: &StoreArgs, options: &OpenOptions) -> Result<Opened> {
+    if !args.no_backup {
+        for (flag, url) in [("--store", &args.store), ("--backup", &args.backup)] {
+            if url.starts_with("memory://") {
+                return Err(Error::invalid(
+                    flag,
+                    "a memory:// store lasts only as long as this command, so as a copy of the \
+                     guarded pair it would keep nothing; name a file or PostgreSQL store \
+                     (nothing was opened or written)",
+                ));
+            }
+        }
+    }
     if args.no_backup {
         Ok(Opened::Single(
             synclog::open_url_with(&args.store, options).await?,

@@ -6,7 +6,7 @@ use clap::Args;
 use synclog::retention::{self, Policy, PruneOptions, PruneReport};
 use synclog::{Durability, Error, LogId, LogStore, PruneMarker, Result, StoreUrl};
 
-use super::open::{open, options};
+use super::open::{open_existing, options};
 use super::out::{outln, Out};
 use super::records::print_json_line;
 use super::{exit, StoreArgs};
@@ -38,10 +38,17 @@ pub struct PruneArgs {
     json: bool,
 }
 
-/// Where a store URL keeps its data, to tell an archive from the store itself.
+/// Where a store URL keeps its data, to tell an archive from the store itself: a file or
+/// directory that exists by its device and inode (so a symbolic link, a hard link or `..`
+/// reach the same place), one that does not yet by its resolved path.
 fn place(url: &str) -> Option<String> {
     let path = |p: PathBuf| {
         let abs = std::path::absolute(&p).unwrap_or(p);
+        #[cfg(unix)]
+        if let Ok(m) = std::fs::metadata(&abs) {
+            use std::os::unix::fs::MetadataExt;
+            return format!("inode {}:{}", m.dev(), m.ino());
+        }
         // A file that exists resolves through links; one that does not yet, by its parent.
         let resolved = abs.canonicalize().ok().or_else(|| {
             let parent = abs.parent()?.canonicalize().ok()?;
@@ -84,7 +91,8 @@ pub async fn prune(stores: &StoreArgs, args: PruneArgs, out: &mut Out) -> Result
             ));
         }
     }
-    let opened = open(stores).await?;
+    // Nothing to prune in a store that does not exist, and a dry run creates nothing.
+    let opened = open_existing(stores).await?;
     let archive = match &args.archive {
         Some(url) if !args.dry_run => match synclog::open_url_with(url, &options(stores)).await {
             Ok(a) => Some(a),

@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::Args;
 use synclog::{Error, LogStoreExt, NewLog, Result, Run, RunScan, Status};
 
-use super::open::{open, open_read_only};
+use super::open::{open, open_existing, open_read_only};
 use super::out::{escape_controls, outln, Out};
 use super::query::FilterArgs;
 use super::records::{
@@ -128,7 +128,8 @@ pub async fn abandon(stores: &StoreArgs, args: AbandonArgs, out: &mut Out) -> Re
 
 /// Ends run `run` with `log` ([`LogStoreExt::finish_log`]: the run's job and start time).
 async fn end(stores: &StoreArgs, run: &str, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
-    let opened = open(stores).await?;
+    // A run lives in a store that exists: a missing one is not created to refuse the run.
+    let opened = open_existing(stores).await?;
     match opened.store().finish_log(run, log).await {
         Ok(log) => append_to(opened, log, json, out).await,
         Err(e) => {

@@ -146,6 +146,9 @@ pub struct PgOptions {
     /// How long opening a connection (TCP and the server's answer to the startup) may take
     /// before failing with an [`Error::Io`] of kind `TimedOut` naming the server.
     pub connect_timeout: Duration,
+    /// Fail with [`Error::StoreNotFound`] instead of creating the schema's tables when the
+    /// schema holds no synclog store (what a read-only open asks: nothing is created).
+    pub must_exist: bool,
 }
 
 impl Default for PgOptions {
@@ -156,6 +159,7 @@ impl Default for PgOptions {
             max_group_logs: 8192,
             lock_wait: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            must_exist: false,
         }
     }
 }
@@ -282,6 +286,7 @@ impl PgStore {
                 &store,
                 lock_key,
                 Deadline::after(options.lock_wait),
+                options.must_exist,
             )
             .await?;
         }

@@ -14,6 +14,7 @@ pub(crate) async fn prepare_schema(
     store: &str,
     lock_key: i64,
     deadline: Deadline,
+    must_exist: bool,
 ) -> Result<()> {
     let tx = client
         .build_transaction()
@@ -32,6 +33,13 @@ pub(crate) async fn prepare_schema(
         .await
         .map_err(|e| pg_err(store, "looking for the schema of", e))?
         .get(0);
+    if !has_meta && must_exist {
+        // Dropping the transaction rolls it back: nothing was created.
+        return Err(Error::StoreNotFound {
+            store: store.to_string(),
+            detail: "the schema holds no synclog store; append to create it".into(),
+        });
+    }
     let version: Option<i64> = match has_meta {
         false => None,
         true => tx

@@ -43,6 +43,60 @@ async fn two_writers_on_one_schema_get_unique_dense_ids() {
     drop_schema(&url, &s).await;
 }
 
+/// A read-only open (`must_exist`) of a schema that holds no store fails with
+/// `NotFound` and creates nothing: neither the schema nor a table in an existing one;
+/// once a writer has created the store, the same open succeeds.
+#[tokio::test]
+async fn an_open_that_must_find_a_store_creates_no_schema_or_table() {
+    let Some(url) = server() else { return };
+    let s = schema("must_exist");
+    let must = PgOptions {
+        must_exist: true,
+        ..opts(&s)
+    };
+    let err = PgStore::connect(&url, must.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let raw = raw_client(&url).await;
+    let schemas = raw
+        .query(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+            &[&s],
+        )
+        .await
+        .unwrap();
+    assert!(schemas.is_empty(), "the schema {s} was created");
+
+    // An existing schema that holds something else: no synclog table appears in it.
+    raw.batch_execute(&format!("CREATE SCHEMA {s}; CREATE TABLE {s}.theirs (x int)"))
+        .await
+        .unwrap();
+    let err = PgStore::connect(&url, must.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let tables: Vec<String> = raw
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+            &[&s],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, vec!["theirs".to_string()]);
+
+    let writer = PgStore::connect(&url, opts(&s)).await.unwrap();
+    let id = writer
+        .append(NewLog::new("j", Status::Succeeded))
+        .await
+        .unwrap()
+        .id;
+    writer.close().await.unwrap();
+    let reader = PgStore::connect(&url, must).await.unwrap();
+    assert_eq!(reader.get(id).await.unwrap().map(|r| r.id), Some(id));
+    reader.close().await.unwrap();
+    drop_schema(&url, &s).await;
+}
+
 #[tokio::test]
 async fn a_newer_schema_version_is_refused() {
     let Some(url) = server() else { return };
