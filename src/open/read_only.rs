@@ -139,6 +139,10 @@ impl LogStore for View {
         self.inner.last_id().await
     }
 
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.inner.high_water().await
+    }
+
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
         self.inner.id_checksums(after, limit).await
     }

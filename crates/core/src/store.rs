@@ -331,6 +331,15 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// The largest id stored, or `None` when the store is empty.
     async fn last_id(&self) -> Result<Option<LogId>>;
 
+    /// The largest id this store ever handed out or took, stored or not: a record deleted
+    /// or cut off behind the store's back leaves its id here. A caller that assigns ids
+    /// itself (the guarded pair) starts above it, so that no id is handed out twice. At
+    /// least [`last_id`](Self::last_id). The default, for engines that keep no such
+    /// mark, is `last_id`; an engine with one (SQLite, JSON lines) overrides it.
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.last_id().await
+    }
+
     /// Ids and stored checksums of up to `limit` records after `after`, in id order: the
     /// cheap listing reconciliation compares. The default reads whole records through
     /// [`scan`](Self::scan); engines that can list without decoding should override it.

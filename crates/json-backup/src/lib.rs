@@ -1018,6 +1018,17 @@ impl LogStore for JsonStore {
         Ok(shared.index.last_id().and_then(LogId::new))
     }
 
+    /// The larger of the last id and the store's high-water mark (the `.hwm` side file:
+    /// ids handed out or taken, kept when their lines are gone).
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.check_open()?;
+        self.refresh().await?;
+        self.check_open()?;
+        let shared = read_shared(&self.inner.shared);
+        let last = shared.index.last_id().unwrap_or(0);
+        Ok(LogId::new(last.max(shared.mark.mark.high_water)))
+    }
+
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
         self.check_open()?;
         self.refresh().await?;
@@ -1075,10 +1086,28 @@ impl LogStore for JsonStore {
     }
 
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside
-    /// when the file is opened, so its id is absent: repairing it appends the intact record
-    /// (counted as inserted). The damaged line stays in the file until `compact`.
+    /// when the file is loaded whole, so its id is absent: repairing it appends the intact
+    /// record (counted as inserted). A store opened through its index side file has not
+    /// read its lines, so a repair that offers an id the index holds loads the store whole
+    /// first. The damaged line stays in the file until `compact`.
     async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
-        self.import_valid(records, durability).await
+        let group = self.writer("repair")?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .retrying(|| async {
+                let records = records.clone();
+                group
+                    .with_writer(move |w| w.repair(records.into_inner(), durability))
+                    .await?
+            })
+            .await?;
+        if let Some(top) = top.filter(|_| report.inserted > 0) {
+            self.inner.signal.committed(top);
+        }
+        Ok(report)
     }
 
     async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {

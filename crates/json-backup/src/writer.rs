@@ -850,6 +850,35 @@ impl JsonWriter {
         self.exclusive(|w| w.import_locked(records, durability))
     }
 
+    /// As [`import`](Self::import), for records another copy holds intact. An offered id
+    /// the index holds may be a damaged line: a load through the side file trusts it and
+    /// reads no line, so the import would find the id present and write nothing. So when
+    /// any offered id is held, the store is first loaded whole (the side file removed and
+    /// written anew): damaged lines are set aside, their ids become absent, and the intact
+    /// records are appended for them. This reads every line, once per repair.
+    pub(crate) fn repair(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
+        self.exclusive(|w| {
+            w.check_tail()?;
+            let held = {
+                let shared = read_shared(&w.shared);
+                records
+                    .iter()
+                    .any(|r| !matches!(shared.index.get(r.id.get()), Ok(None)))
+            };
+            if held {
+                w.join_fold();
+                let side = sidefile::side_path(&w.path);
+                if w.fs.len(&side).ok().flatten().is_some() {
+                    w.fs.remove_file(&side).map_err(|e| {
+                        Error::io(format!("removing {} to load the store whole", side.display()), e)
+                    })?;
+                }
+                w.reload_with(true, false)?;
+            }
+            w.import_locked(records, durability)
+        })
+    }
+
     fn import_locked(&mut self, records: Vec<LogRecord>, durability: Durability) -> Result<ImportReport> {
         self.check_tail()?;
         let mut report = ImportReport::default();

@@ -522,6 +522,12 @@ impl LogStore for SqliteStore {
         self.read(reader::last_id).await
     }
 
+    /// The larger of the last id and the `high_water` row of `meta` (raised by every write
+    /// in its transaction).
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.read(reader::high_water).await
+    }
+
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {
         self.read(move |c, p| reader::id_checksums(c, p, after, limit))
             .await

@@ -213,6 +213,20 @@ pub(crate) fn last_id(conn: &Connection, path: &Path) -> Result<Option<LogId>> {
     Ok(max.and_then(|m| LogId::new(m as u64)))
 }
 
+/// The larger of the last id and the stored high-water mark (ids handed out or taken,
+/// kept when their rows are gone).
+pub(crate) fn high_water(conn: &Connection, path: &Path) -> Result<Option<LogId>> {
+    let max: Option<i64> = conn
+        .query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM logs), 0), \
+             coalesce((SELECT value FROM meta WHERE key = 'high_water'), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| map_err(path, "reading the high-water mark of", e))?;
+    Ok(max.and_then(|m| u64::try_from(m).ok()).and_then(LogId::new))
+}
+
 /// The verification pass, on a connection opened for it alone: the prune markers, then
 /// every row, in one read transaction (so a prune committing meanwhile is seen whole or
 /// not at all); every row's checksum is recomputed from the stored bytes (no JSON

@@ -247,10 +247,11 @@ impl Leader {
         self.held = None;
     }
 
-    /// Above every id either copy holds (a copy that cannot say counts as empty) and
-    /// every id this guard handed out.
+    /// Above every id either copy holds or ever handed out or took (its high-water mark:
+    /// records deleted behind its back keep their ids spent; a copy that cannot say counts
+    /// as empty) and every id this guard handed out.
     pub(super) async fn stores_next_id(&self) -> u64 {
-        let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+        let (p, b) = tokio::join!(self.primary.high_water(), self.backup.high_water());
         let p = p.ok().flatten().map_or(0, LogId::get);
         let b = b.ok().flatten().map_or(0, LogId::get);
         p.max(b).max(self.next_id.saturating_sub(1)) + 1

@@ -143,35 +143,50 @@ pub(crate) struct State {
     pub writing: Option<(u64, u64)>,
 }
 
+/// The state the lock file at `path` holds, read without taking the lock (a reader's
+/// look): `None` when there is no file, or what it holds does not check out (a writer may
+/// be rewriting it at that moment).
+pub(crate) fn peek_state(path: &std::path::Path) -> Option<State> {
+    let mut text = String::new();
+    File::open(path).ok()?.take(128).read_to_string(&mut text).ok()?;
+    parse_state(&text)
+}
+
 impl Held {
     /// The state the file holds, if it checks out.
     pub(crate) fn state(&mut self) -> Option<State> {
         let mut text = String::new();
         self.file.seek(SeekFrom::Start(0)).ok()?;
         (&self.file).take(128).read_to_string(&mut text).ok()?;
-        let line = text.strip_suffix('\n')?.strip_prefix("synclog-pair ")?;
-        let (payload, crc) = line.rsplit_once(' ')?;
-        let crc = u32::from_str_radix(crc, 16).ok()?;
-        if crc32c::crc32c(payload.as_bytes()) != crc {
-            return None;
-        }
-        let mut state = State {
-            next: 0,
-            writing: None,
-        };
-        for item in payload.split(' ') {
-            match item.split_once('=')? {
-                ("next", n) => state.next = n.parse().ok()?,
-                ("writing", range) => {
-                    let (a, b) = range.split_once('-')?;
-                    state.writing = Some((a.parse().ok()?, b.parse().ok()?));
-                }
-                _ => return None,
-            }
-        }
-        (state.next > 0).then_some(state)
+        parse_state(&text)
     }
+}
 
+fn parse_state(text: &str) -> Option<State> {
+    let line = text.strip_suffix('\n')?.strip_prefix("synclog-pair ")?;
+    let (payload, crc) = line.rsplit_once(' ')?;
+    let crc = u32::from_str_radix(crc, 16).ok()?;
+    if crc32c::crc32c(payload.as_bytes()) != crc {
+        return None;
+    }
+    let mut state = State {
+        next: 0,
+        writing: None,
+    };
+    for item in payload.split(' ') {
+        match item.split_once('=')? {
+            ("next", n) => state.next = n.parse().ok()?,
+            ("writing", range) => {
+                let (a, b) = range.split_once('-')?;
+                state.writing = Some((a.parse().ok()?, b.parse().ok()?));
+            }
+            _ => return None,
+        }
+    }
+    (state.next > 0).then_some(state)
+}
+
+impl Held {
     /// Records `state` (best effort: a failure only makes the next guard ask the copies;
     /// not synced: see the module docs).
     pub(crate) fn set_state(&mut self, state: State) {
@@ -211,6 +226,9 @@ mod tests {
         };
         held.set_state(writing);
         assert_eq!(held.state(), Some(writing));
+        // A reader sees it without taking the lock (it is held now).
+        assert_eq!(peek_state(&dir.join("l")), Some(writing));
+        assert_eq!(peek_state(&dir.join("none")), None);
         let done = State {
             next: 7,
             writing: None,
@@ -232,6 +250,7 @@ mod tests {
         std::fs::write(dir.join("l"), "synclog-pair next=99 00000000\n").unwrap();
         let mut held = lock.take().await.unwrap();
         assert_eq!(held.state(), None);
+        assert_eq!(peek_state(&dir.join("l")), None);
         drop(held);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -272,6 +272,39 @@ impl Leader {
         Ok(report)
     }
 
+    /// A reader's look at open (it compares nothing and repairs nothing): whether the
+    /// copies end at different ids for another reason than a group being written now. A
+    /// group one copy missed (acknowledged by the other alone) leaves them so until a
+    /// writer repairs it; the reader must then read both copies, or it would miss an
+    /// acknowledged record. A group in flight is in one copy before the other, and was not
+    /// acknowledged before this reader opened: the writer announces its ids in the pair's
+    /// lock file, read here without taking the lock. Looked at up to three times, since a
+    /// group may end between two looks; a copy that cannot say where it ends counts as
+    /// different.
+    pub(super) async fn copies_differ_at_open(&self) -> bool {
+        for _ in 0..3 {
+            let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+            let (Ok(p), Ok(b)) = (p, b) else {
+                return true;
+            };
+            if p == b {
+                return false;
+            }
+            let (low, high) = (p.min(b).map_or(0, LogId::get), p.max(b).map_or(0, LogId::get));
+            let writing = self
+                .options
+                .lock
+                .as_deref()
+                .and_then(pairlock::peek_state)
+                .and_then(|s| s.writing);
+            if matches!(writing, Some((first, last)) if first <= low + 1 && high <= last) {
+                return false;
+            }
+            tokio::task::yield_now().await;
+        }
+        true
+    }
+
     /// What a read-only comparison covers, from the copies' ends at open: every id up to
     /// the larger end (ids above it were assigned after this reader opened: a writer gives
     /// new groups ids above both copies); beside a writer, only up to the smaller end (a
