@@ -290,6 +290,19 @@ impl<B: KvBackend> Inner<B> {
         Ok(last.first().and_then(|(k, _)| id_of(k)).and_then(LogId::new))
     }
 
+    /// The stored high-water mark, or the last id when it is above (the stored mark lags
+    /// by the one-record commits since it was saved, whose records are stored). A mark
+    /// that does not read counts as none.
+    fn high_water(&self) -> Result<Option<LogId>> {
+        let stored = self
+            .backend
+            .get(HIGH_WATER)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let last = self.last_id()?.map_or(0, LogId::get);
+        Ok(LogId::new(stored.max(last)))
+    }
+
     /// Every stored prune marker, oldest first, each with its sequence number or why it
     /// does not decode.
     fn stored_markers(&self) -> Result<Vec<Result<(u64, PruneMarker)>>> {
@@ -867,6 +880,10 @@ impl<B: KvBackend> LogStore for KvStore<B> {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.blocking(|inner| inner.last_id()).await
+    }
+
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.blocking(|inner| inner.high_water()).await
     }
 
     async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {

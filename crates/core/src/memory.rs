@@ -172,6 +172,12 @@ impl LogStore for MemoryStore {
         Ok(self.state()?.records.keys().next_back().copied())
     }
 
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        let st = self.state()?;
+        let last = st.records.keys().next_back().map_or(0, |k| k.get());
+        Ok(LogId::new(st.high_water.max(last)))
+    }
+
     /// This process's commits, with their records (a memory store has no other process).
     async fn commit_watch(&self) -> Result<crate::follow::CommitWatch> {
         let signal = self.state()?.signal.clone();

@@ -590,6 +590,17 @@ impl LogStore for PgStore {
         self.signal.watch(Some((every, probe))).await
     }
 
+    /// The larger of the last id and the `high_water` row of `meta`.
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        let client = self.reader().await?;
+        let next: i64 = client
+            .query_one(&self.sql.next_id, &[])
+            .await
+            .map_err(|e| pg_err(&self.store, "reading the high-water mark of", e))?
+            .get(0);
+        Ok(LogId::new((next - 1).max(0) as u64))
+    }
+
     async fn last_id(&self) -> Result<Option<LogId>> {
         let client = self.reader().await?;
         let max: Option<i64> = client

@@ -363,7 +363,8 @@ pub async fn a_pruned_record_is_never_imported_again(ctx: Ctx) {
 }
 
 /// Ids are never handed out again after a prune, even when the marker covers the newest
-/// record (a marker applied from another copy can), across a reopen too.
+/// record (a marker applied from another copy can), across a reopen too; and
+/// `high_water` still covers the pruned newest ids.
 pub async fn ids_are_never_reused_after_a_prune(ctx: Ctx) {
     let (at, store) = ctx.fresh().await;
     let recs = ctx
@@ -379,6 +380,12 @@ pub async fn ids_are_never_reused_after_a_prune(ctx: Ctx) {
     );
     let applied = store.apply_prune(&marker, ctx.durability()).await.expect("apply");
     assert_eq!(applied.deleted, 2);
+    // What a caller that assigns ids itself (the guarded pair) starts above.
+    let mark = store.high_water().await.expect("high_water");
+    assert!(
+        mark >= Some(top),
+        "high_water {mark:?} is below {top}, an id handed out"
+    );
     let next = ctx.commit(&*store, vec![sample("j", 6)]).await;
     assert!(next[0].id > top, "id {} handed out again", next[0].id);
     store.close().await.expect("close");
