@@ -222,6 +222,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/runs", post(api::start_run))
         .route("/v1/runs/{key}/finish", post(api::finish_run))
         .route("/v1/runs/{key}/abandon", post(api::abandon_run))
+        .route_layer(axum::middleware::from_fn(no_query))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_write));
     let reads = Router::new()
         .route("/v1/logs", get(api::list_logs))
@@ -230,9 +231,14 @@ pub fn router(app: App) -> Router {
         .route("/v1/runs/{key}", get(api::get_run))
         .route("/v1/summary", get(api::summary))
         .route("/v1/count", get(api::count))
+        .route("/v1/openapi.json", get(api::openapi))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_read));
+    // What monitoring asks: answered however busy the server is (a load balancer must not
+    // take a busy node for a dead one), so outside the request limit.
+    let probes = Router::new()
         .route("/v1/health", get(api::health))
         .route("/metrics", get(api::metrics))
-        .route("/v1/openapi.json", get(api::openapi))
+        .route_layer(axum::middleware::from_fn(no_query))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_read));
     let pages = Router::new()
         .route("/", get(dashboard::index))
@@ -252,6 +258,7 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         .layer(limited)
         .merge(streams)
+        .merge(probes)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -285,6 +292,18 @@ async fn require(app: &App, req: Request, next: Next, need: Need, browser: bool)
     match access.check(req.headers(), need, browser) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Refuses a query string where the endpoint takes none: a parameter it does not know
+/// (`POST /v1/logs?dry_run=true`) must not be ignored while the request goes on and writes.
+async fn no_query(req: Request, next: Next) -> Response {
+    match req.uri().query() {
+        Some(q) if !q.is_empty() => ApiError::bad_request(format!(
+            "unknown query parameters {q:?}: this endpoint takes none; nothing was done"
+        ))
+        .into_response(),
+        _ => next.run(req).await,
     }
 }
 

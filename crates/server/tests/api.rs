@@ -789,3 +789,86 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
     assert!(app.verify_now().await.clean);
     s.stop().await;
 }
+
+/// What a hunt through the API found, each refused at once and writing nothing: a query
+/// string on an endpoint that takes none (it was ignored, and the append went on), a
+/// number that would be stored rounded, a declared length over the limit (it waited for
+/// the body timeout, then said 408), a leap second, and a stream resumed after an id the
+/// store never handed out (it skipped every new log). Health and metrics answer while
+/// the request limit is taken.
+#[tokio::test]
+async fn requests_that_would_be_misread_are_refused_at_once_and_probes_answer_when_busy() {
+    let s = Server::start(Config {
+        max_body_bytes: 1024,
+        max_concurrent: 1,
+        body_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let log = json!({"job": "a", "status": "succeeded"});
+    let (st, r, _) = post(&c, &s.url("/v1/logs?dry_run=true"), log.clone(), &[]).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    let (st, r, _) = post(&c, &s.url("/v1/runs?x=1"), json!({"job": "a"}), &[]).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    let rounded = json!({"job": "a", "status": "succeeded"})
+        .to_string()
+        .replace('}', r#","attrs":{"n":12345678901234567890123}}"#);
+    let resp = c
+        .post(s.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .body(rounded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let r: Value = resp.json().await.unwrap();
+    assert!(r["error"]["message"].as_str().unwrap().contains("quote"), "{r}");
+    let leap = json!({"job": "a", "status": "succeeded", "started_at": "2016-12-31T23:59:60Z"});
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), leap, &[]).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("leap second"),
+        "{r}"
+    );
+    assert_eq!(s.count().await, 0);
+
+    // A declared length over the limit: 413 at once, without sending the body.
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let head = "POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 999999999\r\n\r\n";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = response_head(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(conn);
+
+    // The one request slot taken by a stuck body: health and metrics still answer.
+    let (st, r, _) = post(&c, &s.url("/v1/logs"), log.clone(), &[]).await;
+    assert_eq!(st, 201, "{r}");
+    let stuck = stuck_post(s.addr, "/v1/logs").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (st, _, _) = get(&c, &s.url("/v1/count")).await;
+    assert_eq!(st, 503);
+    let (st, r, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(st, 200, "{r}");
+    let metrics = c.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    let (st, r, _) = get(&c, &s.url("/v1/health?verbose=1")).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+
+    // Resuming after an id never handed out (the newest is 1) is refused; after 1 is fine.
+    let resp = c
+        .get(s.url("/v1/stream"))
+        .header("last-event-id", "99999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    drop(stuck);
+    s.stop().await;
+}

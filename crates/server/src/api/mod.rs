@@ -68,6 +68,16 @@ async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T>
             "send the body as JSON with `Content-Type: application/json`; nothing was written",
         ));
     }
+    // A declared length over the limit is refused at once, not after waiting for a body
+    // that will not be read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.inner.config.max_body_bytes as u64) {
+        return Err(too_large(app));
+    }
     let read = Bytes::from_request(req, &());
     let bytes = match tokio::time::timeout(app.inner.config.body_timeout, read).await {
         Err(_) => {
@@ -78,14 +88,7 @@ async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T>
             ))
         }
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the body is larger than {} bytes; send smaller batches; nothing was written",
-                    app.inner.config.max_body_bytes
-                ),
-            ))
+            return Err(too_large(app))
         }
         Ok(Err(rejection)) => {
             return Err(ApiError::bad_request(format!(
@@ -95,11 +98,27 @@ async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T>
         }
         Ok(Ok(b)) => b,
     };
+    // Numbers are stored exactly or refused, as from the command line: parsing into
+    // values would round an integer beyond 64 bits or a long decimal silently.
+    if let Ok(text) = std::str::from_utf8(&bytes) {
+        synclog_core::validate::check_exact_numbers(text)?;
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not the JSON expected: {e}; nothing was written"
         ))
     })
+}
+
+fn too_large(app: &App) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "the body is larger than {} bytes; send smaller batches; nothing was written",
+            app.inner.config.max_body_bytes
+        ),
+    )
 }
 
 /// The `Idempotency-Key` header, if sent.
@@ -474,7 +493,19 @@ pub async fn stream(
     };
     let after = match from_header.or(parse::<StreamParams>(&q)?.after) {
         Some(0) => None,
-        Some(n) => Some(LogId::new(n).ok_or_else(|| ApiError::bad_request(format!("{n} is not a log id")))?),
+        Some(n) => {
+            let id = LogId::new(n).ok_or_else(|| ApiError::bad_request(format!("{n} is not a log id")))?;
+            // An id this store never handed out (another store's, or a typo): resuming
+            // there would skip every log appended until ids reach it.
+            let top = app.inner.store.high_water().await?;
+            if top.is_none_or(|top| id > top) {
+                return Err(ApiError::bad_request(format!(
+                    "cannot resume after log {n}: the newest id this store handed out is {}",
+                    top.map_or(0, LogId::get)
+                )));
+            }
+            Some(id)
+        }
         None => app.inner.store.last_id().await?,
     };
     let permit = app
