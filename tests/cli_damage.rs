@@ -29,9 +29,9 @@ fn a_flipped_byte_in_a_primary_row_is_served_intact_found_by_check_and_repaired(
     // --- step: reads serve the backup's intact record
     let shown = records(&env.expect(0, &["show", "3", "--json"]));
     assert_eq!(message_of(&shown[0]), "run 3 synced");
-    let listed = records(&env.expect(0, &["list", "--limit", "100", "--json"]));
-    assert_eq!(listed.len(), 40);
-    assert_eq!(message_of(&listed[19]), "run 20 synced");
+    let listed = records(&env.expect(0, &["list", "--json"]));
+    assert_eq!(listed.len(), 5);
+    assert_eq!(message_of(&listed[2]), "run 3 synced");
     // --- step: check recomputes the checksums and finds it; export still copies all
     env.expect(1, &["check"]);
     env.expect(0, &["export", "--to", "json://exported.jsonl"]);
@@ -337,4 +337,38 @@ fn a_log_acknowledged_by_the_backup_alone_is_seen_by_every_reader() {
         records(&env.expect(0, &["--no-backup", "list", "--json"])).len(),
         2
     );
+}
+
+/// Records deleted from both copies leave nothing to compare, but they are lost: `check`
+/// says so and exits 1, as `verify` does (it exited 0 before), with or without `--repair`.
+#[test]
+fn ids_missing_from_both_copies_make_check_exit_1_like_verify() {
+    let env = Env::new();
+    env.append_logs(6);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    assert_eq!(
+        conn.execute("DELETE FROM logs WHERE id IN (3, 4)", []).unwrap(),
+        2
+    );
+    drop(conn);
+    let backup = env.path("b.jsonl");
+    let kept: String = std::fs::read_to_string(&backup)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let id = serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["id"].as_u64());
+            !matches!(id, Some(3 | 4))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&backup, kept).unwrap();
+
+    env.expect(1, &["verify"]);
+    for args in [&["check"][..], &["check", "--repair"]] {
+        let out = env.expect(1, args);
+        assert!(out.contains("MISSING FROM BOTH COPIES"), "{args:?}: {out}");
+        assert!(out.contains("(2)"), "{out}");
+    }
 }

@@ -92,8 +92,9 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
         ));
     }
     let cutoff = super::runs::stale_cutoff(args.stale_after)?;
-    let (report, stale) = check_once(stores, args.repair, cutoff).await?;
+    let (report, stale, lost) = check_once(stores, args.repair, cutoff).await?;
     let mut clean = print_check(&report, args.repair, out);
+    clean &= print_lost(&lost, out);
     if args.repair && !report.unreadable.is_empty() {
         // A copy that cannot be read whole is rebuilt from the other: its files are set
         // aside (kept, never deleted), it is created anew, and everything is copied back.
@@ -118,8 +119,9 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
             );
         }
         outln!(out, "rebuilding the {} from the other copy", copy.name());
-        let (report, _) = check_once(stores, true, cutoff).await?;
+        let (report, _, lost) = check_once(stores, true, cutoff).await?;
         clean = print_check(&report, true, out);
+        clean &= print_lost(&lost, out);
     }
     let stale_after = humanize(args.stale_after);
     match stale {
@@ -172,7 +174,7 @@ async fn check_once(
     stores: &StoreArgs,
     repair: bool,
     stale_before: synclog::Timestamp,
-) -> Result<(ReconcileReport, Result<Vec<synclog::Run>>)> {
+) -> Result<(ReconcileReport, Result<Vec<synclog::Run>>, Vec<synclog::IdRange>)> {
     let guarded = synclog::open_guarded_with(
         &stores.store,
         &stores.backup,
@@ -188,6 +190,12 @@ async fn check_once(
     )
     .await?;
     let report = guarded.check(repair).await;
+    // Ids neither copy holds (and no prune covers) are lost: the comparison cannot see
+    // them, having nothing to compare, but verify does, and check says what verify says.
+    let lost = match &report {
+        Ok(r) => lost_in_both(&guarded, r).await,
+        Err(_) => Vec::new(),
+    };
     let stale = synclog::LogStore::runs(
         &guarded,
         &synclog::RunScan {
@@ -197,7 +205,59 @@ async fn check_once(
     )
     .await;
     guarded.close().await?;
-    Ok((report?, stale))
+    Ok((report?, stale, lost))
+}
+
+/// The ids verify finds missing that neither copy holds (one copy's missing ids are the
+/// comparison's, restored from the other), as ranges.
+async fn lost_in_both(guarded: &synclog::Guarded, report: &ReconcileReport) -> Vec<synclog::IdRange> {
+    let Ok(verified) = synclog::LogStore::verify(guarded, synclog::VerifyOptions::default()).await else {
+        return Vec::new();
+    };
+    let in_one: std::collections::HashSet<u64> = report
+        .missing_in_primary
+        .iter()
+        .chain(&report.missing_in_backup)
+        .map(|id| id.get())
+        .collect();
+    let mut lost: Vec<synclog::IdRange> = Vec::new();
+    for range in verified.missing {
+        if in_one.is_empty() {
+            lost.push(range);
+            continue;
+        }
+        let mut start: Option<u64> = None;
+        let (first, last) = (range.first.get(), range.last.get());
+        for id in first..=last.saturating_add(1) {
+            let gone = id <= last && !in_one.contains(&id);
+            match (gone, start) {
+                (true, None) => start = Some(id),
+                (false, Some(s)) => {
+                    if let (Some(a), Some(b)) = (synclog::LogId::new(s), synclog::LogId::new(id - 1)) {
+                        lost.extend(synclog::IdRange::new(a, b));
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    lost
+}
+
+/// Prints the ids lost from both copies; returns whether there are none.
+fn print_lost(lost: &[synclog::IdRange], out: &mut Out) -> bool {
+    if lost.is_empty() {
+        return true;
+    }
+    let n: u64 = lost.iter().map(synclog::IdRange::count).sum();
+    let shown: Vec<String> = lost.iter().map(ToString::to_string).collect();
+    outln!(
+        out,
+        "MISSING FROM BOTH COPIES, nothing to restore them from ({n}): {}",
+        shown.join(", ")
+    );
+    false
 }
 
 /// Prints what `check` found and did; returns whether the pair is (now) clean.
