@@ -103,3 +103,14 @@ fn an_archive_that_is_a_hard_link_to_the_store_is_refused() {
     let listed = env.expect(0, &["list", "--json"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
 }
+
+/// Too few records for the bench to find runs to measure is bad input (it was reported
+/// as corrupt data, exit 6).
+#[test]
+fn a_bench_of_too_few_records_is_bad_input() {
+    let env = Env::new();
+    let out = env.run(&["bench", "--records", "100", "--only", "runs", "--dir", "b"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--records"), "{}", stderr(&out));
+    assert_eq!(entries(&env), Vec::<String>::new());
+}

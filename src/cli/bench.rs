@@ -37,8 +37,9 @@ pub struct BenchArgs {
     /// Appends per task for the 64-appender figures.
     #[arg(long, default_value_t = 200)]
     each: u64,
-    /// Records for the verify and restore figures (the targets are stated for 1000000).
-    #[arg(long, default_value_t = 200_000)]
+    /// Records for the verify and restore figures (the targets are stated for 1000000);
+    /// at least 500, so that the run and query figures find runs to measure.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(500..))]
     records: u64,
     /// Print JSON (schema in README) instead of a table.
     #[arg(long)]
