@@ -114,3 +114,17 @@ fn a_bench_of_too_few_records_is_bad_input() {
     assert!(stderr(&out).contains("--records"), "{}", stderr(&out));
     assert_eq!(entries(&env), Vec::<String>::new());
 }
+
+/// `--limit 0` was taken as "the library's default page" (every record of a small store);
+/// it is bad input for `list` and `runs`.
+#[test]
+fn a_limit_of_zero_is_bad_input() {
+    let env = Env::new();
+    env.append_logs(1);
+    for args in [&["list", "--limit", "0"][..], &["runs", "--limit", "0"]] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--limit"), "{}", stderr(&out));
+    }
+    env.expect(0, &["list", "--limit", "1"]);
+}

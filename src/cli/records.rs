@@ -311,8 +311,8 @@ pub struct ListArgs {
     /// Only ids greater than this.
     #[arg(long)]
     since: Option<LogId>,
-    /// At most this many logs.
-    #[arg(long, default_value_t = 50)]
+    /// At most this many logs (1 or more).
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     limit: usize,
     /// Newest first.
     #[arg(long)]
@@ -479,6 +479,15 @@ pub(super) fn print_table(records: &[LogRecord], out: &mut Out, header: bool) {
     }
     if header && records.is_empty() {
         outln!(out, "(no logs)");
+    }
+}
+
+/// A count of at least 1: `--limit 0` would otherwise mean the library's default page.
+pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -151,8 +151,8 @@ pub struct RunsArgs {
     /// With --stale: how long a run may go unfinished.
     #[arg(long, value_parser = parse_duration, default_value = "24h", requires = "stale")]
     older_than: Duration,
-    /// At most this many runs.
-    #[arg(long, default_value_t = 50)]
+    /// At most this many runs (1 or more).
+    #[arg(long, default_value_t = 50, value_parser = super::records::at_least_one)]
     limit: usize,
     /// Newest first.
     #[arg(long)]
