@@ -372,3 +372,44 @@ fn ids_missing_from_both_copies_make_check_exit_1_like_verify() {
         assert!(out.contains("(2)"), "{out}");
     }
 }
+
+/// The backup missed the newest logs, and one primary row no longer decodes, so the
+/// primary cannot be listed and `check --repair` rebuilds it from the backup. The logs
+/// only the primary held are salvaged into the backup first: nothing acknowledged is lost.
+#[test]
+fn rebuilding_an_unlistable_primary_keeps_the_logs_only_it_held() {
+    let env = Env::new();
+    env.append_logs(6);
+    let backup = env.path("b.jsonl");
+    let kept: String = std::fs::read_to_string(&backup)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["id"].as_u64())
+                .is_none_or(|id| id < 5)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&backup, kept).unwrap();
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    assert_eq!(
+        conn.execute("UPDATE logs SET checksum = 'abc' WHERE id = 2", [])
+            .unwrap(),
+        1
+    );
+    drop(conn);
+
+    let repaired = env.run(&["check", "--repair"]);
+    assert!(!common::stderr(&repaired).contains("panicked"));
+    let text = common::stdout(&repaired);
+    assert!(text.contains("salvaged 2 intact logs"), "{text}");
+    for copy in ["sqlite://s.db", "json://b.jsonl"] {
+        let ids: Vec<u64> = records(&env.alone(copy, &["list", "--json"]))
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, (1..=6).collect::<Vec<_>>(), "{copy}");
+    }
+}

@@ -110,6 +110,19 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
                 return Ok(exit::PROBLEMS);
             }
         };
+        let other = if copy == Side::Primary {
+            &stores.backup
+        } else {
+            &stores.store
+        };
+        let salvaged = salvage(stores, url, other, out).await?;
+        if salvaged > 0 {
+            outln!(
+                out,
+                "salvaged {salvaged} intact logs only the damaged {} held into the other copy",
+                copy.name()
+            );
+        }
         for moved in synclog::set_aside(url)? {
             outln!(
                 out,
@@ -243,6 +256,64 @@ async fn lost_in_both(guarded: &synclog::Guarded, report: &ReconcileReport) -> V
         }
     }
     lost
+}
+
+/// Before a copy that cannot be read whole is set aside and rebuilt from the other: every
+/// record it still reads intact is offered to the other copy (ids kept; what it holds
+/// already, a conflict or a pruned id is left as it is), so that the rebuild, which copies
+/// the other copy back, does not lose records only the damaged copy held. Pages that do
+/// not read are read record by record, skipping what does not decode. Returns how many
+/// records the other copy took.
+async fn salvage(stores: &StoreArgs, damaged: &str, other: &str, out: &mut Out) -> Result<u64> {
+    const PAGE: u64 = 1000;
+    let from = match synclog::open_url_with(damaged, &read_options(stores)).await {
+        Ok(s) => s,
+        Err(e) => {
+            outln!(out, "the damaged copy cannot be opened to salvage from: {e}");
+            return Ok(0);
+        }
+    };
+    let result = async {
+        let to = synclog::open_url_with(other, &options(stores)).await?;
+        let durability = to.capabilities().strongest_durability();
+        let top = from.last_id().await.ok().flatten().map_or(0, synclog::LogId::get);
+        let (mut after, mut taken) = (0u64, 0u64);
+        let copied = async {
+            while after < top {
+                let end = (after + PAGE).min(top);
+                let scan = synclog::Scan {
+                    after: synclog::LogId::new(after),
+                    before: synclog::LogId::new(end + 1),
+                    limit: PAGE as usize,
+                    ..synclog::Scan::default()
+                };
+                let records = match from.scan(&scan).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let mut one_by_one = Vec::new();
+                        for id in (after + 1..=end).filter_map(synclog::LogId::new) {
+                            if let Ok(Some(rec)) = from.get(id).await {
+                                one_by_one.push(rec);
+                            }
+                        }
+                        one_by_one
+                    }
+                };
+                let intact: Vec<_> = records.into_iter().filter(|r| r.is_intact()).collect();
+                if !intact.is_empty() {
+                    taken += to.import(intact, durability).await?.inserted;
+                }
+                after = end;
+            }
+            Ok::<_, Error>(taken)
+        }
+        .await;
+        to.close().await?;
+        copied
+    }
+    .await;
+    from.close().await?;
+    result
 }
 
 /// Prints the ids lost from both copies; returns whether there are none.
