@@ -241,15 +241,10 @@ fn ids_deleted_from_both_copies_with_the_lock_file_lost_are_not_handed_out_again
     assert_eq!(listed, vec![1, 2, 3, 6]);
 }
 
-/// A byte of a record changed in the middle of the JSON-lines backup, with its index side
-/// file in place (so the open reads no line): `check --repair` must really write the
-/// intact record into the backup, so that the backup alone holds it intact afterwards
-/// (the primary deleted, the pair rebuilt from the backup: nothing is lost).
-#[test]
-fn a_damaged_backup_line_behind_its_index_is_repaired_for_real() {
-    let env = Env::new();
-    // One process appends them all, as an app would: its side file covers every line.
-    let lines: String = (1..=40)
+/// Appends logs 1..=n (messages `run N synced`) from one process, as an app would: the
+/// backup's index side file then covers every line.
+fn append_in_one_process(env: &Env, n: u64) {
+    let lines: String = (1..=n)
         .map(|i| format!("{{\"job\":\"crm\",\"status\":\"succeeded\",\"message\":\"run {i} synced\"}}\n"))
         .collect();
     let mut child = env
@@ -262,6 +257,16 @@ fn a_damaged_backup_line_behind_its_index_is_repaired_for_real() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(std::path::Path::new(&env.path("b.jsonl.idx")).exists());
+}
+
+/// A byte of a record changed in the middle of the JSON-lines backup, with its index side
+/// file in place (so the open reads no line): `check --repair` must really write the
+/// intact record into the backup, so that the backup alone holds it intact afterwards
+/// (the primary deleted, the pair rebuilt from the backup: nothing is lost).
+#[test]
+fn a_damaged_backup_line_behind_its_index_is_repaired_for_real() {
+    let env = Env::new();
+    append_in_one_process(&env, 40);
     let backup = env.path("b.jsonl");
     let text = std::fs::read_to_string(&backup).unwrap();
     assert_eq!(text.matches("\"run 20 synced\"").count(), 1);
@@ -412,4 +417,51 @@ fn rebuilding_an_unlistable_primary_keeps_the_logs_only_it_held() {
             .collect();
         assert_eq!(ids, (1..=6).collect::<Vec<_>>(), "{copy}");
     }
+}
+
+/// Two record lines of the JSON-lines backup swapped behind the store's back (same
+/// length, so its index still points at each line): asked for one id, the backup never
+/// answers with the other record. Alone it says the data is corrupt (exit 6); the pair
+/// serves the record from the primary.
+#[test]
+fn swapped_backup_lines_never_serve_one_record_under_another_id() {
+    let env = Env::new();
+    append_in_one_process(&env, 300);
+    let backup = env.path("b.jsonl");
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let at = |id: u64| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{{\"id\":{id},")))
+            .unwrap()
+    };
+    let (a, b) = (at(130), at(133));
+    assert_eq!(lines[a].len(), lines[b].len());
+    lines.swap(a, b);
+    std::fs::write(&backup, lines.join("\n") + "\n").unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synclog"))
+        .current_dir(env.dir.path())
+        .env_remove("SYNCLOG_STORE")
+        .env_remove("SYNCLOG_BACKUP")
+        .args([
+            "--no-backup",
+            "--store",
+            "json://b.jsonl",
+            "show",
+            "130",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 6, "{}", common::stdout(&out));
+    assert!(
+        !common::stdout(&out).contains("\"id\":133"),
+        "{}",
+        common::stdout(&out)
+    );
+    let shown = records(&env.expect(0, &["show", "130", "--json"]));
+    assert_eq!(shown[0]["id"], 130);
+    assert_eq!(message_of(&shown[0]), "run 130 synced");
 }

@@ -213,6 +213,17 @@ pub(crate) fn read_records(files: &Files, entries: &[(u64, Entry)], name: &str) 
             detail: format!("log {id} no longer decodes; the file changed behind the store"),
             source: Some(Box::new(err)),
         })?;
+        // Lines moved behind the store's back (two swapped) still decode: never serve
+        // another record under the id asked for.
+        if rec.id.get() != id {
+            return Err(Error::corrupt(
+                format!("{} at byte {offset}", path.display()),
+                format!(
+                    "the line the index gives for log {id} holds log {}; the file changed behind the store",
+                    rec.id
+                ),
+            ));
+        }
         out.push(rec);
         Ok(())
     })?;
