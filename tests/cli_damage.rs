@@ -465,3 +465,43 @@ fn swapped_backup_lines_never_serve_one_record_under_another_id() {
     assert_eq!(shown[0]["id"], 130);
     assert_eq!(message_of(&shown[0]), "run 130 synced");
 }
+
+/// The primary holds another record under an id than the backup (written to it alone),
+/// and that record is damaged too. It is a conflict: reported, never overwritten by the
+/// backup's record (which is another record, not an intact copy of this one).
+#[test]
+fn a_damaged_record_in_conflict_is_reported_and_never_overwritten() {
+    let env = Env::new();
+    env.append_logs(3);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute_batch("DELETE FROM logs WHERE id = 3; UPDATE meta SET value = 2 WHERE key = 'high_water'")
+        .unwrap();
+    drop(conn);
+    let id = env.alone(
+        "sqlite://s.db",
+        &[
+            "append",
+            "--job",
+            "other",
+            "--status",
+            "failed",
+            "--message",
+            "theirs",
+        ],
+    );
+    assert_eq!(id.trim(), "3");
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    conn.execute("UPDATE logs SET message = 'theirS' WHERE id = 3", [])
+        .unwrap();
+    drop(conn);
+
+    let out = env.expect(1, &["check", "--repair"]);
+    assert!(out.contains("conflict"), "{out}");
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    let (job, message): (String, String) = conn
+        .query_row("SELECT job, message FROM logs WHERE id = 3", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((job.as_str(), message.as_str()), ("other", "theirS"));
+}

@@ -68,8 +68,15 @@ impl Leader {
                 }
             }
         };
-        let in_primary = damaged(Side::Primary, p);
-        let in_backup = damaged(Side::Backup, b);
+        // An id the copies hold different records under is a conflict, reported and never
+        // overwritten, even when one side's record is damaged as well: the other copy's
+        // record is another record, not an intact copy of this one.
+        let conflicts: BTreeSet<LogId> = report.conflicts.iter().map(|c| c.id).collect();
+        let in_primary: BTreeSet<LogId> = damaged(Side::Primary, p)
+            .difference(&conflicts)
+            .copied()
+            .collect();
+        let in_backup: BTreeSet<LogId> = damaged(Side::Backup, b).difference(&conflicts).copied().collect();
         let mut both: BTreeSet<LogId> = report.damaged_in_both.iter().copied().collect();
         both.extend(in_primary.intersection(&in_backup).copied());
         // A damaged record is repaired from the other copy's intact record, read back and
