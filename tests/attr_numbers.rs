@@ -92,3 +92,39 @@ fn a_quoted_long_number_is_kept_as_text() {
     assert_eq!(logs[0]["attrs"]["n"], "123456789012345678901234567890");
     assert_eq!(logs[0]["attrs"]["m"], "1e400 apples");
 }
+
+/// A key given twice in an object of the attributes (parsing would keep the last value and
+/// drop the other unsaid), and a value nested past the parser's limit (it was stored as
+/// text), are refused with exit 2, from the flags and from `--stdin`; nothing is stored.
+#[test]
+fn a_repeated_attribute_key_or_a_value_nested_too_deep_is_refused() {
+    let env = Env::new();
+    let deep = format!("a={}{}", "[".repeat(200), "]".repeat(200));
+    for attrs in [
+        vec!["--attrs", r#"{"a":1,"a":2}"#],
+        vec!["--attrs", r#"{"a":{"b":1,"b":2}}"#],
+        vec!["--attr", r#"x={"k":1,"k":2}"#],
+        vec!["--attr", &deep],
+    ] {
+        let out = env.append(&attrs);
+        assert_eq!(out.status.code(), Some(2), "{attrs:?}: {}", common::stderr(&out));
+    }
+    let mut child = env
+        .base()
+        .args(["append", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = br#"{"job":"s","status":"succeeded","attrs":{"a":[{"b":1,"b":2}]}}"#;
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), line).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("given twice"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(env.logs().is_empty());
+}

@@ -117,6 +117,7 @@ pub(super) fn attrs_of(json: Option<&str>, pairs: &[String]) -> Result<Value> {
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => {
                 check_exact_numbers(text)?;
+                synclog::validate::check_unique_keys("attrs", text)?;
                 m
             }
             Ok(_) => {
@@ -140,7 +141,18 @@ pub(super) fn attrs_of(json: Option<&str>, pairs: &[String]) -> Result<Value> {
         let value = match serde_json::from_str::<Value>(v) {
             Ok(value) => {
                 check_exact_numbers(v)?;
+                synclog::validate::check_unique_keys("attr", v)?;
                 value
+            }
+            // JSON nested past the parser's limit is still JSON: never stored as text.
+            Err(e) if e.to_string().contains("recursion limit") => {
+                return Err(Error::invalid(
+                    "attr",
+                    format!(
+                        "{k:?}: the value is nested more than {} deep; quote it to keep it as text",
+                        synclog::validate::MAX_ATTRS_DEPTH
+                    ),
+                ))
             }
             Err(_) => {
                 if is_number_token(v) {

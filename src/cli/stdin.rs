@@ -235,8 +235,13 @@ fn attrs(raw: &str) -> Result<Value> {
     match serde_json::from_str::<Value>(raw) {
         Ok(value @ Value::Object(_)) => {
             check_exact_numbers(raw)?;
+            synclog::validate::check_unique_keys("attrs", raw)?;
             Ok(value)
         }
+        Err(e) if e.to_string().contains("recursion limit") => Err(Error::invalid(
+            "attrs",
+            format!("nested more than {} deep", synclog::validate::MAX_ATTRS_DEPTH),
+        )),
         _ => Err(Error::invalid(
             "attrs",
             "must be a JSON object, like {\"source\":\"crm\"}",

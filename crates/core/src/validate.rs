@@ -305,6 +305,78 @@ fn validate_times(started: Timestamp, finished: Option<Timestamp>) -> Result<()>
     Ok(())
 }
 
+/// Refuses JSON text in which an object gives one key twice, at any depth
+/// ([`Error::InvalidInput`] naming `field`): parsing keeps the last value and drops the
+/// other without a word, so what is stored would not be what was sent. Text that is not
+/// JSON (or is nested beyond the parser's limit) is left to the parse that follows.
+///
+/// ```
+/// use synclog_core::validate::check_unique_keys;
+/// assert!(check_unique_keys("attrs", r#"{"a": 1, "b": {"a": 2}}"#).is_ok());
+/// assert!(check_unique_keys("attrs", r#"{"a": 1, "a": 2}"#).is_err());
+/// assert!(check_unique_keys("attrs", r#"{"x": [{"k": 1, "k": 1}]}"#).is_err());
+/// ```
+pub fn check_unique_keys(field: &'static str, json: &str) -> Result<()> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+    struct Unique;
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value_seed(Unique)?;
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("the key {key:?} is given twice")));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    match Unique.deserialize(&mut de) {
+        Err(e) if e.to_string().contains("given twice") => Err(Error::invalid(
+            field,
+            format!(
+                "{}; a key may appear once in an object (the value kept would be a guess)",
+                e
+            ),
+        )),
+        // Not JSON, or nested too deep: the parse that follows reports it.
+        _ => Ok(()),
+    }
+}
+
 /// A time in 1970..=9999 that is not a leap second. A leap second (`23:59:60`) has no
 /// place in stored UTC at microsecond precision: the engines that store a number (SQLite,
 /// PostgreSQL) would keep the next second and the text engines `:60`, so the copies of a

@@ -824,6 +824,19 @@ async fn requests_that_would_be_misread_are_refused_at_once_and_probes_answer_wh
     assert_eq!(resp.status().as_u16(), 400);
     let r: Value = resp.json().await.unwrap();
     assert!(r["error"]["message"].as_str().unwrap().contains("quote"), "{r}");
+    let twice = c
+        .post(s.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .body(r#"{"job":"a","status":"succeeded","attrs":{"k":1,"k":2}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status().as_u16(), 400);
+    let r: Value = twice.json().await.unwrap();
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("given twice"),
+        "{r}"
+    );
     let leap = json!({"job": "a", "status": "succeeded", "started_at": "2016-12-31T23:59:60Z"});
     let (st, r, _) = post(&c, &s.url("/v1/logs"), leap, &[]).await;
     assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");

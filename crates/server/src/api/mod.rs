@@ -100,8 +100,10 @@ async fn body_json<T: DeserializeOwned>(app: &App, req: Request) -> ApiResult<T>
     };
     // Numbers are stored exactly or refused, as from the command line: parsing into
     // values would round an integer beyond 64 bits or a long decimal silently.
+    // A key given twice would be parsed as its last value, the other dropped unsaid.
     if let Ok(text) = std::str::from_utf8(&bytes) {
         synclog_core::validate::check_exact_numbers(text)?;
+        synclog_core::validate::check_unique_keys("body", text)?;
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
