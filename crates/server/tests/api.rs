@@ -837,6 +837,24 @@ async fn requests_that_would_be_misread_are_refused_at_once_and_probes_answer_wh
         r["error"]["message"].as_str().unwrap().contains("given twice"),
         "{r}"
     );
+    // A mistake in a log names its field (an untagged body said only "did not match any
+    // variant").
+    for (body, named) in [
+        (json!({"job": "a", "status": "bogus"}), "bogus"),
+        (json!({"job": "a", "status": "succeeded", "foo": 1}), "foo"),
+        (
+            json!([{"job": "a", "status": "succeeded", "items_seen": -1}]),
+            "-1",
+        ),
+    ] {
+        let (st, r, _) = post(&c, &s.url("/v1/logs"), body.clone(), &[]).await;
+        assert_eq!((st, kind(&r)), (400, "invalid_input"), "{body}: {r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(named) && !message.contains("variant of untagged"),
+            "{body}: {message}"
+        );
+    }
     let leap = json!({"job": "a", "status": "succeeded", "started_at": "2016-12-31T23:59:60Z"});
     let (st, r, _) = post(&c, &s.url("/v1/logs"), leap, &[]).await;
     assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");

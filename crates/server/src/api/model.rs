@@ -105,13 +105,36 @@ impl LogIn {
 }
 
 /// One log, or a batch stored atomically (all or none).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, ToSchema)]
 #[serde(untagged)]
 pub enum AppendBody {
     /// A batch.
     Many(Vec<LogIn>),
     /// One log.
     One(Box<LogIn>),
+}
+
+/// An array is a batch, an object one log, parsed as such at once, so that an error names
+/// the field and where it is (`unknown field "foo" at line 1 column 40`), not "data did not
+/// match any variant" as an untagged enum says.
+impl<'de> Deserialize<'de> for AppendBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Body;
+        impl<'de> serde::de::Visitor<'de> for Body {
+            type Value = AppendBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a log (a JSON object) or a batch (an array of them)")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<AppendBody, A::Error> {
+                Vec::<LogIn>::deserialize(SeqAccessDeserializer::new(seq)).map(AppendBody::Many)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AppendBody, A::Error> {
+                LogIn::deserialize(MapAccessDeserializer::new(map)).map(|l| AppendBody::One(Box::new(l)))
+            }
+        }
+        d.deserialize_any(Body)
+    }
 }
 
 /// A stored log.
