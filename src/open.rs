@@ -88,10 +88,25 @@ impl StoreUrl {
             };
             Ok((path.to_string(), pairs))
         };
+        // A file store's path ending in `/` names a directory: it would be created as a
+        // file by SQLite and fail to lock as JSON lines. sled's store is a directory.
+        let file = |path: String| -> Result<PathBuf> {
+            if path.ends_with('/') {
+                return Err(Error::invalid(
+                    "url",
+                    format!(
+                        "{shown} ends with `/`: name the store's file, such as {}synclog.db",
+                        path
+                    ),
+                ));
+            }
+            Ok(PathBuf::from(path))
+        };
         match scheme {
-            "sqlite" => Ok(StoreUrl::Sqlite(PathBuf::from(split("sqlite", &[])?.0))),
+            "sqlite" => Ok(StoreUrl::Sqlite(file(split("sqlite", &[])?.0)?)),
             "json" | "jsonl" => {
                 let (path, pairs) = split("json", &["rotate_mb"])?;
+                let path = file(path)?;
                 let mut rotate_after_bytes = None;
                 for (_, mb) in pairs {
                     let mb: u64 = mb.parse().ok().filter(|&mb| mb > 0 && mb < 1 << 40).ok_or_else(|| {
@@ -103,7 +118,7 @@ impl StoreUrl {
                     rotate_after_bytes = Some(mb << 20);
                 }
                 Ok(StoreUrl::Json {
-                    path: PathBuf::from(path),
+                    path,
                     rotate_after_bytes,
                 })
             }

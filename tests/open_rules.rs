@@ -326,6 +326,9 @@ fn the_command_exits_2_for_an_unknown_parameter_or_one_storage_twice_and_creates
             format!("json://{d}/b.jsonl?rotate=1"),
         ),
         (format!("sqlite://{d}/one"), format!("json://{d}/one")),
+        // A file store's path that ends with `/` names a directory, not its file.
+        (format!("sqlite://{d}/dir/"), format!("json://{d}/b.jsonl")),
+        (format!("sqlite://{d}/s.db"), format!("json://{d}/dir/")),
     ] {
         let out = synclog(dir.path(), &store, &backup, &["list"]);
         assert_eq!(
