@@ -223,7 +223,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/runs/{key}/finish", post(api::finish_run))
         .route("/v1/runs/{key}/abandon", post(api::abandon_run))
         .route_layer(axum::middleware::from_fn(no_query))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_write));
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_write))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), count_failures));
     let reads = Router::new()
         .route("/v1/logs", get(api::list_logs))
         .route("/v1/logs/{id}", get(api::get_log))
@@ -293,6 +294,16 @@ async fn require(app: &App, req: Request, next: Next, need: Need, browser: bool)
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// Counts every write that was refused or failed, by the kind of its error: bad input,
+/// auth, limits and the store's own failures alike (nothing acknowledged in each).
+async fn count_failures(State(app): State<App>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if let Some(crate::error::ErrorKindTag(kind)) = resp.extensions().get() {
+        app.inner.metrics.append_failed(kind);
+    }
+    resp
 }
 
 /// Refuses a query string where the endpoint takes none: a parameter it does not know

@@ -92,8 +92,13 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The kind of the error a response carries, in its extensions (for the metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKindTag(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let tag = ErrorKindTag(self.kind);
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind.to_string(),
@@ -110,6 +115,7 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
+        resp.extensions_mut().insert(tag);
         resp
     }
 }

@@ -81,7 +81,7 @@ impl Metrics {
         );
         r.register(
             "append_failures",
-            "Append requests that failed, by error kind (nothing acknowledged)",
+            "Write requests (appends, starts, finishes, abandons) refused or failed, by error kind: bad input, auth, limits and the store's failures (nothing acknowledged)",
             self.append_failures.clone(),
         );
         r.register(

@@ -889,6 +889,16 @@ async fn requests_that_would_be_misread_are_refused_at_once_and_probes_answer_wh
     assert_eq!(st, 200, "{r}");
     let metrics = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
+    // Every refused write is counted by its kind, not only the store's own failures.
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("synclog_append_failures_total{kind=\"invalid_input\"} 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("synclog_append_failures_total{kind=\"too_large\"} 1"),
+        "{text}"
+    );
     let (st, r, _) = get(&c, &s.url("/v1/health?verbose=1")).await;
     assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
 

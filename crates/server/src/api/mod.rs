@@ -155,11 +155,8 @@ async fn append(app: &App, batch: Vec<NewLog>) -> ApiResult<(StatusCode, Receipt
     };
     let (records, repeats, copies, verified) = match result {
         Ok(r) => r,
-        Err(e) => {
-            let e = ApiError::from(e);
-            app.inner.metrics.append_failed(e.kind);
-            return Err(e);
-        }
+        // Counted with every other refusal of a write (see `app::count_failures`).
+        Err(e) => return Err(ApiError::from(e)),
     };
     let fresh = repeats.iter().filter(|r| !**r).count();
     app.inner.metrics.appended(n, fresh, started.elapsed(), copies);
