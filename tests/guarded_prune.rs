@@ -343,6 +343,9 @@ impl LogStore for HeldPrunes {
     async fn last_id(&self) -> synclog::Result<Option<LogId>> {
         self.inner.last_id().await
     }
+    async fn high_water(&self) -> synclog::Result<Option<LogId>> {
+        self.inner.high_water().await
+    }
     async fn sync(&self, level: Durability) -> synclog::Result<()> {
         self.inner.sync(level).await
     }

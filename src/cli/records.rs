@@ -568,6 +568,9 @@ mod tests {
         async fn last_id(&self) -> Result<Option<LogId>> {
             self.inner.last_id().await
         }
+        async fn high_water(&self) -> Result<Option<LogId>> {
+            self.inner.high_water().await
+        }
         async fn sync(&self, _: Durability) -> Result<()> {
             self.inner.sync(Durability::Buffered).await
         }

@@ -724,6 +724,9 @@ mod tests {
         async fn last_id(&self) -> Result<Option<LogId>> {
             self.0.last_id().await
         }
+        async fn high_water(&self) -> Result<Option<LogId>> {
+            self.0.high_water().await
+        }
         async fn sync(&self, _: Durability) -> Result<()> {
             self.0.sync(Durability::Buffered).await
         }

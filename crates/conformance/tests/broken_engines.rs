@@ -65,6 +65,9 @@ impl LogStore for Broken {
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.inner.last_id().await
     }
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.inner.high_water().await
+    }
     async fn commit_watch(&self) -> Result<CommitWatch> {
         self.inner.commit_watch().await
     }

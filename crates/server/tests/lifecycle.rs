@@ -52,6 +52,9 @@ impl LogStore for Hooked {
     async fn last_id(&self) -> Result<Option<LogId>> {
         self.inner.last_id().await
     }
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.inner.high_water().await
+    }
     async fn sync(&self, level: Durability) -> Result<()> {
         self.inner.sync(level).await
     }
