@@ -529,7 +529,9 @@ pub async fn open_guarded_with(
     let options = GuardedOptions {
         read_only,
         writer_beside: options.writer_beside || writer_beside,
-        lock: if read_only { None } else { lock },
+        // A reader never takes the lock (the leader of a read-only guard has none), but
+        // reads the group a writer announces in it (`copies_differ_at_open`).
+        lock,
         lock_wait: open.lock_wait,
         watermark,
         ..options

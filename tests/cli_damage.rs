@@ -336,6 +336,23 @@ fn a_log_acknowledged_by_the_backup_alone_is_seen_by_every_reader() {
     assert_eq!(newest[0]["id"], 3);
     let summary = env.expect(0, &["summary", "--job", "lk"]);
     assert!(summary.contains("lk"), "{summary}");
+    // A follower's first page reaches it too (it starts from what the pair can read).
+    let tailed = env.expect(0, &["tail", "-n", "10", "--json"]);
+    assert_eq!(tailed.lines().count(), 3, "{tailed}");
+
+    // Were a writer announcing log 3 as its group in flight (in the pair's lock file),
+    // the difference would be that group, not yet acknowledged: not read.
+    let lock = env.path("s.db.guard.lock");
+    let saved = std::fs::read(&lock).unwrap();
+    let payload = "next=4 writing=3-3";
+    let line = format!(
+        "synclog-pair {payload} {:08x}\n",
+        crc32c::crc32c(payload.as_bytes())
+    );
+    std::fs::write(&lock, line).unwrap();
+    assert_eq!(env.expect(0, &["count"]).trim(), "2");
+    std::fs::write(&lock, saved).unwrap();
+    assert_eq!(env.expect(0, &["count"]).trim(), "3");
     // Still reported, not repaired, by the readers.
     env.expect(1, &["verify"]);
     assert_eq!(

@@ -531,10 +531,16 @@ impl Guarded {
 }
 
 /// See [`Guarded::readable_through`](LogStore::readable_through).
+///
+/// A reader (`read_only`) that found the copies differing at open reads both merged, and
+/// what one copy holds above the other's end was acknowledged (a group in flight at open
+/// is not taken for a difference): the larger end. A writer's queues hold groups one copy
+/// has not taken yet, and a group may reach the backup before the primary: the smaller.
 async fn readable_through(
     primary: &dyn LogStore,
     backup: &dyn LogStore,
     counters: &Counters,
+    read_only: bool,
 ) -> Result<Option<LogId>> {
     let pending = counters.pending_primary.load(Ordering::Relaxed) > 0
         || counters.pending_backup.load(Ordering::Relaxed) > 0
@@ -546,6 +552,7 @@ async fn readable_through(
     }
     let (a, b) = tokio::join!(primary.last_id(), backup.last_id());
     match (a, b) {
+        (Ok(a), Ok(b)) if read_only => Ok(a.max(b)),
         (Ok(a), Ok(b)) => Ok(a.min(b)),
         (Ok(a), Err(_)) => Ok(a),
         (Err(_), Ok(b)) => Ok(b),
@@ -721,7 +728,7 @@ impl LogStore for Guarded {
     /// may be in the backup before it is in the primary); while they differ, the smaller
     /// of the two (scans then merge both).
     async fn readable_through(&self) -> Result<Option<LogId>> {
-        readable_through(&*self.primary, &*self.backup, &self.counters).await
+        readable_through(&*self.primary, &*self.backup, &self.counters, self.read_only).await
     }
 
     /// Groups acknowledged through this guard reach this process's followers with their
@@ -732,9 +739,10 @@ impl LogStore for Guarded {
         let primary = self.primary.clone();
         let backup = self.backup.clone();
         let counters = self.counters.clone();
+        let read_only = self.read_only;
         let probe: crate::follow::Probe = Box::new(move || {
             let (primary, backup, counters) = (primary.clone(), backup.clone(), counters.clone());
-            Box::pin(async move { readable_through(&*primary, &*backup, &counters).await })
+            Box::pin(async move { readable_through(&*primary, &*backup, &counters, read_only).await })
         });
         self.counters
             .signal

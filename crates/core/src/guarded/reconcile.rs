@@ -279,13 +279,14 @@ impl Leader {
     /// acknowledged record. A group in flight is in one copy before the other, and was not
     /// acknowledged before this reader opened: the writer announces its ids in the pair's
     /// lock file, read here without taking the lock. Looked at up to three times, since a
-    /// group may end between two looks; a copy that cannot say where it ends counts as
-    /// different.
+    /// group may end between two looks.
     pub(super) async fn copies_differ_at_open(&self) -> bool {
         for _ in 0..3 {
             let (p, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
+            // A copy that cannot say where it ends is a stand-in (missing or damaged): reads
+            // go to the other copy whatever this says.
             let (Ok(p), Ok(b)) = (p, b) else {
-                return true;
+                return false;
             };
             if p == b {
                 return false;
