@@ -522,3 +522,25 @@ fn a_damaged_record_in_conflict_is_reported_and_never_overwritten() {
         .unwrap();
     assert_eq!((job.as_str(), message.as_str()), ("other", "theirS"));
 }
+
+/// Damage in a stored checksum itself (the row's fields intact) makes the copies' listed
+/// checksums differ, like a conflict; but the damaged row's fields give the other copy's
+/// checksum, so it is the same record, and `check --repair` mends it.
+#[test]
+fn a_damaged_stored_checksum_is_repaired_not_kept_as_a_conflict() {
+    let env = Env::new();
+    env.append_logs(3);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    assert_eq!(
+        conn.execute("UPDATE logs SET checksum = '00000000' WHERE id = 2", [])
+            .unwrap(),
+        1
+    );
+    drop(conn);
+    let repaired = env.expect(0, &["check", "--repair"]);
+    assert!(repaired.contains("1 damaged replaced in the store"), "{repaired}");
+    assert!(!repaired.contains("conflict"), "{repaired}");
+    let after = env.expect(0, &["check"]);
+    assert!(after.contains("in both copies: 3"), "{after}");
+    env.expect(0, &["verify"]);
+}

@@ -204,9 +204,9 @@ async fn check_once(
     .await?;
     let report = guarded.check(repair).await;
     // Ids neither copy holds (and no prune covers) are lost: the comparison cannot see
-    // them, having nothing to compare, but verify does, and check says what verify says.
+    // them, having nothing to compare, but each copy's verify does, and check says so.
     let lost = match &report {
-        Ok(r) => lost_in_both(&guarded, r).await,
+        Ok(r) => r.missing_in_both.clone(),
         Err(_) => Vec::new(),
     };
     let stale = synclog::LogStore::runs(
@@ -219,43 +219,6 @@ async fn check_once(
     .await;
     guarded.close().await?;
     Ok((report?, stale, lost))
-}
-
-/// The ids verify finds missing that neither copy holds (one copy's missing ids are the
-/// comparison's, restored from the other), as ranges.
-async fn lost_in_both(guarded: &synclog::Guarded, report: &ReconcileReport) -> Vec<synclog::IdRange> {
-    let Ok(verified) = synclog::LogStore::verify(guarded, synclog::VerifyOptions::default()).await else {
-        return Vec::new();
-    };
-    let in_one: std::collections::HashSet<u64> = report
-        .missing_in_primary
-        .iter()
-        .chain(&report.missing_in_backup)
-        .map(|id| id.get())
-        .collect();
-    let mut lost: Vec<synclog::IdRange> = Vec::new();
-    for range in verified.missing {
-        if in_one.is_empty() {
-            lost.push(range);
-            continue;
-        }
-        let mut start: Option<u64> = None;
-        let (first, last) = (range.first.get(), range.last.get());
-        for id in first..=last.saturating_add(1) {
-            let gone = id <= last && !in_one.contains(&id);
-            match (gone, start) {
-                (true, None) => start = Some(id),
-                (false, Some(s)) => {
-                    if let (Some(a), Some(b)) = (synclog::LogId::new(s), synclog::LogId::new(id - 1)) {
-                        lost.extend(synclog::IdRange::new(a, b));
-                    }
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-    }
-    lost
 }
 
 /// Before a copy that cannot be read whole is set aside and rebuilt from the other: every
@@ -280,30 +243,35 @@ async fn salvage(stores: &StoreArgs, damaged: &str, other: &str, out: &mut Out) 
         let (mut after, mut taken) = (0u64, 0u64);
         let copied = async {
             while after < top {
-                let end = (after + PAGE).min(top);
                 let scan = synclog::Scan {
                     after: synclog::LogId::new(after),
-                    before: synclog::LogId::new(end + 1),
                     limit: PAGE as usize,
                     ..synclog::Scan::default()
                 };
-                let records = match from.scan(&scan).await {
-                    Ok(r) => r,
+                // Pages of records (ids may lie far apart); a page that does not read is
+                // read id by id over the next PAGE ids, skipping what does not decode.
+                let (records, next) = match from.scan(&scan).await {
+                    Ok(r) if r.is_empty() => break,
+                    Ok(r) => {
+                        let next = r.last().map_or(top, |l| l.id.get());
+                        (r, next)
+                    }
                     Err(_) => {
+                        let end = after.saturating_add(PAGE).min(top);
                         let mut one_by_one = Vec::new();
                         for id in (after + 1..=end).filter_map(synclog::LogId::new) {
                             if let Ok(Some(rec)) = from.get(id).await {
                                 one_by_one.push(rec);
                             }
                         }
-                        one_by_one
+                        (one_by_one, end)
                     }
                 };
                 let intact: Vec<_> = records.into_iter().filter(|r| r.is_intact()).collect();
                 if !intact.is_empty() {
                     taken += to.import(intact, durability).await?.inserted;
                 }
-                after = end;
+                after = next;
             }
             Ok::<_, Error>(taken)
         }

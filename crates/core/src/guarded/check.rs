@@ -19,6 +19,9 @@ impl Leader {
         // Deep: the engine's own check (SQLite's quick_check) finds damaged pages too.
         let options = VerifyOptions { deep: true };
         let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
+        if let (Ok(p), Ok(b)) = (&p, &b) {
+            report.missing_in_both = intersect(&p.missing, &b.missing);
+        }
         let mut damaged = |copy: Side, verified: crate::Result<crate::VerifyReport>| -> BTreeSet<LogId> {
             let store = self.store(copy).describe();
             match verified {
@@ -68,15 +71,32 @@ impl Leader {
                 }
             }
         };
+        let damaged_p = damaged(Side::Primary, p);
+        let damaged_b = damaged(Side::Backup, b);
         // An id the copies hold different records under is a conflict, reported and never
         // overwritten, even when one side's record is damaged as well: the other copy's
-        // record is another record, not an intact copy of this one.
-        let conflicts: BTreeSet<LogId> = report.conflicts.iter().map(|c| c.id).collect();
-        let in_primary: BTreeSet<LogId> = damaged(Side::Primary, p)
-            .difference(&conflicts)
-            .copied()
-            .collect();
-        let in_backup: BTreeSet<LogId> = damaged(Side::Backup, b).difference(&conflicts).copied().collect();
+        // record is another record, not an intact copy of this one. Unless the damage is
+        // in the stored checksum itself: the damaged record's fields then give the other
+        // copy's checksum, it is the same record, and it is repaired.
+        let mut conflicts = BTreeSet::new();
+        let mut same_record = BTreeSet::new();
+        for c in &report.conflicts {
+            let fields_give = |rec: Option<LogRecord>, other: crate::Checksum| {
+                rec.is_some_and(|r| r.compute_checksum() == other)
+            };
+            if (damaged_p.contains(&c.id)
+                && fields_give(self.primary.get(c.id).await.ok().flatten(), c.backup))
+                || (damaged_b.contains(&c.id)
+                    && fields_give(self.backup.get(c.id).await.ok().flatten(), c.primary))
+            {
+                same_record.insert(c.id);
+            } else {
+                conflicts.insert(c.id);
+            }
+        }
+        report.conflicts.retain(|c| !same_record.contains(&c.id));
+        let in_primary: BTreeSet<LogId> = damaged_p.difference(&conflicts).copied().collect();
+        let in_backup: BTreeSet<LogId> = damaged_b.difference(&conflicts).copied().collect();
         let mut both: BTreeSet<LogId> = report.damaged_in_both.iter().copied().collect();
         both.extend(in_primary.intersection(&in_backup).copied());
         // A damaged record is repaired from the other copy's intact record, read back and
@@ -170,4 +190,20 @@ async fn intact(store: &dyn LogStore, id: LogId) -> Option<LogRecord> {
         Ok(Some(rec)) if rec.is_intact() => Some(rec),
         _ => None,
     }
+}
+
+/// The ids in both lists of ascending, disjoint ranges.
+fn intersect(a: &[crate::IdRange], b: &[crate::IdRange]) -> Vec<crate::IdRange> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let first = a[i].first.max(b[j].first);
+        let last = a[i].last.min(b[j].last);
+        out.extend(crate::IdRange::new(first, last));
+        if a[i].last < b[j].last {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }

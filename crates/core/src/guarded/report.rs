@@ -63,6 +63,10 @@ pub struct ReconcileReport {
     pub damaged_in_backup: Vec<LogId>,
     /// Ids damaged (or missing) in both copies: nothing intact is left to repair them from.
     pub damaged_in_both: Vec<LogId>,
+    /// Ids both copies' verification found missing (below their ends, no prune covering
+    /// them): lost, with nothing to restore them from. `check` only (the comparison of
+    /// listings cannot see an id neither copy lists); `verify` reports the same.
+    pub missing_in_both: Vec<crate::IdRange>,
     /// Damaged primary records replaced by the backup's intact ones.
     pub repaired_in_primary: u64,
     /// Damaged backup records replaced by the primary's intact ones.
@@ -105,6 +109,7 @@ impl ReconcileReport {
             && self.damaged_in_primary.len() as u64 == self.repaired_in_primary
             && self.damaged_in_backup.len() as u64 == self.repaired_in_backup
             && self.damaged_in_both.is_empty()
+            && self.missing_in_both.is_empty()
             && self.unreadable.is_empty()
             && self.problems.is_empty()
             && self.repair_failures.is_empty()
@@ -119,6 +124,7 @@ impl ReconcileReport {
             && self.damaged_in_primary.is_empty()
             && self.damaged_in_backup.is_empty()
             && self.damaged_in_both.is_empty()
+            && self.missing_in_both.is_empty()
             && self.unreadable.is_empty()
             && self.problems.is_empty()
             && self.repair_failures.is_empty()
