@@ -113,9 +113,9 @@ async fn open_with(args: &StoreArgs, options: &OpenOptions) -> Result<Opened> {
             if url.starts_with("memory://") {
                 return Err(Error::invalid(
                     flag,
-                    "a memory:// store lasts only as long as this command, so as a copy of the \
-                     guarded pair it would keep nothing; name a file or PostgreSQL store \
-                     (nothing was opened or written)",
+                    "a memory:// store lasts only as long as this process, so as a copy of the \
+                     guarded pair it would keep nothing once it ends; name a file or \
+                     PostgreSQL store (nothing was opened or written)",
                 ));
             }
         }

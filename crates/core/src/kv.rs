@@ -300,7 +300,7 @@ impl<B: KvBackend> Inner<B> {
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_be_bytes);
         let last = self.last_id()?.map_or(0, LogId::get);
-        Ok(LogId::new(stored.max(last)))
+        Ok(LogId::new(stored.max(last)).or(LogId::new(last)))
     }
 
     /// Every stored prune marker, oldest first, each with its sequence number or why it

@@ -331,11 +331,13 @@ pub trait LogStore: Send + Sync + fmt::Debug {
     /// The largest id stored, or `None` when the store is empty.
     async fn last_id(&self) -> Result<Option<LogId>>;
 
-    /// The largest id this store ever handed out or took, stored or not: a record deleted
-    /// or cut off behind the store's back leaves its id here. A caller that assigns ids
-    /// itself (the guarded pair) starts above it, so that no id is handed out twice. At
-    /// least [`last_id`](Self::last_id). The default, for engines that keep no such
-    /// mark, is `last_id`; an engine with one (SQLite, JSON lines) overrides it.
+    /// The largest id this store handed out or took, stored or not, as far as its mark
+    /// tells: a record deleted or cut off behind the store's back leaves its id here. A
+    /// caller that assigns ids itself (the guarded pair) starts above it, so that no id is
+    /// handed out twice. At least [`last_id`](Self::last_id). An engine that saves its mark
+    /// lazily (SQLite, kv) may lag after a crash by the ids of its last commits. The
+    /// default, for engines that keep no mark, is `last_id`; an engine with one overrides
+    /// it, and a wrapper forwards it.
     async fn high_water(&self) -> Result<Option<LogId>> {
         self.last_id().await
     }

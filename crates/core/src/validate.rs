@@ -155,7 +155,7 @@ pub fn validate_new(log: &NewLog) -> Result<()> {
     validate_job(&log.job)?;
     validate_message(&log.message)?;
     validate_counters(log.items_seen, log.items_written, log.items_failed)?;
-    validate_times(log.started_at, log.finished_at)?;
+    validate_times(log.started_at, log.finished_at, true)?;
     validate_keys(log.run.as_deref(), log.idempotency_key.as_deref(), log.status)?;
     validate_attrs(&log.attrs)
 }
@@ -210,7 +210,8 @@ pub fn validate_record(rec: &LogRecord) -> Result<()> {
     validate_job(&rec.job)?;
     validate_message(&rec.message)?;
     validate_counters(rec.items_seen, rec.items_written, rec.items_failed)?;
-    validate_times(rec.started_at, rec.finished_at)?;
+    // A record stored by an earlier release may hold a leap second: it is copied as it is.
+    validate_times(rec.started_at, rec.finished_at, false)?;
     validate_keys(rec.run.as_deref(), rec.idempotency_key.as_deref(), rec.status)?;
     if rec.attrs.as_str().len() > MAX_ATTRS_BYTES {
         return Err(Error::invalid(
@@ -291,10 +292,10 @@ fn validate_counters(seen: u64, written: u64, failed: u64) -> Result<()> {
     Ok(())
 }
 
-fn validate_times(started: Timestamp, finished: Option<Timestamp>) -> Result<()> {
-    check_time("started_at", started)?;
+fn validate_times(started: Timestamp, finished: Option<Timestamp>, new: bool) -> Result<()> {
+    check_time("started_at", started, new)?;
     if let Some(f) = finished {
-        check_time("finished_at", f)?;
+        check_time("finished_at", f, new)?;
         if f < started {
             return Err(Error::invalid(
                 "finished_at",
@@ -377,11 +378,12 @@ pub fn check_unique_keys(field: &'static str, json: &str) -> Result<()> {
     }
 }
 
-/// A time in 1970..=9999 that is not a leap second. A leap second (`23:59:60`) has no
-/// place in stored UTC at microsecond precision: the engines that store a number (SQLite,
-/// PostgreSQL) would keep the next second and the text engines `:60`, so the copies of a
-/// pair would disagree, and a retry under an idempotency key would no longer match.
-fn check_time(field: &'static str, t: Timestamp) -> Result<()> {
+/// A time in 1970..=9999 and, for a new log (`new`), not a leap second. A leap second
+/// (`23:59:60`) has no place in stored UTC at microsecond precision: the engines that
+/// store a number (SQLite, PostgreSQL) would keep the next second and the text engines
+/// `:60`, so the copies of a pair would disagree, and a retry under an idempotency key
+/// would no longer match. Records already stored (imports, repairs) keep theirs.
+fn check_time(field: &'static str, t: Timestamp, new: bool) -> Result<()> {
     use chrono::Timelike;
     if t < min_timestamp() || t > max_timestamp() {
         return Err(Error::invalid(
@@ -392,7 +394,7 @@ fn check_time(field: &'static str, t: Timestamp) -> Result<()> {
             ),
         ));
     }
-    if t.nanosecond() >= 1_000_000_000 {
+    if new && t.nanosecond() >= 1_000_000_000 {
         return Err(Error::invalid(
             field,
             format!(
@@ -704,6 +706,21 @@ mod tests {
         validate_record(&rec).unwrap();
         rec.message.push('x');
         assert_eq!(validate_record(&rec).unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    /// A record an earlier release stored with a leap second is imported as it is (only a
+    /// new log is refused one): a restore of an old JSON-lines store does not fail.
+    #[test]
+    fn an_imported_record_may_hold_a_leap_second_a_new_log_may_not() {
+        let log = NewLog {
+            started_at: leap_second(),
+            ..ok()
+        };
+        assert_eq!(validate_new(&log).unwrap_err().kind(), ErrorKind::InvalidInput);
+        let mut rec = LogRecord::seal(crate::LogId::MIN, Utc::now(), ok()).unwrap();
+        rec.started_at = leap_second();
+        rec.checksum = rec.compute_checksum();
+        validate_record(&rec).unwrap();
     }
 
     /// An engine that counts what reaches it, over the memory engine.

@@ -1026,7 +1026,9 @@ impl LogStore for JsonStore {
         self.check_open()?;
         let shared = read_shared(&self.inner.shared);
         let last = shared.index.last_id().unwrap_or(0);
-        Ok(LogId::new(last.max(shared.mark.mark.high_water)))
+        // A mark beyond any id (a damaged side file) must not hide the last id.
+        let mark = shared.mark.mark.high_water;
+        Ok(LogId::new(last.max(mark)).or(LogId::new(last)))
     }
 
     async fn id_checksums(&self, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Checksum)>> {

@@ -239,7 +239,6 @@ pub fn router(app: App) -> Router {
     let probes = Router::new()
         .route("/v1/health", get(api::health))
         .route("/metrics", get(api::metrics))
-        .route_layer(axum::middleware::from_fn(no_query))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_read));
     let pages = Router::new()
         .route("/", get(dashboard::index))

@@ -522,8 +522,10 @@ impl LogStore for SqliteStore {
         self.read(reader::last_id).await
     }
 
-    /// The larger of the last id and the `high_water` row of `meta` (raised by every write
-    /// in its transaction).
+    /// The larger of the last id and the `high_water` row of `meta`. The row is raised by
+    /// imports and at every batch of commits the writer saves it (and at close), so after a
+    /// crash it may lag the ids of the last commits; those are stored rows, which
+    /// `last_id` covers unless they were deleted behind the store's back as well.
     async fn high_water(&self) -> Result<Option<LogId>> {
         self.read(reader::high_water).await
     }
