@@ -726,7 +726,8 @@ impl LogStore for Guarded {
 
     /// The primary's last id while the copies agree (scans read the primary, and a group
     /// may be in the backup before it is in the primary); while they differ, the smaller
-    /// of the two (scans then merge both).
+    /// of the two for a writer, the larger for a reader that found them differing at open
+    /// (scans then merge both).
     async fn readable_through(&self) -> Result<Option<LogId>> {
         readable_through(&*self.primary, &*self.backup, &self.counters, self.read_only).await
     }
