@@ -544,3 +544,24 @@ fn a_damaged_stored_checksum_is_repaired_not_kept_as_a_conflict() {
     assert!(after.contains("in both copies: 3"), "{after}");
     env.expect(0, &["verify"]);
 }
+
+/// A BLOB where SQLite keeps a log's text is damaged data: `check` finds it, and
+/// `check --repair` replaces the row from the backup (it failed on every run with
+/// "Invalid column type Blob").
+#[test]
+fn a_blob_in_a_text_column_is_repaired_from_the_backup() {
+    let env = Env::new();
+    env.append_logs(3);
+    let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
+    assert_eq!(
+        conn.execute("UPDATE logs SET message = x'ff' WHERE id = 2", [])
+            .unwrap(),
+        1
+    );
+    drop(conn);
+    env.expect(1, &["check"]);
+    env.expect(0, &["check", "--repair"]);
+    let alone = records(&env.alone("sqlite://s.db", &["show", "2", "--json"]));
+    assert_eq!(message_of(&alone[0]), "run 2 synced");
+    env.expect(0, &["verify"]);
+}

@@ -105,7 +105,19 @@ fn ts(path: &Path, id: i64, field: &str, micros: i64) -> Result<Timestamp> {
 /// checked here (reads return what is stored; [`synclog_core::LogRecord::is_intact`] and
 /// verify check it).
 pub(crate) fn decode(row: &Row<'_>, path: &Path) -> Result<LogRecord> {
-    let e = |err| map_err(path, "decoding a row of", err);
+    // A stored value of the wrong type (a BLOB where text belongs, bytes that are not
+    // UTF-8, an integer out of range) is damaged data, not a failure of SQLite: Corrupt,
+    // so a repair replaces the row from the other copy.
+    let e = |err: rusqlite::Error| match err {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::Utf8Error(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => Error::corrupt(
+            format!("sqlite://{}", path.display()),
+            format!("a row holds a value that does not decode: {err}"),
+        ),
+        other => map_err(path, "decoding a row of", other),
+    };
     let id: i64 = row.get(0).map_err(e)?;
     let corrupt = |detail: String| Error::corrupt(format!("sqlite://{} log {id}", path.display()), detail);
     // Borrowed: a status is parsed, not kept as text.
