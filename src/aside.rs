@@ -11,7 +11,8 @@ use crate::StoreUrl;
 /// guarded pair can rebuild it from its other copy. Returns the new paths.
 ///
 /// SQLite: the database and its `-wal`, `-shm` and `-journal` files; JSON lines: the active
-/// file and its sealed segments; sled: the directory. Stores that are not files (PostgreSQL,
+/// file, its sealed segments and its side files (`.format`, `.prunes`, `.hwm`, `.idx`);
+/// sled: the directory. Stores that are not files (PostgreSQL,
 /// memory) are [`Error::Unsupported`]: rebuild those by hand. The store must be closed.
 pub fn set_aside(url: &str) -> Result<Vec<PathBuf>> {
     let files: Vec<PathBuf> = match StoreUrl::parse(url)? {
@@ -19,8 +20,19 @@ pub fn set_aside(url: &str) -> Result<Vec<PathBuf>> {
             .iter()
             .map(|suffix| with_suffix(&path, suffix))
             .collect(),
+        // Its side files too (format marker, prune markers, high-water mark, index): a
+        // damaged one left in place would stop the rebuilt copy from opening, at every try.
+        // The prune markers come back from the other copy.
         #[cfg(feature = "json")]
-        StoreUrl::Json { path, .. } => synclog_json::store_files(&path)?,
+        StoreUrl::Json { path, .. } => {
+            let mut files = synclog_json::store_files(&path)?;
+            files.extend(
+                [".format", ".prunes", ".hwm", ".idx"]
+                    .iter()
+                    .map(|s| with_suffix(&path, s)),
+            );
+            files
+        }
         StoreUrl::Sled(path) => vec![path],
         _ => {
             return Err(Error::Unsupported {
