@@ -173,6 +173,8 @@ pub(crate) fn aside_files(fs: &dyn FileSystem, path: &Path, rejected: bool) -> R
     };
     let torn = format!("{file}.torn-");
     let rej = format!("{file}.rejected-");
+    // A sealed segment's (`<file>.seg-N.torn-…`) too: its records were acknowledged.
+    let segment = format!("{file}.seg-");
     let mut out: Vec<PathBuf> = fs
         .siblings(path)
         .map_err(|e| Error::io(format!("listing the files next to {}", path.display()), e))?
@@ -182,7 +184,9 @@ pub(crate) fn aside_files(fs: &dyn FileSystem, path: &Path, rejected: bool) -> R
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            name.starts_with(&torn) || (rejected && name.starts_with(&rej))
+            name.starts_with(&torn)
+                || (name.starts_with(&segment) && name.contains(".torn-"))
+                || (rejected && name.starts_with(&rej))
         })
         .collect();
     out.sort();

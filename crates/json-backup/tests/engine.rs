@@ -578,3 +578,38 @@ async fn a_copy_syncs_once_and_every_copied_record_survives_a_power_cut() {
     let target = open(&fs).unwrap();
     assert_eq!(synclog_conformance::cases::everything(&target).await, written);
 }
+
+/// A sealed segment cut in the middle behind the store's back: the open moves its
+/// remainder aside (`…seg-000001.torn-…`), and `verify` says so while that file holds
+/// whole records, as it does for the active file's (it stayed clean before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_sealed_segment_is_reported_by_verify_while_its_records_sit_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    let store = JsonStore::open(&path).unwrap();
+    store
+        .commit((1..=10).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.rotate().await.unwrap().expect("ten records to seal");
+    store
+        .commit((11..=12).map(log).collect(), Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let segment = dir.path().join("logs.jsonl.seg-000001");
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..bytes.len() / 2]).unwrap();
+
+    let store = JsonStore::open(&path).unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(
+        report
+            .engine_problems
+            .iter()
+            .any(|p| p.contains("seg-000001.torn-") && p.contains("whole record")),
+        "{report:?}"
+    );
+    store.close().await.unwrap();
+}
