@@ -627,12 +627,27 @@ pub(crate) fn lock_active(
 /// moved aside, lines skipped, a rotation finished. The same is in [`JsonStore::open_report`].
 pub(crate) fn warn_about(name: &str, report: &OpenReport) {
     for tail in &report.torn_tails {
-        tracing::warn!(
-            store = name,
-            bytes = tail.bytes,
-            moved_to = %tail.moved_to.display(),
-            "an uncommitted end (never acknowledged) was moved aside"
-        );
+        let sealed = tail
+            .moved_to
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().contains(".seg-"));
+        if sealed {
+            // A sealed segment was complete when sealed: what follows its cut was
+            // acknowledged, and verify reports the moved file while it holds records.
+            tracing::warn!(
+                store = name,
+                bytes = tail.bytes,
+                moved_to = %tail.moved_to.display(),
+                "a sealed segment was cut behind the store's back; its end, acknowledged records, was moved aside (a guarded pair restores them from the other copy)"
+            );
+        } else {
+            tracing::warn!(
+                store = name,
+                bytes = tail.bytes,
+                moved_to = %tail.moved_to.display(),
+                "an uncommitted end (never acknowledged) was moved aside"
+            );
+        }
     }
     if let Some(first) = report.corrupt_lines.first() {
         tracing::warn!(
