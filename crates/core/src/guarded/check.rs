@@ -20,7 +20,7 @@ impl Leader {
         let options = VerifyOptions { deep: true };
         let (p, b) = tokio::join!(self.primary.verify(options), self.backup.verify(options));
         if let (Ok(p), Ok(b)) = (&p, &b) {
-            report.missing_in_both = intersect(&p.missing, &b.missing);
+            report.missing_in_both = crate::id::intersect_ranges(&p.missing, &b.missing);
         }
         let mut damaged = |copy: Side, verified: crate::Result<crate::VerifyReport>| -> BTreeSet<LogId> {
             let store = self.store(copy).describe();
@@ -190,20 +190,4 @@ async fn intact(store: &dyn LogStore, id: LogId) -> Option<LogRecord> {
         Ok(Some(rec)) if rec.is_intact() => Some(rec),
         _ => None,
     }
-}
-
-/// The ids in both lists of ascending, disjoint ranges.
-fn intersect(a: &[crate::IdRange], b: &[crate::IdRange]) -> Vec<crate::IdRange> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        let first = a[i].first.max(b[j].first);
-        let last = a[i].last.min(b[j].last);
-        out.extend(crate::IdRange::new(first, last));
-        if a[i].last < b[j].last {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
 }
