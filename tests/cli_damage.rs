@@ -5,6 +5,24 @@ mod common;
 
 use common::{records, Env};
 
+/// Deletes the record lines whose id `gone` picks from the JSON-lines backup, behind the
+/// store's back (header and commit lines stay).
+fn drop_backup_records(env: &Env, gone: impl Fn(u64) -> bool) {
+    let backup = env.path("b.jsonl");
+    let kept: String = std::fs::read_to_string(&backup)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["id"].as_u64())
+                .is_none_or(|id| !gone(id))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&backup, kept).unwrap();
+}
+
 /// The message of row `id` changed in the SQLite file, its stored checksum left as it was.
 fn flip_message(env: &Env, id: i64) {
     let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
@@ -217,19 +235,7 @@ fn ids_deleted_from_both_copies_with_the_lock_file_lost_are_not_handed_out_again
     let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
     assert_eq!(conn.execute("DELETE FROM logs WHERE id >= 4", []).unwrap(), 2);
     drop(conn);
-    let backup = env.path("b.jsonl");
-    let kept: String = std::fs::read_to_string(&backup)
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["id"].as_u64())
-                .is_none_or(|id| id < 4)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&backup, kept).unwrap();
+    drop_backup_records(&env, |id| id >= 4);
     std::fs::remove_file(env.path("s.db.guard.lock")).unwrap();
 
     let id = env.expect(0, &["append", "--job", "crm", "--status", "succeeded"]);
@@ -373,19 +379,7 @@ fn ids_missing_from_both_copies_make_check_exit_1_like_verify() {
         2
     );
     drop(conn);
-    let backup = env.path("b.jsonl");
-    let kept: String = std::fs::read_to_string(&backup)
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            let id = serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["id"].as_u64());
-            !matches!(id, Some(3 | 4))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&backup, kept).unwrap();
+    drop_backup_records(&env, |id| matches!(id, 3 | 4));
 
     env.expect(1, &["verify"]);
     for args in [&["check"][..], &["check", "--repair"]] {
@@ -402,19 +396,7 @@ fn ids_missing_from_both_copies_make_check_exit_1_like_verify() {
 fn rebuilding_an_unlistable_primary_keeps_the_logs_only_it_held() {
     let env = Env::new();
     env.append_logs(6);
-    let backup = env.path("b.jsonl");
-    let kept: String = std::fs::read_to_string(&backup)
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["id"].as_u64())
-                .is_none_or(|id| id < 5)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&backup, kept).unwrap();
+    drop_backup_records(&env, |id| id >= 5);
     let conn = rusqlite::Connection::open(env.path("s.db")).unwrap();
     assert_eq!(
         conn.execute("UPDATE logs SET checksum = 'abc' WHERE id = 2", [])

@@ -476,6 +476,31 @@ impl JsonStore {
             .await
     }
 
+    /// Writes records that keep their ids through the writer (`op`: an import or a
+    /// repair), retried as every write is, and wakes followers when any was written.
+    async fn write_records(
+        &self,
+        what: &str,
+        records: ValidRecords,
+        op: impl Fn(&mut JsonWriter, Vec<LogRecord>) -> Result<ImportReport> + Clone + Send + 'static,
+    ) -> Result<ImportReport> {
+        let group = self.writer(what)?;
+        if records.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        let top = records.iter().map(|r| r.id).max();
+        let report = self
+            .retrying(|| async {
+                let (records, op) = (records.clone(), op.clone());
+                group.with_writer(move |w| op(w, records.into_inner())).await?
+            })
+            .await?;
+        if let Some(top) = top.filter(|_| report.inserted > 0) {
+            self.inner.signal.committed(top);
+        }
+        Ok(report)
+    }
+
     async fn get_once(&self, id: LogId) -> Result<Option<LogRecord>> {
         self.blocking(move |inner| {
             let (entry, files) = {
@@ -1083,23 +1108,8 @@ impl LogStore for JsonStore {
     }
 
     async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
-        let group = self.writer("import")?;
-        if records.is_empty() {
-            return Ok(ImportReport::default());
-        }
-        let top = records.iter().map(|r| r.id).max();
-        let report = self
-            .retrying(|| async {
-                let records = records.clone();
-                group
-                    .with_writer(move |w| w.import(records.into_inner(), durability))
-                    .await?
-            })
-            .await?;
-        if let Some(top) = top.filter(|_| report.inserted > 0) {
-            self.inner.signal.committed(top);
-        }
-        Ok(report)
+        self.write_records("import", records, move |w, r| w.import(r, durability))
+            .await
     }
 
     /// A damaged line (bad JSON, or fields that no longer give its checksum) is set aside
@@ -1108,23 +1118,8 @@ impl LogStore for JsonStore {
     /// read its lines, so a repair that offers an id the index holds loads the store whole
     /// first. The damaged line stays in the file until `compact`.
     async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
-        let group = self.writer("repair")?;
-        if records.is_empty() {
-            return Ok(ImportReport::default());
-        }
-        let top = records.iter().map(|r| r.id).max();
-        let report = self
-            .retrying(|| async {
-                let records = records.clone();
-                group
-                    .with_writer(move |w| w.repair(records.into_inner(), durability))
-                    .await?
-            })
-            .await?;
-        if let Some(top) = top.filter(|_| report.inserted > 0) {
-            self.inner.signal.committed(top);
-        }
-        Ok(report)
+        self.write_records("repair", records, move |w, r| w.repair(r, durability))
+            .await
     }
 
     async fn prune_markers(&self) -> Result<Vec<synclog_core::PruneMarker>> {

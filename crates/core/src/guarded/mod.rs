@@ -530,6 +530,17 @@ impl Guarded {
     }
 }
 
+/// The higher of two copies' answers; a copy that cannot answer is left out (the
+/// primary's error when neither can).
+fn higher(a: Result<Option<LogId>>, b: Result<Option<LogId>>) -> Result<Option<LogId>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a.max(b)),
+        (Ok(a), Err(_)) => Ok(a),
+        (Err(_), Ok(b)) => Ok(b),
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
 /// See [`Guarded::readable_through`](LogStore::readable_through).
 ///
 /// A reader (`read_only`) that found the copies differing at open reads both merged, and
@@ -753,23 +764,13 @@ impl LogStore for Guarded {
 
     async fn last_id(&self) -> Result<Option<LogId>> {
         let (a, b) = tokio::join!(self.primary.last_id(), self.backup.last_id());
-        match (a, b) {
-            (Ok(a), Ok(b)) => Ok(a.max(b)),
-            (Ok(a), Err(_)) => Ok(a),
-            (Err(_), Ok(b)) => Ok(b),
-            (Err(e), Err(_)) => Err(e),
-        }
+        higher(a, b)
     }
 
     /// The higher of the copies' marks.
     async fn high_water(&self) -> Result<Option<LogId>> {
         let (a, b) = tokio::join!(self.primary.high_water(), self.backup.high_water());
-        match (a, b) {
-            (Ok(a), Ok(b)) => Ok(a.max(b)),
-            (Ok(a), Err(_)) => Ok(a),
-            (Err(_), Ok(b)) => Ok(b),
-            (Err(e), Err(_)) => Err(e),
-        }
+        higher(a, b)
     }
 
     async fn sync(&self, level: Durability) -> Result<()> {
