@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Event streams open at once.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     max_streams: usize,
+    /// Connections open at once (streams included); more get 503 with Retry-After.
+    #[arg(long, default_value_t = 8192, value_name = "N")]
+    max_connections: usize,
     /// Verify the store in the background this often (30m, 6h, 1d); the outcome is in
     /// /metrics and /v1/health.
     #[arg(long, value_name = "DURATION", value_parser = super::runs::parse_duration)]
@@ -74,10 +77,10 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
         public_read: args.public_read,
     };
     synclog_server::check_listen(args.listen, &access).map_err(|e| synclog::Error::invalid("listen", e))?;
-    if args.max_concurrent == 0 || args.max_streams == 0 || args.max_body == 0 {
+    if args.max_concurrent == 0 || args.max_streams == 0 || args.max_body == 0 || args.max_connections == 0 {
         return Err(synclog::Error::invalid(
             "limits",
-            "--max-body, --max-concurrent and --max-streams must be at least 1",
+            "--max-body, --max-concurrent, --max-streams and --max-connections must be at least 1",
         ));
     }
     let opened = open(stores).await?;
@@ -114,6 +117,7 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
         max_body_bytes: args.max_body,
         max_concurrent: args.max_concurrent,
         max_streams: args.max_streams,
+        max_connections: args.max_connections,
         verify_every: args.verify_every,
         ..Config::default()
     };

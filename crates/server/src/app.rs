@@ -33,6 +33,13 @@ pub struct Config {
     /// How long a client may take to send its body (408 beyond): a slow client never
     /// reaches the writer.
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's head (its line and headers), or sit
+    /// idle between keep-alive requests, before its connection is closed: a client that
+    /// sends part of a request and stops never holds a connection for ever.
+    pub header_timeout: Duration,
+    /// Connections open at once (event streams included); a new one beyond gets 503 with
+    /// `Retry-After` and is closed.
+    pub max_connections: usize,
     /// How often to verify the store in the background (`None`: never); the result is in
     /// `/metrics` and `/v1/health`.
     pub verify_every: Option<Duration>,
@@ -46,6 +53,8 @@ impl Default for Config {
             max_concurrent: 512,
             max_streams: 4096,
             body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8192,
             verify_every: None,
         }
     }
@@ -242,6 +251,7 @@ pub fn router(app: App) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_read));
     let pages = Router::new()
         .route("/", get(dashboard::index))
+        .route("/run", get(dashboard::run_page_by_query))
         .route("/runs/{key}", get(dashboard::run_page))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),

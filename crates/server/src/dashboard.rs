@@ -218,7 +218,7 @@ fn runs_rows(runs: &[Run], cutoff: DateTime<Utc>) -> Markup {
     html! {
         @for r in runs {
             tr.stale[r.is_stale(cutoff)] data-run=(r.key) {
-                td { a href=(format!("/runs/{}", percent(&r.key))) { (r.key) } }
+                td { a href=(run_href(&r.key)) { (r.key) } }
                 td { (r.job) }
                 td.status { (badge(r.status)) @if r.is_stale(cutoff) { " " span.fail { "stale" } } }
                 td { (when(r.started_at)) }
@@ -351,6 +351,24 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
         p.muted #live-empty { "Waiting for new logs…" }
     };
     Ok(layout("Dashboard", &stream_q, body).into_response())
+}
+
+/// The dashboard's link to run `key`'s timeline: the key in the query, not the path, so
+/// that every key reaches its page. A browser resolves the path segments `.` and `..` even
+/// percent-encoded (`%2e%2e`), so `/runs/..` would open the index instead.
+pub fn run_href(key: &str) -> String {
+    format!("/run?key={}", percent(key))
+}
+
+/// `GET /run?key=KEY`: a run's timeline (what the dashboard links to).
+pub async fn run_page_by_query(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let q = q.unwrap_or_default();
+    only(&q, &[&["key"]])?;
+    let key = form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ApiError::bad_request("give the run's key: /run?key=KEY"))?;
+    run_page(State(app), Path(key)).await
 }
 
 /// `GET /runs/{key}`: a run's timeline.

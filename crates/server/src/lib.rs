@@ -9,7 +9,8 @@
 //! - bearer tokens (a write token, a read token, or public reads), compared in constant
 //!   time and never logged; loopback only without a token;
 //! - limits: a body size limit (413), a body timeout (408: a slow client never reaches the
-//!   writer), a concurrency limit (503 with `Retry-After`, never a hang), a stream limit.
+//!   writer), a header timeout (a half-sent or idle connection is closed), a concurrency
+//!   limit and a connection limit (503 with `Retry-After`, never a hang), a stream limit.
 //!
 //! An append answers only once its records are durable (and, for a guarded pair, read
 //! back), with the receipt. On shutdown, appends in flight finish and are answered, the
@@ -33,6 +34,7 @@ pub mod dashboard;
 pub mod disk;
 pub mod error;
 pub mod hub;
+mod listen;
 pub mod metrics;
 
 use std::future::Future;
@@ -104,7 +106,11 @@ pub async fn serve(
         })
     });
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+    let limits = listen::Limits {
+        header_timeout: app.inner.config.header_timeout,
+        max_connections: app.inner.config.max_connections,
+    };
+    let server = listen::serve(listener, router(app), limits, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight, ending streams");
         let _ = tx.send(true);

@@ -609,6 +609,85 @@ async fn a_slow_body_times_out_without_reaching_the_writer_and_overload_is_a_503
     s.stop().await;
 }
 
+/// Reads until the server closes the connection (10 s at most); what it sent.
+async fn read_to_close(conn: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_or_an_idle_connection_is_closed_after_the_header_timeout() {
+    let s = Server::start(Config {
+        header_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    // Part of a request line and one header, then nothing (slowloris).
+    let mut half = TcpStream::connect(s.addr).await.unwrap();
+    half.write_all(b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    // Connected, never a byte.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    read_to_close(&mut half).await;
+    read_to_close(&mut idle).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // A client that sends its request in time is served as before.
+    let c = reqwest::Client::new();
+    let (st, r, _) = post(
+        &c,
+        &s.url("/v1/logs"),
+        json!({"job": "a", "status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(s.count().await, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_gets_a_503_with_retry_after_and_is_closed() {
+    let s = Server::start(Config {
+        max_connections: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(s.addr).await.unwrap();
+    third
+        .write_all(b"GET /v1/count HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(kind(&body), "overloaded");
+    // A held connection closed frees its place.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = reqwest::Client::new();
+    let (st, r, _) = get(&c, &s.url("/v1/count")).await;
+    assert_eq!((st, r["count"].clone()), (200, json!(0)));
+    drop(held);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_answers_the_append_in_flight_and_ends_streams() {
     let s = Server::open().await;

@@ -268,11 +268,29 @@ async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
     page.evaluate("document.querySelector('#runs-body tr[data-run=\"orders-3\"] a').click(); 1")
         .await
         .unwrap();
-    let timeline = "location.pathname === '/runs/orders-3' && [...document.querySelectorAll('#timeline tbody tr td:nth-child(3)')].map(td => td.textContent).join(',')";
+    let timeline = "location.pathname === '/run' && [...document.querySelectorAll('#timeline tbody tr td:nth-child(3)')].map(td => td.textContent).join(',')";
     assert_eq!(
         wait_for(&page, timeline, json!("started,failed")).await,
         json!("started,failed")
     );
+
+    // Every key reaches its run, even `..`, which a browser resolves out of a path.
+    guarded
+        .start_run(NewLog::new("orders", Status::Started).run(".."), strongest)
+        .await
+        .unwrap();
+    page.goto(format!("{base}/?job=orders")).await.unwrap();
+    wait_for(
+        &page,
+        "!!document.querySelector('#runs-body tr[data-run=\"..\"] a')",
+        json!(true),
+    )
+    .await;
+    page.evaluate("document.querySelector('#runs-body tr[data-run=\"..\"] a').click(); 1")
+        .await
+        .unwrap();
+    let heading = "location.pathname === '/run' && document.querySelector('h2').textContent";
+    assert_eq!(wait_for(&page, heading, json!("Run ..")).await, json!("Run .."));
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;
