@@ -150,14 +150,30 @@ impl<T> std::ops::Deref for Valid<T> {
 /// - timestamps: between [`min_timestamp`] and [`max_timestamp`], `finished_at` not before
 ///   `started_at`;
 /// - `run` and `idempotency_key`: when set, not empty, at most [`MAX_KEY_BYTES`], no
-///   control characters; `progress` and `abandoned` only with a `run`.
+///   control characters; `progress` and `abandoned` only with a `run`; a run does not
+///   start under the key `.` or `..`.
 pub fn validate_new(log: &NewLog) -> Result<()> {
     validate_job(&log.job)?;
     validate_message(&log.message)?;
     validate_counters(log.items_seen, log.items_written, log.items_failed)?;
     validate_times(log.started_at, log.finished_at, true)?;
     validate_keys(log.run.as_deref(), log.idempotency_key.as_deref(), log.status)?;
+    validate_new_run_key(log)?;
     validate_attrs(&log.attrs)
+}
+
+/// A run starts only under a key that every URL can carry: `.` and `..` are resolved out
+/// of a URL path by browsers, curl and HTTP libraries (even percent-encoded), so
+/// `/v1/runs/../finish` would never reach the run. A run of an earlier release with such a
+/// key can still be finished: only its start is refused.
+fn validate_new_run_key(log: &NewLog) -> Result<()> {
+    match log.run.as_deref() {
+        Some(key @ ("." | "..")) if log.status == Status::Started => Err(Error::invalid(
+            "run",
+            format!("{key:?} cannot start a run: a URL path resolves it away; choose another key"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The rules of the run key and the idempotency key (see [`validate_new`]).
@@ -698,6 +714,23 @@ mod tests {
     #[case::digits_inside_strings("{\"s\":\"123456789012345678901234567890 \\\" 1e400\"}")]
     fn a_number_stored_exactly_is_accepted(#[case] text: &str) {
         check_exact_numbers(text).unwrap();
+    }
+
+    /// `.` and `..` cannot start a run (a URL path loses them), but a run an earlier
+    /// release started under one can still be finished, and its records imported.
+    #[rstest]
+    #[case::dot(".")]
+    #[case::dot_dot("..")]
+    fn a_dot_segment_cannot_start_a_run_but_such_a_run_can_end(#[case] key: &str) {
+        let start = NewLog::new("a", Status::Started).run(key);
+        match validate_new(&start).unwrap_err() {
+            Error::InvalidInput { field, .. } => assert_eq!(field, "run"),
+            other => panic!("unexpected {other:?}"),
+        }
+        validate_new(&NewLog::new("a", Status::Succeeded).run(key)).unwrap();
+        validate_new(&NewLog::new("a", Status::Started).run(format!("{key}x"))).unwrap();
+        let rec = LogRecord::seal(crate::LogId::MIN, Utc::now(), start).unwrap();
+        validate_record(&rec).unwrap();
     }
 
     #[test]

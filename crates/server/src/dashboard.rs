@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -13,7 +13,7 @@ use synclog_core::query::{Summary, TimeRange};
 use synclog_core::{Filter, LogRecord, Run, RunScan, Status};
 
 use crate::api::model::{FilterParams, Order, PageParams};
-use crate::api::params::{only, parse, FILTER_KEYS, PAGE_KEYS};
+use crate::api::params::{only, parse, PathText, FILTER_KEYS, PAGE_KEYS};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -368,11 +368,11 @@ pub async fn run_page_by_query(State(app): State<App>, RawQuery(q): RawQuery) ->
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| ApiError::bad_request("give the run's key: /run?key=KEY"))?;
-    run_page(State(app), Path(key)).await
+    run_page(State(app), PathText(key)).await
 }
 
 /// `GET /runs/{key}`: a run's timeline.
-pub async fn run_page(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Response> {
+pub async fn run_page(State(app): State<App>, PathText(key): PathText) -> ApiResult<Response> {
     let records: Vec<LogRecord> = app.inner.store.run_records(&key).await?;
     let Some(run) = Run::from_records(&key, &records) else {
         return Err(ApiError::not_found(format!("no run {key:?}")));

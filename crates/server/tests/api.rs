@@ -152,6 +152,12 @@ async fn bad_input_is_a_400_with_a_json_error_and_writes_nothing() {
     )
     .await;
     assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    // A run key a URL path would lose.
+    for key in [".", ".."] {
+        let (st, r, _) = post(&c, &s.url("/v1/runs"), json!({"job": "a", "run": key}), &[]).await;
+        assert_eq!((st, kind(&r)), (400, "invalid_input"), "{key}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("run"), "{r}");
+    }
     // A resume point that is no id.
     let resp = c
         .get(s.url("/v1/stream"))
@@ -172,6 +178,10 @@ async fn bad_input_is_a_400_with_a_json_error_and_writes_nothing() {
         ("/v1/logs/abc", 400, "invalid_input"),
         ("/v1/logs/99", 404, "not_found"),
         ("/v1/runs/nope", 404, "not_found"),
+        // A path that does not decode as text: JSON like every other error.
+        ("/v1/runs/%FF", 400, "invalid_input"),
+        ("/v1/logs/%FF%FE", 400, "invalid_input"),
+        ("/runs/%FF", 400, "invalid_input"),
         ("/v1/nothing-here", 404, "not_found"),
     ] {
         let (st, r, _) = get(&c, &s.url(path)).await;
@@ -857,6 +867,43 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
         );
     }
     assert!(doc["components"]["schemas"]["LogIn"]["properties"]["idempotency_key"].is_object());
+    // Every status the layers in front of a handler answer with is documented too: auth
+    // (401, 403) everywhere, the request limit (503) on what it guards, the body's checks
+    // (408, 413, 415) on every write.
+    let writes = ["400", "401", "403", "408", "409", "413", "415", "503"];
+    let reads = ["400", "401", "403", "503"];
+    let probes = ["401", "403"];
+    for (path, method, want) in [
+        ("/v1/logs", "post", &writes[..]),
+        ("/v1/runs", "post", &writes[..]),
+        (
+            "/v1/runs/{key}/finish",
+            "post",
+            &[&writes[..], &["404"]].concat()[..],
+        ),
+        (
+            "/v1/runs/{key}/abandon",
+            "post",
+            &[&writes[..], &["200", "404"]].concat()[..],
+        ),
+        ("/v1/logs", "get", &reads[..]),
+        ("/v1/logs/{id}", "get", &[&reads[..], &["404"]].concat()[..]),
+        ("/v1/runs", "get", &reads[..]),
+        ("/v1/runs/{key}", "get", &[&reads[..], &["404"]].concat()[..]),
+        ("/v1/summary", "get", &reads[..]),
+        ("/v1/count", "get", &reads[..]),
+        ("/v1/stream", "get", &reads[..]),
+        ("/v1/health", "get", &probes[..]),
+        ("/metrics", "get", &probes[..]),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        for status in want {
+            assert!(
+                responses[*status].is_object(),
+                "{method} {path} documents {status}: {responses}"
+            );
+        }
+    }
 
     // The verify loop's outcome shows in health and metrics.
     let app = synclog_server::App::new(

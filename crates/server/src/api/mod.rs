@@ -6,7 +6,7 @@ pub mod params;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use synclog_core::{Filter, LogId, LogStoreExt, NewLog, RunScan, Scan, Status};
 use utoipa::OpenApi;
 
 use self::model::*;
-use self::params::{only, parse, FILTER_KEYS, PAGE_KEYS};
+use self::params::{only, parse, PathText, FILTER_KEYS, PAGE_KEYS};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -186,9 +186,8 @@ async fn append(app: &App, batch: Vec<NewLog>) -> ApiResult<(StatusCode, Receipt
     responses(
         (status = 201, description = "stored, durable and read back", body = Receipt),
         (status = 200, description = "every log was a repeat: stored before", body = Receipt),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "an idempotency key with other content, or a finished run", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, description = "bad input: nothing was written", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 408, description = "the body did not arrive in time: nothing was written", body = ErrorBody), (status = 413, description = "the body is over the size limit: nothing was written", body = ErrorBody), (status = 415, description = "the body is not declared `application/json`: nothing was written", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn append_logs(State(app): State<App>, headers: HeaderMap, req: Request) -> ApiResult<Response> {
     let key = idempotency_header(&headers)?;
     let body: AppendBody = body_json(&app, req).await?;
@@ -241,7 +240,8 @@ fn run_answer(status: StatusCode, receipt: Receipt) -> ApiResult<Response> {
 #[utoipa::path(post, path = "/v1/runs", request_body = StartIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the start exactly-once; needs `run` and `started_at` in the body")),
     responses((status = 201, body = RunAppended), (status = 200, description = "started before", body = RunAppended),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 409, description = "the run started with other content, or under an idempotency key with other content", body = ErrorBody),
+        (status = 400, description = "bad input: nothing was written", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 408, description = "the body did not arrive in time: nothing was written", body = ErrorBody), (status = 413, description = "the body is over the size limit: nothing was written", body = ErrorBody), (status = 415, description = "the body is not declared `application/json`: nothing was written", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn start_run(State(app): State<App>, headers: HeaderMap, req: Request) -> ApiResult<Response> {
     let key = idempotency_header(&headers)?;
     let body: StartIn = body_json(&app, req).await?;
@@ -282,10 +282,11 @@ async fn end_run(app: &App, key: &str, log: NewLog) -> ApiResult<Response> {
 #[utoipa::path(post, path = "/v1/runs/{key}/finish", request_body = FinishIn,
     params(("key" = String, Path, description = "the run key")),
     responses((status = 201, body = RunAppended), (status = 200, description = "finished the same way before", body = RunAppended),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 404, description = "no such run", body = ErrorBody), (status = 409, description = "the run ended otherwise before", body = ErrorBody),
+        (status = 400, description = "bad input: nothing was written", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 408, description = "the body did not arrive in time: nothing was written", body = ErrorBody), (status = 413, description = "the body is over the size limit: nothing was written", body = ErrorBody), (status = 415, description = "the body is not declared `application/json`: nothing was written", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn finish_run(
     State(app): State<App>,
-    Path(key): Path<String>,
+    PathText(key): PathText,
     req: Request,
 ) -> ApiResult<Response> {
     let body: FinishIn = body_json(&app, req).await?;
@@ -301,10 +302,12 @@ pub async fn finish_run(
 /// Gives up a run that will never finish: appends its `abandoned` record.
 #[utoipa::path(post, path = "/v1/runs/{key}/abandon", request_body = AbandonIn,
     params(("key" = String, Path, description = "the run key")),
-    responses((status = 201, body = RunAppended), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = RunAppended), (status = 200, description = "abandoned the same way before", body = RunAppended),
+        (status = 404, description = "no such run", body = ErrorBody), (status = 409, description = "the run ended otherwise before", body = ErrorBody),
+        (status = 400, description = "bad input: nothing was written", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 408, description = "the body did not arrive in time: nothing was written", body = ErrorBody), (status = 413, description = "the body is over the size limit: nothing was written", body = ErrorBody), (status = 415, description = "the body is not declared `application/json`: nothing was written", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn abandon_run(
     State(app): State<App>,
-    Path(key): Path<String>,
+    PathText(key): PathText,
     req: Request,
 ) -> ApiResult<Response> {
     let body: AbandonIn = body_json(&app, req).await?;
@@ -327,7 +330,7 @@ fn link_next(path: &str, next: &Option<String>, resp: &mut Response) {
 /// Lists logs matching the filters, a page at a time (keyset paging: follow `next`).
 #[utoipa::path(get, path = "/v1/logs", params(model::FilterParams, model::PageParams),
     responses((status = 200, description = "a page; `Link: rel=\"next\"` names the next", body = LogPage),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn list_logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let q = q.unwrap_or_default();
     only(&q, &[FILTER_KEYS, PAGE_KEYS])?;
@@ -360,8 +363,9 @@ fn parse_id(text: &str) -> ApiResult<LogId> {
 
 /// One log by id.
 #[utoipa::path(get, path = "/v1/logs/{id}", params(("id" = u64, Path, description = "the log's id")),
-    responses((status = 200, body = LogOut), (status = 404, body = ErrorBody)))]
-pub async fn get_log(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<LogOut>> {
+    responses((status = 200, body = LogOut), (status = 404, description = "no such log", body = ErrorBody),
+        (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
+pub async fn get_log(State(app): State<App>, PathText(id): PathText) -> ApiResult<Json<LogOut>> {
     let id = parse_id(&id)?;
     match app.inner.store.get(id).await? {
         Some(r) => Ok(Json(LogOut::from(&r))),
@@ -372,7 +376,7 @@ pub async fn get_log(State(app): State<App>, Path(id): Path<String>) -> ApiResul
 /// Lists runs (one row each), a page at a time; `stale=true` for runs started more than
 /// `older_than` (default 24h) ago and not ended.
 #[utoipa::path(get, path = "/v1/runs", params(model::FilterParams, model::PageParams, model::RunParams),
-    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = RunPage), (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn list_runs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let q = q.unwrap_or_default();
     only(&q, &[FILTER_KEYS, PAGE_KEYS, RUN_KEYS])?;
@@ -415,8 +419,8 @@ pub fn stale_cutoff(which: &RunParams, now: chrono::DateTime<Utc>) -> ApiResult<
 
 /// One run with its records.
 #[utoipa::path(get, path = "/v1/runs/{key}", params(("key" = String, Path, description = "the run key")),
-    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
-pub async fn get_run(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Json<RunDetail>> {
+    responses((status = 200, body = RunDetail), (status = 404, description = "no such run", body = ErrorBody), (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
+pub async fn get_run(State(app): State<App>, PathText(key): PathText) -> ApiResult<Json<RunDetail>> {
     let records = app.inner.store.run_records(&key).await?;
     let Some(run) = synclog_core::Run::from_records(&key, &records) else {
         return Err(ApiError::not_found(format!("no run {key:?}")));
@@ -431,7 +435,7 @@ pub async fn get_run(State(app): State<App>, Path(key): Path<String>) -> ApiResu
 /// Per job over the filters: the latest log, the latest success, failures since,
 /// counts by status, sums and first/last time.
 #[utoipa::path(get, path = "/v1/summary", params(model::FilterParams),
-    responses((status = 200, body = SummaryOut), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = SummaryOut), (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn summary(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<SummaryOut>> {
     let q = q.unwrap_or_default();
     only(&q, &[FILTER_KEYS])?;
@@ -445,7 +449,7 @@ pub async fn summary(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult
 
 /// How many logs match the filters; with `by=status`, also how many of each status.
 #[utoipa::path(get, path = "/v1/count", params(model::FilterParams, model::CountParams),
-    responses((status = 200, body = CountOut), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = CountOut), (status = 400, description = "a bad parameter", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many requests at once (`Retry-After`), or the store cannot serve", body = ErrorBody)))]
 pub async fn count(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<CountOut>> {
     let q = q.unwrap_or_default();
     only(&q, &[FILTER_KEYS, COUNT_KEYS])?;
@@ -472,7 +476,7 @@ pub async fn count(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<J
 #[utoipa::path(get, path = "/v1/stream", params(model::FilterParams, model::StreamParams,
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this id")),
     responses((status = 200, description = "text/event-stream of `log` events", content_type = "text/event-stream", body = LogOut),
-        (status = 400, body = ErrorBody), (status = 503, description = "too many streams", body = ErrorBody)))]
+        (status = 400, description = "a bad parameter or `Last-Event-ID`", body = ErrorBody), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody), (status = 503, description = "too many streams (`Retry-After`)", body = ErrorBody)))]
 pub async fn stream(
     State(app): State<App>,
     headers: HeaderMap,
@@ -565,7 +569,7 @@ pub async fn stream(
 /// The store's state: each copy ok, behind, damaged or full.
 #[utoipa::path(get, path = "/v1/health",
     responses((status = 200, description = "the store serves; `status` is `degraded` when a copy is not ok", body = Health),
-        (status = 503, description = "the store cannot be read", body = Health)))]
+        (status = 503, description = "the store cannot be read", body = Health), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody)))]
 pub async fn health(State(app): State<App>) -> Response {
     let last_id = app.inner.store.last_id().await;
     let verify = app.last_verify();
@@ -650,7 +654,7 @@ pub async fn health(State(app): State<App>) -> Response {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody)))]
 pub async fn metrics(State(app): State<App>) -> Response {
     let summary = app.inner.store.summary(&Filter::default()).await.ok();
     let text = app.inner.metrics.render(

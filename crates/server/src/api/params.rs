@@ -166,3 +166,22 @@ pub fn next_query(query: &str, last: LogId, descending: bool) -> String {
     out.append_pair(cursor, &last.get().to_string());
     out.finish()
 }
+
+/// A path's one parameter (a run key, a log id) as text; a path that does not decode
+/// (`/v1/runs/%FF`: not UTF-8) is a JSON 400 like every other error, not axum's plain
+/// text rejection.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(text)) => Ok(PathText(text)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "the path does not read: {}; nothing was done",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
