@@ -83,6 +83,7 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
             "--max-body, --max-concurrent, --max-streams and --max-connections must be at least 1",
         ));
     }
+    let signal = shutdown_signal()?;
     let opened = open(stores).await?;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -121,7 +122,7 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
         verify_every: args.verify_every,
         ..Config::default()
     };
-    let served = synclog_server::serve(listener, store, guarded, config, shutdown_signal()).await;
+    let served = synclog_server::serve(listener, store, guarded, config, signal).await;
     let closed = opened.close().await;
     if let Err(e) = served {
         return Err(synclog::Error::Io {
@@ -134,24 +135,41 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
     Ok(exit::OK)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// Ctrl-C or SIGTERM, listened for from the moment this is called (not from the first
+/// poll): a signal that comes while the store opens is not lost, nor does it kill the
+/// process before the store is closed; the server then stops as soon as it starts.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| synclog::Error::Io {
+            context: format!("cannot listen for {name}"),
+            source: e,
+        })
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut interrupt = listen(SignalKind::interrupt(), "Ctrl-C")?;
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM that arrives before the server starts waiting (while the store opens) is
+    /// kept, not the end of the process: without the handler in place at once, the default
+    /// action would kill this test.
+    #[tokio::test]
+    async fn a_sigterm_before_the_server_waits_is_kept_for_it() {
+        let signal = shutdown_signal().unwrap();
+        // SAFETY: raise only sends a signal to this process; the handler is in place.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        tokio::time::timeout(Duration::from_secs(10), signal)
+            .await
+            .expect("the signal given before the wait ends it");
     }
 }

@@ -232,8 +232,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/runs/{key}/finish", post(api::finish_run))
         .route("/v1/runs/{key}/abandon", post(api::abandon_run))
         .route_layer(axum::middleware::from_fn(no_query))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_write))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), count_failures));
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_write));
     let reads = Router::new()
         .route("/v1/logs", get(api::list_logs))
         .route("/v1/logs/{id}", get(api::get_log))
@@ -267,6 +266,8 @@ pub fn router(app: App) -> Router {
         .merge(reads)
         .merge(pages)
         .layer(limited)
+        // Outside the request limit, so that a write it turns away is counted too.
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count_failures))
         .merge(streams)
         .merge(probes)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
@@ -305,10 +306,15 @@ async fn require(app: &App, req: Request, next: Next, need: Need, browser: bool)
     }
 }
 
-/// Counts every write that was refused or failed, by the kind of its error: bad input,
-/// auth, limits and the store's own failures alike (nothing acknowledged in each).
+/// Counts every write (every `POST`) that was refused or failed, by the kind of its error:
+/// bad input, auth, limits and the store's own failures alike (nothing acknowledged in
+/// each).
 async fn count_failures(State(app): State<App>, req: Request, next: Next) -> Response {
+    let write = req.method() == axum::http::Method::POST;
     let resp = next.run(req).await;
+    if !write {
+        return resp;
+    }
     if let Some(crate::error::ErrorKindTag(kind)) = resp.extensions().get() {
         app.inner.metrics.append_failed(kind);
     }

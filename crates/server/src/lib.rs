@@ -110,7 +110,8 @@ pub async fn serve(
         header_timeout: app.inner.config.header_timeout,
         max_connections: app.inner.config.max_connections,
     };
-    let server = listen::serve(listener, router(app), limits, async move {
+    let metrics = app.inner.metrics.clone();
+    let server = listen::serve(listener, router(app), limits, metrics, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight, ending streams");
         let _ = tx.send(true);

@@ -53,6 +53,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    metrics: crate::metrics::Metrics,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -78,6 +79,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.connection_refused();
             tokio::spawn(refuse(stream));
             continue;
         };

@@ -27,6 +27,7 @@ pub struct Metrics {
     request_logs: Histogram,
     commit_seconds: Histogram,
     one_copy: Counter,
+    refused_connections: Counter,
 }
 
 impl Default for Metrics {
@@ -37,6 +38,7 @@ impl Default for Metrics {
             request_logs: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             one_copy: Counter::default(),
+            refused_connections: Counter::default(),
         }
     }
 }
@@ -55,6 +57,11 @@ impl Metrics {
         if copies.is_some_and(|c| !(c.primary && c.backup)) {
             self.one_copy.inc();
         }
+    }
+
+    /// A connection answered 503 and closed: the connection limit was reached.
+    pub fn connection_refused(&self) {
+        self.refused_connections.inc();
     }
 
     /// An append request that failed with error `kind` (nothing acknowledged).
@@ -93,6 +100,11 @@ impl Metrics {
             "append_commit_seconds",
             "Time from the request's body to its durable, read-back receipt",
             self.commit_seconds.clone(),
+        );
+        r.register(
+            "refused_connections",
+            "Connections answered 503 and closed because the connection limit was reached",
+            self.refused_connections.clone(),
         );
         r.register(
             "receipts_one_copy",

@@ -599,6 +599,28 @@ async fn a_slow_body_times_out_without_reaching_the_writer_and_overload_is_a_503
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(kind(&resp.json().await.unwrap()), "overloaded");
+    // A write turned away by the limit is a counted failure (nothing acknowledged).
+    let (st, r, h) = post(
+        &c,
+        &s.url("/v1/logs"),
+        json!({"job": "a", "status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!((st, kind(&r)), (503, "overloaded"), "{r}");
+    assert_eq!(h["retry-after"], "1");
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("synclog_append_failures_total{kind=\"overloaded\"} 1\n"),
+        "{metrics}"
+    );
     let head = response_head(&mut slow).await;
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("\"timeout\""), "{head}");
@@ -688,12 +710,24 @@ async fn a_connection_beyond_the_limit_gets_a_503_with_retry_after_and_is_closed
     let body = answer.split("\r\n\r\n").nth(1).unwrap();
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(kind(&body), "overloaded");
-    // A held connection closed frees its place.
+    // A held connection closed frees its place; the refusal was counted.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let c = reqwest::Client::new();
     let (st, r, _) = get(&c, &s.url("/v1/count")).await;
     assert_eq!((st, r["count"].clone()), (200, json!(0)));
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("synclog_refused_connections_total 1\n"),
+        "{metrics}"
+    );
     drop(held);
     s.stop().await;
 }
