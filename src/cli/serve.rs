@@ -84,6 +84,7 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
         ));
     }
     let signal = shutdown_signal()?;
+    raise_open_file_limit();
     let opened = open(stores).await?;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -133,6 +134,23 @@ pub async fn serve(stores: &StoreArgs, args: ServeArgs, out: &mut Out) -> Result
     closed?;
     out.stderr_line("stopped", "every request answered, the store closed");
     Ok(exit::OK)
+}
+
+/// Raises the soft limit of open files to the hard one: every connection is a descriptor,
+/// and a soft limit of 1,024 (a common default) would hold far fewer than
+/// `--max-connections` (the server caps its limit to what fits, with a warning).
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM, listened for from the moment this is called (not from the first

@@ -47,6 +47,33 @@ pub(crate) struct Limits {
     pub max_connections: usize,
 }
 
+/// Descriptors kept free of connections: the store's files, the listener, logs.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The connection limit that fits the process's open-file limit (`soft`): with more
+/// connections than descriptors, `accept` would fail and new clients would wait unanswered
+/// in the listen queue instead of getting their 503.
+pub(crate) fn fitting_connections(configured: usize, soft: Option<u64>) -> usize {
+    match soft {
+        Some(soft) => {
+            let room = soft.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+            configured.min(usize::try_from(room).unwrap_or(usize::MAX))
+        }
+        None => configured,
+    }
+}
+
+/// The process's soft limit of open files (`None`: unlimited or unknown).
+pub(crate) fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
 /// Serves `router` on `listener` until `signal` completes, then stops accepting and waits
 /// until every connection has closed (idle ones at once, busy ones once answered).
 pub(crate) async fn serve(
@@ -56,7 +83,15 @@ pub(crate) async fn serve(
     metrics: crate::metrics::Metrics,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let max = fitting_connections(limits.max_connections, open_file_limit());
+    if max < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            serving = max,
+            "the open-file limit holds fewer connections than configured; raise it (ulimit -n) to serve more"
+        );
+    }
+    let slots = Arc::new(Semaphore::new(max));
     // Every connection task holds a receiver: when all are dropped, all have ended.
     let (closed_tx, closed_rx) = watch::channel(());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -132,4 +167,17 @@ async fn refuse(mut stream: TcpStream) {
         Ok::<(), std::io::Error>(())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_stays_below_the_open_file_limit() {
+        assert_eq!(fitting_connections(8192, Some(1024)), 1024 - 64);
+        assert_eq!(fitting_connections(100, Some(1024)), 100);
+        assert_eq!(fitting_connections(8192, None), 8192);
+        assert_eq!(fitting_connections(8192, Some(10)), 1);
+    }
 }
