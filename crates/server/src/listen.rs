@@ -40,6 +40,10 @@ fn over_limit() -> Vec<u8> {
 /// How long a refused connection is given to take its `503` before it is closed.
 const REFUSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Refused connections being answered at once; beyond, one is closed without its `503`
+/// (a flood of refusals must not take the descriptors the limit keeps free).
+const REFUSING_AT_ONCE: usize = 32;
+
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -47,8 +51,9 @@ pub(crate) struct Limits {
     pub max_connections: usize,
 }
 
-/// Descriptors kept free of connections: the store's files, the listener, logs.
-const RESERVED_DESCRIPTORS: u64 = 64;
+/// Descriptors kept free of connections: the store's files, the listener, logs, and
+/// refused connections being answered.
+const RESERVED_DESCRIPTORS: u64 = 64 + REFUSING_AT_ONCE as u64;
 
 /// The connection limit that fits the process's open-file limit (`soft`): with more
 /// connections than descriptors, `accept` would fail and new clients would wait unanswered
@@ -92,6 +97,7 @@ pub(crate) async fn serve(
         );
     }
     let slots = Arc::new(Semaphore::new(max));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     // Every connection task holds a receiver: when all are dropped, all have ended.
     let (closed_tx, closed_rx) = watch::channel(());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,7 +121,12 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.connection_refused();
-            tokio::spawn(refuse(stream));
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
@@ -175,7 +186,7 @@ mod tests {
 
     #[test]
     fn the_connection_limit_stays_below_the_open_file_limit() {
-        assert_eq!(fitting_connections(8192, Some(1024)), 1024 - 64);
+        assert_eq!(fitting_connections(8192, Some(1024)), 1024 - 96);
         assert_eq!(fitting_connections(100, Some(1024)), 100);
         assert_eq!(fitting_connections(8192, None), 8192);
         assert_eq!(fitting_connections(8192, Some(10)), 1);
