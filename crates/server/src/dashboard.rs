@@ -134,6 +134,15 @@ const LIVE_JS: &str = r#"
     if(log.run&&table){
       var row=table.querySelector('tr[data-run="'+CSS.escape(log.run)+'"]');
       if(row){var b=row.querySelector('.status');b.textContent='';b.appendChild(badge(log.status));row.classList.add('new');}
+      else if(log.status==='started'&&table.dataset.liveRuns==='1'){
+        var nr=document.createElement('tr');nr.className='new';nr.dataset.run=log.run;
+        var a=document.createElement('a');a.href='/run?key='+encodeURIComponent(log.run);a.textContent=log.run;
+        cell(nr,'').appendChild(a);cell(nr,log.job);cell(nr,'','status').appendChild(badge(log.status));
+        cell(nr,log.started_at.replace('T',' ').slice(0,19));cell(nr,'');
+        cell(nr,log.items_seen+' / '+log.items_written+' / '+log.items_failed);cell(nr,log.message);
+        table.insertBefore(nr,table.firstChild);
+        var empty=document.getElementById('runs-empty');if(empty){empty.hidden=true;}
+      }
     }
   });
 })();
@@ -291,6 +300,10 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
     } else {
         format!("?{stream_q}")
     };
+    // New runs join the table live where the newest runs of the page's jobs are what it
+    // shows: the first page, newest first, filtered by job alone (the stream's filter).
+    let live_runs = page.descending
+        && form_urlencoded::parse(q.as_bytes()).all(|(k, v)| k == "job" || k == "order" || v.is_empty());
     let selected_job = fp.job.first().cloned().unwrap_or_default();
     let selected_status = filter.statuses.first().map(|s| s.as_str()).unwrap_or("");
     let body = html! {
@@ -339,7 +352,7 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
         }
         table #runs {
             thead { tr { th { "run" } th { "job" } th { "status" } th { "started" } th { "took" } th { "seen / written / failed" } th { "message" } } }
-            tbody #runs-body { (runs_rows(&runs, cutoff)) }
+            tbody #runs-body data-live-runs=(if live_runs { "1" } else { "0" }) { (runs_rows(&runs, cutoff)) }
         }
         @if runs.is_empty() { p.muted #runs-empty { "No runs match." } }
         @if let Some(n) = next { p { a #next href=(format!("/?{n}")) { "Older runs →" } } }

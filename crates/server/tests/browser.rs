@@ -297,6 +297,29 @@ async fn the_dashboard_lists_runs_filters_them_and_shows_new_logs_live() {
     let heading = "location.pathname === '/run' && document.querySelector('h2').textContent";
     assert_eq!(wait_for(&page, heading, json!("Run ..")).await, json!("Run .."));
 
+    // A run started while the page is open joins the runs table at the top, linked to
+    // its timeline, without a reload.
+    page.goto(format!("{base}/?job=orders")).await.unwrap();
+    wait_for(
+        &page,
+        "document.getElementById('live-state').textContent",
+        json!("live"),
+    )
+    .await;
+    page.evaluate("window.__still_here = 'again'; 1").await.unwrap();
+    let resp = client
+        .post(format!("{base}/v1/runs"))
+        .json(&json!({"job": "orders", "run": "orders-live"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let first = "document.querySelector('#runs-body tr').dataset.run + ' ' + document.querySelector('#runs-body tr a').getAttribute('href') + ' ' + window.__still_here";
+    assert_eq!(
+        wait_for(&page, first, json!("orders-live /run?key=orders-live again")).await,
+        json!("orders-live /run?key=orders-live again")
+    );
+
     browser.close().await.unwrap();
     let _ = browser.wait().await;
     events.abort();
