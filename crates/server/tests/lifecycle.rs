@@ -1,6 +1,7 @@
-//! What the server does when a handler panics, and with an append in flight at shutdown,
-//! over a store whose calls the test controls.
+//! What the server does when a handler panics, with an append in flight at shutdown, and
+//! when its store cannot be reached, over a store whose calls the test controls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use synclog_core::memory::MemoryStore;
 use synclog_core::{
-    Capabilities, Committed, Durability, ImportReport, LogId, LogRecord, LogStore, Result, Scan, ValidBatch,
-    ValidRecords, VerifyOptions, VerifyReport,
+    Capabilities, Committed, Durability, Error, ImportReport, LogId, LogRecord, LogStore, Result, Scan,
+    ValidBatch, ValidRecords, VerifyOptions, VerifyReport,
 };
 use synclog_server::Config;
 use tokio::sync::{oneshot, Mutex, Notify};
@@ -17,7 +18,8 @@ use tokio::sync::{oneshot, Mutex, Notify};
 /// The text of the panic a `get` raises: it must never reach a client.
 const PANIC_TEXT: &str = "secret-panic-detail 0xdeadbeef";
 
-/// A memory store whose `get` panics, and whose commits can be held at a gate.
+/// A memory store whose `get` panics, whose commits can be held at a gate, and whose
+/// commits and scans fail with an I/O error while it is `down` (a disk gone away).
 #[derive(Debug)]
 struct Hooked {
     inner: MemoryStore,
@@ -25,6 +27,20 @@ struct Hooked {
     arrived: Arc<Notify>,
     /// While set, the next commit waits for this to be sent (or dropped).
     gate: Mutex<Option<oneshot::Receiver<()>>>,
+    /// While set, commits and scans fail before the inner store sees them.
+    down: AtomicBool,
+}
+
+impl Hooked {
+    fn reachable(&self, what: &str) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("{what}: the disk is gone (test)"),
+                std::io::Error::other("injected: disk gone"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -36,6 +52,7 @@ impl LogStore for Hooked {
         self.inner.capabilities()
     }
     async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
+        self.reachable("committing")?;
         let gate = self.gate.lock().await.take();
         if let Some(gate) = gate {
             self.arrived.notify_one();
@@ -47,6 +64,7 @@ impl LogStore for Hooked {
         panic!("{PANIC_TEXT}: get({id})");
     }
     async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        self.reachable("scanning")?;
         self.inner.scan(scan).await
     }
     async fn last_id(&self) -> Result<Option<LogId>> {
@@ -81,6 +99,7 @@ async fn serve(gate: Option<oneshot::Receiver<()>>) -> Running {
         inner: MemoryStore::new(),
         arrived: Arc::new(Notify::new()),
         gate: Mutex::new(gate),
+        down: AtomicBool::new(false),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -162,4 +181,47 @@ async fn an_append_in_flight_at_shutdown_is_answered_and_stored() {
         .unwrap()
         .unwrap();
     assert_eq!(server.store.inner.last_id().await.unwrap(), LogId::new(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_reached_is_a_503_unavailable_with_retry_after_and_writes_nothing() {
+    let server = serve(None).await;
+    let c = reqwest::Client::new();
+    server.store.down.store(true, Ordering::SeqCst);
+    let resp = c
+        .post(format!("{}/v1/logs", server.base))
+        .json(&one_log())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("5")
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["kind"], "unavailable", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("disk is gone"),
+        "{v}"
+    );
+    // A read that needs the store is refused the same way.
+    let resp = c.get(format!("{}/v1/logs", server.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["kind"], "unavailable", "{v}");
+    assert_eq!(server.store.inner.last_id().await.unwrap(), None);
+    // Once the store is back, the same append is stored under the first id.
+    server.store.down.store(false, Ordering::SeqCst);
+    let resp = c
+        .post(format!("{}/v1/logs", server.base))
+        .json(&one_log())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["records"][0]["id"], 1, "{v}");
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
 }
