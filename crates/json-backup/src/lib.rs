@@ -58,8 +58,11 @@
 //!   to save it is a warning). Ids of records moved aside are not reported missing; ids
 //!   handed out that are in no file (cut off behind the store's back) are.
 //! - **Moved-aside records are the operator's to judge**: while a `<file>.torn-…` file
-//!   holds whole, checksum-valid records, `verify` reports it (file and ids) and is not
-//!   clean; remove or archive the file once its records are dealt with. A torn line with
+//!   holds whole, checksum-valid records the store does not hold (the same id with the
+//!   same checksum), `verify` reports it (file and ids) and is not clean; remove or archive
+//!   the file once its records are dealt with. A file whose every record the store holds,
+//!   the same (a group torn in one copy of a guarded pair and restored from the other), is
+//!   only a warning. A torn line with
 //!   no whole record is only a warning.
 //! - **Line endings**: `\r\n` endings (a Windows checkout, `unix2dos`), or a mix of both,
 //!   read as the same records; new lines are written with `\n`.
@@ -849,7 +852,8 @@ impl Inner {
     /// acknowledged end, checking every line.
     ///
     /// Also reported, as problems: a moved-aside file (`<file>.torn-…`) holding whole,
-    /// checksum-valid records, until the operator removes or archives it; ids handed out
+    /// checksum-valid records the store does not hold (the same id with the same checksum),
+    /// until the operator removes or archives it; ids handed out
     /// that are in none of the files (cut off behind the store's back); a high-water mark
     /// that does not read. Ids moved aside (never acknowledged) are not reported missing.
     fn verify(&self) -> Result<VerifyReport> {
@@ -872,14 +876,36 @@ impl Inner {
         }
         for file in mark::aside_files(&*self.fs, &self.path, false)? {
             let aside = mark::read_aside(&*self.fs, &file)?;
-            if aside.whole_count > 0 {
+            // A guarded pair restores a group torn in one copy from the other: the file
+            // then holds nothing the store lacks, and is no problem.
+            let mut unheld = Vec::new();
+            {
+                let s = read_shared(&self.shared);
+                for &(id, checksum) in &aside.whole_records {
+                    let held = !s.pruned.contains(id)
+                        && s.index.get(id.get())?.is_some_and(|e| e.checksum == checksum);
+                    if !held {
+                        unheld.push(id.get());
+                    }
+                }
+            }
+            if !unheld.is_empty() {
+                let mut ids: mark::Ranges = Vec::new();
+                mark::add_ids(&mut ids, unheld.clone());
                 v.engine_problem(format!(
-                    "{} holds {} whole record(s) (logs {}) moved aside at open, never counted in the store; \
+                    "{} holds {} whole record(s) (logs {}) moved aside at open that the store does not hold; \
                      inspect it, then remove or archive it",
                     file.display(),
-                    aside.whole_count,
-                    mark::describe(&aside.whole)
+                    unheld.len(),
+                    mark::describe(&ids)
                 ));
+            } else if aside.whole_count > 0 {
+                tracing::warn!(
+                    file = %file.display(),
+                    records = aside.whole_count,
+                    "a file moved aside at open holds only records the store holds, the same (restored from \
+                     the other copy of a pair); it may be removed"
+                );
             } else {
                 tracing::warn!(file = %file.display(), "a torn line moved aside at open (no whole record)");
             }

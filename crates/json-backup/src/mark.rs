@@ -13,7 +13,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use synclog_core::{Error, LogId, Result};
+use synclog_core::{Checksum, Error, LogId, Result};
 
 use crate::format;
 use crate::fs::FileSystem;
@@ -161,6 +161,8 @@ pub(crate) struct Aside {
     pub whole: Ranges,
     /// How many whole, checksum-valid records.
     pub whole_count: u64,
+    /// Each whole record's id and checksum, in file order.
+    pub whole_records: Vec<(LogId, Checksum)>,
     /// The highest id on any of its lines that reads as JSON with an id.
     pub max_id: u64,
 }
@@ -216,7 +218,8 @@ pub(crate) fn read_aside(fs: &dyn FileSystem, file: &Path) -> Result<Aside> {
         }
         let (body, _) = format::split_ending(&line);
         match format::check(body) {
-            Ok((id, _)) => {
+            Ok((id, checksum)) => {
+                aside.whole_records.push((id, checksum));
                 whole.push(id.get());
                 aside.whole_count += 1;
                 aside.max_id = aside.max_id.max(id.get());

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use synclog_core::{Durability, ErrorKind, LogId, LogStore, LogStoreExt, NewLog, Status, VerifyOptions};
+use synclog_core::{
+    Durability, ErrorKind, LogId, LogRecord, LogStore, LogStoreExt, NewLog, Status, VerifyOptions,
+};
 use synclog_json::fs::FileSystem;
 use synclog_json::sim::SimFs;
 use synclog_json::{JsonOptions, JsonStore};
@@ -78,6 +80,71 @@ async fn ids_of_whole_records_moved_aside_are_not_handed_out_again_and_verify_fl
     let report = store.verify(VerifyOptions::default()).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(store.append(log(7)).await.unwrap().id.get(), 7);
+    store.close().await.unwrap();
+}
+
+/// A guarded pair restores a group torn in one copy from the other copy: once the store
+/// holds every record of the moved-aside file, the same (id and checksum), the file is no
+/// problem; a record the store holds differently, or not at all, still is.
+#[tokio::test]
+async fn a_moved_aside_file_whose_records_the_store_holds_the_same_is_no_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    two_groups(&path).await;
+    // --- step: the second group (4, 5) loses its commit line; keep its records.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let torn: Vec<LogRecord> = lines[5..7]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(torn.iter().map(|r| r.id.get()).collect::<Vec<_>>(), vec![4, 5]);
+    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
+
+    // --- step: reopen (4 and 5 moved aside); 4 comes back the same, 5 does not.
+    let store = JsonStore::open(&path).unwrap();
+    assert_eq!(store.open_report().records, 3);
+    store
+        .import(vec![torn[0].clone()], Durability::PowerLoss)
+        .await
+        .unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert_eq!(report.engine_problems.len(), 1, "{report:?}");
+    assert!(
+        report.engine_problems[0].contains("1 whole record(s) (logs 5)"),
+        "{report:?}"
+    );
+
+    // --- step: 5 comes back under its id with other content: still a problem.
+    let other = LogRecord::seal(torn[1].id, torn[1].recorded_at, log(99)).unwrap();
+    assert_ne!(other.checksum, torn[1].checksum);
+    store.import(vec![other], Durability::PowerLoss).await.unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert_eq!(report.engine_problems.len(), 1, "{report:?}");
+    assert!(report.engine_problems[0].contains("(logs 5)"), "{report:?}");
+    store.close().await.unwrap();
+}
+
+/// As above, with 5 restored the same: the file holds nothing the store lacks, and verify
+/// is clean while the file stays (an operator may remove it).
+#[tokio::test]
+async fn a_torn_group_restored_the_same_leaves_verify_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.jsonl");
+    two_groups(&path).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let torn: Vec<LogRecord> = lines[5..7]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
+    let store = JsonStore::open(&path).unwrap();
+    store.import(torn, Durability::PowerLoss).await.unwrap();
+    let report = store.verify(VerifyOptions::default()).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(torn_files(dir.path()).len(), 1, "the file stays for the operator");
+    assert_eq!(store.append(log(6)).await.unwrap().id.get(), 6);
     store.close().await.unwrap();
 }
 
