@@ -267,6 +267,9 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
     }
     .page()?;
     let store = &app.inner.store;
+    // The live stream goes on from what the store held before the page read its runs:
+    // a run started while the page renders, or before the browser connects, still comes.
+    let seen = store.last_id().await?.map_or(0, |id| id.get());
     let summary = store.summary(&Filter::default()).await?;
     let days = app.inner.charts.days(&app, now.date_naive()).await?;
     let cutoff = now - chrono::Duration::hours(24);
@@ -294,12 +297,8 @@ pub async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<R
     for j in &fp.job {
         stream_q.append_pair("job", j);
     }
-    let stream_q = stream_q.finish();
-    let stream_q = if stream_q.is_empty() {
-        String::new()
-    } else {
-        format!("?{stream_q}")
-    };
+    stream_q.append_pair("after", &seen.to_string());
+    let stream_q = format!("?{}", stream_q.finish());
     // New runs join the table live where the newest runs of the page's jobs are what it
     // shows: the first page, newest first, filtered by job alone (the stream's filter).
     let live_runs = page.descending

@@ -8,7 +8,8 @@
 //!   ever, and enough of them starve the server of descriptors.
 //! - **A connection limit.** Beyond [`Config::max_connections`](crate::Config::max_connections)
 //!   open connections, a new one is answered `503` with `Retry-After` and closed, never
-//!   left hanging in the listen queue.
+//!   left hanging in the listen queue (beyond [`REFUSING_AT_ONCE`] refusals being
+//!   answered, closed unanswered).
 //! - **Graceful shutdown.** When the signal comes, the listener stops accepting, idle
 //!   connections close, and requests in flight finish and are answered.
 
@@ -112,6 +113,8 @@ pub(crate) async fn serve(
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
                         tracing::warn!(error = %e, "cannot accept a connection; waiting");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        tracing::debug!(error = %e, "a connection failed before it was accepted");
                     }
                     continue;
                 }

@@ -103,7 +103,7 @@ impl Metrics {
         );
         r.register(
             "refused_connections",
-            "Connections answered 503 and closed because the connection limit was reached",
+            "Connections refused at the connection limit (answered 503 and closed, or closed unanswered beyond 32 refusals at once)",
             self.refused_connections.clone(),
         );
         r.register(

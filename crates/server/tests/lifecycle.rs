@@ -223,5 +223,9 @@ async fn a_store_that_cannot_be_reached_is_a_503_unavailable_with_retry_after_an
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["records"][0]["id"], 1, "{v}");
     let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }

@@ -569,7 +569,7 @@ pub async fn stream(
 /// The store's state: each copy ok, behind, damaged or full.
 #[utoipa::path(get, path = "/v1/health",
     responses((status = 200, description = "the store serves; `status` is `degraded` when a copy is not ok", body = Health),
-        (status = 503, description = "the store cannot be read", body = Health), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody)))]
+        (status = 503, description = "the store cannot be read (this body); beyond the connection limit, an `overloaded` error body instead", body = Health), (status = 401, description = "no token, or a wrong one (`WWW-Authenticate` says how)", body = ErrorBody), (status = 403, description = "a read token on a write, or a non-loopback host name on a server without tokens", body = ErrorBody)))]
 pub async fn health(State(app): State<App>) -> Response {
     let last_id = app.inner.store.last_id().await;
     let verify = app.last_verify();
