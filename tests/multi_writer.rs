@@ -218,9 +218,9 @@ fn writers_and_a_reader_lose_nothing_and_never_share_an_id(pair: Pair) {
     // A writer killed inside a group's write to a JSON backup leaves that group's end
     // moved aside (`b.jsonl.torn-…`) at the next open. Where the primary had committed
     // the group, the store holds its records, the same, and `check` is clean; where it
-    // had not, the group was stored nowhere, its ids went to later logs, and `check`
-    // rightly reports the file until an operator archives it (here: removes it). Such a
-    // file never holds an acknowledged log the store lacks.
+    // had not, the group was stored nowhere (never acknowledged), and `check` rightly
+    // reports the file until an operator archives it (here: removes it). Such a file
+    // never holds an acknowledged log the store lacks.
     let acked: HashSet<(u64, (u64, u64))> = acks.iter().copied().collect();
     for file in std::fs::read_dir(pair.dir.path()).unwrap() {
         let path = file.unwrap().path();
