@@ -108,6 +108,32 @@ async fn stats_count_the_groups_and_the_time_they_held_the_pair() {
     assert!(both <= wall, "{both} ns committing within {wall} ns of appends");
 }
 
+/// An observer of groups hears of each acknowledged group once, with its size and the
+/// time it held the pair: the totals of `stats` split per group (for a histogram).
+#[tokio::test]
+async fn a_group_observer_hears_each_acknowledged_group_with_its_size_and_time() {
+    let pair = Pair::new();
+    let store = pair.open().await;
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    store.observe_groups(Arc::new(move |n, took| sink.lock().unwrap().push((n, took))));
+    let before = store.stats();
+    store
+        .append_batch(vec![log(1), log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    store.append(log(3)).await.unwrap();
+    let after = store.stats();
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(
+        heard.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![2, 1],
+        "{heard:?}"
+    );
+    let nanos: u128 = heard.iter().map(|(_, t)| t.as_nanos()).sum();
+    assert_eq!(nanos, u128::from(after.commit_nanos - before.commit_nanos));
+}
+
 /// The guard's own append path refuses bad input as the store's commit does: nothing
 /// reaches either copy, and no id is spent.
 #[tokio::test]

@@ -103,13 +103,17 @@ impl App {
         shutdown: watch::Receiver<bool>,
     ) -> App {
         let streams = Arc::new(Semaphore::new(config.max_streams));
+        let metrics = Metrics::default();
+        if let Some(g) = &guarded {
+            g.observe_groups(metrics.group_observer());
+        }
         App {
             inner: Arc::new(Inner {
                 durability: store.capabilities().strongest_durability(),
                 store,
                 guarded,
                 config,
-                metrics: Metrics::default(),
+                metrics,
                 streams,
                 shutdown,
                 verify: Mutex::new(None),

@@ -28,6 +28,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     one_copy: Counter,
     refused_connections: Counter,
+    group_logs: Histogram,
+    group_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -39,6 +41,8 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             one_copy: Counter::default(),
             refused_connections: Counter::default(),
+            group_logs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            group_seconds: Histogram::new(exponential_buckets(0.000_125, 2.0, 16)),
         }
     }
 }
@@ -57,6 +61,17 @@ impl Metrics {
         if copies.is_some_and(|c| !(c.primary && c.backup)) {
             self.one_copy.inc();
         }
+    }
+
+    /// What the guarded pair calls for each group it acknowledges (see
+    /// [`synclog_core::guarded::Guarded::observe_groups`]): its size and commit time go to
+    /// the `pair_group_logs` and `pair_group_commit_seconds` histograms.
+    pub fn group_observer(&self) -> synclog_core::guarded::GroupObserver {
+        let (logs, seconds) = (self.group_logs.clone(), self.group_seconds.clone());
+        std::sync::Arc::new(move |n: usize, took: Duration| {
+            logs.observe(n as f64);
+            seconds.observe(took.as_secs_f64());
+        })
     }
 
     /// A connection answered 503 and closed: the connection limit was reached.
@@ -128,6 +143,16 @@ impl Metrics {
                 counter(s.groups),
             );
             r.register("pair_logs", "Logs the pair wrote", counter(s.logs));
+            r.register(
+                "pair_group_logs",
+                "Logs per commit group the pair wrote, since the server started",
+                self.group_logs.clone(),
+            );
+            r.register(
+                "pair_group_commit_seconds",
+                "Time each commit group held the pair (key lookups, both copies' writes and syncs, read-backs), since the server started",
+                self.group_seconds.clone(),
+            );
             let busy: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
             busy.inc_by(s.commit_nanos as f64 / 1e9);
             r.register(

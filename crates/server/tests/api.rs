@@ -905,6 +905,11 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
         "synclog_pair_restored_records_total 0",
         "synclog_pair_logs_total 2",
         "synclog_receipts_one_copy_total 0",
+        // Each request was a group of one log: the histograms split the totals per group.
+        "synclog_pair_group_logs_count 2",
+        "synclog_pair_group_logs_sum 2.0",
+        "synclog_pair_group_logs_bucket{le=\"1.0\"} 2",
+        "synclog_pair_group_commit_seconds_count 2",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
@@ -915,6 +920,16 @@ async fn health_metrics_and_the_openapi_document_describe_the_store() {
         .parse()
         .unwrap();
     assert!(busy > 0.0 && busy < 60.0, "{busy} s committing two groups");
+    let per_group: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("synclog_pair_group_commit_seconds_sum "))
+        .unwrap_or_else(|| panic!("no pair_group_commit_seconds in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (per_group - busy).abs() < 1e-6,
+        "{per_group} s by group, {busy} s in all"
+    );
     assert!(text.ends_with("# EOF\n"));
 
     let (st, doc, _) = get(&c, &s.url("/v1/openapi.json")).await;

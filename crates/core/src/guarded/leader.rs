@@ -447,8 +447,18 @@ impl Leader {
                 self.next_id = next;
                 self.counters.signal.committed_records(&sealed);
                 self.counters.groups.fetch_add(1, Ordering::Relaxed);
-                let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let elapsed = started.elapsed();
+                let spent = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
                 self.counters.commit_nanos.fetch_add(spent, Ordering::Relaxed);
+                if let Some(observe) = self
+                    .counters
+                    .group_observer
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                {
+                    observe(sealed.len(), elapsed);
+                }
                 self.counters
                     .logs
                     .fetch_add(sealed.len() as u64, Ordering::Relaxed);

@@ -141,10 +141,18 @@ impl Default for GuardedOptions {
     }
 }
 
+/// Told of each commit group the pair acknowledged: how many logs it wrote (0 for a group
+/// of repeats alone) and how long it held the pair (see [`GuardStats::commit_nanos`]). It
+/// runs on the pair's leader, between a group's write and its answers: keep it short
+/// (an atomic add, a histogram's observe).
+pub type GroupObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
+
 #[derive(Default)]
 struct Counters {
     /// Tells this process's followers of every group acknowledged through this guard.
     signal: crate::follow::CommitSignal,
+    /// Told of every group acknowledged through this guard ([`Guarded::observe_groups`]).
+    group_observer: std::sync::RwLock<Option<GroupObserver>>,
     groups: AtomicU64,
     logs: AtomicU64,
     commit_nanos: AtomicU64,
@@ -362,6 +370,18 @@ impl Guarded {
     /// The backup store.
     pub fn backup(&self) -> &Arc<dyn LogStore> {
         &self.backup
+    }
+
+    /// Tells `observer` of every group this guard acknowledges from now on (its size and
+    /// commit time, for a histogram: [`GuardStats`] holds only totals). Replaces the
+    /// observer set before, if any.
+    pub fn observe_groups(&self, observer: GroupObserver) {
+        let mut slot = self
+            .counters
+            .group_observer
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *slot = Some(observer);
     }
 
     /// Counters so far.
