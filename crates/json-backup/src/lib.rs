@@ -62,8 +62,7 @@
 //!   same checksum), `verify` reports it (file and ids) and is not clean; remove or archive
 //!   the file once its records are dealt with. A file whose every record the store holds,
 //!   the same (a group torn in one copy of a guarded pair and restored from the other), is
-//!   only a warning. A torn line with
-//!   no whole record is only a warning.
+//!   only a warning, as is a torn line with no whole record.
 //! - **Line endings**: `\r\n` endings (a Windows checkout, `unix2dos`), or a mix of both,
 //!   read as the same records; new lines are written with `\n`.
 //! - **Rotation** ([`JsonStore::rotate`], or [`JsonOptions::rotate_after_bytes`]) seals the
@@ -853,9 +852,8 @@ impl Inner {
     ///
     /// Also reported, as problems: a moved-aside file (`<file>.torn-…`) holding whole,
     /// checksum-valid records the store does not hold (the same id with the same checksum),
-    /// until the operator removes or archives it; ids handed out
-    /// that are in none of the files (cut off behind the store's back); a high-water mark
-    /// that does not read. Ids moved aside (never acknowledged) are not reported missing.
+    /// until the operator removes or archives it; ids handed out that are in none of the
+    /// files (cut off behind the store's back); a high-water mark that does not read. Ids moved aside (never acknowledged) are not reported missing.
     fn verify(&self) -> Result<VerifyReport> {
         let (spans, last, high_water, skipped, mark_problem, prunes) = {
             let s = read_shared(&self.shared);
