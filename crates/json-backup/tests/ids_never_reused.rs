@@ -30,6 +30,19 @@ async fn two_groups(path: &std::path::Path) {
     store.close().await.unwrap();
 }
 
+/// Cuts the commit line of [`two_groups`]' second group behind the store's back, and
+/// returns that group's records (4 and 5), which the next open moves aside.
+fn tear_second_group(path: &std::path::Path) -> Vec<LogRecord> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "header, 3 records, commit, 2 records, commit");
+    std::fs::write(path, lines[..7].join("\n") + "\n").unwrap();
+    lines[5..7]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn torn_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -44,10 +57,7 @@ async fn ids_of_whole_records_moved_aside_are_not_handed_out_again_and_verify_fl
     let path = dir.path().join("logs.jsonl");
     two_groups(&path).await;
     // --- step: the second group loses its commit line behind the store's back.
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 8, "header, 3 records, commit, 2 records, commit");
-    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
+    tear_second_group(&path);
     // And the high-water mark is lost too: the moved-aside records alone bound the ids.
     let _ = std::fs::remove_file(dir.path().join("logs.jsonl.hwm"));
 
@@ -92,14 +102,8 @@ async fn a_moved_aside_file_whose_records_the_store_holds_the_same_is_no_problem
     let path = dir.path().join("logs.jsonl");
     two_groups(&path).await;
     // --- step: the second group (4, 5) loses its commit line; keep its records.
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let torn: Vec<LogRecord> = lines[5..7]
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let torn = tear_second_group(&path);
     assert_eq!(torn.iter().map(|r| r.id.get()).collect::<Vec<_>>(), vec![4, 5]);
-    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
 
     // --- step: reopen (4 and 5 moved aside); 4 comes back the same, 5 does not.
     let store = JsonStore::open(&path).unwrap();
@@ -132,13 +136,7 @@ async fn a_torn_group_restored_the_same_leaves_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs.jsonl");
     two_groups(&path).await;
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let torn: Vec<LogRecord> = lines[5..7]
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    std::fs::write(&path, lines[..7].join("\n") + "\n").unwrap();
+    let torn = tear_second_group(&path);
     let store = JsonStore::open(&path).unwrap();
     store.import(torn, Durability::PowerLoss).await.unwrap();
     let report = store.verify(VerifyOptions::default()).await.unwrap();

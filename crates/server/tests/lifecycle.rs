@@ -187,13 +187,9 @@ async fn an_append_in_flight_at_shutdown_is_answered_and_stored() {
 async fn a_store_that_cannot_be_reached_is_a_503_unavailable_with_retry_after_and_writes_nothing() {
     let server = serve(None).await;
     let c = reqwest::Client::new();
+    let append = || c.post(format!("{}/v1/logs", server.base)).json(&one_log()).send();
     server.store.down.store(true, Ordering::SeqCst);
-    let resp = c
-        .post(format!("{}/v1/logs", server.base))
-        .json(&one_log())
-        .send()
-        .await
-        .unwrap();
+    let resp = append().await.unwrap();
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(
         resp.headers().get("retry-after").map(|v| v.to_str().unwrap()),
@@ -213,12 +209,7 @@ async fn a_store_that_cannot_be_reached_is_a_503_unavailable_with_retry_after_an
     assert_eq!(server.store.inner.last_id().await.unwrap(), None);
     // Once the store is back, the same append is stored under the first id.
     server.store.down.store(false, Ordering::SeqCst);
-    let resp = c
-        .post(format!("{}/v1/logs", server.base))
-        .json(&one_log())
-        .send()
-        .await
-        .unwrap();
+    let resp = append().await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["records"][0]["id"], 1, "{v}");
