@@ -78,8 +78,16 @@ fn a_prune_with_an_archive_is_proven_by_verify_show_and_check() {
     );
     let checked = env.expect(0, &["check"]);
     assert!(checked.contains("missing from the store (0)"), "{checked}");
+    for out in [&checked, &verified] {
+        assert!(
+            out.contains("pruned by policy: 6 logs at")
+                && out.contains("(\"keeping the newest 2 per job\"), ids 1..=6, archived in"),
+            "{out}"
+        );
+    }
     let repaired = env.expect(0, &["check", "--repair"]);
     assert!(repaired.contains("missing from the backup (0)"), "{repaired}");
+    assert!(repaired.contains("pruned by policy: 6 logs at"), "{repaired}");
     assert_eq!(
         ids(&env.expect(0, &["list", "--json"])),
         (7..=10).collect::<Vec<_>>()

@@ -92,7 +92,7 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
         ));
     }
     let cutoff = super::runs::stale_cutoff(args.stale_after)?;
-    let (report, stale, lost) = check_once(stores, args.repair, cutoff).await?;
+    let (report, stale, lost, mut prunes) = check_once(stores, args.repair, cutoff).await?;
     let mut clean = print_check(&report, args.repair, out);
     clean &= print_lost(&lost, out);
     if args.repair && !report.unreadable.is_empty() {
@@ -132,9 +132,18 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
             );
         }
         outln!(out, "rebuilding the {} from the other copy", copy.name());
-        let (report, _, lost) = check_once(stores, true, cutoff).await?;
+        let (report, _, lost, rebuilt_prunes) = check_once(stores, true, cutoff).await?;
         clean = print_check(&report, true, out);
         clean &= print_lost(&lost, out);
+        prunes = rebuilt_prunes;
+    }
+    // Ids a prune removed are named as pruned (when, by which policy), as verify does.
+    match prunes {
+        Ok(markers) => super::retention::print_prunes(&markers, 0, out),
+        Err(e) => {
+            clean = false;
+            outln!(out, "prunes: could not be listed: {e}");
+        }
     }
     let stale_after = humanize(args.stale_after);
     match stale {
@@ -183,11 +192,7 @@ fn humanize(d: std::time::Duration) -> String {
 
 /// Opens the pair as it is (no repair at open), checks it deeply, closes it. Without
 /// `repair` the pair is opened read-only: no writer lock, nothing created or changed.
-async fn check_once(
-    stores: &StoreArgs,
-    repair: bool,
-    stale_before: synclog::Timestamp,
-) -> Result<(ReconcileReport, Result<Vec<synclog::Run>>, Vec<synclog::IdRange>)> {
+async fn check_once(stores: &StoreArgs, repair: bool, stale_before: synclog::Timestamp) -> Result<CheckOnce> {
     let guarded = synclog::open_guarded_with(
         &stores.store,
         &stores.backup,
@@ -217,9 +222,19 @@ async fn check_once(
         },
     )
     .await;
+    let prunes = guarded.prune_markers().await;
     guarded.close().await?;
-    Ok((report?, stale, lost))
+    Ok((report?, stale, lost, prunes))
 }
+
+/// What one [`check_once`] found: the comparison, the stale runs, the ids lost from both
+/// copies, and the pair's prune markers.
+type CheckOnce = (
+    ReconcileReport,
+    Result<Vec<synclog::Run>>,
+    Vec<synclog::IdRange>,
+    Result<Vec<synclog::PruneMarker>>,
+);
 
 /// Before a copy that cannot be read whole is set aside and rebuilt from the other: every
 /// record it still reads intact is offered to the other copy (ids kept; what it holds
