@@ -133,9 +133,31 @@ async fn a_newer_schema_version_is_refused_with_a_clear_error() {
         .unwrap()
         .pragma_update(None, "user_version", 99)
         .unwrap();
+    let files = |dir: &std::path::Path| {
+        let mut all: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let before = files(dir.path());
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("99"), "{err}");
+    // Refused untouched: the same files, byte for byte, and nothing beside them.
+    let after = files(dir.path());
+    assert_eq!(
+        after.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        before.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert!(after == before, "a refused newer store was changed");
 }
 
 #[tokio::test]

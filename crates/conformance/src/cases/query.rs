@@ -454,6 +454,48 @@ pub async fn a_follower_delivers_every_matching_record_once_in_order(ctx: Ctx) {
     ctx.done(loc, store).await;
 }
 
+/// A follower watching before the writer starts gets this process's commits as they come,
+/// and one that stops asking while more batches are committed than its in-process feed
+/// keeps (256) reads the store instead: every matching record still arrives once, in id
+/// order, and nothing more.
+pub async fn a_follower_that_fell_behind_its_feed_reads_the_store_and_misses_nothing(ctx: Ctx) {
+    let (loc, store) = ctx.fresh().await;
+    let filter = Filter::job("orders");
+    let mut follower = Follower::new(store.clone(), filter.clone(), None)
+        .unwrap()
+        .page_size(40);
+    // The first ask starts the watch: every commit from here on reaches the feed.
+    assert!(follower.try_next_batch().await.unwrap().is_empty());
+    let mut want = Vec::new();
+    for n in 0..8 {
+        let committed = ctx.commit(&*store, vec![lone(n)]).await;
+        want.extend(committed.into_iter().filter(|r| filter.matches(r)));
+    }
+    let got = collect(&mut follower, want.len(), StdDuration::from_secs(30)).await;
+    assert_eq!(ids(&got), ids(&want), "commits followed as they came");
+    // 300 one-record commits while the follower does not ask: more than the feed keeps.
+    let mut more = Vec::new();
+    for n in 8..308 {
+        let committed = ctx.commit(&*store, vec![lone(n)]).await;
+        more.extend(committed.into_iter().filter(|r| filter.matches(r)));
+    }
+    assert!(more.len() >= 70, "the data set has matching records");
+    let got = collect(&mut follower, more.len(), StdDuration::from_secs(30)).await;
+    assert_eq!(
+        ids(&got),
+        ids(&more),
+        "every record after the lag, once, in order"
+    );
+    assert_eq!(got, more);
+    assert!(follower
+        .next_batch(StdDuration::from_millis(50))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(follower.position(), store.last_id().await.unwrap());
+    ctx.done(loc, store).await;
+}
+
 /// A follower made again from a position resumes after a reopen exactly where the other
 /// stopped: the records committed meanwhile arrive, none twice, none skipped.
 pub async fn a_follower_resumes_from_its_position_after_a_reopen(ctx: Ctx) {

@@ -500,6 +500,36 @@ pub async fn an_archive_that_disagrees_stops_the_prune(ctx: Ctx) {
     ctx.done(at, store).await;
 }
 
+/// An archive whose import fails, or that reads back other than it was given (a store
+/// that acknowledges and then lies), stops the prune with that error: nothing is deleted
+/// and no marker is written.
+pub async fn an_archive_that_fails_or_reads_back_damaged_stops_the_prune(ctx: Ctx) {
+    let (at, store, records) = loaded(&ctx).await;
+    let (arch_at, inner) = ctx.fresh().await;
+    let failing: std::sync::Arc<dyn LogStore> =
+        std::sync::Arc::new(crate::fault::FailEveryNth::new(inner.clone(), 1));
+    let lying: std::sync::Arc<dyn LogStore> =
+        std::sync::Arc::new(crate::fault::DamagedReads::new(inner.clone()));
+    for (archive, kind) in [(failing, ErrorKind::Io), (lying, ErrorKind::Corrupt)] {
+        let what = archive.describe();
+        let err = retention::prune(
+            &*store,
+            &Policy::default().before_id(id(11)),
+            &PruneOptions {
+                archive: Some(archive),
+                ..options(&ctx)
+            },
+        )
+        .await
+        .expect_err(&what);
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+        assert_eq!(ids(&everything(&*store).await), ids(&records), "{what}");
+        assert!(store.prune_markers().await.expect("markers").is_empty(), "{what}");
+    }
+    ctx.done(arch_at, inner).await;
+    ctx.done(at, store).await;
+}
+
 /// The child's side of the prune crash case: append a batch of 40, print each id and
 /// checksum, prune all but the newest 30 of each job, forever.
 pub async fn prune_child_main(store: std::sync::Arc<dyn LogStore>) -> ! {

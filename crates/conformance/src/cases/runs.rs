@@ -136,8 +136,9 @@ pub async fn a_finish_retried_the_same_way_is_a_repeat(ctx: Ctx) {
 }
 
 /// A record for an unknown run, a second start of a running run, a record of another
-/// job, and progress without a run are refused as invalid input naming the field; nothing
-/// of the batch is written and no id is spent.
+/// job, and progress without a run are refused as invalid input naming the field, as are a
+/// `start_run` with another status than started and a `finish_run` with a status that does
+/// not end a run or for an unknown run; nothing is written and no id is spent.
 pub async fn run_rules_refuse_bad_timelines_naming_the_field(ctx: Ctx) {
     let (loc, store) = ctx.fresh().await;
     let d = ctx.durability();
@@ -168,6 +169,25 @@ pub async fn run_rules_refuse_bad_timelines_naming_the_field(ctx: Ctx) {
             .unwrap_err();
         assert_eq!(field_of(&err), field, "{bad:?}: {err}");
     }
+    // The run helpers refuse a start that is not `started`, and a finish that does not end
+    // the run or names no run, before anything is written.
+    for status in [Status::Failed, Status::Succeeded, Status::Progress] {
+        let err = store
+            .start_run(NewLog::new("crm", status).run("r2"), d)
+            .await
+            .unwrap_err();
+        assert_eq!(field_of(&err), "status", "start as {status}: {err}");
+    }
+    let err = store
+        .finish_run("r1", NewLog::new("crm", Status::Progress), d)
+        .await
+        .unwrap_err();
+    assert_eq!(field_of(&err), "status", "{err}");
+    let err = store
+        .finish_run("unknown", NewLog::new("crm", Status::Succeeded), d)
+        .await
+        .unwrap_err();
+    assert_eq!(field_of(&err), "run", "{err}");
     assert_eq!(everything(&*store).await, kept, "nothing was written");
     let next = ctx.commit(&*store, vec![sample("after", 1)]).await;
     assert_eq!(next[0].id.get(), kept[0].id.get() + 1, "no id was spent");
