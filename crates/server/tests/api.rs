@@ -1138,3 +1138,583 @@ async fn requests_that_would_be_misread_are_refused_at_once_and_probes_answer_wh
     drop(stuck);
     s.stop().await;
 }
+
+/// The `id` of each item of `page[key]` (`logs`, `records`).
+fn ids_of(page: &Value, key: &str) -> Vec<u64> {
+    page[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {page}"))
+        .iter()
+        .map(|l| l["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// A query string with every value percent-encoded (RFC 3339 times hold `:` and may
+/// hold `+`).
+fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+#[tokio::test]
+async fn one_log_by_id_is_the_record_its_append_receipt_named() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let batch = json!([
+        {"job": "orders", "status": "succeeded", "started_at": "2026-12-01T10:00:00Z", "items_seen": 5, "attrs": {"env": "prod"}},
+        {"job": "crm", "status": "failed", "started_at": "2026-12-01T11:00:00Z", "message": "timeout"},
+        {"job": "orders", "status": "partial", "started_at": "2026-12-01T12:00:00Z", "finished_at": "2026-12-01T12:30:00Z"},
+    ]);
+    let (st, receipt, _) = post(&c, &s.url("/v1/logs"), batch, &[("Idempotency-Key", "by-id")]).await;
+    assert_eq!(st, 201, "{receipt}");
+    let records = receipt["records"].as_array().unwrap();
+    assert_eq!(ids_of(&receipt, "records"), [1, 2, 3]);
+    for (sent, want) in
+        records
+            .iter()
+            .zip([("orders", "succeeded"), ("crm", "failed"), ("orders", "partial")])
+    {
+        let id = sent["id"].as_u64().unwrap();
+        let (st, got, h) = get(&c, &s.url(&format!("/v1/logs/{id}"))).await;
+        assert_eq!(st, 200, "log {id}: {got}");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(got["id"], id);
+        assert_eq!(
+            (got["job"].as_str(), got["status"].as_str()),
+            (Some(want.0), Some(want.1))
+        );
+        let checksum = got["checksum"].as_str().unwrap();
+        // CRC-32C as eight lowercase hex digits.
+        assert!(
+            checksum.len() == 8 && checksum.chars().all(|c| c.is_ascii_hexdigit()),
+            "{got}"
+        );
+        assert_eq!(got["checksum"], sent["checksum"], "log {id}");
+        // Everything else the receipt said, field for field.
+        assert_eq!(&got, sent, "log {id}");
+    }
+    // The store's own record agrees with what the endpoint answered.
+    let stored = s
+        .guarded
+        .get(synclog_core::LogId::new(2).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(records[1]["checksum"], stored.checksum.to_string());
+    // Past the newest id: a JSON 404, not an empty 200.
+    let (st, r, _) = get(&c, &s.url("/v1/logs/4")).await;
+    assert_eq!((st, kind(&r)), (404, "not_found"), "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn log_filters_on_finish_time_record_time_and_run_narrow_to_exactly_the_matching_ids() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let log = |status: &str, finished: Option<&str>, run: Option<&str>| {
+        let mut l = json!({"job": "sync", "status": status, "started_at": "2025-12-31T00:00:00Z"});
+        if let Some(f) = finished {
+            l["finished_at"] = json!(f);
+        }
+        if let Some(r) = run {
+            l["run"] = json!(r);
+        }
+        l
+    };
+    let first = json!([
+        log("started", None, Some("r1")),
+        log("succeeded", Some("2026-01-01T10:00:00Z"), None),
+        log("started", None, Some("r2")),
+        log("failed", Some("2026-01-03T10:00:00Z"), None),
+    ]);
+    let (st, a, _) = post(&c, &s.url("/v1/logs"), first, &[]).await;
+    assert_eq!(st, 201, "{a}");
+    assert_eq!(ids_of(&a, "records"), [1, 2, 3, 4]);
+    // A later commit, so that its records are recorded later than the first four.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = json!([
+        log("succeeded", Some("2026-01-02T10:00:00Z"), Some("r1")),
+        log("progress", None, Some("r2")),
+        log("succeeded", Some("2026-01-02T12:00:00Z"), None),
+    ]);
+    let (st, b, _) = post(&c, &s.url("/v1/logs"), second, &[]).await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(ids_of(&b, "records"), [5, 6, 7]);
+    let at = |v: &Value, i: usize| {
+        v["records"][i]["recorded_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(at(&a, 3) < at(&b, 0), "{a} then {b}");
+    let second_at = b["records"][0]["recorded_at"].as_str().unwrap().to_string();
+    let first_at = a["records"][0]["recorded_at"].as_str().unwrap().to_string();
+
+    for (pairs, want) in [
+        // `finished_from` is inclusive, `finished_until` exclusive; a log without a
+        // finish time never matches a finish range.
+        (vec![("finished_from", "2026-01-02T10:00:00Z")], vec![4, 5, 7]),
+        (vec![("finished_until", "2026-01-02T10:00:00Z")], vec![2]),
+        (
+            vec![("finished_from", "2026-01-02"), ("finished_until", "2026-01-03")],
+            vec![5, 7],
+        ),
+        (vec![("recorded_from", second_at.as_str())], vec![5, 6, 7]),
+        (vec![("recorded_until", second_at.as_str())], vec![1, 2, 3, 4]),
+        (
+            vec![
+                ("recorded_from", first_at.as_str()),
+                ("recorded_until", second_at.as_str()),
+            ],
+            vec![1, 2, 3, 4],
+        ),
+        (vec![("run", "r1")], vec![1, 5]),
+        (vec![("run", "r2")], vec![3, 6]),
+        (vec![("run", "nope")], vec![]),
+        // Conditions combine (AND).
+        (vec![("run", "r1"), ("finished_from", "2026-01-02")], vec![5]),
+        (
+            vec![("run", "r2"), ("recorded_from", second_at.as_str())],
+            vec![6],
+        ),
+        (
+            vec![("run", "r1"), ("recorded_until", second_at.as_str())],
+            vec![1],
+        ),
+    ] {
+        let q = query(&pairs);
+        let (st, r, _) = get(&c, &s.url(&format!("/v1/logs?{q}"))).await;
+        assert_eq!(st, 200, "{q}: {r}");
+        assert_eq!(ids_of(&r, "logs"), want, "{q}");
+        // The count endpoint takes the same filters.
+        let (_, n, _) = get(&c, &s.url(&format!("/v1/count?{q}"))).await;
+        assert_eq!(n["count"], want.len(), "count?{q}");
+    }
+    // A range given backwards is refused, not read as empty.
+    let q = query(&[("finished_from", "2026-01-03"), ("finished_until", "2026-01-02")]);
+    let (st, r, _) = get(&c, &s.url(&format!("/v1/logs?{q}"))).await;
+    assert_eq!((st, kind(&r)), (400, "invalid_input"), "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn run_pages_follow_the_next_link_to_every_run_once_and_the_last_page_has_none() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    // Seven runs started (ids 1..=7), then the first four finished (ids 8..=11): a run's
+    // records are not contiguous, and a page's cursor is its last run's first record.
+    for i in 0..7 {
+        let (st, r, _) = post(
+            &c,
+            &s.url("/v1/runs"),
+            json!({"job": "sync", "run": format!("r{i}")}),
+            &[],
+        )
+        .await;
+        assert_eq!((st, r["record"]["id"].clone()), (201, json!(i + 1)), "{r}");
+    }
+    for i in 0..4 {
+        let (st, r, _) = post(
+            &c,
+            &s.url(&format!("/v1/runs/r{i}/finish")),
+            json!({"status": "succeeded"}),
+            &[],
+        )
+        .await;
+        assert_eq!(st, 201, "{r}");
+    }
+    let all: Vec<String> = (0..7).map(|i| format!("r{i}")).collect();
+    for (q, want, cursors) in [
+        ("limit=3", all.clone(), ["after=3", "after=6"]),
+        (
+            "limit=3&order=desc",
+            all.iter().rev().cloned().collect(),
+            ["before=5", "before=2"],
+        ),
+    ] {
+        let mut url = s.url(&format!("/v1/runs?{q}"));
+        let mut seen: Vec<String> = Vec::new();
+        let mut links = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            assert!(pages <= 5, "{q}: the links go round: {links:?}");
+            let (st, r, h) = get(&c, &url).await;
+            assert_eq!(st, 200, "{url}: {r}");
+            let runs = r["runs"].as_array().unwrap();
+            for run in runs {
+                let key = run["key"].as_str().unwrap().to_string();
+                let n: usize = key[1..].parse().unwrap();
+                // Whole rows: a finished run shows its terminal status.
+                let status = if n < 4 { "succeeded" } else { "started" };
+                assert_eq!(run["status"], status, "{run}");
+                assert_eq!(run["record_ids"][0], n + 1, "{run}");
+                seen.push(key);
+            }
+            let Some(link) = h.get("link") else {
+                assert!(r["next"].is_null(), "no link, no next: {r}");
+                assert!(runs.len() < 3, "the last page is not full: {r}");
+                break;
+            };
+            let link = link.to_str().unwrap().to_string();
+            assert_eq!(runs.len(), 3, "only a full page links on: {link}");
+            let target = link
+                .strip_prefix('<')
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("{link}"));
+            let next_query = target
+                .strip_prefix("/v1/runs?")
+                .unwrap_or_else(|| panic!("{link}"));
+            assert_eq!(Some(next_query), r["next"].as_str(), "{r}");
+            links.push(next_query.to_string());
+            url = s.url(target);
+        }
+        assert_eq!(seen, want, "{q}: every run exactly once, in order");
+        assert_eq!(pages, 3, "{q}");
+        assert_eq!(links.len(), 2);
+        for (link, cursor) in links.iter().zip(cursors) {
+            assert!(link.ends_with(cursor), "{link} moves the cursor to {cursor}");
+            assert!(link.starts_with("limit=3"), "{link} keeps the query");
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_beyond_the_stream_limit_gets_a_503_with_retry_after_and_a_json_error() {
+    let s = Server::start(Config {
+        max_streams: 2,
+        ..Config::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let resp = c.get(s.url("/v1/stream")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        open.push(resp);
+    }
+    let resp = c.get(s.url("/v1/stream?job=a")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(kind(&body), "overloaded", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("streams"),
+        "{body}"
+    );
+    // The stream limit is not the request limit: other requests are served meanwhile.
+    let (st, r, _) = get(&c, &s.url("/v1/count")).await;
+    assert_eq!((st, r["count"].clone()), (200, json!(0)));
+    // The streams still open are unharmed: they get the next log.
+    let (st, _, _) = post(
+        &c,
+        &s.url("/v1/logs"),
+        json!({"job": "a", "status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 201);
+    for resp in &mut open {
+        assert_eq!(events(resp, 1).await, [1]);
+    }
+    // A stream closed frees its place (the server notices when it next writes to it).
+    drop(open.pop());
+    let mut freed = None;
+    for _ in 0..100 {
+        post(
+            &c,
+            &s.url("/v1/logs"),
+            json!({"job": "b", "status": "succeeded"}),
+            &[],
+        )
+        .await;
+        let resp = c.get(s.url("/v1/stream")).send().await.unwrap();
+        if resp.status().as_u16() == 200 {
+            freed = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed.is_some(), "a closed stream's place is given back");
+    drop(freed);
+    drop(open);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_give_the_age_of_a_jobs_last_success_and_nothing_for_a_job_that_never_succeeded() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    // `good` succeeded once, then failed; `never` only failed; `running` only started.
+    post(&c, &s.url("/v1/runs"), json!({"job": "good", "run": "g1"}), &[]).await;
+    let (st, _, _) = post(
+        &c,
+        &s.url("/v1/runs/g1/finish"),
+        json!({"status": "succeeded"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 201);
+    for (job, status) in [("good", "failed"), ("never", "failed"), ("never", "failed")] {
+        let (st, _, _) = post(&c, &s.url("/v1/logs"), json!({"job": job, "status": status}), &[]).await;
+        assert_eq!(st, 201);
+    }
+    post(
+        &c,
+        &s.url("/v1/runs"),
+        json!({"job": "running", "run": "x1"}),
+        &[],
+    )
+    .await;
+
+    let scrape = || async {
+        c.get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    const AGE: &str = "synclog_job_last_success_age_seconds";
+    let age_of = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{AGE}{{job=\"good\"}} ")))
+            .unwrap_or_else(|| panic!("no {AGE} for job good in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let text = scrape().await;
+    assert!(text.lines().any(|l| l == format!("# TYPE {AGE} gauge")), "{text}");
+    let first = age_of(&text);
+    assert!(
+        (0.0..300.0).contains(&first),
+        "{first} s since a success just now"
+    );
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{AGE}{{")))
+        .collect();
+    assert_eq!(series.len(), 1, "one series, for `good` only: {series:?}");
+    // The jobs without a success are known to the metrics, just without an age.
+    for line in [
+        "synclog_job_consecutive_failures{job=\"good\"} 1",
+        "synclog_job_consecutive_failures{job=\"never\"} 2",
+        "synclog_job_consecutive_failures{job=\"running\"} 0",
+        "synclog_job_last_status{job=\"good\",status=\"failed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // It is an age: it grows between scrapes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = age_of(&scrape().await);
+    assert!(later >= first + 0.15, "{first} s, then {later} s");
+    s.stop().await;
+}
+
+/// A copy whose writes fail while `down` (its disk gone away), reads and the rest as the
+/// copy it wraps: how a copy falls behind in the open.
+#[derive(Debug)]
+struct Unplugged {
+    inner: std::sync::Arc<dyn LogStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Unplugged {
+    fn reachable(&self, what: &str) -> synclog_core::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(synclog_core::Error::io(
+                format!("{what}: the copy's disk is gone (test)"),
+                std::io::Error::other("injected: disk gone"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl LogStore for Unplugged {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> synclog_core::store::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn commit_valid(
+        &self,
+        batch: synclog_core::ValidBatch,
+        durability: synclog_core::Durability,
+    ) -> synclog_core::Result<synclog_core::Committed> {
+        self.reachable("committing")?;
+        self.inner.commit_valid(batch, durability).await
+    }
+    async fn get(&self, id: synclog_core::LogId) -> synclog_core::Result<Option<synclog_core::LogRecord>> {
+        self.inner.get(id).await
+    }
+    async fn scan(&self, scan: &synclog_core::Scan) -> synclog_core::Result<Vec<synclog_core::LogRecord>> {
+        self.inner.scan(scan).await
+    }
+    async fn last_id(&self) -> synclog_core::Result<Option<synclog_core::LogId>> {
+        self.inner.last_id().await
+    }
+    async fn high_water(&self) -> synclog_core::Result<Option<synclog_core::LogId>> {
+        self.inner.high_water().await
+    }
+    async fn find_idempotent(&self, key: &str) -> synclog_core::Result<Option<synclog_core::LogRecord>> {
+        self.inner.find_idempotent(key).await
+    }
+    async fn find_idempotent_many(
+        &self,
+        keys: &[String],
+    ) -> synclog_core::Result<Vec<synclog_core::LogRecord>> {
+        self.inner.find_idempotent_many(keys).await
+    }
+    async fn sync(&self, level: synclog_core::Durability) -> synclog_core::Result<()> {
+        self.inner.sync(level).await
+    }
+    async fn verify(
+        &self,
+        options: synclog_core::store::VerifyOptions,
+    ) -> synclog_core::Result<synclog_core::store::VerifyReport> {
+        self.inner.verify(options).await
+    }
+    async fn import_valid(
+        &self,
+        records: synclog_core::ValidRecords,
+        durability: synclog_core::Durability,
+    ) -> synclog_core::Result<synclog_core::store::ImportReport> {
+        self.reachable("importing")?;
+        self.inner.import_valid(records, durability).await
+    }
+    async fn repair_valid(
+        &self,
+        records: synclog_core::ValidRecords,
+        durability: synclog_core::Durability,
+    ) -> synclog_core::Result<synclog_core::store::ImportReport> {
+        self.reachable("repairing")?;
+        self.inner.repair_valid(records, durability).await
+    }
+    async fn close(&self) -> synclog_core::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caught_up() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let primary: Arc<dyn LogStore> =
+        Arc::new(synclog_sqlite::SqliteStore::open(dir.path().join("p.db")).unwrap());
+    let backup = Arc::new(Unplugged {
+        inner: Arc::new(synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap()),
+        down: false.into(),
+    });
+    let backup_store: Arc<dyn LogStore> = backup.clone();
+    let guarded = Arc::new(
+        synclog_core::guarded::Guarded::open(primary, backup_store, Default::default())
+            .await
+            .unwrap(),
+    );
+    let s = Server::serve(guarded, Config::default()).await;
+    let c = reqwest::Client::new();
+    let append = |message: &'static str| {
+        let (c, url) = (c.clone(), s.url("/v1/logs"));
+        async move {
+            post(
+                &c,
+                &url,
+                json!({"job": "orders", "status": "succeeded", "message": message}),
+                &[],
+            )
+            .await
+        }
+    };
+    let (st, r, _) = append("both").await;
+    assert_eq!(
+        (st, r["durable_in"].clone()),
+        (201, json!({"primary": true, "backup": true})),
+        "{r}"
+    );
+    let (_, h, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(h["status"], "ok", "{h}");
+
+    // The backup's writes fail: the append is answered from the primary and waits for it.
+    backup.down.store(true, Ordering::SeqCst);
+    let (st, r, _) = append("primary only").await;
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["records"][0]["id"], 2, "{r}");
+    assert_eq!(r["durable_in"], json!({"primary": true, "backup": false}), "{r}");
+    let (st, h, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(st, 200, "a copy behind does not stop the store serving: {h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["last_id"], 2, "{h}");
+    assert_eq!(
+        (
+            h["copies"][0]["copy"].as_str(),
+            h["copies"][0]["state"].as_str(),
+            h["copies"][0]["pending"].as_u64()
+        ),
+        (Some("primary"), Some("ok"), Some(0)),
+        "{h}"
+    );
+    assert_eq!(
+        (
+            h["copies"][1]["copy"].as_str(),
+            h["copies"][1]["state"].as_str(),
+            h["copies"][1]["pending"].as_u64()
+        ),
+        (Some("backup"), Some("behind"), Some(1)),
+        "{h}"
+    );
+    assert_eq!(h["copies"][1]["failures"], 1, "{h}");
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "synclog_pair_pending_backup 1"),
+        "{text}"
+    );
+
+    // Its disk is back: nothing retries until the next append, which carries the record
+    // over; then the copy is ok again and holds every record.
+    backup.down.store(false, Ordering::SeqCst);
+    let (_, h, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(h["copies"][1]["state"], "behind", "{h}");
+    let (st, r, _) = append("after").await;
+    assert_eq!(
+        (st, r["durable_in"].clone()),
+        (201, json!({"primary": true, "backup": true})),
+        "{r}"
+    );
+    let (_, h, _) = get(&c, &s.url("/v1/health")).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(
+        (
+            h["copies"][1]["state"].as_str(),
+            h["copies"][1]["pending"].as_u64()
+        ),
+        (Some("ok"), Some(0)),
+        "{h}"
+    );
+    let held: Vec<u64> = backup
+        .inner
+        .scan(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.get())
+        .collect();
+    assert_eq!(held, [1, 2, 3]);
+    s.stop().await;
+}

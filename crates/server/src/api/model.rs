@@ -170,7 +170,7 @@ pub struct LogOut {
     /// Its idempotency key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// Its checksum (16 hex digits): what `verify` checks it against.
+    /// Its checksum (CRC-32C, 8 lowercase hex digits): what `verify` checks it against.
     pub checksum: String,
 }
 
