@@ -80,14 +80,23 @@ const FILTER_JOBS: [&str; 6] = ["alpha", "beta", "gamma", "keyed", "runs", "nobo
 
 /// A random [`Filter`]: jobs, statuses, an attribute condition on `n` (a number, or the
 /// same digits as a string, which must not match), a `started_at` range around the fixed
-/// instant keyed and run logs start at, and a run key.
+/// instant keyed and run logs start at, a `finished_at` range around the one run logs end
+/// at, a `recorded_at` range over the instants imported records carry (appended ones are
+/// recorded now, after all of them), and a run key.
 #[derive(Debug, Clone)]
 struct RandomFilter {
     jobs: Vec<usize>,
     statuses: Vec<usize>,
     n: Option<(u64, bool)>,
     started: (Option<i64>, Option<i64>),
+    finished: (Option<i64>, Option<i64>),
+    recorded: (Option<i64>, Option<i64>),
     run: Option<usize>,
+}
+
+/// The `recorded_at` of imported record `id`: `id` seconds after the fixed instant.
+fn imported_at(id: u64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(1_767_225_600 + id as i64, 0).unwrap()
 }
 
 impl RandomFilter {
@@ -101,6 +110,14 @@ impl RandomFilter {
                 from: self.started.0.map(at),
                 until: self.started.1.map(at),
             },
+            finished: TimeRange {
+                from: self.finished.0.map(at),
+                until: self.finished.1.map(at),
+            },
+            recorded: TimeRange {
+                from: self.recorded.0.map(at),
+                until: self.recorded.1.map(at),
+            },
             run: self.run.map(|r| format!("r{r}")),
             ..Filter::default()
         };
@@ -110,9 +127,11 @@ impl RandomFilter {
                 false => AttrEq::new("n", n),
             });
         }
-        if let (Some(a), Some(b)) = (f.started.from, f.started.until) {
-            // A reversed range is a bad filter; the model only asks good ones.
-            f.started.until = Some(a.max(b));
+        // A reversed range is a bad filter; the model only asks good ones.
+        for range in [&mut f.started, &mut f.finished, &mut f.recorded] {
+            if let (Some(a), Some(b)) = (range.from, range.until) {
+                range.until = Some(a.max(b));
+            }
         }
         f
     }
@@ -128,14 +147,26 @@ fn random_filter() -> impl Strategy<Value = RandomFilter> {
             prop::option::weighted(0.3, -1i64..2),
         ),
         prop::option::weighted(0.2, 0usize..3),
+        (
+            prop::option::weighted(0.2, 99i64..102),
+            prop::option::weighted(0.2, 99i64..102),
+        ),
+        (
+            prop::option::weighted(0.2, 0i64..40),
+            prop::option::weighted(0.2, 0i64..40),
+        ),
     )
-        .prop_map(|(jobs, statuses, n, started, run)| RandomFilter {
-            jobs,
-            statuses,
-            n,
-            started,
-            run,
-        })
+        .prop_map(
+            |(jobs, statuses, n, started, run, finished, recorded)| RandomFilter {
+                jobs,
+                statuses,
+                n,
+                started,
+                finished,
+                recorded,
+                run,
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -239,7 +270,8 @@ async fn run_ops(level: Durability, store: &Arc<dyn LogStore>, ops: &[Op]) -> Re
                 let first = model.next_id() + gap;
                 let recs: Vec<_> = (first..first + count)
                     .map(|i| {
-                        LogRecord::seal(LogId::new(i).unwrap(), Utc::now(), sample("imported", i)).unwrap()
+                        LogRecord::seal(LogId::new(i).unwrap(), imported_at(i), sample("imported", i))
+                            .unwrap()
                     })
                     .collect();
                 let report = store.import(recs.clone(), level).await.map_err(fail)?;
