@@ -70,7 +70,8 @@ fn ids(stdout: &str) -> Vec<u64> {
 }
 
 /// `list` takes repeated jobs and statuses, start-time ranges (RFC 3339, dates), attribute
-/// conditions compared exactly (`shard=1` is not `shard="1"`) and newest-first order.
+/// conditions compared exactly (`shard=1` is not `shard="1"`), newest-first order, recorded
+/// and finished ranges, and a run key.
 #[test]
 fn list_filters_by_jobs_statuses_times_and_attributes() {
     let env = Env::new();
@@ -101,6 +102,19 @@ fn list_filters_by_jobs_statuses_times_and_attributes() {
         list(&["--finished-from", "2026-01-01"]).is_empty(),
         "none has finished_at"
     );
+    // A run's records, and the finish time its terminal record carries.
+    env.expect(0, &["start", "--job", "crm", "--run", "r1"]);
+    env.expect(
+        0,
+        &["append", "--job", "crm", "--status", "progress", "--run", "r1"],
+    );
+    env.expect(0, &["append", "--job", "crm", "--status", "succeeded"]);
+    env.expect(0, &["finish", "r1", "--status", "succeeded"]);
+    assert_eq!(list(&["--run", "r1"]), [7, 8, 10]);
+    assert_eq!(list(&["--run", "r1", "--status", "progress"]), [8]);
+    assert!(list(&["--run", "r2"]).is_empty());
+    assert_eq!(list(&["--finished-from", "1h"]), [10]);
+    assert_eq!(env.expect(0, &["count", "--run", "r1"]).trim(), "3");
 }
 
 /// `count` prints the number of matching logs (`--by status`: of each status, then the

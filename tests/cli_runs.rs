@@ -68,12 +68,35 @@ fn a_run_is_started_finished_and_listed_and_a_late_record_is_refused() {
 }
 
 /// Bad run input is refused with exit 2 and writes nothing: a finish of an unknown run,
-/// a second start of a running key, a status that does not end a run, an empty key.
+/// a second start of a running key, a status that does not end a run, an empty key, a key
+/// over 200 bytes or with a line break.
 #[test]
 fn bad_run_input_exits_2_and_writes_nothing() {
     let env = Env::new();
     env.expect(0, &["start", "--job", "crm", "--run", "r1"]);
+    let long = "k".repeat(synclog::validate::MAX_KEY_BYTES + 1);
     for args in [
+        vec!["start", "--job", "crm", "--run", &long],
+        vec!["start", "--job", "crm", "--run", "a\nb"],
+        vec!["finish", &long, "--status", "failed"],
+        vec![
+            "append",
+            "--job",
+            "crm",
+            "--status",
+            "succeeded",
+            "--idempotency-key",
+            &long,
+        ],
+        vec![
+            "append",
+            "--job",
+            "crm",
+            "--status",
+            "succeeded",
+            "--idempotency-key",
+            "a\nb",
+        ],
         vec!["finish", "nope", "--status", "failed"],
         vec!["abandon", "nope", "--reason", "x"],
         vec!["start", "--job", "crm", "--run", "r1"],
