@@ -24,11 +24,11 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -55,6 +55,11 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 /// store instead (and so the most a follower that stopped asking keeps alive).
 const FEED_CAPACITY: usize = 256;
 
+/// Every this many batches on the feed, every watch is woken, those of other jobs too: they
+/// take what the feed holds before it drops the oldest, so a follower of a quiet job never
+/// has to read the store for the commits it slept through.
+const DRAIN_EVERY: u64 = FEED_CAPACITY as u64 / 2;
+
 /// How long a woken follower lets further commits gather before it looks: with many
 /// followers and small groups, waking each for every group would cost the writers more
 /// than the followers need (a follower's delay stays within a few milliseconds).
@@ -65,7 +70,8 @@ pub const GATHER: Duration = Duration::from_millis(10);
 /// - Its writer calls [`committed_records`](Self::committed_records) after each
 ///   acknowledged commit: followers in this process get the records themselves (no read
 ///   of the store, so a hundred idle followers cost a commit almost nothing) and a hint
-///   that the store now goes up to the last of them.
+///   that the store now goes up to the last of them. A watch that follows some jobs only
+///   ([`CommitWatch::only_jobs`]) is woken only by commits holding one of them.
 /// - Imports, repairs and commits heard of from elsewhere (a PostgreSQL NOTIFY) call
 ///   [`committed`](Self::committed): the hint only; followers then read the store.
 /// - For other processes' commits, [`watch`](Self::watch) takes a [`Probe`]: one task,
@@ -81,8 +87,15 @@ pub struct CommitSignal {
 struct SignalInner {
     /// The largest id known to be committed (0 for none).
     hint: watch::Sender<u64>,
+    /// Raised with the hint by commits heard of without their records (imports, repairs,
+    /// other processes'): they may hold any job, so they wake every watch.
+    blind: watch::Sender<u64>,
+    /// The watches that follow some jobs only, by job: woken by commits holding one.
+    by_job: Mutex<HashMap<String, Vec<Arc<watch::Sender<u64>>>>>,
     /// Batches this process committed, in commit order.
     feed: broadcast::Sender<Arc<[LogRecord]>>,
+    /// How many batches were sent on the feed.
+    fed: std::sync::atomic::AtomicU64,
     /// The shared probing task, while one runs.
     prober: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -100,7 +113,10 @@ impl Default for CommitSignal {
         CommitSignal {
             inner: Arc::new(SignalInner {
                 hint: watch::channel(0).0,
+                blind: watch::channel(0).0,
+                by_job: Mutex::new(HashMap::new()),
                 feed: broadcast::channel(FEED_CAPACITY).0,
+                fed: std::sync::atomic::AtomicU64::new(0),
                 prober: tokio::sync::Mutex::new(None),
             }),
         }
@@ -116,13 +132,47 @@ impl CommitSignal {
     /// Records that everything up to `last` may be committed (an import, a repair, a
     /// commit heard of from elsewhere), and wakes the followers: they read the store.
     pub fn committed(&self, last: LogId) {
+        if self.raise(last) {
+            self.inner.blind.send_replace(last.get());
+        }
+    }
+
+    /// Raises the hint to `last`; returns whether it rose.
+    fn raise(&self, last: LogId) -> bool {
         self.inner.hint.send_if_modified(|cur| {
             let newer = last.get() > *cur;
             if newer {
                 *cur = last.get();
             }
             newer
-        });
+        })
+    }
+
+    /// Wakes the watches that follow one of the jobs of `records` (after they were sent on
+    /// the feed, so that a woken watch finds them), forgetting the watches dropped since.
+    fn wake_jobs(&self, records: &[LogRecord], last: LogId) {
+        let mut by_job = self.inner.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        if by_job.is_empty() {
+            return;
+        }
+        let mut jobs: Vec<&str> = Vec::new();
+        for r in records {
+            if !jobs.contains(&r.job.as_str()) {
+                jobs.push(&r.job);
+            }
+        }
+        for job in jobs {
+            let Some(watches) = by_job.get_mut(job) else {
+                continue;
+            };
+            watches.retain(|w| !w.is_closed());
+            for w in watches.iter() {
+                w.send_replace(last.get());
+            }
+            if watches.is_empty() {
+                by_job.remove(job);
+            }
+        }
     }
 
     /// Hands the records of an acknowledged commit (in id order) to this process's
@@ -138,10 +188,17 @@ impl CommitSignal {
             return;
         };
         if self.inner.feed.receiver_count() > 0 {
+            let records: Arc<[LogRecord]> = records.into();
             // No receiver left between the check and the send is harmless.
-            let _ = self.inner.feed.send(records.into());
+            let _ = self.inner.feed.send(records.clone());
+            self.wake_jobs(&records, last);
+            let fed = self.inner.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if self.raise(last) && fed.is_multiple_of(DRAIN_EVERY) {
+                self.inner.blind.send_replace(last.get());
+            }
+            return;
         }
-        self.committed(last);
+        self.raise(last);
     }
 
     /// The largest id signalled (0 for none).
@@ -158,6 +215,7 @@ impl CommitSignal {
     pub async fn watch(&self, probe: Option<(Duration, Probe)>) -> Result<CommitWatch> {
         crate::runtime::current("watching a store's commits")?;
         let hint = self.inner.hint.subscribe();
+        let blind = self.inner.blind.subscribe();
         let feed = self.inner.feed.subscribe();
         if let Some((every, mut probe)) = probe {
             let mut prober = self.inner.prober.lock().await;
@@ -193,6 +251,9 @@ impl CommitSignal {
             hint: Some(hint),
             feed: Some(feed),
             every: None,
+            jobs: None,
+            signal: Arc::downgrade(&self.inner),
+            blind: Some(blind),
         })
     }
 }
@@ -204,6 +265,18 @@ pub struct CommitWatch {
     feed: Option<broadcast::Receiver<Arc<[LogRecord]>>>,
     /// Without a signal: wake every this often and read the store.
     every: Option<Duration>,
+    /// After [`only_jobs`](Self::only_jobs): raised by commits holding one of its jobs.
+    jobs: Option<watch::Receiver<u64>>,
+    /// The signal, to register [`only_jobs`](Self::only_jobs) with.
+    signal: Weak<SignalInner>,
+    /// Raised by commits heard of without their records.
+    blind: Option<watch::Receiver<u64>>,
+}
+
+impl std::fmt::Debug for SignalInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalInner").finish_non_exhaustive()
+    }
 }
 
 /// What a [`CommitWatch`] has seen since it was last asked.
@@ -225,7 +298,39 @@ impl CommitWatch {
             hint: None,
             feed: None,
             every: Some(every),
+            jobs: None,
+            signal: Weak::new(),
+            blind: None,
         }
+    }
+
+    /// Wakes [`changed`](Self::changed) only for this process's commits holding a record of
+    /// one of `jobs` (an empty list: every commit, as before), and for every commit heard of
+    /// without its records (which may hold any job). What [`take`](Self::take) returns is
+    /// unchanged: every batch, whatever its jobs. So a follower of a job nobody writes is
+    /// not woken by the commits of others. Does nothing on a polling watch.
+    pub fn only_jobs(&mut self, jobs: &[String]) {
+        let Some(inner) = self.signal.upgrade() else {
+            return;
+        };
+        if jobs.is_empty() || self.jobs.is_some() {
+            return;
+        }
+        let (tx, rx) = watch::channel(0);
+        let tx = Arc::new(tx);
+        let mut by_job = inner.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        // Watches dropped since, of jobs nobody committed to, go now.
+        by_job.retain(|_, watches| {
+            watches.retain(|w| !w.is_closed());
+            !watches.is_empty()
+        });
+        for job in jobs {
+            let watches = by_job.entry(job.clone()).or_default();
+            if !watches.iter().any(|w| Arc::ptr_eq(w, &tx)) {
+                watches.push(tx.clone());
+            }
+        }
+        self.jobs = Some(rx);
     }
 
     /// What arrived since the last call, without waiting.
@@ -244,6 +349,11 @@ impl CommitWatch {
                 }
             }
         }
+        // What woke a watch of some jobs is taken with the rest.
+        if let (Some(jobs), Some(blind)) = (&mut self.jobs, &mut self.blind) {
+            jobs.borrow_and_update();
+            blind.borrow_and_update();
+        }
         heard.hint = match &mut self.hint {
             Some(rx) => LogId::new(*rx.borrow_and_update()),
             None => None,
@@ -261,6 +371,15 @@ impl CommitWatch {
     /// passes (for a polling watch: its interval, or `timeout` if shorter). Returns whether
     /// something changed (always true for a polling watch: it cannot tell).
     pub async fn changed(&mut self, timeout: Duration) -> bool {
+        if let (Some(jobs), Some(blind)) = (&mut self.jobs, &mut self.blind) {
+            let either = async {
+                tokio::select! {
+                    r = jobs.changed() => r.is_ok(),
+                    r = blind.changed() => r.is_ok(),
+                }
+            };
+            return matches!(tokio::time::timeout(timeout, either).await, Ok(true));
+        }
         match (&mut self.hint, self.every) {
             (Some(rx), _) => matches!(tokio::time::timeout(timeout, rx.changed()).await, Ok(Ok(()))),
             (None, every) => {
@@ -336,7 +455,10 @@ where
         let mut read_store = self.behind;
         if self.watch.is_none() {
             // Watching first: a commit after this is heard of, one before it is read.
-            self.watch = Some(self.store.commit_watch().await?);
+            let mut watch = self.store.commit_watch().await?;
+            // Woken only by commits that may hold a matching record.
+            watch.only_jobs(&self.filter.jobs);
+            self.watch = Some(watch);
             read_store = true;
         }
         let mut queued = 0;
@@ -452,5 +574,92 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::NewLog;
+    use crate::status::Status;
+
+    fn rec(id: u64, job: &str) -> LogRecord {
+        LogRecord::seal(
+            LogId::new(id).unwrap(),
+            chrono::Utc::now(),
+            NewLog::new(job, Status::Succeeded),
+        )
+        .unwrap()
+    }
+
+    /// A watch of some jobs is not woken by a commit of others (whose batch it still
+    /// takes), and is by a commit holding one of its jobs and by one heard of without its
+    /// records; a watch of every job wakes for everything.
+    #[tokio::test]
+    async fn a_watch_of_some_jobs_wakes_only_for_them_and_for_commits_without_records() {
+        let signal = CommitSignal::new();
+        let mut watch = signal.watch(None).await.unwrap();
+        watch.only_jobs(&["a".to_string()]);
+        let mut every = signal.watch(None).await.unwrap();
+        signal.committed_records(&[rec(1, "b")]);
+        assert!(
+            !watch.changed(Duration::from_millis(50)).await,
+            "another job's commit"
+        );
+        assert!(every.changed(Duration::from_secs(5)).await);
+        let heard = watch.take();
+        assert_eq!(heard.batches.len(), 1, "its batch is still taken");
+        assert_eq!(heard.hint, LogId::new(1));
+        signal.committed_records(&[rec(2, "b"), rec(3, "a")]);
+        assert!(
+            watch.changed(Duration::from_secs(5)).await,
+            "a commit holding its job"
+        );
+        assert_eq!(watch.take().hint, LogId::new(3));
+        assert!(
+            !watch.changed(Duration::from_millis(20)).await,
+            "taken: nothing new"
+        );
+        signal.committed(LogId::new(9).unwrap());
+        assert!(
+            watch.changed(Duration::from_secs(5)).await,
+            "a commit without its records"
+        );
+    }
+
+    /// A watch of a job nobody commits to is woken every `DRAIN_EVERY` batches, not at each:
+    /// it takes what the feed holds before the feed drops any, so it never lags and never
+    /// has to read the store for the commits it slept through.
+    #[tokio::test]
+    async fn a_watch_of_a_quiet_job_wakes_to_drain_the_feed_before_it_lags() {
+        let signal = CommitSignal::new();
+        let mut watch = signal.watch(None).await.unwrap();
+        watch.only_jobs(&["quiet".to_string()]);
+        let waiter = tokio::spawn(async move {
+            let (mut wakes, mut batches, mut lagged) = (0, 0, false);
+            while watch.changed(Duration::from_secs(60)).await {
+                wakes += 1;
+                let heard = watch.take();
+                batches += heard.batches.len();
+                lagged |= heard.lagged;
+                if heard.hint == LogId::new(301) {
+                    break;
+                }
+            }
+            (wakes, batches, lagged)
+        });
+        for id in 1..=300 {
+            signal.committed_records(&[rec(id, "busy")]);
+            tokio::task::yield_now().await;
+        }
+        signal.committed_records(&[rec(301, "quiet")]);
+        let (wakes, batches, lagged) = waiter.await.unwrap();
+        assert_eq!(
+            wakes,
+            300 / DRAIN_EVERY as usize + 1,
+            "woken to drain, then by its job"
+        );
+        assert_eq!(batches, 301, "every batch taken from the feed");
+        assert!(!lagged, "the feed never dropped a batch it needed");
     }
 }
