@@ -1718,3 +1718,102 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
     assert_eq!(held, [1, 2, 3]);
     s.stop().await;
 }
+
+/// The dashboard's job tiles say what an operator looks for, per job: the last status, its
+/// age, the failures in a row (or the last success, or none yet), and a chart of today's
+/// ended and failed runs; its runs table pages by the "Older runs" link, every run once.
+#[tokio::test]
+async fn the_dashboard_tiles_show_status_failures_and_a_chart_and_its_runs_page_by_older_runs() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let run = |job: &str, key: &str| json!({"job": job, "run": key});
+    for (job, key, end) in [
+        ("good", "g1", Some("succeeded")),
+        ("bad", "b1", Some("failed")),
+        ("bad", "b2", Some("failed")),
+        ("new", "n1", None),
+        ("good", "g2", Some("succeeded")),
+    ] {
+        let (st, r, _) = post(&c, &s.url("/v1/runs"), run(job, key), &[]).await;
+        assert_eq!(st, 201, "{r}");
+        if let Some(status) = end {
+            let (st, r, _) = post(
+                &c,
+                &s.url(&format!("/v1/runs/{key}/finish")),
+                json!({"status": status}),
+                &[],
+            )
+            .await;
+            assert_eq!(st, 201, "{r}");
+        }
+    }
+    let page = |path: String| {
+        let c = c.clone();
+        let url = s.url(&path);
+        async move {
+            let resp = c.get(url).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            resp.text().await.unwrap()
+        }
+    };
+    let html = page("/".into()).await;
+    let tile = |job: &str| -> String {
+        let start = html
+            .find(&format!("<div class=\"tile\" data-job=\"{job}\">"))
+            .unwrap_or_else(|| panic!("no tile for {job}"));
+        let rest = &html[start..];
+        let end = rest.find("</svg>").expect("a chart in the tile");
+        rest[..end].to_string()
+    };
+    let today = chrono::Utc::now().date_naive();
+    let good = tile("good");
+    assert!(good.contains("badge s-succeeded"), "{good}");
+    assert!(good.contains("last success ") && good.contains("s ago"), "{good}");
+    assert!(good.contains(&format!("{today}: 2 runs, 0 failed")), "{good}");
+    assert!(!good.contains("#d64545"), "no failure bar: {good}");
+    let bad = tile("bad");
+    assert!(bad.contains("badge s-failed"), "{bad}");
+    assert!(bad.contains("2 failed in a row"), "{bad}");
+    assert!(bad.contains(&format!("{today}: 2 runs, 2 failed")), "{bad}");
+    assert!(bad.contains("#d64545"), "a failure bar: {bad}");
+    let new = tile("new");
+    assert!(
+        new.contains("badge s-started") && new.contains("no success yet"),
+        "{new}"
+    );
+    assert!(new.contains(&format!("{today}: 0 runs, 0 failed")), "{new}");
+    // Fourteen days a chart, one bar (and its title) each.
+    assert_eq!(good.matches("<title>").count(), 14, "{good}");
+
+    // The runs table, two a page, newest first, by the "Older runs" link.
+    let runs_of = |html: &str| -> Vec<String> {
+        let table = &html[html.find("id=\"runs-body\"").unwrap()..];
+        let table = &table[..table.find("</tbody>").unwrap()];
+        table
+            .split("data-run=\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect()
+    };
+    let next_of = |html: &str| -> Option<String> {
+        let at = html.find("<a id=\"next\" href=\"")? + "<a id=\"next\" href=\"".len();
+        Some(html[at..at + html[at..].find('"').unwrap()].replace("&amp;", "&"))
+    };
+    let (mut seen, mut path) = (Vec::new(), Some("/?limit=2".to_string()));
+    let mut pages = 0;
+    while let Some(p) = path {
+        let html = page(p).await;
+        let runs = runs_of(&html);
+        assert!(runs.len() <= 2, "{runs:?}");
+        seen.extend(runs);
+        path = next_of(&html);
+        pages += 1;
+        assert!(pages <= 4, "the pages end");
+    }
+    assert_eq!(
+        seen,
+        ["g2", "n1", "b2", "b1", "g1"],
+        "every run once, newest first"
+    );
+    s.stop().await;
+}
