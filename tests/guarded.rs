@@ -578,3 +578,47 @@ async fn a_group_of_repeats_syncs_both_copies_before_it_answers() {
     assert_eq!(syncs(), before + 1, "the primary was synced for the repeat");
     store.close().await.unwrap();
 }
+
+/// A copy whose writes failed catches up by itself once it can take them again: the guard
+/// retries what it queued for it `retry_pending_after` after its last attempt, with no
+/// other append to carry it, and counts what it copied.
+#[tokio::test]
+async fn a_copy_whose_disk_came_back_catches_up_without_another_append() {
+    use std::time::{Duration, Instant};
+    let pair = Pair::new();
+    let backup = Arc::new(synclog_conformance::fault::Unplugged::new(pair.json().await));
+    let store = Guarded::open(
+        pair.sqlite().await,
+        backup.clone(),
+        GuardedOptions {
+            retry_pending_after: Some(Duration::from_millis(50)),
+            ..GuardedOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.append(log(1)).await.unwrap();
+    backup.set_down(true);
+    let receipt = store
+        .append_batch(vec![log(2)], Durability::PowerLoss)
+        .await
+        .unwrap();
+    assert!(
+        receipt.durable_in.primary && !receipt.durable_in.backup,
+        "{receipt:?}"
+    );
+    assert_eq!(store.stats().pending_backup, 1);
+    backup.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.stats().pending_backup > 0 {
+        assert!(Instant::now() < deadline, "the backup never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.stats().copied_to_backup, 1);
+    assert_eq!(
+        everything(&**backup.inner()).await,
+        everything(&store).await,
+        "the backup holds both records, as the pair does"
+    );
+    assert_eq!(everything(&store).await.len(), 2);
+}

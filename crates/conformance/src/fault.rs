@@ -171,3 +171,90 @@ impl LogStore for DamagedReads {
         self.inner.close().await
     }
 }
+
+/// Wraps a store whose writes (commits, imports, repairs) fail with an I/O error while it
+/// is [`down`](Self::set_down), as a copy whose disk went away does; reads go through.
+#[derive(Debug)]
+pub struct Unplugged {
+    inner: Arc<dyn LogStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Unplugged {
+    /// Wraps `inner`, up.
+    pub fn new(inner: Arc<dyn LogStore>) -> Self {
+        Unplugged {
+            inner,
+            down: false.into(),
+        }
+    }
+
+    /// Makes writes fail (`true`) or go through again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn LogStore> {
+        &self.inner
+    }
+
+    fn reachable(&self, what: &str) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("{what} on {} (injected: its disk is gone)", self.inner.describe()),
+                std::io::Error::other("injected: disk gone"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LogStore for Unplugged {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn commit_valid(&self, batch: ValidBatch, durability: Durability) -> Result<Committed> {
+        self.reachable("committing")?;
+        self.inner.commit_valid(batch, durability).await
+    }
+    async fn get(&self, id: LogId) -> Result<Option<LogRecord>> {
+        self.inner.get(id).await
+    }
+    async fn scan(&self, scan: &Scan) -> Result<Vec<LogRecord>> {
+        self.inner.scan(scan).await
+    }
+    async fn last_id(&self) -> Result<Option<LogId>> {
+        self.inner.last_id().await
+    }
+    async fn high_water(&self) -> Result<Option<LogId>> {
+        self.inner.high_water().await
+    }
+    async fn find_idempotent(&self, key: &str) -> Result<Option<LogRecord>> {
+        self.inner.find_idempotent(key).await
+    }
+    async fn find_idempotent_many(&self, keys: &[String]) -> Result<Vec<LogRecord>> {
+        self.inner.find_idempotent_many(keys).await
+    }
+    async fn sync(&self, level: Durability) -> Result<()> {
+        self.inner.sync(level).await
+    }
+    async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport> {
+        self.inner.verify(options).await
+    }
+    async fn import_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.reachable("importing")?;
+        self.inner.import_valid(records, durability).await
+    }
+    async fn repair_valid(&self, records: ValidRecords, durability: Durability) -> Result<ImportReport> {
+        self.reachable("repairing")?;
+        self.inner.repair_valid(records, durability).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}

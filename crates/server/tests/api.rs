@@ -1616,8 +1616,14 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
         down: false.into(),
     });
     let backup_store: Arc<dyn LogStore> = backup.clone();
+    // No retry while idle (`retry_pending_after`), so the copy stays behind until an
+    // append comes; the library's test of the idle retry is in tests/guarded.rs.
+    let options = synclog_core::guarded::GuardedOptions {
+        retry_pending_after: None,
+        ..Default::default()
+    };
     let guarded = Arc::new(
-        synclog_core::guarded::Guarded::open(primary, backup_store, Default::default())
+        synclog_core::guarded::Guarded::open(primary, backup_store, options)
             .await
             .unwrap(),
     );
@@ -1686,8 +1692,8 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
         "{text}"
     );
 
-    // Its disk is back: nothing retries until the next append, which carries the record
-    // over; then the copy is ok again and holds every record.
+    // Its disk is back: with no idle retry, nothing retries until the next append, which
+    // carries the record over; then the copy is ok again and holds every record.
     backup.down.store(false, Ordering::SeqCst);
     let (_, h, _) = get(&c, &s.url("/v1/health")).await;
     assert_eq!(h["copies"][1]["state"], "behind", "{h}");

@@ -18,6 +18,9 @@ pub(super) struct Leader {
     pub(super) pending_primary: Vec<LogRecord>,
     /// As `pending_primary`, for the backup.
     pub(super) pending_backup: Vec<LogRecord>,
+    /// The strongest durability asked of the requests that queued records: what a retry
+    /// with no request to ride on (see [`GuardedOptions::retry_pending_after`]) writes at.
+    pub(super) pending_durability: Durability,
     pub(super) options: GuardedOptions,
     pub(super) counters: Arc<Counters>,
     pub(super) gathering: Gathering,
@@ -41,9 +44,23 @@ impl Leader {
         loop {
             let req = match deferred.take() {
                 Some(r) => r,
-                None => match rx.recv().await {
-                    Some(r) => r,
-                    None => return,
+                None => match self.retry_after() {
+                    None => match rx.recv().await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                    Some(after) => match tokio::time::timeout(after, rx.recv()).await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(_) => {
+                            // Idle with a copy behind: try it again now.
+                            if self.hold().await.is_ok() {
+                                self.flush_pending(self.pending_durability).await;
+                            }
+                            self.release();
+                            continue;
+                        }
+                    },
                 },
             };
             // With several processes on the pair, every request runs holding its lock; a
@@ -257,6 +274,15 @@ impl Leader {
         p.max(b).max(self.next_id.saturating_sub(1)) + 1
     }
 
+    /// How long to wait for a request before retrying what a copy still lacks (`None`:
+    /// nothing is queued, or retries wait for a request).
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        if self.pending_primary.is_empty() && self.pending_backup.is_empty() {
+            return None;
+        }
+        self.options.retry_pending_after
+    }
+
     pub(super) fn set_pending_counters(&mut self) {
         for (queue, copy) in [
             (&mut self.pending_primary, &self.primary),
@@ -309,6 +335,9 @@ impl Leader {
                 warn_caught_up(&*self.backup, &self.pending_backup, report.inserted);
                 self.pending_backup.clear();
             }
+        }
+        if self.pending_primary.is_empty() && self.pending_backup.is_empty() {
+            self.pending_durability = Durability::default();
         }
         self.set_pending_counters();
     }
@@ -406,6 +435,7 @@ impl Leader {
         let started = std::time::Instant::now();
         let durability = group.iter().map(|g| g.1).max().unwrap_or_default();
         self.flush_pending(durability).await;
+        self.pending_durability = self.pending_durability.max(durability);
         let now = Utc::now();
         let wanted = Planner::wanted(group.iter().map(|g| &g.0[..]));
         let mut keys = match wanted.is_empty() {
@@ -619,6 +649,7 @@ impl Leader {
         durability: Durability,
     ) -> Result<ImportReport> {
         self.flush_pending(durability).await;
+        self.pending_durability = self.pending_durability.max(durability);
         let min = records.iter().map(|r| r.id.get()).min().unwrap_or(0);
         let max = records.iter().map(|r| r.id.get()).max().unwrap_or(0);
         if min > 0 {

@@ -94,6 +94,11 @@ pub struct GuardedOptions {
     /// in the other copy, reads consult both copies, and the next open or `check --repair`
     /// copies them over.
     pub max_pending: usize,
+    /// While a copy has records queued (it failed to take them) and no request comes, the
+    /// guard tries again this long after the last attempt, so a copy whose disk came back
+    /// catches up without waiting for the next append (5 s by default; `None`: only at the
+    /// next request). Read-only guards queue nothing.
+    pub retry_pending_after: Option<std::time::Duration>,
     /// A file where the guard keeps the id up to which both copies were last found equal
     /// (see [`ReconcileReport::compared_after`]). With it, the reconcile at
     /// open compares the copies' ends and every id from the lower of that watermark and
@@ -133,6 +138,7 @@ impl Default for GuardedOptions {
             read_only: false,
             writer_beside: false,
             max_pending: 100_000,
+            retry_pending_after: Some(std::time::Duration::from_secs(5)),
             watermark: None,
             lock: None,
             lock_wait: std::time::Duration::from_secs(10),
@@ -252,6 +258,7 @@ impl Guarded {
             next_id: 1,
             pending_primary: Vec::new(),
             pending_backup: Vec::new(),
+            pending_durability: Durability::default(),
             options,
             counters: counters.clone(),
             gathering: Gathering::default(),
