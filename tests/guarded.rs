@@ -622,3 +622,41 @@ async fn a_copy_whose_disk_came_back_catches_up_without_another_append() {
     );
     assert_eq!(everything(&store).await.len(), 2);
 }
+
+/// The idle retries stop when the guard is closed: it has closed its copies and must not
+/// take the pair's lock or write to them any more.
+#[tokio::test]
+async fn a_closed_guard_retries_nothing() {
+    use std::time::{Duration, Instant};
+    let pair = Pair::new();
+    let backup = Arc::new(synclog_conformance::fault::Unplugged::new(pair.json().await));
+    let store = Guarded::open(
+        pair.sqlite().await,
+        backup.clone(),
+        GuardedOptions {
+            retry_pending_after: Some(Duration::from_millis(20)),
+            ..GuardedOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    backup.set_down(true);
+    store.append(log(1)).await.unwrap();
+    assert_eq!(store.stats().pending_backup, 1);
+    // While open, the guard keeps trying the copy that is down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while backup.refused() < 4 {
+        assert!(Instant::now() < deadline, "no retries while open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await.unwrap();
+    let at_close = backup.refused();
+    // Fifteen retry intervals: a guard that went on retrying would be refused again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        backup.refused() <= at_close + 1,
+        "{} refused writes after the close ({} at it)",
+        backup.refused(),
+        at_close
+    );
+}

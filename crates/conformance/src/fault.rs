@@ -178,6 +178,7 @@ impl LogStore for DamagedReads {
 pub struct Unplugged {
     inner: Arc<dyn LogStore>,
     down: std::sync::atomic::AtomicBool,
+    refused: AtomicU64,
 }
 
 impl Unplugged {
@@ -186,12 +187,18 @@ impl Unplugged {
         Unplugged {
             inner,
             down: false.into(),
+            refused: AtomicU64::new(0),
         }
     }
 
     /// Makes writes fail (`true`) or go through again (`false`).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many writes failed because it was down.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// The wrapped store.
@@ -201,6 +208,7 @@ impl Unplugged {
 
     fn reachable(&self, what: &str) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(Error::io(
                 format!("{what} on {} (injected: its disk is gone)", self.inner.describe()),
                 std::io::Error::other("injected: disk gone"),

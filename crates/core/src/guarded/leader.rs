@@ -53,11 +53,14 @@ impl Leader {
                         Ok(Some(r)) => r,
                         Ok(None) => return,
                         Err(_) => {
-                            // Idle with a copy behind: try it again now.
-                            if self.hold().await.is_ok() {
-                                self.flush_pending(self.pending_durability).await;
+                            // Idle with a copy behind: try it again now (unless the guard
+                            // was closed meanwhile).
+                            if self.retry_after().is_some() {
+                                if self.hold().await.is_ok() {
+                                    self.flush_pending(self.pending_durability).await;
+                                }
+                                self.release();
                             }
-                            self.release();
                             continue;
                         }
                     },
@@ -277,7 +280,10 @@ impl Leader {
     /// How long to wait for a request before retrying what a copy still lacks (`None`:
     /// nothing is queued, or retries wait for a request).
     fn retry_after(&self) -> Option<std::time::Duration> {
-        if self.pending_primary.is_empty() && self.pending_backup.is_empty() {
+        // A closed guard has closed its copies and takes the pair's lock no more.
+        if self.counters.closed.load(Ordering::Acquire)
+            || (self.pending_primary.is_empty() && self.pending_backup.is_empty())
+        {
             return None;
         }
         self.options.retry_pending_after
@@ -337,7 +343,7 @@ impl Leader {
             }
         }
         if self.pending_primary.is_empty() && self.pending_backup.is_empty() {
-            self.pending_durability = Durability::default();
+            self.pending_durability = Durability::Buffered;
         }
         self.set_pending_counters();
     }

@@ -258,7 +258,8 @@ impl Guarded {
             next_id: 1,
             pending_primary: Vec::new(),
             pending_backup: Vec::new(),
-            pending_durability: Durability::default(),
+            // The weakest: raised by each request that may queue records.
+            pending_durability: Durability::Buffered,
             options,
             counters: counters.clone(),
             gathering: Gathering::default(),
