@@ -39,6 +39,24 @@ impl Pair {
         (store, backup)
     }
 
+    /// A guarded store over the pair's SQLite store and its backup behind an
+    /// [`Unplugged`](synclog_conformance::fault::Unplugged) switch (returned too), retrying
+    /// what the backup missed every `retry` while idle.
+    async fn guard_unplugged_backup(
+        &self,
+        retry: std::time::Duration,
+    ) -> (Guarded, Arc<synclog_conformance::fault::Unplugged>) {
+        let backup = Arc::new(synclog_conformance::fault::Unplugged::new(self.json().await));
+        let options = GuardedOptions {
+            retry_pending_after: Some(retry),
+            ..GuardedOptions::default()
+        };
+        let store = Guarded::open(self.sqlite().await, backup.clone(), options)
+            .await
+            .unwrap();
+        (store, backup)
+    }
+
     fn primary_files(&self) -> Vec<PathBuf> {
         ["", "-wal", "-shm"]
             .iter()
@@ -586,17 +604,7 @@ async fn a_group_of_repeats_syncs_both_copies_before_it_answers() {
 async fn a_copy_whose_disk_came_back_catches_up_without_another_append() {
     use std::time::{Duration, Instant};
     let pair = Pair::new();
-    let backup = Arc::new(synclog_conformance::fault::Unplugged::new(pair.json().await));
-    let store = Guarded::open(
-        pair.sqlite().await,
-        backup.clone(),
-        GuardedOptions {
-            retry_pending_after: Some(Duration::from_millis(50)),
-            ..GuardedOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (store, backup) = pair.guard_unplugged_backup(Duration::from_millis(50)).await;
     store.append(log(1)).await.unwrap();
     backup.set_down(true);
     let receipt = store
@@ -629,17 +637,7 @@ async fn a_copy_whose_disk_came_back_catches_up_without_another_append() {
 async fn a_closed_guard_retries_nothing() {
     use std::time::{Duration, Instant};
     let pair = Pair::new();
-    let backup = Arc::new(synclog_conformance::fault::Unplugged::new(pair.json().await));
-    let store = Guarded::open(
-        pair.sqlite().await,
-        backup.clone(),
-        GuardedOptions {
-            retry_pending_after: Some(Duration::from_millis(20)),
-            ..GuardedOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (store, backup) = pair.guard_unplugged_backup(Duration::from_millis(20)).await;
     backup.set_down(true);
     store.append(log(1)).await.unwrap();
     assert_eq!(store.stats().pending_backup, 1);

@@ -1517,104 +1517,15 @@ async fn metrics_give_the_age_of_a_jobs_last_success_and_nothing_for_a_job_that_
     s.stop().await;
 }
 
-/// A copy whose writes fail while `down` (its disk gone away), reads and the rest as the
-/// copy it wraps: how a copy falls behind in the open.
-#[derive(Debug)]
-struct Unplugged {
-    inner: std::sync::Arc<dyn LogStore>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl Unplugged {
-    fn reachable(&self, what: &str) -> synclog_core::Result<()> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(synclog_core::Error::io(
-                format!("{what}: the copy's disk is gone (test)"),
-                std::io::Error::other("injected: disk gone"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl LogStore for Unplugged {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn capabilities(&self) -> synclog_core::store::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn commit_valid(
-        &self,
-        batch: synclog_core::ValidBatch,
-        durability: synclog_core::Durability,
-    ) -> synclog_core::Result<synclog_core::Committed> {
-        self.reachable("committing")?;
-        self.inner.commit_valid(batch, durability).await
-    }
-    async fn get(&self, id: synclog_core::LogId) -> synclog_core::Result<Option<synclog_core::LogRecord>> {
-        self.inner.get(id).await
-    }
-    async fn scan(&self, scan: &synclog_core::Scan) -> synclog_core::Result<Vec<synclog_core::LogRecord>> {
-        self.inner.scan(scan).await
-    }
-    async fn last_id(&self) -> synclog_core::Result<Option<synclog_core::LogId>> {
-        self.inner.last_id().await
-    }
-    async fn high_water(&self) -> synclog_core::Result<Option<synclog_core::LogId>> {
-        self.inner.high_water().await
-    }
-    async fn find_idempotent(&self, key: &str) -> synclog_core::Result<Option<synclog_core::LogRecord>> {
-        self.inner.find_idempotent(key).await
-    }
-    async fn find_idempotent_many(
-        &self,
-        keys: &[String],
-    ) -> synclog_core::Result<Vec<synclog_core::LogRecord>> {
-        self.inner.find_idempotent_many(keys).await
-    }
-    async fn sync(&self, level: synclog_core::Durability) -> synclog_core::Result<()> {
-        self.inner.sync(level).await
-    }
-    async fn verify(
-        &self,
-        options: synclog_core::store::VerifyOptions,
-    ) -> synclog_core::Result<synclog_core::store::VerifyReport> {
-        self.inner.verify(options).await
-    }
-    async fn import_valid(
-        &self,
-        records: synclog_core::ValidRecords,
-        durability: synclog_core::Durability,
-    ) -> synclog_core::Result<synclog_core::store::ImportReport> {
-        self.reachable("importing")?;
-        self.inner.import_valid(records, durability).await
-    }
-    async fn repair_valid(
-        &self,
-        records: synclog_core::ValidRecords,
-        durability: synclog_core::Durability,
-    ) -> synclog_core::Result<synclog_core::store::ImportReport> {
-        self.reachable("repairing")?;
-        self.inner.repair_valid(records, durability).await
-    }
-    async fn close(&self) -> synclog_core::Result<()> {
-        self.inner.close().await
-    }
-}
-
 #[tokio::test]
 async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caught_up() {
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let primary: Arc<dyn LogStore> =
         Arc::new(synclog_sqlite::SqliteStore::open(dir.path().join("p.db")).unwrap());
-    let backup = Arc::new(Unplugged {
-        inner: Arc::new(synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap()),
-        down: false.into(),
-    });
+    let backup = Arc::new(synclog_conformance::fault::Unplugged::new(Arc::new(
+        synclog_json::JsonStore::open(dir.path().join("b.jsonl")).unwrap(),
+    )));
     let backup_store: Arc<dyn LogStore> = backup.clone();
     // No retry while idle (`retry_pending_after`), so the copy stays behind until an
     // append comes; the library's test of the idle retry is in tests/guarded.rs.
@@ -1651,7 +1562,7 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
     assert_eq!(h["status"], "ok", "{h}");
 
     // The backup's writes fail: the append is answered from the primary and waits for it.
-    backup.down.store(true, Ordering::SeqCst);
+    backup.set_down(true);
     let (st, r, _) = append("primary only").await;
     assert_eq!(st, 201, "{r}");
     assert_eq!(r["records"][0]["id"], 2, "{r}");
@@ -1694,7 +1605,7 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
 
     // Its disk is back: with no idle retry, nothing retries until the next append, which
     // carries the record over; then the copy is ok again and holds every record.
-    backup.down.store(false, Ordering::SeqCst);
+    backup.set_down(false);
     let (_, h, _) = get(&c, &s.url("/v1/health")).await;
     assert_eq!(h["copies"][1]["state"], "behind", "{h}");
     let (st, r, _) = append("after").await;
@@ -1714,7 +1625,7 @@ async fn health_reports_a_copy_behind_while_its_writes_fail_and_ok_once_it_caugh
         "{h}"
     );
     let held: Vec<u64> = backup
-        .inner
+        .inner()
         .scan(&Default::default())
         .await
         .unwrap()

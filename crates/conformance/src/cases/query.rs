@@ -412,6 +412,21 @@ where
     got
 }
 
+/// Nothing more arrives (nothing is handed out twice), and the follower's position is the
+/// store's last id.
+async fn assert_caught_up<S>(follower: &mut Follower<S>, store: &dyn LogStore)
+where
+    S: std::ops::Deref + Send + Sync,
+    S::Target: LogStore,
+{
+    assert!(follower
+        .next_batch(StdDuration::from_millis(50))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(follower.position(), store.last_id().await.unwrap());
+}
+
 /// A follower started before a writer hands out every matching record the writer commits
 /// (in batches, beside records that do not match), once each and in id order.
 pub async fn a_follower_delivers_every_matching_record_once_in_order(ctx: Ctx) {
@@ -444,13 +459,7 @@ pub async fn a_follower_delivers_every_matching_record_once_in_order(ctx: Ctx) {
     let got = collect(&mut follower, want.len(), StdDuration::from_secs(30)).await;
     assert_eq!(ids(&got), ids(&want));
     assert_eq!(got, want);
-    // Nothing more arrives, and nothing is handed out twice.
-    assert!(follower
-        .next_batch(StdDuration::from_millis(50))
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(follower.position(), store.last_id().await.unwrap());
+    assert_caught_up(&mut follower, &*store).await;
     ctx.done(loc, store).await;
 }
 
@@ -487,12 +496,7 @@ pub async fn a_follower_that_fell_behind_its_feed_reads_the_store_and_misses_not
         "every record after the lag, once, in order"
     );
     assert_eq!(got, more);
-    assert!(follower
-        .next_batch(StdDuration::from_millis(50))
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(follower.position(), store.last_id().await.unwrap());
+    assert_caught_up(&mut follower, &*store).await;
     ctx.done(loc, store).await;
 }
 
