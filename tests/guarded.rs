@@ -658,3 +658,56 @@ async fn a_closed_guard_retries_nothing() {
         at_close
     );
 }
+
+/// A follower that read the pair while the backup was down stopped where both copies
+/// agree (a group one copy lacks is not readable yet). When the idle retry brings the
+/// backup up to date, the follower is woken and hands out what became readable, whether
+/// it follows every job or only the job of those records, with no other commit to wake it.
+#[tokio::test]
+async fn followers_get_what_a_caught_up_copy_made_readable_without_another_commit() {
+    use std::time::Duration;
+    use synclog::follow::Follower;
+    let pair = Pair::new();
+    let (store, backup) = pair.guard_unplugged_backup(Duration::from_millis(50)).await;
+    let store = Arc::new(store);
+    backup.set_down(true);
+    let first = store.append(log(1)).await.unwrap();
+    assert_eq!(store.stats().pending_backup, 1);
+    let mut everyone = Follower::new(store.clone(), Filter::default(), None).unwrap();
+    let mut of_its_job = Follower::new(store.clone(), Filter::job(first.job.clone()), None).unwrap();
+    assert!(
+        everyone.try_next_batch().await.unwrap().is_empty(),
+        "readable before the backup holds it"
+    );
+    assert!(of_its_job.try_next_batch().await.unwrap().is_empty());
+    backup.set_down(false);
+    // Both wait at once (`next` waits for a wake-up, an hour at most): without one
+    // neither returns.
+    let (a, b) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(everyone.next(), of_its_job.next())
+    })
+    .await
+    .expect("a follower was not woken when the backup caught up");
+    for got in [a.unwrap(), b.unwrap()] {
+        assert_eq!((got.id, got.checksum), (first.id, first.checksum));
+    }
+    assert_eq!(store.stats().pending_backup, 0);
+}
+
+/// A retry interval of zero would retry a copy that stays down in a loop, holding the
+/// pair's lock: the open refuses it, naming the option.
+#[tokio::test]
+async fn a_retry_interval_under_a_millisecond_is_refused_at_open() {
+    let pair = Pair::new();
+    for retry in [std::time::Duration::ZERO, std::time::Duration::from_micros(999)] {
+        let options = GuardedOptions {
+            retry_pending_after: Some(retry),
+            ..GuardedOptions::default()
+        };
+        let err = Guarded::open(pair.sqlite().await, pair.json().await, options)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), synclog::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("retry_pending_after"), "{err}");
+    }
+}

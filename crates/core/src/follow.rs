@@ -137,6 +137,15 @@ impl CommitSignal {
         }
     }
 
+    /// Wakes every follower to read the store, without raising the hint: records signalled
+    /// earlier became readable only now (a guarded pair's copy that lacked them caught up,
+    /// so both copies hold them). A follower already past them reads nothing.
+    pub fn readable_again(&self) {
+        self.inner.hint.send_modify(|_| {});
+        let last = *self.inner.hint.borrow();
+        self.inner.blind.send_replace(last);
+    }
+
     /// Raises the hint to `last`; returns whether it rose.
     fn raise(&self, last: LogId) -> bool {
         self.inner.hint.send_if_modified(|cur| {
@@ -193,7 +202,10 @@ impl CommitSignal {
             let _ = self.inner.feed.send(records.clone());
             self.wake_jobs(&records, last);
             let fed = self.inner.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if self.raise(last) && fed.is_multiple_of(DRAIN_EVERY) {
+            // The drain wake does not depend on the hint rising here: a probe may have
+            // raised it to this commit already.
+            self.raise(last);
+            if fed.is_multiple_of(DRAIN_EVERY) {
                 self.inner.blind.send_replace(last.get());
             }
             return;

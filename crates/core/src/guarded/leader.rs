@@ -316,6 +316,7 @@ impl Leader {
     /// Retries what a copy is missing. Records the other copy already holds differently
     /// are conflicts: reported by reconcile, dropped from the queue, never overwritten.
     pub(super) async fn flush_pending(&mut self, durability: Durability) {
+        let queued = !self.pending_primary.is_empty() || !self.pending_backup.is_empty();
         if !self.pending_primary.is_empty() {
             let records = self.pending_primary.clone();
             if let Ok(report) = self
@@ -342,10 +343,16 @@ impl Leader {
                 self.pending_backup.clear();
             }
         }
-        if self.pending_primary.is_empty() && self.pending_backup.is_empty() {
+        let caught_up = self.pending_primary.is_empty() && self.pending_backup.is_empty();
+        if caught_up {
             self.pending_durability = Durability::Buffered;
         }
         self.set_pending_counters();
+        if queued && caught_up {
+            // While a copy lacked them, followers could read only up to the other copy's
+            // end; what they stopped below is readable now, and no commit may come to say so.
+            self.counters.signal.readable_again();
+        }
     }
 
     /// Reads `records` back from `store` and compares ids and checksums.

@@ -97,7 +97,8 @@ pub struct GuardedOptions {
     /// While a copy has records queued (it failed to take them) and no request comes, the
     /// guard tries again this long after the last attempt, so a copy whose disk came back
     /// catches up without waiting for the next append (5 s by default; `None`: only at the
-    /// next request). Read-only guards queue nothing.
+    /// next request). Read-only guards queue nothing. Under one millisecond is refused by
+    /// [`Guarded::open`] with [`Error::InvalidInput`].
     pub retry_pending_after: Option<std::time::Duration>,
     /// A file where the guard keeps the id up to which both copies were last found equal
     /// (see [`ReconcileReport::compared_after`]). With it, the reconcile at
@@ -249,6 +250,16 @@ impl Guarded {
         options: GuardedOptions,
     ) -> Result<Guarded> {
         crate::runtime::current("opening a guarded store")?;
+        if options
+            .retry_pending_after
+            .is_some_and(|d| d < std::time::Duration::from_millis(1))
+        {
+            // Zero would retry a copy that stays down in a loop, holding the pair's lock.
+            return Err(Error::invalid(
+                "retry_pending_after",
+                "must be at least one millisecond (None: retry only at the next request)",
+            ));
+        }
         let began = std::time::Instant::now();
         let counters = Arc::new(Counters::default());
         let retain = options.retain;
