@@ -221,7 +221,33 @@ pub(super) fn pruned_line(id: LogId, markers: &[PruneMarker]) -> Option<String> 
 
 /// `verify`'s lines about prunes.
 pub(super) fn print_prunes(markers: &[PruneMarker], present: u64, out: &mut Out) {
-    for m in markers {
+    // Automatic retention makes a marker per interval, years of them: the newest are named
+    // one by one, the earlier ones in one line.
+    const SHOWN: usize = 20;
+    let earlier = &markers[..markers.len().saturating_sub(SHOWN)];
+    if let (Some(first), Some(last)) = (earlier.first(), earlier.last()) {
+        outln!(
+            out,
+            "pruned by policy: {} logs in {} earlier prunes from {} to {}, ids between {} and {}",
+            earlier.iter().map(|m| m.count).sum::<u64>(),
+            earlier.len(),
+            first.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            last.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            earlier
+                .iter()
+                .filter_map(|m| m.ranges.first())
+                .map(|r| r.first)
+                .min()
+                .map_or(0, LogId::get),
+            earlier
+                .iter()
+                .filter_map(|m| m.ranges.last())
+                .map(|r| r.last)
+                .max()
+                .map_or(0, LogId::get),
+        );
+    }
+    for m in &markers[earlier.len()..] {
         outln!(
             out,
             "pruned by policy: {} logs at {} (\"{}\"), ids {}{}",
@@ -252,5 +278,52 @@ pub(super) async fn absent(store: &dyn LogStore, id: LogId, out: &mut Out) -> Re
             Ok(exit::NOT_FOUND)
         }
         None => Err(Error::NotFound { id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::out::tests::Captured;
+
+    fn marker(n: u64) -> PruneMarker {
+        let id = |k| LogId::new(k).unwrap();
+        let at = chrono::DateTime::from_timestamp(1_700_000_000 + n as i64 * 3600, 0).unwrap();
+        let policy = Policy {
+            before_id: Some(id(n * 10 + 1)),
+            ..Policy::default()
+        };
+        let ranges = vec![synclog::IdRange::new(id(n * 10 - 9), id(n * 10)).unwrap()];
+        PruneMarker::new(at, policy, ranges, "00".repeat(32), None)
+    }
+
+    /// Years of automatic retention make hundreds of markers: `verify` and `check` name the
+    /// newest 20 one by one and sum up the rest in one line (count, span, ids).
+    #[test]
+    fn many_prunes_are_listed_as_the_newest_twenty_and_one_line_for_the_rest() {
+        let markers: Vec<PruneMarker> = (1..=25).map(marker).collect();
+        let captured = Captured::default();
+        let mut out = Out::new(Box::new(captured.clone()), Box::new(std::io::sink()));
+        print_prunes(&markers, 0, &mut out);
+        let text = captured.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 21, "{text}");
+        assert_eq!(
+            lines[0],
+            "pruned by policy: 50 logs in 5 earlier prunes from 2023-11-14 23:13:20 UTC to \
+             2023-11-15 03:13:20 UTC, ids between 1 and 50",
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("pruned by policy: 10 logs at 2023-11-15 04:13:20 UTC"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("ids 51..=60"), "{text}");
+        assert!(lines[20].ends_with("ids 241..=250"), "{text}");
+        // A few are all named.
+        let captured = Captured::default();
+        let mut out = Out::new(Box::new(captured.clone()), Box::new(std::io::sink()));
+        print_prunes(&markers[..3], 0, &mut out);
+        assert_eq!(captured.text().lines().count(), 3);
     }
 }
