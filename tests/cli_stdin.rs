@@ -290,3 +290,38 @@ fn stdin_with_the_flags_of_one_log_is_refused_as_usage() {
     // Nothing was created: a read finds no store.
     assert_eq!(code(&env.run(&["list"])), 3);
 }
+
+/// Lines with an idempotency key and no start time, sent again by a rerun of the same
+/// input: each is a repeat of the stored record (same ids, exit 0, nothing more stored),
+/// not "other content" because the second run's stamp differs. A line whose other fields
+/// differ is still refused, and the lines around it are stored.
+#[test]
+fn a_rerun_of_keyed_lines_without_start_times_prints_the_stored_ids() {
+    let env = Env::new();
+    let input = concat!(
+        r#"{"job":"a","status":"succeeded","idempotency_key":"k1"}"#,
+        "\n",
+        r#"{"job":"b","status":"failed","items_seen":2,"idempotency_key":"k2"}"#,
+        "\n",
+    );
+    let first = env.append_stdin(&[], input.as_bytes());
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    assert_eq!(ids(&first), vec![1, 2]);
+    let again = env.append_stdin(&[], input.as_bytes());
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(ids(&again), vec![1, 2]);
+    assert_eq!(env.listed().len(), 2);
+
+    let other = concat!(
+        r#"{"job":"a","status":"failed","idempotency_key":"k1"}"#,
+        "\n",
+        r#"{"job":"c","status":"succeeded","idempotency_key":"k3"}"#,
+        "\n",
+    );
+    let out = env.append_stdin(&[], other.as_bytes());
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("with other content"), "{}", stderr(&out));
+    assert_eq!(lines_named(&out), BTreeSet::from([1]));
+    assert_eq!(env.listed().len(), 3);
+    no_panic(&out);
+}

@@ -58,7 +58,7 @@ const FIELDS: [&str; 11] = [
 /// The help text of `--stdin`: what a line must hold.
 pub const HELP: &str = "Read logs from standard input, one JSON object per line, and append each as it arrives.
 
-Each line is an object with \"job\" (string) and \"status\" (started, progress, succeeded, failed, partial, skipped, abandoned), and optionally \"message\" (string), \"attrs\" (object), \"started_at\" and \"finished_at\" (RFC 3339; started_at defaults to now), \"items_seen\", \"items_written\", \"items_failed\" (whole numbers), \"run\" (the run key) and \"idempotency_key\" (a line whose key is stored with the same content answers with the stored record; with other content it is refused). null is the same as leaving a key out; any other key, or a key given twice, is refused. Blank lines are skipped. A line may be at most 1 MiB.
+Each line is an object with \"job\" (string) and \"status\" (started, progress, succeeded, failed, partial, skipped, abandoned), and optionally \"message\" (string), \"attrs\" (object), \"started_at\" and \"finished_at\" (RFC 3339; started_at defaults to now), \"items_seen\", \"items_written\", \"items_failed\" (whole numbers), \"run\" (the run key) and \"idempotency_key\" (a line whose key is stored with the same content answers with the stored record; with other content it is refused; a keyed line without started_at takes the stored start time, so rerunning the same input repeats). null is the same as leaving a key out; any other key, or a key given twice, is refused. Blank lines are skipped. A line may be at most 1 MiB.
 
 One line is printed per log once it is durable, in input order: its id, or the stored record with --json. A bad line (not JSON, not an object, an invalid or unknown field, an attribute number that would be rounded, longer than 1 MiB, not UTF-8) gets an error on stderr naming its line number, and nothing of it is written; the other lines go on. Exit code at the end of input: 0 when every line was appended, 2 when only bad input was refused, the storage error's code when an append failed.";
 
@@ -170,7 +170,14 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
 }
 
 /// Parses one line into a validated log; `None` for a blank line.
+#[cfg(test)]
 fn parse_line(text: &str) -> Result<Option<NewLog>> {
+    Ok(parse_line_stamped(text)?.map(|(log, _)| log))
+}
+
+/// Parses one line; with the log, whether its `started_at` was stamped now (the line left
+/// it out).
+fn parse_line_stamped(text: &str) -> Result<Option<(NewLog, bool)>> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
         return Ok(None);
@@ -190,6 +197,7 @@ fn parse_line(text: &str) -> Result<Option<NewLog>> {
     let mut job = None;
     let mut status = None;
     let mut log = NewLog::new("", Status::Started);
+    let mut stamped = true;
     for (key, raw) in entries.0 {
         let Some(at) = FIELDS.iter().position(|f| *f == key) else {
             return Err(Error::invalid(
@@ -212,7 +220,10 @@ fn parse_line(text: &str) -> Result<Option<NewLog>> {
             _ if null => {}
             "message" => log.message = string(field, raw)?,
             "attrs" => log.attrs = attrs(raw)?,
-            "started_at" => log.started_at = time(field, &string(field, raw)?)?,
+            "started_at" => {
+                log.started_at = time(field, &string(field, raw)?)?;
+                stamped = false;
+            }
             "finished_at" => log.finished_at = Some(time(field, &string(field, raw)?)?),
             "items_seen" => log.items_seen = counter(field, raw)?,
             "items_written" => log.items_written = counter(field, raw)?,
@@ -224,7 +235,7 @@ fn parse_line(text: &str) -> Result<Option<NewLog>> {
     log.job = job.ok_or_else(|| Error::invalid("job", "is missing"))?;
     log.status = status.ok_or_else(|| Error::invalid("status", "is missing"))?;
     log.validate()?;
-    Ok(Some(log))
+    Ok(Some((log, stamped)))
 }
 
 fn string(field: &'static str, raw: &str) -> Result<String> {
@@ -257,9 +268,20 @@ fn counter(field: &'static str, raw: &str) -> Result<u64> {
 /// What the reading thread sends: a log, a bad line, or why reading stopped early.
 #[derive(Debug)]
 enum Input {
-    Log { line: u64, log: NewLog },
-    Bad { line: u64, error: Error },
-    Failed { after: u64, error: io::Error },
+    /// `stamped`: the line gave no start time (see [`parse_line_stamped`]).
+    Log {
+        line: u64,
+        log: NewLog,
+        stamped: bool,
+    },
+    Bad {
+        line: u64,
+        error: Error,
+    },
+    Failed {
+        after: u64,
+        error: io::Error,
+    },
 }
 
 /// Reads and parses every line of `reader`, sending each to `tx` in order. Stops at the end
@@ -284,9 +306,9 @@ fn read_all(reader: impl BufRead, tx: mpsc::Sender<Input>) {
                 line,
                 error: Error::invalid("line", format!("not UTF-8: {e}")),
             },
-            Ok(Some((line, Line::Text(text)))) => match parse_line(&text) {
+            Ok(Some((line, Line::Text(text)))) => match parse_line_stamped(&text) {
                 Ok(None) => continue,
-                Ok(Some(log)) => Input::Log { line, log },
+                Ok(Some((log, stamped))) => Input::Log { line, log, stamped },
                 Err(error) => Input::Bad { line, error },
             },
         };
@@ -425,7 +447,24 @@ impl Run<'_> {
     async fn submit(&mut self, target: &Opened, input: Input, queue: &mut VecDeque<Pending>) -> bool {
         match input {
             Input::Bad { line, error } => queue.push_back(Pending::Bad(line, error)),
-            Input::Log { line, log } => {
+            Input::Log {
+                line,
+                mut log,
+                stamped,
+            } => {
+                // A line sent again without its start time is a repeat of the stored one.
+                if stamped && log.idempotency_key.is_some() {
+                    let adopted = synclog::run::adopt_stored_starts(
+                        target.store(),
+                        std::slice::from_mut(&mut log),
+                        &[true],
+                    )
+                    .await;
+                    if let Err(e) = adopted {
+                        queue.push_back(Pending::Done(line, Err(e)));
+                        return true;
+                    }
+                }
                 let mut appending = append(target, log);
                 // The first poll queues the append with the store, here and now, so appends
                 // are queued (and get their ids) in input order.

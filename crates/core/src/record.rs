@@ -57,7 +57,9 @@ pub struct NewLog {
     /// with [`Error::IdempotencyConflict`] and writes nothing. Every field counts,
     /// `started_at` included: [`NewLog::new`] stamps it with the current time, so a retry
     /// must carry the first attempt's (set it with [`NewLog::started`] from the sync's own
-    /// start). [`crate::LogStoreExt::append_report`] says whether an append was a repeat.
+    /// start, or, for a request that left the time out, take the stored one with
+    /// [`crate::run::adopt_stored_starts`]). [`crate::LogStoreExt::append_report`] says
+    /// whether an append was a repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }

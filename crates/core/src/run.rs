@@ -404,6 +404,45 @@ fn state_of(ends: &RunEnds) -> State {
     }
 }
 
+/// For retries that did not say when the sync started: each log of `logs` whose entry of
+/// `stamped` is true had its `started_at` stamped with the current time (the request
+/// left it out) and carries an idempotency key. A key already stored gives its log the
+/// stored start time, so that the same request sent again is a repeat of the stored record
+/// rather than "other content" (every other field is still compared by the store). Keys
+/// not stored keep the stamp. `logs` and `stamped` have the same length.
+///
+/// One lookup for all the keys ([`LogStore::find_idempotent_many`]). A retry sent while
+/// the first attempt has not committed yet finds nothing and keeps its own stamp; the
+/// store then refuses it as other content. Only a start time sent with both makes those
+/// two the same.
+pub async fn adopt_stored_starts(
+    store: &dyn crate::store::LogStore,
+    logs: &mut [NewLog],
+    stamped: &[bool],
+) -> Result<()> {
+    let keys: Vec<String> = logs
+        .iter()
+        .zip(stamped)
+        .filter(|(_, stamped)| **stamped)
+        .filter_map(|(log, _)| log.idempotency_key.clone())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let stored: HashMap<String, Timestamp> = store
+        .find_idempotent_many(&keys)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.idempotency_key?, r.started_at)))
+        .collect();
+    for (log, stamped) in logs.iter_mut().zip(stamped) {
+        if let (true, Some(at)) = (*stamped, log.idempotency_key.as_ref().and_then(|k| stored.get(k))) {
+            log.started_at = *at;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `log` is what `stored` was made from: every field the caller gives equal
 /// (timestamps at stored precision, attributes canonically).
 pub fn same_content(log: &NewLog, stored: &LogRecord) -> bool {

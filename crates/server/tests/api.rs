@@ -102,6 +102,52 @@ async fn an_append_answers_with_a_read_back_receipt_and_a_retry_is_a_repeat() {
     s.stop().await;
 }
 
+/// A client that leaves `started_at` out (the server stamps it) and retries the same body
+/// after a lost answer gets the stored records back as repeats: one log, a batch, and a
+/// key in the body. Other content under the key is still a 409.
+#[tokio::test]
+async fn a_retry_without_a_start_time_is_a_repeat_not_a_conflict() {
+    let s = Server::open().await;
+    let c = reqwest::Client::new();
+    let url = s.url("/v1/logs");
+    let one = json!({"job": "web", "status": "succeeded", "items_seen": 3});
+    let batch = json!([{"job": "web", "status": "failed"}, {"job": "web2", "status": "partial"}]);
+    let in_body = json!({"job": "web", "status": "succeeded", "idempotency_key": "in-body"});
+    for (body, key, ids) in [
+        (one.clone(), Some("one"), json!([1])),
+        (batch, Some("batch"), json!([2, 3])),
+        (in_body, None, json!([4])),
+    ] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        let (st, first, _) = post(&c, &url, body.clone(), &headers).await;
+        assert_eq!(st, 201, "{first}");
+        // Later than the first stamp, at the store's microsecond precision.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (st, again, _) = post(&c, &url, body, &headers).await;
+        assert_eq!(st, 200, "{again}");
+        let id_list = |r: &Value| {
+            json!(r["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect::<Vec<_>>())
+        };
+        assert_eq!((id_list(&first), id_list(&again)), (ids.clone(), ids), "{again}");
+        assert!(
+            again["repeats"].as_array().unwrap().iter().all(|r| r == true),
+            "{again}"
+        );
+        assert_eq!(first["records"], again["records"]);
+    }
+    assert_eq!(s.count().await, 4);
+    let other = json!({"job": "web", "status": "failed", "items_seen": 3});
+    let (st, r, _) = post(&c, &url, other, &[("Idempotency-Key", "one")]).await;
+    assert_eq!((st, kind(&r)), (409, "refused"), "{r}");
+    assert_eq!(s.count().await, 4);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn bad_input_is_a_400_with_a_json_error_and_writes_nothing() {
     let s = Server::open().await;

@@ -180,7 +180,9 @@ async fn append(app: &App, batch: Vec<NewLog>) -> ApiResult<(StatusCode, Receipt
 ///
 /// An `Idempotency-Key` header sets the key of one log; for a batch, log `i` gets
 /// `KEY.i`. A retry with the same key and content returns the stored records (200,
-/// `repeats` true); other content under the key is a 409 that writes nothing.
+/// `repeats` true); other content under the key is a 409 that writes nothing. A log that
+/// leaves `started_at` out under a key already stored takes the stored start time, so the
+/// same body sent again is a repeat.
 #[utoipa::path(post, path = "/v1/logs", request_body = AppendBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the append exactly-once")),
     responses(
@@ -200,7 +202,9 @@ pub async fn append_logs(State(app): State<App>, headers: HeaderMap, req: Reques
     }
     let now = Utc::now();
     let mut out = Vec::with_capacity(logs.len());
+    let mut stamped = Vec::with_capacity(logs.len());
     for (i, mut log) in logs.into_iter().enumerate() {
+        stamped.push(log.started_at.is_none());
         if let Some(k) = &key {
             if log.idempotency_key.is_some() {
                 return Err(ApiError::bad_request(format!(
@@ -216,6 +220,9 @@ pub async fn append_logs(State(app): State<App>, headers: HeaderMap, req: Reques
             e
         })?);
     }
+    // The same body sent again (a retry after a timeout) has no start time either: a key
+    // already stored takes the stored one, so the retry is a repeat, not a conflict.
+    synclog_core::run::adopt_stored_starts(&*app.inner.store, &mut out, &stamped).await?;
     let (status, receipt) = append(&app, out).await?;
     Ok((status, Json(receipt)).into_response())
 }
