@@ -67,8 +67,8 @@ fn a_run_is_started_finished_and_listed_and_a_late_record_is_refused() {
     env.expect(0, &["check"]);
 }
 
-/// Bad run input is refused with exit 2 and writes nothing: a finish of an unknown run,
-/// a second start of a running key, a status that does not end a run, an empty key, a key
+/// Bad run input is refused with exit 2 and writes nothing (a finish of an unknown run
+/// with exit 3): a second start of a running key, a status that does not end a run, an empty key, a key
 /// over 200 bytes or with a line break.
 #[test]
 fn bad_run_input_exits_2_and_writes_nothing() {
@@ -97,8 +97,6 @@ fn bad_run_input_exits_2_and_writes_nothing() {
             "--idempotency-key",
             "a\nb",
         ],
-        vec!["finish", "nope", "--status", "failed"],
-        vec!["abandon", "nope", "--reason", "x"],
         vec!["start", "--job", "crm", "--run", "r1"],
         vec!["finish", "r1", "--status", "progress"],
         vec!["start", "--job", "crm", "--run", ""],
@@ -116,6 +114,16 @@ fn bad_run_input_exits_2_and_writes_nothing() {
     ] {
         let out = env.run(&args);
         assert_eq!(common::code(&out), 2, "{args:?}: {}", stderr(&out));
+        common::no_panic(&out);
+    }
+    // A run the store does not hold is not found, as over HTTP (404).
+    for args in [
+        vec!["finish", "nope", "--status", "failed"],
+        vec!["abandon", "nope", "--reason", "x"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(common::code(&out), 3, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("no run \"nope\""), "{}", stderr(&out));
         common::no_panic(&out);
     }
     assert_eq!(
