@@ -44,7 +44,7 @@ pub async fn compact(stores: &StoreArgs, _args: CompactArgs, out: &mut Out) -> R
 }
 
 #[cfg(feature = "json")]
-async fn run(
+pub(super) async fn run(
     path: std::path::PathBuf,
     rotate_after_bytes: Option<u64>,
     lock_wait: std::time::Duration,
@@ -98,7 +98,12 @@ async fn run(
 }
 
 #[cfg(not(feature = "json"))]
-async fn run(_: std::path::PathBuf, _: Option<u64>, _: std::time::Duration, _: &mut Out) -> Result<u8> {
+pub(super) async fn run(
+    _: std::path::PathBuf,
+    _: Option<u64>,
+    _: std::time::Duration,
+    _: &mut Out,
+) -> Result<u8> {
     Err(Error::Unsupported {
         engine: "synclog",
         what: "compact in this build: the `json` feature was not compiled in".into(),

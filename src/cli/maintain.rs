@@ -6,7 +6,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synclog::{
     CheckpointMode, Error, GuardedOptions, ImportReport, LogStore, LogStoreExt, ReconcileReport, Result,
-    Side, VerifyOptions,
+    Side, StoreUrl, VerifyOptions,
 };
 
 use super::open::{open, open_existing, open_read_only, options, read_options, Opened};
@@ -92,7 +92,7 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
         ));
     }
     let cutoff = super::runs::stale_cutoff(args.stale_after)?;
-    let (report, stale, lost, mut prunes) = check_once(stores, args.repair, cutoff).await?;
+    let (mut report, stale, lost, mut prunes) = check_once(stores, args.repair, cutoff).await?;
     let mut clean = print_check(&report, args.repair, out);
     clean &= print_lost(&lost, out);
     if args.repair && !report.unreadable.is_empty() {
@@ -132,10 +132,53 @@ pub async fn check(stores: &StoreArgs, args: CheckArgs, out: &mut Out) -> Result
             );
         }
         outln!(out, "rebuilding the {} from the other copy", copy.name());
-        let (report, _, lost, rebuilt_prunes) = check_once(stores, true, cutoff).await?;
-        clean = print_check(&report, true, out);
+        let (rebuilt, _, lost, rebuilt_prunes) = check_once(stores, true, cutoff).await?;
+        clean = print_check(&rebuilt, true, out);
         clean &= print_lost(&lost, out);
         prunes = rebuilt_prunes;
+        report = rebuilt;
+    }
+    if args.repair
+        && !report.problems.is_empty()
+        && report.damaged_in_both.is_empty()
+        && report.conflicts.is_empty()
+        && report.unreadable.is_empty()
+    {
+        // A JSON-lines copy is repaired by appending the intact records: its damaged and
+        // repeated lines stay in its files until they are compacted. Every record is now
+        // intact in both copies, so the repair finishes the job (what compact drops is
+        // kept aside, never deleted), and the copies are compared once more.
+        let mut compacted = false;
+        for side in [Side::Primary, Side::Backup] {
+            let url = if side == Side::Primary {
+                &stores.store
+            } else {
+                &stores.backup
+            };
+            let json = StoreUrl::parse(url).ok().and_then(|u| match u {
+                StoreUrl::Json {
+                    path,
+                    rotate_after_bytes,
+                } => Some((path, rotate_after_bytes)),
+                _ => None,
+            });
+            if let (true, Some((path, rotate))) = (report.problems.iter().any(|p| p.copy == side), json) {
+                outln!(
+                    out,
+                    "compacting the {} (JSON lines): its damaged and repeated lines go aside",
+                    side.name()
+                );
+                super::compact::run(path, rotate, stores.lock_wait(), out).await?;
+                compacted = true;
+            }
+        }
+        if compacted {
+            outln!(out, "comparing the copies again");
+            let (again, _, lost, again_prunes) = check_once(stores, false, cutoff).await?;
+            clean = print_check(&again, false, out);
+            clean &= print_lost(&lost, out);
+            prunes = again_prunes;
+        }
     }
     // Ids a prune removed are named as pruned (when, by which policy), as verify does.
     match prunes {
