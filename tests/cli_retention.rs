@@ -64,6 +64,14 @@ fn a_prune_with_an_archive_is_proven_by_verify_show_and_check() {
         (1..=6).collect::<Vec<_>>()
     );
 
+    // The archive restored into the store it was pruned from: nothing comes back, and
+    // the summary says why.
+    let restored = env.expect(0, &["restore", "--from", &archive]);
+    assert!(
+        restored
+            .contains(": 6 logs, 0 inserted, 0 already present, 0 conflicts, 6 skipped: pruned by policy"),
+        "{restored}"
+    );
     let verified = env.expect(0, &["verify"]);
     assert!(verified.contains("pruned by policy: 6 logs at"), "{verified}");
     assert!(verified.contains("ids 1..=6"), "{verified}");

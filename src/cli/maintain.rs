@@ -489,15 +489,21 @@ async fn copy(src: &dyn LogStore, dst: &dyn LogStore, out: &mut Out) -> Result<u
     let started = std::time::Instant::now();
     let report: ImportReport = src
         .copy_to_with(dst, COPY_PAGE, level, &mut |page| {
-            bar.inc(page.inserted + page.already_present + page.conflicts.len() as u64)
+            bar.inc(page.inserted + page.already_present + page.conflicts.len() as u64 + page.pruned)
         })
         .await?;
     bar.finish_and_clear();
-    let n = report.inserted + report.already_present + report.conflicts.len() as u64;
+    let n = report.inserted + report.already_present + report.conflicts.len() as u64 + report.pruned;
     let secs = started.elapsed().as_secs_f64();
+    // Logs a prune of the target removed are skipped (a pruned log never comes back): an
+    // archive restored into the store it was pruned from inserts nothing, and says why.
+    let pruned = match report.pruned {
+        0 => String::new(),
+        p => format!(", {p} skipped: pruned by policy there (a pruned log is never restored)"),
+    };
     outln!(
         out,
-        "{} -> {}: {n} logs, {} inserted, {} already present, {} conflicts ({:.0} logs/s)",
+        "{} -> {}: {n} logs, {} inserted, {} already present, {} conflicts{pruned} ({:.0} logs/s)",
         src.describe(),
         dst.describe(),
         report.inserted,
