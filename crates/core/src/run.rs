@@ -411,7 +411,7 @@ fn state_of(ends: &RunEnds) -> State {
 /// rather than "other content" (every other field is still compared by the store). Keys
 /// not stored keep the stamp. `logs` and `stamped` have the same length.
 ///
-/// One lookup for all the keys ([`LogStore::find_idempotent_many`]). A retry sent while
+/// One lookup for all the keys ([`crate::store::LogStore::find_idempotent_many`]). A retry sent while
 /// the first attempt has not committed yet finds nothing and keeps its own stamp; the
 /// store then refuses it as other content. Only a start time sent with both makes those
 /// two the same.
