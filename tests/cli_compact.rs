@@ -5,16 +5,21 @@ mod common;
 
 use common::{code, Env};
 
-#[test]
-fn compact_cleans_repeated_and_corrupt_backup_lines_so_verify_is_clean() {
+/// A guarded pair holding logs of jobs a, b and c (ids 1 to 3), and its backup's path.
+fn three_logs() -> (Env, std::path::PathBuf) {
     let env = Env::new();
-    // --- step: three logs in the guarded pair.
     for job in ["a", "b", "c"] {
         let out = env.run(&["append", "--job", job, "--status", "succeeded"]);
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     }
-    // --- step: the backup gains an identical copy of log 2 and a corrupt line.
     let backup = env.dir.path().join("b.jsonl");
+    (env, backup)
+}
+
+#[test]
+fn compact_cleans_repeated_and_corrupt_backup_lines_so_verify_is_clean() {
+    let (env, backup) = three_logs();
+    // --- step: the backup gains an identical copy of log 2 and a corrupt line.
     let text = std::fs::read_to_string(&backup).unwrap();
     let copy = text
         .lines()
@@ -61,12 +66,7 @@ fn rejected(env: &Env) -> Vec<String> {
 /// exits 0; verify is clean after it, with nothing left for `compact` to do.
 #[test]
 fn check_repair_of_a_damaged_backup_line_ends_with_both_copies_clean() {
-    let env = Env::new();
-    for job in ["a", "b", "c"] {
-        let out = env.run(&["append", "--job", job, "--status", "succeeded"]);
-        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let backup = env.dir.path().join("b.jsonl");
+    let (env, backup) = three_logs();
     let text = std::fs::read_to_string(&backup).unwrap();
     assert_eq!(text.matches("\"job\":\"b\"").count(), 1);
     std::fs::write(&backup, text.replace("\"job\":\"b\"", "\"job\":\"x\"")).unwrap();

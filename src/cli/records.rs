@@ -222,17 +222,14 @@ pub async fn append(stores: &StoreArgs, args: AppendArgs, out: &mut Out) -> Resu
     log.idempotency_key = args.idempotency_key.clone();
     log.validate()?;
     let opened = open(stores).await?;
-    if let (Some(key), None) = (&args.idempotency_key, &args.started) {
-        // The start time defaults to now, which a retried command would change: a retry
-        // of a stored key takes the stored start time (the store still compares the rest).
-        match opened.store().find_idempotent(key).await {
-            Ok(Some(stored)) => log.started_at = stored.started_at,
-            Ok(None) => {}
-            Err(e) => {
-                let _ = opened.close().await;
-                return Err(e);
-            }
-        }
+    // The start time defaults to now, which a retried command would change: a retry of a
+    // stored key takes the stored start time (the store still compares the rest).
+    let stamped = [args.started.is_none()];
+    if let Err(e) =
+        synclog::run::adopt_stored_starts(opened.store(), std::slice::from_mut(&mut log), &stamped).await
+    {
+        let _ = opened.close().await;
+        return Err(e);
     }
     append_to(opened, log, args.json, out).await
 }

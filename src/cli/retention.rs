@@ -207,12 +207,17 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// A marker's time as the prune lines print it.
+fn utc(at: &synclog::Timestamp) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 /// What a pruned id's marker says, for `show` and `verify`.
 pub(super) fn pruned_line(id: LogId, markers: &[PruneMarker]) -> Option<String> {
     let m = markers.iter().find(|m| m.covers(id))?;
     Some(format!(
         "log {id} was pruned at {} by policy \"{}\" ({} logs, marker {})",
-        m.at.format("%Y-%m-%d %H:%M:%S UTC"),
+        utc(&m.at),
         m.policy,
         m.count,
         m.name()
@@ -226,25 +231,19 @@ pub(super) fn print_prunes(markers: &[PruneMarker], present: u64, out: &mut Out)
     const SHOWN: usize = 20;
     let earlier = &markers[..markers.len().saturating_sub(SHOWN)];
     if let (Some(first), Some(last)) = (earlier.first(), earlier.last()) {
+        // Each marker's ranges ascend: its first and last range bound its ids.
+        let ends = earlier
+            .iter()
+            .flat_map(|m| m.ranges.first().into_iter().chain(m.ranges.last()));
         outln!(
             out,
             "pruned by policy: {} logs in {} earlier prunes from {} to {}, ids between {} and {}",
             earlier.iter().map(|m| m.count).sum::<u64>(),
             earlier.len(),
-            first.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            last.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            earlier
-                .iter()
-                .filter_map(|m| m.ranges.first())
-                .map(|r| r.first)
-                .min()
-                .map_or(0, LogId::get),
-            earlier
-                .iter()
-                .filter_map(|m| m.ranges.last())
-                .map(|r| r.last)
-                .max()
-                .map_or(0, LogId::get),
+            utc(&first.at),
+            utc(&last.at),
+            ends.clone().map(|r| r.first).min().map_or(0, LogId::get),
+            ends.map(|r| r.last).max().map_or(0, LogId::get),
         );
     }
     for m in &markers[earlier.len()..] {
@@ -252,7 +251,7 @@ pub(super) fn print_prunes(markers: &[PruneMarker], present: u64, out: &mut Out)
             out,
             "pruned by policy: {} logs at {} (\"{}\"), ids {}{}",
             m.count,
-            m.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            utc(&m.at),
             m.policy,
             ranges(&m.ranges),
             m.archive

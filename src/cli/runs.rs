@@ -130,34 +130,25 @@ pub async fn abandon(stores: &StoreArgs, args: AbandonArgs, out: &mut Out) -> Re
 async fn end(stores: &StoreArgs, run: &str, log: NewLog, json: bool, out: &mut Out) -> Result<u8> {
     // A run lives in a store that exists: a missing one is not created to refuse the run.
     let opened = open_existing(stores).await?;
-    // An unknown run is "not found" (exit 3, as a 404 over HTTP), not bad input; a key
-    // that could never name a run is still bad input (finish_log says why).
-    let known = if synclog::validate::validate_keys(Some(run), None, Status::Abandoned).is_ok() {
-        match opened.store().run_records(run).await {
-            Ok(records) => !records.is_empty(),
-            Err(e) => {
-                let _ = opened.close().await;
-                return Err(e);
-            }
-        }
-    } else {
-        true
-    };
-    if !known {
-        opened.close().await?;
-        out.stderr_line(
-            "error",
-            format_args!(
-                "no run {run:?} in this store (a run starts with `synclog start`); nothing was written"
-            ),
-        );
-        return Ok(exit::NOT_FOUND);
-    }
     match opened.store().finish_log(run, log).await {
         Ok(log) => append_to(opened, log, json, out).await,
         Err(e) => {
+            // A run the store does not hold is "not found" (exit 3, as a 404 over HTTP),
+            // not bad input; asked only once the finish was refused.
+            let unknown = e.kind() == synclog::ErrorKind::InvalidInput
+                && synclog::validate::validate_keys(Some(run), None, Status::Abandoned).is_ok()
+                && matches!(opened.store().run_records(run).await, Ok(r) if r.is_empty());
             let _ = opened.close().await;
-            Err(e)
+            if !unknown {
+                return Err(e);
+            }
+            out.stderr_line(
+                "error",
+                format_args!(
+                    "no run {run:?} in this store (a run starts with `synclog start`); nothing was written"
+                ),
+            );
+            Ok(exit::NOT_FOUND)
         }
     }
 }
